@@ -1,0 +1,171 @@
+//! Probes: the I/O half of health checking. Each returns a [`ProbeOutcome`]; none panics or hangs
+//! past its timeout.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::StatusCode;
+
+use super::health::ProbeOutcome;
+use crate::crd::{Discovered, ProbeType};
+
+/// Everything needed to probe one MCP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeTarget {
+    pub probe_type: ProbeType,
+    /// Absolute URL of the health path (`http`) or the MCP endpoint (`mcp`).
+    pub url: String,
+    pub timeout: Duration,
+    pub interval: Duration,
+    /// Extra headers from `healthCheck.headersFromSecret` (values never logged).
+    pub headers: BTreeMap<String, String>,
+    /// Set when the headers could not be loaded; the probe reports it instead of probing blind.
+    pub setup_error: Option<String>,
+}
+
+pub async fn probe(client: &reqwest::Client, target: &ProbeTarget) -> ProbeOutcome {
+    let started = Instant::now();
+    if let Some(error) = &target.setup_error {
+        return ProbeOutcome::Down {
+            latency: Duration::ZERO,
+            error: error.clone(),
+        };
+    }
+    let headers = match header_map(&target.headers) {
+        Ok(h) => h,
+        Err(error) => {
+            return ProbeOutcome::Down {
+                latency: Duration::ZERO,
+                error,
+            }
+        }
+    };
+    let outcome = match target.probe_type {
+        ProbeType::Http => tokio::time::timeout(target.timeout, http_probe(client, target, headers)).await,
+        ProbeType::Mcp => tokio::time::timeout(target.timeout, mcp_probe(client, target, headers)).await,
+    };
+    let latency = started.elapsed();
+    match outcome {
+        Ok(Ok(discovered)) => ProbeOutcome::Up { latency, discovered },
+        Ok(Err(Failure::Refused(detail))) => ProbeOutcome::Refused { latency, detail },
+        Ok(Err(Failure::Down(error))) => ProbeOutcome::Down { latency, error },
+        Err(_) => ProbeOutcome::Down {
+            latency,
+            error: format!("no answer within the {}s timeout", target.timeout.as_secs()),
+        },
+    }
+}
+
+enum Failure {
+    Refused(String),
+    Down(String),
+}
+
+fn header_map(headers: &BTreeMap<String, String>) -> Result<HeaderMap, String> {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("probe header name {name:?} from headersFromSecret is not a valid HTTP header name"))?;
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| format!("probe header {name} from headersFromSecret has a value that is not valid in HTTP"))?;
+        map.insert(name, value);
+    }
+    Ok(map)
+}
+
+async fn http_probe(
+    client: &reqwest::Client,
+    target: &ProbeTarget,
+    headers: HeaderMap,
+) -> Result<Option<Discovered>, Failure> {
+    let response = client
+        .get(&target.url)
+        .headers(headers)
+        .send()
+        .await
+        .map_err(|e| Failure::Down(describe_transport_error(&e)))?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(None);
+    }
+    Err(classify_status(status, "GET"))
+}
+
+fn classify_status(status: StatusCode, method: &str) -> Failure {
+    match status {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Failure::Refused(format!(
+            "the server answered {status} to the probe's {method}: it is up but refuses the probe's credentials; put them in a Secret named by healthCheck.headersFromSecret"
+        )),
+        StatusCode::METHOD_NOT_ALLOWED => Failure::Refused(format!(
+            "the server answered {status} to the probe's {method}: it is up but does not accept {method} on that path; point paths.healthCheck at a GET endpoint or use healthCheck.type: mcp"
+        )),
+        _ => Failure::Down(format!("the server answered {status} to the probe's {method}")),
+    }
+}
+
+fn describe_transport_error(error: &reqwest::Error) -> String {
+    use std::error::Error as _;
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// initialize, ping and tools/list over Streamable HTTP, with the official SDK.
+async fn mcp_probe(
+    client: &reqwest::Client,
+    target: &ProbeTarget,
+    headers: HeaderMap,
+) -> Result<Option<Discovered>, Failure> {
+    use rmcp::model::{ClientRequest, PingRequest};
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::ServiceExt;
+
+    let custom: HashMap<HeaderName, HeaderValue> = headers.into_iter().filter_map(|(k, v)| Some((k?, v))).collect();
+    let config = StreamableHttpClientTransportConfig::with_uri(target.url.as_str()).custom_headers(custom);
+    let transport = StreamableHttpClientTransport::with_client(client.clone(), config);
+    let service = ().serve(transport).await.map_err(|e| mcp_failure("initialize", &e))?;
+    let result = async {
+        let info = service.peer_info();
+        service
+            .send_request(ClientRequest::PingRequest(PingRequest::default()))
+            .await
+            .map_err(|e| mcp_failure("ping", &e))?;
+        let tools = service.list_all_tools().await.map_err(|e| mcp_failure("tools/list", &e))?;
+        let mut names: Vec<String> = tools.into_iter().map(|t| t.name.to_string()).collect();
+        names.sort();
+        Ok(Some(Discovered {
+            server_name: info.as_ref().and_then(|i| i.server_info.as_ref()).map(|s| s.name.clone()),
+            server_version: info.as_ref().and_then(|i| i.server_info.as_ref()).map(|s| s.version.clone()),
+            protocol_version: info.as_ref().map(|i| i.protocol_version.to_string()),
+            tools: names,
+        }))
+    }
+    .await;
+    let _ = service.cancel().await;
+    result
+}
+
+fn mcp_failure(step: &str, error: &dyn std::error::Error) -> Failure {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    // The SDK reports 401/403 as "Auth required"/"Insufficient scope" somewhere in the chain.
+    if text.contains("Auth required") || text.contains("Insufficient scope") {
+        Failure::Refused(format!(
+            "MCP {step} was refused for lack of credentials ({text}); put them in a Secret named by healthCheck.headersFromSecret"
+        ))
+    } else {
+        Failure::Down(format!("MCP {step} failed: {text}"))
+    }
+}

@@ -1,0 +1,381 @@
+//! The status a registration should have, computed from what the controller observed. Pure: no I/O,
+//! no clock (the caller passes `now`), so every decision here is unit-tested.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+use super::health::{HealthTracker, Verdict};
+use super::keys::SECRET_KEY;
+use crate::crd::validate::FieldProblem;
+use crate::crd::{CoordinatorConfig, MCPRegistrationSpec, MCPRegistrationStatus, Phase, RoutingStatus, SecretKeyRef};
+
+/// Where MCPs report and how often; the same for every registration of this controller.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportingSettings {
+    pub interaction_log_endpoint: String,
+    pub heartbeat_interval_seconds: u32,
+    pub data_report_interval_seconds: u32,
+}
+
+/// The coordinator version against the registration's `compatibility.coordinatorVersion`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Compatibility {
+    NoConstraint,
+    InRange { required: String },
+    OutOfRange { required: String, actual: String },
+}
+
+pub fn check_compatibility(spec: &MCPRegistrationSpec, actual: &str) -> Compatibility {
+    let Some(required) = spec.compatibility.as_ref().map(|c| c.coordinator_version.clone()) else {
+        return Compatibility::NoConstraint;
+    };
+    // An unparsable range never gets here: validation turns it into phase Invalid first.
+    let fits = match (semver::VersionReq::parse(&required), semver::Version::parse(actual)) {
+        (Ok(req), Ok(version)) => req.matches(&version),
+        _ => false,
+    };
+    if fits {
+        Compatibility::InRange { required }
+    } else {
+        Compatibility::OutOfRange {
+            required,
+            actual: actual.to_string(),
+        }
+    }
+}
+
+/// What the controller found out about one registration in this reconcile.
+#[derive(Debug, Clone)]
+pub struct Observation<'a> {
+    pub generation: Option<i64>,
+    pub mcp_id: Option<&'a str>,
+    pub key_secret: Option<&'a str>,
+    pub problems: &'a [FieldProblem],
+    pub compatibility: Compatibility,
+    pub health: Option<&'a HealthTracker>,
+}
+
+pub fn phase_of(obs: &Observation<'_>) -> Phase {
+    if !obs.problems.is_empty() {
+        return Phase::Invalid;
+    }
+    if matches!(obs.compatibility, Compatibility::OutOfRange { .. }) {
+        return Phase::Incompatible;
+    }
+    if obs.mcp_id.is_none() {
+        return Phase::Pending;
+    }
+    match obs.health.map(|h| h.verdict) {
+        None | Some(Verdict::Unknown) => Phase::Pending,
+        Some(Verdict::Healthy) => Phase::Ready,
+        Some(Verdict::Refused) => Phase::Degraded,
+        Some(Verdict::Unhealthy) => Phase::Unavailable,
+    }
+}
+
+pub fn desired_status(
+    spec: &MCPRegistrationSpec,
+    previous: Option<&MCPRegistrationStatus>,
+    obs: &Observation<'_>,
+    reporting: &ReportingSettings,
+    now: Timestamp,
+) -> MCPRegistrationStatus {
+    let phase = phase_of(obs);
+    let previous_conditions = previous.map(|p| p.conditions.as_slice()).unwrap_or_default();
+    let mut conditions = Vec::with_capacity(4);
+    let mut set = |type_: &str, status: bool, reason: &str, message: String| {
+        conditions.push(condition(previous_conditions, type_, status, reason, message, obs.generation, now));
+    };
+
+    let problems_text = obs.problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+    match (obs.problems.is_empty(), obs.mcp_id, obs.key_secret) {
+        (false, _, _) => set("Registered", false, "InvalidSpec", format!("fix the spec: {problems_text}")),
+        (true, Some(id), Some(secret)) => set(
+            "Registered",
+            true,
+            "IdAssigned",
+            format!("MCP ID {id}; API key in Secret {secret} (key {SECRET_KEY})"),
+        ),
+        (true, _, _) => set("Registered", false, "Registering", "assigning an MCP ID and API key".into()),
+    }
+    match &obs.compatibility {
+        Compatibility::NoConstraint => set("Compatible", true, "NoConstraint", "no coordinatorVersion range given".into()),
+        Compatibility::InRange { required } => set(
+            "Compatible",
+            true,
+            "VersionInRange",
+            format!("coordinator {} satisfies {required}", crate::COORDINATOR_VERSION),
+        ),
+        Compatibility::OutOfRange { required, actual } => set(
+            "Compatible",
+            false,
+            "VersionOutOfRange",
+            format!("coordinator {actual} does not satisfy spec.compatibility.coordinatorVersion {required:?}; widen the range or run a matching coordinator"),
+        ),
+    }
+    let (healthy, reason, message) = health_condition(phase, obs.health);
+    conditions.push(condition(previous_conditions, "Healthy", healthy, reason, message, obs.generation, now));
+    let (ready_reason, ready_message) = ready_explanation(phase, &problems_text, obs);
+    conditions.push(condition(
+        previous_conditions,
+        "Ready",
+        phase == Phase::Ready,
+        ready_reason,
+        ready_message,
+        obs.generation,
+        now,
+    ));
+
+    let probing = matches!(phase, Phase::Pending | Phase::Ready | Phase::Degraded | Phase::Unavailable);
+    let health = if probing { obs.health.map(HealthTracker::to_status) } else { None };
+    let discovered = obs
+        .health
+        .and_then(|h| h.discovered.clone())
+        .or_else(|| previous.and_then(|p| p.discovered.clone()));
+
+    let mut routing = routing_status(spec, phase);
+    let previous_routing = previous.and_then(|p| p.routing.as_ref());
+    routing.last_updated = match previous_routing {
+        Some(p) if same_routing(p, &routing) => p.last_updated.clone(),
+        _ => Some(Time(now)),
+    };
+
+    MCPRegistrationStatus {
+        mcp_id: obs.mcp_id.map(str::to_string).or_else(|| previous.and_then(|p| p.mcp_id.clone())),
+        phase,
+        observed_generation: obs.generation,
+        conditions,
+        health,
+        coordinator_config: obs.key_secret.map(|secret| CoordinatorConfig {
+            interaction_log_endpoint: reporting.interaction_log_endpoint.clone(),
+            heartbeat_interval_seconds: reporting.heartbeat_interval_seconds,
+            data_report_interval_seconds: reporting.data_report_interval_seconds,
+            api_key_secret_ref: SecretKeyRef {
+                name: secret.to_string(),
+                key: SECRET_KEY.to_string(),
+            },
+        }),
+        routing: Some(routing),
+        discovered,
+    }
+}
+
+fn health_condition(phase: Phase, health: Option<&HealthTracker>) -> (bool, &'static str, String) {
+    let error = health.and_then(|h| h.last_error.clone()).unwrap_or_default();
+    match (phase, health.map(|h| h.verdict)) {
+        (Phase::Invalid | Phase::Incompatible, _) => (false, "NotProbed", "not probed until the registration is valid and compatible".into()),
+        (_, Some(Verdict::Healthy)) => (true, "ProbeSucceeded", "health probes succeed".into()),
+        (_, Some(Verdict::Refused)) => (false, "ProbeRefused", error),
+        (_, Some(Verdict::Unhealthy)) => (
+            false,
+            "ProbeFailed",
+            format!("{} consecutive probes failed: {error}", health.map(|h| h.consecutive_failures).unwrap_or(0)),
+        ),
+        (_, Some(Verdict::Unknown) | None) => (false, "AwaitingProbes", "waiting for enough probes to decide".into()),
+    }
+}
+
+fn ready_explanation(phase: Phase, problems: &str, obs: &Observation<'_>) -> (&'static str, String) {
+    match phase {
+        Phase::Ready => ("Ready", "registered, compatible and healthy; receiving traffic".into()),
+        Phase::Invalid => ("InvalidSpec", format!("fix the spec: {problems}")),
+        Phase::Incompatible => ("Incompatible", "the coordinator version is outside spec.compatibility.coordinatorVersion".into()),
+        Phase::Pending if obs.mcp_id.is_none() => ("Registering", "assigning an MCP ID".into()),
+        Phase::Pending => ("AwaitingProbes", "waiting for the first health probes".into()),
+        Phase::Degraded => ("ProbeRefused", "reachable but refusing health probes; routed at half weight".into()),
+        Phase::Unavailable => ("Unhealthy", "health probes fail; no traffic is routed to it".into()),
+    }
+}
+
+/// Routing as health allows: full weight when Ready, half when Degraded, nothing otherwise.
+pub fn routing_status(spec: &MCPRegistrationSpec, phase: Phase) -> RoutingStatus {
+    let weight = spec.routing.weight;
+    let (effective_weight, reason) = match phase {
+        Phase::Ready => (weight, "healthy: full configured weight".to_string()),
+        Phase::Degraded => (weight / 2, "degraded (probe refused): half the configured weight".to_string()),
+        other => (0, format!("{}: not routable", other.as_str())),
+    };
+    RoutingStatus {
+        priority: spec.routing.priority,
+        weight,
+        effective_weight,
+        max_concurrent_requests: spec.routing.max_concurrent_requests,
+        reason,
+        last_updated: None,
+    }
+}
+
+fn same_routing(a: &RoutingStatus, b: &RoutingStatus) -> bool {
+    (a.priority, a.weight, a.effective_weight, a.max_concurrent_requests, &a.reason)
+        == (b.priority, b.weight, b.effective_weight, b.max_concurrent_requests, &b.reason)
+}
+
+fn condition(
+    previous: &[Condition],
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    let status = if status { "True" } else { "False" }.to_string();
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(now));
+    Condition {
+        type_: type_.to_string(),
+        status,
+        reason: reason.to_string(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+/// Whether `new` differs from `old` in anything but probe timestamps and counters: only then is a
+/// status write worth its watch event.
+pub fn meaningful_change(old: Option<&MCPRegistrationStatus>, new: &MCPRegistrationStatus) -> bool {
+    let Some(old) = old else {
+        return true;
+    };
+    strip_volatile(old.clone()) != strip_volatile(new.clone())
+}
+
+fn strip_volatile(mut status: MCPRegistrationStatus) -> MCPRegistrationStatus {
+    if let Some(h) = status.health.as_mut() {
+        h.last_probe_time = None;
+        h.last_latency_ms = None;
+        h.consecutive_failures = 0;
+        h.consecutive_successes = 0;
+    }
+    if let Some(r) = status.routing.as_mut() {
+        r.last_updated = None;
+    }
+    status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::health::ProbeOutcome;
+    use crate::crd::HealthCheck;
+    use std::time::Duration;
+
+    fn spec() -> MCPRegistrationSpec {
+        serde_saphyr::from_str(
+            "version: 1.0.0\ntype: workflow\ncapabilities: [ocr]\nendpoint: {url: 'http://x'}\nrouting: {weight: 300}\n",
+        )
+        .unwrap()
+    }
+
+    fn reporting() -> ReportingSettings {
+        ReportingSettings {
+            interaction_log_endpoint: "http://ingest:8081".into(),
+            heartbeat_interval_seconds: 30,
+            data_report_interval_seconds: 60,
+        }
+    }
+
+    fn tracker(outcomes: &[bool]) -> HealthTracker {
+        let mut t = HealthTracker::default();
+        let check = HealthCheck {
+            failure_threshold: 2,
+            ..Default::default()
+        };
+        for up in outcomes {
+            let o = if *up {
+                ProbeOutcome::Up { latency: Duration::from_millis(5), discovered: None }
+            } else {
+                ProbeOutcome::Down { latency: Duration::from_millis(5), error: "connection refused".into() }
+            };
+            t.record(o, Timestamp::now(), &check);
+        }
+        t
+    }
+
+    fn observe<'a>(health: Option<&'a HealthTracker>, problems: &'a [FieldProblem]) -> Observation<'a> {
+        Observation {
+            generation: Some(2),
+            mcp_id: Some("ocr_workflow_mcp_001"),
+            key_secret: Some("ocr-mcp-key"),
+            problems,
+            compatibility: Compatibility::NoConstraint,
+            health,
+        }
+    }
+
+    fn condition_of<'a>(s: &'a MCPRegistrationStatus, t: &str) -> &'a Condition {
+        s.conditions.iter().find(|c| c.type_ == t).unwrap()
+    }
+
+    #[test]
+    fn healthy_registration_is_ready_at_full_weight() {
+        let h = tracker(&[true]);
+        let s = desired_status(&spec(), None, &observe(Some(&h), &[]), &reporting(), Timestamp::now());
+        assert_eq!(s.phase, Phase::Ready);
+        assert_eq!(s.routing.as_ref().unwrap().effective_weight, 300);
+        assert_eq!(condition_of(&s, "Ready").status, "True");
+        assert_eq!(s.observed_generation, Some(2));
+        assert_eq!(s.coordinator_config.unwrap().api_key_secret_ref.name, "ocr-mcp-key");
+    }
+
+    #[test]
+    fn unhealthy_registration_gets_no_traffic_and_says_why() {
+        let h = tracker(&[true, false, false]);
+        let s = desired_status(&spec(), None, &observe(Some(&h), &[]), &reporting(), Timestamp::now());
+        assert_eq!(s.phase, Phase::Unavailable);
+        assert_eq!(s.routing.as_ref().unwrap().effective_weight, 0);
+        assert!(condition_of(&s, "Healthy").message.contains("connection refused"));
+    }
+
+    #[test]
+    fn invalid_spec_names_the_field_to_fix() {
+        let problems = [FieldProblem { field: "spec.endpoint.url", message: "must be absolute".into() }];
+        let s = desired_status(&spec(), None, &observe(None, &problems), &reporting(), Timestamp::now());
+        assert_eq!(s.phase, Phase::Invalid);
+        assert!(condition_of(&s, "Ready").message.contains("spec.endpoint.url: must be absolute"));
+    }
+
+    #[test]
+    fn transition_time_moves_only_when_the_status_flips() {
+        let t0 = Timestamp::from_second(1_700_000_000).unwrap();
+        let t1 = Timestamp::from_second(1_700_000_100).unwrap();
+        let up = tracker(&[true]);
+        let first = desired_status(&spec(), None, &observe(Some(&up), &[]), &reporting(), t0);
+        let again = desired_status(&spec(), Some(&first), &observe(Some(&up), &[]), &reporting(), t1);
+        assert_eq!(condition_of(&again, "Ready").last_transition_time, Time(t0));
+        assert!(!meaningful_change(Some(&first), &again));
+        let down = tracker(&[true, false, false]);
+        let flipped = desired_status(&spec(), Some(&again), &observe(Some(&down), &[]), &reporting(), t1);
+        assert_eq!(condition_of(&flipped, "Ready").last_transition_time, Time(t1));
+        assert_eq!(condition_of(&flipped, "Registered").last_transition_time, Time(t0));
+        assert!(meaningful_change(Some(&again), &flipped));
+    }
+
+    #[test]
+    fn probe_counters_alone_do_not_rewrite_status() {
+        let a = tracker(&[true]);
+        let b = tracker(&[true, true, true]);
+        let now = Timestamp::now();
+        let first = desired_status(&spec(), None, &observe(Some(&a), &[]), &reporting(), now);
+        let later = desired_status(&spec(), Some(&first), &observe(Some(&b), &[]), &reporting(), now);
+        assert!(!meaningful_change(Some(&first), &later));
+    }
+
+    #[test]
+    fn out_of_range_coordinator_is_incompatible() {
+        let mut s = spec();
+        s.compatibility = Some(crate::crd::Compatibility { coordinator_version: ">=9.0".into() });
+        let compat = check_compatibility(&s, "0.1.0");
+        assert!(matches!(compat, Compatibility::OutOfRange { .. }));
+        let mut obs = observe(None, &[]);
+        obs.compatibility = compat;
+        let status = desired_status(&s, None, &obs, &reporting(), Timestamp::now());
+        assert_eq!(status.phase, Phase::Incompatible);
+        assert_eq!(condition_of(&status, "Compatible").reason, "VersionOutOfRange");
+        assert_eq!(check_compatibility(&spec(), "0.1.0"), Compatibility::NoConstraint);
+    }
+}

@@ -1,0 +1,439 @@
+//! The `MCPRegistration` custom resource: the only place its shape is defined.
+//!
+//! Validation that a schema can express (ranges, enums, required fields, patterns) lives here as
+//! schema attributes, so `kubectl apply` rejects bad objects before the controller sees them.
+//! What a schema cannot express (semver ranges that parse, absolute URLs) is checked in [`validate`].
+
+pub mod validate;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, Resource, ResourceExt};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub const GROUP: &str = "mcp.coordinator.dev";
+pub const VERSION: &str = "v1alpha1";
+pub const KIND: &str = "MCPRegistration";
+/// Prefix of every label, annotation and finalizer this project owns.
+pub const PREFIX: &str = "mcp.coordinator.dev/";
+pub const FINALIZER: &str = "mcp.coordinator.dev/cleanup";
+pub const ROTATE_KEY_ANNOTATION: &str = "mcp.coordinator.dev/rotate-key";
+pub const CREDENTIALS_LABEL: &str = "mcp.coordinator.dev/credentials";
+pub const MCP_ID_LABEL: &str = "mcp.coordinator.dev/mcp-id";
+
+/// Declares an MCP server to the coordinator, following the seed's `register_mcp` message.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "mcp.coordinator.dev",
+    version = "v1alpha1",
+    kind = "MCPRegistration",
+    plural = "mcpregistrations",
+    shortname = "mcpreg",
+    namespaced,
+    status = "MCPRegistrationStatus",
+    printcolumn = r#"{"name":"ID","type":"string","jsonPath":".status.mcpId"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Weight","type":"integer","jsonPath":".status.routing.effectiveWeight"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MCPRegistrationSpec {
+    /// Version of the MCP server itself (semver, e.g. `1.2.0`).
+    #[schemars(regex(
+        pattern = r"^v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$"
+    ))]
+    pub version: String,
+    /// Kind of MCP: workflow, tool, adapter, model, or another lower-case word. Part of the MCP ID.
+    #[serde(rename = "type")]
+    #[schemars(regex(pattern = r"^[a-z][a-z0-9_]{0,30}$"))]
+    pub mcp_type: String,
+    /// What the MCP can do (e.g. `text_extraction`); routing looks MCPs up by capability.
+    #[schemars(length(min = 1, max = 64), inner(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$")))]
+    pub capabilities: Vec<String>,
+    /// Input/output formats the MCP accepts (e.g. `image/png`, `pdf`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub supported_formats: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_requirements: Option<ResourceRequirements>,
+    pub endpoint: Endpoint,
+    #[serde(default)]
+    pub paths: Paths,
+    #[serde(default)]
+    pub health_check: HealthCheck,
+    #[serde(default)]
+    pub routing: RoutingSpec,
+    #[serde(default)]
+    pub privacy: PrivacySpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compatibility: Option<Compatibility>,
+}
+
+/// What the MCP needs to run; informational for schedulers and routing.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceRequirements {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_memory: Option<Quantity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_cpu: Option<Quantity>,
+    #[serde(default)]
+    pub gpu_required: bool,
+}
+
+/// Where the MCP listens: exactly one of `service` or `url`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("oneOf" = [{"required": ["service"]}, {"required": ["url"]}]))]
+pub struct Endpoint {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceRef>,
+    /// Absolute `http://` or `https://` base URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https?://[^\s/?#]+([/?#]\S*)?$"))]
+    pub url: Option<String>,
+}
+
+/// A Kubernetes Service in front of the MCP.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceRef {
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// Defaults to the MCPRegistration's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u16,
+    #[serde(default)]
+    pub scheme: Scheme,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    #[default]
+    Http,
+    Https,
+}
+
+/// Paths on the endpoint, each starting with `/`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Paths {
+    #[serde(default = "default_health_path")]
+    #[schemars(regex(pattern = r"^/\S*$"))]
+    pub health_check: String,
+    #[serde(default = "default_process_path")]
+    #[schemars(regex(pattern = r"^/\S*$"))]
+    pub process: String,
+    #[serde(default = "default_status_path")]
+    #[schemars(regex(pattern = r"^/\S*$"))]
+    pub status: String,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Self {
+            health_check: default_health_path(),
+            process: default_process_path(),
+            status: default_status_path(),
+        }
+    }
+}
+
+fn default_health_path() -> String {
+    "/health".into()
+}
+fn default_process_path() -> String {
+    "/process".into()
+}
+fn default_status_path() -> String {
+    "/status".into()
+}
+
+/// How the controller decides whether the MCP is healthy.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheck {
+    /// `http`: GET the health path, expect 2xx. `mcp`: speak MCP over Streamable HTTP at the
+    /// process path (initialize, ping, tools/list).
+    #[serde(rename = "type", default)]
+    pub probe_type: ProbeType,
+    #[serde(default = "default_interval")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub interval_seconds: u32,
+    #[serde(default = "default_timeout")]
+    #[schemars(range(min = 1, max = 60))]
+    pub timeout_seconds: u32,
+    /// Consecutive failed probes before the MCP counts as down.
+    #[serde(default = "default_failure_threshold")]
+    #[schemars(range(min = 1, max = 100))]
+    pub failure_threshold: u32,
+    /// Consecutive good probes before the MCP counts as healthy again.
+    #[serde(default = "default_success_threshold")]
+    #[schemars(range(min = 1, max = 100))]
+    pub success_threshold: u32,
+    /// Secret (same namespace) whose every key/value is sent as an HTTP header with each probe,
+    /// for MCPs behind authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers_from_secret: Option<SecretName>,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        Self {
+            probe_type: ProbeType::default(),
+            interval_seconds: default_interval(),
+            timeout_seconds: default_timeout(),
+            failure_threshold: default_failure_threshold(),
+            success_threshold: default_success_threshold(),
+            headers_from_secret: None,
+        }
+    }
+}
+
+fn default_interval() -> u32 {
+    10
+}
+fn default_timeout() -> u32 {
+    2
+}
+fn default_failure_threshold() -> u32 {
+    3
+}
+fn default_success_threshold() -> u32 {
+    1
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct SecretName {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeType {
+    #[default]
+    Http,
+    Mcp,
+}
+
+/// Routing preferences; the controller turns them into `status.routing`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RoutingSpec {
+    /// Tier: 0 is served first; higher tiers take traffic when lower ones have no healthy capacity.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 100))]
+    pub priority: u32,
+    /// Share of traffic within a tier before performance scaling.
+    #[serde(default = "default_weight")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub weight: u32,
+    #[serde(default = "default_max_concurrent")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub max_concurrent_requests: u32,
+}
+
+impl Default for RoutingSpec {
+    fn default() -> Self {
+        Self {
+            priority: 0,
+            weight: default_weight(),
+            max_concurrent_requests: default_max_concurrent(),
+        }
+    }
+}
+
+fn default_weight() -> u32 {
+    100
+}
+fn default_max_concurrent() -> u32 {
+    100
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PrivacySpec {
+    #[serde(default)]
+    pub level: PrivacyLevel,
+    /// How long interaction logs of this MCP are kept.
+    #[serde(default = "default_retention_days")]
+    #[schemars(range(min = 1, max = 3650))]
+    pub retention_days: u32,
+}
+
+impl Default for PrivacySpec {
+    fn default() -> Self {
+        Self {
+            level: PrivacyLevel::default(),
+            retention_days: default_retention_days(),
+        }
+    }
+}
+
+fn default_retention_days() -> u32 {
+    30
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PrivacyLevel {
+    Public,
+    #[default]
+    Internal,
+    Sensitive,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Compatibility {
+    /// Semver range of coordinator versions this MCP works with, e.g. `>=0.1, <2`.
+    #[schemars(length(min = 1, max = 256))]
+    pub coordinator_version: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Status
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MCPRegistrationStatus {
+    /// Unique, stable, never reused ID (e.g. `ocr_workflow_mcp_001`); interaction logs are keyed by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp_id: Option<String>,
+    #[serde(default)]
+    pub phase: Phase,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coordinator_config: Option<CoordinatorConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<RoutingStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovered: Option<Discovered>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Phase {
+    #[default]
+    Pending,
+    Ready,
+    Degraded,
+    Unavailable,
+    Incompatible,
+    Invalid,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 6] = [
+        Phase::Pending,
+        Phase::Ready,
+        Phase::Degraded,
+        Phase::Unavailable,
+        Phase::Incompatible,
+        Phase::Invalid,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Ready => "Ready",
+            Phase::Degraded => "Degraded",
+            Phase::Unavailable => "Unavailable",
+            Phase::Incompatible => "Incompatible",
+            Phase::Invalid => "Invalid",
+        }
+    }
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_probe_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_latency_ms: Option<u64>,
+    #[serde(default)]
+    pub consecutive_failures: u32,
+    #[serde(default)]
+    pub consecutive_successes: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// What an MCP needs to report to the coordinator.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CoordinatorConfig {
+    pub interaction_log_endpoint: String,
+    pub heartbeat_interval_seconds: u32,
+    pub data_report_interval_seconds: u32,
+    pub api_key_secret_ref: SecretKeyRef,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct SecretKeyRef {
+    pub name: String,
+    pub key: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RoutingStatus {
+    pub priority: u32,
+    pub weight: u32,
+    /// Weight callers should use now: 0 unless the MCP is Ready (or Degraded, at half weight).
+    pub effective_weight: u32,
+    pub max_concurrent_requests: u32,
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_updated: Option<Time>,
+}
+
+/// What an `mcp` health check learned from the server.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Discovered {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<String>,
+}
+
+impl MCPRegistration {
+    /// Name of the Secret holding this registration's API key.
+    pub fn key_secret_name(&self) -> String {
+        format!("{}-mcp-key", self.name_any())
+    }
+
+    /// Reference used for Events about this registration.
+    pub fn event_reference(&self) -> ObjectReference {
+        self.object_ref(&())
+    }
+}
+
+/// The CRD as the API server should receive it.
+pub fn crd() -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition
+{
+    use kube::CustomResourceExt;
+    MCPRegistration::crd()
+}
+
+/// The CRD as YAML, exactly as `crds/mcpregistration.yaml` holds it.
+pub fn crd_yaml() -> Result<String, serde_saphyr::SerializeError> {
+    serde_saphyr::to_string(&crd())
+}

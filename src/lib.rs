@@ -1,0 +1,10 @@
+//! mcp-coordinator: a Kubernetes operator that coordinates MCP (Model Context Protocol) servers.
+//! See DESIGN.md in the project's shared folder and the README for the architecture.
+
+pub mod controller;
+pub mod crd;
+pub mod metrics;
+pub mod server;
+
+/// The coordinator's own version, checked against `spec.compatibility.coordinatorVersion`.
+pub const COORDINATOR_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,158 @@
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use mcp_coordinator::controller::{self, status::ReportingSettings, Settings};
+use mcp_coordinator::{crd, metrics::Metrics, server};
+
+/// Coordinates MCP (Model Context Protocol) servers on Kubernetes.
+#[derive(Parser)]
+#[command(name = "mcp-coordinator", version, about)]
+struct Cli {
+    /// Log format.
+    #[arg(long, env = "MCP_COORDINATOR_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"], global = true)]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Reconcile MCPRegistrations: IDs, API keys, health, status.
+    Controller(ControllerArgs),
+    /// Print the MCPRegistration CustomResourceDefinition as YAML.
+    Crdgen,
+}
+
+#[derive(clap::Args)]
+struct ControllerArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "MCP_COORDINATOR_NAMESPACE")]
+    namespace: Option<String>,
+    /// Namespace of the controller's own state (the MCP ID ledger ConfigMap).
+    #[arg(long, env = "MCP_COORDINATOR_STATE_NAMESPACE", default_value = "mcp-coordinator")]
+    state_namespace: String,
+    /// Name of the MCP ID ledger ConfigMap.
+    #[arg(long, env = "MCP_COORDINATOR_ID_LEDGER", default_value = "mcp-coordinator-ids")]
+    id_ledger: String,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "MCP_COORDINATOR_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Where MCPs report interactions (written to each registration's status.coordinatorConfig).
+    #[arg(
+        long,
+        env = "MCP_COORDINATOR_INTERACTION_LOG_ENDPOINT",
+        default_value = "http://mcp-coordinator-ingest.mcp-coordinator.svc:8081"
+    )]
+    interaction_log_endpoint: String,
+    /// Heartbeat interval MCPs are told to use.
+    #[arg(long, env = "MCP_COORDINATOR_HEARTBEAT_INTERVAL_SECONDS", default_value_t = 30)]
+    heartbeat_interval_seconds: u32,
+    /// Interaction report interval MCPs are told to use.
+    #[arg(long, env = "MCP_COORDINATOR_DATA_REPORT_INTERVAL_SECONDS", default_value_t = 60)]
+    data_report_interval_seconds: u32,
+    /// Health probes in flight at once, across all MCPs.
+    #[arg(long, env = "MCP_COORDINATOR_PROBE_CONCURRENCY", default_value_t = 64)]
+    probe_concurrency: usize,
+    /// Reconciles in flight at once (0: unbounded).
+    #[arg(long, env = "MCP_COORDINATOR_RECONCILE_CONCURRENCY", default_value_t = 16)]
+    reconcile_concurrency: u16,
+    /// Reconcile every registration at least this often, in seconds.
+    #[arg(long, env = "MCP_COORDINATOR_RESYNC_SECONDS", default_value_t = 300)]
+    resync_seconds: u64,
+    /// Name this instance reports Events as (set to the pod name by the chart).
+    #[arg(long, env = "MCP_COORDINATOR_INSTANCE")]
+    instance: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(&cli.log_format);
+    match cli.command {
+        Command::Crdgen => {
+            print!("{}", crd::crd_yaml().context("could not render the CRD as YAML")?);
+            Ok(())
+        }
+        Command::Controller(args) => run_controller(args).await,
+    }
+}
+
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,rmcp=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
+    let client = kube::Client::try_default()
+        .await
+        .context("no Kubernetes configuration found: set KUBECONFIG or run inside a cluster")?;
+    let metrics = Arc::new(Metrics::new().context("could not register metrics")?);
+    let ready = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let shutdown = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let ops = tokio::spawn(server::serve_ops(
+        args.metrics_addr,
+        metrics.clone(),
+        ready.clone(),
+        shutdown(stop_rx.clone()),
+    ));
+    let settings = Settings {
+        namespace: args.namespace,
+        state_namespace: args.state_namespace,
+        id_ledger_name: args.id_ledger,
+        reporting: ReportingSettings {
+            interaction_log_endpoint: args.interaction_log_endpoint,
+            heartbeat_interval_seconds: args.heartbeat_interval_seconds,
+            data_report_interval_seconds: args.data_report_interval_seconds,
+        },
+        probe_concurrency: args.probe_concurrency,
+        reconcile_concurrency: args.reconcile_concurrency,
+        resync: Duration::from_secs(args.resync_seconds.max(1)),
+        instance: args.instance,
+    };
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+    });
+    tracing::info!(version = mcp_coordinator::COORDINATOR_VERSION, "starting controller");
+    let controller = controller::run(client, settings, metrics, ready, shutdown(stop_rx));
+    let (ops_result, controller_result) = tokio::join!(ops, controller);
+    controller_result.context("controller failed to start")?;
+    ops_result
+        .context("ops server task failed")?
+        .with_context(|| format!("could not serve metrics on {}", args.metrics_addr))?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,98 @@
+//! Prometheus metrics of the controller. Names follow Prometheus conventions (`_total` counters,
+//! base units in seconds).
+
+use std::time::Duration;
+
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+use crate::controller::health::ProbeOutcome;
+use crate::crd::Phase;
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub reconciles: IntCounter,
+    pub reconcile_errors: IntCounterVec,
+    pub reconcile_duration: Histogram,
+    pub registrations: IntGaugeVec,
+    pub probe_duration: HistogramVec,
+    pub mcp_up: IntGaugeVec,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let reconciles = IntCounter::with_opts(Opts::new(
+            "mcp_coordinator_reconciles_total",
+            "Reconciles of MCPRegistrations started.",
+        ))?;
+        let reconcile_errors = IntCounterVec::new(
+            Opts::new(
+                "mcp_coordinator_reconcile_errors_total",
+                "Reconciles that failed, by kind of error.",
+            ),
+            &["kind"],
+        )?;
+        let reconcile_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "mcp_coordinator_reconcile_duration_seconds",
+                "Time one reconcile of an MCPRegistration took.",
+            )
+            .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+        )?;
+        let registrations = IntGaugeVec::new(
+            Opts::new("mcp_coordinator_registrations", "MCPRegistrations by phase."),
+            &["phase"],
+        )?;
+        let probe_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "mcp_coordinator_probe_duration_seconds",
+                "Health probe duration, by probe type and result.",
+            )
+            .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            &["type", "result"],
+        )?;
+        let mcp_up = IntGaugeVec::new(
+            Opts::new("mcp_up", "1 when the MCP's health checks pass (Ready), 0 otherwise."),
+            &["mcp_id"],
+        )?;
+        registry.register(Box::new(reconciles.clone()))?;
+        registry.register(Box::new(reconcile_errors.clone()))?;
+        registry.register(Box::new(reconcile_duration.clone()))?;
+        registry.register(Box::new(registrations.clone()))?;
+        registry.register(Box::new(probe_duration.clone()))?;
+        registry.register(Box::new(mcp_up.clone()))?;
+        for phase in Phase::ALL {
+            registrations.with_label_values(&[phase.as_str()]).set(0);
+        }
+        Ok(Self {
+            registry,
+            reconciles,
+            reconcile_errors,
+            reconcile_duration,
+            registrations,
+            probe_duration,
+            mcp_up,
+        })
+    }
+
+    pub fn observe_probe(&self, kind: &str, outcome: &ProbeOutcome, latency: Duration) {
+        let result = match outcome {
+            ProbeOutcome::Up { .. } => "up",
+            ProbeOutcome::Refused { .. } => "refused",
+            ProbeOutcome::Down { .. } => "down",
+        };
+        self.probe_duration
+            .with_label_values(&[kind, result])
+            .observe(latency.as_secs_f64());
+    }
+
+    /// The text exposition format of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Encoding into a String cannot fail for well-formed metric families.
+        if let Err(e) = prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out) {
+            tracing::warn!(error = %e, "could not encode metrics");
+        }
+        out
+    }
+}

@@ -1,0 +1,207 @@
+//! Test support shared by the integration tests: the fake API server with the CRD installed, a kube
+//! client for it, the controller running in-process, and small HTTP MCPs on loopback.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fake_apiserver::FakeApiServer;
+use kube::{Api, Client};
+use mcp_coordinator::controller::{self, status::ReportingSettings, Settings};
+use mcp_coordinator::crd::MCPRegistration;
+use mcp_coordinator::metrics::Metrics;
+use warp::Filter;
+
+pub const STATE_NAMESPACE: &str = "mcp-coordinator";
+
+/// A fake API server that already serves MCPRegistrations.
+pub async fn api_server() -> FakeApiServer {
+    let server = FakeApiServer::start().await.expect("fake API server starts");
+    let crd = serde_json::to_value(mcp_coordinator::crd::crd()).expect("CRD serializes");
+    server.install_crd(crd).expect("the generated CRD is accepted");
+    server
+}
+
+pub fn client(server: &FakeApiServer) -> Client {
+    let uri = server.url().parse().expect("valid URL");
+    let config = kube::Config::new(uri);
+    Client::try_from(config).expect("client builds")
+}
+
+/// The controller, running in this process against `server` until dropped.
+pub struct RunningController {
+    pub metrics: Arc<Metrics>,
+    pub ready: Arc<AtomicBool>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningController {
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
+    }
+}
+
+impl Drop for RunningController {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub fn settings() -> Settings {
+    Settings {
+        namespace: None,
+        state_namespace: STATE_NAMESPACE.into(),
+        id_ledger_name: "mcp-coordinator-ids".into(),
+        reporting: ReportingSettings {
+            interaction_log_endpoint: "http://ingest.test:8081".into(),
+            heartbeat_interval_seconds: 30,
+            data_report_interval_seconds: 60,
+        },
+        probe_concurrency: 64,
+        reconcile_concurrency: 16,
+        resync: Duration::from_secs(300),
+        instance: Some("test".into()),
+    }
+}
+
+pub fn start_controller(server: &FakeApiServer) -> RunningController {
+    start_controller_with(server, settings())
+}
+
+pub fn start_controller_with(server: &FakeApiServer, settings: Settings) -> RunningController {
+    let metrics = Arc::new(Metrics::new().expect("metrics register"));
+    let ready = Arc::new(AtomicBool::new(false));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(controller_future(client(server), settings, metrics.clone(), ready.clone(), async move {
+        let _ = stopped.await;
+    }));
+    RunningController {
+        metrics,
+        ready,
+        stop: Some(stop),
+        task,
+    }
+}
+
+fn controller_future(
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        controller::run(client, settings, metrics, ready, shutdown)
+            .await
+            .expect("controller starts");
+    }
+}
+
+/// A small HTTP MCP on loopback whose health can be switched, counting probes.
+pub struct FakeMcp {
+    pub addr: SocketAddr,
+    pub healthy: Arc<AtomicBool>,
+    /// 0: answer normally; otherwise answer every request with this status.
+    pub forced_status: Arc<AtomicU16>,
+    pub probes: Arc<AtomicU64>,
+    /// When set, /health answers 401 unless this `Authorization` value is sent.
+    pub required_auth: Option<String>,
+}
+
+impl FakeMcp {
+    pub async fn start() -> Self {
+        Self::start_with_auth(None).await
+    }
+
+    pub async fn start_with_auth(required_auth: Option<String>) -> Self {
+        let healthy = Arc::new(AtomicBool::new(true));
+        let forced_status = Arc::new(AtomicU16::new(0));
+        let probes = Arc::new(AtomicU64::new(0));
+        let (h, f, p, auth) = (healthy.clone(), forced_status.clone(), probes.clone(), required_auth.clone());
+        let route = warp::path!("health")
+            .and(warp::header::optional::<String>("authorization"))
+            .map(move |given: Option<String>| {
+                p.fetch_add(1, Ordering::Relaxed);
+                let code = match f.load(Ordering::Relaxed) {
+                    0 if auth.is_some() && given != auth => 401,
+                    0 if h.load(Ordering::Relaxed) => 200,
+                    0 => 503,
+                    forced => forced,
+                };
+                warp::reply::with_status(
+                    "status".to_string(),
+                    warp::http::StatusCode::from_u16(code).unwrap_or(warp::http::StatusCode::OK),
+                )
+            });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(warp::serve(route).incoming(listener).run());
+        Self {
+            addr,
+            healthy,
+            forced_status,
+            probes,
+            required_auth,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::Relaxed);
+    }
+}
+
+/// A registration manifest for an MCP at `url`, probed every second.
+pub fn registration(name: &str, url: &str, extra_spec: &str) -> MCPRegistration {
+    let yaml = format!(
+        "apiVersion: mcp.coordinator.dev/v1alpha1\nkind: MCPRegistration\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  version: 1.0.0\n  type: workflow\n  capabilities: [text_extraction]\n  endpoint:\n    url: {url}\n  healthCheck:\n    intervalSeconds: 1\n    timeoutSeconds: 1\n    failureThreshold: 2\n{extra_spec}"
+    );
+    serde_saphyr::from_str(&yaml).expect("test manifest parses")
+}
+
+/// Polls the registration until `done` holds, failing with its last state after `timeout`.
+pub async fn wait_for(
+    api: &Api<MCPRegistration>,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+    done: impl Fn(&MCPRegistration) -> bool,
+) -> MCPRegistration {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let current = api.get_opt(name).await.expect("get works");
+        if let Some(reg) = &current {
+            if done(reg) {
+                return reg.clone();
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!(
+                "timed out after {timeout:?} waiting for {name} to be {what}; last seen: {}",
+                serde_json::to_string_pretty(&current.map(|r| r.status)).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn phase(reg: &MCPRegistration) -> Option<mcp_coordinator::crd::Phase> {
+    reg.status.as_ref().map(|s| s.phase)
+}
+
+pub fn never<T>() -> impl Future<Output = T> {
+    futures::future::pending::<T>()
+}
+
+pub type Never = Infallible;
