@@ -133,9 +133,18 @@ pub async fn run(
         .with_config(kube::runtime::controller::Config::default().concurrency(settings.reconcile_concurrency));
     let store = controller.store();
     tokio::spawn(async move {
-        if store.wait_until_ready().await.is_ok() {
-            ready.store(true, Ordering::Relaxed);
-            tracing::info!("watch cache synced; controller ready");
+        // The store wakes only its most recent waiter (the controller's own runner also waits on
+        // it), so poll again periodically instead of waiting once.
+        loop {
+            match tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await {
+                Ok(Ok(())) => {
+                    ready.store(true, Ordering::Relaxed);
+                    tracing::info!("watch cache synced; controller ready");
+                    return;
+                }
+                Ok(Err(_)) => return,
+                Err(_) => continue,
+            }
         }
     });
     controller
