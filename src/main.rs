@@ -33,13 +33,25 @@ struct ControllerArgs {
     #[arg(long, env = "MCP_COORDINATOR_NAMESPACE")]
     namespace: Option<String>,
     /// Namespace of the controller's own state (the MCP ID ledger ConfigMap).
-    #[arg(long, env = "MCP_COORDINATOR_STATE_NAMESPACE", default_value = "mcp-coordinator")]
+    #[arg(
+        long,
+        env = "MCP_COORDINATOR_STATE_NAMESPACE",
+        default_value = "mcp-coordinator"
+    )]
     state_namespace: String,
     /// Name of the MCP ID ledger ConfigMap.
-    #[arg(long, env = "MCP_COORDINATOR_ID_LEDGER", default_value = "mcp-coordinator-ids")]
+    #[arg(
+        long,
+        env = "MCP_COORDINATOR_ID_LEDGER",
+        default_value = "mcp-coordinator-ids"
+    )]
     id_ledger: String,
     /// Address of /metrics, /healthz and /readyz.
-    #[arg(long, env = "MCP_COORDINATOR_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    #[arg(
+        long,
+        env = "MCP_COORDINATOR_METRICS_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
     metrics_addr: SocketAddr,
     /// Where MCPs report interactions (written to each registration's status.coordinatorConfig).
     #[arg(
@@ -49,16 +61,28 @@ struct ControllerArgs {
     )]
     interaction_log_endpoint: String,
     /// Heartbeat interval MCPs are told to use.
-    #[arg(long, env = "MCP_COORDINATOR_HEARTBEAT_INTERVAL_SECONDS", default_value_t = 30)]
+    #[arg(
+        long,
+        env = "MCP_COORDINATOR_HEARTBEAT_INTERVAL_SECONDS",
+        default_value_t = 30
+    )]
     heartbeat_interval_seconds: u32,
     /// Interaction report interval MCPs are told to use.
-    #[arg(long, env = "MCP_COORDINATOR_DATA_REPORT_INTERVAL_SECONDS", default_value_t = 60)]
+    #[arg(
+        long,
+        env = "MCP_COORDINATOR_DATA_REPORT_INTERVAL_SECONDS",
+        default_value_t = 60
+    )]
     data_report_interval_seconds: u32,
     /// Health probes in flight at once, across all MCPs.
     #[arg(long, env = "MCP_COORDINATOR_PROBE_CONCURRENCY", default_value_t = 64)]
     probe_concurrency: usize,
     /// Reconciles in flight at once (0: unbounded).
-    #[arg(long, env = "MCP_COORDINATOR_RECONCILE_CONCURRENCY", default_value_t = 16)]
+    #[arg(
+        long,
+        env = "MCP_COORDINATOR_RECONCILE_CONCURRENCY",
+        default_value_t = 16
+    )]
     reconcile_concurrency: u16,
     /// Reconcile every registration at least this often, in seconds.
     #[arg(long, env = "MCP_COORDINATOR_RESYNC_SECONDS", default_value_t = 300)]
@@ -74,7 +98,10 @@ async fn main() -> anyhow::Result<()> {
     init_tracing(&cli.log_format);
     match cli.command {
         Command::Crdgen => {
-            print!("{}", crd::crd_yaml().context("could not render the CRD as YAML")?);
+            print!(
+                "{}",
+                crd::crd_yaml().context("could not render the CRD as YAML")?
+            );
             Ok(())
         }
         Command::Controller(args) => run_controller(args).await,
@@ -84,7 +111,9 @@ async fn main() -> anyhow::Result<()> {
 fn init_tracing(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,rmcp=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
     } else {
@@ -127,7 +156,10 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
     });
-    tracing::info!(version = mcp_coordinator::COORDINATOR_VERSION, "starting controller");
+    tracing::info!(
+        version = mcp_coordinator::COORDINATOR_VERSION,
+        "starting controller"
+    );
     let controller = controller::run(client, settings, metrics, ready, shutdown(stop_rx));
     let (ops_result, controller_result) = tokio::join!(ops, controller);
     controller_result.context("controller failed to start")?;
@@ -141,13 +173,14 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
 
 use crate::controller::health::ProbeOutcome;
 use crate::crd::Phase;
@@ -37,10 +39,15 @@ impl Metrics {
                 "mcp_coordinator_reconcile_duration_seconds",
                 "Time one reconcile of an MCPRegistration took.",
             )
-            .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
         )?;
         let registrations = IntGaugeVec::new(
-            Opts::new("mcp_coordinator_registrations", "MCPRegistrations by phase."),
+            Opts::new(
+                "mcp_coordinator_registrations",
+                "MCPRegistrations by phase.",
+            ),
             &["phase"],
         )?;
         let probe_duration = HistogramVec::new(
@@ -48,11 +55,16 @@ impl Metrics {
                 "mcp_coordinator_probe_duration_seconds",
                 "Health probe duration, by probe type and result.",
             )
-            .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
             &["type", "result"],
         )?;
         let mcp_up = IntGaugeVec::new(
-            Opts::new("mcp_up", "1 when the MCP's health checks pass (Ready), 0 otherwise."),
+            Opts::new(
+                "mcp_up",
+                "1 when the MCP's health checks pass (Ready), 0 otherwise.",
+            ),
             &["mcp_id"],
         )?;
         registry.register(Box::new(reconciles.clone()))?;
@@ -90,7 +102,9 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         // Encoding into a String cannot fail for well-formed metric families.
-        if let Err(e) = prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out) {
+        if let Err(e) =
+            prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out)
+        {
             tracing::warn!(error = %e, "could not encode metrics");
         }
         out

@@ -19,9 +19,15 @@ pub async fn serve_ops(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let metrics_route = warp::path!("metrics").and(warp::get()).map(move || {
-        warp::reply::with_header(metrics.render(), "content-type", "text/plain; version=0.0.4")
+        warp::reply::with_header(
+            metrics.render(),
+            "content-type",
+            "text/plain; version=0.0.4",
+        )
     });
-    let healthz = warp::path!("healthz").and(warp::get()).map(|| "ok".to_string());
+    let healthz = warp::path!("healthz")
+        .and(warp::get())
+        .map(|| "ok".to_string());
     let readyz = warp::path!("readyz").and(warp::get()).map(move || {
         if ready.load(Ordering::Relaxed) {
             warp::reply::with_status("ready".to_string(), StatusCode::OK)

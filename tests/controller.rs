@@ -26,20 +26,37 @@ async fn create_assigns_id_key_secret_and_becomes_ready() {
     let mcp = FakeMcp::start().await;
     let _controller = start_controller(&server);
     let api: Api<MCPRegistration> = Api::namespaced(client(&server), "default");
-    api.create(&PostParams::default(), &registration("ocr", &mcp.url(), "")).await.unwrap();
+    api.create(&PostParams::default(), &registration("ocr", &mcp.url(), ""))
+        .await
+        .unwrap();
 
     let reg = wait_for(&api, "ocr", WAIT, "Ready", ready).await;
     let status = reg.status.clone().unwrap();
     assert_eq!(status.mcp_id.as_deref(), Some("ocr_workflow_mcp_001"));
     assert_eq!(status.observed_generation, reg.metadata.generation);
-    assert!(reg.finalizers().iter().any(|f| f == "mcp.coordinator.dev/cleanup"));
+    assert!(reg
+        .finalizers()
+        .iter()
+        .any(|f| f == "mcp.coordinator.dev/cleanup"));
     let routing = status.routing.unwrap();
     assert_eq!((routing.weight, routing.effective_weight), (100, 100));
     let config = status.coordinator_config.unwrap();
     assert_eq!(config.api_key_secret_ref.name, "ocr-mcp-key");
     assert_eq!(config.interaction_log_endpoint, "http://ingest.test:8081");
-    let types: Vec<(&str, &str)> = status.conditions.iter().map(|c| (c.type_.as_str(), c.status.as_str())).collect();
-    assert_eq!(types, [("Registered", "True"), ("Compatible", "True"), ("Healthy", "True"), ("Ready", "True")]);
+    let types: Vec<(&str, &str)> = status
+        .conditions
+        .iter()
+        .map(|c| (c.type_.as_str(), c.status.as_str()))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            ("Registered", "True"),
+            ("Compatible", "True"),
+            ("Healthy", "True"),
+            ("Ready", "True")
+        ]
+    );
 
     let secrets: Api<Secret> = Api::namespaced(client(&server), "default");
     let secret = secrets.get("ocr-mcp-key").await.unwrap();
@@ -47,7 +64,10 @@ async fn create_assigns_id_key_secret_and_becomes_ready() {
     assert_eq!(secret.labels()[MCP_ID_LABEL], "ocr_workflow_mcp_001");
     let key = String::from_utf8(secret.data.unwrap()["api-key"].0.clone()).unwrap();
     assert!(key.len() >= 64, "key too short: {} chars", key.len());
-    assert_eq!(secret.metadata.owner_references.unwrap()[0].uid, reg.uid().unwrap());
+    assert_eq!(
+        secret.metadata.owner_references.unwrap()[0].uid,
+        reg.uid().unwrap()
+    );
 
     // The key never shows up in status or events.
     let status_text = serde_json::to_string(&reg.status).unwrap();
@@ -55,7 +75,10 @@ async fn create_assigns_id_key_secret_and_becomes_ready() {
     let events: Api<Event> = Api::namespaced(client(&server), "default");
     let all = events.list(&Default::default()).await.unwrap();
     let reasons: HashSet<String> = all.items.iter().filter_map(|e| e.reason.clone()).collect();
-    assert!(reasons.contains("Registered") && reasons.contains("BecameReady"), "{reasons:?}");
+    assert!(
+        reasons.contains("Registered") && reasons.contains("BecameReady"),
+        "{reasons:?}"
+    );
     assert!(!serde_json::to_string(&all.items).unwrap().contains(&key));
 }
 
@@ -65,23 +88,48 @@ async fn mcp_going_down_becomes_unavailable_and_recovers() {
     let mcp = FakeMcp::start().await;
     let controller = start_controller(&server);
     let api: Api<MCPRegistration> = Api::namespaced(client(&server), "default");
-    api.create(&PostParams::default(), &registration("flaky", &mcp.url(), "")).await.unwrap();
+    api.create(
+        &PostParams::default(),
+        &registration("flaky", &mcp.url(), ""),
+    )
+    .await
+    .unwrap();
     wait_for(&api, "flaky", WAIT, "Ready", ready).await;
 
     mcp.set_healthy(false);
-    let down = wait_for(&api, "flaky", WAIT, "Unavailable", |r| phase(r) == Some(Phase::Unavailable)).await;
+    let down = wait_for(&api, "flaky", WAIT, "Unavailable", |r| {
+        phase(r) == Some(Phase::Unavailable)
+    })
+    .await;
     let status = down.status.unwrap();
     assert_eq!(status.routing.unwrap().effective_weight, 0);
     let health = status.health.unwrap();
-    assert!(health.consecutive_failures >= 2, "failureThreshold is 2: {health:?}");
+    assert!(
+        health.consecutive_failures >= 2,
+        "failureThreshold is 2: {health:?}"
+    );
     assert!(health.last_error.unwrap().contains("503"));
     let id = status.mcp_id.unwrap();
-    assert_eq!(controller.metrics.mcp_up.with_label_values(&[id.as_str()]).get(), 0);
+    assert_eq!(
+        controller
+            .metrics
+            .mcp_up
+            .with_label_values(&[id.as_str()])
+            .get(),
+        0
+    );
 
     mcp.set_healthy(true);
     let back = wait_for(&api, "flaky", WAIT, "Ready again", ready).await;
     assert_eq!(back.status.unwrap().routing.unwrap().effective_weight, 100);
-    assert_eq!(controller.metrics.mcp_up.with_label_values(&[id.as_str()]).get(), 1);
+    assert_eq!(
+        controller
+            .metrics
+            .mcp_up
+            .with_label_values(&[id.as_str()])
+            .get(),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,13 +138,25 @@ async fn steady_health_does_not_rewrite_status() {
     let mcp = FakeMcp::start().await;
     let _controller = start_controller(&server);
     let api: Api<MCPRegistration> = Api::namespaced(client(&server), "default");
-    api.create(&PostParams::default(), &registration("steady", &mcp.url(), "")).await.unwrap();
+    api.create(
+        &PostParams::default(),
+        &registration("steady", &mcp.url(), ""),
+    )
+    .await
+    .unwrap();
     let first = wait_for(&api, "steady", WAIT, "Ready", ready).await;
     let probes_before = mcp.probes.load(std::sync::atomic::Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(4)).await;
     let later = api.get("steady").await.unwrap();
-    assert!(mcp.probes.load(std::sync::atomic::Ordering::Relaxed) >= probes_before + 3, "probing continues");
-    assert_eq!(later.resource_version(), first.resource_version(), "no status writes while nothing changes");
+    assert!(
+        mcp.probes.load(std::sync::atomic::Ordering::Relaxed) >= probes_before + 3,
+        "probing continues"
+    );
+    assert_eq!(
+        later.resource_version(),
+        first.resource_version(),
+        "no status writes while nothing changes"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,10 +165,18 @@ async fn spec_edit_is_followed_by_observed_generation() {
     let mcp = FakeMcp::start().await;
     let _controller = start_controller(&server);
     let api: Api<MCPRegistration> = Api::namespaced(client(&server), "default");
-    api.create(&PostParams::default(), &registration("edit", &mcp.url(), "")).await.unwrap();
+    api.create(
+        &PostParams::default(),
+        &registration("edit", &mcp.url(), ""),
+    )
+    .await
+    .unwrap();
     wait_for(&api, "edit", WAIT, "Ready", ready).await;
     let patch = json!({"spec": {"routing": {"weight": 700, "priority": 2}}});
-    let edited = api.patch("edit", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let edited = api
+        .patch("edit", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
     let generation = edited.metadata.generation.unwrap();
     assert_eq!(generation, 2);
     let reg = wait_for(&api, "edit", WAIT, "observing generation 2", |r| {
@@ -116,7 +184,10 @@ async fn spec_edit_is_followed_by_observed_generation() {
     })
     .await;
     let routing = reg.status.unwrap().routing.unwrap();
-    assert_eq!((routing.weight, routing.effective_weight, routing.priority), (700, 700, 2));
+    assert_eq!(
+        (routing.weight, routing.effective_weight, routing.priority),
+        (700, 700, 2)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,7 +223,9 @@ async fn delete_and_recreate_gets_a_new_id_and_cleans_up() {
     let c = client(&server);
     let api: Api<MCPRegistration> = Api::namespaced(c.clone(), "default");
     let secrets: Api<Secret> = Api::namespaced(c.clone(), "default");
-    api.create(&PostParams::default(), &registration("ocr", &mcp.url(), "")).await.unwrap();
+    api.create(&PostParams::default(), &registration("ocr", &mcp.url(), ""))
+        .await
+        .unwrap();
     let first = wait_for(&api, "ocr", WAIT, "Ready", ready).await;
     let first_id = first.status.unwrap().mcp_id.unwrap();
     let first_uid = first.metadata.uid.unwrap();
@@ -160,19 +233,38 @@ async fn delete_and_recreate_gets_a_new_id_and_cleans_up() {
     api.delete("ocr", &DeleteParams::default()).await.unwrap();
     let deadline = tokio::time::Instant::now() + WAIT;
     while api.get_opt("ocr").await.unwrap().is_some() {
-        assert!(tokio::time::Instant::now() < deadline, "finalizer was never released");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "finalizer was never released"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(secrets.get_opt("ocr-mcp-key").await.unwrap().is_none(), "key Secret removed");
+    assert!(
+        secrets.get_opt("ocr-mcp-key").await.unwrap().is_none(),
+        "key Secret removed"
+    );
     let ledger: Api<ConfigMap> = Api::namespaced(c.clone(), STATE_NAMESPACE);
-    let data = ledger.get("mcp-coordinator-ids").await.unwrap().data.unwrap();
-    assert!(!data.contains_key(&format!("uid.{first_uid}")), "ID retired from the ledger");
+    let data = ledger
+        .get("mcp-coordinator-ids")
+        .await
+        .unwrap()
+        .data
+        .unwrap();
+    assert!(
+        !data.contains_key(&format!("uid.{first_uid}")),
+        "ID retired from the ledger"
+    );
 
-    api.create(&PostParams::default(), &registration("ocr", &mcp.url(), "")).await.unwrap();
+    api.create(&PostParams::default(), &registration("ocr", &mcp.url(), ""))
+        .await
+        .unwrap();
     let second = wait_for(&api, "ocr", WAIT, "Ready", ready).await;
     let second_id = second.status.unwrap().mcp_id.unwrap();
     assert_eq!(first_id, "ocr_workflow_mcp_001");
-    assert_eq!(second_id, "ocr_workflow_mcp_002", "a deleted MCP's ID is never reused");
+    assert_eq!(
+        second_id, "ocr_workflow_mcp_002",
+        "a deleted MCP's ID is never reused"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,12 +273,19 @@ async fn ids_survive_a_controller_restart() {
     let mcp = FakeMcp::start().await;
     let api: Api<MCPRegistration> = Api::namespaced(client(&server), "default");
     let first = start_controller(&server);
-    api.create(&PostParams::default(), &registration("keep", &mcp.url(), "")).await.unwrap();
+    api.create(
+        &PostParams::default(),
+        &registration("keep", &mcp.url(), ""),
+    )
+    .await
+    .unwrap();
     let before = wait_for(&api, "keep", WAIT, "Ready", ready).await;
     first.stop().await;
     // Even with status wiped (e.g. restored from a backup without status), the ledger keeps the ID.
     let wipe = json!({"status": null});
-    api.patch_status("keep", &PatchParams::default(), &Patch::Merge(&wipe)).await.unwrap();
+    api.patch_status("keep", &PatchParams::default(), &Patch::Merge(&wipe))
+        .await
+        .unwrap();
     let _second = start_controller(&server);
     let after = wait_for(&api, "keep", WAIT, "Ready", ready).await;
     assert_eq!(after.status.unwrap().mcp_id, before.status.unwrap().mcp_id);
@@ -198,22 +297,49 @@ async fn invalid_spec_is_reported_without_a_retry_storm() {
     let controller = start_controller(&server);
     let api: Api<MCPRegistration> = Api::namespaced(client(&server), "default");
     // Passes the schema, fails the controller's checks: an unparsable version range.
-    let reg = registration("bad", "http://127.0.0.1:9", "  compatibility:\n    coordinatorVersion: '>>1'\n");
+    let reg = registration(
+        "bad",
+        "http://127.0.0.1:9",
+        "  compatibility:\n    coordinatorVersion: '>>1'\n",
+    );
     api.create(&PostParams::default(), &reg).await.unwrap();
-    let invalid = wait_for(&api, "bad", WAIT, "Invalid", |r| phase(r) == Some(Phase::Invalid)).await;
+    let invalid = wait_for(&api, "bad", WAIT, "Invalid", |r| {
+        phase(r) == Some(Phase::Invalid)
+    })
+    .await;
     let status = invalid.status.unwrap();
-    let ready_condition = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
-    assert!(ready_condition.message.contains("spec.compatibility.coordinatorVersion"), "{}", ready_condition.message);
-    assert!(status.mcp_id.is_none(), "no ID is spent on an invalid registration");
+    let ready_condition = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert!(
+        ready_condition
+            .message
+            .contains("spec.compatibility.coordinatorVersion"),
+        "{}",
+        ready_condition.message
+    );
+    assert!(
+        status.mcp_id.is_none(),
+        "no ID is spent on an invalid registration"
+    );
     let reconciles = controller.metrics.reconciles.get();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(controller.metrics.reconciles.get() <= reconciles + 1, "invalid specs are not retried in a loop");
+    assert!(
+        controller.metrics.reconciles.get() <= reconciles + 1,
+        "invalid specs are not retried in a loop"
+    );
 
     // Fixing the spec brings it through.
     let fix = json!({"spec": {"compatibility": {"coordinatorVersion": ">=0.1"}}});
-    api.patch("bad", &PatchParams::default(), &Patch::Merge(&fix)).await.unwrap();
+    api.patch("bad", &PatchParams::default(), &Patch::Merge(&fix))
+        .await
+        .unwrap();
     wait_for(&api, "bad", WAIT, "past Invalid", |r| {
-        r.status.as_ref().is_some_and(|s| s.phase != Phase::Invalid && s.mcp_id.is_some())
+        r.status
+            .as_ref()
+            .is_some_and(|s| s.phase != Phase::Invalid && s.mcp_id.is_some())
     })
     .await;
 }
@@ -223,10 +349,23 @@ async fn incompatible_coordinator_version_is_reported() {
     let server = api_server().await;
     let _controller = start_controller(&server);
     let api: Api<MCPRegistration> = Api::namespaced(client(&server), "default");
-    let reg = registration("future", "http://127.0.0.1:9", "  compatibility:\n    coordinatorVersion: '>=9'\n");
+    let reg = registration(
+        "future",
+        "http://127.0.0.1:9",
+        "  compatibility:\n    coordinatorVersion: '>=9'\n",
+    );
     api.create(&PostParams::default(), &reg).await.unwrap();
-    let r = wait_for(&api, "future", WAIT, "Incompatible", |r| phase(r) == Some(Phase::Incompatible)).await;
-    let compat = r.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Compatible").unwrap();
+    let r = wait_for(&api, "future", WAIT, "Incompatible", |r| {
+        phase(r) == Some(Phase::Incompatible)
+    })
+    .await;
+    let compat = r
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Compatible")
+        .unwrap();
     assert_eq!(compat.status, "False");
     assert!(compat.message.contains(">=9"));
 }
@@ -239,19 +378,27 @@ async fn rotation_annotation_issues_a_new_key() {
     let c = client(&server);
     let api: Api<MCPRegistration> = Api::namespaced(c.clone(), "default");
     let secrets: Api<Secret> = Api::namespaced(c, "default");
-    api.create(&PostParams::default(), &registration("rot", &mcp.url(), "")).await.unwrap();
+    api.create(&PostParams::default(), &registration("rot", &mcp.url(), ""))
+        .await
+        .unwrap();
     wait_for(&api, "rot", WAIT, "Ready", ready).await;
     let key = |s: Secret| s.data.unwrap()["api-key"].0.clone();
     let old = key(secrets.get("rot-mcp-key").await.unwrap());
-    let patch = json!({"metadata": {"annotations": {"mcp.coordinator.dev/rotate-key": "2026-11-24"}}});
-    api.patch("rot", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let patch =
+        json!({"metadata": {"annotations": {"mcp.coordinator.dev/rotate-key": "2026-11-24"}}});
+    api.patch("rot", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let now = key(secrets.get("rot-mcp-key").await.unwrap());
         if now != old {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "key was not rotated");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "key was not rotated"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -263,10 +410,21 @@ async fn auth_refusal_is_reported_as_such_and_headers_from_secret_fix_it() {
     let _controller = start_controller(&server);
     let c = client(&server);
     let api: Api<MCPRegistration> = Api::namespaced(c.clone(), "default");
-    api.create(&PostParams::default(), &registration("guarded", &mcp.url(), "")).await.unwrap();
-    let degraded = wait_for(&api, "guarded", WAIT, "Degraded", |r| phase(r) == Some(Phase::Degraded)).await;
+    api.create(
+        &PostParams::default(),
+        &registration("guarded", &mcp.url(), ""),
+    )
+    .await
+    .unwrap();
+    let degraded = wait_for(&api, "guarded", WAIT, "Degraded", |r| {
+        phase(r) == Some(Phase::Degraded)
+    })
+    .await;
     let error = degraded.status.unwrap().health.unwrap().last_error.unwrap();
-    assert!(error.contains("401") && error.contains("headersFromSecret"), "{error}");
+    assert!(
+        error.contains("401") && error.contains("headersFromSecret"),
+        "{error}"
+    );
 
     let secrets: Api<Secret> = Api::namespaced(c, "default");
     let headers: Secret = serde_json::from_value(json!({
@@ -274,9 +432,14 @@ async fn auth_refusal_is_reported_as_such_and_headers_from_secret_fix_it() {
         "data": {"authorization": "QmVhcmVyIHMzY3JldA=="}
     }))
     .unwrap();
-    secrets.create(&PostParams::default(), &headers).await.unwrap();
+    secrets
+        .create(&PostParams::default(), &headers)
+        .await
+        .unwrap();
     let patch = json!({"spec": {"healthCheck": {"headersFromSecret": {"name": "guarded-probe"}}}});
-    api.patch("guarded", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    api.patch("guarded", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
     wait_for(&api, "guarded", WAIT, "Ready", ready).await;
 }
 
@@ -286,7 +449,9 @@ async fn controller_serves_its_metrics() {
     let mcp = FakeMcp::start().await;
     let controller = start_controller(&server);
     let api: Api<MCPRegistration> = Api::namespaced(client(&server), "default");
-    api.create(&PostParams::default(), &registration("m", &mcp.url(), "")).await.unwrap();
+    api.create(&PostParams::default(), &registration("m", &mcp.url(), ""))
+        .await
+        .unwrap();
     wait_for(&api, "m", WAIT, "Ready", ready).await;
     let text = controller.metrics.render();
     for series in [
@@ -298,6 +463,14 @@ async fn controller_serves_its_metrics() {
     ] {
         assert!(text.contains(series), "missing {series} in\n{text}");
     }
-    for _ in 0..50 { if controller.ready.load(std::sync::atomic::Ordering::Relaxed) { break; } tokio::time::sleep(Duration::from_millis(100)).await; }
-    assert!(controller.ready.load(std::sync::atomic::Ordering::Relaxed), "readyz turns true once the watch cache synced");
+    for _ in 0..50 {
+        if controller.ready.load(std::sync::atomic::Ordering::Relaxed) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        controller.ready.load(std::sync::atomic::Ordering::Relaxed),
+        "readyz turns true once the watch cache synced"
+    );
 }

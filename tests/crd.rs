@@ -5,7 +5,9 @@ use serde_json::Value;
 
 fn schema() -> Value {
     let crd = serde_json::to_value(mcp_coordinator::crd::crd()).unwrap();
-    crd.pointer("/spec/versions/0/schema/openAPIV3Schema").cloned().unwrap()
+    crd.pointer("/spec/versions/0/schema/openAPIV3Schema")
+        .cloned()
+        .unwrap()
 }
 
 #[test]
@@ -28,9 +30,15 @@ fn crd_schema_is_structural() {
 #[test]
 fn crd_names_and_printer_columns() {
     let crd = serde_json::to_value(mcp_coordinator::crd::crd()).unwrap();
-    assert_eq!(crd["metadata"]["name"], "mcpregistrations.mcp.coordinator.dev");
+    assert_eq!(
+        crd["metadata"]["name"],
+        "mcpregistrations.mcp.coordinator.dev"
+    );
     assert_eq!(crd["spec"]["scope"], "Namespaced");
-    assert_eq!(crd["spec"]["names"]["shortNames"], serde_json::json!(["mcpreg"]));
+    assert_eq!(
+        crd["spec"]["names"]["shortNames"],
+        serde_json::json!(["mcpreg"])
+    );
     let version = &crd["spec"]["versions"][0];
     assert_eq!(version["name"], "v1alpha1");
     assert!(version["subresources"]["status"].is_object());
@@ -60,7 +68,14 @@ fn check(mut object: Value) -> (Vec<String>, Vec<String>, Value) {
     apply_defaults(&schema(), &mut body);
     let mut causes = Vec::new();
     validate(&schema(), &body, "", &mut causes);
-    (pruned, causes.into_iter().map(|c| format!("{}: {}", c.field, c.message)).collect(), body)
+    (
+        pruned,
+        causes
+            .into_iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect(),
+        body,
+    )
 }
 
 #[test]
@@ -78,15 +93,23 @@ fn examples_validate_against_the_schema_without_unknown_fields() {
             }
             seen += 1;
             let (pruned, causes, body) = check(doc.clone());
-            assert!(pruned.is_empty(), "{}: unknown fields {pruned:?}", path.display());
+            assert!(
+                pruned.is_empty(),
+                "{}: unknown fields {pruned:?}",
+                path.display()
+            );
             assert!(causes.is_empty(), "{}: {causes:?}", path.display());
             // And the controller's own checks accept it too.
-            let reg: mcp_coordinator::crd::MCPRegistrationSpec = serde_json::from_value(body["spec"].clone()).unwrap();
+            let reg: mcp_coordinator::crd::MCPRegistrationSpec =
+                serde_json::from_value(body["spec"].clone()).unwrap();
             let problems = mcp_coordinator::crd::validate::validate_spec(&reg);
             assert!(problems.is_empty(), "{}: {problems:?}", path.display());
         }
     }
-    assert!(seen >= 2, "expected at least two example registrations, found {seen}");
+    assert!(
+        seen >= 2,
+        "expected at least two example registrations, found {seen}"
+    );
 }
 
 #[test]
@@ -106,13 +129,34 @@ fn defaults_are_applied_as_documented() {
 #[test]
 fn schema_rejects_what_kubectl_apply_should_reject() {
     let cases = [
-        (serde_json::json!({"version": "1.0.0", "type": "tool", "capabilities": [], "endpoint": {"url": "http://x"}}), "spec.capabilities"),
-        (serde_json::json!({"version": "1.0.0", "type": "tool", "capabilities": ["x"], "endpoint": {"url": "http://x"}, "routing": {"weight": 5000}}), "spec.routing.weight"),
-        (serde_json::json!({"version": "1.0.0", "type": "tool", "capabilities": ["x"], "endpoint": {}}), "spec.endpoint"),
-        (serde_json::json!({"version": "1.0.0", "type": "tool", "capabilities": ["x"], "endpoint": {"url": "http://x", "service": {"name": "a", "port": 80}}}), "spec.endpoint"),
-        (serde_json::json!({"version": "1.0.0", "type": "tool", "capabilities": ["x"], "endpoint": {"url": "http://x"}, "privacy": {"level": "secret"}}), "spec.privacy.level"),
-        (serde_json::json!({"version": "one", "type": "tool", "capabilities": ["x"], "endpoint": {"url": "http://x"}}), "spec.version"),
-        (serde_json::json!({"type": "tool", "capabilities": ["x"], "endpoint": {"url": "relative/path"}}), "spec.version"),
+        (
+            serde_json::json!({"version": "1.0.0", "type": "tool", "capabilities": [], "endpoint": {"url": "http://x"}}),
+            "spec.capabilities",
+        ),
+        (
+            serde_json::json!({"version": "1.0.0", "type": "tool", "capabilities": ["x"], "endpoint": {"url": "http://x"}, "routing": {"weight": 5000}}),
+            "spec.routing.weight",
+        ),
+        (
+            serde_json::json!({"version": "1.0.0", "type": "tool", "capabilities": ["x"], "endpoint": {}}),
+            "spec.endpoint",
+        ),
+        (
+            serde_json::json!({"version": "1.0.0", "type": "tool", "capabilities": ["x"], "endpoint": {"url": "http://x", "service": {"name": "a", "port": 80}}}),
+            "spec.endpoint",
+        ),
+        (
+            serde_json::json!({"version": "1.0.0", "type": "tool", "capabilities": ["x"], "endpoint": {"url": "http://x"}, "privacy": {"level": "secret"}}),
+            "spec.privacy.level",
+        ),
+        (
+            serde_json::json!({"version": "one", "type": "tool", "capabilities": ["x"], "endpoint": {"url": "http://x"}}),
+            "spec.version",
+        ),
+        (
+            serde_json::json!({"type": "tool", "capabilities": ["x"], "endpoint": {"url": "relative/path"}}),
+            "spec.version",
+        ),
     ];
     for (spec, field) in cases {
         let (_, causes, _) = check(serde_json::json!({"spec": spec}));

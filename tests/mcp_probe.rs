@@ -28,7 +28,10 @@ async fn python_mcp_server(port: u16) -> tokio::process::Child {
         .spawn()
         .expect("python3 runs (the official MCP SDK is installed by .ci/run: pip install mcp)");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the Python MCP server did not listen on {port}; is the `mcp` package installed?"
@@ -51,9 +54,17 @@ async fn mcp_health_check_discovers_the_tools_of_a_python_sdk_server() {
         "    type: mcp\n  paths:\n    process: /mcp\n",
     );
     api.create(&PostParams::default(), &reg).await.unwrap();
-    let ready = wait_for(&api, "ocr-tools", Duration::from_secs(30), "Ready with discovered tools", |r| {
-        r.status.as_ref().is_some_and(|s| s.phase == Phase::Ready && s.discovered.is_some())
-    })
+    let ready = wait_for(
+        &api,
+        "ocr-tools",
+        Duration::from_secs(30),
+        "Ready with discovered tools",
+        |r| {
+            r.status
+                .as_ref()
+                .is_some_and(|s| s.phase == Phase::Ready && s.discovered.is_some())
+        },
+    )
     .await;
     let discovered = ready.status.unwrap().discovered.unwrap();
     assert_eq!(discovered.tools, ["detect_layout", "extract_text"]);
@@ -67,9 +78,20 @@ async fn mcp_health_check_against_a_plain_http_server_is_a_clear_failure() {
     let server = api_server().await;
     let _controller = start_controller(&server);
     let api: Api<MCPRegistration> = Api::namespaced(client(&server), "default");
-    let reg = registration("not-mcp", &plain.url(), "    type: mcp\n  paths:\n    process: /health\n");
+    let reg = registration(
+        "not-mcp",
+        &plain.url(),
+        "    type: mcp\n  paths:\n    process: /health\n",
+    );
     api.create(&PostParams::default(), &reg).await.unwrap();
-    let down = wait_for(&api, "not-mcp", Duration::from_secs(20), "Unavailable", |r| phase(r) == Some(Phase::Unavailable)).await;
+    let down = wait_for(
+        &api,
+        "not-mcp",
+        Duration::from_secs(20),
+        "Unavailable",
+        |r| phase(r) == Some(Phase::Unavailable),
+    )
+    .await;
     let error = down.status.unwrap().health.unwrap().last_error.unwrap();
     assert!(error.starts_with("MCP initialize failed"), "{error}");
 }

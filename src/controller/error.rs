@@ -9,8 +9,14 @@ pub enum Error {
     #[error("MCP ID allocation in ConfigMap {ledger} did not settle after {attempts} attempts (concurrent writers)")]
     IdLedgerContention { ledger: String, attempts: u32 },
     #[error("MCP ID ledger ConfigMap {ledger} holds an unreadable counter {key}={value:?}; fix or remove that entry")]
-    IdLedgerCorrupt { ledger: String, key: String, value: String },
-    #[error("the operating system's random number generator failed while generating an API key: {0}")]
+    IdLedgerCorrupt {
+        ledger: String,
+        key: String,
+        value: String,
+    },
+    #[error(
+        "the operating system's random number generator failed while generating an API key: {0}"
+    )]
     Randomness(String),
     #[error("Secret {secret} already exists and is not owned by this MCPRegistration; rename or delete it so the controller can issue the API key there")]
     ForeignSecret { secret: String },

@@ -15,8 +15,14 @@ pub enum ProbeOutcome {
     },
     /// The server answered but refused the probe (401/403/405): reachable, yet the probe cannot
     /// vouch for it. Reported as such rather than as down.
-    Refused { latency: Duration, detail: String },
-    Down { latency: Duration, error: String },
+    Refused {
+        latency: Duration,
+        detail: String,
+    },
+    Down {
+        latency: Duration,
+        error: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,10 +65,17 @@ impl HealthTracker {
     /// Applies one outcome; returns true when something a user would care about changed
     /// (verdict, error text, discovered tools): the cue to rewrite status.
     pub fn record(&mut self, outcome: ProbeOutcome, at: Timestamp, check: &HealthCheck) -> bool {
-        let before = (self.verdict, self.last_error.clone(), self.discovered.clone());
+        let before = (
+            self.verdict,
+            self.last_error.clone(),
+            self.discovered.clone(),
+        );
         self.last_probe = Some(at);
         match outcome {
-            ProbeOutcome::Up { latency, discovered } => {
+            ProbeOutcome::Up {
+                latency,
+                discovered,
+            } => {
                 self.last_latency = Some(latency);
                 self.on_reachable(check);
                 self.last_error = None;
@@ -91,7 +104,12 @@ impl HealthTracker {
                 }
             }
         }
-        before != (self.verdict, self.last_error.clone(), self.discovered.clone())
+        before
+            != (
+                self.verdict,
+                self.last_error.clone(),
+                self.discovered.clone(),
+            )
     }
 
     fn on_reachable(&mut self, _check: &HealthCheck) {
@@ -102,7 +120,9 @@ impl HealthTracker {
     /// The status block for this health state.
     pub fn to_status(&self) -> HealthStatus {
         HealthStatus {
-            last_probe_time: self.last_probe.map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time),
+            last_probe_time: self
+                .last_probe
+                .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time),
             last_latency_ms: self.last_latency.map(|d| d.as_millis() as u64),
             consecutive_failures: self.consecutive_failures,
             consecutive_successes: self.consecutive_successes,
@@ -144,7 +164,10 @@ mod tests {
         let now = Timestamp::now();
         assert!(t.record(up(), now, &c));
         assert_eq!(t.verdict, Verdict::Healthy);
-        assert!(t.record(down(), now, &c), "a new error is worth a status write");
+        assert!(
+            t.record(down(), now, &c),
+            "a new error is worth a status write"
+        );
         assert_eq!(t.verdict, Verdict::Healthy);
         assert!(!t.record(down(), now, &c), "the same error again is not");
         assert!(t.record(down(), now, &c));

@@ -106,6 +106,9 @@ pub struct IdLedger {
     api: Api<ConfigMap>,
     name: String,
     lock: Mutex<()>,
+    /// uid → ID pairs already confirmed by the ledger. A live registration's ID never changes,
+    /// so these stay true and spare a ledger read on every reconcile.
+    confirmed: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl IdLedger {
@@ -114,21 +117,29 @@ impl IdLedger {
             api,
             name: name.into(),
             lock: Mutex::new(()),
+            confirmed: Default::default(),
         }
     }
 
     /// The ID of the registration with `uid`, allocating one on first sight.
     pub async fn id_for(&self, uid: &str, prefix: &str, known: Option<&str>) -> Result<String> {
+        if let Some(id) = self.confirmed_id(uid) {
+            return Ok(id);
+        }
         let _serialized = self.lock.lock().await;
         for _ in 0..MAX_ATTEMPTS {
             let mut ledger = self.load().await?;
             let data = ledger.data.get_or_insert_with(BTreeMap::new);
             let (id, changed) = allocate(data, uid, prefix, known, &self.name)?;
             if !changed {
+                self.confirm(uid, &id);
                 return Ok(id);
             }
             match self.store(&ledger).await {
-                Ok(()) => return Ok(id),
+                Ok(()) => {
+                    self.confirm(uid, &id);
+                    return Ok(id);
+                }
                 Err(kube::Error::Api(s)) if s.code == 409 => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -141,6 +152,10 @@ impl IdLedger {
 
     /// Forgets the registration's ID; its counter stays, so the number is never issued again.
     pub async fn retire(&self, uid: &str) -> Result<()> {
+        self.confirmed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(uid);
         let _serialized = self.lock.lock().await;
         for _ in 0..MAX_ATTEMPTS {
             let mut ledger = self.load().await?;
@@ -164,6 +179,21 @@ impl IdLedger {
         })
     }
 
+    fn confirmed_id(&self, uid: &str) -> Option<String> {
+        self.confirmed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(uid)
+            .cloned()
+    }
+
+    fn confirm(&self, uid: &str, id: &str) {
+        self.confirmed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(uid.to_string(), id.to_string());
+    }
+
     async fn load(&self) -> Result<ConfigMap> {
         match self.api.get_opt(&self.name).await? {
             Some(cm) => Ok(cm),
@@ -176,7 +206,8 @@ impl IdLedger {
                     )])),
                     annotations: Some(BTreeMap::from([(
                         "mcp.coordinator.dev/purpose".to_string(),
-                        "MCP ID ledger: do not edit or delete, IDs could be issued twice".to_string(),
+                        "MCP ID ledger: do not edit or delete, IDs could be issued twice"
+                            .to_string(),
                     )])),
                     ..Default::default()
                 },
@@ -188,7 +219,10 @@ impl IdLedger {
     async fn store(&self, ledger: &ConfigMap) -> Result<(), kube::Error> {
         let params = PostParams::default();
         if ledger.metadata.resource_version.is_some() {
-            self.api.replace(&self.name, &params, ledger).await.map(drop)
+            self.api
+                .replace(&self.name, &params, ledger)
+                .await
+                .map(drop)
         } else {
             // A concurrent creator makes this 409 AlreadyExists, which retries like a stale write.
             self.api.create(&params, ledger).await.map(drop)

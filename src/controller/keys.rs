@@ -31,7 +31,10 @@ pub fn generate_key() -> Result<String> {
 
 /// The rotation value the registration asks for (empty when it never asked).
 pub fn requested_rotation(reg: &MCPRegistration) -> String {
-    reg.annotations().get(ROTATE_KEY_ANNOTATION).cloned().unwrap_or_default()
+    reg.annotations()
+        .get(ROTATE_KEY_ANNOTATION)
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// What the controller should do with the key Secret it found.
@@ -56,7 +59,11 @@ pub fn key_action(existing: Option<&Secret>, reg: &MCPRegistration, mcp_id: &str
     if !has_key {
         return KeyAction::Rotate;
     }
-    let issued_for = secret.annotations().get(ISSUED_FOR_ANNOTATION).cloned().unwrap_or_default();
+    let issued_for = secret
+        .annotations()
+        .get(ISSUED_FOR_ANNOTATION)
+        .cloned()
+        .unwrap_or_default();
     if issued_for != requested_rotation(reg) {
         return KeyAction::Rotate;
     }
@@ -78,7 +85,10 @@ pub fn key_secret(reg: &MCPRegistration, mcp_id: &str, key: Option<String>) -> S
             labels: Some(BTreeMap::from([
                 (CREDENTIALS_LABEL.to_string(), "true".to_string()),
                 (MCP_ID_LABEL.to_string(), mcp_id.to_string()),
-                ("app.kubernetes.io/managed-by".to_string(), "mcp-coordinator".to_string()),
+                (
+                    "app.kubernetes.io/managed-by".to_string(),
+                    "mcp-coordinator".to_string(),
+                ),
             ])),
             annotations: Some(BTreeMap::from([(
                 ISSUED_FOR_ANNOTATION.to_string(),
@@ -126,14 +136,23 @@ mod tests {
         assert_eq!(s.labels()[CREDENTIALS_LABEL], "true");
         let owner = &s.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!((owner.uid.as_str(), owner.controller), ("u1", Some(true)));
-        assert_eq!(key_action(Some(&s), &r, "ocr_workflow_mcp_001"), KeyAction::Keep);
+        assert_eq!(
+            key_action(Some(&s), &r, "ocr_workflow_mcp_001"),
+            KeyAction::Keep
+        );
     }
 
     #[test]
     fn a_new_rotation_value_rotates_and_a_missing_secret_is_created() {
         let s = key_secret(&reg(None), "id", Some("k".into()));
-        assert_eq!(key_action(Some(&s), &reg(Some("2026-11-24")), "id"), KeyAction::Rotate);
+        assert_eq!(
+            key_action(Some(&s), &reg(Some("2026-11-24")), "id"),
+            KeyAction::Rotate
+        );
         assert_eq!(key_action(None, &reg(None), "id"), KeyAction::Create);
-        assert_eq!(key_action(Some(&s), &reg(None), "other"), KeyAction::Relabel);
+        assert_eq!(
+            key_action(Some(&s), &reg(None), "other"),
+            KeyAction::Relabel
+        );
     }
 }

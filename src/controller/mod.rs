@@ -76,7 +76,10 @@ impl Context {
             *counts.entry(*p).or_default() += 1;
         }
         for (phase, n) in counts {
-            self.metrics.registrations.with_label_values(&[phase.as_str()]).set(n);
+            self.metrics
+                .registrations
+                .with_label_values(&[phase.as_str()])
+                .set(n);
         }
     }
 
@@ -89,7 +92,10 @@ impl Context {
     }
 
     fn succeeded(&self, key: &ObjectRef<MCPRegistration>) {
-        self.failures.lock().unwrap_or_else(PoisonError::into_inner).remove(key);
+        self.failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key);
     }
 }
 
@@ -103,12 +109,19 @@ pub async fn run(
 ) -> Result<(), reqwest::Error> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::builder()
-        .user_agent(concat!("mcp-coordinator/", env!("CARGO_PKG_VERSION"), " health-probe"))
+        .user_agent(concat!(
+            "mcp-coordinator/",
+            env!("CARGO_PKG_VERSION"),
+            " health-probe"
+        ))
         .redirect(reqwest::redirect::Policy::limited(3))
         .build()?;
     let (prober, health_changes) = Prober::new(http, settings.probe_concurrency, metrics.clone());
     let (registrations, secrets): (Api<MCPRegistration>, Api<Secret>) = match &settings.namespace {
-        Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
     let ledger_api: Api<ConfigMap> = Api::namespaced(client.clone(), &settings.state_namespace);
@@ -128,9 +141,15 @@ pub async fn run(
     });
 
     let controller = Controller::new(registrations, watcher::Config::default())
-        .owns(secrets, watcher::Config::default().labels(&format!("{CREDENTIALS_LABEL}=true")))
+        .owns(
+            secrets,
+            watcher::Config::default().labels(&format!("{CREDENTIALS_LABEL}=true")),
+        )
         .reconcile_on(UnboundedReceiverStream::new(health_changes))
-        .with_config(kube::runtime::controller::Config::default().concurrency(settings.reconcile_concurrency));
+        .with_config(
+            kube::runtime::controller::Config::default()
+                .concurrency(settings.reconcile_concurrency),
+        );
     let store = controller.store();
     tokio::spawn(async move {
         // The store wakes only its most recent waiter (the controller's own runner also waits on
@@ -164,6 +183,9 @@ pub async fn run(
 }
 
 fn error_policy(reg: Arc<MCPRegistration>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.reconcile_errors.with_label_values(&[error.kind()]).inc();
+    ctx.metrics
+        .reconcile_errors
+        .with_label_values(&[error.kind()])
+        .inc();
     Action::requeue(ctx.backoff(&ObjectRef::from(reg.as_ref())))
 }

@@ -42,12 +42,19 @@ pub async fn probe(client: &reqwest::Client, target: &ProbeTarget) -> ProbeOutco
         }
     };
     let outcome = match target.probe_type {
-        ProbeType::Http => tokio::time::timeout(target.timeout, http_probe(client, target, headers)).await,
-        ProbeType::Mcp => tokio::time::timeout(target.timeout, mcp_probe(client, target, headers)).await,
+        ProbeType::Http => {
+            tokio::time::timeout(target.timeout, http_probe(client, target, headers)).await
+        }
+        ProbeType::Mcp => {
+            tokio::time::timeout(target.timeout, mcp_probe(client, target, headers)).await
+        }
     };
     let latency = started.elapsed();
     match outcome {
-        Ok(Ok(discovered)) => ProbeOutcome::Up { latency, discovered },
+        Ok(Ok(discovered)) => ProbeOutcome::Up {
+            latency,
+            discovered,
+        },
         Ok(Err(Failure::Refused(detail))) => ProbeOutcome::Refused { latency, detail },
         Ok(Err(Failure::Down(error))) => ProbeOutcome::Down { latency, error },
         Err(_) => ProbeOutcome::Down {
@@ -65,10 +72,16 @@ enum Failure {
 fn header_map(headers: &BTreeMap<String, String>) -> Result<HeaderMap, String> {
     let mut map = HeaderMap::new();
     for (name, value) in headers {
-        let name = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| format!("probe header name {name:?} from headersFromSecret is not a valid HTTP header name"))?;
-        let value = HeaderValue::from_str(value)
-            .map_err(|_| format!("probe header {name} from headersFromSecret has a value that is not valid in HTTP"))?;
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            format!(
+                "probe header name {name:?} from headersFromSecret is not a valid HTTP header name"
+            )
+        })?;
+        let value = HeaderValue::from_str(value).map_err(|_| {
+            format!(
+                "probe header {name} from headersFromSecret has a value that is not valid in HTTP"
+            )
+        })?;
         map.insert(name, value);
     }
     Ok(map)
@@ -127,8 +140,12 @@ async fn mcp_probe(
     use rmcp::transport::StreamableHttpClientTransport;
     use rmcp::ServiceExt;
 
-    let custom: HashMap<HeaderName, HeaderValue> = headers.into_iter().filter_map(|(k, v)| Some((k?, v))).collect();
-    let config = StreamableHttpClientTransportConfig::with_uri(target.url.as_str()).custom_headers(custom);
+    let custom: HashMap<HeaderName, HeaderValue> = headers
+        .into_iter()
+        .filter_map(|(k, v)| Some((k?, v)))
+        .collect();
+    let config =
+        StreamableHttpClientTransportConfig::with_uri(target.url.as_str()).custom_headers(custom);
     let transport = StreamableHttpClientTransport::with_client(client.clone(), config);
     let service = ().serve(transport).await.map_err(|e| mcp_failure("initialize", &e))?;
     let result = async {
@@ -137,12 +154,21 @@ async fn mcp_probe(
             .send_request(ClientRequest::PingRequest(PingRequest::default()))
             .await
             .map_err(|e| mcp_failure("ping", &e))?;
-        let tools = service.list_all_tools().await.map_err(|e| mcp_failure("tools/list", &e))?;
+        let tools = service
+            .list_all_tools()
+            .await
+            .map_err(|e| mcp_failure("tools/list", &e))?;
         let mut names: Vec<String> = tools.into_iter().map(|t| t.name.to_string()).collect();
         names.sort();
         Ok(Some(Discovered {
-            server_name: info.as_ref().and_then(|i| i.server_info.as_ref()).map(|s| s.name.clone()),
-            server_version: info.as_ref().and_then(|i| i.server_info.as_ref()).map(|s| s.version.clone()),
+            server_name: info
+                .as_ref()
+                .and_then(|i| i.server_info.as_ref())
+                .map(|s| s.name.clone()),
+            server_version: info
+                .as_ref()
+                .and_then(|i| i.server_info.as_ref())
+                .map(|s| s.version.clone()),
             protocol_version: info.as_ref().map(|i| i.protocol_version.to_string()),
             tools: names,
         }))

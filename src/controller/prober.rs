@@ -73,19 +73,35 @@ impl Prober {
             self.changed.clone(),
             self.metrics.clone(),
         ));
-        running.insert(key, Running { target, check, task });
+        running.insert(
+            key,
+            Running {
+                target,
+                check,
+                task,
+            },
+        );
     }
 
     /// Stops probing `key` and forgets its health.
     pub fn remove(&self, key: &Key) {
-        if let Some(current) = self.running.lock().unwrap_or_else(PoisonError::into_inner).remove(key) {
+        if let Some(current) = self
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key)
+        {
             current.task.abort();
         }
         self.write_states().remove(key);
     }
 
     pub fn snapshot(&self, key: &Key) -> Option<HealthTracker> {
-        self.states.read().unwrap_or_else(PoisonError::into_inner).get(key).cloned()
+        self.states
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .cloned()
     }
 
     fn write_states(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Key, HealthTracker>> {
@@ -95,7 +111,12 @@ impl Prober {
 
 impl Drop for Prober {
     fn drop(&mut self) {
-        for (_, r) in self.running.lock().unwrap_or_else(PoisonError::into_inner).drain() {
+        for (_, r) in self
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain()
+        {
             r.task.abort();
         }
     }

@@ -34,8 +34,14 @@ pub(super) async fn reconcile(reg: Arc<MCPRegistration>, ctx: Arc<Context>) -> R
     result
 }
 
-async fn reconcile_one(reg: &MCPRegistration, ctx: &Context, key: &ObjectRef<MCPRegistration>) -> Result<Action> {
-    let namespace = reg.namespace().ok_or_else(|| Error::MissingNamespace(reg.name_any()))?;
+async fn reconcile_one(
+    reg: &MCPRegistration,
+    ctx: &Context,
+    key: &ObjectRef<MCPRegistration>,
+) -> Result<Action> {
+    let namespace = reg
+        .namespace()
+        .ok_or_else(|| Error::MissingNamespace(reg.name_any()))?;
     let uid = reg.uid().ok_or_else(|| Error::MissingUid(reg.name_any()))?;
     let api: Api<MCPRegistration> = Api::namespaced(ctx.client.clone(), &namespace);
 
@@ -61,7 +67,13 @@ async fn reconcile_one(reg: &MCPRegistration, ctx: &Context, key: &ObjectRef<MCP
             compatibility: Compatibility::NoConstraint,
             health: None,
         };
-        let desired = status::desired_status(&reg.spec, previous, &obs, &ctx.settings.reporting, Timestamp::now());
+        let desired = status::desired_status(
+            &reg.spec,
+            previous,
+            &obs,
+            &ctx.settings.reporting,
+            Timestamp::now(),
+        );
         publish_transitions(ctx, reg, previous, &desired).await;
         write_status(&api, reg, previous, &desired).await?;
         ctx.set_phase(key.clone(), Some(desired.phase));
@@ -70,7 +82,10 @@ async fn reconcile_one(reg: &MCPRegistration, ctx: &Context, key: &ObjectRef<MCP
     }
 
     let prefix = id_prefix(&reg.name_any(), &reg.spec.mcp_type);
-    let mcp_id = ctx.ids.id_for(&uid, &prefix, previous.and_then(|s| s.mcp_id.as_deref())).await?;
+    let mcp_id = ctx
+        .ids
+        .id_for(&uid, &prefix, previous.and_then(|s| s.mcp_id.as_deref()))
+        .await?;
     let secret_name = ensure_key(ctx, reg, &namespace, &mcp_id).await?;
 
     let compatibility = status::check_compatibility(&reg.spec, crate::COORDINATOR_VERSION);
@@ -84,7 +99,8 @@ async fn reconcile_one(reg: &MCPRegistration, ctx: &Context, key: &ObjectRef<MCP
             // Re-read the headers Secret at the probe interval; it may be created later.
             requeue = requeue.min(target.interval);
         }
-        ctx.prober.ensure(key.clone(), target, reg.spec.health_check.clone());
+        ctx.prober
+            .ensure(key.clone(), target, reg.spec.health_check.clone());
         ctx.prober.snapshot(key)
     };
 
@@ -96,7 +112,13 @@ async fn reconcile_one(reg: &MCPRegistration, ctx: &Context, key: &ObjectRef<MCP
         compatibility,
         health: health.as_ref(),
     };
-    let desired = status::desired_status(&reg.spec, previous, &obs, &ctx.settings.reporting, Timestamp::now());
+    let desired = status::desired_status(
+        &reg.spec,
+        previous,
+        &obs,
+        &ctx.settings.reporting,
+        Timestamp::now(),
+    );
     publish_transitions(ctx, reg, previous, &desired).await;
     write_status(&api, reg, previous, &desired).await?;
     ctx.set_phase(key.clone(), Some(desired.phase));
@@ -121,8 +143,12 @@ async fn write_status(
         "kind": MCPRegistration::kind(&()),
         "status": desired,
     });
-    api.patch_status(&reg.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
-        .await?;
+    api.patch_status(
+        &reg.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
     Ok(())
 }
 
@@ -139,8 +165,12 @@ async fn add_finalizer(api: &Api<MCPRegistration>, reg: &MCPRegistration) -> Res
         add,
     ]))
     .map_err(|e| Error::Kube(kube::Error::SerdeError(e)))?;
-    api.patch(&reg.name_any(), &PatchParams::default(), &Patch::Json::<()>(patch))
-        .await?;
+    api.patch(
+        &reg.name_any(),
+        &PatchParams::default(),
+        &Patch::Json::<()>(patch),
+    )
+    .await?;
     Ok(())
 }
 
@@ -161,7 +191,10 @@ async fn cleanup(
         let _ = ctx.metrics.mcp_up.remove_label_values(&[id]);
     }
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    match secrets.delete(&reg.key_secret_name(), &DeleteParams::default()).await {
+    match secrets
+        .delete(&reg.key_secret_name(), &DeleteParams::default())
+        .await
+    {
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 404 => {}
         Err(e) => return Err(e.into()),
@@ -173,7 +206,11 @@ async fn cleanup(
     ]))
     .map_err(|e| Error::Kube(kube::Error::SerdeError(e)))?;
     match api
-        .patch(&reg.name_any(), &PatchParams::default(), &Patch::Json::<()>(patch))
+        .patch(
+            &reg.name_any(),
+            &PatchParams::default(),
+            &Patch::Json::<()>(patch),
+        )
         .await
     {
         Ok(_) => {}
@@ -185,7 +222,12 @@ async fn cleanup(
 }
 
 /// Makes sure the key Secret exists, carries the right labels and honours rotation requests.
-async fn ensure_key(ctx: &Context, reg: &MCPRegistration, namespace: &str, mcp_id: &str) -> Result<String> {
+async fn ensure_key(
+    ctx: &Context,
+    reg: &MCPRegistration,
+    namespace: &str,
+    mcp_id: &str,
+) -> Result<String> {
     let name = reg.key_secret_name();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let existing = secrets.get_opt(&name).await?;
@@ -195,7 +237,9 @@ async fn ensure_key(ctx: &Context, reg: &MCPRegistration, namespace: &str, mcp_i
             .iter()
             .any(|o| Some(&o.uid) == reg.meta().uid.as_ref());
         if !ours {
-            return Err(Error::ForeignSecret { secret: format!("{namespace}/{name}") });
+            return Err(Error::ForeignSecret {
+                secret: format!("{namespace}/{name}"),
+            });
         }
     }
     match keys::key_action(existing.as_ref(), reg, mcp_id) {
@@ -207,7 +251,9 @@ async fn ensure_key(ctx: &Context, reg: &MCPRegistration, namespace: &str, mcp_i
         KeyAction::Rotate => {
             let mut secret = keys::key_secret(reg, mcp_id, Some(keys::generate_key()?));
             secret.metadata.resource_version = existing.as_ref().and_then(|s| s.resource_version());
-            secrets.replace(&name, &PostParams::default(), &secret).await?;
+            secrets
+                .replace(&name, &PostParams::default(), &secret)
+                .await?;
             publish(
                 ctx,
                 reg,
@@ -222,14 +268,20 @@ async fn ensure_key(ctx: &Context, reg: &MCPRegistration, namespace: &str, mcp_i
             let current = existing.as_ref();
             secret.data = current.and_then(|s| s.data.clone());
             secret.metadata.resource_version = current.and_then(|s| s.resource_version());
-            secrets.replace(&name, &PostParams::default(), &secret).await?;
+            secrets
+                .replace(&name, &PostParams::default(), &secret)
+                .await?;
         }
     }
     Ok(name)
 }
 
 /// Where and how to probe, with the probe headers loaded from their Secret.
-async fn probe_target(ctx: &Context, reg: &MCPRegistration, namespace: &str) -> Result<ProbeTarget> {
+async fn probe_target(
+    ctx: &Context,
+    reg: &MCPRegistration,
+    namespace: &str,
+) -> Result<ProbeTarget> {
     let spec = &reg.spec;
     let base = match (&spec.endpoint.url, &spec.endpoint.service) {
         (Some(url), _) => url.trim_end_matches('/').to_string(),
@@ -295,7 +347,14 @@ async fn publish_transitions(
     let before = previous.map(|s| s.phase);
     if previous.and_then(|s| s.mcp_id.as_ref()).is_none() {
         if let Some(id) = &desired.mcp_id {
-            publish(ctx, reg, EventType::Normal, "Registered", format!("assigned MCP ID {id}")).await;
+            publish(
+                ctx,
+                reg,
+                EventType::Normal,
+                "Registered",
+                format!("assigned MCP ID {id}"),
+            )
+            .await;
         }
     }
     if before == Some(desired.phase) {
@@ -310,18 +369,69 @@ async fn publish_transitions(
             .unwrap_or_default()
     };
     match desired.phase {
-        Phase::Ready => publish(ctx, reg, EventType::Normal, "BecameReady", "health probes pass; receiving traffic".into()).await,
-        Phase::Unavailable | Phase::Degraded if before.is_some() && before != Some(Phase::Pending) => {
-            publish(ctx, reg, EventType::Warning, "BecameUnhealthy", condition_message("Healthy")).await
+        Phase::Ready => {
+            publish(
+                ctx,
+                reg,
+                EventType::Normal,
+                "BecameReady",
+                "health probes pass; receiving traffic".into(),
+            )
+            .await
         }
-        Phase::Unavailable => publish(ctx, reg, EventType::Warning, "BecameUnhealthy", condition_message("Healthy")).await,
-        Phase::Incompatible => publish(ctx, reg, EventType::Warning, "Incompatible", condition_message("Compatible")).await,
-        Phase::Invalid => publish(ctx, reg, EventType::Warning, "InvalidSpec", condition_message("Ready")).await,
+        Phase::Unavailable | Phase::Degraded
+            if before.is_some() && before != Some(Phase::Pending) =>
+        {
+            publish(
+                ctx,
+                reg,
+                EventType::Warning,
+                "BecameUnhealthy",
+                condition_message("Healthy"),
+            )
+            .await
+        }
+        Phase::Unavailable => {
+            publish(
+                ctx,
+                reg,
+                EventType::Warning,
+                "BecameUnhealthy",
+                condition_message("Healthy"),
+            )
+            .await
+        }
+        Phase::Incompatible => {
+            publish(
+                ctx,
+                reg,
+                EventType::Warning,
+                "Incompatible",
+                condition_message("Compatible"),
+            )
+            .await
+        }
+        Phase::Invalid => {
+            publish(
+                ctx,
+                reg,
+                EventType::Warning,
+                "InvalidSpec",
+                condition_message("Ready"),
+            )
+            .await
+        }
         Phase::Degraded | Phase::Pending => {}
     }
 }
 
-async fn publish(ctx: &Context, reg: &MCPRegistration, type_: EventType, reason: &str, note: String) {
+async fn publish(
+    ctx: &Context,
+    reg: &MCPRegistration,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
     let event = Event {
         type_,
         reason: reason.into(),

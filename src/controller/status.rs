@@ -7,7 +7,10 @@ use k8s_openapi::jiff::Timestamp;
 use super::health::{HealthTracker, Verdict};
 use super::keys::SECRET_KEY;
 use crate::crd::validate::FieldProblem;
-use crate::crd::{CoordinatorConfig, MCPRegistrationSpec, MCPRegistrationStatus, Phase, RoutingStatus, SecretKeyRef};
+use crate::crd::{
+    CoordinatorConfig, MCPRegistrationSpec, MCPRegistrationStatus, Phase, RoutingStatus,
+    SecretKeyRef,
+};
 
 /// Where MCPs report and how often; the same for every registration of this controller.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,11 +29,18 @@ pub enum Compatibility {
 }
 
 pub fn check_compatibility(spec: &MCPRegistrationSpec, actual: &str) -> Compatibility {
-    let Some(required) = spec.compatibility.as_ref().map(|c| c.coordinator_version.clone()) else {
+    let Some(required) = spec
+        .compatibility
+        .as_ref()
+        .map(|c| c.coordinator_version.clone())
+    else {
         return Compatibility::NoConstraint;
     };
     // An unparsable range never gets here: validation turns it into phase Invalid first.
-    let fits = match (semver::VersionReq::parse(&required), semver::Version::parse(actual)) {
+    let fits = match (
+        semver::VersionReq::parse(&required),
+        semver::Version::parse(actual),
+    ) {
         (Ok(req), Ok(version)) => req.matches(&version),
         _ => false,
     };
@@ -81,22 +91,47 @@ pub fn desired_status(
     now: Timestamp,
 ) -> MCPRegistrationStatus {
     let phase = phase_of(obs);
-    let previous_conditions = previous.map(|p| p.conditions.as_slice()).unwrap_or_default();
+    let previous_conditions = previous
+        .map(|p| p.conditions.as_slice())
+        .unwrap_or_default();
     let mut conditions = Vec::with_capacity(4);
     let mut set = |type_: &str, status: bool, reason: &str, message: String| {
-        conditions.push(condition(previous_conditions, type_, status, reason, message, obs.generation, now));
+        conditions.push(condition(
+            previous_conditions,
+            type_,
+            status,
+            reason,
+            message,
+            obs.generation,
+            now,
+        ));
     };
 
-    let problems_text = obs.problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+    let problems_text = obs
+        .problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ");
     match (obs.problems.is_empty(), obs.mcp_id, obs.key_secret) {
-        (false, _, _) => set("Registered", false, "InvalidSpec", format!("fix the spec: {problems_text}")),
+        (false, _, _) => set(
+            "Registered",
+            false,
+            "InvalidSpec",
+            format!("fix the spec: {problems_text}"),
+        ),
         (true, Some(id), Some(secret)) => set(
             "Registered",
             true,
             "IdAssigned",
             format!("MCP ID {id}; API key in Secret {secret} (key {SECRET_KEY})"),
         ),
-        (true, _, _) => set("Registered", false, "Registering", "assigning an MCP ID and API key".into()),
+        (true, _, _) => set(
+            "Registered",
+            false,
+            "Registering",
+            "assigning an MCP ID and API key".into(),
+        ),
     }
     match &obs.compatibility {
         Compatibility::NoConstraint => set("Compatible", true, "NoConstraint", "no coordinatorVersion range given".into()),
@@ -114,7 +149,15 @@ pub fn desired_status(
         ),
     }
     let (healthy, reason, message) = health_condition(phase, obs.health);
-    conditions.push(condition(previous_conditions, "Healthy", healthy, reason, message, obs.generation, now));
+    conditions.push(condition(
+        previous_conditions,
+        "Healthy",
+        healthy,
+        reason,
+        message,
+        obs.generation,
+        now,
+    ));
     let (ready_reason, ready_message) = ready_explanation(phase, &problems_text, obs);
     conditions.push(condition(
         previous_conditions,
@@ -126,8 +169,15 @@ pub fn desired_status(
         now,
     ));
 
-    let probing = matches!(phase, Phase::Pending | Phase::Ready | Phase::Degraded | Phase::Unavailable);
-    let health = if probing { obs.health.map(HealthTracker::to_status) } else { None };
+    let probing = matches!(
+        phase,
+        Phase::Pending | Phase::Ready | Phase::Degraded | Phase::Unavailable
+    );
+    let health = if probing {
+        obs.health.map(HealthTracker::to_status)
+    } else {
+        None
+    };
     let discovered = obs
         .health
         .and_then(|h| h.discovered.clone())
@@ -141,7 +191,10 @@ pub fn desired_status(
     };
 
     MCPRegistrationStatus {
-        mcp_id: obs.mcp_id.map(str::to_string).or_else(|| previous.and_then(|p| p.mcp_id.clone())),
+        mcp_id: obs
+            .mcp_id
+            .map(str::to_string)
+            .or_else(|| previous.and_then(|p| p.mcp_id.clone())),
         phase,
         observed_generation: obs.generation,
         conditions,
@@ -161,29 +214,61 @@ pub fn desired_status(
 }
 
 fn health_condition(phase: Phase, health: Option<&HealthTracker>) -> (bool, &'static str, String) {
-    let error = health.and_then(|h| h.last_error.clone()).unwrap_or_default();
+    let error = health
+        .and_then(|h| h.last_error.clone())
+        .unwrap_or_default();
     match (phase, health.map(|h| h.verdict)) {
-        (Phase::Invalid | Phase::Incompatible, _) => (false, "NotProbed", "not probed until the registration is valid and compatible".into()),
+        (Phase::Invalid | Phase::Incompatible, _) => (
+            false,
+            "NotProbed",
+            "not probed until the registration is valid and compatible".into(),
+        ),
         (_, Some(Verdict::Healthy)) => (true, "ProbeSucceeded", "health probes succeed".into()),
         (_, Some(Verdict::Refused)) => (false, "ProbeRefused", error),
         (_, Some(Verdict::Unhealthy)) => (
             false,
             "ProbeFailed",
-            format!("{} consecutive probes failed: {error}", health.map(|h| h.consecutive_failures).unwrap_or(0)),
+            format!(
+                "{} consecutive probes failed: {error}",
+                health.map(|h| h.consecutive_failures).unwrap_or(0)
+            ),
         ),
-        (_, Some(Verdict::Unknown) | None) => (false, "AwaitingProbes", "waiting for enough probes to decide".into()),
+        (_, Some(Verdict::Unknown) | None) => (
+            false,
+            "AwaitingProbes",
+            "waiting for enough probes to decide".into(),
+        ),
     }
 }
 
-fn ready_explanation(phase: Phase, problems: &str, obs: &Observation<'_>) -> (&'static str, String) {
+fn ready_explanation(
+    phase: Phase,
+    problems: &str,
+    obs: &Observation<'_>,
+) -> (&'static str, String) {
     match phase {
-        Phase::Ready => ("Ready", "registered, compatible and healthy; receiving traffic".into()),
+        Phase::Ready => (
+            "Ready",
+            "registered, compatible and healthy; receiving traffic".into(),
+        ),
         Phase::Invalid => ("InvalidSpec", format!("fix the spec: {problems}")),
-        Phase::Incompatible => ("Incompatible", "the coordinator version is outside spec.compatibility.coordinatorVersion".into()),
+        Phase::Incompatible => (
+            "Incompatible",
+            "the coordinator version is outside spec.compatibility.coordinatorVersion".into(),
+        ),
         Phase::Pending if obs.mcp_id.is_none() => ("Registering", "assigning an MCP ID".into()),
-        Phase::Pending => ("AwaitingProbes", "waiting for the first health probes".into()),
-        Phase::Degraded => ("ProbeRefused", "reachable but refusing health probes; routed at half weight".into()),
-        Phase::Unavailable => ("Unhealthy", "health probes fail; no traffic is routed to it".into()),
+        Phase::Pending => (
+            "AwaitingProbes",
+            "waiting for the first health probes".into(),
+        ),
+        Phase::Degraded => (
+            "ProbeRefused",
+            "reachable but refusing health probes; routed at half weight".into(),
+        ),
+        Phase::Unavailable => (
+            "Unhealthy",
+            "health probes fail; no traffic is routed to it".into(),
+        ),
     }
 }
 
@@ -192,7 +277,10 @@ pub fn routing_status(spec: &MCPRegistrationSpec, phase: Phase) -> RoutingStatus
     let weight = spec.routing.weight;
     let (effective_weight, reason) = match phase {
         Phase::Ready => (weight, "healthy: full configured weight".to_string()),
-        Phase::Degraded => (weight / 2, "degraded (probe refused): half the configured weight".to_string()),
+        Phase::Degraded => (
+            weight / 2,
+            "degraded (probe refused): half the configured weight".to_string(),
+        ),
         other => (0, format!("{}: not routable", other.as_str())),
     };
     RoutingStatus {
@@ -206,8 +294,19 @@ pub fn routing_status(spec: &MCPRegistrationSpec, phase: Phase) -> RoutingStatus
 }
 
 fn same_routing(a: &RoutingStatus, b: &RoutingStatus) -> bool {
-    (a.priority, a.weight, a.effective_weight, a.max_concurrent_requests, &a.reason)
-        == (b.priority, b.weight, b.effective_weight, b.max_concurrent_requests, &b.reason)
+    (
+        a.priority,
+        a.weight,
+        a.effective_weight,
+        a.max_concurrent_requests,
+        &a.reason,
+    ) == (
+        b.priority,
+        b.weight,
+        b.effective_weight,
+        b.max_concurrent_requests,
+        &b.reason,
+    )
 }
 
 fn condition(
@@ -287,16 +386,25 @@ mod tests {
         };
         for up in outcomes {
             let o = if *up {
-                ProbeOutcome::Up { latency: Duration::from_millis(5), discovered: None }
+                ProbeOutcome::Up {
+                    latency: Duration::from_millis(5),
+                    discovered: None,
+                }
             } else {
-                ProbeOutcome::Down { latency: Duration::from_millis(5), error: "connection refused".into() }
+                ProbeOutcome::Down {
+                    latency: Duration::from_millis(5),
+                    error: "connection refused".into(),
+                }
             };
             t.record(o, Timestamp::now(), &check);
         }
         t
     }
 
-    fn observe<'a>(health: Option<&'a HealthTracker>, problems: &'a [FieldProblem]) -> Observation<'a> {
+    fn observe<'a>(
+        health: Option<&'a HealthTracker>,
+        problems: &'a [FieldProblem],
+    ) -> Observation<'a> {
         Observation {
             generation: Some(2),
             mcp_id: Some("ocr_workflow_mcp_001"),
@@ -314,29 +422,57 @@ mod tests {
     #[test]
     fn healthy_registration_is_ready_at_full_weight() {
         let h = tracker(&[true]);
-        let s = desired_status(&spec(), None, &observe(Some(&h), &[]), &reporting(), Timestamp::now());
+        let s = desired_status(
+            &spec(),
+            None,
+            &observe(Some(&h), &[]),
+            &reporting(),
+            Timestamp::now(),
+        );
         assert_eq!(s.phase, Phase::Ready);
         assert_eq!(s.routing.as_ref().unwrap().effective_weight, 300);
         assert_eq!(condition_of(&s, "Ready").status, "True");
         assert_eq!(s.observed_generation, Some(2));
-        assert_eq!(s.coordinator_config.unwrap().api_key_secret_ref.name, "ocr-mcp-key");
+        assert_eq!(
+            s.coordinator_config.unwrap().api_key_secret_ref.name,
+            "ocr-mcp-key"
+        );
     }
 
     #[test]
     fn unhealthy_registration_gets_no_traffic_and_says_why() {
         let h = tracker(&[true, false, false]);
-        let s = desired_status(&spec(), None, &observe(Some(&h), &[]), &reporting(), Timestamp::now());
+        let s = desired_status(
+            &spec(),
+            None,
+            &observe(Some(&h), &[]),
+            &reporting(),
+            Timestamp::now(),
+        );
         assert_eq!(s.phase, Phase::Unavailable);
         assert_eq!(s.routing.as_ref().unwrap().effective_weight, 0);
-        assert!(condition_of(&s, "Healthy").message.contains("connection refused"));
+        assert!(condition_of(&s, "Healthy")
+            .message
+            .contains("connection refused"));
     }
 
     #[test]
     fn invalid_spec_names_the_field_to_fix() {
-        let problems = [FieldProblem { field: "spec.endpoint.url", message: "must be absolute".into() }];
-        let s = desired_status(&spec(), None, &observe(None, &problems), &reporting(), Timestamp::now());
+        let problems = [FieldProblem {
+            field: "spec.endpoint.url",
+            message: "must be absolute".into(),
+        }];
+        let s = desired_status(
+            &spec(),
+            None,
+            &observe(None, &problems),
+            &reporting(),
+            Timestamp::now(),
+        );
         assert_eq!(s.phase, Phase::Invalid);
-        assert!(condition_of(&s, "Ready").message.contains("spec.endpoint.url: must be absolute"));
+        assert!(condition_of(&s, "Ready")
+            .message
+            .contains("spec.endpoint.url: must be absolute"));
     }
 
     #[test]
@@ -345,13 +481,31 @@ mod tests {
         let t1 = Timestamp::from_second(1_700_000_100).unwrap();
         let up = tracker(&[true]);
         let first = desired_status(&spec(), None, &observe(Some(&up), &[]), &reporting(), t0);
-        let again = desired_status(&spec(), Some(&first), &observe(Some(&up), &[]), &reporting(), t1);
+        let again = desired_status(
+            &spec(),
+            Some(&first),
+            &observe(Some(&up), &[]),
+            &reporting(),
+            t1,
+        );
         assert_eq!(condition_of(&again, "Ready").last_transition_time, Time(t0));
         assert!(!meaningful_change(Some(&first), &again));
         let down = tracker(&[true, false, false]);
-        let flipped = desired_status(&spec(), Some(&again), &observe(Some(&down), &[]), &reporting(), t1);
-        assert_eq!(condition_of(&flipped, "Ready").last_transition_time, Time(t1));
-        assert_eq!(condition_of(&flipped, "Registered").last_transition_time, Time(t0));
+        let flipped = desired_status(
+            &spec(),
+            Some(&again),
+            &observe(Some(&down), &[]),
+            &reporting(),
+            t1,
+        );
+        assert_eq!(
+            condition_of(&flipped, "Ready").last_transition_time,
+            Time(t1)
+        );
+        assert_eq!(
+            condition_of(&flipped, "Registered").last_transition_time,
+            Time(t0)
+        );
         assert!(meaningful_change(Some(&again), &flipped));
     }
 
@@ -361,21 +515,35 @@ mod tests {
         let b = tracker(&[true, true, true]);
         let now = Timestamp::now();
         let first = desired_status(&spec(), None, &observe(Some(&a), &[]), &reporting(), now);
-        let later = desired_status(&spec(), Some(&first), &observe(Some(&b), &[]), &reporting(), now);
+        let later = desired_status(
+            &spec(),
+            Some(&first),
+            &observe(Some(&b), &[]),
+            &reporting(),
+            now,
+        );
         assert!(!meaningful_change(Some(&first), &later));
     }
 
     #[test]
     fn out_of_range_coordinator_is_incompatible() {
         let mut s = spec();
-        s.compatibility = Some(crate::crd::Compatibility { coordinator_version: ">=9.0".into() });
+        s.compatibility = Some(crate::crd::Compatibility {
+            coordinator_version: ">=9.0".into(),
+        });
         let compat = check_compatibility(&s, "0.1.0");
         assert!(matches!(compat, Compatibility::OutOfRange { .. }));
         let mut obs = observe(None, &[]);
         obs.compatibility = compat;
         let status = desired_status(&s, None, &obs, &reporting(), Timestamp::now());
         assert_eq!(status.phase, Phase::Incompatible);
-        assert_eq!(condition_of(&status, "Compatible").reason, "VersionOutOfRange");
-        assert_eq!(check_compatibility(&spec(), "0.1.0"), Compatibility::NoConstraint);
+        assert_eq!(
+            condition_of(&status, "Compatible").reason,
+            "VersionOutOfRange"
+        );
+        assert_eq!(
+            check_compatibility(&spec(), "0.1.0"),
+            Compatibility::NoConstraint
+        );
     }
 }

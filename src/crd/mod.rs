@@ -50,7 +50,10 @@ pub struct MCPRegistrationSpec {
     #[schemars(regex(pattern = r"^[a-z][a-z0-9_]{0,30}$"))]
     pub mcp_type: String,
     /// What the MCP can do (e.g. `text_extraction`); routing looks MCPs up by capability.
-    #[schemars(length(min = 1, max = 64), inner(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$")))]
+    #[schemars(
+        length(min = 1, max = 64),
+        inner(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$"))
+    )]
     pub capabilities: Vec<String>,
     /// Input/output formats the MCP accepts (e.g. `image/png`, `pdf`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -427,8 +430,8 @@ impl MCPRegistration {
 }
 
 /// The CRD as the API server should receive it.
-pub fn crd() -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition
-{
+pub fn crd(
+) -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
     use kube::CustomResourceExt;
     MCPRegistration::crd()
 }

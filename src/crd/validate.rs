@@ -22,7 +22,10 @@ pub fn validate_spec(spec: &MCPRegistrationSpec) -> Vec<FieldProblem> {
     if semver::Version::parse(spec.version.trim_start_matches('v')).is_err() {
         problems.push(FieldProblem {
             field: "spec.version",
-            message: format!("{:?} is not a semantic version; use MAJOR.MINOR.PATCH such as 1.0.0", spec.version),
+            message: format!(
+                "{:?} is not a semantic version; use MAJOR.MINOR.PATCH such as 1.0.0",
+                spec.version
+            ),
         });
     }
     if spec.capabilities.is_empty() {
@@ -67,7 +70,8 @@ fn check_endpoint(endpoint: &Endpoint, problems: &mut Vec<FieldProblem>) {
             message: "set service {name, port} or an absolute url".into(),
         }),
         (None, Some(url)) => match reqwest::Url::parse(url) {
-            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some() => {}
+            Ok(parsed)
+                if matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some() => {}
             Ok(_) => problems.push(FieldProblem {
                 field: "spec.endpoint.url",
                 message: format!("{url:?} must be an absolute http:// or https:// URL with a host"),
@@ -121,13 +125,19 @@ mod tests {
         let fields: Vec<_> = validate_spec(&s).into_iter().map(|p| p.field).collect();
         assert_eq!(
             fields,
-            vec!["spec.version", "spec.endpoint.url", "spec.compatibility.coordinatorVersion"]
+            vec![
+                "spec.version",
+                "spec.endpoint.url",
+                "spec.compatibility.coordinatorVersion"
+            ]
         );
     }
 
     #[test]
     fn timeout_longer_than_interval_is_refused() {
-        let s = spec(&format!("{GOOD}healthCheck: {{intervalSeconds: 2, timeoutSeconds: 5}}\n"));
+        let s = spec(&format!(
+            "{GOOD}healthCheck: {{intervalSeconds: 2, timeoutSeconds: 5}}\n"
+        ));
         let problems = validate_spec(&s);
         assert_eq!(problems[0].field, "spec.healthCheck.timeoutSeconds");
     }

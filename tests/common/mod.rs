@@ -2,7 +2,6 @@
 //! client for it, the controller running in-process, and small HTTP MCPs on loopback.
 #![allow(dead_code)]
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
@@ -20,9 +19,13 @@ pub const STATE_NAMESPACE: &str = "mcp-coordinator";
 
 /// A fake API server that already serves MCPRegistrations.
 pub async fn api_server() -> FakeApiServer {
-    let server = FakeApiServer::start().await.expect("fake API server starts");
+    let server = FakeApiServer::start()
+        .await
+        .expect("fake API server starts");
     let crd = serde_json::to_value(mcp_coordinator::crd::crd()).expect("CRD serializes");
-    server.install_crd(crd).expect("the generated CRD is accepted");
+    server
+        .install_crd(crd)
+        .expect("the generated CRD is accepted");
     server
 }
 
@@ -80,9 +83,15 @@ pub fn start_controller_with(server: &FakeApiServer, settings: Settings) -> Runn
     let metrics = Arc::new(Metrics::new().expect("metrics register"));
     let ready = Arc::new(AtomicBool::new(false));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(controller_future(client(server), settings, metrics.clone(), ready.clone(), async move {
-        let _ = stopped.await;
-    }));
+    let task = tokio::spawn(controller_future(
+        client(server),
+        settings,
+        metrics.clone(),
+        ready.clone(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
     RunningController {
         metrics,
         ready,
@@ -91,18 +100,16 @@ pub fn start_controller_with(server: &FakeApiServer, settings: Settings) -> Runn
     }
 }
 
-fn controller_future(
+async fn controller_future(
     client: Client,
     settings: Settings,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        controller::run(client, settings, metrics, ready, shutdown)
-            .await
-            .expect("controller starts");
-    }
+) {
+    controller::run(client, settings, metrics, ready, shutdown)
+        .await
+        .expect("controller starts");
 }
 
 /// A small HTTP MCP on loopback whose health can be switched, counting probes.
@@ -125,7 +132,12 @@ impl FakeMcp {
         let healthy = Arc::new(AtomicBool::new(true));
         let forced_status = Arc::new(AtomicU16::new(0));
         let probes = Arc::new(AtomicU64::new(0));
-        let (h, f, p, auth) = (healthy.clone(), forced_status.clone(), probes.clone(), required_auth.clone());
+        let (h, f, p, auth) = (
+            healthy.clone(),
+            forced_status.clone(),
+            probes.clone(),
+            required_auth.clone(),
+        );
         let route = warp::path!("health")
             .and(warp::header::optional::<String>("authorization"))
             .map(move |given: Option<String>| {
@@ -141,7 +153,9 @@ impl FakeMcp {
                     warp::http::StatusCode::from_u16(code).unwrap_or(warp::http::StatusCode::OK),
                 )
             });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(warp::serve(route).incoming(listener).run());
         Self {
@@ -199,9 +213,3 @@ pub async fn wait_for(
 pub fn phase(reg: &MCPRegistration) -> Option<mcp_coordinator::crd::Phase> {
     reg.status.as_ref().map(|s| s.phase)
 }
-
-pub fn never<T>() -> impl Future<Output = T> {
-    futures::future::pending::<T>()
-}
-
-pub type Never = Infallible;

@@ -88,12 +88,21 @@ impl FakeApiServer {
             .store
             .find_type("apiextensions.k8s.io", "v1", "customresourcedefinitions")
             .ok_or_else(|| ApiError::bad_request("CRDs are not served"))?;
-        let name = crd.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
-        match self.store.create(&rt, "", crd.clone(), &WriteOptions::default()) {
+        let name = crd
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        match self
+            .store
+            .create(&rt, "", crd.clone(), &WriteOptions::default())
+        {
             Err(e) if e.code == 409 => {
                 let mut body = crd;
-                body["metadata"]["resourceVersion"] = self.store.get(&rt, "", &name)?["metadata"]["resourceVersion"].clone();
-                self.store.update(&rt, "", &name, body, false, &WriteOptions::default())
+                body["metadata"]["resourceVersion"] =
+                    self.store.get(&rt, "", &name)?["metadata"]["resourceVersion"].clone();
+                self.store
+                    .update(&rt, "", &name, body, false, &WriteOptions::default())
             }
             other => other,
         }
@@ -113,19 +122,24 @@ type Query = HashMap<String, String>;
 fn routes(
     store: Arc<Store>,
     addr: SocketAddr,
-) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone + Send + Sync + 'static {
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection>
+       + Clone
+       + Send
+       + Sync
+       + 'static {
     warp::method()
         .and(warp::path::full())
-        .and(
-            warp::query::raw()
-                .or(warp::any().map(String::new))
-                .unify(),
-        )
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::optional::<String>("content-type"))
         .and(warp::header::optional::<String>("accept"))
         .and(warp::body::bytes())
         .then(
-            move |method: Method, path: warp::path::FullPath, query: String, content_type: Option<String>, accept: Option<String>, body: Bytes| {
+            move |method: Method,
+                  path: warp::path::FullPath,
+                  query: String,
+                  content_type: Option<String>,
+                  accept: Option<String>,
+                  body: Bytes| {
                 let store = store.clone();
                 async move {
                     let query = parse_query(&query);
@@ -173,7 +187,9 @@ fn percent_decode(s: &str) -> String {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     Some(b) => {
                         out.push(b);
@@ -191,10 +207,12 @@ fn percent_decode(s: &str) -> String {
 
 fn json_response(code: u16, body: &Value) -> warp::reply::Response {
     let mut response = warp::reply::Response::new(body.to_string().into());
-    *response.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    response
-        .headers_mut()
-        .insert("content-type", warp::http::HeaderValue::from_static("application/json"));
+    *response.status_mut() =
+        StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    response.headers_mut().insert(
+        "content-type",
+        warp::http::HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -210,8 +228,17 @@ struct Target {
     status: bool,
 }
 
-async fn handle(store: &Arc<Store>, addr: SocketAddr, req: Request) -> Result<warp::reply::Response, ApiError> {
-    let segments: Vec<&str> = req.path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+async fn handle(
+    store: &Arc<Store>,
+    addr: SocketAddr,
+    req: Request,
+) -> Result<warp::reply::Response, ApiError> {
+    let segments: Vec<&str> = req
+        .path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     match segments.as_slice() {
         ["version"] => {
             return Ok(json_response(
@@ -230,7 +257,11 @@ async fn handle(store: &Arc<Store>, addr: SocketAddr, req: Request) -> Result<wa
         ["apis", group, version] => {
             let list = resource_list(store, group, version);
             if list["resources"].as_array().is_none_or(|r| r.is_empty()) {
-                return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
+                return Err(ApiError::new(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                ));
             }
             return Ok(json_response(200, &list));
         }
@@ -239,23 +270,52 @@ async fn handle(store: &Arc<Store>, addr: SocketAddr, req: Request) -> Result<wa
     let (group, version, rest) = match segments.as_slice() {
         ["api", "v1", rest @ ..] => ("", "v1", rest),
         ["apis", group, version, rest @ ..] => (*group, *version, rest),
-        _ => return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource")),
+        _ => {
+            return Err(ApiError::new(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            ))
+        }
     };
     let (namespace, plural, name, sub) = match rest {
-        ["namespaces", ns, plural, tail @ ..] if store.find_type(group, version, plural).is_some_and(|t| t.namespaced) => {
-            (Some(ns.to_string()), *plural, tail.first().copied(), tail.get(1).copied())
+        ["namespaces", ns, plural, tail @ ..]
+            if store
+                .find_type(group, version, plural)
+                .is_some_and(|t| t.namespaced) =>
+        {
+            (
+                Some(ns.to_string()),
+                *plural,
+                tail.first().copied(),
+                tail.get(1).copied(),
+            )
         }
         [plural, tail @ ..] => (None, *plural, tail.first().copied(), tail.get(1).copied()),
-        [] => return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource")),
+        [] => {
+            return Err(ApiError::new(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            ))
+        }
     };
-    let rt = store
-        .find_type(group, version, plural)
-        .ok_or_else(|| ApiError::new(404, "NotFound", "the server could not find the requested resource"))?;
+    let rt = store.find_type(group, version, plural).ok_or_else(|| {
+        ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+    })?;
     let status = match sub {
         None => false,
         Some("status") if rt.status_subresource => true,
         Some(other) => {
-            return Err(ApiError::new(404, "NotFound", format!("the server could not find the requested resource ({other})")))
+            return Err(ApiError::new(
+                404,
+                "NotFound",
+                format!("the server could not find the requested resource ({other})"),
+            ))
         }
     };
     let target = Target {
@@ -267,26 +327,65 @@ async fn handle(store: &Arc<Store>, addr: SocketAddr, req: Request) -> Result<wa
     dispatch(store, target, req).await
 }
 
-async fn dispatch(store: &Arc<Store>, t: Target, req: Request) -> Result<warp::reply::Response, ApiError> {
+async fn dispatch(
+    store: &Arc<Store>,
+    t: Target,
+    req: Request,
+) -> Result<warp::reply::Response, ApiError> {
     let ns = t.namespace.clone().unwrap_or_default();
-    if t.rt.namespaced && t.namespace.is_none() && !(req.method == Method::GET && t.name.is_none()) {
-        return Err(ApiError::new(404, "NotFound", "namespaced resources need a namespace in the path"));
+    if t.rt.namespaced && t.namespace.is_none() && !(req.method == Method::GET && t.name.is_none())
+    {
+        return Err(ApiError::new(
+            404,
+            "NotFound",
+            "namespaced resources need a namespace in the path",
+        ));
     }
     let opts = WriteOptions {
         field_manager: req.query.get("fieldManager").cloned(),
         force: req.query.get("force").is_some_and(|f| f == "true"),
-        strict: req.query.get("fieldValidation").is_some_and(|f| f == "Strict"),
+        strict: req
+            .query
+            .get("fieldValidation")
+            .is_some_and(|f| f == "Strict"),
     };
-    let watch = req.query.get("watch").is_some_and(|w| w == "true" || w == "1");
+    let watch = req
+        .query
+        .get("watch")
+        .is_some_and(|w| w == "true" || w == "1");
     match (&req.method, &t.name) {
         (&Method::GET, None) if watch => watch_response(store, &t, &req.query),
         (&Method::GET, None) => {
-            let labels = util::parse_label_selector(req.query.get("labelSelector").map(String::as_str).unwrap_or(""))?;
-            let fields = util::parse_field_selector(req.query.get("fieldSelector").map(String::as_str).unwrap_or(""))?;
+            let labels = util::parse_label_selector(
+                req.query
+                    .get("labelSelector")
+                    .map(String::as_str)
+                    .unwrap_or(""),
+            )?;
+            let fields = util::parse_field_selector(
+                req.query
+                    .get("fieldSelector")
+                    .map(String::as_str)
+                    .unwrap_or(""),
+            )?;
             let limit = req.query.get("limit").and_then(|l| l.parse().ok());
-            let list = store.list(&t.rt, t.namespace.as_deref(), &labels, &fields, limit, req.query.get("continue").map(String::as_str))?;
+            let list = store.list(
+                &t.rt,
+                t.namespace.as_deref(),
+                &labels,
+                &fields,
+                limit,
+                req.query.get("continue").map(String::as_str),
+            )?;
             if req.accept.contains("as=Table") {
-                return Ok(json_response(200, &table(&t.rt, list["items"].as_array().cloned().unwrap_or_default(), &list["metadata"])));
+                return Ok(json_response(
+                    200,
+                    &table(
+                        &t.rt,
+                        list["items"].as_array().cloned().unwrap_or_default(),
+                        &list["metadata"],
+                    ),
+                ));
             }
             Ok(json_response(200, &list))
         }
@@ -303,7 +402,10 @@ async fn dispatch(store: &Arc<Store>, t: Target, req: Request) -> Result<warp::r
         }
         (&Method::PUT, Some(name)) => {
             let body = parse_body(&req)?;
-            Ok(json_response(200, &store.update(&t.rt, &ns, name, body, t.status, &opts)?))
+            Ok(json_response(
+                200,
+                &store.update(&t.rt, &ns, name, body, t.status, &opts)?,
+            ))
         }
         (&Method::PATCH, Some(name)) => {
             let kind = match req.content_type.split(';').next().unwrap_or("").trim() {
@@ -320,14 +422,31 @@ async fn dispatch(store: &Arc<Store>, t: Target, req: Request) -> Result<warp::r
                 }
             };
             let body = parse_body(&req)?;
-            Ok(json_response(200, &store.patch(&t.rt, &ns, name, kind, body, t.status, &opts)?))
+            Ok(json_response(
+                200,
+                &store.patch(&t.rt, &ns, name, kind, body, t.status, &opts)?,
+            ))
         }
         (&Method::DELETE, Some(name)) => {
-            let options = if req.body.is_empty() { None } else { serde_json::from_slice::<Value>(&req.body).ok() };
+            let options = if req.body.is_empty() {
+                None
+            } else {
+                serde_json::from_slice::<Value>(&req.body).ok()
+            };
             let preconditions = options.as_ref().and_then(|o| o.get("preconditions"));
-            Ok(json_response(200, &store.delete(&t.rt, &ns, name, preconditions)?))
+            Ok(json_response(
+                200,
+                &store.delete(&t.rt, &ns, name, preconditions)?,
+            ))
         }
-        _ => Err(ApiError::new(405, "MethodNotAllowed", format!("the server does not allow this method on the requested resource ({})", req.method))),
+        _ => Err(ApiError::new(
+            405,
+            "MethodNotAllowed",
+            format!(
+                "the server does not allow this method on the requested resource ({})",
+                req.method
+            ),
+        )),
     }
 }
 
@@ -339,19 +458,30 @@ fn parse_body(req: &Request) -> Result<Value, ApiError> {
     })
 }
 
-fn watch_response(store: &Arc<Store>, t: &Target, query: &Query) -> Result<warp::reply::Response, ApiError> {
-    let labels = util::parse_label_selector(query.get("labelSelector").map(String::as_str).unwrap_or(""))?;
-    let fields = util::parse_field_selector(query.get("fieldSelector").map(String::as_str).unwrap_or(""))?;
+fn watch_response(
+    store: &Arc<Store>,
+    t: &Target,
+    query: &Query,
+) -> Result<warp::reply::Response, ApiError> {
+    let labels =
+        util::parse_label_selector(query.get("labelSelector").map(String::as_str).unwrap_or(""))?;
+    let fields =
+        util::parse_field_selector(query.get("fieldSelector").map(String::as_str).unwrap_or(""))?;
     let from = match query.get("resourceVersion").map(String::as_str) {
         None | Some("") | Some("0") => None,
-        Some(rv) => Some(rv.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?),
+        Some(rv) => Some(
+            rv.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?,
+        ),
     };
     let timeout = query
         .get("timeoutSeconds")
         .and_then(|t| t.parse::<u64>().ok())
         .map(Duration::from_secs)
         .unwrap_or(Duration::from_secs(1800));
-    let bookmarks = query.get("allowWatchBookmarks").is_some_and(|b| b == "true");
+    let bookmarks = query
+        .get("allowWatchBookmarks")
+        .is_some_and(|b| b == "true");
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(256);
     let rt = t.rt.clone();
     let namespace = t.namespace.clone();
@@ -363,7 +493,8 @@ fn watch_response(store: &Arc<Store>, t: &Target, query: &Query) -> Result<warp:
     };
     let present_type = t.rt.clone();
     let line = move |event: &str, obj: &Value| {
-        let mut text = json!({"type": event, "object": store::present(&present_type, obj)}).to_string();
+        let mut text =
+            json!({"type": event, "object": store::present(&present_type, obj)}).to_string();
         text.push('\n');
         Ok(Bytes::from(text))
     };
@@ -423,9 +554,10 @@ fn watch_response(store: &Arc<Store>, t: &Target, query: &Query) -> Result<warp:
         }
     }
     let mut response = warp::Reply::into_response(warp::reply::stream(ReceiverStream::new(rx)));
-    response
-        .headers_mut()
-        .insert("content-type", warp::http::HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        "content-type",
+        warp::http::HeaderValue::from_static("application/json"),
+    );
     Ok(response)
 }
 
@@ -433,7 +565,9 @@ fn group_list(store: &Store) -> Value {
     let mut groups: Vec<(String, Vec<String>)> = Vec::new();
     for t in store.types().into_iter().filter(|t| !t.group.is_empty()) {
         match groups.iter_mut().find(|(g, _)| *g == t.group) {
-            Some((_, versions)) if !versions.contains(&t.version) => versions.push(t.version.clone()),
+            Some((_, versions)) if !versions.contains(&t.version) => {
+                versions.push(t.version.clone())
+            }
             Some(_) => {}
             None => groups.push((t.group.clone(), vec![t.version.clone()])),
         }
@@ -456,13 +590,18 @@ fn resource_list(store: &Store, group: &str, version: &str) -> Value {
         .filter(|t| t.group == group && t.version == version)
         .flat_map(|t| t.discovery_entries())
         .collect();
-    let group_version = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    let group_version = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources})
 }
 
 /// A `meta.k8s.io/v1` Table, as `kubectl get` asks for, with the CRD's printer columns.
 fn table(rt: &resources::ResourceType, items: Vec<Value>, list_meta: &Value) -> Value {
-    let mut columns = vec![json!({"name": "Name", "type": "string", "format": "name", "description": "Name"})];
+    let mut columns =
+        vec![json!({"name": "Name", "type": "string", "format": "name", "description": "Name"})];
     let mut paths = Vec::new();
     for c in &rt.printer_columns {
         let name = c.get("name").and_then(Value::as_str).unwrap_or("");
@@ -470,7 +609,12 @@ fn table(rt: &resources::ResourceType, items: Vec<Value>, list_meta: &Value) -> 
             continue;
         }
         columns.push(json!({"name": name, "type": c.get("type").cloned().unwrap_or(json!("string")), "format": "", "description": ""}));
-        paths.push(c.get("jsonPath").and_then(Value::as_str).unwrap_or("").to_string());
+        paths.push(
+            c.get("jsonPath")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+        );
     }
     columns.push(json!({"name": "Age", "type": "date", "format": "", "description": "Age"}));
     let rows: Vec<Value> = items

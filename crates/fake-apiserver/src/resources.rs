@@ -29,7 +29,14 @@ impl ResourceType {
             format!("{}/{}", self.group, self.version)
         }
     }
-    fn builtin(group: &str, version: &str, plural: &str, kind: &str, namespaced: bool, status: bool) -> Self {
+    fn builtin(
+        group: &str,
+        version: &str,
+        plural: &str,
+        kind: &str,
+        namespaced: bool,
+        status: bool,
+    ) -> Self {
         Self {
             group: group.into(),
             version: version.into(),
@@ -47,7 +54,16 @@ impl ResourceType {
 
     /// The APIResource entries for discovery (the resource and its status subresource).
     pub fn discovery_entries(&self) -> Vec<Value> {
-        let verbs = json!(["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]);
+        let verbs = json!([
+            "create",
+            "delete",
+            "deletecollection",
+            "get",
+            "list",
+            "patch",
+            "update",
+            "watch"
+        ]);
         let mut out = vec![json!({
             "name": self.plural,
             "singularName": self.singular,
@@ -70,7 +86,14 @@ impl ResourceType {
 }
 
 pub fn builtins() -> Vec<ResourceType> {
-    let mut crds = ResourceType::builtin("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", false, true);
+    let mut crds = ResourceType::builtin(
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        "CustomResourceDefinition",
+        false,
+        true,
+    );
     crds.short_names = vec!["crd".into(), "crds".into()];
     vec![
         ResourceType::builtin("", "v1", "namespaces", "Namespace", false, true),
@@ -88,10 +111,19 @@ pub fn builtins() -> Vec<ResourceType> {
 /// The resource types a CRD object declares (one per served version).
 pub fn from_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
     let spec = crd.get("spec").ok_or("spec: Required value")?;
-    let group = spec.get("group").and_then(Value::as_str).ok_or("spec.group: Required value")?;
+    let group = spec
+        .get("group")
+        .and_then(Value::as_str)
+        .ok_or("spec.group: Required value")?;
     let names = spec.get("names").ok_or("spec.names: Required value")?;
-    let plural = names.get("plural").and_then(Value::as_str).ok_or("spec.names.plural: Required value")?;
-    let kind = names.get("kind").and_then(Value::as_str).ok_or("spec.names.kind: Required value")?;
+    let plural = names
+        .get("plural")
+        .and_then(Value::as_str)
+        .ok_or("spec.names.plural: Required value")?;
+    let kind = names
+        .get("kind")
+        .and_then(Value::as_str)
+        .ok_or("spec.names.kind: Required value")?;
     let singular = names
         .get("singular")
         .and_then(Value::as_str)
@@ -100,16 +132,26 @@ pub fn from_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
     let short_names: Vec<String> = names
         .get("shortNames")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     let namespaced = spec.get("scope").and_then(Value::as_str) != Some("Cluster");
-    let versions = spec.get("versions").and_then(Value::as_array).ok_or("spec.versions: Required value")?;
+    let versions = spec
+        .get("versions")
+        .and_then(Value::as_array)
+        .ok_or("spec.versions: Required value")?;
     let mut out = Vec::new();
     for v in versions {
         if v.get("served").and_then(Value::as_bool) == Some(false) {
             continue;
         }
-        let version = v.get("name").and_then(Value::as_str).ok_or("spec.versions[].name: Required value")?;
+        let version = v
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or("spec.versions[].name: Required value")?;
         out.push(ResourceType {
             group: group.into(),
             version: version.into(),

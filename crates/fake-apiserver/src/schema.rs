@@ -66,7 +66,11 @@ fn preserves_unknown(schema: &Value) -> bool {
 pub fn prune(schema: &Value, value: &mut Value, path: &str, pruned: &mut Vec<String>) {
     match value {
         Value::Object(map) => {
-            if schema.get("x-kubernetes-embedded-resource").and_then(Value::as_bool) == Some(true) {
+            if schema
+                .get("x-kubernetes-embedded-resource")
+                .and_then(Value::as_bool)
+                == Some(true)
+            {
                 return;
             }
             if let Some(props) = schema.get("properties").and_then(Value::as_object) {
@@ -86,11 +90,15 @@ pub fn prune(schema: &Value, value: &mut Value, path: &str, pruned: &mut Vec<Str
                         }
                     }
                 }
-            } else if let Some(additional) = schema.get("additionalProperties").filter(|a| a.is_object()) {
+            } else if let Some(additional) =
+                schema.get("additionalProperties").filter(|a| a.is_object())
+            {
                 for (key, v) in map.iter_mut() {
                     prune(additional, v, &join(path, key), pruned);
                 }
-            } else if !preserves_unknown(schema) && schema.get("type").and_then(Value::as_str) == Some("object") {
+            } else if !preserves_unknown(schema)
+                && schema.get("type").and_then(Value::as_str) == Some("object")
+            {
                 let keys: Vec<String> = map.keys().cloned().collect();
                 for key in keys {
                     map.remove(&key);
@@ -124,7 +132,9 @@ pub fn apply_defaults(schema: &Value, value: &mut Value) {
                         apply_defaults(sub, v);
                     }
                 }
-            } else if let Some(additional) = schema.get("additionalProperties").filter(|a| a.is_object()) {
+            } else if let Some(additional) =
+                schema.get("additionalProperties").filter(|a| a.is_object())
+            {
                 for v in map.values_mut() {
                     apply_defaults(additional, v);
                 }
@@ -142,13 +152,18 @@ pub fn apply_defaults(schema: &Value, value: &mut Value) {
 }
 
 fn regex_cache() -> &'static Mutex<HashMap<String, Option<Regex>>> {
-    static CACHE: std::sync::OnceLock<Mutex<HashMap<String, Option<Regex>>>> = std::sync::OnceLock::new();
+    static CACHE: std::sync::OnceLock<Mutex<HashMap<String, Option<Regex>>>> =
+        std::sync::OnceLock::new();
     CACHE.get_or_init(Default::default)
 }
 
 fn pattern_matches(pattern: &str, s: &str) -> bool {
-    let mut cache = regex_cache().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let re = cache.entry(pattern.to_string()).or_insert_with(|| Regex::new(pattern).ok());
+    let mut cache = regex_cache()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let re = cache
+        .entry(pattern.to_string())
+        .or_insert_with(|| Regex::new(pattern).ok());
     re.as_ref().map(|r| r.is_match(s)).unwrap_or(true)
 }
 
@@ -159,17 +174,27 @@ pub fn validate(schema: &Value, value: &Value, path: &str, causes: &mut Vec<Caus
             return;
         }
         if let Some(t) = schema.get("type").and_then(Value::as_str) {
-            causes.push(Cause::invalid(path, value, format!("{path} in body must be of type {t}: \"null\"")));
+            causes.push(Cause::invalid(
+                path,
+                value,
+                format!("{path} in body must be of type {t}: \"null\""),
+            ));
         }
         return;
     }
-    let int_or_string = schema.get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true);
+    let int_or_string = schema
+        .get("x-kubernetes-int-or-string")
+        .and_then(Value::as_bool)
+        == Some(true);
     if int_or_string {
         if !matches!(type_name(value), "integer" | "string") {
             causes.push(Cause::invalid(
                 path,
                 value,
-                format!("{path} in body must be of type int-or-string: \"{}\"", type_name(value)),
+                format!(
+                    "{path} in body must be of type int-or-string: \"{}\"",
+                    type_name(value)
+                ),
             ));
             return;
         }
@@ -191,7 +216,11 @@ pub fn validate(schema: &Value, value: &Value, path: &str, causes: &mut Vec<Caus
             causes.push(Cause {
                 reason: "FieldValueNotSupported",
                 field: path.to_string(),
-                message: format!("Unsupported value: {}: supported values: {}", value, supported.join(", ")),
+                message: format!(
+                    "Unsupported value: {}: supported values: {}",
+                    value,
+                    supported.join(", ")
+                ),
             });
         }
     }
@@ -199,15 +228,31 @@ pub fn validate(schema: &Value, value: &Value, path: &str, causes: &mut Vec<Caus
         if let Some(min) = schema.get("minimum").and_then(Value::as_f64) {
             let exclusive = schema.get("exclusiveMinimum").and_then(Value::as_bool) == Some(true);
             if n < min || (exclusive && n == min) {
-                let op = if exclusive { "greater than" } else { "greater than or equal to" };
-                causes.push(Cause::invalid(path, value, format!("{path} in body should be {op} {}", num(min))));
+                let op = if exclusive {
+                    "greater than"
+                } else {
+                    "greater than or equal to"
+                };
+                causes.push(Cause::invalid(
+                    path,
+                    value,
+                    format!("{path} in body should be {op} {}", num(min)),
+                ));
             }
         }
         if let Some(max) = schema.get("maximum").and_then(Value::as_f64) {
             let exclusive = schema.get("exclusiveMaximum").and_then(Value::as_bool) == Some(true);
             if n > max || (exclusive && n == max) {
-                let op = if exclusive { "less than" } else { "less than or equal to" };
-                causes.push(Cause::invalid(path, value, format!("{path} in body should be {op} {}", num(max))));
+                let op = if exclusive {
+                    "less than"
+                } else {
+                    "less than or equal to"
+                };
+                causes.push(Cause::invalid(
+                    path,
+                    value,
+                    format!("{path} in body should be {op} {}", num(max)),
+                ));
             }
         }
     }
@@ -215,7 +260,11 @@ pub fn validate(schema: &Value, value: &Value, path: &str, causes: &mut Vec<Caus
         let len = s.chars().count() as u64;
         if let Some(min) = schema.get("minLength").and_then(Value::as_u64) {
             if len < min {
-                causes.push(Cause::invalid(path, value, format!("{path} in body should be at least {min} chars long")));
+                causes.push(Cause::invalid(
+                    path,
+                    value,
+                    format!("{path} in body should be at least {min} chars long"),
+                ));
             }
         }
         if let Some(max) = schema.get("maxLength").and_then(Value::as_u64) {
@@ -229,7 +278,11 @@ pub fn validate(schema: &Value, value: &Value, path: &str, causes: &mut Vec<Caus
         }
         if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
             if !pattern_matches(pattern, s) && !int_or_string {
-                causes.push(Cause::invalid(path, value, format!("{path} in body should match '{pattern}'")));
+                causes.push(Cause::invalid(
+                    path,
+                    value,
+                    format!("{path} in body should match '{pattern}'"),
+                ));
             }
         }
     }
@@ -237,7 +290,11 @@ pub fn validate(schema: &Value, value: &Value, path: &str, causes: &mut Vec<Caus
         let len = items.len() as u64;
         if let Some(min) = schema.get("minItems").and_then(Value::as_u64) {
             if len < min {
-                causes.push(Cause::invalid(path, value, format!("{path} in body should have at least {min} items")));
+                causes.push(Cause::invalid(
+                    path,
+                    value,
+                    format!("{path} in body should have at least {min} items"),
+                ));
             }
         }
         if let Some(max) = schema.get("maxItems").and_then(Value::as_u64) {
@@ -268,7 +325,11 @@ pub fn validate(schema: &Value, value: &Value, path: &str, causes: &mut Vec<Caus
                     c.is_empty()
                 })
                 .count();
-            let ok = if exactly_one { passing == 1 } else { passing >= 1 };
+            let ok = if exactly_one {
+                passing == 1
+            } else {
+                passing >= 1
+            };
             if !ok {
                 let detail = if exactly_one {
                     format!("{path} in body must validate one and only one schema (oneOf). Found {passing} valid alternatives")
@@ -288,7 +349,11 @@ pub fn validate(schema: &Value, value: &Value, path: &str, causes: &mut Vec<Caus
         let mut c = Vec::new();
         validate(not, value, path, &mut c);
         if c.is_empty() {
-            causes.push(Cause::invalid(path, value, format!("{path} in body must not validate the schema (not)")));
+            causes.push(Cause::invalid(
+                path,
+                value,
+                format!("{path} in body must not validate the schema (not)"),
+            ));
         }
     }
 }
@@ -342,10 +407,19 @@ fn check_structural(schema: &Value, path: &str, is_root: bool, out: &mut Vec<Str
         return;
     };
     let has_type = node.get("type").and_then(Value::as_str).is_some();
-    let exempt = node.get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true)
-        || node.get("x-kubernetes-preserve-unknown-fields").and_then(Value::as_bool) == Some(true);
+    let exempt = node
+        .get("x-kubernetes-int-or-string")
+        .and_then(Value::as_bool)
+        == Some(true)
+        || node
+            .get("x-kubernetes-preserve-unknown-fields")
+            .and_then(Value::as_bool)
+            == Some(true);
     if !has_type && !exempt {
-        out.push(format!("{}.type: Required value: must not be empty for specified object fields", display(path)));
+        out.push(format!(
+            "{}.type: Required value: must not be empty for specified object fields",
+            display(path)
+        ));
     }
     if is_root && node.get("type").and_then(Value::as_str) != Some("object") {
         out.push("type: Invalid value: the root type must be object".to_string());
@@ -356,9 +430,18 @@ fn check_structural(schema: &Value, path: &str, is_root: bool, out: &mut Vec<Str
             display(path)
         ));
     }
-    for forbidden in ["$ref", "definitions", "dependencies", "patternProperties", "additionalItems"] {
+    for forbidden in [
+        "$ref",
+        "definitions",
+        "dependencies",
+        "patternProperties",
+        "additionalItems",
+    ] {
         if node.contains_key(forbidden) {
-            out.push(format!("{}.{forbidden}: Forbidden: {forbidden} is not supported", display(path)));
+            out.push(format!(
+                "{}.{forbidden}: Forbidden: {forbidden} is not supported",
+                display(path)
+            ));
         }
     }
     if let Some(props) = node.get("properties").and_then(Value::as_object) {
@@ -368,13 +451,21 @@ fn check_structural(schema: &Value, path: &str, is_root: bool, out: &mut Vec<Str
     }
     if let Some(items) = node.get("items") {
         if items.is_array() {
-            out.push(format!("{}.items: Forbidden: items must be a schema object and not an array", display(path)));
+            out.push(format!(
+                "{}.items: Forbidden: items must be a schema object and not an array",
+                display(path)
+            ));
         } else {
             check_structural(items, &format!("{path}.items"), false, out);
         }
     }
     if let Some(additional) = node.get("additionalProperties").filter(|a| a.is_object()) {
-        check_structural(additional, &format!("{path}.additionalProperties"), false, out);
+        check_structural(
+            additional,
+            &format!("{path}.additionalProperties"),
+            false,
+            out,
+        );
     }
     for keyword in ["oneOf", "anyOf", "allOf"] {
         if let Some(branches) = node.get(keyword).and_then(Value::as_array) {
@@ -392,9 +483,19 @@ fn check_value_validation(schema: &Value, path: &str, out: &mut Vec<String>) {
     let Some(node) = schema.as_object() else {
         return;
     };
-    for forbidden in ["type", "default", "description", "nullable", "additionalProperties", "x-kubernetes-preserve-unknown-fields"] {
+    for forbidden in [
+        "type",
+        "default",
+        "description",
+        "nullable",
+        "additionalProperties",
+        "x-kubernetes-preserve-unknown-fields",
+    ] {
         if node.contains_key(forbidden) {
-            out.push(format!("{}.{forbidden}: Forbidden: must be empty to be structural", display(path)));
+            out.push(format!(
+                "{}.{forbidden}: Forbidden: must be empty to be structural",
+                display(path)
+            ));
         }
     }
     if let Some(props) = node.get("properties").and_then(Value::as_object) {

@@ -144,7 +144,9 @@ impl Store {
                 let mut parts = token.splitn(3, '|');
                 let rv = parts.next().and_then(|r| r.parse::<u64>().ok());
                 let (Some(rv), Some(a), Some(b)) = (rv, parts.next(), parts.next()) else {
-                    return Err(ApiError::bad_request(format!("invalid continue token {token:?}")));
+                    return Err(ApiError::bad_request(format!(
+                        "invalid continue token {token:?}"
+                    )));
                 };
                 (rv, Some((a.to_string(), b.to_string())))
             }
@@ -154,10 +156,10 @@ impl Store {
         let mut more = false;
         if let Some(objects) = inner.objects.get(&rt.id()) {
             let range: Box<dyn Iterator<Item = (&(String, String), &Value)>> = match &after {
-                Some(key) => Box::new(
-                    objects
-                        .range((std::ops::Bound::Excluded(key.clone()), std::ops::Bound::Unbounded)),
-                ),
+                Some(key) => Box::new(objects.range((
+                    std::ops::Bound::Excluded(key.clone()),
+                    std::ops::Bound::Unbounded,
+                ))),
                 None => Box::new(objects.iter()),
             };
             for (key, obj) in range {
@@ -179,8 +181,12 @@ impl Store {
             let last = items.last().cloned().unwrap_or(Value::Null);
             format!(
                 "{list_rv}|{}|{}",
-                last.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or(""),
-                last.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("")
+                last.pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or(""),
+                last.pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
             )
         });
         let mut metadata = json!({"resourceVersion": list_rv.to_string()});
@@ -240,7 +246,13 @@ impl Store {
         Ok((backlog, receiver, inner.rv))
     }
 
-    pub fn create(&self, rt: &ResourceType, ns: &str, body: Value, opts: &WriteOptions) -> Result<Value, ApiError> {
+    pub fn create(
+        &self,
+        rt: &ResourceType,
+        ns: &str,
+        body: Value,
+        opts: &WriteOptions,
+    ) -> Result<Value, ApiError> {
         let mut inner = self.lock();
         let created = self.create_locked(&mut inner, rt, ns, body, opts)?;
         Ok(present(rt, &created))
@@ -256,7 +268,9 @@ impl Store {
     ) -> Result<Value, ApiError> {
         check_type_meta(rt, &body)?;
         let Some(obj) = body.as_object_mut() else {
-            return Err(ApiError::bad_request("the request body must be a JSON object"));
+            return Err(ApiError::bad_request(
+                "the request body must be a JSON object",
+            ));
         };
         let meta = obj.entry("metadata").or_insert_with(|| json!({}));
         let Some(meta) = meta.as_object_mut() else {
@@ -269,18 +283,25 @@ impl Store {
                 ));
             }
         }
-        let name = match (meta.get("name").and_then(Value::as_str), meta.get("generateName").and_then(Value::as_str)) {
+        let name = match (
+            meta.get("name").and_then(Value::as_str),
+            meta.get("generateName").and_then(Value::as_str),
+        ) {
             (Some(n), _) if !n.is_empty() => n.to_string(),
             (_, Some(prefix)) if !prefix.is_empty() => {
                 let suffix = util::new_uid().replace('-', "");
                 format!("{prefix}{}", &suffix[suffix.len() - 5..])
             }
             _ => {
-                return Err(invalid(rt, "", vec![schema::Cause {
-                    reason: "FieldValueRequired",
-                    field: "metadata.name".into(),
-                    message: "Required value: name or generateName is required".into(),
-                }]))
+                return Err(invalid(
+                    rt,
+                    "",
+                    vec![schema::Cause {
+                        reason: "FieldValueRequired",
+                        field: "metadata.name".into(),
+                        message: "Required value: name or generateName is required".into(),
+                    }],
+                ))
             }
         };
         if !util::valid_dns_subdomain(&name) {
@@ -290,7 +311,11 @@ impl Store {
                 message: format!("Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"),
             }]));
         }
-        let ns = if rt.namespaced { ns.to_string() } else { String::new() };
+        let ns = if rt.namespaced {
+            ns.to_string()
+        } else {
+            String::new()
+        };
         if inner
             .objects
             .get(&rt.id())
@@ -306,7 +331,13 @@ impl Store {
         }
         meta.insert("uid".into(), json!(util::new_uid()));
         meta.insert("creationTimestamp".into(), json!(util::now_rfc3339()));
-        for system in ["deletionTimestamp", "deletionGracePeriodSeconds", "managedFields", "resourceVersion", "selfLink"] {
+        for system in [
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "managedFields",
+            "resourceVersion",
+            "selfLink",
+        ] {
             meta.remove(system);
         }
         if rt.custom {
@@ -319,7 +350,7 @@ impl Store {
         obj.insert("kind".into(), json!(rt.kind));
         admit(rt, &name, &mut body, opts)?;
         if rt.group == "apiextensions.k8s.io" && rt.plural == "customresourcedefinitions" {
-            register_crd(inner, &name, &mut body)?;
+            register_crd(inner, rt, &name, &mut body)?;
         }
         let stored = self.commit(inner, rt, &ns, &name, Some(body), "ADDED");
         Ok(stored.unwrap_or(Value::Null))
@@ -336,13 +367,27 @@ impl Store {
         opts: &WriteOptions,
     ) -> Result<Value, ApiError> {
         check_type_meta(rt, &body)?;
-        if body.pointer("/metadata/name").and_then(Value::as_str).is_some_and(|n| n != name) {
-            return Err(ApiError::bad_request("the name of the object does not match the name on the URL"));
+        if body
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .is_some_and(|n| n != name)
+        {
+            return Err(ApiError::bad_request(
+                "the name of the object does not match the name on the URL",
+            ));
         }
         let mut inner = self.lock();
         let old = self.current(&inner, rt, ns, name)?;
-        if let Some(rv) = body.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
-            if rv != old.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("") {
+        if let Some(rv) = body
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+        {
+            if rv
+                != old
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+            {
                 return Err(ApiError::conflict(&rt.plural, &rt.group, name));
             }
         }
@@ -420,8 +465,16 @@ impl Store {
             PatchKind::Apply => self.apply_fields(&mut inner, rt, ns_key, name, &old, &patch, status, opts)?,
         };
         // A patch that sets resourceVersion makes it a precondition, like an update.
-        if let Some(rv) = candidate.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
-            if rv != old.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("") {
+        if let Some(rv) = candidate
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+        {
+            if rv
+                != old
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+            {
                 return Err(ApiError::conflict(&rt.plural, &rt.group, name));
             }
         }
@@ -445,11 +498,15 @@ impl Store {
     ) -> Result<Value, ApiError> {
         let manager = required_manager(opts)?;
         if !applied.is_object() {
-            return Err(ApiError::bad_request("an apply patch must be a JSON object"));
+            return Err(ApiError::bad_request(
+                "an apply patch must be a JSON object",
+            ));
         }
         for field in ["apiVersion", "kind"] {
             if applied.get(field).and_then(Value::as_str).is_none() {
-                return Err(ApiError::bad_request(format!("{field} must be set in an apply patch")));
+                return Err(ApiError::bad_request(format!(
+                    "{field} must be set in an apply patch"
+                )));
             }
         }
         let mut fields = BTreeSet::new();
@@ -476,7 +533,11 @@ impl Store {
             return Err(ApiError::new(
                 409,
                 "Conflict",
-                format!("Apply failed with {} conflict(s): {}", conflicts.len(), list.join(", ")),
+                format!(
+                    "Apply failed with {} conflict(s): {}",
+                    conflicts.len(),
+                    list.join(", ")
+                ),
             ));
         }
         for (other, path) in &conflicts {
@@ -484,7 +545,10 @@ impl Store {
                 owned.remove(path);
             }
         }
-        let previous = ownership.get(&(manager.clone(), status)).cloned().unwrap_or_default();
+        let previous = ownership
+            .get(&(manager.clone(), status))
+            .cloned()
+            .unwrap_or_default();
         let mut candidate = old.clone();
         for gone in previous.difference(&fields) {
             let still_owned = ownership
@@ -512,7 +576,9 @@ impl Store {
         opts: &WriteOptions,
     ) -> Result<Value, ApiError> {
         if !candidate.is_object() {
-            return Err(ApiError::bad_request("the request body must be a JSON object"));
+            return Err(ApiError::bad_request(
+                "the request body must be a JSON object",
+            ));
         }
         if rt.status_subresource {
             if status {
@@ -538,7 +604,15 @@ impl Store {
             }
         }
         // System-owned metadata cannot be changed by clients.
-        for field in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "name", "namespace"] {
+        for field in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "name",
+            "namespace",
+        ] {
             match old.pointer(&format!("/metadata/{field}")) {
                 Some(v) => candidate["metadata"][field] = v.clone(),
                 None => {
@@ -553,7 +627,10 @@ impl Store {
         let deleting = old.pointer("/metadata/deletionTimestamp").is_some();
         if deleting {
             let before: HashSet<&str> = finalizers(old).into_iter().collect();
-            if let Some(new) = finalizers(&candidate).into_iter().find(|f| !before.contains(f)) {
+            if let Some(new) = finalizers(&candidate)
+                .into_iter()
+                .find(|f| !before.contains(f))
+            {
                 return Err(invalid(rt, name, vec![schema::Cause {
                     reason: "FieldValueForbidden",
                     field: "metadata.finalizers".into(),
@@ -563,10 +640,13 @@ impl Store {
         }
         admit(rt, name, &mut candidate, opts)?;
         if rt.group == "apiextensions.k8s.io" && rt.plural == "customresourcedefinitions" {
-            register_crd(inner, name, &mut candidate)?;
+            register_crd(inner, rt, name, &mut candidate)?;
         }
         if rt.custom && without_meta_and_status(old) != without_meta_and_status(&candidate) {
-            let generation = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+            let generation = old
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
             candidate["metadata"]["generation"] = json!(generation + 1);
         }
         let mut same = candidate.clone();
@@ -605,7 +685,11 @@ impl Store {
                 }
             }
             if let Some(rv) = pre.get("resourceVersion").and_then(Value::as_str) {
-                if old.pointer("/metadata/resourceVersion").and_then(Value::as_str) != Some(rv) {
+                if old
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                    != Some(rv)
+                {
                     return Err(ApiError::conflict(&rt.plural, &rt.group, name));
                 }
             }
@@ -616,7 +700,14 @@ impl Store {
         Ok(present(rt, &result))
     }
 
-    fn delete_locked(&self, inner: &mut Inner, rt: &ResourceType, ns: &str, name: &str, old: Value) -> Value {
+    fn delete_locked(
+        &self,
+        inner: &mut Inner,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        old: Value,
+    ) -> Value {
         if !finalizers(&old).is_empty() {
             if old.pointer("/metadata/deletionTimestamp").is_some() {
                 return old;
@@ -624,9 +715,12 @@ impl Store {
             let mut marked = old;
             marked["metadata"]["deletionTimestamp"] = json!(util::now_rfc3339());
             marked["metadata"]["deletionGracePeriodSeconds"] = json!(0);
-            return self.commit(inner, rt, ns, name, Some(marked), "MODIFIED").unwrap_or(Value::Null);
+            return self
+                .commit(inner, rt, ns, name, Some(marked), "MODIFIED")
+                .unwrap_or(Value::Null);
         }
-        self.commit(inner, rt, ns, name, None, "DELETED").unwrap_or(Value::Null)
+        self.commit(inner, rt, ns, name, None, "DELETED")
+            .unwrap_or(Value::Null)
     }
 
     /// Background-propagation garbage collection: deletes objects all of whose owners are gone.
@@ -636,7 +730,11 @@ impl Store {
                 .objects
                 .values()
                 .flat_map(|m| m.values())
-                .filter_map(|o| o.pointer("/metadata/uid").and_then(Value::as_str).map(str::to_string))
+                .filter_map(|o| {
+                    o.pointer("/metadata/uid")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                })
                 .collect();
             let mut orphans = Vec::new();
             for rt in &inner.types {
@@ -652,7 +750,9 @@ impl Store {
                             .unwrap_or_default();
                         if !owners.is_empty()
                             && owners.iter().all(|o| {
-                                o.get("uid").and_then(Value::as_str).is_none_or(|u| !live.contains(u))
+                                o.get("uid")
+                                    .and_then(Value::as_str)
+                                    .is_none_or(|u| !live.contains(u))
                             })
                         {
                             orphans.push((rt.clone(), ns.clone(), name.clone(), obj.clone()));
@@ -669,7 +769,13 @@ impl Store {
         }
     }
 
-    fn current(&self, inner: &Inner, rt: &ResourceType, ns: &str, name: &str) -> Result<Value, ApiError> {
+    fn current(
+        &self,
+        inner: &Inner,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+    ) -> Result<Value, ApiError> {
         let ns = if rt.namespaced { ns } else { "" };
         inner
             .objects
@@ -783,7 +889,12 @@ fn without_meta_and_status(obj: &Value) -> Value {
 }
 
 /// Pruning, defaulting and validation of a custom resource against its schema.
-fn admit(rt: &ResourceType, name: &str, obj: &mut Value, opts: &WriteOptions) -> Result<(), ApiError> {
+fn admit(
+    rt: &ResourceType,
+    name: &str,
+    obj: &mut Value,
+    opts: &WriteOptions,
+) -> Result<(), ApiError> {
     let Some(schema) = rt.schema.as_ref().filter(|_| rt.custom) else {
         return Ok(());
     };
@@ -799,7 +910,10 @@ fn admit(rt: &ResourceType, name: &str, obj: &mut Value, opts: &WriteOptions) ->
     let mut pruned = Vec::new();
     schema::prune(schema, &mut body, "", &mut pruned);
     if opts.strict && !pruned.is_empty() {
-        let fields: Vec<String> = pruned.iter().map(|p| format!("unknown field \"{p}\"")).collect();
+        let fields: Vec<String> = pruned
+            .iter()
+            .map(|p| format!("unknown field \"{p}\""))
+            .collect();
         return Err(ApiError::bad_request(format!(".{}", fields.join(", "))).with_details(json!({
             "causes": pruned.iter().map(|p| json!({"reason": "FieldValueInvalid", "message": format!("unknown field \"{p}\""), "field": p})).collect::<Vec<_>>()
         })));
@@ -819,7 +933,10 @@ fn admit(rt: &ResourceType, name: &str, obj: &mut Value, opts: &WriteOptions) ->
 
 /// 422 Invalid, worded as the API server words it.
 pub fn invalid(rt: &ResourceType, name: &str, causes: Vec<schema::Cause>) -> ApiError {
-    let parts: Vec<String> = causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
+    let parts: Vec<String> = causes
+        .iter()
+        .map(|c| format!("{}: {}", c.field, c.message))
+        .collect();
     let joined = if parts.len() == 1 {
         parts[0].clone()
     } else {
@@ -835,13 +952,22 @@ pub fn invalid(rt: &ResourceType, name: &str, causes: Vec<schema::Cause>) -> Api
 }
 
 /// Serves the resource types a CRD declares and marks it Established, as the API server does.
-fn register_crd(inner: &mut Inner, name: &str, crd: &mut Value) -> Result<(), ApiError> {
-    let crd_type = resources::builtins()
-        .into_iter()
-        .find(|t| t.plural == "customresourcedefinitions")
-        .unwrap_or_else(|| unreachable_type());
+fn register_crd(
+    inner: &mut Inner,
+    crd_type: &ResourceType,
+    name: &str,
+    crd: &mut Value,
+) -> Result<(), ApiError> {
     let new_types = resources::from_crd(crd).map_err(|m| {
-        invalid(&crd_type, name, vec![schema::Cause { reason: "FieldValueRequired", field: m.clone(), message: m }])
+        invalid(
+            crd_type,
+            name,
+            vec![schema::Cause {
+                reason: "FieldValueRequired",
+                field: m.clone(),
+                message: m,
+            }],
+        )
     })?;
     let mut causes = Vec::new();
     for t in &new_types {
@@ -866,16 +992,21 @@ fn register_crd(inner: &mut Inner, name: &str, crd: &mut Value) -> Result<(), Ap
             causes.push(schema::Cause {
                 reason: "FieldValueInvalid",
                 field: "metadata.name".into(),
-                message: format!("Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group"),
+                message: format!(
+                    "Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group"
+                ),
             });
         }
     }
     if !causes.is_empty() {
-        return Err(invalid(&crd_type, name, causes));
+        return Err(invalid(crd_type, name, causes));
     }
-    inner
-        .types
-        .retain(|t| !(new_types.iter().any(|n| n.group == t.group && n.plural == t.plural) && t.custom));
+    inner.types.retain(|t| {
+        !(new_types
+            .iter()
+            .any(|n| n.group == t.group && n.plural == t.plural)
+            && t.custom)
+    });
     inner.types.extend(new_types);
     crd["status"] = json!({
         "acceptedNames": crd.pointer("/spec/names").cloned().unwrap_or(Value::Null),
@@ -886,11 +1017,6 @@ fn register_crd(inner: &mut Inner, name: &str, crd: &mut Value) -> Result<(), Ap
         "storedVersions": crd.pointer("/spec/versions").and_then(Value::as_array).map(|vs| vs.iter().filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true)).filter_map(|v| v.get("name").cloned()).collect::<Vec<_>>()).unwrap_or_default(),
     });
     Ok(())
-}
-
-fn unreachable_type() -> ResourceType {
-    // builtins() always contains the CRD type; this keeps the code panic-free regardless.
-    resources::builtins().remove(0)
 }
 
 /// Leaf field paths of an applied configuration: scalars, lists and empty objects.
@@ -913,7 +1039,11 @@ fn leaf_paths(value: &Value, prefix: &mut Vec<String>, out: &mut BTreeSet<Vec<St
 
 /// Apply owns only what the request may change: status on /status, the rest elsewhere;
 /// identity fields are never owned.
-fn scope_fields(rt: &ResourceType, fields: BTreeSet<Vec<String>>, status: bool) -> BTreeSet<Vec<String>> {
+fn scope_fields(
+    rt: &ResourceType,
+    fields: BTreeSet<Vec<String>>,
+    status: bool,
+) -> BTreeSet<Vec<String>> {
     fields
         .into_iter()
         .filter(|p| {
@@ -923,7 +1053,12 @@ fn scope_fields(rt: &ResourceType, fields: BTreeSet<Vec<String>>, status: bool) 
             }
             if root == "metadata" {
                 return !status
-                    && p.get(1).is_some_and(|f| matches!(f.as_str(), "labels" | "annotations" | "finalizers" | "ownerReferences"));
+                    && p.get(1).is_some_and(|f| {
+                        matches!(
+                            f.as_str(),
+                            "labels" | "annotations" | "finalizers" | "ownerReferences"
+                        )
+                    });
             }
             if rt.status_subresource {
                 (root == "status") == status
@@ -959,7 +1094,9 @@ fn merge_applied(target: &mut Value, applied: &Value) {
         (Some(t), Some(a)) if !a.is_empty() => {
             for (k, v) in a {
                 match t.get_mut(k) {
-                    Some(existing) if existing.is_object() && v.is_object() => merge_applied(existing, v),
+                    Some(existing) if existing.is_object() && v.is_object() => {
+                        merge_applied(existing, v)
+                    }
                     _ => {
                         t.insert(k.clone(), v.clone());
                     }

@@ -78,9 +78,11 @@ impl ApiError {
     }
     pub fn not_found(resource: &str, group: &str, name: &str) -> Self {
         let qualified = qualified(resource, group);
-        Self::new(404, "NotFound", format!("{qualified} \"{name}\" not found")).with_details(json!({
-            "name": name, "group": group, "kind": resource
-        }))
+        Self::new(404, "NotFound", format!("{qualified} \"{name}\" not found")).with_details(
+            json!({
+                "name": name, "group": group, "kind": resource
+            }),
+        )
     }
     pub fn conflict(resource: &str, group: &str, name: &str) -> Self {
         let qualified = qualified(resource, group);
@@ -93,8 +95,12 @@ impl ApiError {
     }
     pub fn already_exists(resource: &str, group: &str, name: &str) -> Self {
         let qualified = qualified(resource, group);
-        Self::new(409, "AlreadyExists", format!("{qualified} \"{name}\" already exists"))
-            .with_details(json!({"name": name, "group": group, "kind": resource}))
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{qualified} \"{name}\" already exists"),
+        )
+        .with_details(json!({"name": name, "group": group, "kind": resource}))
     }
     pub fn gone(message: impl Into<String>) -> Self {
         Self::new(410, "Expired", message)
@@ -184,7 +190,10 @@ fn parse_requirement(term: &str) -> Result<Requirement, ApiError> {
     for (op, negate) in [(" notin ", true), (" in ", false)] {
         if let Some((k, v)) = term.split_once(op) {
             let v = v.trim();
-            let inner = v.strip_prefix('(').and_then(|v| v.strip_suffix(')')).ok_or_else(invalid)?;
+            let inner = v
+                .strip_prefix('(')
+                .and_then(|v| v.strip_suffix(')'))
+                .ok_or_else(invalid)?;
             let values = inner.split(',').map(|s| s.trim().to_string()).collect();
             let key = k.trim().to_string();
             return Ok(if negate {
@@ -194,7 +203,10 @@ fn parse_requirement(term: &str) -> Result<Requirement, ApiError> {
             });
         }
     }
-    if term.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) {
+    if term
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+    {
         return Ok(Requirement::Exists(term.to_string()));
     }
     Err(invalid())
@@ -224,7 +236,9 @@ pub fn parse_field_selector(selector: &str) -> Result<Vec<(String, bool, String)
         } else if let Some((f, v)) = term.split_once('=') {
             (f, true, v)
         } else {
-            return Err(ApiError::bad_request(format!("invalid field selector term {term:?}")));
+            return Err(ApiError::bad_request(format!(
+                "invalid field selector term {term:?}"
+            )));
         };
         if !matches!(field, "metadata.name" | "metadata.namespace") {
             return Err(ApiError::bad_request(format!(
@@ -239,7 +253,10 @@ pub fn parse_field_selector(selector: &str) -> Result<Vec<(String, bool, String)
 pub fn fields_match(selector: &[(String, bool, String)], object: &Value) -> bool {
     selector.iter().all(|(field, equal, value)| {
         let pointer = format!("/{}", field.replace('.', "/"));
-        let actual = object.pointer(&pointer).and_then(Value::as_str).unwrap_or("");
+        let actual = object
+            .pointer(&pointer)
+            .and_then(Value::as_str)
+            .unwrap_or("");
         (actual == value) == *equal
     })
 }
@@ -250,7 +267,9 @@ pub fn valid_dns_subdomain(name: &str) -> bool {
         && name.len() <= 253
         && name.split('.').all(|label| {
             !label.is_empty()
-                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })

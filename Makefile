@@ -1,0 +1,43 @@
+# mcp-coordinator — common tasks. `make help` lists them.
+CARGO ?= cargo
+NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
+
+.PHONY: help build test lint fmt crds run bench demo e2e clean
+
+help:
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
+
+build: ## Build the mcp-coordinator binary (debug)
+	$(CARGO) build --bin mcp-coordinator
+
+test: ## Run every test (unit, fake API server contract, controller end to end, Python MCP SDK)
+ifeq ($(NEXTEST),yes)
+	$(CARGO) nextest run --workspace --all-targets --no-fail-fast
+else
+	$(CARGO) test --workspace --all-targets --no-fail-fast
+endif
+
+lint: ## rustfmt check and clippy with warnings as errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+crds: ## Regenerate crds/mcpregistration.yaml from src/crd
+	$(CARGO) run --quiet --bin mcp-coordinator -- crdgen > crds/mcpregistration.yaml
+
+run: ## Run the controller against the current kubeconfig (install the CRD first: kubectl apply -f crds/)
+	$(CARGO) run --bin mcp-coordinator -- controller --state-namespace $${MCP_COORDINATOR_STATE_NAMESPACE:-default} --metrics-addr 127.0.0.1:8080
+
+demo: ## Try it without a cluster: the controller against the test API server and example MCPs
+	$(CARGO) run --quiet --example demo
+
+bench: ## Benchmarks, printed as tables (controller scale run: 1,000 registrations)
+	$(CARGO) bench --bench controller_scale
+
+e2e: ## End to end on a kind cluster (needs docker, kind, kubectl)
+	./scripts/e2e-kind.sh
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,133 @@
+//! The shipped binary: `crdgen` output, and `controller` run as a process against a kubeconfig.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use kube::api::PostParams;
+use kube::Api;
+use mcp_coordinator::crd::{MCPRegistration, Phase};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mcp-coordinator");
+
+#[test]
+fn crdgen_prints_the_checked_in_crd() {
+    let out = std::process::Command::new(BIN)
+        .arg("crdgen")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let checked_in = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/crds/mcpregistration.yaml"
+    ))
+    .unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), checked_in);
+}
+
+#[test]
+fn controller_without_a_cluster_fails_with_a_clear_message() {
+    let out = std::process::Command::new(BIN)
+        .args(["controller", "--metrics-addr", "127.0.0.1:0"])
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("KUBECONFIG"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_process_reconciles_and_serves_metrics() {
+    let server = api_server().await;
+    let mcp = FakeMcp::start().await;
+    let dir = std::env::temp_dir().join(format!("mcp-coordinator-bin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, server.kubeconfig()).unwrap();
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["controller", "--log-format", "json"])
+        .env("KUBECONFIG", &kubeconfig)
+        .env(
+            "MCP_COORDINATOR_METRICS_ADDR",
+            format!("127.0.0.1:{metrics_port}"),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let api: Api<MCPRegistration> = Api::namespaced(client(&server), "default");
+    api.create(
+        &PostParams::default(),
+        &registration("proc", &mcp.url(), ""),
+    )
+    .await
+    .unwrap();
+    wait_for(&api, "proc", Duration::from_secs(30), "Ready", |r| {
+        phase(r) == Some(Phase::Ready)
+    })
+    .await;
+
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{metrics_port}");
+    assert_eq!(
+        http.get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while http
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+        != 200
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz never turned 200"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("mcp_up{mcp_id=\"proc_workflow_mcp_001\"} 1"),
+        "{metrics}"
+    );
+
+    // SIGTERM shuts it down cleanly.
+    let pid = child.id().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
