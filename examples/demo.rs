@@ -26,9 +26,14 @@ async fn mcp(healthy: Arc<AtomicBool>, token: Option<&'static str>) -> std::net:
             } else {
                 503
             };
-            warp::reply::with_status(String::new(), warp::http::StatusCode::from_u16(code).unwrap_or_default())
+            warp::reply::with_status(
+                String::new(),
+                warp::http::StatusCode::from_u16(code).unwrap_or_default(),
+            )
         });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
     let addr = listener.local_addr().expect("address");
     tokio::spawn(warp::serve(route).incoming(listener).run());
     addr
@@ -36,8 +41,13 @@ async fn mcp(healthy: Arc<AtomicBool>, token: Option<&'static str>) -> std::net:
 
 #[tokio::main]
 async fn main() {
-    let seconds: u64 = std::env::var("DEMO_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(40);
-    let server = FakeApiServer::start().await.expect("test API server starts");
+    let seconds: u64 = std::env::var("DEMO_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(40);
+    let server = FakeApiServer::start()
+        .await
+        .expect("test API server starts");
     server
         .install_crd(serde_json::to_value(mcp_coordinator::crd::crd()).expect("CRD"))
         .expect("CRD accepted");
@@ -46,7 +56,8 @@ async fn main() {
     let flaky = mcp(flaky_health.clone(), None).await;
     let guarded = mcp(Arc::new(AtomicBool::new(true)), Some("Bearer demo")).await;
 
-    let client = Client::try_from(kube::Config::new(server.url().parse().expect("url"))).expect("client");
+    let client =
+        Client::try_from(kube::Config::new(server.url().parse().expect("url"))).expect("client");
     let settings = Settings {
         namespace: None,
         state_namespace: "mcp-coordinator".into(),
@@ -80,9 +91,14 @@ async fn main() {
             "apiVersion: mcp.coordinator.dev/v1alpha1\nkind: MCPRegistration\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  version: 1.0.0\n  type: {kind}\n  capabilities: [demo]\n  endpoint: {{url: 'http://{addr}'}}\n  healthCheck: {{intervalSeconds: 1, timeoutSeconds: 1, failureThreshold: 2}}\n  routing: {{weight: {weight}}}\n"
         );
         let reg: MCPRegistration = serde_saphyr::from_str(&yaml).expect("manifest");
-        api.create(&PostParams::default(), &reg).await.expect("create registration");
+        api.create(&PostParams::default(), &reg)
+            .await
+            .expect("create registration");
     }
-    println!("test API server at {} — three MCPs registered; the 'translate' MCP goes down every 10 s.", server.url());
+    println!(
+        "test API server at {} — three MCPs registered; the 'translate' MCP goes down every 10 s.",
+        server.url()
+    );
 
     let stop = tokio::signal::ctrl_c();
     tokio::pin!(stop);
@@ -99,7 +115,10 @@ async fn main() {
         }
         flaky_health.store((elapsed / 10) % 2 == 0, Ordering::Relaxed);
         let list = api.list(&ListParams::default()).await.expect("list");
-        println!("\n[{elapsed:>3}s] {:<10} {:<24} {:<12} {:>6}  LAST ERROR", "NAME", "ID", "PHASE", "WEIGHT");
+        println!(
+            "\n[{elapsed:>3}s] {:<10} {:<24} {:<12} {:>6}  LAST ERROR",
+            "NAME", "ID", "PHASE", "WEIGHT"
+        );
         for r in list.items {
             let s = r.status.clone().unwrap_or_default();
             let error = s.health.and_then(|h| h.last_error).unwrap_or_default();
