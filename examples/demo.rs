@@ -113,7 +113,7 @@ async fn main() {
         if elapsed >= seconds {
             break;
         }
-        flaky_health.store((elapsed / 10) % 2 == 0, Ordering::Relaxed);
+        flaky_health.store((elapsed / 10).is_multiple_of(2), Ordering::Relaxed);
         let list = api.list(&ListParams::default()).await.expect("list");
         println!(
             "\n[{elapsed:>3}s] {:<10} {:<24} {:<12} {:>6}  LAST ERROR",
