@@ -12,9 +12,9 @@ build: ## Build the mcp-coordinator binary (debug)
 
 test: ## Run every test (unit, fake API server contract, controller end to end, Python MCP SDK)
 ifeq ($(NEXTEST),yes)
-	$(CARGO) nextest run --workspace --all-targets --no-fail-fast
+	$(CARGO) nextest run --workspace --lib --bins --tests --no-fail-fast
 else
-	$(CARGO) test --workspace --all-targets --no-fail-fast
+	$(CARGO) test --workspace --lib --bins --tests --no-fail-fast
 endif
 
 lint: ## rustfmt check and clippy with warnings as errors
