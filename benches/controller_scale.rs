@@ -106,6 +106,7 @@ async fn main() {
     let all_ready = started.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
     peak_rss_kib = peak_rss_kib.max(vm_hwm_kib(pid));
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
         .await
         .expect("metrics")

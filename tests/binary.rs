@@ -78,7 +78,7 @@ async fn controller_process_reconciles_and_serves_metrics() {
     })
     .await;
 
-    let http = reqwest::Client::new();
+    let http = http_client();
     let base = format!("http://127.0.0.1:{metrics_port}");
     assert_eq!(
         http.get(format!("{base}/healthz"))

@@ -342,7 +342,7 @@ async fn unsupported_patch_types_and_bad_bodies_are_refused_clearly() {
         err.code, 415,
         "custom resources do not support strategic merge patch"
     );
-    let raw = reqwest::Client::new()
+    let raw = http_client()
         .post(format!(
             "{}/apis/mcp.coordinator.dev/v1alpha1/namespaces/default/mcpregistrations",
             server.url()
@@ -360,7 +360,7 @@ async fn unsupported_patch_types_and_bad_bodies_are_refused_clearly() {
 #[tokio::test]
 async fn discovery_lists_the_installed_crd() {
     let server = api_server().await;
-    let http = reqwest::Client::new();
+    let http = http_client();
     let groups: Value = http
         .get(format!("{}/apis", server.url()))
         .send()

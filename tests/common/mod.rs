@@ -213,3 +213,11 @@ pub async fn wait_for(
 pub fn phase(reg: &MCPRegistration) -> Option<mcp_coordinator::crd::Phase> {
     reg.status.as_ref().map(|s| s.phase)
 }
+
+/// A plain HTTP client for tests (the TLS backend needs its crypto provider chosen first).
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .build()
+        .expect("HTTP client builds")
+}
