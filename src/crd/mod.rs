@@ -36,7 +36,8 @@ pub const MCP_ID_LABEL: &str = "mcp.coordinator.dev/mcp-id";
     printcolumn = r#"{"name":"ID","type":"string","jsonPath":".status.mcpId"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Weight","type":"integer","jsonPath":".status.routing.effectiveWeight"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    doc = "An MCP (Model Context Protocol) server registered with mcp-coordinator."
 )]
 #[serde(rename_all = "camelCase")]
 pub struct MCPRegistrationSpec {
@@ -77,9 +78,13 @@ pub struct MCPRegistrationSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ResourceRequirements {
+    /// Memory the MCP needs, as a Kubernetes quantity (e.g. `512Mi`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(description = "Memory the MCP needs, as a Kubernetes quantity (e.g. `512Mi`).")]
     pub min_memory: Option<Quantity>,
+    /// CPU the MCP needs, as a Kubernetes quantity (e.g. `500m` or `1`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(description = "CPU the MCP needs, as a Kubernetes quantity (e.g. `500m` or `1`).")]
     pub min_cpu: Option<Quantity>,
     #[serde(default)]
     pub gpu_required: bool,
