@@ -126,28 +126,11 @@ impl IdLedger {
         if let Some(id) = self.confirmed_id(uid) {
             return Ok(id);
         }
-        let _serialized = self.lock.lock().await;
-        for _ in 0..MAX_ATTEMPTS {
-            let mut ledger = self.load().await?;
-            let data = ledger.data.get_or_insert_with(BTreeMap::new);
-            let (id, changed) = allocate(data, uid, prefix, known, &self.name)?;
-            if !changed {
-                self.confirm(uid, &id);
-                return Ok(id);
-            }
-            match self.store(&ledger).await {
-                Ok(()) => {
-                    self.confirm(uid, &id);
-                    return Ok(id);
-                }
-                Err(kube::Error::Api(s)) if s.code == 409 => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(Error::IdLedgerContention {
-            ledger: self.name.clone(),
-            attempts: MAX_ATTEMPTS,
-        })
+        let id = self
+            .update(|data| allocate(data, uid, prefix, known, &self.name))
+            .await?;
+        self.confirm(uid, &id);
+        Ok(id)
     }
 
     /// Forgets the registration's ID; its counter stays, so the number is never issued again.
@@ -156,19 +139,25 @@ impl IdLedger {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(uid);
+        self.update(|data| Ok(((), data.remove(&uid_key(uid)).is_some())))
+            .await
+    }
+
+    /// Read-modify-write of the ledger's data, retried on conflicting writes. `change` returns its
+    /// result and whether it changed the data (no write otherwise).
+    async fn update<T>(
+        &self,
+        change: impl Fn(&mut BTreeMap<String, String>) -> Result<(T, bool)>,
+    ) -> Result<T> {
         let _serialized = self.lock.lock().await;
         for _ in 0..MAX_ATTEMPTS {
             let mut ledger = self.load().await?;
-            let removed = ledger
-                .data
-                .as_mut()
-                .and_then(|data| data.remove(&uid_key(uid)))
-                .is_some();
-            if !removed {
-                return Ok(());
+            let (result, changed) = change(ledger.data.get_or_insert_with(BTreeMap::new))?;
+            if !changed {
+                return Ok(result);
             }
             match self.store(&ledger).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(result),
                 Err(kube::Error::Api(s)) if s.code == 409 => continue,
                 Err(e) => return Err(e.into()),
             }

@@ -97,7 +97,7 @@ async fn http_probe(
         .headers(headers)
         .send()
         .await
-        .map_err(|e| Failure::Down(describe_transport_error(&e)))?;
+        .map_err(|e| Failure::Down(error_chain(&e)))?;
     let status = response.status();
     if status.is_success() {
         return Ok(None);
@@ -117,8 +117,8 @@ fn classify_status(status: StatusCode, method: &str) -> Failure {
     }
 }
 
-fn describe_transport_error(error: &reqwest::Error) -> String {
-    use std::error::Error as _;
+/// An error with its sources, so "error sending request" comes with "connection refused".
+fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(s) = source {
@@ -179,13 +179,7 @@ async fn mcp_probe(
 }
 
 fn mcp_failure(step: &str, error: &dyn std::error::Error) -> Failure {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
+    let text = error_chain(error);
     // The SDK reports 401/403 as "Auth required"/"Insufficient scope" somewhere in the chain.
     if text.contains("Auth required") || text.contains("Insufficient scope") {
         Failure::Refused(format!(

@@ -67,16 +67,7 @@ async fn reconcile_one(
             compatibility: Compatibility::NoConstraint,
             health: None,
         };
-        let desired = status::desired_status(
-            &reg.spec,
-            previous,
-            &obs,
-            &ctx.settings.reporting,
-            Timestamp::now(),
-        );
-        publish_transitions(ctx, reg, previous, &desired).await;
-        write_status(&api, reg, previous, &desired).await?;
-        ctx.set_phase(key.clone(), Some(desired.phase));
+        settle(ctx, &api, reg, key, &obs).await?;
         // Nothing will change until the user edits the spec: no retries.
         return Ok(Action::await_change());
     }
@@ -112,21 +103,34 @@ async fn reconcile_one(
         compatibility,
         health: health.as_ref(),
     };
+    let phase = settle(ctx, &api, reg, key, &obs).await?;
+    ctx.metrics
+        .mcp_up
+        .with_label_values(&[mcp_id.as_str()])
+        .set(i64::from(phase == Phase::Ready));
+    Ok(Action::requeue(requeue))
+}
+
+/// Turns an observation into status: Events for transitions, a write when it changed, metrics.
+async fn settle(
+    ctx: &Context,
+    api: &Api<MCPRegistration>,
+    reg: &MCPRegistration,
+    key: &ObjectRef<MCPRegistration>,
+    obs: &Observation<'_>,
+) -> Result<Phase> {
+    let previous = reg.status.as_ref();
     let desired = status::desired_status(
         &reg.spec,
         previous,
-        &obs,
+        obs,
         &ctx.settings.reporting,
         Timestamp::now(),
     );
     publish_transitions(ctx, reg, previous, &desired).await;
-    write_status(&api, reg, previous, &desired).await?;
+    write_status(api, reg, previous, &desired).await?;
     ctx.set_phase(key.clone(), Some(desired.phase));
-    ctx.metrics
-        .mcp_up
-        .with_label_values(&[mcp_id.as_str()])
-        .set(i64::from(desired.phase == Phase::Ready));
-    Ok(Action::requeue(requeue))
+    Ok(desired.phase)
 }
 
 async fn write_status(

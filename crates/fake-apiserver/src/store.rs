@@ -378,19 +378,7 @@ impl Store {
         }
         let mut inner = self.lock();
         let old = self.current(&inner, rt, ns, name)?;
-        if let Some(rv) = body
-            .pointer("/metadata/resourceVersion")
-            .and_then(Value::as_str)
-        {
-            if rv
-                != old
-                    .pointer("/metadata/resourceVersion")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-            {
-                return Err(ApiError::conflict(&rt.plural, &rt.group, name));
-            }
-        }
+        check_resource_version(rt, name, &old, &body)?;
         let result = self.finish_write(&mut inner, rt, ns, name, &old, body, status, opts)?;
         Ok(present(rt, &result))
     }
@@ -465,19 +453,7 @@ impl Store {
             PatchKind::Apply => self.apply_fields(&mut inner, rt, ns_key, name, &old, &patch, status, opts)?,
         };
         // A patch that sets resourceVersion makes it a precondition, like an update.
-        if let Some(rv) = candidate
-            .pointer("/metadata/resourceVersion")
-            .and_then(Value::as_str)
-        {
-            if rv
-                != old
-                    .pointer("/metadata/resourceVersion")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-            {
-                return Err(ApiError::conflict(&rt.plural, &rt.group, name));
-            }
-        }
+        check_resource_version(rt, name, &old, &candidate)?;
         let result = self.finish_write(&mut inner, rt, ns, name, &old, candidate, status, opts)?;
         Ok(present(rt, &result))
     }
@@ -827,6 +803,26 @@ impl Store {
         }
         let _ = self.changes.send(change);
         Some(stored)
+    }
+}
+
+/// A resourceVersion in a write is a precondition: it must be the stored one (409 otherwise).
+fn check_resource_version(
+    rt: &ResourceType,
+    name: &str,
+    stored: &Value,
+    write: &Value,
+) -> Result<(), ApiError> {
+    let version = |v: &Value| {
+        v.pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    match version(write) {
+        Some(rv) if Some(&rv) != version(stored).as_ref() => {
+            Err(ApiError::conflict(&rt.plural, &rt.group, name))
+        }
+        _ => Ok(()),
     }
 }
 
