@@ -3,8 +3,10 @@
 
 pub mod controller;
 pub mod crd;
+pub mod ingest;
 pub mod metrics;
 pub mod server;
+pub mod store;
 
 /// The coordinator's own version, checked against `spec.compatibility.coordinatorVersion`.
 pub const COORDINATOR_VERSION: &str = env!("CARGO_PKG_VERSION");

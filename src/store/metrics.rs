@@ -1,0 +1,151 @@
+//! Performance metrics over a time range, computed the same way for every store.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::ingest::model::{Interaction, InteractionStatus};
+
+/// A query window `[since_ms, until_ms)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeRange {
+    pub since_ms: i64,
+    pub until_ms: i64,
+}
+
+impl TimeRange {
+    /// `15m`, `1h`, `24h`, `7d` (or any `<n><s|m|h|d>`) ending at `now_ms`.
+    pub fn parse(text: &str, now_ms: i64) -> Result<Self, String> {
+        let err = || format!("range {text:?} is not a duration such as 15m, 1h, 24h or 7d");
+        let (number, unit) = text.split_at(text.len().saturating_sub(1));
+        let n: i64 = number.parse().map_err(|_| err())?;
+        let unit_ms = match unit {
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return Err(err()),
+        };
+        if n <= 0 || n > 366 * 86_400_000 / unit_ms {
+            return Err(format!("range {text:?} must be positive and at most a year"));
+        }
+        Ok(Self {
+            since_ms: now_ms - n * unit_ms,
+            until_ms: now_ms,
+        })
+    }
+
+    pub fn contains(&self, ms: i64) -> bool {
+        (self.since_ms..self.until_ms).contains(&ms)
+    }
+
+    fn minutes(&self) -> f64 {
+        ((self.until_ms - self.since_ms) as f64 / 60_000.0).max(1.0 / 60.0)
+    }
+}
+
+/// What `GET /v1/mcps/{id}/metrics` answers.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct McpMetrics {
+    pub mcp_id: String,
+    pub count: u64,
+    pub completed: u64,
+    pub failed: u64,
+    pub in_progress: u64,
+    /// Of finished interactions; null when none finished.
+    pub success_rate: Option<f64>,
+    pub error_rate: Option<f64>,
+    pub errors_by_code: BTreeMap<String, u64>,
+    /// Processing time in seconds (nearest-rank percentiles).
+    pub p50_processing_time: Option<f64>,
+    pub p95_processing_time: Option<f64>,
+    pub p99_processing_time: Option<f64>,
+    pub interactions_per_minute: f64,
+    pub mean_quality_score: Option<f64>,
+    pub mean_confidence: Option<f64>,
+    pub mean_cpu_usage: Option<f64>,
+    pub mean_memory_usage: Option<f64>,
+    pub mean_gpu_usage: Option<f64>,
+}
+
+/// Metrics of `interactions` (all of one MCP, already limited to `range`).
+pub fn compute(mcp_id: &str, interactions: &[Interaction], range: TimeRange) -> McpMetrics {
+    let mut completed = 0;
+    let mut failed = 0;
+    let mut errors_by_code = BTreeMap::new();
+    let mut times = Vec::new();
+    for i in interactions {
+        match i.status() {
+            InteractionStatus::Completed => completed += 1,
+            InteractionStatus::Failed => {
+                failed += 1;
+                let code = i.fields.error_code.clone().unwrap_or_else(|| "unknown".into());
+                *errors_by_code.entry(code).or_insert(0) += 1;
+            }
+            InteractionStatus::InProgress => {}
+        }
+        if let Some(t) = i.fields.processing_time {
+            times.push(t);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let finished = completed + failed;
+    let count = interactions.len() as u64;
+    let mean = |get: fn(&Interaction) -> Option<f64>| {
+        let values: Vec<f64> = interactions.iter().filter_map(get).collect();
+        (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+    };
+    McpMetrics {
+        mcp_id: mcp_id.to_string(),
+        count,
+        completed,
+        failed,
+        in_progress: count - finished,
+        success_rate: (finished > 0).then(|| completed as f64 / finished as f64),
+        error_rate: (finished > 0).then(|| failed as f64 / finished as f64),
+        errors_by_code,
+        p50_processing_time: percentile(&times, 0.50),
+        p95_processing_time: percentile(&times, 0.95),
+        p99_processing_time: percentile(&times, 0.99),
+        interactions_per_minute: count as f64 / range.minutes(),
+        mean_quality_score: mean(|i| i.fields.quality_score),
+        mean_confidence: mean(|i| i.fields.confidence),
+        mean_cpu_usage: mean(|i| i.fields.cpu_usage),
+        mean_memory_usage: mean(|i| i.fields.memory_usage),
+        mean_gpu_usage: mean(|i| i.fields.gpu_usage),
+    }
+}
+
+/// Nearest-rank percentile of sorted values.
+pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_parse() {
+        let r = TimeRange::parse("15m", 1_000_000_000).unwrap();
+        assert_eq!(r.until_ms - r.since_ms, 900_000);
+        assert_eq!(TimeRange::parse("7d", 0).unwrap().since_ms, -7 * 86_400_000);
+        assert!(TimeRange::parse("1w", 0).is_err());
+        assert!(TimeRange::parse("", 0).is_err());
+        assert!(TimeRange::parse("-1h", 0).is_err());
+    }
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 0.5), Some(50.0));
+        assert_eq!(percentile(&v, 0.95), Some(95.0));
+        assert_eq!(percentile(&v, 0.99), Some(99.0));
+        assert_eq!(percentile(&[3.0], 0.99), Some(3.0));
+        assert_eq!(percentile(&[], 0.5), None);
+    }
+}

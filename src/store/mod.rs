@@ -1,0 +1,52 @@
+//! Where interactions are kept: ClickHouse in production, SQLite embedded by default, both behind
+//! [`InteractionStore`] and held to the same contract (`tests/store_contract.rs`).
+
+pub mod metrics;
+pub mod sqlite;
+
+use futures::future::BoxFuture;
+
+use crate::ingest::model::{Interaction, InteractionEvent};
+pub use metrics::{McpMetrics, TimeRange};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the interaction store is unavailable: {0}")]
+    Unavailable(String),
+    /// The store refused these rows for what they contain; retrying will not help.
+    #[error("the interaction store rejected the rows: {0}")]
+    Rejected(String),
+}
+
+/// Interactions of one MCP, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryQuery {
+    pub mcp_id: String,
+    pub limit: usize,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+}
+
+pub trait InteractionStore: Send + Sync {
+    /// Applies events, merging each into its interaction. Applying an event again changes nothing.
+    /// Returns only once the store has made them durable.
+    fn insert<'a>(&'a self, events: &'a [InteractionEvent]) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    fn history<'a>(&'a self, query: &'a HistoryQuery) -> BoxFuture<'a, Result<Vec<Interaction>, StoreError>>;
+
+    /// Performance of one MCP (or of every MCP that has interactions in range, when `mcp_id` is None).
+    fn metrics<'a>(
+        &'a self,
+        mcp_id: Option<&'a str>,
+        range: TimeRange,
+    ) -> BoxFuture<'a, Result<Vec<McpMetrics>, StoreError>>;
+}
+
+/// The time an interaction is filed under: its reported timestamp, else its start, else when the
+/// coordinator first heard of it.
+pub fn interaction_time_ms(i: &Interaction) -> i64 {
+    i.fields
+        .timestamp_ms
+        .or(i.fields.start_time_ms)
+        .unwrap_or(i.first_received_ms)
+}

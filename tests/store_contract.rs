@@ -1,0 +1,168 @@
+//! The contract every interaction store meets. Each test runs against every store this machine
+//! can start (the embedded SQLite store always; ClickHouse joins with its issue).
+
+use mcp_coordinator::ingest::model::{EventKind, Fields, InteractionEvent};
+use mcp_coordinator::store::sqlite::SqliteStore;
+use mcp_coordinator::store::{HistoryQuery, InteractionStore, TimeRange};
+
+const T0: i64 = 1_750_000_000_000;
+
+fn stores() -> Vec<(&'static str, Box<dyn InteractionStore>)> {
+    vec![("sqlite", Box::new(SqliteStore::in_memory().expect("in-memory SQLite")))]
+}
+
+fn event(id: &str, mcp: &str, kind: EventKind, at: i64, fields: Fields) -> InteractionEvent {
+    InteractionEvent::new(id.into(), mcp.into(), kind, at, fields)
+}
+
+fn start(id: &str, mcp: &str, at: i64) -> InteractionEvent {
+    event(
+        id,
+        mcp,
+        EventKind::Start,
+        at,
+        Fields {
+            timestamp_ms: Some(at),
+            user_id: Some("user_1".into()),
+            request_type: Some("ocr".into()),
+            ..Default::default()
+        },
+    )
+}
+
+fn complete(id: &str, mcp: &str, at: i64, seconds: f64, quality: f64) -> InteractionEvent {
+    event(
+        id,
+        mcp,
+        EventKind::Complete,
+        at,
+        Fields {
+            success: Some(true),
+            processing_time: Some(seconds),
+            quality_score: Some(quality),
+            cpu_usage: Some(50.0),
+            ..Default::default()
+        },
+    )
+}
+
+fn failure(id: &str, mcp: &str, at: i64, code: &str) -> InteractionEvent {
+    event(
+        id,
+        mcp,
+        EventKind::Error,
+        at,
+        Fields {
+            success: Some(false),
+            error_code: Some(code.into()),
+            processing_time: Some(1.0),
+            ..Default::default()
+        },
+    )
+}
+
+fn history(mcp: &str) -> HistoryQuery {
+    HistoryQuery {
+        mcp_id: mcp.into(),
+        limit: 100,
+        since_ms: None,
+        until_ms: None,
+    }
+}
+
+#[tokio::test]
+async fn start_and_complete_are_one_interaction() {
+    for (name, store) in stores() {
+        store.insert(&[start("i1", "m", T0)]).await.unwrap();
+        store.insert(&[complete("i1", "m", T0 + 5, 5.3, 0.9)]).await.unwrap();
+        let found = store.history(&history("m")).await.unwrap();
+        assert_eq!(found.len(), 1, "{name}");
+        let f = &found[0].fields;
+        assert_eq!((f.user_id.as_deref(), f.success, f.processing_time), (Some("user_1"), Some(true), Some(5.3)), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn duplicates_and_replays_count_once() {
+    for (name, store) in stores() {
+        let events = [start("i1", "m", T0), complete("i1", "m", T0 + 1, 2.0, 0.5)];
+        store.insert(&events).await.unwrap();
+        store.insert(&events).await.unwrap();
+        // The same report delivered again later (a client retry): same identity, no change.
+        store.insert(&[complete("i1", "m", T0 + 99, 2.0, 0.5)]).await.unwrap();
+        let metrics = store.metrics(Some("m"), TimeRange { since_ms: T0 - 1000, until_ms: T0 + 1000 }).await.unwrap();
+        assert_eq!((metrics[0].count, metrics[0].completed), (1, 1), "{name}");
+        // An older progress report replayed after completion does not undo the completion.
+        let progress = event("i1", "m", EventKind::Progress, T0, Fields { steps_executed: Some("[\"ocr\"]".into()), ..Default::default() });
+        store.insert(&[progress.clone()]).await.unwrap();
+        store.insert(&[progress]).await.unwrap();
+        let found = store.history(&history("m")).await.unwrap();
+        assert_eq!(found[0].fields.success, Some(true), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn history_is_newest_first_with_limit_and_range() {
+    for (name, store) in stores() {
+        let events: Vec<_> = (0..10).map(|i| start(&format!("i{i}"), "m", T0 + i * 1000)).collect();
+        store.insert(&events).await.unwrap();
+        store.insert(&[start("other", "n", T0)]).await.unwrap();
+        let mut q = history("m");
+        q.limit = 3;
+        let ids: Vec<String> = store.history(&q).await.unwrap().into_iter().map(|i| i.interaction_id).collect();
+        assert_eq!(ids, ["i9", "i8", "i7"], "{name}");
+        q.limit = 100;
+        q.since_ms = Some(T0 + 2000);
+        q.until_ms = Some(T0 + 5000);
+        let ids: Vec<String> = store.history(&q).await.unwrap().into_iter().map(|i| i.interaction_id).collect();
+        assert_eq!(ids, ["i4", "i3", "i2"], "{name}");
+    }
+}
+
+#[tokio::test]
+async fn metrics_summarise_the_range() {
+    for (name, store) in stores() {
+        let mut events = Vec::new();
+        for i in 0..20 {
+            let id = format!("ok{i}");
+            events.push(start(&id, "m", T0 + i));
+            events.push(complete(&id, "m", T0 + i + 1, (i + 1) as f64, 0.8));
+        }
+        for (i, code) in ["TIMEOUT", "TIMEOUT", "BAD_INPUT"].iter().enumerate() {
+            let id = format!("bad{i}");
+            events.push(start(&id, "m", T0 + 100 + i as i64));
+            events.push(failure(&id, "m", T0 + 200, code));
+        }
+        events.push(start("running", "m", T0 + 300));
+        events.push(start("late", "m", T0 + 3_600_000));
+        store.insert(&events).await.unwrap();
+        let range = TimeRange { since_ms: T0, until_ms: T0 + 60_000 };
+        let m = &store.metrics(Some("m"), range).await.unwrap()[0];
+        assert_eq!((m.count, m.completed, m.failed, m.in_progress), (24, 20, 3, 1), "{name}");
+        assert_eq!(m.success_rate, Some(20.0 / 23.0), "{name}");
+        assert_eq!(m.errors_by_code.get("TIMEOUT"), Some(&2), "{name}");
+        // 23 processing times: 1 s four times (three failures), then 2 … 20 s.
+        assert_eq!(m.p50_processing_time, Some(9.0), "{name}");
+        assert_eq!(m.p99_processing_time, Some(20.0), "{name}");
+        assert_eq!(m.interactions_per_minute, 24.0, "{name}");
+        assert_eq!(m.mean_quality_score, Some(0.8), "{name}");
+        let all = store.metrics(None, range).await.unwrap();
+        assert_eq!(all.iter().map(|m| m.mcp_id.as_str()).collect::<Vec<_>>(), ["m"], "{name}");
+        let empty = store.metrics(Some("nobody"), range).await.unwrap();
+        assert_eq!((empty[0].count, empty[0].success_rate), (0, None), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn sqlite_keeps_data_across_reopen() {
+    let dir = std::env::temp_dir().join(format!("mcp-store-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("interactions.db");
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        store.insert(&[start("i1", "m", T0)]).await.unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.history(&history("m")).await.unwrap().len(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
