@@ -145,7 +145,7 @@ async fn metrics_summarise_the_range() {
         assert_eq!(m.p50_processing_time, Some(9.0), "{name}");
         assert_eq!(m.p99_processing_time, Some(20.0), "{name}");
         assert_eq!(m.interactions_per_minute, 24.0, "{name}");
-        assert_eq!(m.mean_quality_score, Some(0.8), "{name}");
+        assert!((m.mean_quality_score.unwrap() - 0.8).abs() < 1e-9, "{name}");
         let all = store.metrics(None, range).await.unwrap();
         assert_eq!(all.iter().map(|m| m.mcp_id.as_str()).collect::<Vec<_>>(), ["m"], "{name}");
         let empty = store.metrics(Some("nobody"), range).await.unwrap();
