@@ -23,8 +23,59 @@ struct Cli {
 enum Command {
     /// Reconcile MCPRegistrations: IDs, API keys, health, status.
     Controller(ControllerArgs),
+    /// Receive interaction reports from MCPs, spool them durably, store and query them.
+    Ingest(IngestArgs),
     /// Print the MCPRegistration CustomResourceDefinition as YAML.
     Crdgen,
+}
+
+#[derive(clap::Args)]
+struct IngestArgs {
+    /// Address of the API, /metrics, /healthz and /readyz.
+    #[arg(long, env = "MCP_COORDINATOR_LISTEN", default_value = "0.0.0.0:8081")]
+    listen: SocketAddr,
+    /// Directory for the spool and the embedded store (interactions.db).
+    #[arg(
+        long,
+        env = "MCP_COORDINATOR_DATA_DIR",
+        default_value = "mcp-coordinator-data"
+    )]
+    data_dir: std::path::PathBuf,
+    /// YAML map of mcp_id: API key, for running without Kubernetes.
+    #[arg(long, env = "MCP_COORDINATOR_KEYS_FILE")]
+    keys_file: Option<std::path::PathBuf>,
+    /// YAML map of reader name: token; these tokens may query history and metrics.
+    #[arg(long, env = "MCP_COORDINATOR_READER_TOKENS_FILE")]
+    reader_tokens_file: Option<std::path::PathBuf>,
+    /// Largest single report body, in bytes.
+    #[arg(long, env = "MCP_COORDINATOR_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    max_body_bytes: usize,
+    /// Largest batch body, in bytes.
+    #[arg(long, env = "MCP_COORDINATOR_MAX_BATCH_BYTES", default_value_t = 16 << 20)]
+    max_batch_bytes: usize,
+    /// Refuse reports (429) while this many spooled bytes wait for the store.
+    #[arg(long, env = "MCP_COORDINATOR_SPOOL_MAX_BYTES", default_value_t = 1 << 30)]
+    spool_max_bytes: u64,
+    /// Size at which the spool starts a new segment file.
+    #[arg(long, env = "MCP_COORDINATOR_SPOOL_SEGMENT_BYTES", default_value_t = 16 << 20)]
+    spool_segment_bytes: u64,
+    /// Events per store insert.
+    #[arg(long, env = "MCP_COORDINATOR_BATCH_MAX", default_value_t = 5000)]
+    batch_max: usize,
+    /// A partial batch is shipped after at most this many milliseconds.
+    #[arg(
+        long,
+        env = "MCP_COORDINATOR_FLUSH_INTERVAL_MS",
+        default_value_t = 1000
+    )]
+    flush_interval_ms: u64,
+    /// On shutdown, keep shipping spooled events this long.
+    #[arg(
+        long,
+        env = "MCP_COORDINATOR_DRAIN_TIMEOUT_SECONDS",
+        default_value_t = 20
+    )]
+    drain_timeout_seconds: u64,
 }
 
 #[derive(clap::Args)]
@@ -105,6 +156,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Controller(args) => run_controller(args).await,
+        Command::Ingest(args) => run_ingest(args).await,
     }
 }
 
@@ -166,6 +218,63 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     ops_result
         .context("ops server task failed")?
         .with_context(|| format!("could not serve metrics on {}", args.metrics_addr))?;
+    Ok(())
+}
+
+async fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
+    use mcp_coordinator::ingest::{self, auth, spool::SpoolConfig, IngestConfig};
+    use mcp_coordinator::store::sqlite::SqliteStore;
+
+    std::fs::create_dir_all(&args.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            args.data_dir.display()
+        )
+    })?;
+    let keys = match &args.keys_file {
+        Some(path) => auth::KeyRing::from_file(path)?,
+        None => {
+            tracing::warn!("no --keys-file given: every report will be refused with 401 until keys are configured");
+            auth::KeyRing::default()
+        }
+    };
+    let readers = match &args.reader_tokens_file {
+        Some(path) => auth::ReaderTokens::from_file(path)?,
+        None => {
+            tracing::warn!(
+                "no --reader-tokens-file given: history and metrics queries will be refused"
+            );
+            auth::ReaderTokens::default()
+        }
+    };
+    let db = args.data_dir.join("interactions.db");
+    let store = SqliteStore::open(&db)
+        .with_context(|| format!("cannot open the embedded store {}", db.display()))?;
+    let config = IngestConfig {
+        listen: args.listen,
+        spool: SpoolConfig {
+            dir: ingest::default_spool_dir(&args.data_dir),
+            segment_bytes: args.spool_segment_bytes.max(4096),
+            max_bytes: args.spool_max_bytes,
+        },
+        limits: ingest::server::Limits {
+            single_bytes: args.max_body_bytes,
+            batch_bytes: args.max_batch_bytes,
+        },
+        batch_max: args.batch_max.max(1),
+        flush_interval: Duration::from_millis(args.flush_interval_ms),
+        drain_timeout: Duration::from_secs(args.drain_timeout_seconds),
+    };
+    let running = ingest::start(
+        config,
+        Arc::new(store),
+        Arc::new(keys),
+        readers,
+        wait_for_signal(),
+    )
+    .await?;
+    tracing::info!(addr = %running.addr, store = %db.display(), "ingest server listening");
+    running.done.await.context("ingest server task failed")?;
     Ok(())
 }
 

@@ -8,7 +8,10 @@ use mcp_coordinator::store::{HistoryQuery, InteractionStore, TimeRange};
 const T0: i64 = 1_750_000_000_000;
 
 fn stores() -> Vec<(&'static str, Box<dyn InteractionStore>)> {
-    vec![("sqlite", Box::new(SqliteStore::in_memory().expect("in-memory SQLite")))]
+    vec![(
+        "sqlite",
+        Box::new(SqliteStore::in_memory().expect("in-memory SQLite")),
+    )]
 }
 
 fn event(id: &str, mcp: &str, kind: EventKind, at: i64, fields: Fields) -> InteractionEvent {
@@ -74,11 +77,18 @@ fn history(mcp: &str) -> HistoryQuery {
 async fn start_and_complete_are_one_interaction() {
     for (name, store) in stores() {
         store.insert(&[start("i1", "m", T0)]).await.unwrap();
-        store.insert(&[complete("i1", "m", T0 + 5, 5.3, 0.9)]).await.unwrap();
+        store
+            .insert(&[complete("i1", "m", T0 + 5, 5.3, 0.9)])
+            .await
+            .unwrap();
         let found = store.history(&history("m")).await.unwrap();
         assert_eq!(found.len(), 1, "{name}");
         let f = &found[0].fields;
-        assert_eq!((f.user_id.as_deref(), f.success, f.processing_time), (Some("user_1"), Some(true), Some(5.3)), "{name}");
+        assert_eq!(
+            (f.user_id.as_deref(), f.success, f.processing_time),
+            (Some("user_1"), Some(true), Some(5.3)),
+            "{name}"
+        );
     }
 }
 
@@ -89,12 +99,33 @@ async fn duplicates_and_replays_count_once() {
         store.insert(&events).await.unwrap();
         store.insert(&events).await.unwrap();
         // The same report delivered again later (a client retry): same identity, no change.
-        store.insert(&[complete("i1", "m", T0 + 99, 2.0, 0.5)]).await.unwrap();
-        let metrics = store.metrics(Some("m"), TimeRange { since_ms: T0 - 1000, until_ms: T0 + 1000 }).await.unwrap();
+        store
+            .insert(&[complete("i1", "m", T0 + 99, 2.0, 0.5)])
+            .await
+            .unwrap();
+        let metrics = store
+            .metrics(
+                Some("m"),
+                TimeRange {
+                    since_ms: T0 - 1000,
+                    until_ms: T0 + 1000,
+                },
+            )
+            .await
+            .unwrap();
         assert_eq!((metrics[0].count, metrics[0].completed), (1, 1), "{name}");
         // An older progress report replayed after completion does not undo the completion.
-        let progress = event("i1", "m", EventKind::Progress, T0, Fields { steps_executed: Some("[\"ocr\"]".into()), ..Default::default() });
-        store.insert(&[progress.clone()]).await.unwrap();
+        let progress = event(
+            "i1",
+            "m",
+            EventKind::Progress,
+            T0,
+            Fields {
+                steps_executed: Some("[\"ocr\"]".into()),
+                ..Default::default()
+            },
+        );
+        store.insert(std::slice::from_ref(&progress)).await.unwrap();
         store.insert(&[progress]).await.unwrap();
         let found = store.history(&history("m")).await.unwrap();
         assert_eq!(found[0].fields.success, Some(true), "{name}");
@@ -104,17 +135,31 @@ async fn duplicates_and_replays_count_once() {
 #[tokio::test]
 async fn history_is_newest_first_with_limit_and_range() {
     for (name, store) in stores() {
-        let events: Vec<_> = (0..10).map(|i| start(&format!("i{i}"), "m", T0 + i * 1000)).collect();
+        let events: Vec<_> = (0..10)
+            .map(|i| start(&format!("i{i}"), "m", T0 + i * 1000))
+            .collect();
         store.insert(&events).await.unwrap();
         store.insert(&[start("other", "n", T0)]).await.unwrap();
         let mut q = history("m");
         q.limit = 3;
-        let ids: Vec<String> = store.history(&q).await.unwrap().into_iter().map(|i| i.interaction_id).collect();
+        let ids: Vec<String> = store
+            .history(&q)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|i| i.interaction_id)
+            .collect();
         assert_eq!(ids, ["i9", "i8", "i7"], "{name}");
         q.limit = 100;
         q.since_ms = Some(T0 + 2000);
         q.until_ms = Some(T0 + 5000);
-        let ids: Vec<String> = store.history(&q).await.unwrap().into_iter().map(|i| i.interaction_id).collect();
+        let ids: Vec<String> = store
+            .history(&q)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|i| i.interaction_id)
+            .collect();
         assert_eq!(ids, ["i4", "i3", "i2"], "{name}");
     }
 }
@@ -136,9 +181,16 @@ async fn metrics_summarise_the_range() {
         events.push(start("running", "m", T0 + 300));
         events.push(start("late", "m", T0 + 3_600_000));
         store.insert(&events).await.unwrap();
-        let range = TimeRange { since_ms: T0, until_ms: T0 + 60_000 };
+        let range = TimeRange {
+            since_ms: T0,
+            until_ms: T0 + 60_000,
+        };
         let m = &store.metrics(Some("m"), range).await.unwrap()[0];
-        assert_eq!((m.count, m.completed, m.failed, m.in_progress), (24, 20, 3, 1), "{name}");
+        assert_eq!(
+            (m.count, m.completed, m.failed, m.in_progress),
+            (24, 20, 3, 1),
+            "{name}"
+        );
         assert_eq!(m.success_rate, Some(20.0 / 23.0), "{name}");
         assert_eq!(m.errors_by_code.get("TIMEOUT"), Some(&2), "{name}");
         // 23 processing times: 1 s four times (three failures), then 2 … 20 s.
@@ -147,7 +199,11 @@ async fn metrics_summarise_the_range() {
         assert_eq!(m.interactions_per_minute, 24.0, "{name}");
         assert!((m.mean_quality_score.unwrap() - 0.8).abs() < 1e-9, "{name}");
         let all = store.metrics(None, range).await.unwrap();
-        assert_eq!(all.iter().map(|m| m.mcp_id.as_str()).collect::<Vec<_>>(), ["m"], "{name}");
+        assert_eq!(
+            all.iter().map(|m| m.mcp_id.as_str()).collect::<Vec<_>>(),
+            ["m"],
+            "{name}"
+        );
         let empty = store.metrics(Some("nobody"), range).await.unwrap();
         assert_eq!((empty[0].count, empty[0].success_rate), (0, None), "{name}");
     }

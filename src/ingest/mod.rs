@@ -1,4 +1,137 @@
-//! The interaction log's ingest server: HTTP API, authentication, the durable spool.
+//! The interaction log's ingest server (`mcp-coordinator ingest`): HTTP API, authentication, the
+//! durable spool and the shipper that moves spooled events to the store.
 
+pub mod auth;
+pub mod metrics;
 pub mod model;
 pub mod parse;
+pub mod server;
+pub mod shipper;
+pub mod spool;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use auth::{KeyRing, ReaderTokens};
+use metrics::IngestMetrics;
+use server::{IngestState, Limits};
+use spool::{Spool, SpoolConfig};
+
+use crate::store::InteractionStore;
+
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    pub listen: SocketAddr,
+    pub spool: SpoolConfig,
+    pub limits: Limits,
+    pub batch_max: usize,
+    pub flush_interval: Duration,
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Spool(#[from] spool::SpoolError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("could not register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// A started ingest server: its address, and the future that runs it to a clean stop.
+pub struct RunningIngest {
+    pub addr: SocketAddr,
+    pub metrics: Arc<IngestMetrics>,
+    pub done: tokio::task::JoinHandle<()>,
+}
+
+/// Opens the spool, starts the shipper and the HTTP server; stops when `shutdown` resolves:
+/// readiness turns false, in-flight requests finish, then the shipper drains the spool into the
+/// store (for at most `drain_timeout`; what remains stays spooled for the next start).
+pub async fn start(
+    config: IngestConfig,
+    store: Arc<dyn InteractionStore>,
+    keys: Arc<KeyRing>,
+    readers: ReaderTokens,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<RunningIngest, IngestError> {
+    let metrics = Arc::new(IngestMetrics::new()?);
+    let (spool, reader) = Spool::open(config.spool.clone())?;
+    let state = Arc::new(IngestState::new(
+        spool,
+        store.clone(),
+        keys,
+        readers,
+        metrics.clone(),
+        config.limits,
+    ));
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| IngestError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| IngestError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let shipper = tokio::spawn(shipper::run(
+        reader,
+        store,
+        metrics.clone(),
+        shipper::ShipperConfig {
+            batch_max: config.batch_max,
+            flush_interval: config.flush_interval,
+            poison_file: config.spool.dir.join("poison.ndjson"),
+            drain_timeout: config.drain_timeout,
+        },
+        stop_rx,
+    ));
+    let server_state = state.clone();
+    let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        warp::serve(server::routes(server_state))
+            .incoming(listener)
+            .graceful(async move {
+                let _ = http_stop_rx.await;
+            })
+            .run(),
+    );
+    let done = tokio::spawn(async move {
+        shutdown.await;
+        state.ready.store(false, Ordering::Relaxed);
+        tracing::info!("ingest shutting down: finishing requests, then draining the spool");
+        let _ = http_stop_tx.send(());
+        let _ = server.await;
+        let _ = stop_tx.send(true);
+        let _ = shipper.await;
+        let left = state.spool.stats().records;
+        if left > 0 {
+            tracing::warn!(
+                records = left,
+                "events left in the spool; they are shipped at the next start"
+            );
+        }
+    });
+    Ok(RunningIngest {
+        addr,
+        metrics,
+        done,
+    })
+}
+
+/// Default spool location under a data directory.
+pub fn default_spool_dir(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("spool")
+}

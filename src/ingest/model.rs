@@ -73,10 +73,33 @@ impl Fields {
             ($($f:ident),*) => { $( if later.$f.is_some() { self.$f = later.$f.clone(); } )* };
         }
         take!(
-            session_id, mcp_type, timestamp_ms, user_id, request_type, input_size, parameters,
-            quality_level, privacy_level, start_time_ms, end_time_ms, processing_time, adapter_used,
-            steps_executed, cpu_usage, memory_usage, gpu_usage, success, output_size, quality_score,
-            confidence, error_code, error_message, mcp_version, coordinator_version, environment, region
+            session_id,
+            mcp_type,
+            timestamp_ms,
+            user_id,
+            request_type,
+            input_size,
+            parameters,
+            quality_level,
+            privacy_level,
+            start_time_ms,
+            end_time_ms,
+            processing_time,
+            adapter_used,
+            steps_executed,
+            cpu_usage,
+            memory_usage,
+            gpu_usage,
+            success,
+            output_size,
+            quality_score,
+            confidence,
+            error_code,
+            error_message,
+            mcp_version,
+            coordinator_version,
+            environment,
+            region
         );
     }
 }
@@ -97,9 +120,21 @@ pub struct InteractionEvent {
 impl InteractionEvent {
     /// Builds an event whose id is a digest of what it says, so the same report sent twice is
     /// recognisably the same event.
-    pub fn new(interaction_id: String, mcp_id: String, kind: EventKind, received_ms: i64, fields: Fields) -> Self {
-        let digest_input = serde_json::json!([interaction_id, mcp_id, kind.as_str(), fields]).to_string();
-        let event_id = format!("{}:{}:{:016x}", interaction_id, kind.as_str(), fnv1a64(digest_input.as_bytes()));
+    pub fn new(
+        interaction_id: String,
+        mcp_id: String,
+        kind: EventKind,
+        received_ms: i64,
+        fields: Fields,
+    ) -> Self {
+        let digest_input =
+            serde_json::json!([interaction_id, mcp_id, kind.as_str(), fields]).to_string();
+        let event_id = format!(
+            "{}:{}:{:016x}",
+            interaction_id,
+            kind.as_str(),
+            fnv1a64(digest_input.as_bytes())
+        );
         Self {
             event_id,
             interaction_id,
@@ -152,14 +187,19 @@ impl Interaction {
     /// The seed's standard JSON shape.
     pub fn to_json(&self) -> Value {
         let f = &self.fields;
-        let json_text = |t: &Option<String>| t.as_ref().and_then(|s| serde_json::from_str::<Value>(s).ok());
+        let json_text = |t: &Option<String>| {
+            t.as_ref()
+                .and_then(|s| serde_json::from_str::<Value>(s).ok())
+        };
         let mut parameters = json_text(&f.parameters).unwrap_or_else(|| serde_json::json!({}));
         if let Some(obj) = parameters.as_object_mut() {
             if let Some(q) = &f.quality_level {
-                obj.entry("quality_level").or_insert(Value::String(q.clone()));
+                obj.entry("quality_level")
+                    .or_insert(Value::String(q.clone()));
             }
             if let Some(p) = &f.privacy_level {
-                obj.entry("privacy_level").or_insert(Value::String(p.clone()));
+                obj.entry("privacy_level")
+                    .or_insert(Value::String(p.clone()));
             }
         }
         serde_json::json!({
@@ -211,7 +251,9 @@ pub fn format_ms(ms: i64) -> String {
 
 /// Parses an RFC 3339 timestamp into epoch milliseconds.
 pub fn parse_rfc3339_ms(text: &str) -> Option<i64> {
-    text.parse::<jiff::Timestamp>().ok().map(|t| t.as_millisecond())
+    text.parse::<jiff::Timestamp>()
+        .ok()
+        .map(|t| t.as_millisecond())
 }
 
 #[cfg(test)]
@@ -244,8 +286,17 @@ mod tests {
         };
         let a = InteractionEvent::new("i".into(), "m".into(), EventKind::Complete, 1, f.clone());
         let b = InteractionEvent::new("i".into(), "m".into(), EventKind::Complete, 2, f);
-        assert_eq!(a.event_id, b.event_id, "receive time is not part of the identity");
-        let c = InteractionEvent::new("i".into(), "m".into(), EventKind::Start, 1, Fields::default());
+        assert_eq!(
+            a.event_id, b.event_id,
+            "receive time is not part of the identity"
+        );
+        let c = InteractionEvent::new(
+            "i".into(),
+            "m".into(),
+            EventKind::Start,
+            1,
+            Fields::default(),
+        );
         assert_ne!(a.event_id, c.event_id);
     }
 

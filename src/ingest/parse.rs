@@ -144,7 +144,13 @@ pub fn parse_report(value: Value, kind: EventKind, path: &str) -> Result<ParsedR
         };
         BadReport::new(field, strip_position(&e.into_inner().to_string()))
     })?;
-    let at = |f: &str| if path.is_empty() { f.to_string() } else { format!("{path}.{f}") };
+    let at = |f: &str| {
+        if path.is_empty() {
+            f.to_string()
+        } else {
+            format!("{path}.{f}")
+        }
+    };
     let _ = (&report.progress, &report.message);
     if let Some(p) = report.progress {
         check_range(p, 0.0, 1.0, &at("progress"))?;
@@ -154,20 +160,36 @@ pub fn parse_report(value: Value, kind: EventKind, path: &str) -> Result<ParsedR
     let processing = report.processing_data.unwrap_or_default();
     let result = report.result_data.unwrap_or_default();
     let metadata = report.metadata.unwrap_or_default();
-    let usage = report.resource_usage.or(processing.resource_usage).unwrap_or_default();
+    let usage = report
+        .resource_usage
+        .or(processing.resource_usage)
+        .unwrap_or_default();
 
     let time = |value: Option<String>, field: &str| -> Result<Option<i64>, BadReport> {
         value
             .map(|t| {
                 parse_rfc3339_ms(&t).ok_or_else(|| {
-                    BadReport::new(at(field), format!("{t:?} is not an RFC 3339 timestamp such as 2025-06-15T19:45:00.123Z"))
+                    BadReport::new(
+                        at(field),
+                        format!(
+                            "{t:?} is not an RFC 3339 timestamp such as 2025-06-15T19:45:00.123Z"
+                        ),
+                    )
                 })
             })
             .transpose()
     };
     let parameters = request.parameters;
-    let quality_level = parameters.as_ref().and_then(|p| p.get("quality_level")).and_then(Value::as_str).map(str::to_string);
-    let privacy_level = parameters.as_ref().and_then(|p| p.get("privacy_level")).and_then(Value::as_str).map(str::to_string);
+    let quality_level = parameters
+        .as_ref()
+        .and_then(|p| p.get("quality_level"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let privacy_level = parameters
+        .as_ref()
+        .and_then(|p| p.get("privacy_level"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
     if let Some(level) = &privacy_level {
         if !matches!(level.as_str(), "public" | "internal" | "sensitive") {
             return Err(BadReport::new(
@@ -186,21 +208,48 @@ pub fn parse_report(value: Value, kind: EventKind, path: &str) -> Result<ParsedR
         parameters: parameters.map(|p| Value::Object(p).to_string()),
         quality_level,
         privacy_level,
-        start_time_ms: time(report.start_time.or(processing.start_time), "processing_data.start_time")?,
-        end_time_ms: time(report.end_time.or(processing.end_time), "processing_data.end_time")?,
-        processing_time: non_negative(report.processing_time.or(processing.processing_time), &at("processing_data.processing_time"))?,
+        start_time_ms: time(
+            report.start_time.or(processing.start_time),
+            "processing_data.start_time",
+        )?,
+        end_time_ms: time(
+            report.end_time.or(processing.end_time),
+            "processing_data.end_time",
+        )?,
+        processing_time: non_negative(
+            report.processing_time.or(processing.processing_time),
+            &at("processing_data.processing_time"),
+        )?,
         adapter_used: report.adapter_used.or(processing.adapter_used),
         steps_executed: report
             .steps_executed
             .or(processing.steps_executed)
             .map(|s| Value::from(s).to_string()),
-        cpu_usage: non_negative(usage.cpu_usage, &at("processing_data.resource_usage.cpu_usage"))?,
-        memory_usage: non_negative(usage.memory_usage, &at("processing_data.resource_usage.memory_usage"))?,
-        gpu_usage: non_negative(usage.gpu_usage, &at("processing_data.resource_usage.gpu_usage"))?,
+        cpu_usage: non_negative(
+            usage.cpu_usage,
+            &at("processing_data.resource_usage.cpu_usage"),
+        )?,
+        memory_usage: non_negative(
+            usage.memory_usage,
+            &at("processing_data.resource_usage.memory_usage"),
+        )?,
+        gpu_usage: non_negative(
+            usage.gpu_usage,
+            &at("processing_data.resource_usage.gpu_usage"),
+        )?,
         success: report.success.or(result.success),
-        output_size: non_negative_int(report.output_size.or(result.output_size), &at("result_data.output_size"))?,
-        quality_score: unit(report.quality_score.or(result.quality_score), &at("result_data.quality_score"))?,
-        confidence: unit(report.confidence.or(result.confidence), &at("result_data.confidence"))?,
+        output_size: non_negative_int(
+            report.output_size.or(result.output_size),
+            &at("result_data.output_size"),
+        )?,
+        quality_score: unit(
+            report.quality_score.or(result.quality_score),
+            &at("result_data.quality_score"),
+        )?,
+        confidence: unit(
+            report.confidence.or(result.confidence),
+            &at("result_data.confidence"),
+        )?,
         error_code: report.error_code.or(result.error_code).map(|c| match c {
             Code::Text(t) => t,
             Code::Number(n) => n.to_string(),
@@ -213,10 +262,15 @@ pub fn parse_report(value: Value, kind: EventKind, path: &str) -> Result<ParsedR
     };
     let mut fields = fields;
     match kind {
-        EventKind::Complete if fields.success.is_none() => fields.success = Some(fields.error_code.is_none()),
+        EventKind::Complete if fields.success.is_none() => {
+            fields.success = Some(fields.error_code.is_none())
+        }
         EventKind::Error => {
             if fields.error_code.is_none() {
-                return Err(BadReport::new(at("error_code"), "required for an error report (e.g. \"OCR_TIMEOUT\")"));
+                return Err(BadReport::new(
+                    at("error_code"),
+                    "required for an error report (e.g. \"OCR_TIMEOUT\")",
+                ));
             }
             fields.success = Some(false);
         }
@@ -247,7 +301,10 @@ fn check_range(value: f64, min: f64, max: f64, field: &str) -> Result<(), BadRep
     if value.is_finite() && (min..=max).contains(&value) {
         Ok(())
     } else {
-        Err(BadReport::new(field, format!("{value} is outside {min}–{max}")))
+        Err(BadReport::new(
+            field,
+            format!("{value} is outside {min}–{max}"),
+        ))
     }
 }
 
@@ -260,7 +317,10 @@ fn unit(value: Option<f64>, field: &str) -> Result<Option<f64>, BadReport> {
 
 fn non_negative(value: Option<f64>, field: &str) -> Result<Option<f64>, BadReport> {
     match value {
-        Some(v) if !v.is_finite() || v < 0.0 => Err(BadReport::new(field, format!("{v} must be a non-negative number"))),
+        Some(v) if !v.is_finite() || v < 0.0 => Err(BadReport::new(
+            field,
+            format!("{v} must be a non-negative number"),
+        )),
         other => Ok(other),
     }
 }
@@ -276,11 +336,16 @@ fn non_negative_int(value: Option<i64>, field: &str) -> Result<Option<i64>, BadR
 pub fn check_id(id: &str, field: &str) -> Result<(), BadReport> {
     let ok = !id.is_empty()
         && id.len() <= 128
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
     if ok {
         Ok(())
     } else {
-        Err(BadReport::new(field, format!("{id:?} must be 1–128 characters of letters, digits, '_', '-', '.', ':'")))
+        Err(BadReport::new(
+            field,
+            format!("{id:?} must be 1–128 characters of letters, digits, '_', '-', '.', ':'"),
+        ))
     }
 }
 
@@ -292,9 +357,16 @@ pub fn new_interaction_id(now_ms: i64) -> String {
     let mut bytes = [0u8; 3];
     // Uniqueness also rests on the second; a failing OS RNG falls back to the clock's low bits.
     if getrandom::fill(&mut bytes).is_err() {
-        bytes = [(now_ms & 0xff) as u8, ((now_ms >> 8) & 0xff) as u8, ((now_ms >> 16) & 0xff) as u8];
+        bytes = [
+            (now_ms & 0xff) as u8,
+            ((now_ms >> 8) & 0xff) as u8,
+            ((now_ms >> 16) & 0xff) as u8,
+        ];
     }
-    format!("int_{stamp}_{:02x}{:02x}{:02x}", bytes[0], bytes[1], bytes[2])
+    format!(
+        "int_{stamp}_{:02x}{:02x}{:02x}",
+        bytes[0], bytes[1], bytes[2]
+    )
 }
 
 #[cfg(test)]
@@ -318,20 +390,47 @@ mod tests {
 
     #[test]
     fn wrong_types_and_unknown_fields_name_the_field() {
-        let err = parse_report(json!({"result_data": {"quality_score": "high"}}), EventKind::Record, "").unwrap_err();
+        let err = parse_report(
+            json!({"result_data": {"quality_score": "high"}}),
+            EventKind::Record,
+            "",
+        )
+        .unwrap_err();
         assert_eq!(err.field, "result_data.quality_score");
         assert!(err.problem.contains("invalid type"), "{err}");
-        let err = parse_report(json!({"interaction_id": "a", "qualty": 1}), EventKind::Start, "data").unwrap_err();
+        let err = parse_report(
+            json!({"interaction_id": "a", "qualty": 1}),
+            EventKind::Start,
+            "data",
+        )
+        .unwrap_err();
         assert!(err.problem.contains("unknown field `qualty`"), "{err}");
-        let err = parse_report(json!({"quality_score": 1.5}), EventKind::Complete, "data").unwrap_err();
-        assert_eq!(err.to_string(), "data.result_data.quality_score: 1.5 is outside 0–1");
+        let err =
+            parse_report(json!({"quality_score": 1.5}), EventKind::Complete, "data").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "data.result_data.quality_score: 1.5 is outside 0–1"
+        );
     }
 
     #[test]
     fn error_reports_need_a_code_and_fail_the_interaction() {
-        assert_eq!(parse_report(json!({}), EventKind::Error, "").unwrap_err().field, "error_code");
-        let parsed = parse_report(json!({"error_code": 504, "error_message": "timeout"}), EventKind::Error, "").unwrap();
-        assert_eq!((parsed.fields.error_code.as_deref(), parsed.fields.success), (Some("504"), Some(false)));
+        assert_eq!(
+            parse_report(json!({}), EventKind::Error, "")
+                .unwrap_err()
+                .field,
+            "error_code"
+        );
+        let parsed = parse_report(
+            json!({"error_code": 504, "error_message": "timeout"}),
+            EventKind::Error,
+            "",
+        )
+        .unwrap();
+        assert_eq!(
+            (parsed.fields.error_code.as_deref(), parsed.fields.success),
+            (Some("504"), Some(false))
+        );
     }
 
     #[test]

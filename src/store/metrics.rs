@@ -27,7 +27,9 @@ impl TimeRange {
             _ => return Err(err()),
         };
         if n <= 0 || n > 366 * 86_400_000 / unit_ms {
-            return Err(format!("range {text:?} must be positive and at most a year"));
+            return Err(format!(
+                "range {text:?} must be positive and at most a year"
+            ));
         }
         Ok(Self {
             since_ms: now_ms - n * unit_ms,
@@ -79,7 +81,11 @@ pub fn compute(mcp_id: &str, interactions: &[Interaction], range: TimeRange) -> 
             InteractionStatus::Completed => completed += 1,
             InteractionStatus::Failed => {
                 failed += 1;
-                let code = i.fields.error_code.clone().unwrap_or_else(|| "unknown".into());
+                let code = i
+                    .fields
+                    .error_code
+                    .clone()
+                    .unwrap_or_else(|| "unknown".into());
                 *errors_by_code.entry(code).or_insert(0) += 1;
             }
             InteractionStatus::InProgress => {}

@@ -30,9 +30,15 @@ pub struct HistoryQuery {
 pub trait InteractionStore: Send + Sync {
     /// Applies events, merging each into its interaction. Applying an event again changes nothing.
     /// Returns only once the store has made them durable.
-    fn insert<'a>(&'a self, events: &'a [InteractionEvent]) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn insert<'a>(
+        &'a self,
+        events: &'a [InteractionEvent],
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
 
-    fn history<'a>(&'a self, query: &'a HistoryQuery) -> BoxFuture<'a, Result<Vec<Interaction>, StoreError>>;
+    fn history<'a>(
+        &'a self,
+        query: &'a HistoryQuery,
+    ) -> BoxFuture<'a, Result<Vec<Interaction>, StoreError>>;
 
     /// Performance of one MCP (or of every MCP that has interactions in range, when `mcp_id` is None).
     fn metrics<'a>(

@@ -43,8 +43,12 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open(path)
-            .map_err(|e| StoreError::Unavailable(format!("cannot open SQLite database {}: {e}", path.display())))?;
+        let conn = Connection::open(path).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "cannot open SQLite database {}: {e}",
+                path.display()
+            ))
+        })?;
         Self::init(conn)
     }
 
@@ -55,8 +59,10 @@ impl SqliteStore {
 
     fn init(conn: Connection) -> Result<Self, StoreError> {
         // The spool only forgets what the store confirmed, so a commit must survive power loss.
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(unavailable)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(unavailable)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(unavailable)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(unavailable)?;
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
@@ -99,8 +105,13 @@ fn apply(conn: &mut Connection, events: &[InteractionEvent]) -> Result<(), Store
             .map_err(unavailable)?;
         let (mut fields, first, last) = match existing {
             Some((text, first, last)) => {
-                let fields: Fields = serde_json::from_str(&text).map_err(|e| StoreError::Rejected(e.to_string()))?;
-                (fields, first.min(event.received_ms), last.max(event.received_ms))
+                let fields: Fields =
+                    serde_json::from_str(&text).map_err(|e| StoreError::Rejected(e.to_string()))?;
+                (
+                    fields,
+                    first.min(event.received_ms),
+                    last.max(event.received_ms),
+                )
             }
             None => (Fields::default(), event.received_ms, event.received_ms),
         };
@@ -112,7 +123,8 @@ fn apply(conn: &mut Connection, events: &[InteractionEvent]) -> Result<(), Store
             first_received_ms: first,
             last_received_ms: last,
         };
-        let text = serde_json::to_string(&merged.fields).map_err(|e| StoreError::Rejected(e.to_string()))?;
+        let text = serde_json::to_string(&merged.fields)
+            .map_err(|e| StoreError::Rejected(e.to_string()))?;
         tx.execute(
             "INSERT OR REPLACE INTO interactions (mcp_id, interaction_id, time_ms, first_received_ms, last_received_ms, fields) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![merged.mcp_id, merged.interaction_id, interaction_time_ms(&merged), first, last, text],
@@ -122,7 +134,10 @@ fn apply(conn: &mut Connection, events: &[InteractionEvent]) -> Result<(), Store
     tx.commit().map_err(unavailable)
 }
 
-fn read_rows(stmt: &mut rusqlite::Statement<'_>, params: &[&dyn rusqlite::ToSql]) -> Result<Vec<Interaction>, StoreError> {
+fn read_rows(
+    stmt: &mut rusqlite::Statement<'_>,
+    params: &[&dyn rusqlite::ToSql],
+) -> Result<Vec<Interaction>, StoreError> {
     let rows = stmt
         .query_map(params, |row| {
             Ok((
@@ -137,7 +152,8 @@ fn read_rows(stmt: &mut rusqlite::Statement<'_>, params: &[&dyn rusqlite::ToSql]
     let mut out = Vec::new();
     for row in rows {
         let (mcp_id, interaction_id, first, last, text) = row.map_err(unavailable)?;
-        let fields: Fields = serde_json::from_str(&text).map_err(|e| StoreError::Rejected(e.to_string()))?;
+        let fields: Fields =
+            serde_json::from_str(&text).map_err(|e| StoreError::Rejected(e.to_string()))?;
         out.push(Interaction {
             interaction_id,
             mcp_id,
@@ -150,13 +166,19 @@ fn read_rows(stmt: &mut rusqlite::Statement<'_>, params: &[&dyn rusqlite::ToSql]
 }
 
 impl InteractionStore for SqliteStore {
-    fn insert<'a>(&'a self, events: &'a [InteractionEvent]) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn insert<'a>(
+        &'a self,
+        events: &'a [InteractionEvent],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
         let mut sorted = events.to_vec();
         sorted.sort_by_key(|e| e.received_ms);
         self.blocking(move |conn| apply(conn, &sorted)).boxed()
     }
 
-    fn history<'a>(&'a self, query: &'a HistoryQuery) -> BoxFuture<'a, Result<Vec<Interaction>, StoreError>> {
+    fn history<'a>(
+        &'a self,
+        query: &'a HistoryQuery,
+    ) -> BoxFuture<'a, Result<Vec<Interaction>, StoreError>> {
         let q = query.clone();
         self.blocking(move |conn| {
             let mut stmt = conn
@@ -174,7 +196,11 @@ impl InteractionStore for SqliteStore {
         .boxed()
     }
 
-    fn metrics<'a>(&'a self, mcp_id: Option<&'a str>, range: TimeRange) -> BoxFuture<'a, Result<Vec<McpMetrics>, StoreError>> {
+    fn metrics<'a>(
+        &'a self,
+        mcp_id: Option<&'a str>,
+        range: TimeRange,
+    ) -> BoxFuture<'a, Result<Vec<McpMetrics>, StoreError>> {
         let mcp = mcp_id.map(str::to_string);
         self.blocking(move |conn| {
             let rows = match &mcp {

@@ -1,0 +1,734 @@
+//! The ingest HTTP API (warp): the seed's `action` envelope, the REST API, batches, heartbeats,
+//! queries, and the ops endpoints. Reports are acknowledged only once the spool has them on disk.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Buf;
+use futures::{Stream, StreamExt};
+use serde_json::{json, Value};
+use warp::http::{HeaderMap, Method, StatusCode};
+use warp::Filter;
+
+use super::auth::{bearer, KeyRing, ReaderTokens};
+use super::metrics::IngestMetrics;
+use super::model::{EventKind, InteractionEvent};
+use super::parse::{check_id, new_interaction_id, parse_report, BadReport, Envelope};
+use super::spool::{Spool, SpoolError};
+use crate::store::{HistoryQuery, InteractionStore, StoreError, TimeRange};
+
+/// Request body limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub single_bytes: usize,
+    pub batch_bytes: usize,
+}
+
+pub struct IngestState {
+    pub spool: Spool,
+    pub store: Arc<dyn InteractionStore>,
+    pub keys: Arc<KeyRing>,
+    pub readers: ReaderTokens,
+    pub metrics: Arc<IngestMetrics>,
+    pub limits: Limits,
+    pub ready: AtomicBool,
+    heartbeats: Mutex<HashMap<String, i64>>,
+}
+
+impl IngestState {
+    pub fn new(
+        spool: Spool,
+        store: Arc<dyn InteractionStore>,
+        keys: Arc<KeyRing>,
+        readers: ReaderTokens,
+        metrics: Arc<IngestMetrics>,
+        limits: Limits,
+    ) -> Self {
+        Self {
+            spool,
+            store,
+            keys,
+            readers,
+            metrics,
+            limits,
+            ready: AtomicBool::new(true),
+            heartbeats: Mutex::default(),
+        }
+    }
+}
+
+type Response = warp::reply::Response;
+
+/// An API error: status, machine-readable code, message, and the field at fault.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    field: Option<String>,
+    retry_after: Option<u32>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+            retry_after: None,
+        }
+    }
+    fn bad(report: BadReport) -> Self {
+        Self {
+            field: (!report.field.is_empty()).then(|| report.field.clone()),
+            ..Self::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_report",
+                report.to_string(),
+            )
+        }
+    }
+}
+
+impl From<SpoolError> for ApiError {
+    fn from(e: SpoolError) -> Self {
+        match e {
+            SpoolError::Full { .. } => ApiError {
+                retry_after: Some(5),
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "spool_full", e.to_string())
+            },
+            other => ApiError {
+                retry_after: Some(5),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "spool_unavailable",
+                    other.to_string(),
+                )
+            },
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError {
+            retry_after: Some(5),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                e.to_string(),
+            )
+        }
+    }
+}
+
+fn json_reply(status: StatusCode, body: &Value) -> Response {
+    let mut r = Response::new(body.to_string().into());
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        "content-type",
+        warp::http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn error_reply(e: &ApiError) -> Response {
+    let mut body = json!({"error": {"code": e.code, "message": e.message}});
+    if let Some(field) = &e.field {
+        body["error"]["field"] = json!(field);
+    }
+    let mut r = json_reply(e.status, &body);
+    if let Some(secs) = e.retry_after {
+        r.headers_mut()
+            .insert("retry-after", warp::http::HeaderValue::from(secs));
+    }
+    r
+}
+
+/// All routes, as one filter that never rejects: every failure is a JSON error.
+pub fn routes(
+    state: Arc<IngestState>,
+) -> impl Filter<Extract = (Response,), Error = std::convert::Infallible> + Clone + Send + Sync + 'static
+{
+    warp::method()
+        .and(warp::path::full())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .then(
+            move |method: Method,
+                  path: warp::path::FullPath,
+                  query: String,
+                  headers: HeaderMap,
+                  body| {
+                let state = state.clone();
+                async move {
+                    let path = path.as_str().to_string();
+                    match handle(&state, method, &path, &query, &headers, body).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let reason = match e.code {
+                                "body_too_large" => "too_large",
+                                "unauthorized" => "unauthorized",
+                                "forbidden" => "forbidden",
+                                "unsupported_media_type" => "media_type",
+                                "spool_full" | "spool_unavailable" => "spool",
+                                "not_found" | "method_not_allowed" => "route",
+                                _ => "invalid",
+                            };
+                            if path != "/metrics" {
+                                state.metrics.rejected.with_label_values(&[reason]).inc();
+                            }
+                            error_reply(&e)
+                        }
+                    }
+                }
+            },
+        )
+        .recover(|_| async {
+            Ok::<Response, std::convert::Infallible>(error_reply(&ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "the request could not be read",
+            )))
+        })
+        .unify()
+}
+
+async fn read_body<S, B>(body: S, limit: usize) -> Result<Vec<u8>, ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    let mut body = body;
+    let mut out = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("could not read the request body: {e}"),
+            )
+        })?;
+        if out.len() + chunk.remaining() > limit {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the request body exceeds the limit of {limit} bytes"),
+            ));
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            out.extend_from_slice(part);
+            let n = part.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(out)
+}
+
+fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    match content_type(headers).as_str() {
+        "application/json" => Ok(()),
+        other => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("content-type must be application/json, not {:?}", other),
+        )),
+    }
+}
+
+fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
+    let text = std::str::from_utf8(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("the body is not valid UTF-8: {e}"),
+        )
+    })?;
+    serde_json::from_str(text).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("the body is not valid JSON: {e}"),
+        )
+    })
+}
+
+fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+async fn handle<S, B>(
+    state: &IngestState,
+    method: Method,
+    path: &str,
+    query: &str,
+    headers: &HeaderMap,
+    body: S,
+) -> Result<Response, ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
+    match (&method, segments.as_slice()) {
+        (&Method::GET, ["healthz"]) => Ok(json_reply(StatusCode::OK, &json!({"status": "ok"}))),
+        (&Method::GET, ["readyz"]) => {
+            if state.ready.load(Ordering::Relaxed) {
+                Ok(json_reply(StatusCode::OK, &json!({"status": "ready"})))
+            } else {
+                Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not_ready",
+                    "shutting down",
+                ))
+            }
+        }
+        (&Method::GET, ["metrics"]) => {
+            let mut r = Response::new(state.metrics.render(state.spool.stats(), now_ms()).into());
+            r.headers_mut().insert(
+                "content-type",
+                warp::http::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            Ok(r)
+        }
+        (&Method::POST, ["api", "interactions"]) => {
+            require_json(headers)?;
+            let body = read_body(body, state.limits.single_bytes).await?;
+            envelope(state, auth, &body).await
+        }
+        (&Method::POST, ["v1", "interactions"]) => {
+            require_json(headers)?;
+            let body = read_body(body, state.limits.single_bytes).await?;
+            let key_mcp = authenticate(state, bearer(auth))?;
+            report(
+                state,
+                &key_mcp,
+                EventKind::Start,
+                None,
+                parse_json(&body)?,
+                "",
+            )
+            .await
+        }
+        (&Method::POST, ["v1", "interactions:batch"]) => {
+            let kind = content_type(headers);
+            if kind != "application/json" && kind != "application/x-ndjson" {
+                return Err(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    format!("a batch is application/json (an array) or application/x-ndjson, not {kind:?}"),
+                ));
+            }
+            let body = read_body(body, state.limits.batch_bytes).await?;
+            let key_mcp = authenticate(state, bearer(auth))?;
+            batch(state, &key_mcp, &body, kind == "application/x-ndjson").await
+        }
+        (&Method::POST, ["v1", "interactions", id, stage]) => {
+            let kind = match *stage {
+                "progress" => EventKind::Progress,
+                "complete" => EventKind::Complete,
+                "error" => EventKind::Error,
+                _ => {
+                    return Err(ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        "not_found",
+                        format!("no such report {stage:?}; use progress, complete or error"),
+                    ))
+                }
+            };
+            require_json(headers)?;
+            let body = read_body(body, state.limits.single_bytes).await?;
+            let key_mcp = authenticate(state, bearer(auth))?;
+            check_id(id, "interaction_id").map_err(ApiError::bad)?;
+            report(state, &key_mcp, kind, Some(id), parse_json(&body)?, "").await
+        }
+        (&Method::POST, ["v1", "heartbeat"]) => {
+            let key_mcp = authenticate(state, bearer(auth))?;
+            let _ = read_body(body, state.limits.single_bytes).await?;
+            let at = now_ms();
+            state
+                .heartbeats
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(key_mcp.clone(), at);
+            Ok(json_reply(
+                StatusCode::OK,
+                &json!({"mcp_id": key_mcp, "last_seen": super::model::format_ms(at)}),
+            ))
+        }
+        (&Method::GET, ["v1", "heartbeats"]) => {
+            authorize_reader(state, auth)?;
+            let beats = state
+                .heartbeats
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            let body: serde_json::Map<String, Value> = beats
+                .into_iter()
+                .map(|(k, v)| (k, json!(super::model::format_ms(v))))
+                .collect();
+            Ok(json_reply(StatusCode::OK, &Value::Object(body)))
+        }
+        (&Method::GET, ["v1", "mcps", mcp_id, "interactions"]) => {
+            authorize_reader(state, auth)?;
+            check_id(mcp_id, "mcp_id").map_err(ApiError::bad)?;
+            let q = parse_query(query);
+            let limit = match q.get("limit") {
+                None => 100,
+                Some(l) => l
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|l| (1..=1000).contains(l))
+                    .ok_or_else(|| query_error("limit", "must be a whole number from 1 to 1000"))?,
+            };
+            let since_ms = q.get("since").map(|s| parse_time(s, "since")).transpose()?;
+            let until_ms = q.get("until").map(|s| parse_time(s, "until")).transpose()?;
+            let found = state
+                .store
+                .history(&HistoryQuery {
+                    mcp_id: mcp_id.to_string(),
+                    limit,
+                    since_ms,
+                    until_ms,
+                })
+                .await?;
+            let items: Vec<Value> = found.iter().map(|i| i.to_json()).collect();
+            Ok(json_reply(
+                StatusCode::OK,
+                &json!({"mcp_id": mcp_id, "count": items.len(), "interactions": items}),
+            ))
+        }
+        (&Method::GET, ["v1", "mcps", mcp_id, "metrics"]) => {
+            authorize_reader(state, auth)?;
+            check_id(mcp_id, "mcp_id").map_err(ApiError::bad)?;
+            let range = range_of(query)?;
+            let mut metrics = state.store.metrics(Some(mcp_id), range).await?;
+            let one = metrics
+                .pop()
+                .map(|m| serde_json::to_value(m).unwrap_or(Value::Null))
+                .unwrap_or(Value::Null);
+            Ok(json_reply(
+                StatusCode::OK,
+                &json!({"range": range_text(query), "metrics": one}),
+            ))
+        }
+        (&Method::GET, ["v1", "metrics"]) => {
+            authorize_reader(state, auth)?;
+            let range = range_of(query)?;
+            let all = state.store.metrics(None, range).await?;
+            Ok(json_reply(
+                StatusCode::OK,
+                &json!({"range": range_text(query), "mcps": all}),
+            ))
+        }
+        (
+            _,
+            ["api", "interactions"]
+            | ["v1", "interactions" | "interactions:batch" | "heartbeat" | "heartbeats" | "metrics"]
+            | ["v1", "interactions", _, _]
+            | ["v1", "mcps", _, "interactions" | "metrics"]
+            | ["metrics" | "healthz" | "readyz"],
+        ) => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{method} is not allowed on {path}"),
+        )),
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no such endpoint {path}"),
+        )),
+    }
+}
+
+fn authenticate(state: &IngestState, key: Option<&str>) -> Result<String, ApiError> {
+    let key = key.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing API key: send Authorization: Bearer <key> (or the api_key field)",
+        )
+    })?;
+    state
+        .keys
+        .mcp_for(key)
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown API key"))
+}
+
+fn authorize_reader(state: &IngestState, auth: Option<&str>) -> Result<(), ApiError> {
+    match bearer(auth) {
+        Some(token) if state.readers.allows(token) => Ok(()),
+        Some(_) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this token may not read interaction data",
+        )),
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "queries need a reader token: Authorization: Bearer <token>",
+        )),
+    }
+}
+
+fn query_error(field: &str, problem: &str) -> ApiError {
+    ApiError {
+        field: Some(field.to_string()),
+        ..ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("{field}: {problem}"),
+        )
+    }
+}
+
+fn parse_query(query: &str) -> HashMap<String, String> {
+    url_decode_pairs(query)
+}
+
+fn url_decode_pairs(query: &str) -> HashMap<String, String> {
+    reqwest::Url::parse(&format!("http://q/?{query}"))
+        .map(|u| {
+            u.query_pairs()
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn parse_time(text: &str, field: &str) -> Result<i64, ApiError> {
+    text.parse::<i64>()
+        .ok()
+        .or_else(|| super::model::parse_rfc3339_ms(text))
+        .ok_or_else(|| query_error(field, "must be an RFC 3339 timestamp or epoch milliseconds"))
+}
+
+fn range_text(query: &str) -> String {
+    parse_query(query)
+        .get("range")
+        .cloned()
+        .unwrap_or_else(|| "1h".into())
+}
+
+fn range_of(query: &str) -> Result<TimeRange, ApiError> {
+    TimeRange::parse(&range_text(query), now_ms()).map_err(|p| query_error("range", &p))
+}
+
+async fn envelope(
+    state: &IngestState,
+    auth: Option<&str>,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let value = parse_json(body)?;
+    let envelope: Envelope = serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::bad(BadReport::new(
+            if path == "." { String::new() } else { path },
+            e.into_inner().to_string(),
+        ))
+    })?;
+    let key = envelope.api_key.as_deref().or(bearer(auth));
+    let key_mcp = authenticate(state, key)?;
+    let kind = match envelope.action.as_str() {
+        "report_interaction_start" => EventKind::Start,
+        "report_interaction_progress" => EventKind::Progress,
+        "report_interaction_complete" => EventKind::Complete,
+        "report_interaction_error" => EventKind::Error,
+        other => {
+            return Err(ApiError {
+                field: Some("action".into()),
+                ..ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_report",
+                    format!("action: unknown action {other:?}; use report_interaction_start, _progress, _complete or _error"),
+                )
+            })
+        }
+    };
+    report(state, &key_mcp, kind, None, envelope.data, "data").await
+}
+
+/// One report from the envelope or the REST API.
+async fn report(
+    state: &IngestState,
+    key_mcp: &str,
+    kind: EventKind,
+    path_id: Option<&str>,
+    data: Value,
+    at: &str,
+) -> Result<Response, ApiError> {
+    let parsed = parse_report(data, kind, at).map_err(ApiError::bad)?;
+    let field = |f: &str| {
+        if at.is_empty() {
+            f.to_string()
+        } else {
+            format!("{at}.{f}")
+        }
+    };
+    if let Some(mcp) = &parsed.mcp_id {
+        if mcp != key_mcp {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("this API key belongs to {key_mcp} and cannot report for {mcp}"),
+            ));
+        }
+    }
+    let interaction_id = match (path_id, parsed.interaction_id) {
+        (Some(p), Some(b)) if p != b => {
+            return Err(ApiError::bad(BadReport::new(
+                field("interaction_id"),
+                format!("{b:?} differs from the id in the URL ({p:?})"),
+            )))
+        }
+        (Some(p), _) => p.to_string(),
+        (None, Some(b)) => b,
+        (None, None) if kind == EventKind::Start => new_interaction_id(now_ms()),
+        (None, None) => {
+            return Err(ApiError::bad(BadReport::new(
+                field("interaction_id"),
+                "required for this report",
+            )))
+        }
+    };
+    let event = InteractionEvent::new(
+        interaction_id.clone(),
+        key_mcp.to_string(),
+        kind,
+        now_ms(),
+        parsed.fields,
+    );
+    state.spool.append(vec![event.clone()]).await?;
+    observe(state, &event);
+    Ok(json_reply(
+        StatusCode::ACCEPTED,
+        &json!({"accepted": true, "interaction_id": interaction_id, "mcp_id": key_mcp}),
+    ))
+}
+
+fn observe(state: &IngestState, event: &InteractionEvent) {
+    state
+        .metrics
+        .received
+        .with_label_values(&[event.mcp_id.as_str(), event.kind.as_str()])
+        .inc();
+    if let Some(t) = event.fields.processing_time {
+        state
+            .metrics
+            .processing_time
+            .with_label_values(&[event.mcp_id.as_str()])
+            .observe(t);
+    }
+}
+
+/// Whole records, answered per record; the accepted ones are spooled together.
+async fn batch(
+    state: &IngestState,
+    key_mcp: &str,
+    body: &[u8],
+    ndjson: bool,
+) -> Result<Response, ApiError> {
+    let items: Vec<Result<Value, String>> = if ndjson {
+        let text = std::str::from_utf8(body).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("the body is not valid UTF-8: {e}"),
+            )
+        })?;
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).map_err(|e| format!("not valid JSON: {e}")))
+            .collect()
+    } else {
+        match parse_json(body)? {
+            Value::Array(values) => values.into_iter().map(Ok).collect(),
+            _ => {
+                return Err(ApiError::bad(BadReport::new(
+                    "",
+                    "a JSON batch must be an array of interaction records",
+                )))
+            }
+        }
+    };
+    if items.is_empty() {
+        return Err(ApiError::bad(BadReport::new("", "the batch is empty")));
+    }
+    let received = now_ms();
+    let mut events = Vec::new();
+    let mut results = Vec::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        let outcome = item
+            .map_err(|problem| BadReport::new("", problem))
+            .and_then(|value| {
+                let parsed = parse_report(value, EventKind::Record, "")?;
+                let id = parsed.interaction_id.ok_or_else(|| {
+                    BadReport::new("interaction_id", "required in a batch record")
+                })?;
+                match &parsed.mcp_id {
+                    Some(m) if m != key_mcp => Err(BadReport::new(
+                        "mcp_id",
+                        format!("this API key belongs to {key_mcp} and cannot report for {m}"),
+                    )),
+                    _ => Ok(InteractionEvent::new(
+                        id,
+                        key_mcp.to_string(),
+                        EventKind::Record,
+                        received,
+                        parsed.fields,
+                    )),
+                }
+            });
+        match outcome {
+            Ok(event) => {
+                results.push(json!({"index": index, "accepted": true, "interaction_id": event.interaction_id}));
+                events.push(event);
+            }
+            Err(bad) => {
+                let mut r = json!({"index": index, "accepted": false, "error": bad.to_string()});
+                if !bad.field.is_empty() {
+                    r["field"] = json!(bad.field);
+                }
+                results.push(r);
+            }
+        }
+    }
+    let accepted = events.len();
+    if !events.is_empty() {
+        state.spool.append(events.clone()).await?;
+        for e in &events {
+            observe(state, e);
+        }
+    }
+    let rejected = results.len() - accepted;
+    if rejected > 0 {
+        state
+            .metrics
+            .rejected
+            .with_label_values(&["invalid_record"])
+            .inc_by(rejected as u64);
+    }
+    let status = if accepted == 0 {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    Ok(json_reply(
+        status,
+        &json!({"accepted": accepted, "rejected": rejected, "results": results}),
+    ))
+}

@@ -1,0 +1,544 @@
+//! The ingest server over HTTP: the seed's protocol, REST, batches, authentication, bad input,
+//! and durability through store outages and restarts.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use mcp_coordinator::ingest::auth::{KeyRing, ReaderTokens};
+use mcp_coordinator::ingest::model::{Interaction, InteractionEvent};
+use mcp_coordinator::ingest::server::Limits;
+use mcp_coordinator::ingest::spool::SpoolConfig;
+use mcp_coordinator::ingest::{self, IngestConfig};
+use mcp_coordinator::store::sqlite::SqliteStore;
+use mcp_coordinator::store::{HistoryQuery, InteractionStore, McpMetrics, StoreError, TimeRange};
+use serde_json::{json, Value};
+
+const KEY: &str = "mcpk_test_key_of_ocr_0123456789";
+const OTHER_KEY: &str = "mcpk_test_key_of_gpt_0123456789";
+const READER: &str = "reader-token-0123456789";
+
+/// A store that can be switched off (unavailable) and can refuse one interaction id as poison.
+struct Switchable {
+    inner: SqliteStore,
+    up: AtomicBool,
+    poison_id: Option<String>,
+}
+
+impl InteractionStore for Switchable {
+    fn insert<'a>(
+        &'a self,
+        events: &'a [InteractionEvent],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move {
+            if !self.up.load(Ordering::Relaxed) {
+                return Err(StoreError::Unavailable("switched off by the test".into()));
+            }
+            if let Some(p) = &self.poison_id {
+                if events.iter().any(|e| &e.interaction_id == p) {
+                    return Err(StoreError::Rejected(format!("{p} is poison")));
+                }
+            }
+            self.inner.insert(events).await
+        }
+        .boxed()
+    }
+    fn history<'a>(
+        &'a self,
+        q: &'a HistoryQuery,
+    ) -> BoxFuture<'a, Result<Vec<Interaction>, StoreError>> {
+        self.inner.history(q)
+    }
+    fn metrics<'a>(
+        &'a self,
+        m: Option<&'a str>,
+        r: TimeRange,
+    ) -> BoxFuture<'a, Result<Vec<McpMetrics>, StoreError>> {
+        self.inner.metrics(m, r)
+    }
+}
+
+struct Ingest {
+    base: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<()>,
+    store: Arc<Switchable>,
+}
+
+impl Ingest {
+    async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = (&mut self.done).await;
+    }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mcp-ingest-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn start_with(dir: PathBuf, store: Arc<Switchable>, limits: Limits) -> Ingest {
+    let keys = KeyRing::default();
+    keys.set("ocr_workflow_mcp_001", KEY);
+    keys.set("gpt_adapter_mcp_001", OTHER_KEY);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let config = IngestConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        spool: SpoolConfig {
+            dir: dir.join("spool"),
+            segment_bytes: 64 * 1024,
+            max_bytes: 64 << 20,
+        },
+        limits,
+        batch_max: 500,
+        flush_interval: Duration::from_millis(50),
+        drain_timeout: Duration::from_millis(500),
+    };
+    let running = ingest::start(
+        config,
+        store.clone(),
+        Arc::new(keys),
+        ReaderTokens::from_tokens([READER]),
+        async move {
+            let _ = stopped.await;
+        },
+    )
+    .await
+    .unwrap();
+    Ingest {
+        base: format!("http://{}", running.addr),
+        stop: Some(stop),
+        done: running.done,
+        store,
+    }
+}
+
+fn store_in(dir: &std::path::Path, up: bool, poison_id: Option<&str>) -> Arc<Switchable> {
+    Arc::new(Switchable {
+        inner: SqliteStore::open(&dir.join("interactions.db")).unwrap(),
+        up: AtomicBool::new(up),
+        poison_id: poison_id.map(str::to_string),
+    })
+}
+
+const LIMITS: Limits = Limits {
+    single_bytes: 1 << 20,
+    batch_bytes: 16 << 20,
+};
+
+async fn start(name: &str) -> Ingest {
+    let dir = temp_dir(name);
+    let store = store_in(&dir, true, None);
+    start_with(dir, store, LIMITS).await
+}
+
+fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().build().unwrap()
+}
+
+async fn post(base: &str, path: &str, key: Option<&str>, body: Value) -> (u16, Value) {
+    let mut req = http().post(format!("{base}{path}")).json(&body);
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn get(base: &str, path: &str, token: Option<&str>) -> (u16, Value) {
+    let mut req = http().get(format!("{base}{path}"));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// Polls history until `n` interactions are there (the shipper works asynchronously).
+async fn wait_for_history(base: &str, mcp: &str, n: usize) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = get(
+            base,
+            &format!("/v1/mcps/{mcp}/interactions?limit=1000"),
+            Some(READER),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let items = body["interactions"].as_array().cloned().unwrap_or_default();
+        if items.len() >= n {
+            return items;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {n} interactions arrived",
+            items.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls until the newest interaction of the test MCP has `status`.
+async fn wait_for_status(base: &str, status: &str) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let items = wait_for_history(base, "ocr_workflow_mcp_001", 1).await;
+        if items[0]["status"] == status {
+            return items;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never became {status}: {}",
+            items[0]
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_protocol_start_and_complete_become_one_interaction() {
+    let ingest = start("seed").await;
+    let start_report = json!({"action": "report_interaction_start", "api_key": KEY, "data": {
+        "interaction_id": "int_20250615_194500_abc123", "mcp_id": "ocr_workflow_mcp_001",
+        "request_info": {"user_id": "user_12345", "request_type": "ocr_processing", "input_size": 1024000}}});
+    let (status, body) = post(&ingest.base, "/api/interactions", None, start_report).await;
+    assert_eq!(status, 202, "{body}");
+    let complete = json!({"action": "report_interaction_complete", "api_key": KEY, "data": {
+        "interaction_id": "int_20250615_194500_abc123", "processing_time": 5.333, "success": true,
+        "quality_score": 0.95, "resource_usage": {"cpu_usage": 45.2, "memory_usage": 512.5}}});
+    assert_eq!(
+        post(&ingest.base, "/api/interactions", None, complete)
+            .await
+            .0,
+        202
+    );
+    let items = wait_for_status(&ingest.base, "completed").await;
+    assert_eq!(items.len(), 1, "start and complete are one interaction");
+    let i = &items[0];
+    assert_eq!(i["request_data"]["user_id"], "user_12345");
+    assert_eq!(i["processing_data"]["processing_time"], 5.333);
+    assert_eq!(i["result_data"]["success"], true);
+    assert_eq!(i["status"], "completed");
+    let (status, metrics) = get(
+        &ingest.base,
+        "/v1/mcps/ocr_workflow_mcp_001/metrics?range=15m",
+        Some(READER),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(metrics["metrics"]["count"], 1);
+    assert_eq!(metrics["metrics"]["success_rate"], 1.0);
+    ingest.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_flow_assigns_ids_and_answers_queries() {
+    let ingest = start("rest").await;
+    let (status, body) = post(
+        &ingest.base,
+        "/v1/interactions",
+        Some(KEY),
+        json!({"request_data": {"request_type": "ocr"}}),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["interaction_id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("int_") && id.len() == 26, "{id}");
+    let base = &ingest.base;
+    assert_eq!(
+        post(
+            base,
+            &format!("/v1/interactions/{id}/progress"),
+            Some(KEY),
+            json!({"steps_executed": ["validation"], "progress": 0.5})
+        )
+        .await
+        .0,
+        202
+    );
+    assert_eq!(post(base, &format!("/v1/interactions/{id}/error"), Some(KEY), json!({"error_code": "OCR_TIMEOUT", "error_message": "took too long", "processing_time": 30.0})).await.0, 202);
+    let items = wait_for_status(base, "failed").await;
+    assert_eq!(items.len(), 1);
+    assert_eq!(
+        items[0]["processing_data"]["steps_executed"],
+        json!(["validation"])
+    );
+    let (_, all) = get(base, "/v1/metrics?range=1h", Some(READER)).await;
+    assert_eq!(all["mcps"][0]["errors_by_code"]["OCR_TIMEOUT"], 1);
+    let (status, beat) = post(base, "/v1/heartbeat", Some(KEY), json!({})).await;
+    assert_eq!(
+        (status, beat["mcp_id"].as_str()),
+        (200, Some("ocr_workflow_mcp_001"))
+    );
+    let metrics = http()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            "mcp_ingest_events_received_total{event=\"start\",mcp_id=\"ocr_workflow_mcp_001\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains("mcp_ingest_spool_records"));
+    ingest.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authentication_and_authorization() {
+    let ingest = start("auth").await;
+    let base = &ingest.base;
+    let report = json!({"interaction_id": "int_a", "mcp_id": "ocr_workflow_mcp_001"});
+    assert_eq!(
+        post(base, "/v1/interactions", None, report.clone()).await.0,
+        401
+    );
+    assert_eq!(
+        post(
+            base,
+            "/v1/interactions",
+            Some("mcpk_unknown_key_000000"),
+            report.clone()
+        )
+        .await
+        .0,
+        401
+    );
+    let (status, body) = post(base, "/v1/interactions", Some(OTHER_KEY), report).await;
+    assert_eq!(status, 403, "another MCP's key: {body}");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("gpt_adapter_mcp_001"));
+    assert_eq!(
+        get(base, "/v1/mcps/ocr_workflow_mcp_001/interactions", None)
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        get(
+            base,
+            "/v1/mcps/ocr_workflow_mcp_001/interactions",
+            Some(KEY)
+        )
+        .await
+        .0,
+        403
+    );
+    ingest.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_with_the_field_named() {
+    let ingest = start("bad").await;
+    let base = &ingest.base;
+    let raw = |body: &'static str, ctype: &'static str| {
+        http()
+            .post(format!("{base}/v1/interactions"))
+            .bearer_auth(KEY)
+            .header("content-type", ctype)
+            .body(body)
+            .send()
+    };
+    let r = raw("{not json", "application/json").await.unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "invalid_json"
+    );
+    assert_eq!(
+        raw("{}", "text/plain").await.unwrap().status().as_u16(),
+        415
+    );
+    let (status, body) = post(
+        base,
+        "/v1/interactions",
+        Some(KEY),
+        json!({"request_data": {"input_size": "big"}}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["field"], "request_data.input_size");
+    let (status, body) = post(
+        base,
+        "/v1/interactions/int_x/error",
+        Some(KEY),
+        json!({"error_message": "no code"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (400, Some("error_code"))
+    );
+    let (status, body) = post(
+        base,
+        "/api/interactions",
+        None,
+        json!({"action": "report_everything", "api_key": KEY, "data": {}}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (400, Some("action"))
+    );
+    let (status, body) = post(base, "/api/interactions", None, json!({"action": "report_interaction_complete", "api_key": KEY, "data": {"interaction_id": "i", "quality_score": 7}})).await;
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (400, Some("data.result_data.quality_score"))
+    );
+    let huge = json!({"request_data": {"parameters": {"blob": "x".repeat(2 << 20)}}});
+    assert_eq!(post(base, "/v1/interactions", Some(KEY), huge).await.0, 413);
+    assert_eq!(get(base, "/v1/nothing", None).await.0, 404);
+    assert_eq!(
+        get(
+            base,
+            "/v1/mcps/ocr_workflow_mcp_001/metrics?range=3w",
+            Some(READER)
+        )
+        .await
+        .0,
+        400
+    );
+    // Nothing above reached the store.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(wait_for_history(base, "ocr_workflow_mcp_001", 0)
+        .await
+        .is_empty());
+    ingest.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_answer_per_record_in_json_and_ndjson() {
+    let ingest = start("batch").await;
+    let base = &ingest.base;
+    let records = json!([
+        {"interaction_id": "b1", "timestamp": "2026-11-24T10:00:00.000Z", "result_data": {"success": true}, "processing_data": {"processing_time": 1.5}},
+        {"interaction_id": "b2", "result_data": {"quality_score": "excellent"}},
+        {"result_data": {"success": true}},
+        {"interaction_id": "b3", "mcp_id": "gpt_adapter_mcp_001"}
+    ]);
+    let (status, body) = post(base, "/v1/interactions:batch", Some(KEY), records).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["accepted"].as_u64(), body["rejected"].as_u64()),
+        (Some(1), Some(3))
+    );
+    assert_eq!(body["results"][1]["field"], "result_data.quality_score");
+    assert_eq!(body["results"][2]["field"], "interaction_id");
+    assert_eq!(body["results"][3]["field"], "mcp_id");
+    let ndjson = "{\"interaction_id\": \"n1\"}\n{broken\n{\"interaction_id\": \"n2\"}\n";
+    let r = http()
+        .post(format!("{base}/v1/interactions:batch"))
+        .bearer_auth(KEY)
+        .header("content-type", "application/x-ndjson")
+        .body(ndjson)
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        (body["accepted"].as_u64(), body["rejected"].as_u64()),
+        (Some(2), Some(1)),
+        "{body}"
+    );
+    wait_for_history(base, "ocr_workflow_mcp_001", 3).await;
+    ingest.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_reports_survive_a_store_outage_and_a_restart() {
+    let dir = temp_dir("outage");
+    let store = store_in(&dir, false, None);
+    let ingest = start_with(dir.clone(), store, LIMITS).await;
+    for i in 0..200 {
+        let (status, _) = post(
+            &ingest.base,
+            "/v1/interactions",
+            Some(KEY),
+            json!({"interaction_id": format!("o{i}")}),
+        )
+        .await;
+        assert_eq!(status, 202, "acknowledged while the store is down");
+    }
+    // Shut down with the store still down: the spool keeps everything.
+    ingest.stop().await;
+    let store = store_in(&dir, false, None);
+    let ingest = start_with(dir.clone(), store, LIMITS).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ingest.store.up.store(true, Ordering::Relaxed);
+    let items = wait_for_history(&ingest.base, "ocr_workflow_mcp_001", 200).await;
+    assert_eq!(items.len(), 200);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_dir(dir.join("spool")).unwrap().all(|e| {
+        let p = e.unwrap().path();
+        !p.to_string_lossy().ends_with(".log")
+            || std::fs::metadata(&p).map(|m| m.len() == 0).unwrap_or(true)
+            || p == latest_segment(&dir)
+    }) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "shipped segments were not deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ingest.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn latest_segment(dir: &std::path::Path) -> PathBuf {
+    let mut segs: Vec<PathBuf> = std::fs::read_dir(dir.join("spool"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".log"))
+        .collect();
+    segs.sort();
+    segs.pop().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_is_set_aside_without_blocking_the_rest() {
+    let dir = temp_dir("poison");
+    let store = store_in(&dir, true, Some("bad"));
+    let ingest = start_with(dir.clone(), store, LIMITS).await;
+    for id in ["good1", "bad", "good2"] {
+        assert_eq!(
+            post(
+                &ingest.base,
+                "/v1/interactions",
+                Some(KEY),
+                json!({"interaction_id": id})
+            )
+            .await
+            .0,
+            202
+        );
+    }
+    let items = wait_for_history(&ingest.base, "ocr_workflow_mcp_001", 2).await;
+    assert_eq!(items.len(), 2);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let poison = dir.join("spool/poison.ndjson");
+    while !poison.exists() {
+        assert!(tokio::time::Instant::now() < deadline, "no poison file");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(std::fs::read_to_string(&poison)
+        .unwrap()
+        .contains("\"bad\""));
+    ingest.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
