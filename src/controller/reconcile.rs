@@ -103,11 +103,7 @@ async fn reconcile_one(
         compatibility,
         health: health.as_ref(),
     };
-    let phase = settle(ctx, &api, reg, key, &obs).await?;
-    ctx.metrics
-        .mcp_up
-        .with_label_values(&[mcp_id.as_str()])
-        .set(i64::from(phase == Phase::Ready));
+    settle(ctx, &api, reg, key, &obs).await?;
     Ok(Action::requeue(requeue))
 }
 
@@ -127,9 +123,16 @@ async fn settle(
         &ctx.settings.reporting,
         Timestamp::now(),
     );
+    // Metrics first: anyone who sees the new status must also see it in /metrics.
+    ctx.set_phase(key.clone(), Some(desired.phase));
+    if let Some(id) = obs.mcp_id {
+        ctx.metrics
+            .mcp_up
+            .with_label_values(&[id])
+            .set(i64::from(desired.phase == Phase::Ready));
+    }
     publish_transitions(ctx, reg, previous, &desired).await;
     write_status(api, reg, previous, &desired).await?;
-    ctx.set_phase(key.clone(), Some(desired.phase));
     Ok(desired.phase)
 }
 
