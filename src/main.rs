@@ -76,6 +76,25 @@ struct IngestArgs {
         default_value_t = 20
     )]
     drain_timeout_seconds: u64,
+    /// ClickHouse HTTP URL (e.g. http://clickhouse:8123); without it the embedded SQLite store is used.
+    #[arg(long, env = "MCP_COORDINATOR_CLICKHOUSE_URL")]
+    clickhouse_url: Option<String>,
+    /// ClickHouse database (created if missing).
+    #[arg(
+        long,
+        env = "MCP_COORDINATOR_CLICKHOUSE_DATABASE",
+        default_value = "mcp_coordinator"
+    )]
+    clickhouse_database: String,
+    #[arg(long, env = "MCP_COORDINATOR_CLICKHOUSE_USER")]
+    clickhouse_user: Option<String>,
+    /// Prefer the environment variable to keep the password out of process listings.
+    #[arg(
+        long,
+        env = "MCP_COORDINATOR_CLICKHOUSE_PASSWORD",
+        hide_env_values = true
+    )]
+    clickhouse_password: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -247,9 +266,26 @@ async fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
             auth::ReaderTokens::default()
         }
     };
-    let db = args.data_dir.join("interactions.db");
-    let store = SqliteStore::open(&db)
-        .with_context(|| format!("cannot open the embedded store {}", db.display()))?;
+    let (store, store_name): (Arc<dyn mcp_coordinator::store::InteractionStore>, String) =
+        match &args.clickhouse_url {
+            Some(url) => {
+                let config = mcp_coordinator::store::clickhouse::ClickHouseConfig {
+                    url: url.clone(),
+                    database: args.clickhouse_database.clone(),
+                    user: args.clickhouse_user.clone(),
+                    password: args.clickhouse_password.clone(),
+                };
+                let name = format!("ClickHouse {url} database {}", config.database);
+                let store = mcp_coordinator::store::clickhouse::LazyClickHouseStore::new(config);
+                (Arc::new(store), name)
+            }
+            None => {
+                let db = args.data_dir.join("interactions.db");
+                let store = SqliteStore::open(&db)
+                    .with_context(|| format!("cannot open the embedded store {}", db.display()))?;
+                (Arc::new(store), format!("SQLite {}", db.display()))
+            }
+        };
     let config = IngestConfig {
         listen: args.listen,
         spool: SpoolConfig {
@@ -265,15 +301,8 @@ async fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
         flush_interval: Duration::from_millis(args.flush_interval_ms),
         drain_timeout: Duration::from_secs(args.drain_timeout_seconds),
     };
-    let running = ingest::start(
-        config,
-        Arc::new(store),
-        Arc::new(keys),
-        readers,
-        wait_for_signal(),
-    )
-    .await?;
-    tracing::info!(addr = %running.addr, store = %db.display(), "ingest server listening");
+    let running = ingest::start(config, store, Arc::new(keys), readers, wait_for_signal()).await?;
+    tracing::info!(addr = %running.addr, store = %store_name, "ingest server listening");
     running.done.await.context("ingest server task failed")?;
     Ok(())
 }

@@ -1,17 +1,29 @@
-//! The contract every interaction store meets. Each test runs against every store this machine
-//! can start (the embedded SQLite store always; ClickHouse joins with its issue).
+//! The contract every interaction store meets. Each test runs against each store: the embedded
+//! SQLite store and a real ClickHouse server (Debian's 18.16, started by the harness).
+
+mod clickhouse_support;
 
 use mcp_coordinator::ingest::model::{EventKind, Fields, InteractionEvent};
+use mcp_coordinator::store::clickhouse::ClickHouseStore;
 use mcp_coordinator::store::sqlite::SqliteStore;
 use mcp_coordinator::store::{HistoryQuery, InteractionStore, TimeRange};
 
 const T0: i64 = 1_750_000_000_000;
 
-fn stores() -> Vec<(&'static str, Box<dyn InteractionStore>)> {
-    vec![(
-        "sqlite",
-        Box::new(SqliteStore::in_memory().expect("in-memory SQLite")),
-    )]
+async fn stores() -> Vec<(&'static str, Box<dyn InteractionStore>)> {
+    let server = tokio::task::spawn_blocking(clickhouse_support::shared)
+        .await
+        .unwrap();
+    let clickhouse = ClickHouseStore::connect(&server.config())
+        .await
+        .expect("ClickHouse store connects");
+    vec![
+        (
+            "sqlite",
+            Box::new(SqliteStore::in_memory().expect("in-memory SQLite")),
+        ),
+        ("clickhouse", Box::new(clickhouse)),
+    ]
 }
 
 fn event(id: &str, mcp: &str, kind: EventKind, at: i64, fields: Fields) -> InteractionEvent {
@@ -75,7 +87,7 @@ fn history(mcp: &str) -> HistoryQuery {
 
 #[tokio::test]
 async fn start_and_complete_are_one_interaction() {
-    for (name, store) in stores() {
+    for (name, store) in stores().await {
         store.insert(&[start("i1", "m", T0)]).await.unwrap();
         store
             .insert(&[complete("i1", "m", T0 + 5, 5.3, 0.9)])
@@ -94,7 +106,7 @@ async fn start_and_complete_are_one_interaction() {
 
 #[tokio::test]
 async fn duplicates_and_replays_count_once() {
-    for (name, store) in stores() {
+    for (name, store) in stores().await {
         let events = [start("i1", "m", T0), complete("i1", "m", T0 + 1, 2.0, 0.5)];
         store.insert(&events).await.unwrap();
         store.insert(&events).await.unwrap();
@@ -134,7 +146,7 @@ async fn duplicates_and_replays_count_once() {
 
 #[tokio::test]
 async fn history_is_newest_first_with_limit_and_range() {
-    for (name, store) in stores() {
+    for (name, store) in stores().await {
         let events: Vec<_> = (0..10)
             .map(|i| start(&format!("i{i}"), "m", T0 + i * 1000))
             .collect();
@@ -166,7 +178,7 @@ async fn history_is_newest_first_with_limit_and_range() {
 
 #[tokio::test]
 async fn metrics_summarise_the_range() {
-    for (name, store) in stores() {
+    for (name, store) in stores().await {
         let mut events = Vec::new();
         for i in 0..20 {
             let id = format!("ok{i}");

@@ -1,6 +1,7 @@
 //! Where interactions are kept: ClickHouse in production, SQLite embedded by default, both behind
 //! [`InteractionStore`] and held to the same contract (`tests/store_contract.rs`).
 
+pub mod clickhouse;
 pub mod metrics;
 pub mod sqlite;
 

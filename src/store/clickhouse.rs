@@ -1,0 +1,488 @@
+//! ClickHouse, through the official `clickhouse` crate over HTTP.
+//!
+//! Every event is a row of `interaction_events` (a ReplacingMergeTree keyed by event id, so
+//! replayed events collapse on merge); queries merge the events of each interaction with
+//! `argMaxIf(column, received_ms, isNotNull(column))` — the latest report that set a column wins —
+//! so duplicates never change an answer, merged or not. The SQL runs on Debian's ClickHouse 18.16
+//! (no DateTime64, no server-side parameters: values are bound client-side and escaped by the
+//! crate, rows travel as plain RowBinary) and on current releases, where the schema uses
+//! LowCardinality for the low-cardinality columns.
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use serde::{Deserialize, Serialize};
+
+use super::metrics::{self, McpMetrics, TimeRange};
+use super::{HistoryQuery, InteractionStore, StoreError};
+use crate::ingest::model::{Fields, Interaction, InteractionEvent};
+
+const TABLE: &str = "interaction_events";
+
+/// Connection settings (`--clickhouse-*` flags).
+#[derive(Debug, Clone)]
+pub struct ClickHouseConfig {
+    pub url: String,
+    pub database: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+}
+
+pub struct ClickHouseStore {
+    client: clickhouse::Client,
+    database: String,
+    /// `major.minor` of the server, as detected at start.
+    pub server_version: (u32, u32),
+}
+
+#[derive(Debug, clickhouse::Row, Serialize, Deserialize)]
+struct EventRow {
+    event_id: String,
+    mcp_id: String,
+    interaction_id: String,
+    kind: String,
+    received_ms: i64,
+    /// Days since the epoch (ClickHouse `Date`), the partition key.
+    event_date: u16,
+    session_id: Option<String>,
+    mcp_type: Option<String>,
+    timestamp_ms: Option<i64>,
+    user_id: Option<String>,
+    request_type: Option<String>,
+    input_size: Option<i64>,
+    parameters: Option<String>,
+    quality_level: Option<String>,
+    privacy_level: Option<String>,
+    start_time_ms: Option<i64>,
+    end_time_ms: Option<i64>,
+    processing_time: Option<f64>,
+    adapter_used: Option<String>,
+    steps_executed: Option<String>,
+    cpu_usage: Option<f64>,
+    memory_usage: Option<f64>,
+    gpu_usage: Option<f64>,
+    success: Option<u8>,
+    output_size: Option<i64>,
+    quality_score: Option<f64>,
+    confidence: Option<f64>,
+    error_code: Option<String>,
+    error_message: Option<String>,
+    mcp_version: Option<String>,
+    coordinator_version: Option<String>,
+    environment: Option<String>,
+    region: Option<String>,
+}
+
+/// Nullable columns, in table order, with their types on old and new servers.
+const COLUMNS: &[(&str, &str, bool)] = &[
+    ("session_id", "String", false),
+    ("mcp_type", "String", true),
+    ("timestamp_ms", "Int64", false),
+    ("user_id", "String", false),
+    ("request_type", "String", true),
+    ("input_size", "Int64", false),
+    ("parameters", "String", false),
+    ("quality_level", "String", true),
+    ("privacy_level", "String", true),
+    ("start_time_ms", "Int64", false),
+    ("end_time_ms", "Int64", false),
+    ("processing_time", "Float64", false),
+    ("adapter_used", "String", true),
+    ("steps_executed", "String", false),
+    ("cpu_usage", "Float64", false),
+    ("memory_usage", "Float64", false),
+    ("gpu_usage", "Float64", false),
+    ("success", "UInt8", false),
+    ("output_size", "Int64", false),
+    ("quality_score", "Float64", false),
+    ("confidence", "Float64", false),
+    ("error_code", "String", true),
+    ("error_message", "String", false),
+    ("mcp_version", "String", true),
+    ("coordinator_version", "String", true),
+    ("environment", "String", true),
+    ("region", "String", true),
+];
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct MergedRow {
+    mcp_id: String,
+    interaction_id: String,
+    first_received_ms: i64,
+    last_received_ms: i64,
+    session_id: Option<String>,
+    mcp_type: Option<String>,
+    timestamp_ms: Option<i64>,
+    user_id: Option<String>,
+    request_type: Option<String>,
+    input_size: Option<i64>,
+    parameters: Option<String>,
+    quality_level: Option<String>,
+    privacy_level: Option<String>,
+    start_time_ms: Option<i64>,
+    end_time_ms: Option<i64>,
+    processing_time: Option<f64>,
+    adapter_used: Option<String>,
+    steps_executed: Option<String>,
+    cpu_usage: Option<f64>,
+    memory_usage: Option<f64>,
+    gpu_usage: Option<f64>,
+    success: Option<u8>,
+    output_size: Option<i64>,
+    quality_score: Option<f64>,
+    confidence: Option<f64>,
+    error_code: Option<String>,
+    error_message: Option<String>,
+    mcp_version: Option<String>,
+    coordinator_version: Option<String>,
+    environment: Option<String>,
+    region: Option<String>,
+}
+
+impl From<MergedRow> for Interaction {
+    fn from(r: MergedRow) -> Self {
+        Interaction {
+            interaction_id: r.interaction_id,
+            mcp_id: r.mcp_id,
+            first_received_ms: r.first_received_ms,
+            last_received_ms: r.last_received_ms,
+            fields: Fields {
+                session_id: r.session_id,
+                mcp_type: r.mcp_type,
+                timestamp_ms: r.timestamp_ms,
+                user_id: r.user_id,
+                request_type: r.request_type,
+                input_size: r.input_size,
+                parameters: r.parameters,
+                quality_level: r.quality_level,
+                privacy_level: r.privacy_level,
+                start_time_ms: r.start_time_ms,
+                end_time_ms: r.end_time_ms,
+                processing_time: r.processing_time,
+                adapter_used: r.adapter_used,
+                steps_executed: r.steps_executed,
+                cpu_usage: r.cpu_usage,
+                memory_usage: r.memory_usage,
+                gpu_usage: r.gpu_usage,
+                success: r.success.map(|s| s != 0),
+                output_size: r.output_size,
+                quality_score: r.quality_score,
+                confidence: r.confidence,
+                error_code: r.error_code,
+                error_message: r.error_message,
+                mcp_version: r.mcp_version,
+                coordinator_version: r.coordinator_version,
+                environment: r.environment,
+                region: r.region,
+            },
+        }
+    }
+}
+
+fn row(e: &InteractionEvent) -> EventRow {
+    let f = e.fields.clone();
+    EventRow {
+        event_id: e.event_id.clone(),
+        mcp_id: e.mcp_id.clone(),
+        interaction_id: e.interaction_id.clone(),
+        kind: e.kind.as_str().to_string(),
+        received_ms: e.received_ms,
+        event_date: (e.received_ms.div_euclid(86_400_000)).clamp(0, i64::from(u16::MAX)) as u16,
+        session_id: f.session_id,
+        mcp_type: f.mcp_type,
+        timestamp_ms: f.timestamp_ms,
+        user_id: f.user_id,
+        request_type: f.request_type,
+        input_size: f.input_size,
+        parameters: f.parameters,
+        quality_level: f.quality_level,
+        privacy_level: f.privacy_level,
+        start_time_ms: f.start_time_ms,
+        end_time_ms: f.end_time_ms,
+        processing_time: f.processing_time,
+        adapter_used: f.adapter_used,
+        steps_executed: f.steps_executed,
+        cpu_usage: f.cpu_usage,
+        memory_usage: f.memory_usage,
+        gpu_usage: f.gpu_usage,
+        success: f.success.map(u8::from),
+        output_size: f.output_size,
+        quality_score: f.quality_score,
+        confidence: f.confidence,
+        error_code: f.error_code,
+        error_message: f.error_message,
+        mcp_version: f.mcp_version,
+        coordinator_version: f.coordinator_version,
+        environment: f.environment,
+        region: f.region,
+    }
+}
+
+fn classify(e: clickhouse::error::Error) -> StoreError {
+    let text = e.to_string();
+    // Server-side parse and type errors will not go away on retry.
+    let rejected = [
+        "Code: 26,",
+        "Code: 27,",
+        "Code: 53,",
+        "Code: 70,",
+        "Code: 117,",
+    ]
+    .iter()
+    .any(|c| text.contains(c));
+    if rejected {
+        StoreError::Rejected(text)
+    } else {
+        StoreError::Unavailable(format!("ClickHouse: {text}"))
+    }
+}
+
+/// The DDL of the events table for a server of `version`.
+pub fn create_table_sql(database: &str, version: (u32, u32)) -> String {
+    let modern = version.0 >= 20;
+    let low = |ty: &str, low_cardinality: bool| {
+        if modern && low_cardinality {
+            format!("LowCardinality({ty})")
+        } else {
+            ty.to_string()
+        }
+    };
+    let mut columns = vec![
+        "event_id String".to_string(),
+        format!("mcp_id {}", low("String", true)),
+        "interaction_id String".to_string(),
+        format!("kind {}", low("String", true)),
+        "received_ms Int64".to_string(),
+        "event_date Date".to_string(),
+    ];
+    for (name, ty, lc) in COLUMNS {
+        let ty = if modern && *lc {
+            format!("LowCardinality(Nullable({ty}))")
+        } else {
+            format!("Nullable({ty})")
+        };
+        columns.push(format!("{name} {ty}"));
+    }
+    format!(
+        "CREATE TABLE IF NOT EXISTS {database}.{TABLE} ({}) ENGINE = ReplacingMergeTree PARTITION BY toYYYYMM(event_date) ORDER BY (mcp_id, interaction_id, event_id)",
+        columns.join(", ")
+    )
+}
+
+/// The SELECT that merges events into interactions, for events matching `filter`.
+fn merged_sql(database: &str, filter: &str) -> String {
+    let mut columns = vec![
+        "mcp_id".to_string(),
+        "interaction_id".to_string(),
+        "min(received_ms) AS first_received_ms".to_string(),
+        "max(received_ms) AS last_received_ms".to_string(),
+    ];
+    for (name, _, _) in COLUMNS {
+        columns.push(format!(
+            "argMaxIf({name}, received_ms, isNotNull({name})) AS {name}"
+        ));
+    }
+    format!(
+        "SELECT {} FROM {database}.{TABLE} WHERE {filter} GROUP BY mcp_id, interaction_id",
+        columns.join(", ")
+    )
+}
+
+const TIME: &str = "coalesce(timestamp_ms, start_time_ms, first_received_ms)";
+
+fn valid_identifier(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !name.as_bytes()[0].is_ascii_digit()
+}
+
+impl ClickHouseStore {
+    /// Connects, detects the server version, and creates (or migrates) the schema.
+    pub async fn connect(config: &ClickHouseConfig) -> Result<Self, StoreError> {
+        if !valid_identifier(&config.database) {
+            return Err(StoreError::Rejected(format!(
+                "ClickHouse database name {:?} must be letters, digits and '_' (not starting with a digit)",
+                config.database
+            )));
+        }
+        let mut client = clickhouse::Client::default()
+            .with_url(&config.url)
+            .with_validation(false);
+        if let Some(user) = &config.user {
+            client = client.with_user(user);
+        }
+        if let Some(password) = &config.password {
+            client = client.with_password(password);
+        }
+        let version: String = client
+            .query("SELECT version()")
+            .fetch_one()
+            .await
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot reach ClickHouse at {}: {e}", config.url))
+            })?;
+        let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        let server_version = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        client
+            .query(&format!(
+                "CREATE DATABASE IF NOT EXISTS {}",
+                config.database
+            ))
+            .execute()
+            .await
+            .map_err(classify)?;
+        client
+            .query(&create_table_sql(&config.database, server_version))
+            .execute()
+            .await
+            .map_err(classify)?;
+        tracing::info!(url = %config.url, database = %config.database, version = %version, "ClickHouse store ready");
+        Ok(Self {
+            client: client.with_database(&config.database),
+            database: config.database.clone(),
+            server_version,
+        })
+    }
+
+    async fn merged(
+        &self,
+        filter: &str,
+        outer: &str,
+        binds: Vec<Bind>,
+    ) -> Result<Vec<Interaction>, StoreError> {
+        let sql = format!(
+            "SELECT * FROM ({}) {outer}",
+            merged_sql(&self.database, filter)
+        );
+        let mut query = self.client.query(&sql);
+        for b in binds {
+            query = match b {
+                Bind::Text(t) => query.bind(t),
+                Bind::Int(i) => query.bind(i),
+            };
+        }
+        let rows: Vec<MergedRow> = query.fetch_all().await.map_err(classify)?;
+        Ok(rows.into_iter().map(Interaction::from).collect())
+    }
+}
+
+enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+impl InteractionStore for ClickHouseStore {
+    fn insert<'a>(
+        &'a self,
+        events: &'a [InteractionEvent],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move {
+            let mut insert = self
+                .client
+                .insert::<EventRow>(TABLE)
+                .await
+                .map_err(classify)?;
+            for e in events {
+                insert.write(&row(e)).await.map_err(classify)?;
+            }
+            insert.end().await.map_err(classify)
+        }
+        .boxed()
+    }
+
+    fn history<'a>(
+        &'a self,
+        q: &'a HistoryQuery,
+    ) -> BoxFuture<'a, Result<Vec<Interaction>, StoreError>> {
+        async move {
+            let outer = format!("WHERE {TIME} >= ? AND {TIME} < ? ORDER BY {TIME} DESC, interaction_id DESC LIMIT {}", q.limit);
+            self.merged(
+                "mcp_id = ?",
+                &outer,
+                vec![
+                    Bind::Text(q.mcp_id.clone()),
+                    Bind::Int(q.since_ms.unwrap_or(i64::MIN)),
+                    Bind::Int(q.until_ms.unwrap_or(i64::MAX)),
+                ],
+            )
+            .await
+        }
+        .boxed()
+    }
+
+    fn metrics<'a>(
+        &'a self,
+        mcp_id: Option<&'a str>,
+        range: TimeRange,
+    ) -> BoxFuture<'a, Result<Vec<McpMetrics>, StoreError>> {
+        async move {
+            let outer = format!("WHERE {TIME} >= ? AND {TIME} < ?");
+            let (filter, mut binds) = match mcp_id {
+                Some(id) => ("mcp_id = ?", vec![Bind::Text(id.to_string())]),
+                None => ("1", vec![]),
+            };
+            binds.push(Bind::Int(range.since_ms));
+            binds.push(Bind::Int(range.until_ms));
+            let rows = self.merged(filter, &outer, binds).await?;
+            let mut by_mcp: std::collections::BTreeMap<String, Vec<Interaction>> =
+                Default::default();
+            for r in rows {
+                by_mcp.entry(r.mcp_id.clone()).or_default().push(r);
+            }
+            if let Some(id) = mcp_id {
+                by_mcp.entry(id.to_string()).or_default();
+            }
+            Ok(by_mcp
+                .iter()
+                .map(|(id, rows)| metrics::compute(id, rows, range))
+                .collect())
+        }
+        .boxed()
+    }
+}
+
+/// A ClickHouse store that connects on first use and again after failures, so the ingest server
+/// starts (and spools) while ClickHouse is still down.
+pub struct LazyClickHouseStore {
+    config: ClickHouseConfig,
+    store: tokio::sync::OnceCell<ClickHouseStore>,
+}
+
+impl LazyClickHouseStore {
+    pub fn new(config: ClickHouseConfig) -> Self {
+        Self {
+            config,
+            store: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    async fn get(&self) -> Result<&ClickHouseStore, StoreError> {
+        self.store
+            .get_or_try_init(|| ClickHouseStore::connect(&self.config))
+            .await
+    }
+}
+
+impl InteractionStore for LazyClickHouseStore {
+    fn insert<'a>(
+        &'a self,
+        events: &'a [InteractionEvent],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move { self.get().await?.insert(events).await }.boxed()
+    }
+
+    fn history<'a>(
+        &'a self,
+        q: &'a HistoryQuery,
+    ) -> BoxFuture<'a, Result<Vec<Interaction>, StoreError>> {
+        async move { self.get().await?.history(q).await }.boxed()
+    }
+
+    fn metrics<'a>(
+        &'a self,
+        mcp_id: Option<&'a str>,
+        range: TimeRange,
+    ) -> BoxFuture<'a, Result<Vec<McpMetrics>, StoreError>> {
+        async move { self.get().await?.metrics(mcp_id, range).await }.boxed()
+    }
+}

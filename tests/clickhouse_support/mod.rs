@@ -1,0 +1,153 @@
+//! A real ClickHouse server for tests: Debian's `clickhouse-server` (installed by .ci/run), started
+//! on ephemeral loopback ports with its own data directory. A watchdog shell stops it when the test
+//! process exits, however it exits.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use mcp_coordinator::store::clickhouse::ClickHouseConfig;
+
+pub struct ClickHouseServer {
+    pub http_port: u16,
+    tcp_port: u16,
+    interserver_port: u16,
+    pub dir: PathBuf,
+    watchdog: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn binary() -> &'static str {
+    for candidate in ["/usr/bin/clickhouse-server", "/usr/sbin/clickhouse-server"] {
+        if Path::new(candidate).exists() {
+            return candidate;
+        }
+    }
+    panic!("clickhouse-server is not installed: run .ci/run (apt-get install clickhouse-server)");
+}
+
+impl ClickHouseServer {
+    /// Starts a new server in a fresh directory.
+    pub fn start(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("mcp-ch-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("tmp")).expect("ClickHouse dir");
+        let mut server = Self {
+            http_port: free_port(),
+            tcp_port: free_port(),
+            interserver_port: free_port(),
+            dir,
+            watchdog: None,
+        };
+        server.launch();
+        server
+    }
+
+    fn launch(&mut self) {
+        let d = self.dir.display();
+        let command = format!(
+            "{bin} --config-file=/etc/clickhouse-server/config.xml -- --http_port={http} --tcp_port={tcp} --interserver_http_port={inter} --listen_host=127.0.0.1 --path={d}/ --tmp_path={d}/tmp/ --user_files_path={d}/user_files/ --format_schema_path={d}/format_schemas/ --logger.log={d}/log --logger.errorlog={d}/err > {d}/stdout 2>&1 & \
+             ch=$!; echo $ch > {d}/pid; while kill -0 $PPID 2>/dev/null && kill -0 $ch 2>/dev/null; do sleep 0.5; done; kill -9 $ch 2>/dev/null",
+            bin = binary(),
+            http = self.http_port,
+            tcp = self.tcp_port,
+            inter = self.interserver_port,
+        );
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sh runs");
+        self.watchdog = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.http_port)) {
+                use std::io::{Read, Write};
+                let _ = s.write_all(b"GET /ping HTTP/1.0\r\n\r\n");
+                let mut answer = String::new();
+                let _ = s.read_to_string(&mut answer);
+                if answer.contains("Ok.") {
+                    return;
+                }
+            }
+            if Instant::now() > deadline {
+                let err = std::fs::read_to_string(self.dir.join("err")).unwrap_or_default();
+                panic!(
+                    "ClickHouse did not answer /ping on {} within 60 s; its error log ends:\n{}",
+                    self.http_port,
+                    tail(&err)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGKILLs the server (the data directory stays).
+    pub fn kill(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.dir.join("pid")) {
+            let _ = Command::new("kill").args(["-9", pid.trim()]).status();
+        }
+        if let Some(mut w) = self.watchdog.take() {
+            let _ = w.wait();
+        }
+    }
+
+    /// Starts it again on the same ports and data.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// Connection settings for a database of its own (tests share the server, not the data).
+    pub fn config(&self) -> ClickHouseConfig {
+        static N: AtomicU32 = AtomicU32::new(0);
+        ClickHouseConfig {
+            url: self.url(),
+            database: format!(
+                "t{}_{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ),
+            user: None,
+            password: None,
+        }
+    }
+}
+
+impl Drop for ClickHouseServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// One server for every test of this test binary.
+pub fn shared() -> &'static ClickHouseServer {
+    static SERVER: OnceLock<ClickHouseServer> = OnceLock::new();
+    SERVER.get_or_init(|| ClickHouseServer::start("shared"))
+}
