@@ -44,6 +44,12 @@ struct IngestArgs {
     /// YAML map of mcp_id: API key, for running without Kubernetes.
     #[arg(long, env = "MCP_COORDINATOR_KEYS_FILE")]
     keys_file: Option<std::path::PathBuf>,
+    /// Also take API keys from the controller's credentials Secrets (needs a kubeconfig or in-cluster config).
+    #[arg(long, env = "MCP_COORDINATOR_KEYS_FROM_SECRETS")]
+    keys_from_secrets: bool,
+    /// With --keys-from-secrets: watch only this namespace (default: all namespaces).
+    #[arg(long, env = "MCP_COORDINATOR_NAMESPACE")]
+    namespace: Option<String>,
     /// YAML map of reader name: token; these tokens may query history and metrics.
     #[arg(long, env = "MCP_COORDINATOR_READER_TOKENS_FILE")]
     reader_tokens_file: Option<std::path::PathBuf>,
@@ -252,11 +258,21 @@ async fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
     })?;
     let keys = match &args.keys_file {
         Some(path) => auth::KeyRing::from_file(path)?,
-        None => {
-            tracing::warn!("no --keys-file given: every report will be refused with 401 until keys are configured");
-            auth::KeyRing::default()
-        }
+        None => auth::KeyRing::default(),
     };
+    let keys = Arc::new(keys);
+    if args.keys_from_secrets {
+        let client = kube::Client::try_default().await.context(
+            "--keys-from-secrets needs Kubernetes access: set KUBECONFIG or run inside a cluster",
+        )?;
+        tokio::spawn(ingest::secrets::watch(
+            client,
+            args.namespace.clone(),
+            keys.clone(),
+        ));
+    } else if keys.is_empty() {
+        tracing::warn!("no API keys configured (--keys-file, --keys-from-secrets): every report will be refused with 401");
+    }
     let readers = match &args.reader_tokens_file {
         Some(path) => auth::ReaderTokens::from_file(path)?,
         None => {
@@ -301,7 +317,7 @@ async fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
         flush_interval: Duration::from_millis(args.flush_interval_ms),
         drain_timeout: Duration::from_secs(args.drain_timeout_seconds),
     };
-    let running = ingest::start(config, store, Arc::new(keys), readers, wait_for_signal()).await?;
+    let running = ingest::start(config, store, keys, readers, wait_for_signal()).await?;
     tracing::info!(addr = %running.addr, store = %store_name, "ingest server listening");
     running.done.await.context("ingest server task failed")?;
     Ok(())

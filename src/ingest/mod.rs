@@ -5,6 +5,7 @@ pub mod auth;
 pub mod metrics;
 pub mod model;
 pub mod parse;
+pub mod secrets;
 pub mod server;
 pub mod shipper;
 pub mod spool;

@@ -1,0 +1,83 @@
+//! API keys from the controller's credentials Secrets, end to end: the controller registers an MCP
+//! against the test API server, and the ingest server accepts that MCP's key from its Secret.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{DeleteParams, PostParams};
+use kube::Api;
+use mcp_coordinator::crd::{MCPRegistration, Phase};
+use mcp_coordinator::ingest::auth::KeyRing;
+
+async fn eventually(what: &str, check: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_follow_the_credentials_secrets() {
+    let server = api_server().await;
+    let mcp = FakeMcp::start().await;
+    let _controller = start_controller(&server);
+    let keys = Arc::new(KeyRing::default());
+    tokio::spawn(mcp_coordinator::ingest::secrets::watch(
+        client(&server),
+        None,
+        keys.clone(),
+    ));
+
+    let api: Api<MCPRegistration> = Api::namespaced(client(&server), "default");
+    api.create(&PostParams::default(), &registration("ocr", &mcp.url(), ""))
+        .await
+        .unwrap();
+    wait_for(&api, "ocr", Duration::from_secs(20), "Ready", |r| {
+        phase(r) == Some(Phase::Ready)
+    })
+    .await;
+    let secrets: Api<Secret> = Api::namespaced(client(&server), "default");
+    let key_of = |s: Secret| String::from_utf8(s.data.unwrap()["api-key"].0.clone()).unwrap();
+    let key = key_of(secrets.get("ocr-mcp-key").await.unwrap());
+    eventually("the key is accepted", || {
+        keys.mcp_for(&key).as_deref() == Some("ocr_workflow_mcp_001")
+    })
+    .await;
+
+    // Rotation: the new key works, the old one no longer does.
+    let patch =
+        serde_json::json!({"metadata": {"annotations": {"mcp.coordinator.dev/rotate-key": "1"}}});
+    api.patch(
+        "ocr",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let rotated = loop {
+        let now = key_of(secrets.get("ocr-mcp-key").await.unwrap());
+        if now != key {
+            break now;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not rotated");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eventually("the rotated key is accepted", || {
+        keys.mcp_for(&rotated).is_some()
+    })
+    .await;
+    assert_eq!(keys.mcp_for(&key), None, "the old key is gone");
+
+    // Deleting the registration removes its key.
+    api.delete("ocr", &DeleteParams::default()).await.unwrap();
+    eventually("the key is dropped", || keys.mcp_for(&rotated).is_none()).await;
+}
