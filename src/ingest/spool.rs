@@ -93,6 +93,8 @@ struct Inner {
     state: Mutex<State>,
     /// Signalled after every commit, for the shipper.
     committed: Notify,
+    /// fsyncs so far (each covers every request waiting at that moment).
+    commits: std::sync::atomic::AtomicU64,
 }
 
 impl Inner {
@@ -278,6 +280,7 @@ impl Spool {
                 oldest_ms: stats.oldest_ms,
             }),
             committed: Notify::new(),
+            commits: std::sync::atomic::AtomicU64::new(0),
         });
         let (appends, requests) = mpsc::channel(4096);
         let writer_inner = inner.clone();
@@ -324,6 +327,13 @@ impl Spool {
         wait.await.map_err(|_| SpoolError::Closed)?
     }
 
+    /// How many group commits (fsyncs) the writer has made since start.
+    pub fn commits(&self) -> u64 {
+        self.inner
+            .commits
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn stats(&self) -> SpoolStats {
         let s = self.inner.state();
         SpoolStats {
@@ -365,6 +375,9 @@ fn write_loop(
             .map_err(io_err(&path));
         match &result {
             Ok(()) => {
+                inner
+                    .commits
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 len += buffer.len() as u64;
                 let mut state = inner.state();
                 state.durable_len = len;
