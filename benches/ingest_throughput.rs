@@ -84,7 +84,7 @@ async fn main() {
         },
         Arc::new(store),
         Arc::new(keys),
-        mcp_coordinator::ingest::auth::ReaderTokens::default(),
+        Arc::new(mcp_coordinator::ingest::auth::ReaderTokens::default()),
         futures::future::pending(),
     )
     .await

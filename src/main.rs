@@ -44,7 +44,8 @@ struct IngestArgs {
     /// YAML map of mcp_id: API key, for running without Kubernetes.
     #[arg(long, env = "MCP_COORDINATOR_KEYS_FILE")]
     keys_file: Option<std::path::PathBuf>,
-    /// Also take API keys from the controller's credentials Secrets (needs a kubeconfig or in-cluster config).
+    /// Also take MCP API keys (the controller's credentials Secrets) and reader tokens (Secrets
+    /// labelled mcp.coordinator.dev/reader-token=true, key `token`) from Kubernetes.
     #[arg(long, env = "MCP_COORDINATOR_KEYS_FROM_SECRETS")]
     keys_from_secrets: bool,
     /// With --keys-from-secrets: watch only this namespace (default: all namespaces).
@@ -261,27 +262,33 @@ async fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
         None => auth::KeyRing::default(),
     };
     let keys = Arc::new(keys);
+    let readers = Arc::new(match &args.reader_tokens_file {
+        Some(path) => auth::ReaderTokens::from_file(path)?,
+        None => auth::ReaderTokens::default(),
+    });
     if args.keys_from_secrets {
         let client = kube::Client::try_default().await.context(
             "--keys-from-secrets needs Kubernetes access: set KUBECONFIG or run inside a cluster",
         )?;
+        let ns = args.namespace.clone();
         tokio::spawn(ingest::secrets::watch(
-            client,
-            args.namespace.clone(),
+            client.clone(),
+            ns.clone(),
             keys.clone(),
         ));
-    } else if keys.is_empty() {
-        tracing::warn!("no API keys configured (--keys-file, --keys-from-secrets): every report will be refused with 401");
-    }
-    let readers = match &args.reader_tokens_file {
-        Some(path) => auth::ReaderTokens::from_file(path)?,
-        None => {
-            tracing::warn!(
-                "no --reader-tokens-file given: history and metrics queries will be refused"
-            );
-            auth::ReaderTokens::default()
+        tokio::spawn(ingest::secrets::watch_reader_tokens(
+            client,
+            ns,
+            readers.clone(),
+        ));
+    } else {
+        if keys.is_empty() {
+            tracing::warn!("no API keys configured (--keys-file, --keys-from-secrets): every report will be refused with 401");
         }
-    };
+        if args.reader_tokens_file.is_none() {
+            tracing::warn!("no reader tokens configured (--reader-tokens-file, --keys-from-secrets): queries will be refused");
+        }
+    }
     let (store, store_name): (Arc<dyn mcp_coordinator::store::InteractionStore>, String) =
         match &args.clickhouse_url {
             Some(url) => {

@@ -45,7 +45,7 @@ async fn acknowledged_reports_survive_a_clickhouse_crash() {
         },
         store.clone(),
         Arc::new(keys),
-        ReaderTokens::default(),
+        Arc::new(ReaderTokens::default()),
         async move {
             let _ = stopped.await;
         },

@@ -105,7 +105,7 @@ async fn start_with(dir: PathBuf, store: Arc<Switchable>, limits: Limits) -> Ing
         config,
         store.clone(),
         Arc::new(keys),
-        ReaderTokens::from_tokens([READER]),
+        Arc::new(ReaderTokens::from_tokens([READER])),
         async move {
             let _ = stopped.await;
         },

@@ -99,32 +99,38 @@ impl KeyRing {
     }
 }
 
-/// Tokens that may read interaction history and metrics.
+/// Tokens that may read interaction history and metrics, by reader name.
 #[derive(Default)]
 pub struct ReaderTokens {
-    digests: Vec<[u8; 32]>,
+    ring: KeyRing,
 }
 
 impl ReaderTokens {
     /// Loads `name: token` pairs from a YAML file.
     pub fn from_file(path: &Path) -> Result<Self, AuthFileError> {
         let map: BTreeMap<String, String> = read_yaml(path, "a map of reader name: token")?;
-        Ok(Self {
-            digests: map.values().map(|t| digest(t)).collect(),
-        })
+        let tokens = Self::default();
+        for (name, token) in map {
+            tokens.ring.set(&name, &token);
+        }
+        Ok(tokens)
     }
 
     pub fn from_tokens<'a>(tokens: impl IntoIterator<Item = &'a str>) -> Self {
-        Self {
-            digests: tokens.into_iter().map(digest).collect(),
+        let readers = Self::default();
+        for (i, token) in tokens.into_iter().enumerate() {
+            readers.ring.set(&format!("reader-{i}"), token);
         }
+        readers
     }
 
     pub fn allows(&self, token: &str) -> bool {
-        let wanted = digest(token);
-        self.digests
-            .iter()
-            .fold(false, |any, d| any | bool::from(d.ct_eq(&wanted)))
+        self.ring.mcp_for(token).is_some()
+    }
+
+    /// The tokens by reader name, for sources that add and remove them (Secrets).
+    pub fn ring(&self) -> &KeyRing {
+        &self.ring
     }
 }
 

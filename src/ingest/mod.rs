@@ -61,7 +61,7 @@ pub async fn start(
     config: IngestConfig,
     store: Arc<dyn InteractionStore>,
     keys: Arc<KeyRing>,
-    readers: ReaderTokens,
+    readers: Arc<ReaderTokens>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<RunningIngest, IngestError> {
     let metrics = Arc::new(IngestMetrics::new()?);

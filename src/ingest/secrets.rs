@@ -11,7 +11,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, ResourceExt};
 
-use super::auth::KeyRing;
+use super::auth::{KeyRing, ReaderTokens};
 use crate::controller::keys::SECRET_KEY;
 use crate::crd::{CREDENTIALS_LABEL, MCP_ID_LABEL};
 
@@ -23,13 +23,76 @@ pub fn credentials(secret: &Secret) -> Option<(String, String)> {
     (!key.is_empty()).then_some((id, key))
 }
 
-/// Keeps `keys` in step with the credentials Secrets until the stream ends (it retries on errors).
+/// A reader token Secret's name (`namespace/name`) and token (data key `token`).
+pub fn reader_token(secret: &Secret) -> Option<(String, String)> {
+    let token = secret.data.as_ref()?.get(READER_TOKEN_KEY)?;
+    let token = String::from_utf8(token.0.clone()).ok()?;
+    (!token.is_empty()).then(|| (secret_name(secret), token))
+}
+
+fn secret_name(secret: &Secret) -> String {
+    format!(
+        "{}/{}",
+        secret.namespace().unwrap_or_default(),
+        secret.name_any()
+    )
+}
+
+/// Label of Secrets holding a reader token (data key `token`).
+pub const READER_TOKEN_LABEL: &str = "mcp.coordinator.dev/reader-token";
+pub const READER_TOKEN_KEY: &str = "token";
+
+/// Keeps `keys` in step with the credentials Secrets (MCP ID → API key).
 pub async fn watch(client: Client, namespace: Option<String>, keys: Arc<KeyRing>) {
+    let id = |s: &Secret| s.labels().get(MCP_ID_LABEL).cloned();
+    let selector = format!("{CREDENTIALS_LABEL}=true");
+    watch_labelled(
+        client,
+        namespace,
+        &selector,
+        credentials,
+        id,
+        &keys,
+        "API keys",
+    )
+    .await
+}
+
+/// Keeps `readers` in step with the reader token Secrets (label `mcp.coordinator.dev/reader-token=true`).
+pub async fn watch_reader_tokens(
+    client: Client,
+    namespace: Option<String>,
+    readers: Arc<ReaderTokens>,
+) {
+    let id = |s: &Secret| Some(secret_name(s));
+    let selector = format!("{READER_TOKEN_LABEL}=true");
+    watch_labelled(
+        client,
+        namespace,
+        &selector,
+        reader_token,
+        id,
+        readers.ring(),
+        "reader tokens",
+    )
+    .await
+}
+
+/// Mirrors the labelled Secrets into `ring` until the stream ends (the watcher retries with backoff).
+async fn watch_labelled(
+    client: Client,
+    namespace: Option<String>,
+    selector: &str,
+    extract: fn(&Secret) -> Option<(String, String)>,
+    id_of: impl Fn(&Secret) -> Option<String>,
+    ring: &KeyRing,
+    what: &'static str,
+) {
     let api: Api<Secret> = match &namespace {
         Some(ns) => Api::namespaced(client, ns),
         None => Api::all(client),
     };
-    let config = watcher::Config::default().labels(&format!("{CREDENTIALS_LABEL}=true"));
+    let config = watcher::Config::default().labels(selector);
     let mut seen_in_relist: HashSet<String> = HashSet::new();
     let mut known: HashSet<String> = HashSet::new();
     let mut events = watcher::watcher(api, config).default_backoff().boxed();
@@ -37,8 +100,8 @@ pub async fn watch(client: Client, namespace: Option<String>, keys: Arc<KeyRing>
         match event {
             Ok(Event::Init) => seen_in_relist.clear(),
             Ok(Event::InitApply(secret)) | Ok(Event::Apply(secret)) => {
-                if let Some((id, key)) = credentials(&secret) {
-                    keys.set(&id, &key);
+                if let Some((id, key)) = extract(&secret) {
+                    ring.set(&id, &key);
                     seen_in_relist.insert(id.clone());
                     known.insert(id);
                 }
@@ -49,22 +112,19 @@ pub async fn watch(client: Client, namespace: Option<String>, keys: Arc<KeyRing>
                     .cloned()
                     .collect::<Vec<_>>()
                 {
-                    keys.remove(&gone);
+                    ring.remove(&gone);
                     known.remove(&gone);
                 }
-                tracing::info!(
-                    keys = known.len(),
-                    "API keys loaded from credentials Secrets"
-                );
+                tracing::info!(count = known.len(), "{what} loaded from Secrets");
             }
             Ok(Event::Delete(secret)) => {
-                if let Some(id) = secret.labels().get(MCP_ID_LABEL) {
-                    keys.remove(id);
-                    known.remove(id);
+                if let Some(id) = id_of(&secret) {
+                    ring.remove(&id);
+                    known.remove(&id);
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "watching credentials Secrets failed; retrying with backoff")
+                tracing::warn!(error = %e, "watching Secrets for {what} failed; retrying with backoff")
             }
         }
     }

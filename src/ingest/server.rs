@@ -29,7 +29,7 @@ pub struct IngestState {
     pub spool: Spool,
     pub store: Arc<dyn InteractionStore>,
     pub keys: Arc<KeyRing>,
-    pub readers: ReaderTokens,
+    pub readers: Arc<ReaderTokens>,
     pub metrics: Arc<IngestMetrics>,
     pub limits: Limits,
     pub ready: AtomicBool,
@@ -41,7 +41,7 @@ impl IngestState {
         spool: Spool,
         store: Arc<dyn InteractionStore>,
         keys: Arc<KeyRing>,
-        readers: ReaderTokens,
+        readers: Arc<ReaderTokens>,
         metrics: Arc<IngestMetrics>,
         limits: Limits,
     ) -> Self {
