@@ -86,16 +86,29 @@ async fn keys_follow_the_credentials_secrets() {
 async fn reader_tokens_follow_their_secrets() {
     let server = api_server().await;
     let readers = Arc::new(mcp_coordinator::ingest::auth::ReaderTokens::default());
-    tokio::spawn(mcp_coordinator::ingest::secrets::watch_reader_tokens(client(&server), None, readers.clone()));
+    tokio::spawn(mcp_coordinator::ingest::secrets::watch_reader_tokens(
+        client(&server),
+        None,
+        readers.clone(),
+    ));
     let secrets: Api<Secret> = Api::namespaced(client(&server), "mcp-coordinator");
     let token: Secret = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "grafana-reader", "labels": {"mcp.coordinator.dev/reader-token": "true"}},
         "data": {"token": "Z3JhZmFuYS1yZWFkZXItdG9rZW4="}
     }))
     .unwrap();
-    secrets.create(&PostParams::default(), &token).await.unwrap();
+    secrets
+        .create(&PostParams::default(), &token)
+        .await
+        .unwrap();
     eventually("the token reads", || readers.allows("grafana-reader-token")).await;
     assert!(!readers.allows("some-other-token"));
-    secrets.delete("grafana-reader", &DeleteParams::default()).await.unwrap();
-    eventually("the token is revoked", || !readers.allows("grafana-reader-token")).await;
+    secrets
+        .delete("grafana-reader", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the token is revoked", || {
+        !readers.allows("grafana-reader-token")
+    })
+    .await;
 }

@@ -269,7 +269,7 @@ pub fn create_table_sql(database: &str, version: (u32, u32)) -> String {
 }
 
 /// The SELECT that merges events into interactions, for events matching `filter`.
-fn merged_sql(database: &str, filter: &str) -> String {
+pub fn merged_sql(database: &str, filter: &str) -> String {
     let mut columns = vec![
         "mcp_id".to_string(),
         "interaction_id".to_string(),
@@ -287,7 +287,8 @@ fn merged_sql(database: &str, filter: &str) -> String {
     )
 }
 
-const TIME: &str = "coalesce(timestamp_ms, start_time_ms, first_received_ms)";
+/// The time an interaction is filed under, over merged rows (see `store::interaction_time_ms`).
+pub const TIME: &str = "coalesce(timestamp_ms, start_time_ms, first_received_ms)";
 
 fn valid_identifier(name: &str) -> bool {
     !name.is_empty()
