@@ -1,7 +1,7 @@
 //! The ClickHouse store's DDL and merge query on a current ClickHouse (chdb, an embedded ClickHouse
 //! from PyPI, installed by .ci/run), as the production servers will see them.
 
-use mcp_coordinator::store::clickhouse::{create_table_sql, merged_sql, TIME};
+use mcp_coordinator::store::clickhouse::{create_table_sql, merged_sql, metrics_sql, TIME};
 use serde_json::Value;
 
 fn run_chdb(statements: &[String]) -> Vec<Value> {
@@ -52,6 +52,28 @@ fn schema_and_merge_query_work_on_current_clickhouse() {
             merged_sql("mcp", "mcp_id = 'ocr_workflow_mcp_001'")
         ),
     ];
+    let mut aggregate = statements[..3].to_vec();
+    aggregate.push(
+        metrics_sql("mcp", "mcp_id = 'ocr_workflow_mcp_001'")
+            .replacen('?', "0", 1)
+            .replacen('?', "9999999999999", 1),
+    );
+    let metrics = run_chdb(&aggregate);
+    assert_eq!(metrics.len(), 1, "{metrics:?}");
+    let m = &metrics[0];
+    assert_eq!(
+        (
+            m["count"].as_u64(),
+            m["completed"].as_u64(),
+            m["failed"].as_u64()
+        ),
+        (Some(2), Some(1), Some(1)),
+        "{m}"
+    );
+    assert_eq!(m["p50"], 1.0);
+    assert_eq!(m["p99"], 5.5);
+    assert_eq!(m["error_codes"], serde_json::json!(["TIMEOUT"]));
+
     let rows = run_chdb(&statements);
     assert_eq!(
         rows.len(),

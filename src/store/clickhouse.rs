@@ -367,6 +367,84 @@ impl ClickHouseStore {
     }
 }
 
+/// Per-MCP aggregates over merged interactions, computed by the server so that only one row per
+/// MCP travels. Percentiles are nearest-rank over the sorted processing times, as in
+/// [`metrics::percentile`]; status follows [`Interaction::status`].
+pub fn metrics_sql(database: &str, filter: &str) -> String {
+    let failed = "(ifNull(success, 2) = 0 OR isNotNull(error_code))";
+    let completed = "(ifNull(success, 2) = 1 AND isNull(error_code))";
+    let pct = |p: &str| {
+        format!("if(length(times) = 0, NULL, arrayElement(times, toUInt64(greatest(1, ceil({p} * length(times))))))")
+    };
+    let mean = |c: &str| format!("avgIf(assumeNotNull({c}), isNotNull({c})) AS mean_{c}");
+    format!(
+        "SELECT mcp_id, count, completed, failed, {p50} AS p50, {p95} AS p95, {p99} AS p99, error_codes, \
+         mean_quality_score, mean_confidence, mean_cpu_usage, mean_memory_usage, mean_gpu_usage FROM (\
+         SELECT mcp_id, count() AS count, countIf({completed}) AS completed, countIf({failed}) AS failed, \
+         arraySort(groupArrayIf(assumeNotNull(processing_time), isNotNull(processing_time))) AS times, \
+         groupArrayIf(ifNull(error_code, 'unknown'), {failed}) AS error_codes, \
+         {q}, {c}, {cpu}, {mem}, {gpu} \
+         FROM ({merged}) WHERE {TIME} >= ? AND {TIME} < ? GROUP BY mcp_id) ORDER BY mcp_id",
+        p50 = pct("0.5"),
+        p95 = pct("0.95"),
+        p99 = pct("0.99"),
+        q = mean("quality_score"),
+        c = mean("confidence"),
+        cpu = mean("cpu_usage"),
+        mem = mean("memory_usage"),
+        gpu = mean("gpu_usage"),
+        merged = merged_sql(database, filter),
+    )
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct MetricsRow {
+    mcp_id: String,
+    count: u64,
+    completed: u64,
+    failed: u64,
+    p50: Option<f64>,
+    p95: Option<f64>,
+    p99: Option<f64>,
+    error_codes: Vec<String>,
+    mean_quality_score: f64,
+    mean_confidence: f64,
+    mean_cpu_usage: f64,
+    mean_memory_usage: f64,
+    mean_gpu_usage: f64,
+}
+
+impl MetricsRow {
+    fn into_metrics(self, range: TimeRange) -> McpMetrics {
+        // avg over no rows is NaN in ClickHouse; the API says null.
+        let finite = |v: f64| v.is_finite().then_some(v);
+        let mut errors_by_code = std::collections::BTreeMap::new();
+        for code in self.error_codes {
+            *errors_by_code.entry(code).or_insert(0) += 1;
+        }
+        let finished = self.completed + self.failed;
+        McpMetrics {
+            mcp_id: self.mcp_id,
+            count: self.count,
+            completed: self.completed,
+            failed: self.failed,
+            in_progress: self.count - finished,
+            success_rate: (finished > 0).then(|| self.completed as f64 / finished as f64),
+            error_rate: (finished > 0).then(|| self.failed as f64 / finished as f64),
+            errors_by_code,
+            p50_processing_time: self.p50,
+            p95_processing_time: self.p95,
+            p99_processing_time: self.p99,
+            interactions_per_minute: self.count as f64 / range.minutes(),
+            mean_quality_score: finite(self.mean_quality_score),
+            mean_confidence: finite(self.mean_confidence),
+            mean_cpu_usage: finite(self.mean_cpu_usage),
+            mean_memory_usage: finite(self.mean_memory_usage),
+            mean_gpu_usage: finite(self.mean_gpu_usage),
+        }
+    }
+}
+
 enum Bind {
     Text(String),
     Int(i64),
@@ -417,26 +495,28 @@ impl InteractionStore for ClickHouseStore {
         range: TimeRange,
     ) -> BoxFuture<'a, Result<Vec<McpMetrics>, StoreError>> {
         async move {
-            let outer = format!("WHERE {TIME} >= ? AND {TIME} < ?");
             let (filter, mut binds) = match mcp_id {
                 Some(id) => ("mcp_id = ?", vec![Bind::Text(id.to_string())]),
                 None => ("1", vec![]),
             };
             binds.push(Bind::Int(range.since_ms));
             binds.push(Bind::Int(range.until_ms));
-            let rows = self.merged(filter, &outer, binds).await?;
-            let mut by_mcp: std::collections::BTreeMap<String, Vec<Interaction>> =
-                Default::default();
-            for r in rows {
-                by_mcp.entry(r.mcp_id.clone()).or_default().push(r);
+            let mut query = self.client.query(&metrics_sql(&self.database, filter));
+            for b in binds {
+                query = match b {
+                    Bind::Text(t) => query.bind(t),
+                    Bind::Int(i) => query.bind(i),
+                };
             }
+            let rows: Vec<MetricsRow> = query.fetch_all().await.map_err(classify)?;
+            let mut out: Vec<McpMetrics> =
+                rows.into_iter().map(|r| r.into_metrics(range)).collect();
             if let Some(id) = mcp_id {
-                by_mcp.entry(id.to_string()).or_default();
+                if out.is_empty() {
+                    out.push(metrics::compute(id, &[], range));
+                }
             }
-            Ok(by_mcp
-                .iter()
-                .map(|(id, rows)| metrics::compute(id, rows, range))
-                .collect())
+            Ok(out)
         }
         .boxed()
     }

@@ -41,7 +41,7 @@ impl TimeRange {
         (self.since_ms..self.until_ms).contains(&ms)
     }
 
-    fn minutes(&self) -> f64 {
+    pub fn minutes(&self) -> f64 {
         ((self.until_ms - self.since_ms) as f64 / 60_000.0).max(1.0 / 60.0)
     }
 }
