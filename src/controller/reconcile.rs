@@ -375,60 +375,36 @@ async fn publish_transitions(
             .map(|c| c.message.clone())
             .unwrap_or_default()
     };
-    match desired.phase {
-        Phase::Ready => {
-            publish(
-                ctx,
-                reg,
-                EventType::Normal,
-                "BecameReady",
-                "health probes pass; receiving traffic".into(),
-            )
-            .await
-        }
-        Phase::Unavailable | Phase::Degraded
-            if before.is_some() && before != Some(Phase::Pending) =>
-        {
-            publish(
-                ctx,
-                reg,
-                EventType::Warning,
-                "BecameUnhealthy",
-                condition_message("Healthy"),
-            )
-            .await
-        }
-        Phase::Unavailable => {
-            publish(
-                ctx,
-                reg,
-                EventType::Warning,
-                "BecameUnhealthy",
-                condition_message("Healthy"),
-            )
-            .await
-        }
-        Phase::Incompatible => {
-            publish(
-                ctx,
-                reg,
-                EventType::Warning,
-                "Incompatible",
-                condition_message("Compatible"),
-            )
-            .await
-        }
-        Phase::Invalid => {
-            publish(
-                ctx,
-                reg,
-                EventType::Warning,
-                "InvalidSpec",
-                condition_message("Ready"),
-            )
-            .await
-        }
-        Phase::Degraded | Phase::Pending => {}
+    let unhealthy = || {
+        (
+            EventType::Warning,
+            "BecameUnhealthy",
+            condition_message("Healthy"),
+        )
+    };
+    let event = match desired.phase {
+        Phase::Ready => Some((
+            EventType::Normal,
+            "BecameReady",
+            "health probes pass; receiving traffic".to_string(),
+        )),
+        Phase::Unavailable => Some(unhealthy()),
+        // A Degraded registration that was never Ready has nothing to fall from.
+        Phase::Degraded if before.is_some_and(|b| b != Phase::Pending) => Some(unhealthy()),
+        Phase::Incompatible => Some((
+            EventType::Warning,
+            "Incompatible",
+            condition_message("Compatible"),
+        )),
+        Phase::Invalid => Some((
+            EventType::Warning,
+            "InvalidSpec",
+            condition_message("Ready"),
+        )),
+        Phase::Degraded | Phase::Pending => None,
+    };
+    if let Some((type_, reason, note)) = event {
+        publish(ctx, reg, type_, reason, note).await;
     }
 }
 

@@ -249,15 +249,18 @@ fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
-    let text = std::str::from_utf8(body).map_err(|e| {
+fn utf8(body: &[u8]) -> Result<&str, ApiError> {
+    std::str::from_utf8(body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_json",
             format!("the body is not valid UTF-8: {e}"),
         )
-    })?;
-    serde_json::from_str(text).map_err(|e| {
+    })
+}
+
+fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_str(utf8(body)?).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_json",
@@ -643,14 +646,8 @@ async fn batch(
     ndjson: bool,
 ) -> Result<Response, ApiError> {
     let items: Vec<Result<Value, String>> = if ndjson {
-        let text = std::str::from_utf8(body).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_json",
-                format!("the body is not valid UTF-8: {e}"),
-            )
-        })?;
-        text.lines()
+        utf8(body)?
+            .lines()
             .filter(|l| !l.trim().is_empty())
             .map(|l| serde_json::from_str(l).map_err(|e| format!("not valid JSON: {e}")))
             .collect()

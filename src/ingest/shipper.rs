@@ -121,9 +121,11 @@ async fn ship(
             }
             Err(StoreError::Rejected(why)) => {
                 metrics.store_errors.with_label_values(&["rejected"]).inc();
-                metrics.poison.inc();
-                tracing::error!(event_id = %batch[0].event_id, mcp_id = %batch[0].mcp_id, reason = %why, file = %config.poison_file.display(), "the store rejected an event; set aside as poison");
-                set_aside(&config.poison_file, &batch[0], &why);
+                for event in batch {
+                    metrics.poison.inc();
+                    tracing::error!(event_id = %event.event_id, mcp_id = %event.mcp_id, reason = %why, file = %config.poison_file.display(), "the store rejected an event; set aside as poison");
+                    set_aside(&config.poison_file, event, &why);
+                }
                 return true;
             }
             Err(StoreError::Unavailable(why)) => {

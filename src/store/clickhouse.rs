@@ -345,6 +345,17 @@ impl ClickHouseStore {
         })
     }
 
+    /// `sql` with its `?` placeholders bound (client-side, escaped by the crate: 18.16 has no
+    /// server-side parameters).
+    fn query(&self, sql: &str, binds: Vec<Bind>) -> clickhouse::query::Query {
+        binds
+            .into_iter()
+            .fold(self.client.query(sql), |q, b| match b {
+                Bind::Text(t) => q.bind(t),
+                Bind::Int(i) => q.bind(i),
+            })
+    }
+
     async fn merged(
         &self,
         filter: &str,
@@ -355,14 +366,11 @@ impl ClickHouseStore {
             "SELECT * FROM ({}) {outer}",
             merged_sql(&self.database, filter)
         );
-        let mut query = self.client.query(&sql);
-        for b in binds {
-            query = match b {
-                Bind::Text(t) => query.bind(t),
-                Bind::Int(i) => query.bind(i),
-            };
-        }
-        let rows: Vec<MergedRow> = query.fetch_all().await.map_err(classify)?;
+        let rows: Vec<MergedRow> = self
+            .query(&sql, binds)
+            .fetch_all()
+            .await
+            .map_err(classify)?;
         Ok(rows.into_iter().map(Interaction::from).collect())
     }
 }
@@ -501,14 +509,11 @@ impl InteractionStore for ClickHouseStore {
             };
             binds.push(Bind::Int(range.since_ms));
             binds.push(Bind::Int(range.until_ms));
-            let mut query = self.client.query(&metrics_sql(&self.database, filter));
-            for b in binds {
-                query = match b {
-                    Bind::Text(t) => query.bind(t),
-                    Bind::Int(i) => query.bind(i),
-                };
-            }
-            let rows: Vec<MetricsRow> = query.fetch_all().await.map_err(classify)?;
+            let rows: Vec<MetricsRow> = self
+                .query(&metrics_sql(&self.database, filter), binds)
+                .fetch_all()
+                .await
+                .map_err(classify)?;
             let mut out: Vec<McpMetrics> =
                 rows.into_iter().map(|r| r.into_metrics(range)).collect();
             if let Some(id) = mcp_id {
