@@ -81,6 +81,7 @@ async fn main() {
             batch_max: 5000,
             flush_interval: Duration::from_millis(200),
             drain_timeout: Duration::from_secs(10),
+            privacy: mcp_coordinator::privacy::Pseudonymizer::new(vec![7; 32]).unwrap(),
         },
         Arc::new(store),
         Arc::new(keys),

@@ -5,6 +5,7 @@ pub mod controller;
 pub mod crd;
 pub mod ingest;
 pub mod metrics;
+pub mod privacy;
 pub mod server;
 pub mod store;
 

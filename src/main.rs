@@ -51,6 +51,10 @@ struct IngestArgs {
     /// With --keys-from-secrets: watch only this namespace (default: all namespaces).
     #[arg(long, env = "MCP_COORDINATOR_NAMESPACE")]
     namespace: Option<String>,
+    /// Key (≥ 32 bytes) for user pseudonyms (HMAC-SHA256 of request_data.user_id). Default:
+    /// <data-dir>/privacy.key, created on first start; give every replica the same key.
+    #[arg(long, env = "MCP_COORDINATOR_PRIVACY_KEY_FILE")]
+    privacy_key_file: Option<std::path::PathBuf>,
     /// YAML map of reader name: token; these tokens may query history and metrics.
     #[arg(long, env = "MCP_COORDINATOR_READER_TOKENS_FILE")]
     reader_tokens_file: Option<std::path::PathBuf>,
@@ -262,6 +266,14 @@ async fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
         None => auth::KeyRing::default(),
     };
     let keys = Arc::new(keys);
+    let privacy_key = args
+        .privacy_key_file
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("privacy.key"));
+    let privacy = mcp_coordinator::privacy::Pseudonymizer::from_file(
+        &privacy_key,
+        args.privacy_key_file.is_none(),
+    )?;
     let readers = Arc::new(match &args.reader_tokens_file {
         Some(path) => auth::ReaderTokens::from_file(path)?,
         None => auth::ReaderTokens::default(),
@@ -323,6 +335,7 @@ async fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
         batch_max: args.batch_max.max(1),
         flush_interval: Duration::from_millis(args.flush_interval_ms),
         drain_timeout: Duration::from_secs(args.drain_timeout_seconds),
+        privacy,
     };
     let running = ingest::start(config, store, keys, readers, wait_for_signal()).await?;
     tracing::info!(addr = %running.addr, store = %store_name, "ingest server listening");

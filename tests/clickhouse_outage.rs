@@ -42,6 +42,7 @@ async fn acknowledged_reports_survive_a_clickhouse_crash() {
             batch_max: 200,
             flush_interval: Duration::from_millis(50),
             drain_timeout: Duration::from_secs(1),
+            privacy: mcp_coordinator::privacy::Pseudonymizer::new(vec![7; 32]).unwrap(),
         },
         store.clone(),
         Arc::new(keys),

@@ -100,6 +100,7 @@ async fn start_with(dir: PathBuf, store: Arc<Switchable>, limits: Limits) -> Ing
         batch_max: 500,
         flush_interval: Duration::from_millis(50),
         drain_timeout: Duration::from_millis(500),
+        privacy: mcp_coordinator::privacy::Pseudonymizer::new(vec![7; 32]).unwrap(),
     };
     let running = ingest::start(
         config,

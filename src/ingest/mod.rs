@@ -32,6 +32,8 @@ pub struct IngestConfig {
     pub batch_max: usize,
     pub flush_interval: Duration,
     pub drain_timeout: Duration,
+    /// Pseudonymizes `request_data.user_id` before anything is spooled.
+    pub privacy: crate::privacy::Pseudonymizer,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +69,7 @@ pub async fn start(
     let metrics = Arc::new(IngestMetrics::new()?);
     let (spool, reader) = Spool::open(config.spool.clone())?;
     let state = Arc::new(IngestState::new(
+        config.privacy.clone(),
         spool,
         store.clone(),
         keys,

@@ -16,6 +16,7 @@ use super::metrics::IngestMetrics;
 use super::model::{EventKind, InteractionEvent};
 use super::parse::{check_id, new_interaction_id, parse_report, BadReport, Envelope};
 use super::spool::{Spool, SpoolError};
+use crate::privacy::Pseudonymizer;
 use crate::store::{HistoryQuery, InteractionStore, StoreError, TimeRange};
 
 /// Request body limits.
@@ -26,6 +27,7 @@ pub struct Limits {
 }
 
 pub struct IngestState {
+    pub privacy: Pseudonymizer,
     pub spool: Spool,
     pub store: Arc<dyn InteractionStore>,
     pub keys: Arc<KeyRing>,
@@ -38,6 +40,7 @@ pub struct IngestState {
 
 impl IngestState {
     pub fn new(
+        privacy: Pseudonymizer,
         spool: Spool,
         store: Arc<dyn InteractionStore>,
         keys: Arc<KeyRing>,
@@ -46,6 +49,7 @@ impl IngestState {
         limits: Limits,
     ) -> Self {
         Self {
+            privacy,
             spool,
             store,
             keys,
@@ -574,7 +578,8 @@ async fn report(
     data: Value,
     at: &str,
 ) -> Result<Response, ApiError> {
-    let parsed = parse_report(data, kind, at).map_err(ApiError::bad)?;
+    let mut parsed = parse_report(data, kind, at).map_err(ApiError::bad)?;
+    protect(state, &mut parsed.fields);
     let field = |f: &str| {
         if at.is_empty() {
             f.to_string()
@@ -621,6 +626,13 @@ async fn report(
         StatusCode::ACCEPTED,
         &json!({"accepted": true, "interaction_id": interaction_id, "mcp_id": key_mcp}),
     ))
+}
+
+/// Privacy rules, applied before an event exists anywhere but in this request's memory.
+fn protect(state: &IngestState, fields: &mut super::model::Fields) {
+    if let Some(user) = fields.user_id.take() {
+        fields.user_id = Some(state.privacy.pseudonym(&user));
+    }
 }
 
 fn observe(state: &IngestState, event: &InteractionEvent) {
@@ -672,7 +684,8 @@ async fn batch(
         let outcome = item
             .map_err(|problem| BadReport::new("", problem))
             .and_then(|value| {
-                let parsed = parse_report(value, EventKind::Record, "")?;
+                let mut parsed = parse_report(value, EventKind::Record, "")?;
+                protect(state, &mut parsed.fields);
                 let id = parsed.interaction_id.ok_or_else(|| {
                     BadReport::new("interaction_id", "required in a batch record")
                 })?;

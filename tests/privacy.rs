@@ -1,0 +1,228 @@
+//! No raw user id from the reports survives anywhere: not in the spool files, the SQLite database,
+//! ClickHouse, or the logs. The same user keeps one pseudonym.
+
+mod clickhouse_support;
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mcp-coordinator");
+const KEY: &str = "mcpk_privacy_test_key_0123456789";
+const READER: &str = "privacy-reader-token";
+const RAW_USERS: [&str; 3] = ["user_secret_4242", "alice@example.com", "user_secret_7777"];
+
+fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+async fn report_everything(base: &str) {
+    let client = http();
+    let posts = [
+        (
+            "/api/interactions",
+            None,
+            json!({"action": "report_interaction_start", "api_key": KEY, "data": {"interaction_id": "p1", "request_info": {"user_id": RAW_USERS[0], "request_type": "ocr"}}}),
+        ),
+        (
+            "/v1/interactions",
+            Some(KEY),
+            json!({"interaction_id": "p2", "request_data": {"user_id": RAW_USERS[1]}}),
+        ),
+        (
+            "/v1/interactions:batch",
+            Some(KEY),
+            json!([{"interaction_id": "p3", "request_data": {"user_id": RAW_USERS[2]}}, {"interaction_id": "p4", "request_data": {"user_id": RAW_USERS[0]}}]),
+        ),
+    ];
+    for (path, key, body) in posts {
+        let mut req = client.post(format!("{base}{path}")).json(&body);
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        let status = req.send().await.unwrap().status().as_u16();
+        assert!(status == 200 || status == 202, "{path}: {status}");
+    }
+}
+
+async fn history(base: &str, n: usize) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let body: Value = http()
+            .get(format!("{base}/v1/mcps/ocr_workflow_mcp_001/interactions"))
+            .bearer_auth(READER)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let items = body["interactions"].as_array().cloned().unwrap_or_default();
+        if items.len() >= n {
+            return items;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} interactions arrived",
+            items.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn assert_pseudonymized(items: &[Value]) {
+    let user = |id: &str| {
+        items.iter().find(|i| i["interaction_id"] == id).unwrap()["request_data"]["user_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(user("p1").starts_with("u_"), "{}", user("p1"));
+    assert_eq!(user("p1"), user("p4"), "the same user keeps one pseudonym");
+    assert_ne!(user("p1"), user("p2"));
+}
+
+fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
+    let mut hits = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            hits.extend(files_containing(&path, needle));
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            if bytes.windows(needle.len()).any(|w| w == needle) {
+                hits.push(path.display().to_string());
+            }
+        }
+    }
+    hits
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_user_ids_never_reach_the_spool_sqlite_or_logs() {
+    let dir = std::env::temp_dir().join(format!("mcp-privacy-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("keys.yaml"),
+        format!("ocr_workflow_mcp_001: {KEY}\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("readers.yaml"), format!("tests: {READER}\n")).unwrap();
+    let log = std::fs::File::create(dir.join("ingest.log")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let data = dir.join("data");
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["ingest", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--keys-file")
+        .arg(dir.join("keys.yaml"))
+        .arg("--reader-tokens-file")
+        .arg(dir.join("readers.yaml"))
+        .env("RUST_LOG", "trace")
+        .env("MCP_COORDINATOR_FLUSH_INTERVAL_MS", "50")
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while http().get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "ingest did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    report_everything(&base).await;
+    let items = history(&base, 4).await;
+    assert_pseudonymized(&items);
+    // SIGTERM: the spool and the database are flushed and closed.
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().unwrap().to_string()])
+        .status()
+        .unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
+    assert!(
+        std::fs::metadata(dir.join("ingest.log")).unwrap().len() > 0,
+        "trace logging was captured"
+    );
+    for raw in RAW_USERS {
+        let hits = files_containing(&dir, raw.as_bytes());
+        assert!(hits.is_empty(), "{raw:?} found in {hits:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_user_ids_never_reach_clickhouse() {
+    use mcp_coordinator::ingest::auth::{KeyRing, ReaderTokens};
+    use mcp_coordinator::ingest::{self, IngestConfig};
+
+    let clickhouse =
+        tokio::task::spawn_blocking(|| clickhouse_support::ClickHouseServer::start("privacy"))
+            .await
+            .unwrap();
+    let config = clickhouse.config();
+    let database = config.database.clone();
+    let keys = KeyRing::default();
+    keys.set("ocr_workflow_mcp_001", KEY);
+    let running = ingest::start(
+        IngestConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            spool: ingest::spool::SpoolConfig {
+                dir: clickhouse.dir.join("spool"),
+                segment_bytes: 1 << 20,
+                max_bytes: 1 << 30,
+            },
+            limits: ingest::server::Limits {
+                single_bytes: 1 << 20,
+                batch_bytes: 1 << 24,
+            },
+            batch_max: 100,
+            flush_interval: Duration::from_millis(50),
+            drain_timeout: Duration::from_secs(2),
+            privacy: mcp_coordinator::privacy::Pseudonymizer::new(vec![9; 32]).unwrap(),
+        },
+        Arc::new(mcp_coordinator::store::clickhouse::LazyClickHouseStore::new(config)),
+        Arc::new(keys),
+        Arc::new(ReaderTokens::from_tokens([READER])),
+        futures::future::pending(),
+    )
+    .await
+    .unwrap();
+    let base = format!("http://{}", running.addr);
+    report_everything(&base).await;
+    assert_pseudonymized(&history(&base, 4).await);
+    let dump = http()
+        .post(clickhouse.url())
+        .body(format!(
+            "SELECT * FROM {database}.interaction_events FORMAT TabSeparated"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(dump.contains("u_"), "the dump holds the rows: {dump}");
+    for raw in RAW_USERS {
+        assert!(!dump.contains(raw), "{raw:?} is in ClickHouse");
+    }
+    let spool_hits: Vec<String> = RAW_USERS
+        .iter()
+        .flat_map(|raw| files_containing(&clickhouse.dir.join("spool"), raw.as_bytes()))
+        .collect();
+    assert!(spool_hits.is_empty(), "{spool_hits:?}");
+}
