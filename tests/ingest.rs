@@ -226,7 +226,11 @@ async fn seed_protocol_start_and_complete_become_one_interaction() {
     let items = wait_for_status(&ingest.base, "completed").await;
     assert_eq!(items.len(), 1, "start and complete are one interaction");
     let i = &items[0];
-    assert_eq!(i["request_data"]["user_id"], "user_12345");
+    let user = i["request_data"]["user_id"].as_str().unwrap();
+    assert!(
+        user.starts_with("u_") && !user.contains("12345"),
+        "user ids are pseudonymized: {user}"
+    );
     assert_eq!(i["processing_data"]["processing_time"], 5.333);
     assert_eq!(i["result_data"]["success"], true);
     assert_eq!(i["status"], "completed");
