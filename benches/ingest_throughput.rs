@@ -82,6 +82,7 @@ async fn main() {
             flush_interval: Duration::from_millis(200),
             drain_timeout: Duration::from_secs(10),
             privacy: mcp_coordinator::privacy::Pseudonymizer::new(vec![7; 32]).unwrap(),
+            signing: mcp_coordinator::ingest::signing::SigningPolicy::Off,
         },
         Arc::new(store),
         Arc::new(keys),

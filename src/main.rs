@@ -55,6 +55,14 @@ struct IngestArgs {
     /// <data-dir>/privacy.key, created on first start; give every replica the same key.
     #[arg(long, env = "MCP_COORDINATOR_PRIVACY_KEY_FILE")]
     privacy_key_file: Option<std::path::PathBuf>,
+    /// Which requests must carry X-MCP-Timestamp/X-MCP-Signature (see the README).
+    #[arg(
+        long,
+        env = "MCP_COORDINATOR_REQUIRE_SIGNATURES",
+        value_enum,
+        default_value = "batch"
+    )]
+    require_signatures: mcp_coordinator::ingest::signing::SigningPolicy,
     /// YAML map of reader name: token; these tokens may query history and metrics.
     #[arg(long, env = "MCP_COORDINATOR_READER_TOKENS_FILE")]
     reader_tokens_file: Option<std::path::PathBuf>,
@@ -336,6 +344,7 @@ async fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
         flush_interval: Duration::from_millis(args.flush_interval_ms),
         drain_timeout: Duration::from_secs(args.drain_timeout_seconds),
         privacy,
+        signing: args.require_signatures,
     };
     let running = ingest::start(config, store, keys, readers, wait_for_signal()).await?;
     tracing::info!(addr = %running.addr, store = %store_name, "ingest server listening");

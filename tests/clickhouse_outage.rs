@@ -43,6 +43,7 @@ async fn acknowledged_reports_survive_a_clickhouse_crash() {
             flush_interval: Duration::from_millis(50),
             drain_timeout: Duration::from_secs(1),
             privacy: mcp_coordinator::privacy::Pseudonymizer::new(vec![7; 32]).unwrap(),
+            signing: mcp_coordinator::ingest::signing::SigningPolicy::Off,
         },
         store.clone(),
         Arc::new(keys),

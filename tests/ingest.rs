@@ -101,6 +101,7 @@ async fn start_with(dir: PathBuf, store: Arc<Switchable>, limits: Limits) -> Ing
         flush_interval: Duration::from_millis(50),
         drain_timeout: Duration::from_millis(500),
         privacy: mcp_coordinator::privacy::Pseudonymizer::new(vec![7; 32]).unwrap(),
+        signing: mcp_coordinator::ingest::signing::SigningPolicy::Off,
     };
     let running = ingest::start(
         config,

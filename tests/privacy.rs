@@ -130,6 +130,7 @@ async fn raw_user_ids_never_reach_the_spool_sqlite_or_logs() {
         .arg("--reader-tokens-file")
         .arg(dir.join("readers.yaml"))
         .env("RUST_LOG", "trace")
+        .env("MCP_COORDINATOR_REQUIRE_SIGNATURES", "off")
         .env("MCP_COORDINATOR_FLUSH_INTERVAL_MS", "50")
         .stdout(Stdio::from(log.try_clone().unwrap()))
         .stderr(Stdio::from(log))
@@ -194,6 +195,7 @@ async fn raw_user_ids_never_reach_clickhouse() {
             flush_interval: Duration::from_millis(50),
             drain_timeout: Duration::from_secs(2),
             privacy: mcp_coordinator::privacy::Pseudonymizer::new(vec![9; 32]).unwrap(),
+            signing: mcp_coordinator::ingest::signing::SigningPolicy::Off,
         },
         Arc::new(mcp_coordinator::store::clickhouse::LazyClickHouseStore::new(config)),
         Arc::new(keys),

@@ -8,6 +8,7 @@ pub mod parse;
 pub mod secrets;
 pub mod server;
 pub mod shipper;
+pub mod signing;
 pub mod spool;
 
 use std::future::Future;
@@ -34,6 +35,8 @@ pub struct IngestConfig {
     pub drain_timeout: Duration,
     /// Pseudonymizes `request_data.user_id` before anything is spooled.
     pub privacy: crate::privacy::Pseudonymizer,
+    /// Which requests must carry a signature.
+    pub signing: signing::SigningPolicy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,13 +72,12 @@ pub async fn start(
     let metrics = Arc::new(IngestMetrics::new()?);
     let (spool, reader) = Spool::open(config.spool.clone())?;
     let state = Arc::new(IngestState::new(
-        config.privacy.clone(),
+        &config,
         spool,
         store.clone(),
         keys,
         readers,
         metrics.clone(),
-        config.limits,
     ));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -15,6 +15,7 @@ use super::auth::{bearer, KeyRing, ReaderTokens};
 use super::metrics::IngestMetrics;
 use super::model::{EventKind, InteractionEvent};
 use super::parse::{check_id, new_interaction_id, parse_report, BadReport, Envelope};
+use super::signing::{Verifier, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use super::spool::{Spool, SpoolError};
 use crate::privacy::Pseudonymizer;
 use crate::store::{HistoryQuery, InteractionStore, StoreError, TimeRange};
@@ -28,6 +29,7 @@ pub struct Limits {
 
 pub struct IngestState {
     pub privacy: Pseudonymizer,
+    pub signing: Verifier,
     pub spool: Spool,
     pub store: Arc<dyn InteractionStore>,
     pub keys: Arc<KeyRing>,
@@ -40,22 +42,22 @@ pub struct IngestState {
 
 impl IngestState {
     pub fn new(
-        privacy: Pseudonymizer,
+        config: &super::IngestConfig,
         spool: Spool,
         store: Arc<dyn InteractionStore>,
         keys: Arc<KeyRing>,
         readers: Arc<ReaderTokens>,
         metrics: Arc<IngestMetrics>,
-        limits: Limits,
     ) -> Self {
         Self {
-            privacy,
+            privacy: config.privacy.clone(),
+            signing: Verifier::new(config.signing),
             spool,
             store,
             keys,
             readers,
             metrics,
-            limits,
+            limits: config.limits,
             ready: AtomicBool::new(true),
             heartbeats: Mutex::default(),
         }
@@ -176,6 +178,7 @@ pub fn routes(
                             let reason = match e.code {
                                 "body_too_large" => "too_large",
                                 "unauthorized" => "unauthorized",
+                                "bad_signature" => "signature",
                                 "forbidden" => "forbidden",
                                 "unsupported_media_type" => "media_type",
                                 "spool_full" | "spool_unavailable" => "spool",
@@ -315,12 +318,14 @@ where
         (&Method::POST, ["api", "interactions"]) => {
             require_json(headers)?;
             let body = read_body(body, state.limits.single_bytes).await?;
-            envelope(state, auth, &body).await
+            envelope(state, auth, &body, headers, path).await
         }
         (&Method::POST, ["v1", "interactions"]) => {
             require_json(headers)?;
             let body = read_body(body, state.limits.single_bytes).await?;
             let key_mcp = authenticate(state, bearer(auth))?;
+            let required = state.signing.required_for_writes();
+            check_signature(state, required, bearer(auth), &method, path, headers, &body)?;
             report(
                 state,
                 &key_mcp,
@@ -342,6 +347,8 @@ where
             }
             let body = read_body(body, state.limits.batch_bytes).await?;
             let key_mcp = authenticate(state, bearer(auth))?;
+            let required = state.signing.required_for_batch();
+            check_signature(state, required, bearer(auth), &method, path, headers, &body)?;
             batch(state, &key_mcp, &body, kind == "application/x-ndjson").await
         }
         (&Method::POST, ["v1", "interactions", id, stage]) => {
@@ -360,12 +367,16 @@ where
             require_json(headers)?;
             let body = read_body(body, state.limits.single_bytes).await?;
             let key_mcp = authenticate(state, bearer(auth))?;
+            let required = state.signing.required_for_writes();
+            check_signature(state, required, bearer(auth), &method, path, headers, &body)?;
             check_id(id, "interaction_id").map_err(ApiError::bad)?;
             report(state, &key_mcp, kind, Some(id), parse_json(&body)?, "").await
         }
         (&Method::POST, ["v1", "heartbeat"]) => {
             let key_mcp = authenticate(state, bearer(auth))?;
-            let _ = read_body(body, state.limits.single_bytes).await?;
+            let body = read_body(body, state.limits.single_bytes).await?;
+            let required = state.signing.required_for_writes();
+            check_signature(state, required, bearer(auth), &method, path, headers, &body)?;
             let at = now_ms();
             state
                 .heartbeats
@@ -476,6 +487,34 @@ fn authenticate(state: &IngestState, key: Option<&str>) -> Result<String, ApiErr
         .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown API key"))
 }
 
+/// Verifies the request's signature when `required` (after authentication, so `key` is valid).
+fn check_signature(
+    state: &IngestState,
+    required: bool,
+    key: Option<&str>,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), ApiError> {
+    if !required {
+        return Ok(());
+    }
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    state
+        .signing
+        .verify(
+            key.unwrap_or_default(),
+            method.as_str(),
+            path,
+            header(TIMESTAMP_HEADER),
+            header(SIGNATURE_HEADER),
+            body,
+            now_ms() / 1000,
+        )
+        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string()))
+}
+
 fn authorize_reader(state: &IngestState, auth: Option<&str>) -> Result<(), ApiError> {
     match bearer(auth) {
         Some(token) if state.readers.allows(token) => Ok(()),
@@ -539,6 +578,8 @@ async fn envelope(
     state: &IngestState,
     auth: Option<&str>,
     body: &[u8],
+    headers: &HeaderMap,
+    path: &str,
 ) -> Result<Response, ApiError> {
     let value = parse_json(body)?;
     let envelope: Envelope = serde_path_to_error::deserialize(value).map_err(|e| {
@@ -550,6 +591,8 @@ async fn envelope(
     })?;
     let key = envelope.api_key.as_deref().or(bearer(auth));
     let key_mcp = authenticate(state, key)?;
+    let required = state.signing.required_for_writes();
+    check_signature(state, required, key, &Method::POST, path, headers, body)?;
     let kind = match envelope.action.as_str() {
         "report_interaction_start" => EventKind::Start,
         "report_interaction_progress" => EventKind::Progress,

@@ -1,0 +1,202 @@
+//! Request signing for critical requests. The client sends
+//! `X-MCP-Timestamp: <unix seconds>` and
+//! `X-MCP-Signature: hex(HMAC-SHA256(SHA-256(api_key), METHOD "\n" PATH "\n" TIMESTAMP "\n" hex(SHA-256(body))))`.
+//! Keying the MAC with the key's digest lets the server verify without ever holding the key.
+//! Requests outside ±5 minutes, or seen before (the signature is the nonce), are refused.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::{Digest, Sha256};
+
+pub const TIMESTAMP_HEADER: &str = "x-mcp-timestamp";
+pub const SIGNATURE_HEADER: &str = "x-mcp-signature";
+/// How far a request's timestamp may be from the server's clock.
+pub const WINDOW_SECONDS: i64 = 300;
+
+/// Which requests must be signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SigningPolicy {
+    /// None.
+    Off,
+    /// Batch uploads.
+    Batch,
+    /// Every request that changes state: reports, batches, heartbeats.
+    Writes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("this request must be signed: send {TIMESTAMP_HEADER} and {SIGNATURE_HEADER}")]
+    Missing,
+    #[error("{TIMESTAMP_HEADER} must be the current time in unix seconds")]
+    BadTimestamp,
+    #[error("the signature's timestamp is more than {WINDOW_SECONDS} s away from the server's clock; check the client's clock")]
+    Expired,
+    #[error("the signature does not match this request (method, path, timestamp or body differ, or another key signed it)")]
+    Mismatch,
+    #[error("this signed request was already received; sign each request anew")]
+    Replayed,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The signature a client computes (also used by tests and example clients).
+pub fn sign(api_key: &str, method: &str, path: &str, timestamp: &str, body: &[u8]) -> String {
+    let key_digest = Sha256::digest(api_key.as_bytes());
+    let message = format!(
+        "{method}\n{path}\n{timestamp}\n{}",
+        hex(&Sha256::digest(body))
+    );
+    // HMAC takes keys of any length.
+    let mut mac = match <Hmac<Sha256> as KeyInit>::new_from_slice(&key_digest) {
+        Ok(m) => m,
+        Err(_) => return String::new(),
+    };
+    mac.update(message.as_bytes());
+    hex(&mac.finalize().into_bytes())
+}
+
+/// Checks signatures and remembers the ones seen within the window.
+pub struct Verifier {
+    pub policy: SigningPolicy,
+    seen: Mutex<HashMap<String, i64>>,
+}
+
+impl Verifier {
+    pub fn new(policy: SigningPolicy) -> Self {
+        Self {
+            policy,
+            seen: Mutex::default(),
+        }
+    }
+
+    pub fn required_for_batch(&self) -> bool {
+        self.policy != SigningPolicy::Off
+    }
+
+    pub fn required_for_writes(&self) -> bool {
+        self.policy == SigningPolicy::Writes
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn verify(
+        &self,
+        api_key: &str,
+        method: &str,
+        path: &str,
+        timestamp: Option<&str>,
+        signature: Option<&str>,
+        body: &[u8],
+        now_seconds: i64,
+    ) -> Result<(), SignatureError> {
+        let (Some(timestamp), Some(signature)) = (timestamp, signature) else {
+            return Err(SignatureError::Missing);
+        };
+        let at: i64 = timestamp
+            .trim()
+            .parse()
+            .map_err(|_| SignatureError::BadTimestamp)?;
+        if (now_seconds - at).abs() > WINDOW_SECONDS {
+            return Err(SignatureError::Expired);
+        }
+        let expected = sign(api_key, method, path, timestamp.trim(), body);
+        let given = signature.trim().to_ascii_lowercase();
+        use subtle::ConstantTimeEq;
+        if expected.len() != given.len() || !bool::from(expected.as_bytes().ct_eq(given.as_bytes()))
+        {
+            return Err(SignatureError::Mismatch);
+        }
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        seen.retain(|_, expires| *expires > now_seconds);
+        if seen.insert(given, at + WINDOW_SECONDS + 1).is_some() {
+            return Err(SignatureError::Replayed);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "mcpk_signing_key";
+
+    #[test]
+    fn a_fresh_signature_passes_once() {
+        let v = Verifier::new(SigningPolicy::Batch);
+        let sig = sign(KEY, "POST", "/v1/interactions:batch", "1000", b"[]");
+        assert_eq!(
+            v.verify(
+                KEY,
+                "POST",
+                "/v1/interactions:batch",
+                Some("1000"),
+                Some(&sig),
+                b"[]",
+                1010
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            v.verify(
+                KEY,
+                "POST",
+                "/v1/interactions:batch",
+                Some("1000"),
+                Some(&sig),
+                b"[]",
+                1011
+            ),
+            Err(SignatureError::Replayed)
+        );
+    }
+
+    #[test]
+    fn tampering_expiry_and_absence_are_refused() {
+        let v = Verifier::new(SigningPolicy::Writes);
+        let sig = sign(KEY, "POST", "/p", "1000", b"body");
+        assert_eq!(
+            v.verify(KEY, "POST", "/p", Some("1000"), Some(&sig), b"BODY", 1000),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            v.verify(
+                "other",
+                "POST",
+                "/p",
+                Some("1000"),
+                Some(&sig),
+                b"body",
+                1000
+            ),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            v.verify(
+                KEY,
+                "POST",
+                "/p",
+                Some("1000"),
+                Some(&sig),
+                b"body",
+                1000 + 301
+            ),
+            Err(SignatureError::Expired)
+        );
+        assert_eq!(
+            v.verify(KEY, "POST", "/p", None, Some(&sig), b"body", 1000),
+            Err(SignatureError::Missing)
+        );
+        assert_eq!(
+            v.verify(KEY, "POST", "/p", Some("soon"), Some(&sig), b"body", 1000),
+            Err(SignatureError::BadTimestamp)
+        );
+    }
+}
