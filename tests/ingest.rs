@@ -371,6 +371,26 @@ async fn bad_input_is_refused_with_the_field_named() {
         raw("{}", "text/plain").await.unwrap().status().as_u16(),
         415
     );
+    let deep: &'static str =
+        Box::leak(format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)).into_boxed_str());
+    assert_eq!(
+        raw(deep, "application/json")
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        400,
+        "deep nesting"
+    );
+    let invalid_utf8 = http()
+        .post(format!("{base}/v1/interactions"))
+        .bearer_auth(KEY)
+        .header("content-type", "application/json")
+        .body(vec![b'{', 0xff, 0xfe, b'}'])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(invalid_utf8.status().as_u16(), 400, "invalid UTF-8");
     let (status, body) = post(
         base,
         "/v1/interactions",
