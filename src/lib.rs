@@ -6,6 +6,7 @@ pub mod crd;
 pub mod ingest;
 pub mod metrics;
 pub mod privacy;
+pub mod rbac;
 pub mod server;
 pub mod store;
 

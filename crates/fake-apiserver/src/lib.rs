@@ -333,6 +333,26 @@ async fn dispatch(
     req: Request,
 ) -> Result<warp::reply::Response, ApiError> {
     let ns = t.namespace.clone().unwrap_or_default();
+    let watching = req
+        .query
+        .get("watch")
+        .is_some_and(|w| w == "true" || w == "1");
+    let verb = match (&req.method, &t.name) {
+        (&Method::GET, None) if watching => "watch",
+        (&Method::GET, None) => "list",
+        (&Method::GET, Some(_)) => "get",
+        (&Method::POST, _) => "create",
+        (&Method::PUT, _) => "update",
+        (&Method::PATCH, _) => "patch",
+        (&Method::DELETE, _) => "delete",
+        _ => "other",
+    };
+    let resource = if t.status {
+        format!("{}/status", t.rt.plural)
+    } else {
+        t.rt.plural.clone()
+    };
+    store.record_call(verb, &t.rt.group, &resource);
     if t.rt.namespaced && t.namespace.is_none() && !(req.method == Method::GET && t.name.is_none())
     {
         return Err(ApiError::new(

@@ -56,6 +56,8 @@ struct Inner {
 
 pub struct Store {
     inner: Mutex<Inner>,
+    /// Every (verb, group, resource) clients used, for checking RBAC rules against real usage.
+    calls: Mutex<BTreeSet<(String, String, String)>>,
     changes: broadcast::Sender<Arc<Change>>,
 }
 
@@ -78,7 +80,30 @@ impl Store {
                 managed: HashMap::new(),
             }),
             changes,
+            calls: Mutex::default(),
         }
+    }
+
+    pub fn record_call(&self, verb: &str, group: &str, resource: &str) {
+        self.calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((verb.to_string(), group.to_string(), resource.to_string()));
+    }
+
+    pub fn clear_calls(&self) {
+        self.calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
+    /// The (verb, API group, resource) triples clients have used so far, as RBAC names them.
+    pub fn calls(&self) -> BTreeSet<(String, String, String)> {
+        self.calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {

@@ -1,0 +1,67 @@
+//! Every Kubernetes API call the binaries make, as RBAC rules. The Helm chart's roles are checked
+//! against this list, and the tests check that the code makes no call outside it.
+
+/// One permission: API group, resource (with `/status` for the subresource), verbs, and who needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiPermission {
+    pub group: &'static str,
+    pub resource: &'static str,
+    pub verbs: &'static [&'static str],
+    pub component: &'static str,
+    pub why: &'static str,
+}
+
+pub const API_CALLS: &[ApiPermission] = &[
+    ApiPermission {
+        group: "mcp.coordinator.dev",
+        resource: "mcpregistrations",
+        verbs: &["get", "list", "watch", "patch"],
+        component: "controller",
+        why: "watch registrations; add and remove the finalizer",
+    },
+    ApiPermission {
+        group: "mcp.coordinator.dev",
+        resource: "mcpregistrations/status",
+        verbs: &["patch"],
+        component: "controller",
+        why: "write status (server-side apply)",
+    },
+    ApiPermission {
+        group: "",
+        resource: "secrets",
+        verbs: &["get", "list", "watch", "create", "update", "delete"],
+        component: "controller",
+        why: "own the API key Secrets; read probe headers (headersFromSecret)",
+    },
+    ApiPermission {
+        group: "",
+        resource: "configmaps",
+        verbs: &["get", "create", "update"],
+        component: "controller",
+        why: "the MCP ID ledger in the state namespace",
+    },
+    ApiPermission {
+        group: "events.k8s.io",
+        resource: "events",
+        verbs: &["create", "patch"],
+        component: "controller",
+        why: "Events on registrations (the recorder patches event series)",
+    },
+    ApiPermission {
+        group: "",
+        resource: "secrets",
+        verbs: &["list", "watch"],
+        component: "ingest",
+        why: "API keys and reader tokens from labelled Secrets (--keys-from-secrets)",
+    },
+];
+
+/// Whether `component` may `verb` the `resource` of `group`.
+pub fn allowed(component: &str, verb: &str, group: &str, resource: &str) -> bool {
+    API_CALLS.iter().any(|p| {
+        p.component == component
+            && p.group == group
+            && p.resource == resource
+            && p.verbs.contains(&verb)
+    })
+}
