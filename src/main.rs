@@ -55,6 +55,13 @@ struct IngestArgs {
     /// <data-dir>/privacy.key, created on first start; give every replica the same key.
     #[arg(long, env = "MCP_COORDINATOR_PRIVACY_KEY_FILE")]
     privacy_key_file: Option<std::path::PathBuf>,
+    /// After a key is rotated, the previous key keeps working this long.
+    #[arg(
+        long,
+        env = "MCP_COORDINATOR_KEY_ROTATION_GRACE_SECONDS",
+        default_value_t = 300
+    )]
+    key_rotation_grace_seconds: u64,
     /// Which requests must carry X-MCP-Timestamp/X-MCP-Signature (see the README).
     #[arg(
         long,
@@ -269,9 +276,10 @@ async fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
             args.data_dir.display()
         )
     })?;
+    let grace = Duration::from_secs(args.key_rotation_grace_seconds);
     let keys = match &args.keys_file {
-        Some(path) => auth::KeyRing::from_file(path)?,
-        None => auth::KeyRing::default(),
+        Some(path) => auth::KeyRing::from_file(path, grace)?,
+        None => auth::KeyRing::with_grace(grace),
     };
     let keys = Arc::new(keys);
     let privacy_key = args

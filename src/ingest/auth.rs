@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::RwLock;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -29,17 +30,34 @@ fn digest(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
 }
 
-/// MCP API keys: digest → MCP ID.
+/// One stored key: its digest, its owner, and when it stops working (only while being replaced).
+struct Entry {
+    digest: [u8; 32],
+    id: String,
+    expires: Option<Instant>,
+}
+
+/// MCP API keys: digest → MCP ID. A replaced key keeps working for the rotation grace period, so
+/// MCPs can pick up the new key without failed reports.
 #[derive(Default)]
 pub struct KeyRing {
-    keys: RwLock<Vec<([u8; 32], String)>>,
+    keys: RwLock<Vec<Entry>>,
+    grace: Duration,
 }
 
 impl KeyRing {
+    /// A key ring in which replaced keys stay valid for `grace`.
+    pub fn with_grace(grace: Duration) -> Self {
+        Self {
+            keys: RwLock::default(),
+            grace,
+        }
+    }
+
     /// Loads `mcp_id: key` pairs from a YAML file.
-    pub fn from_file(path: &Path) -> Result<Self, AuthFileError> {
+    pub fn from_file(path: &Path, grace: Duration) -> Result<Self, AuthFileError> {
         let map: BTreeMap<String, String> = read_yaml(path, "a map of mcp_id: key")?;
-        let ring = Self::default();
+        let ring = Self::with_grace(grace);
         for (mcp_id, key) in map {
             if key.len() < 16 {
                 return Err(AuthFileError::Invalid {
@@ -54,44 +72,71 @@ impl KeyRing {
         Ok(ring)
     }
 
-    /// Adds or replaces the key of `mcp_id`.
-    pub fn set(&self, mcp_id: &str, key: &str) {
-        let mut keys = self
-            .keys
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        keys.retain(|(_, id)| id != mcp_id);
-        keys.push((digest(key), mcp_id.to_string()));
-    }
-
-    pub fn remove(&self, mcp_id: &str) {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Entry>> {
         self.keys
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .retain(|(_, id)| id != mcp_id);
+    }
+
+    /// Adds or replaces the key of `mcp_id`; the previous key expires after the grace period.
+    pub fn set(&self, mcp_id: &str, key: &str) {
+        let now = Instant::now();
+        let new = digest(key);
+        let mut keys = self.write();
+        keys.retain(|e| e.expires.is_none_or(|t| t > now));
+        if keys
+            .iter()
+            .any(|e| e.id == mcp_id && e.digest == new && e.expires.is_none())
+        {
+            return;
+        }
+        let grace = self.grace;
+        keys.retain(|e| !(e.id == mcp_id && (grace.is_zero() || e.digest == new)));
+        for e in keys
+            .iter_mut()
+            .filter(|e| e.id == mcp_id && e.expires.is_none())
+        {
+            e.expires = Some(now + grace);
+        }
+        keys.push(Entry {
+            digest: new,
+            id: mcp_id.to_string(),
+            expires: None,
+        });
+    }
+
+    /// Revokes every key of `mcp_id` at once (its registration is gone).
+    pub fn remove(&self, mcp_id: &str) {
+        self.write().retain(|e| e.id != mcp_id);
     }
 
     /// The MCP a key belongs to. Every stored digest is compared, in constant time each.
     pub fn mcp_for(&self, key: &str) -> Option<String> {
         let wanted = digest(key);
+        let now = Instant::now();
         let keys = self
             .keys
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut found = None;
-        for (d, id) in keys.iter() {
-            if bool::from(d.ct_eq(&wanted)) {
-                found = Some(id.clone());
+        for e in keys.iter() {
+            let current = e.expires.is_none_or(|t| t > now);
+            if bool::from(e.digest.ct_eq(&wanted)) && current {
+                found = Some(e.id.clone());
             }
         }
         found
     }
 
+    /// Keys in force (including ones in their grace period).
     pub fn len(&self) -> usize {
+        let now = Instant::now();
         self.keys
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .len()
+            .iter()
+            .filter(|e| e.expires.is_none_or(|t| t > now))
+            .count()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -169,8 +214,35 @@ mod tests {
         assert_eq!(ring.mcp_for("key-of-a-0123456789").as_deref(), Some("a"));
         assert_eq!(ring.mcp_for("nope"), None);
         ring.set("a", "rotated-key-0123456789");
-        assert_eq!(ring.mcp_for("key-of-a-0123456789"), None);
+        assert_eq!(
+            ring.mcp_for("key-of-a-0123456789"),
+            None,
+            "no grace period: replaced at once"
+        );
         assert_eq!(ring.len(), 2);
+    }
+
+    #[test]
+    fn a_rotated_key_works_until_the_grace_period_ends() {
+        let ring = KeyRing::with_grace(Duration::from_millis(200));
+        ring.set("a", "old-key-0123456789");
+        ring.set("a", "new-key-0123456789");
+        assert_eq!(
+            ring.mcp_for("old-key-0123456789").as_deref(),
+            Some("a"),
+            "old key within grace"
+        );
+        assert_eq!(ring.mcp_for("new-key-0123456789").as_deref(), Some("a"));
+        ring.set("a", "new-key-0123456789");
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(
+            ring.mcp_for("old-key-0123456789"),
+            None,
+            "old key after grace"
+        );
+        assert_eq!(ring.mcp_for("new-key-0123456789").as_deref(), Some("a"));
+        ring.remove("a");
+        assert_eq!(ring.mcp_for("new-key-0123456789"), None);
     }
 
     #[test]
