@@ -70,6 +70,9 @@ struct IngestArgs {
         default_value = "batch"
     )]
     require_signatures: mcp_coordinator::ingest::signing::SigningPolicy,
+    /// YAML map of admin name: token; admins may query everything.
+    #[arg(long, env = "MCP_COORDINATOR_ADMIN_TOKENS_FILE")]
+    admin_tokens_file: Option<std::path::PathBuf>,
     /// YAML map of reader name: token; these tokens may query history and metrics.
     #[arg(long, env = "MCP_COORDINATOR_READER_TOKENS_FILE")]
     reader_tokens_file: Option<std::path::PathBuf>,
@@ -290,10 +293,14 @@ async fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
         &privacy_key,
         args.privacy_key_file.is_none(),
     )?;
-    let readers = Arc::new(match &args.reader_tokens_file {
+    let readers = match &args.reader_tokens_file {
         Some(path) => auth::ReaderTokens::from_file(path)?,
         None => auth::ReaderTokens::default(),
-    });
+    };
+    if let Some(path) = &args.admin_tokens_file {
+        readers.add_admins_from_file(path)?;
+    }
+    let readers = Arc::new(readers);
     if args.keys_from_secrets {
         let client = kube::Client::try_default().await.context(
             "--keys-from-secrets needs Kubernetes access: set KUBECONFIG or run inside a cluster",

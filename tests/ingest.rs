@@ -336,15 +336,35 @@ async fn authentication_and_authorization() {
             .0,
         401
     );
+    // Roles: an MCP's key reads its own data only; readers read everything.
+    let status = |path: &'static str, token: Option<&'static str>| async move {
+        get(base, path, token).await.0
+    };
     assert_eq!(
-        get(
-            base,
+        status("/v1/mcps/ocr_workflow_mcp_001/interactions", Some(KEY)).await,
+        200
+    );
+    assert_eq!(
+        status("/v1/mcps/ocr_workflow_mcp_001/metrics", Some(KEY)).await,
+        200
+    );
+    assert_eq!(
+        status(
             "/v1/mcps/ocr_workflow_mcp_001/interactions",
-            Some(KEY)
+            Some(OTHER_KEY)
         )
-        .await
-        .0,
+        .await,
         403
+    );
+    assert_eq!(
+        status("/v1/metrics", Some(KEY)).await,
+        403,
+        "all-MCP metrics are for readers"
+    );
+    assert_eq!(status("/v1/metrics", Some(READER)).await, 200);
+    assert_eq!(
+        status("/v1/metrics", Some("no-such-token-000000")).await,
+        401
     );
     ingest.stop().await;
 }

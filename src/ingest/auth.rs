@@ -144,7 +144,20 @@ impl KeyRing {
     }
 }
 
-/// Tokens that may read interaction history and metrics, by reader name.
+const ADMIN_PREFIX: &str = "admin:";
+
+/// What a query token may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Everything, including the audit log.
+    Admin,
+    /// History and metrics of every MCP.
+    Reader,
+    /// An MCP's own key: its own history and metrics only.
+    Mcp(String),
+}
+
+/// Tokens that may read interaction data, by name: readers, and admins (named `admin:<name>`).
 #[derive(Default)]
 pub struct ReaderTokens {
     ring: KeyRing,
@@ -171,6 +184,30 @@ impl ReaderTokens {
 
     pub fn allows(&self, token: &str) -> bool {
         self.ring.mcp_for(token).is_some()
+    }
+
+    /// Adds the admin tokens of a YAML file (`name: token`).
+    pub fn add_admins_from_file(&self, path: &Path) -> Result<(), AuthFileError> {
+        let map: BTreeMap<String, String> = read_yaml(path, "a map of admin name: token")?;
+        for (name, token) in map {
+            self.add_admin(&name, &token);
+        }
+        Ok(())
+    }
+
+    pub fn add_admin(&self, name: &str, token: &str) {
+        self.ring.set(&format!("{ADMIN_PREFIX}{name}"), token);
+    }
+
+    /// The role of `token`, if it is a reader or admin token.
+    pub fn role(&self, token: &str) -> Option<Role> {
+        self.ring.mcp_for(token).map(|name| {
+            if name.starts_with(ADMIN_PREFIX) {
+                Role::Admin
+            } else {
+                Role::Reader
+            }
+        })
     }
 
     /// The tokens by reader name, for sources that add and remove them (Secrets).

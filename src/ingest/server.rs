@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use warp::http::{HeaderMap, Method, StatusCode};
 use warp::Filter;
 
-use super::auth::{bearer, KeyRing, ReaderTokens};
+use super::auth::{bearer, KeyRing, ReaderTokens, Role};
 use super::metrics::IngestMetrics;
 use super::model::{EventKind, InteractionEvent};
 use super::parse::{check_id, new_interaction_id, parse_report, BadReport, Envelope};
@@ -389,7 +389,7 @@ where
             ))
         }
         (&Method::GET, ["v1", "heartbeats"]) => {
-            authorize_reader(state, auth)?;
+            authorize_reader(state, auth, None)?;
             let beats = state
                 .heartbeats
                 .lock()
@@ -402,7 +402,7 @@ where
             Ok(json_reply(StatusCode::OK, &Value::Object(body)))
         }
         (&Method::GET, ["v1", "mcps", mcp_id, "interactions"]) => {
-            authorize_reader(state, auth)?;
+            authorize_reader(state, auth, Some(mcp_id))?;
             check_id(mcp_id, "mcp_id").map_err(ApiError::bad)?;
             let q = parse_query(query);
             let limit = match q.get("limit") {
@@ -431,7 +431,7 @@ where
             ))
         }
         (&Method::GET, ["v1", "mcps", mcp_id, "metrics"]) => {
-            authorize_reader(state, auth)?;
+            authorize_reader(state, auth, Some(mcp_id))?;
             check_id(mcp_id, "mcp_id").map_err(ApiError::bad)?;
             let range = range_of(query)?;
             let mut metrics = state.store.metrics(Some(mcp_id), range).await?;
@@ -445,7 +445,7 @@ where
             ))
         }
         (&Method::GET, ["v1", "metrics"]) => {
-            authorize_reader(state, auth)?;
+            authorize_reader(state, auth, None)?;
             let range = range_of(query)?;
             let all = state.store.metrics(None, range).await?;
             Ok(json_reply(
@@ -515,18 +515,33 @@ fn check_signature(
         .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string()))
 }
 
-fn authorize_reader(state: &IngestState, auth: Option<&str>) -> Result<(), ApiError> {
-    match bearer(auth) {
-        Some(token) if state.readers.allows(token) => Ok(()),
-        Some(_) => Err(ApiError::new(
+/// Who may read: admins and readers everything, an MCP's own key only that MCP's data (`mcp`).
+fn authorize_reader(
+    state: &IngestState,
+    auth: Option<&str>,
+    mcp: Option<&str>,
+) -> Result<Role, ApiError> {
+    let Some(token) = bearer(auth) else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "queries need a token: Authorization: Bearer <reader token, admin token or the MCP's own key>",
+        ));
+    };
+    if let Some(role) = state.readers.role(token) {
+        return Ok(role);
+    }
+    match state.keys.mcp_for(token) {
+        Some(own) if mcp == Some(own.as_str()) => Ok(Role::Mcp(own)),
+        Some(own) => Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
-            "this token may not read interaction data",
+            format!("the key of {own} may read only {own}'s own history and metrics"),
         )),
         None => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "queries need a reader token: Authorization: Bearer <token>",
+            "unknown token",
         )),
     }
 }
