@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 const KEY: &str = "mcpk_test_key_of_ocr_0123456789";
 const OTHER_KEY: &str = "mcpk_test_key_of_gpt_0123456789";
 const READER: &str = "reader-token-0123456789";
+const ADMIN: &str = "admin-token-0123456789";
 
 /// A store that can be switched off (unavailable) and can refuse one interaction id as poison.
 struct Switchable {
@@ -29,6 +30,18 @@ struct Switchable {
 }
 
 impl InteractionStore for Switchable {
+    fn record_access<'a>(
+        &'a self,
+        e: &'a mcp_coordinator::store::AuditEntry,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.inner.record_access(e)
+    }
+    fn audit_log(
+        &self,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<mcp_coordinator::store::AuditEntry>, StoreError>> {
+        self.inner.audit_log(limit)
+    }
     fn insert<'a>(
         &'a self,
         events: &'a [InteractionEvent],
@@ -107,7 +120,11 @@ async fn start_with(dir: PathBuf, store: Arc<Switchable>, limits: Limits) -> Ing
         config,
         store.clone(),
         Arc::new(keys),
-        Arc::new(ReaderTokens::from_tokens([READER])),
+        Arc::new({
+            let readers = ReaderTokens::from_tokens([READER]);
+            readers.add_admin("ops", ADMIN);
+            readers
+        }),
         async move {
             let _ = stopped.await;
         },
@@ -365,6 +382,38 @@ async fn authentication_and_authorization() {
     assert_eq!(
         status("/v1/metrics", Some("no-such-token-000000")).await,
         401
+    );
+
+    // Every read is audited; only admins read the audit log.
+    assert_eq!(status("/v1/audit", Some(READER)).await, 403);
+    let (code, audit) = get(base, "/v1/audit?limit=10", Some(ADMIN)).await;
+    assert_eq!(code, 200, "{audit}");
+    let entries = audit["entries"].as_array().unwrap();
+    let seen: Vec<(String, String, String)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["who"].as_str().unwrap().into(),
+                e["role"].as_str().unwrap().into(),
+                e["query"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert!(
+        seen.contains(&(
+            "ocr_workflow_mcp_001".into(),
+            "mcp".into(),
+            "history".into()
+        )),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&("reader-0".into(), "reader".into(), "all_metrics".into())),
+        "{seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|(who, _, _)| who == "gpt_adapter_mcp_001"),
+        "refused reads return nothing, so there is nothing to audit: {seen:?}"
     );
     ingest.stop().await;
 }

@@ -234,3 +234,31 @@ async fn sqlite_keeps_data_across_reopen() {
     assert_eq!(store.history(&history("m")).await.unwrap().len(), 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn the_audit_log_keeps_every_read_newest_first() {
+    use mcp_coordinator::store::AuditEntry;
+    for (name, store) in stores().await {
+        for (i, query) in ["history", "metrics", "all_metrics"].iter().enumerate() {
+            let entry = AuditEntry {
+                at_ms: T0 + i as i64,
+                who: "grafana".into(),
+                role: "reader".into(),
+                mcp_id: if i == 2 { "*".into() } else { "m".into() },
+                query: query.to_string(),
+                since_ms: Some(T0 - 1000),
+                until_ms: None,
+                rows: 10 + i as u64,
+            };
+            store.record_access(&entry).await.unwrap();
+        }
+        let log = store.audit_log(2).await.unwrap();
+        let queries: Vec<&str> = log.iter().map(|e| e.query.as_str()).collect();
+        assert_eq!(queries, ["all_metrics", "metrics"], "{name}");
+        assert_eq!(
+            (log[0].rows, log[0].since_ms, log[0].until_ms),
+            (12, Some(T0 - 1000), None),
+            "{name}"
+        );
+    }
+}

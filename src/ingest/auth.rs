@@ -146,13 +146,30 @@ impl KeyRing {
 
 const ADMIN_PREFIX: &str = "admin:";
 
+impl Role {
+    /// Who, for the audit log.
+    pub fn who(&self) -> &str {
+        match self {
+            Role::Admin(n) | Role::Reader(n) | Role::Mcp(n) => n,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Role::Admin(_) => "admin",
+            Role::Reader(_) => "reader",
+            Role::Mcp(_) => "mcp",
+        }
+    }
+}
+
 /// What a query token may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Role {
-    /// Everything, including the audit log.
-    Admin,
-    /// History and metrics of every MCP.
-    Reader,
+    /// Everything, including the audit log (the token's name).
+    Admin(String),
+    /// History and metrics of every MCP (the token's name).
+    Reader(String),
     /// An MCP's own key: its own history and metrics only.
     Mcp(String),
 }
@@ -201,13 +218,12 @@ impl ReaderTokens {
 
     /// The role of `token`, if it is a reader or admin token.
     pub fn role(&self, token: &str) -> Option<Role> {
-        self.ring.mcp_for(token).map(|name| {
-            if name.starts_with(ADMIN_PREFIX) {
-                Role::Admin
-            } else {
-                Role::Reader
-            }
-        })
+        self.ring
+            .mcp_for(token)
+            .map(|name| match name.strip_prefix(ADMIN_PREFIX) {
+                Some(admin) => Role::Admin(admin.to_string()),
+                None => Role::Reader(name),
+            })
     }
 
     /// The tokens by reader name, for sources that add and remove them (Secrets).

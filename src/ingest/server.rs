@@ -388,8 +388,25 @@ where
                 &json!({"mcp_id": key_mcp, "last_seen": super::model::format_ms(at)}),
             ))
         }
+        (&Method::GET, ["v1", "audit"]) => {
+            let role = authorize_reader(state, auth, None)?;
+            if !matches!(role, Role::Admin(_)) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "only admin tokens may read the audit log",
+                ));
+            }
+            let limit = parse_limit(query)?;
+            let entries = state.store.audit_log(limit).await?;
+            audit(state, &role, "*", "audit", None, None, entries.len() as u64).await?;
+            Ok(json_reply(
+                StatusCode::OK,
+                &json!({"count": entries.len(), "entries": entries}),
+            ))
+        }
         (&Method::GET, ["v1", "heartbeats"]) => {
-            authorize_reader(state, auth, None)?;
+            let role = authorize_reader(state, auth, None)?;
             let beats = state
                 .heartbeats
                 .lock()
@@ -399,20 +416,23 @@ where
                 .into_iter()
                 .map(|(k, v)| (k, json!(super::model::format_ms(v))))
                 .collect();
+            audit(
+                state,
+                &role,
+                "*",
+                "heartbeats",
+                None,
+                None,
+                body.len() as u64,
+            )
+            .await?;
             Ok(json_reply(StatusCode::OK, &Value::Object(body)))
         }
         (&Method::GET, ["v1", "mcps", mcp_id, "interactions"]) => {
-            authorize_reader(state, auth, Some(mcp_id))?;
+            let role = authorize_reader(state, auth, Some(mcp_id))?;
             check_id(mcp_id, "mcp_id").map_err(ApiError::bad)?;
             let q = parse_query(query);
-            let limit = match q.get("limit") {
-                None => 100,
-                Some(l) => l
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|l| (1..=1000).contains(l))
-                    .ok_or_else(|| query_error("limit", "must be a whole number from 1 to 1000"))?,
-            };
+            let limit = parse_limit(query)?;
             let since_ms = q.get("since").map(|s| parse_time(s, "since")).transpose()?;
             let until_ms = q.get("until").map(|s| parse_time(s, "until")).transpose()?;
             let found = state
@@ -425,16 +445,37 @@ where
                 })
                 .await?;
             let items: Vec<Value> = found.iter().map(|i| i.to_json()).collect();
+            audit(
+                state,
+                &role,
+                mcp_id,
+                "history",
+                since_ms,
+                until_ms,
+                items.len() as u64,
+            )
+            .await?;
             Ok(json_reply(
                 StatusCode::OK,
                 &json!({"mcp_id": mcp_id, "count": items.len(), "interactions": items}),
             ))
         }
         (&Method::GET, ["v1", "mcps", mcp_id, "metrics"]) => {
-            authorize_reader(state, auth, Some(mcp_id))?;
+            let role = authorize_reader(state, auth, Some(mcp_id))?;
             check_id(mcp_id, "mcp_id").map_err(ApiError::bad)?;
             let range = range_of(query)?;
             let mut metrics = state.store.metrics(Some(mcp_id), range).await?;
+            let rows = metrics.iter().map(|m| m.count).sum();
+            audit(
+                state,
+                &role,
+                mcp_id,
+                "metrics",
+                Some(range.since_ms),
+                Some(range.until_ms),
+                rows,
+            )
+            .await?;
             let one = metrics
                 .pop()
                 .map(|m| serde_json::to_value(m).unwrap_or(Value::Null))
@@ -445,9 +486,20 @@ where
             ))
         }
         (&Method::GET, ["v1", "metrics"]) => {
-            authorize_reader(state, auth, None)?;
+            let role = authorize_reader(state, auth, None)?;
             let range = range_of(query)?;
             let all = state.store.metrics(None, range).await?;
+            let rows = all.iter().map(|m| m.count).sum();
+            audit(
+                state,
+                &role,
+                "*",
+                "all_metrics",
+                Some(range.since_ms),
+                Some(range.until_ms),
+                rows,
+            )
+            .await?;
             Ok(json_reply(
                 StatusCode::OK,
                 &json!({"range": range_text(query), "mcps": all}),
@@ -456,7 +508,8 @@ where
         (
             _,
             ["api", "interactions"]
-            | ["v1", "interactions" | "interactions:batch" | "heartbeat" | "heartbeats" | "metrics"]
+            | ["v1", "interactions" | "interactions:batch" | "heartbeat" | "heartbeats" | "metrics"
+            | "audit"]
             | ["v1", "interactions", _, _]
             | ["v1", "mcps", _, "interactions" | "metrics"]
             | ["metrics" | "healthz" | "readyz"],
@@ -544,6 +597,45 @@ fn authorize_reader(
             "unknown token",
         )),
     }
+}
+
+fn parse_limit(query: &str) -> Result<usize, ApiError> {
+    match parse_query(query).get("limit") {
+        None => Ok(100),
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=1000).contains(l))
+            .ok_or_else(|| query_error("limit", "must be a whole number from 1 to 1000")),
+    }
+}
+
+/// Records a read of interaction data; the answer is withheld if the record cannot be written.
+#[allow(clippy::too_many_arguments)]
+async fn audit(
+    state: &IngestState,
+    role: &Role,
+    mcp_id: &str,
+    query: &str,
+    since_ms: Option<i64>,
+    until_ms: Option<i64>,
+    rows: u64,
+) -> Result<(), ApiError> {
+    let entry = crate::store::AuditEntry {
+        at_ms: now_ms(),
+        who: role.who().to_string(),
+        role: role.name().to_string(),
+        mcp_id: mcp_id.to_string(),
+        query: query.to_string(),
+        since_ms,
+        until_ms,
+        rows,
+    };
+    state
+        .store
+        .record_access(&entry)
+        .await
+        .map_err(ApiError::from)
 }
 
 fn query_error(field: &str, problem: &str) -> ApiError {

@@ -13,10 +13,11 @@ use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 
 use super::metrics::{self, McpMetrics, TimeRange};
-use super::{HistoryQuery, InteractionStore, StoreError};
+use super::{AuditEntry, HistoryQuery, InteractionStore, StoreError};
 use crate::ingest::model::{Fields, Interaction, InteractionEvent};
 
 const TABLE: &str = "interaction_events";
+const AUDIT_TABLE: &str = "audit_log";
 
 /// Connection settings (`--clickhouse-*` flags).
 #[derive(Debug, Clone)]
@@ -268,6 +269,26 @@ pub fn create_table_sql(database: &str, version: (u32, u32)) -> String {
     )
 }
 
+/// The DDL of the audit log (the same on every version).
+pub fn create_audit_table_sql(database: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {database}.{AUDIT_TABLE} (at_ms Int64, at_date Date, who String, role String, mcp_id String, query String, since_ms Nullable(Int64), until_ms Nullable(Int64), rows UInt64) ENGINE = MergeTree PARTITION BY toYYYYMM(at_date) ORDER BY at_ms"
+    )
+}
+
+#[derive(Debug, clickhouse::Row, Serialize, Deserialize)]
+struct AuditRow {
+    at_ms: i64,
+    at_date: u16,
+    who: String,
+    role: String,
+    mcp_id: String,
+    query: String,
+    since_ms: Option<i64>,
+    until_ms: Option<i64>,
+    rows: u64,
+}
+
 /// The SELECT that merges events into interactions, for events matching `filter`.
 pub fn merged_sql(database: &str, filter: &str) -> String {
     let mut columns = vec![
@@ -334,6 +355,11 @@ impl ClickHouseStore {
             .map_err(classify)?;
         client
             .query(&create_table_sql(&config.database, server_version))
+            .execute()
+            .await
+            .map_err(classify)?;
+        client
+            .query(&create_audit_table_sql(&config.database))
             .execute()
             .await
             .map_err(classify)?;
@@ -459,6 +485,54 @@ enum Bind {
 }
 
 impl InteractionStore for ClickHouseStore {
+    fn record_access<'a>(&'a self, e: &'a AuditEntry) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move {
+            let mut insert = self
+                .client
+                .insert::<AuditRow>(AUDIT_TABLE)
+                .await
+                .map_err(classify)?;
+            let row = AuditRow {
+                at_ms: e.at_ms,
+                at_date: e.at_ms.div_euclid(86_400_000).clamp(0, i64::from(u16::MAX)) as u16,
+                who: e.who.clone(),
+                role: e.role.clone(),
+                mcp_id: e.mcp_id.clone(),
+                query: e.query.clone(),
+                since_ms: e.since_ms,
+                until_ms: e.until_ms,
+                rows: e.rows,
+            };
+            insert.write(&row).await.map_err(classify)?;
+            insert.end().await.map_err(classify)
+        }
+        .boxed()
+    }
+
+    fn audit_log(&self, limit: usize) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>> {
+        async move {
+            let sql = format!(
+                "SELECT at_ms, at_date, who, role, mcp_id, query, since_ms, until_ms, rows FROM {}.{AUDIT_TABLE} ORDER BY at_ms DESC LIMIT {limit}",
+                self.database
+            );
+            let rows: Vec<AuditRow> = self.client.query(&sql).fetch_all().await.map_err(classify)?;
+            Ok(rows
+                .into_iter()
+                .map(|r| AuditEntry {
+                    at_ms: r.at_ms,
+                    who: r.who,
+                    role: r.role,
+                    mcp_id: r.mcp_id,
+                    query: r.query,
+                    since_ms: r.since_ms,
+                    until_ms: r.until_ms,
+                    rows: r.rows,
+                })
+                .collect())
+        }
+        .boxed()
+    }
+
     fn insert<'a>(
         &'a self,
         events: &'a [InteractionEvent],
@@ -550,6 +624,14 @@ impl LazyClickHouseStore {
 }
 
 impl InteractionStore for LazyClickHouseStore {
+    fn record_access<'a>(&'a self, e: &'a AuditEntry) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move { self.get().await?.record_access(e).await }.boxed()
+    }
+
+    fn audit_log(&self, limit: usize) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>> {
+        async move { self.get().await?.audit_log(limit).await }.boxed()
+    }
+
     fn insert<'a>(
         &'a self,
         events: &'a [InteractionEvent],

@@ -28,7 +28,29 @@ pub struct HistoryQuery {
     pub until_ms: Option<i64>,
 }
 
+/// One read of interaction data, as the audit log keeps it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AuditEntry {
+    pub at_ms: i64,
+    /// Token name, or the MCP ID for an MCP's own key.
+    pub who: String,
+    pub role: String,
+    /// The MCP read, or `*` for all.
+    pub mcp_id: String,
+    /// `history`, `metrics`, `all_metrics`, `heartbeats` or `audit`.
+    pub query: String,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    pub rows: u64,
+}
+
 pub trait InteractionStore: Send + Sync {
+    /// Records a read of interaction data; queries are refused when this fails.
+    fn record_access<'a>(&'a self, entry: &'a AuditEntry) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// The newest `limit` audit entries, newest first.
+    fn audit_log(&self, limit: usize) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>>;
+
     /// Applies events, merging each into its interaction. Applying an event again changes nothing.
     /// Returns only once the store has made them durable.
     fn insert<'a>(

@@ -11,7 +11,7 @@ use futures::FutureExt;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::metrics::{self, McpMetrics, TimeRange};
-use super::{interaction_time_ms, HistoryQuery, InteractionStore, StoreError};
+use super::{interaction_time_ms, AuditEntry, HistoryQuery, InteractionStore, StoreError};
 use crate::ingest::model::{Fields, Interaction, InteractionEvent};
 
 const SCHEMA: &str = "
@@ -26,6 +26,17 @@ CREATE TABLE IF NOT EXISTS interactions (
 );
 CREATE INDEX IF NOT EXISTS interactions_by_time ON interactions (mcp_id, time_ms);
 CREATE INDEX IF NOT EXISTS interactions_time ON interactions (time_ms);
+CREATE TABLE IF NOT EXISTS audit_log (
+    at_ms INTEGER NOT NULL,
+    who TEXT NOT NULL,
+    role TEXT NOT NULL,
+    mcp_id TEXT NOT NULL,
+    query TEXT NOT NULL,
+    since_ms INTEGER,
+    until_ms INTEGER,
+    rows INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_by_time ON audit_log (at_ms);
 CREATE TABLE IF NOT EXISTS applied_events (
     event_id TEXT PRIMARY KEY,
     received_ms INTEGER NOT NULL
@@ -166,6 +177,43 @@ fn read_rows(
 }
 
 impl InteractionStore for SqliteStore {
+    fn record_access<'a>(&'a self, entry: &'a AuditEntry) -> BoxFuture<'a, Result<(), StoreError>> {
+        let e = entry.clone();
+        self.blocking(move |conn| {
+            conn.execute(
+                "INSERT INTO audit_log (at_ms, who, role, mcp_id, query, since_ms, until_ms, rows) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![e.at_ms, e.who, e.role, e.mcp_id, e.query, e.since_ms, e.until_ms, e.rows as i64],
+            )
+            .map(drop)
+            .map_err(unavailable)
+        })
+        .boxed()
+    }
+
+    fn audit_log(&self, limit: usize) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>> {
+        self.blocking(move |conn| {
+            let mut stmt = conn
+                .prepare("SELECT at_ms, who, role, mcp_id, query, since_ms, until_ms, rows FROM audit_log ORDER BY at_ms DESC, rowid DESC LIMIT ?1")
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map(params![limit as i64], |r| {
+                    Ok(AuditEntry {
+                        at_ms: r.get(0)?,
+                        who: r.get(1)?,
+                        role: r.get(2)?,
+                        mcp_id: r.get(3)?,
+                        query: r.get(4)?,
+                        since_ms: r.get(5)?,
+                        until_ms: r.get(6)?,
+                        rows: r.get::<_, i64>(7)?.max(0) as u64,
+                    })
+                })
+                .map_err(unavailable)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
+        })
+        .boxed()
+    }
+
     fn insert<'a>(
         &'a self,
         events: &'a [InteractionEvent],
