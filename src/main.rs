@@ -55,6 +55,16 @@ struct IngestArgs {
     /// <data-dir>/privacy.key, created on first start; give every replica the same key.
     #[arg(long, env = "MCP_COORDINATOR_PRIVACY_KEY_FILE")]
     privacy_key_file: Option<std::path::PathBuf>,
+    /// Keep interactions this many days, unless the MCP's privacy.retentionDays says otherwise.
+    #[arg(long, env = "MCP_COORDINATOR_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    retention_days: u32,
+    /// How often expired interactions are removed.
+    #[arg(
+        long,
+        env = "MCP_COORDINATOR_RETENTION_INTERVAL_SECONDS",
+        default_value_t = 3600
+    )]
+    retention_interval_seconds: u64,
     /// After a key is rotated, the previous key keeps working this long.
     #[arg(
         long,
@@ -285,6 +295,7 @@ async fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
         None => auth::KeyRing::with_grace(grace),
     };
     let keys = Arc::new(keys);
+    let retention_days = Arc::new(mcp_coordinator::store::retention::RetentionDays::default());
     let privacy_key = args
         .privacy_key_file
         .clone()
@@ -310,6 +321,7 @@ async fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
             client.clone(),
             ns.clone(),
             keys.clone(),
+            retention_days.clone(),
         ));
         tokio::spawn(ingest::secrets::watch_reader_tokens(
             client,
@@ -361,6 +373,12 @@ async fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
         privacy,
         signing: args.require_signatures,
     };
+    tokio::spawn(mcp_coordinator::store::retention::run(
+        store.clone(),
+        retention_days,
+        args.retention_days,
+        Duration::from_secs(args.retention_interval_seconds.max(60)),
+    ));
     let running = ingest::start(config, store, keys, readers, wait_for_signal()).await?;
     tracing::info!(addr = %running.addr, store = %store_name, "ingest server listening");
     running.done.await.context("ingest server task failed")?;

@@ -36,6 +36,12 @@ impl InteractionStore for Switchable {
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         self.inner.record_access(e)
     }
+    fn expire<'a>(
+        &'a self,
+        e: &'a mcp_coordinator::store::retention::Expiry,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.inner.expire(e)
+    }
     fn audit_log(
         &self,
         limit: usize,

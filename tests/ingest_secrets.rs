@@ -30,10 +30,12 @@ async fn keys_follow_the_credentials_secrets() {
     let mcp = FakeMcp::start().await;
     let _controller = start_controller(&server);
     let keys = Arc::new(KeyRing::default());
+    let retention = Arc::new(mcp_coordinator::store::retention::RetentionDays::default());
     tokio::spawn(mcp_coordinator::ingest::secrets::watch(
         client(&server),
         None,
         keys.clone(),
+        retention.clone(),
     ));
 
     let api: Api<MCPRegistration> = Api::namespaced(client(&server), "default");
@@ -51,6 +53,11 @@ async fn keys_follow_the_credentials_secrets() {
         keys.mcp_for(&key).as_deref() == Some("ocr_workflow_mcp_001")
     })
     .await;
+    assert_eq!(
+        retention.snapshot().get("ocr_workflow_mcp_001"),
+        Some(&30),
+        "the MCP's retention days travel on its Secret"
+    );
 
     // Rotation: the new key works, the old one no longer does.
     let patch =

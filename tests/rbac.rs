@@ -41,10 +41,12 @@ async fn every_api_call_is_in_the_rbac_list() {
 
     let _controller = start_controller(&server);
     let keys = Arc::new(mcp_coordinator::ingest::auth::KeyRing::default());
+    let retention = Arc::new(mcp_coordinator::store::retention::RetentionDays::default());
     tokio::spawn(mcp_coordinator::ingest::secrets::watch(
         client(&server),
         None,
         keys.clone(),
+        retention.clone(),
     ));
     wait_for(&api, "rbac", Duration::from_secs(20), "Ready", |r| {
         phase(r) == Some(Phase::Ready)

@@ -262,3 +262,54 @@ async fn the_audit_log_keeps_every_read_newest_first() {
         );
     }
 }
+
+#[tokio::test]
+async fn retention_removes_expired_interactions_and_keeps_fresh_ones() {
+    use mcp_coordinator::store::retention::plan;
+    let now = jiff::Timestamp::now().as_millisecond();
+    let day = 86_400_000;
+    for (name, store) in stores().await {
+        let events = [
+            start("a_old", "a", now - 40 * day),
+            start("a_new", "a", now - day),
+            start("b_old", "b", now - 40 * day),
+            start("b_ancient", "b", now - 90 * day),
+        ];
+        store.insert(&events).await.unwrap();
+        let per_mcp = std::collections::BTreeMap::from([("b".to_string(), 60u32)]);
+        for expiry in plan(now, 30, &per_mcp) {
+            store.expire(&expiry).await.unwrap();
+        }
+        let ids = |mcp: &'static str| {
+            let store = &store;
+            async move {
+                let q = HistoryQuery {
+                    mcp_id: mcp.into(),
+                    limit: 100,
+                    since_ms: None,
+                    until_ms: None,
+                };
+                let mut ids: Vec<String> = store
+                    .history(&q)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|i| i.interaction_id)
+                    .collect();
+                ids.sort();
+                ids
+            }
+        };
+        // ClickHouse applies deletions in the background.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        while ids("a").await != ["a_new"] || ids("b").await != ["b_old"] {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name}: a={:?} b={:?}",
+                ids("a").await,
+                ids("b").await
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}

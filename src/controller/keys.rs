@@ -14,6 +14,9 @@ use crate::crd::{MCPRegistration, CREDENTIALS_LABEL, MCP_ID_LABEL, ROTATE_KEY_AN
 pub const SECRET_KEY: &str = "api-key";
 /// Annotation on the Secret recording which `rotate-key` value its key was issued for.
 pub const ISSUED_FOR_ANNOTATION: &str = "mcp.coordinator.dev/issued-for-rotation";
+/// Annotation on the Secret telling the ingest server how long to keep this MCP's interactions
+/// (`spec.privacy.retentionDays`).
+pub const RETENTION_ANNOTATION: &str = "mcp.coordinator.dev/retention-days";
 const KEY_BYTES: usize = 32;
 
 /// A new key: 256 bits from the operating system, hex-encoded behind a recognisable prefix
@@ -67,8 +70,10 @@ pub fn key_action(existing: Option<&Secret>, reg: &MCPRegistration, mcp_id: &str
     if issued_for != requested_rotation(reg) {
         return KeyAction::Rotate;
     }
+    let retention = reg.spec.privacy.retention_days.to_string();
     if secret.labels().get(MCP_ID_LABEL).map(String::as_str) != Some(mcp_id)
         || secret.labels().get(CREDENTIALS_LABEL).map(String::as_str) != Some("true")
+        || secret.annotations().get(RETENTION_ANNOTATION) != Some(&retention)
     {
         return KeyAction::Relabel;
     }
@@ -90,10 +95,13 @@ pub fn key_secret(reg: &MCPRegistration, mcp_id: &str, key: Option<String>) -> S
                     "mcp-coordinator".to_string(),
                 ),
             ])),
-            annotations: Some(BTreeMap::from([(
-                ISSUED_FOR_ANNOTATION.to_string(),
-                requested_rotation(reg),
-            )])),
+            annotations: Some(BTreeMap::from([
+                (ISSUED_FOR_ANNOTATION.to_string(), requested_rotation(reg)),
+                (
+                    RETENTION_ANNOTATION.to_string(),
+                    reg.spec.privacy.retention_days.to_string(),
+                ),
+            ])),
             owner_references: owner.map(|o| vec![o]),
             ..Default::default()
         },

@@ -12,8 +12,9 @@ use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, ResourceExt};
 
 use super::auth::{KeyRing, ReaderTokens};
-use crate::controller::keys::SECRET_KEY;
+use crate::controller::keys::{RETENTION_ANNOTATION, SECRET_KEY};
 use crate::crd::{CREDENTIALS_LABEL, MCP_ID_LABEL};
+use crate::store::retention::RetentionDays;
 
 /// The MCP ID and key a credentials Secret carries, if it is well-formed.
 pub fn credentials(secret: &Secret) -> Option<(String, String)> {
@@ -42,10 +43,29 @@ fn secret_name(secret: &Secret) -> String {
 pub const READER_TOKEN_LABEL: &str = "mcp.coordinator.dev/reader-token";
 pub const READER_TOKEN_KEY: &str = "token";
 
-/// Keeps `keys` in step with the credentials Secrets (MCP ID → API key).
-pub async fn watch(client: Client, namespace: Option<String>, keys: Arc<KeyRing>) {
+/// Keeps `keys` in step with the credentials Secrets (MCP ID → API key), and `retention` with the
+/// retention days the controller writes on them.
+pub async fn watch(
+    client: Client,
+    namespace: Option<String>,
+    keys: Arc<KeyRing>,
+    retention: Arc<RetentionDays>,
+) {
     let id = |s: &Secret| s.labels().get(MCP_ID_LABEL).cloned();
     let selector = format!("{CREDENTIALS_LABEL}=true");
+    let track_retention = |secret: &Secret, deleted: bool| {
+        let Some(mcp_id) = secret.labels().get(MCP_ID_LABEL) else {
+            return;
+        };
+        let days = secret
+            .annotations()
+            .get(RETENTION_ANNOTATION)
+            .and_then(|d| d.parse::<u32>().ok());
+        match (deleted, days) {
+            (false, Some(days)) => retention.set(mcp_id, days),
+            _ => retention.remove(mcp_id),
+        }
+    };
     watch_labelled(
         client,
         namespace,
@@ -53,7 +73,7 @@ pub async fn watch(client: Client, namespace: Option<String>, keys: Arc<KeyRing>
         credentials,
         id,
         &keys,
-        "API keys",
+        track_retention,
     )
     .await
 }
@@ -73,7 +93,7 @@ pub async fn watch_reader_tokens(
         reader_token,
         id,
         readers.ring(),
-        "reader tokens",
+        |_, _| {},
     )
     .await
 }
@@ -86,7 +106,7 @@ async fn watch_labelled(
     extract: fn(&Secret) -> Option<(String, String)>,
     id_of: impl Fn(&Secret) -> Option<String>,
     ring: &KeyRing,
-    what: &'static str,
+    on_change: impl Fn(&Secret, bool),
 ) {
     let api: Api<Secret> = match &namespace {
         Some(ns) => Api::namespaced(client, ns),
@@ -100,6 +120,7 @@ async fn watch_labelled(
         match event {
             Ok(Event::Init) => seen_in_relist.clear(),
             Ok(Event::InitApply(secret)) | Ok(Event::Apply(secret)) => {
+                on_change(&secret, false);
                 if let Some((id, key)) = extract(&secret) {
                     ring.set(&id, &key);
                     seen_in_relist.insert(id.clone());
@@ -115,16 +136,21 @@ async fn watch_labelled(
                     ring.remove(&gone);
                     known.remove(&gone);
                 }
-                tracing::info!(count = known.len(), "{what} loaded from Secrets");
+                tracing::info!(
+                    count = known.len(),
+                    selector,
+                    "credentials loaded from Secrets"
+                );
             }
             Ok(Event::Delete(secret)) => {
+                on_change(&secret, true);
                 if let Some(id) = id_of(&secret) {
                     ring.remove(&id);
                     known.remove(&id);
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "watching Secrets for {what} failed; retrying with backoff")
+                tracing::warn!(error = %e, "watching Secrets ({selector}) failed; retrying with backoff")
             }
         }
     }

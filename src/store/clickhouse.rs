@@ -509,6 +509,30 @@ impl InteractionStore for ClickHouseStore {
         .boxed()
     }
 
+    fn expire<'a>(
+        &'a self,
+        e: &'a super::retention::Expiry,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move {
+            // A mutation (ALTER … DELETE, on every supported version) removes the expired events;
+            // the server applies it in the background.
+            let (filter, binds) = match &e.mcp_id {
+                Some(id) => ("mcp_id = ?".to_string(), vec![Bind::Text(id.clone())]),
+                None if e.except.is_empty() => ("1".to_string(), vec![]),
+                None => (
+                    format!("mcp_id NOT IN ({})", vec!["?"; e.except.len()].join(", ")),
+                    e.except.iter().cloned().map(Bind::Text).collect(),
+                ),
+            };
+            let sql = format!(
+                "ALTER TABLE {}.{TABLE} DELETE WHERE received_ms < {} AND {filter}",
+                self.database, e.cutoff_ms
+            );
+            self.query(&sql, binds).execute().await.map_err(classify)
+        }
+        .boxed()
+    }
+
     fn audit_log(&self, limit: usize) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>> {
         async move {
             let sql = format!(
@@ -630,6 +654,13 @@ impl InteractionStore for LazyClickHouseStore {
 
     fn audit_log(&self, limit: usize) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>> {
         async move { self.get().await?.audit_log(limit).await }.boxed()
+    }
+
+    fn expire<'a>(
+        &'a self,
+        e: &'a super::retention::Expiry,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move { self.get().await?.expire(e).await }.boxed()
     }
 
     fn insert<'a>(

@@ -3,6 +3,7 @@
 
 pub mod clickhouse;
 pub mod metrics;
+pub mod retention;
 pub mod sqlite;
 
 use futures::future::BoxFuture;
@@ -47,6 +48,11 @@ pub struct AuditEntry {
 pub trait InteractionStore: Send + Sync {
     /// Records a read of interaction data; queries are refused when this fails.
     fn record_access<'a>(&'a self, entry: &'a AuditEntry) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Deletes what `expiry` says has expired. May complete asynchronously on the server
+    /// (ClickHouse mutations); the rows disappear from queries once it has.
+    fn expire<'a>(&'a self, expiry: &'a retention::Expiry)
+        -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// The newest `limit` audit entries, newest first.
     fn audit_log(&self, limit: usize) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>>;

@@ -190,6 +190,39 @@ impl InteractionStore for SqliteStore {
         .boxed()
     }
 
+    fn expire<'a>(
+        &'a self,
+        expiry: &'a super::retention::Expiry,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let e = expiry.clone();
+        self.blocking(move |conn| {
+            let mut values: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(e.cutoff_ms)];
+            let filter = match &e.mcp_id {
+                Some(id) => {
+                    values.push(Box::new(id.clone()));
+                    "mcp_id = ?2".to_string()
+                }
+                None if e.except.is_empty() => "1".to_string(),
+                None => {
+                    let marks: Vec<String> =
+                        (0..e.except.len()).map(|i| format!("?{}", i + 2)).collect();
+                    values.extend(
+                        e.except
+                            .iter()
+                            .map(|x| Box::new(x.clone()) as Box<dyn rusqlite::ToSql>),
+                    );
+                    format!("mcp_id NOT IN ({})", marks.join(", "))
+                }
+            };
+            let sql = format!("DELETE FROM interactions WHERE time_ms < ?1 AND {filter}");
+            let refs: Vec<&dyn rusqlite::ToSql> = values.iter().map(|v| v.as_ref()).collect();
+            conn.execute(&sql, refs.as_slice())
+                .map(drop)
+                .map_err(unavailable)
+        })
+        .boxed()
+    }
+
     fn audit_log(&self, limit: usize) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>> {
         self.blocking(move |conn| {
             let mut stmt = conn
