@@ -83,6 +83,7 @@ async fn main() {
             drain_timeout: Duration::from_secs(10),
             privacy: mcp_coordinator::privacy::Pseudonymizer::new(vec![7; 32]).unwrap(),
             signing: mcp_coordinator::ingest::signing::SigningPolicy::Off,
+            tls: None,
         },
         Arc::new(store),
         Arc::new(keys),

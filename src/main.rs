@@ -24,7 +24,7 @@ enum Command {
     /// Reconcile MCPRegistrations: IDs, API keys, health, status.
     Controller(ControllerArgs),
     /// Receive interaction reports from MCPs, spool them durably, store and query them.
-    Ingest(IngestArgs),
+    Ingest(Box<IngestArgs>),
     /// Print the MCPRegistration CustomResourceDefinition as YAML.
     Crdgen,
 }
@@ -65,6 +65,12 @@ struct IngestArgs {
         default_value_t = 3600
     )]
     retention_interval_seconds: u64,
+    /// PEM certificate chain: serve HTTPS (TLS 1.3 only) instead of HTTP.
+    #[arg(long, env = "MCP_COORDINATOR_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "MCP_COORDINATOR_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
     /// After a key is rotated, the previous key keeps working this long.
     #[arg(
         long,
@@ -214,7 +220,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Controller(args) => run_controller(args).await,
-        Command::Ingest(args) => run_ingest(args).await,
+        Command::Ingest(args) => run_ingest(*args).await,
     }
 }
 
@@ -356,6 +362,13 @@ async fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
                 (Arc::new(store), format!("SQLite {}", db.display()))
             }
         };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(ingest::tls::server_config(cert, key)?),
+        (None, None) => None,
+        _ => anyhow::bail!(
+            "--tls-cert and --tls-key go together: give both to serve HTTPS, or neither"
+        ),
+    };
     let config = IngestConfig {
         listen: args.listen,
         spool: SpoolConfig {
@@ -372,6 +385,7 @@ async fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
         drain_timeout: Duration::from_secs(args.drain_timeout_seconds),
         privacy,
         signing: args.require_signatures,
+        tls,
     };
     tokio::spawn(mcp_coordinator::store::retention::run(
         store.clone(),

@@ -44,6 +44,7 @@ async fn acknowledged_reports_survive_a_clickhouse_crash() {
             drain_timeout: Duration::from_secs(1),
             privacy: mcp_coordinator::privacy::Pseudonymizer::new(vec![7; 32]).unwrap(),
             signing: mcp_coordinator::ingest::signing::SigningPolicy::Off,
+            tls: None,
         },
         store.clone(),
         Arc::new(keys),

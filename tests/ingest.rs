@@ -121,6 +121,7 @@ async fn start_with(dir: PathBuf, store: Arc<Switchable>, limits: Limits) -> Ing
         drain_timeout: Duration::from_millis(500),
         privacy: mcp_coordinator::privacy::Pseudonymizer::new(vec![7; 32]).unwrap(),
         signing: mcp_coordinator::ingest::signing::SigningPolicy::Off,
+        tls: None,
     };
     let running = ingest::start(
         config,

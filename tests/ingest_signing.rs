@@ -33,6 +33,7 @@ async fn start(policy: SigningPolicy) -> String {
             drain_timeout: Duration::from_secs(1),
             privacy: mcp_coordinator::privacy::Pseudonymizer::new(vec![3; 32]).unwrap(),
             signing: policy,
+            tls: None,
         },
         Arc::new(SqliteStore::in_memory().unwrap()),
         Arc::new(keys),

@@ -196,6 +196,7 @@ async fn raw_user_ids_never_reach_clickhouse() {
             drain_timeout: Duration::from_secs(2),
             privacy: mcp_coordinator::privacy::Pseudonymizer::new(vec![9; 32]).unwrap(),
             signing: mcp_coordinator::ingest::signing::SigningPolicy::Off,
+            tls: None,
         },
         Arc::new(mcp_coordinator::store::clickhouse::LazyClickHouseStore::new(config)),
         Arc::new(keys),

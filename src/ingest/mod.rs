@@ -10,6 +10,7 @@ pub mod server;
 pub mod shipper;
 pub mod signing;
 pub mod spool;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -37,6 +38,8 @@ pub struct IngestConfig {
     pub privacy: crate::privacy::Pseudonymizer,
     /// Which requests must carry a signature.
     pub signing: signing::SigningPolicy,
+    /// Serve HTTPS (TLS 1.3 only) with this configuration; plain HTTP when `None`.
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,14 +109,23 @@ pub async fn start(
     ));
     let server_state = state.clone();
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(
-        warp::serve(server::routes(server_state))
-            .incoming(listener)
-            .graceful(async move {
-                let _ = http_stop_rx.await;
-            })
-            .run(),
-    );
+    let http_stop = async move {
+        let _ = http_stop_rx.await;
+    };
+    let server = match config.tls.clone() {
+        Some(tls) => tokio::spawn(tls::serve(
+            listener,
+            tls,
+            server::routes(server_state),
+            http_stop,
+        )),
+        None => tokio::spawn(
+            warp::serve(server::routes(server_state))
+                .incoming(listener)
+                .graceful(http_stop)
+                .run(),
+        ),
+    };
     let done = tokio::spawn(async move {
         shutdown.await;
         state.ready.store(false, Ordering::Relaxed);
