@@ -65,6 +65,10 @@ struct IngestArgs {
         default_value_t = 3600
     )]
     retention_interval_seconds: u64,
+    /// YAML `active: <id>`, `keys: {<id>: <64 hex digits>}`: AES-256-GCM keys for sensitive fields.
+    /// Removing a key erases everything it sealed. Default: <data-dir>/encryption-keys.yaml, created.
+    #[arg(long, env = "MCP_COORDINATOR_ENCRYPTION_KEYS_FILE")]
+    encryption_keys_file: Option<std::path::PathBuf>,
     /// PEM certificate chain: serve HTTPS (TLS 1.3 only) instead of HTTP.
     #[arg(long, env = "MCP_COORDINATOR_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<std::path::PathBuf>,
@@ -302,6 +306,15 @@ async fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
     };
     let keys = Arc::new(keys);
     let retention_days = Arc::new(mcp_coordinator::store::retention::RetentionDays::default());
+    let sensitive_mcps = Arc::new(mcp_coordinator::privacy::SensitiveMcps::default());
+    let encryption_keys = args
+        .encryption_keys_file
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("encryption-keys.yaml"));
+    let sealer = Arc::new(mcp_coordinator::privacy::seal::Sealer::from_file(
+        &encryption_keys,
+        args.encryption_keys_file.is_none(),
+    )?);
     let privacy_key = args
         .privacy_key_file
         .clone()
@@ -328,6 +341,7 @@ async fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
             ns.clone(),
             keys.clone(),
             retention_days.clone(),
+            sensitive_mcps.clone(),
         ));
         tokio::spawn(ingest::secrets::watch_reader_tokens(
             client,
@@ -386,6 +400,8 @@ async fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
         privacy,
         signing: args.require_signatures,
         tls,
+        sealer,
+        sensitive_mcps,
     };
     tokio::spawn(mcp_coordinator::store::retention::run(
         store.clone(),

@@ -122,6 +122,11 @@ async fn start_with(dir: PathBuf, store: Arc<Switchable>, limits: Limits) -> Ing
         privacy: mcp_coordinator::privacy::Pseudonymizer::new(vec![7; 32]).unwrap(),
         signing: mcp_coordinator::ingest::signing::SigningPolicy::Off,
         tls: None,
+        sealer: std::sync::Arc::new(mcp_coordinator::privacy::seal::Sealer::from_keys(
+            "k1",
+            std::collections::BTreeMap::from([("k1".to_string(), [5u8; 32])]),
+        )),
+        sensitive_mcps: Default::default(),
     };
     let running = ingest::start(
         config,

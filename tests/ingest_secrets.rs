@@ -36,6 +36,7 @@ async fn keys_follow_the_credentials_secrets() {
         None,
         keys.clone(),
         retention.clone(),
+        Default::default(),
     ));
 
     let api: Api<MCPRegistration> = Api::namespaced(client(&server), "default");

@@ -34,6 +34,11 @@ async fn start(policy: SigningPolicy) -> String {
             privacy: mcp_coordinator::privacy::Pseudonymizer::new(vec![3; 32]).unwrap(),
             signing: policy,
             tls: None,
+            sealer: std::sync::Arc::new(mcp_coordinator::privacy::seal::Sealer::from_keys(
+                "k1",
+                std::collections::BTreeMap::from([("k1".to_string(), [5u8; 32])]),
+            )),
+            sensitive_mcps: Default::default(),
         },
         Arc::new(SqliteStore::in_memory().unwrap()),
         Arc::new(keys),

@@ -67,6 +67,11 @@ async fn tls13_only() {
             privacy: mcp_coordinator::privacy::Pseudonymizer::new(vec![1; 32]).unwrap(),
             signing: SigningPolicy::Off,
             tls: Some(tls),
+            sealer: std::sync::Arc::new(mcp_coordinator::privacy::seal::Sealer::from_keys(
+                "k1",
+                std::collections::BTreeMap::from([("k1".to_string(), [5u8; 32])]),
+            )),
+            sensitive_mcps: Default::default(),
         },
         Arc::new(SqliteStore::in_memory().unwrap()),
         Arc::new(KeyRing::default()),

@@ -197,6 +197,11 @@ async fn raw_user_ids_never_reach_clickhouse() {
             privacy: mcp_coordinator::privacy::Pseudonymizer::new(vec![9; 32]).unwrap(),
             signing: mcp_coordinator::ingest::signing::SigningPolicy::Off,
             tls: None,
+            sealer: std::sync::Arc::new(mcp_coordinator::privacy::seal::Sealer::from_keys(
+                "k1",
+                std::collections::BTreeMap::from([("k1".to_string(), [5u8; 32])]),
+            )),
+            sensitive_mcps: Default::default(),
         },
         Arc::new(mcp_coordinator::store::clickhouse::LazyClickHouseStore::new(config)),
         Arc::new(keys),

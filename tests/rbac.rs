@@ -47,6 +47,7 @@ async fn every_api_call_is_in_the_rbac_list() {
         None,
         keys.clone(),
         retention.clone(),
+        Default::default(),
     ));
     wait_for(&api, "rbac", Duration::from_secs(20), "Ready", |r| {
         phase(r) == Some(Phase::Ready)

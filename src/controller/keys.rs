@@ -17,6 +17,8 @@ pub const ISSUED_FOR_ANNOTATION: &str = "mcp.coordinator.dev/issued-for-rotation
 /// Annotation on the Secret telling the ingest server how long to keep this MCP's interactions
 /// (`spec.privacy.retentionDays`).
 pub const RETENTION_ANNOTATION: &str = "mcp.coordinator.dev/retention-days";
+/// Annotation on the Secret carrying `spec.privacy.level` to the ingest server.
+pub const PRIVACY_LEVEL_ANNOTATION: &str = "mcp.coordinator.dev/privacy-level";
 const KEY_BYTES: usize = 32;
 
 /// A new key: 256 bits from the operating system, hex-encoded behind a recognisable prefix
@@ -38,6 +40,14 @@ pub fn requested_rotation(reg: &MCPRegistration) -> String {
         .get(ROTATE_KEY_ANNOTATION)
         .cloned()
         .unwrap_or_default()
+}
+
+fn privacy_level(reg: &MCPRegistration) -> &'static str {
+    match reg.spec.privacy.level {
+        crate::crd::PrivacyLevel::Public => "public",
+        crate::crd::PrivacyLevel::Internal => "internal",
+        crate::crd::PrivacyLevel::Sensitive => "sensitive",
+    }
 }
 
 /// What the controller should do with the key Secret it found.
@@ -74,6 +84,11 @@ pub fn key_action(existing: Option<&Secret>, reg: &MCPRegistration, mcp_id: &str
     if secret.labels().get(MCP_ID_LABEL).map(String::as_str) != Some(mcp_id)
         || secret.labels().get(CREDENTIALS_LABEL).map(String::as_str) != Some("true")
         || secret.annotations().get(RETENTION_ANNOTATION) != Some(&retention)
+        || secret
+            .annotations()
+            .get(PRIVACY_LEVEL_ANNOTATION)
+            .map(String::as_str)
+            != Some(privacy_level(reg))
     {
         return KeyAction::Relabel;
     }
@@ -100,6 +115,10 @@ pub fn key_secret(reg: &MCPRegistration, mcp_id: &str, key: Option<String>) -> S
                 (
                     RETENTION_ANNOTATION.to_string(),
                     reg.spec.privacy.retention_days.to_string(),
+                ),
+                (
+                    PRIVACY_LEVEL_ANNOTATION.to_string(),
+                    privacy_level(reg).to_string(),
                 ),
             ])),
             owner_references: owner.map(|o| vec![o]),

@@ -38,6 +38,10 @@ pub struct IngestConfig {
     pub privacy: crate::privacy::Pseudonymizer,
     /// Which requests must carry a signature.
     pub signing: signing::SigningPolicy,
+    /// Seals the free-form fields of sensitive interactions.
+    pub sealer: Arc<crate::privacy::seal::Sealer>,
+    /// MCPs whose every interaction is sensitive.
+    pub sensitive_mcps: Arc<crate::privacy::SensitiveMcps>,
     /// Serve HTTPS (TLS 1.3 only) with this configuration; plain HTTP when `None`.
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }

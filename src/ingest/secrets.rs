@@ -12,8 +12,9 @@ use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, ResourceExt};
 
 use super::auth::{KeyRing, ReaderTokens};
-use crate::controller::keys::{RETENTION_ANNOTATION, SECRET_KEY};
+use crate::controller::keys::{PRIVACY_LEVEL_ANNOTATION, RETENTION_ANNOTATION, SECRET_KEY};
 use crate::crd::{CREDENTIALS_LABEL, MCP_ID_LABEL};
+use crate::privacy::SensitiveMcps;
 use crate::store::retention::RetentionDays;
 
 /// The MCP ID and key a credentials Secret carries, if it is well-formed.
@@ -50,6 +51,7 @@ pub async fn watch(
     namespace: Option<String>,
     keys: Arc<KeyRing>,
     retention: Arc<RetentionDays>,
+    sensitive: Arc<SensitiveMcps>,
 ) {
     let id = |s: &Secret| s.labels().get(MCP_ID_LABEL).cloned();
     let selector = format!("{CREDENTIALS_LABEL}=true");
@@ -65,6 +67,11 @@ pub async fn watch(
             (false, Some(days)) => retention.set(mcp_id, days),
             _ => retention.remove(mcp_id),
         }
+        let level = secret.annotations().get(PRIVACY_LEVEL_ANNOTATION);
+        sensitive.set(
+            mcp_id,
+            !deleted && level.map(String::as_str) == Some("sensitive"),
+        );
     };
     watch_labelled(
         client,

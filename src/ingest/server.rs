@@ -29,6 +29,8 @@ pub struct Limits {
 
 pub struct IngestState {
     pub privacy: Pseudonymizer,
+    pub sealer: Arc<crate::privacy::seal::Sealer>,
+    pub sensitive_mcps: Arc<crate::privacy::SensitiveMcps>,
     pub signing: Verifier,
     pub spool: Spool,
     pub store: Arc<dyn InteractionStore>,
@@ -51,6 +53,8 @@ impl IngestState {
     ) -> Self {
         Self {
             privacy: config.privacy.clone(),
+            sealer: config.sealer.clone(),
+            sensitive_mcps: config.sensitive_mcps.clone(),
             signing: Verifier::new(config.signing),
             spool,
             store,
@@ -444,7 +448,13 @@ where
                     until_ms,
                 })
                 .await?;
-            let items: Vec<Value> = found.iter().map(|i| i.to_json()).collect();
+            let items: Vec<Value> = found
+                .into_iter()
+                .map(|mut i| {
+                    reveal(state, &role, &mut i.fields);
+                    i.to_json()
+                })
+                .collect();
             audit(
                 state,
                 &role,
@@ -729,7 +739,7 @@ async fn report(
     at: &str,
 ) -> Result<Response, ApiError> {
     let mut parsed = parse_report(data, kind, at).map_err(ApiError::bad)?;
-    protect(state, &mut parsed.fields);
+    protect(state, key_mcp, &mut parsed.fields)?;
     let field = |f: &str| {
         if at.is_empty() {
             f.to_string()
@@ -779,9 +789,54 @@ async fn report(
 }
 
 /// Privacy rules, applied before an event exists anywhere but in this request's memory.
-fn protect(state: &IngestState, fields: &mut super::model::Fields) {
+fn protect(
+    state: &IngestState,
+    mcp_id: &str,
+    fields: &mut super::model::Fields,
+) -> Result<(), ApiError> {
     if let Some(user) = fields.user_id.take() {
         fields.user_id = Some(state.privacy.pseudonym(&user));
+    }
+    let sensitive = fields.privacy_level.as_deref() == Some("sensitive")
+        || state.sensitive_mcps.contains(mcp_id);
+    if sensitive {
+        for value in [&mut fields.parameters, &mut fields.error_message]
+            .into_iter()
+            .flatten()
+        {
+            *value = state.sealer.seal(value).map_err(|e| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "encryption_unavailable",
+                    e.to_string(),
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Sealed fields as `role` may see them: opened for admins and the MCP itself, redacted for
+/// readers, `[erased]` once the sealing key was destroyed.
+fn reveal(state: &IngestState, role: &Role, fields: &mut super::model::Fields) {
+    use crate::privacy::seal::{Sealer, Unsealed};
+    let may_open = matches!(role, Role::Admin(_) | Role::Mcp(_));
+    for (value, redacted) in [
+        (&mut fields.parameters, "{\"redacted\":true}"),
+        (&mut fields.error_message, "[redacted]"),
+    ] {
+        let Some(text) = value.as_deref() else {
+            continue;
+        };
+        if !Sealer::is_sealed(text) {
+            continue;
+        }
+        *value = Some(match (may_open, state.sealer.unseal(text)) {
+            (true, Some(Unsealed::Plain(plain))) => plain,
+            (true, _) if redacted.starts_with('{') => "{\"erased\":true}".to_string(),
+            (true, _) => "[erased]".to_string(),
+            (false, _) => redacted.to_string(),
+        });
     }
 }
 
@@ -835,7 +890,8 @@ async fn batch(
             .map_err(|problem| BadReport::new("", problem))
             .and_then(|value| {
                 let mut parsed = parse_report(value, EventKind::Record, "")?;
-                protect(state, &mut parsed.fields);
+                protect(state, key_mcp, &mut parsed.fields)
+                    .map_err(|e| BadReport::new("", e.message))?;
                 let id = parsed.interaction_id.ok_or_else(|| {
                     BadReport::new("interaction_id", "required in a batch record")
                 })?;

@@ -4,10 +4,38 @@
 //! same user maps to the same pseudonym (per-user analysis still works) while the raw id is never
 //! written to the spool, the store or a log.
 
+pub mod seal;
+
 use std::path::Path;
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
+
+/// MCPs whose `spec.privacy.level` is `sensitive` (carried on their key Secrets): every
+/// interaction they report is treated as sensitive.
+#[derive(Debug, Default)]
+pub struct SensitiveMcps(std::sync::RwLock<std::collections::HashSet<String>>);
+
+impl SensitiveMcps {
+    pub fn set(&self, mcp_id: &str, sensitive: bool) {
+        let mut set = self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if sensitive {
+            set.insert(mcp_id.to_string());
+        } else {
+            set.remove(mcp_id);
+        }
+    }
+
+    pub fn contains(&self, mcp_id: &str) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(mcp_id)
+    }
+}
 
 /// Smallest key accepted: 256 bits.
 pub const MIN_KEY_BYTES: usize = 32;
@@ -100,7 +128,7 @@ impl Pseudonymizer {
     }
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;

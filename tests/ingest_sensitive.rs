@@ -1,0 +1,190 @@
+//! Sensitive interactions: free-form fields are sealed with AES-256-GCM before they are spooled;
+//! admins and the MCP itself read them, readers get them redacted, and destroying the key erases
+//! them (crypto-shredding).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mcp_coordinator::ingest::auth::{KeyRing, ReaderTokens};
+use mcp_coordinator::ingest::signing::SigningPolicy;
+use mcp_coordinator::ingest::{self, IngestConfig};
+use mcp_coordinator::privacy::seal::Sealer;
+use mcp_coordinator::privacy::SensitiveMcps;
+use mcp_coordinator::store::sqlite::SqliteStore;
+use serde_json::{json, Value};
+
+const KEY: &str = "mcpk_sensitive_test_key_0123456789";
+const READER: &str = "sensitive-reader-token";
+const ADMIN: &str = "sensitive-admin-token";
+const SECRET_DOC: &str = "passport-of-jane-doe.png";
+const SECRET_ERROR: &str = "could not read the passport of Jane Doe";
+
+async fn start(
+    dir: &std::path::Path,
+    key_id: &str,
+    key: [u8; 32],
+) -> (
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let keys = KeyRing::default();
+    keys.set("ocr_workflow_mcp_001", KEY);
+    let readers = ReaderTokens::from_tokens([READER]);
+    readers.add_admin("ops", ADMIN);
+    let sensitive = Arc::new(SensitiveMcps::default());
+    sensitive.set("ocr_workflow_mcp_001", true);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = ingest::start(
+        IngestConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            spool: ingest::spool::SpoolConfig {
+                dir: dir.join("spool"),
+                segment_bytes: 1 << 20,
+                max_bytes: 1 << 30,
+            },
+            limits: ingest::server::Limits {
+                single_bytes: 1 << 20,
+                batch_bytes: 1 << 24,
+            },
+            batch_max: 100,
+            flush_interval: Duration::from_millis(50),
+            drain_timeout: Duration::from_secs(2),
+            privacy: mcp_coordinator::privacy::Pseudonymizer::new(vec![4; 32]).unwrap(),
+            signing: SigningPolicy::Off,
+            tls: None,
+            sealer: Arc::new(Sealer::from_keys(
+                key_id,
+                BTreeMap::from([(key_id.to_string(), key)]),
+            )),
+            sensitive_mcps: sensitive,
+        },
+        Arc::new(SqliteStore::open(&dir.join("interactions.db")).unwrap()),
+        Arc::new(keys),
+        Arc::new(readers),
+        async move {
+            let _ = stopped.await;
+        },
+    )
+    .await
+    .unwrap();
+    (format!("http://{}", running.addr), stop, running.done)
+}
+
+fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+async fn history_as(base: &str, token: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let body: Value = http()
+            .get(format!("{base}/v1/mcps/ocr_workflow_mcp_001/interactions"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if let Some(i) = body["interactions"].get(0) {
+            if i["status"] == "failed" {
+                return i.clone();
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the interaction did not arrive: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sensitive_fields_are_sealed_redacted_and_shreddable() {
+    let dir = std::env::temp_dir().join(format!("mcp-sensitive-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (base, stop, done) = start(&dir, "k1", [8; 32]).await;
+    let client = http();
+    let start_report = json!({"interaction_id": "s1", "request_data": {"parameters": {"document": SECRET_DOC, "quality_level": "high"}}});
+    assert_eq!(
+        client
+            .post(format!("{base}/v1/interactions"))
+            .bearer_auth(KEY)
+            .json(&start_report)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        202
+    );
+    let error = json!({"error_code": "OCR_FAILED", "error_message": SECRET_ERROR});
+    assert_eq!(
+        client
+            .post(format!("{base}/v1/interactions/s1/error"))
+            .bearer_auth(KEY)
+            .json(&error)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        202
+    );
+
+    let admin = history_as(&base, ADMIN).await;
+    assert_eq!(admin["request_data"]["parameters"]["document"], SECRET_DOC);
+    assert_eq!(admin["result_data"]["error_message"], SECRET_ERROR);
+    let own = history_as(&base, KEY).await;
+    assert_eq!(
+        own["result_data"]["error_message"], SECRET_ERROR,
+        "the MCP reads its own data"
+    );
+    let reader = history_as(&base, READER).await;
+    assert_eq!(reader["request_data"]["parameters"]["redacted"], true);
+    assert_eq!(
+        reader["request_data"]["parameters"]["quality_level"], "high",
+        "analysis columns stay readable"
+    );
+    assert_eq!(reader["result_data"]["error_message"], "[redacted]");
+    let _ = stop.send(());
+    let _ = done.await;
+
+    // Nothing readable on disk.
+    for secret in [SECRET_DOC, "Jane Doe"] {
+        for entry in walk(&dir) {
+            let bytes = std::fs::read(&entry).unwrap();
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{secret:?} in {}",
+                entry.display()
+            );
+        }
+    }
+
+    // Crypto-shredding: without key k1, the sealed fields are gone for everyone.
+    let (base, stop, done) = start(&dir, "k2", [9; 32]).await;
+    let admin = history_as(&base, ADMIN).await;
+    assert_eq!(admin["request_data"]["parameters"]["erased"], true);
+    assert_eq!(admin["result_data"]["error_message"], "[erased]");
+    let _ = stop.send(());
+    let _ = done.await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
