@@ -68,27 +68,15 @@ async fn main() {
         .expect("store");
     let running = mcp_coordinator::ingest::start(
         mcp_coordinator::ingest::IngestConfig {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            spool: SpoolConfig {
-                dir: dir.join("spool-http"),
-                segment_bytes: 16 << 20,
-                max_bytes: 1 << 30,
-            },
-            limits: mcp_coordinator::ingest::server::Limits {
-                single_bytes: 1 << 20,
-                batch_bytes: 16 << 20,
-            },
             batch_max: 5000,
             flush_interval: Duration::from_millis(200),
             drain_timeout: Duration::from_secs(10),
-            privacy: mcp_coordinator::privacy::Pseudonymizer::new(vec![7; 32]).unwrap(),
             signing: mcp_coordinator::ingest::signing::SigningPolicy::Off,
-            tls: None,
-            sealer: std::sync::Arc::new(mcp_coordinator::privacy::seal::Sealer::from_keys(
-                "k1",
-                std::collections::BTreeMap::from([("k1".to_string(), [5u8; 32])]),
-            )),
-            sensitive_mcps: Default::default(),
+            ..mcp_coordinator::ingest::IngestConfig::new(
+                "127.0.0.1:0".parse().expect("addr"),
+                dir.join("spool-http"),
+            )
+            .unwrap()
         },
         Arc::new(store),
         Arc::new(keys),

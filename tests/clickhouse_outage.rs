@@ -7,8 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mcp_coordinator::ingest::auth::{KeyRing, ReaderTokens};
-use mcp_coordinator::ingest::server::Limits;
-use mcp_coordinator::ingest::spool::SpoolConfig;
 use mcp_coordinator::ingest::{self, IngestConfig};
 use mcp_coordinator::store::clickhouse::LazyClickHouseStore;
 use mcp_coordinator::store::{HistoryQuery, InteractionStore, TimeRange};
@@ -29,27 +27,11 @@ async fn acknowledged_reports_survive_a_clickhouse_crash() {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = ingest::start(
         IngestConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            spool: SpoolConfig {
-                dir: spool_dir,
-                segment_bytes: 64 * 1024,
-                max_bytes: 64 << 20,
-            },
-            limits: Limits {
-                single_bytes: 1 << 20,
-                batch_bytes: 16 << 20,
-            },
             batch_max: 200,
             flush_interval: Duration::from_millis(50),
             drain_timeout: Duration::from_secs(1),
-            privacy: mcp_coordinator::privacy::Pseudonymizer::new(vec![7; 32]).unwrap(),
             signing: mcp_coordinator::ingest::signing::SigningPolicy::Off,
-            tls: None,
-            sealer: std::sync::Arc::new(mcp_coordinator::privacy::seal::Sealer::from_keys(
-                "k1",
-                std::collections::BTreeMap::from([("k1".to_string(), [5u8; 32])]),
-            )),
-            sensitive_mcps: Default::default(),
+            ..IngestConfig::new("127.0.0.1:0".parse().unwrap(), spool_dir).unwrap()
         },
         store.clone(),
         Arc::new(keys),

@@ -109,7 +109,7 @@ async fn start_with(dir: PathBuf, store: Arc<Switchable>, limits: Limits) -> Ing
     keys.set("gpt_adapter_mcp_001", OTHER_KEY);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let config = IngestConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
+        // Small segments, so the outage test sees shipped segments deleted.
         spool: SpoolConfig {
             dir: dir.join("spool"),
             segment_bytes: 64 * 1024,
@@ -119,14 +119,8 @@ async fn start_with(dir: PathBuf, store: Arc<Switchable>, limits: Limits) -> Ing
         batch_max: 500,
         flush_interval: Duration::from_millis(50),
         drain_timeout: Duration::from_millis(500),
-        privacy: mcp_coordinator::privacy::Pseudonymizer::new(vec![7; 32]).unwrap(),
         signing: mcp_coordinator::ingest::signing::SigningPolicy::Off,
-        tls: None,
-        sealer: std::sync::Arc::new(mcp_coordinator::privacy::seal::Sealer::from_keys(
-            "k1",
-            std::collections::BTreeMap::from([("k1".to_string(), [5u8; 32])]),
-        )),
-        sensitive_mcps: Default::default(),
+        ..IngestConfig::new("127.0.0.1:0".parse().unwrap(), dir.join("spool")).unwrap()
     };
     let running = ingest::start(
         config,

@@ -38,27 +38,17 @@ async fn start(
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = ingest::start(
         IngestConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            spool: ingest::spool::SpoolConfig {
-                dir: dir.join("spool"),
-                segment_bytes: 1 << 20,
-                max_bytes: 1 << 30,
-            },
-            limits: ingest::server::Limits {
-                single_bytes: 1 << 20,
-                batch_bytes: 1 << 24,
-            },
             batch_max: 100,
             flush_interval: Duration::from_millis(50),
             drain_timeout: Duration::from_secs(2),
             privacy: mcp_coordinator::privacy::Pseudonymizer::new(vec![4; 32]).unwrap(),
             signing: SigningPolicy::Off,
-            tls: None,
             sealer: Arc::new(Sealer::from_keys(
                 key_id,
                 BTreeMap::from([(key_id.to_string(), key)]),
             )),
             sensitive_mcps: sensitive,
+            ..IngestConfig::new("127.0.0.1:0".parse().unwrap(), dir.join("spool")).unwrap()
         },
         Arc::new(SqliteStore::open(&dir.join("interactions.db")).unwrap()),
         Arc::new(keys),

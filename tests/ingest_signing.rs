@@ -18,27 +18,11 @@ async fn start(policy: SigningPolicy) -> String {
     keys.set("ocr_workflow_mcp_001", KEY);
     let running = ingest::start(
         IngestConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            spool: ingest::spool::SpoolConfig {
-                dir: dir.join("spool"),
-                segment_bytes: 1 << 20,
-                max_bytes: 1 << 30,
-            },
-            limits: ingest::server::Limits {
-                single_bytes: 1 << 20,
-                batch_bytes: 1 << 24,
-            },
             batch_max: 100,
             flush_interval: Duration::from_millis(50),
             drain_timeout: Duration::from_secs(1),
-            privacy: mcp_coordinator::privacy::Pseudonymizer::new(vec![3; 32]).unwrap(),
             signing: policy,
-            tls: None,
-            sealer: std::sync::Arc::new(mcp_coordinator::privacy::seal::Sealer::from_keys(
-                "k1",
-                std::collections::BTreeMap::from([("k1".to_string(), [5u8; 32])]),
-            )),
-            sensitive_mcps: Default::default(),
+            ..IngestConfig::new("127.0.0.1:0".parse().unwrap(), dir.join("spool")).unwrap()
         },
         Arc::new(SqliteStore::in_memory().unwrap()),
         Arc::new(keys),

@@ -181,27 +181,12 @@ async fn raw_user_ids_never_reach_clickhouse() {
     keys.set("ocr_workflow_mcp_001", KEY);
     let running = ingest::start(
         IngestConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            spool: ingest::spool::SpoolConfig {
-                dir: clickhouse.dir.join("spool"),
-                segment_bytes: 1 << 20,
-                max_bytes: 1 << 30,
-            },
-            limits: ingest::server::Limits {
-                single_bytes: 1 << 20,
-                batch_bytes: 1 << 24,
-            },
             batch_max: 100,
             flush_interval: Duration::from_millis(50),
             drain_timeout: Duration::from_secs(2),
-            privacy: mcp_coordinator::privacy::Pseudonymizer::new(vec![9; 32]).unwrap(),
             signing: mcp_coordinator::ingest::signing::SigningPolicy::Off,
-            tls: None,
-            sealer: std::sync::Arc::new(mcp_coordinator::privacy::seal::Sealer::from_keys(
-                "k1",
-                std::collections::BTreeMap::from([("k1".to_string(), [5u8; 32])]),
-            )),
-            sensitive_mcps: Default::default(),
+            ..IngestConfig::new("127.0.0.1:0".parse().unwrap(), clickhouse.dir.join("spool"))
+                .unwrap()
         },
         Arc::new(mcp_coordinator::store::clickhouse::LazyClickHouseStore::new(config)),
         Arc::new(keys),

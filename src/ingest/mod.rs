@@ -46,6 +46,45 @@ pub struct IngestConfig {
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
+impl IngestConfig {
+    /// The documented defaults, listening on `listen` with the spool in `spool_dir`, and fresh
+    /// random privacy and sealing keys (callers that must keep data readable across restarts
+    /// replace them with keys from files, as `mcp-coordinator ingest` does).
+    pub fn new(
+        listen: SocketAddr,
+        spool_dir: PathBuf,
+    ) -> Result<Self, crate::privacy::PrivacyKeyError> {
+        let mut privacy_key = vec![0u8; crate::privacy::MIN_KEY_BYTES];
+        let mut seal_key = [0u8; 32];
+        getrandom::fill(&mut privacy_key)
+            .and_then(|()| getrandom::fill(&mut seal_key))
+            .map_err(|e| crate::privacy::PrivacyKeyError::Randomness(e.to_string()))?;
+        Ok(Self {
+            listen,
+            spool: SpoolConfig {
+                dir: spool_dir,
+                segment_bytes: 16 << 20,
+                max_bytes: 1 << 30,
+            },
+            limits: Limits {
+                single_bytes: 1 << 20,
+                batch_bytes: 16 << 20,
+            },
+            batch_max: 5000,
+            flush_interval: Duration::from_secs(1),
+            drain_timeout: Duration::from_secs(20),
+            privacy: crate::privacy::Pseudonymizer::new(privacy_key)?,
+            signing: signing::SigningPolicy::Batch,
+            sealer: Arc::new(crate::privacy::seal::Sealer::from_keys(
+                "k1",
+                std::collections::BTreeMap::from([("k1".to_string(), seal_key)]),
+            )),
+            sensitive_mcps: Arc::default(),
+            tls: None,
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     #[error(transparent)]
