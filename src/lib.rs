@@ -7,6 +7,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod privacy;
 pub mod rbac;
+pub mod routing;
 pub mod server;
 pub mod store;
 

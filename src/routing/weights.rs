@@ -1,0 +1,171 @@
+//! Effective routing weights from health and logged performance.
+//!
+//! For an MCP that is Ready (Degraded MCPs get half, others 0):
+//!
+//! `effective = base × success_rate² × √clamp(peer_p95 / own_p95, 0.25, 2)`, capped at 1000,
+//!
+//! where `peer_p95` is the median p95 processing time of the MCPs sharing a capability with it.
+//! The square punishes failures hard (90 % success keeps 81 % of the weight); the square root
+//! keeps latency from dominating (twice as slow as peers keeps 71 %, twice as fast gets 141 %).
+//! Without data a factor is 1. Hysteresis: a new value replaces the previous one only when it
+//! differs by at least 10 % (and at least 5), so small noise does not rewrite status.
+
+use std::collections::BTreeMap;
+
+/// What is known about one MCP when weights are computed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct McpPerformance {
+    pub mcp_id: String,
+    pub capabilities: Vec<String>,
+    /// `spec.routing.weight`.
+    pub base_weight: u32,
+    /// Health: 1.0 Ready, 0.5 Degraded, 0.0 otherwise.
+    pub health_factor: f64,
+    /// Of finished interactions in the window; `None` without data.
+    pub success_rate: Option<f64>,
+    /// Seconds; `None` without data.
+    pub p95_processing_time: Option<f64>,
+    /// The weight currently in status, for hysteresis.
+    pub previous: Option<u32>,
+}
+
+/// The weight to publish and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub effective_weight: u32,
+    pub reason: String,
+}
+
+const MAX_WEIGHT: f64 = 1000.0;
+
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    Some(if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    })
+}
+
+/// Weights of every MCP, each compared with the MCPs that share a capability with it.
+pub fn decide(mcps: &[McpPerformance]) -> BTreeMap<String, Decision> {
+    mcps.iter()
+        .map(|m| {
+            let peers: Vec<f64> = mcps
+                .iter()
+                .filter(|o| o.capabilities.iter().any(|c| m.capabilities.contains(c)))
+                .filter_map(|o| o.p95_processing_time)
+                .filter(|t| t.is_finite() && *t > 0.0)
+                .collect();
+            (m.mcp_id.clone(), decide_one(m, median(peers)))
+        })
+        .collect()
+}
+
+fn decide_one(m: &McpPerformance, peer_p95: Option<f64>) -> Decision {
+    if m.health_factor <= 0.0 {
+        return Decision {
+            effective_weight: 0,
+            reason: "not routable: not Ready".into(),
+        };
+    }
+    let success = m.success_rate.map(|s| s.clamp(0.0, 1.0)).unwrap_or(1.0);
+    let latency = match (m.p95_processing_time, peer_p95) {
+        (Some(own), Some(peers)) if own > 0.0 && own.is_finite() => {
+            (peers / own).clamp(0.25, 2.0).sqrt()
+        }
+        _ => 1.0,
+    };
+    let raw =
+        (f64::from(m.base_weight) * m.health_factor * success * success * latency).min(MAX_WEIGHT);
+    let computed = raw.round() as u32;
+    let reason = format!(
+        "base {} × health {:.2} × success² {:.2} × latency {:.2}",
+        m.base_weight,
+        m.health_factor,
+        success * success,
+        latency
+    );
+    match m.previous {
+        Some(prev) if prev > 0 && computed > 0 && computed.abs_diff(prev) < (prev / 10).max(5) => {
+            Decision {
+                effective_weight: prev,
+                reason: format!("{reason} = {computed}; kept {prev} (change under 10%)"),
+            }
+        }
+        _ => Decision {
+            effective_weight: computed,
+            reason,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mcp(id: &str, success: Option<f64>, p95: Option<f64>) -> McpPerformance {
+        McpPerformance {
+            mcp_id: id.into(),
+            capabilities: vec!["ocr".into()],
+            base_weight: 100,
+            health_factor: 1.0,
+            success_rate: success,
+            p95_processing_time: p95,
+            previous: None,
+        }
+    }
+
+    #[test]
+    fn failures_and_slowness_cost_weight_relative_to_peers() {
+        let d = decide(&[
+            mcp("fast", Some(1.0), Some(1.0)),
+            mcp("slow", Some(1.0), Some(4.0)),
+            mcp("flaky", Some(0.9), Some(2.0)),
+        ]);
+        // Peer median p95 = 2 s.
+        assert_eq!(
+            d["fast"].effective_weight, 141,
+            "twice as fast as peers: √2"
+        );
+        assert_eq!(d["slow"].effective_weight, 71, "twice as slow: √½");
+        assert_eq!(d["flaky"].effective_weight, 81, "90% success squared");
+    }
+
+    #[test]
+    fn no_data_means_the_configured_weight_and_not_ready_means_zero() {
+        let mut down = mcp("down", Some(1.0), Some(1.0));
+        down.health_factor = 0.0;
+        let d = decide(&[mcp("new", None, None), down]);
+        assert_eq!(d["new"].effective_weight, 100);
+        assert_eq!(d["down"].effective_weight, 0);
+    }
+
+    #[test]
+    fn small_changes_keep_the_previous_weight() {
+        let mut m = mcp("a", Some(0.97), None);
+        m.previous = Some(100);
+        assert_eq!(
+            decide(&[m.clone()])["a"].effective_weight,
+            100,
+            "94 is within 10% of 100"
+        );
+        m.success_rate = Some(0.8);
+        assert_eq!(decide(&[m])["a"].effective_weight, 64);
+    }
+
+    #[test]
+    fn peers_are_only_mcps_sharing_a_capability() {
+        let mut other = mcp("translator", Some(1.0), Some(100.0));
+        other.capabilities = vec!["translate".into()];
+        let d = decide(&[mcp("ocr", Some(1.0), Some(1.0)), other]);
+        assert_eq!(
+            d["ocr"].effective_weight, 100,
+            "the slow translator is not its peer"
+        );
+    }
+}
