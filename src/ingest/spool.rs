@@ -524,17 +524,9 @@ impl SpoolReader {
         Ok(())
     }
 
-    pub fn position(&self) -> Position {
-        self.position
-    }
-
     /// Waits until the writer commits something new (or `timeout` passes).
     pub async fn wait_for_more(&self, timeout: std::time::Duration) {
         let _ = tokio::time::timeout(timeout, self.inner.committed.notified()).await;
-    }
-
-    pub fn pending_records(&self) -> u64 {
-        self.inner.state().records
     }
 
     /// Bytes a batch of records occupies in the spool.
