@@ -71,6 +71,7 @@ async fn main() {
         reconcile_concurrency: 8,
         resync: Duration::from_secs(300),
         instance: Some("demo".into()),
+        routing: Default::default(),
     };
     let metrics = Arc::new(Metrics::new().expect("metrics"));
     tokio::spawn(controller::run(

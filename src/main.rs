@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use mcp_coordinator::controller::{self, status::ReportingSettings, Settings};
+use mcp_coordinator::controller::{
+    self, routing::RoutingSettings, status::ReportingSettings, Settings,
+};
 use mcp_coordinator::{crd, metrics::Metrics, server};
 
 /// Coordinates MCP (Model Context Protocol) servers on Kubernetes.
@@ -22,7 +24,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Reconcile MCPRegistrations: IDs, API keys, health, status.
-    Controller(ControllerArgs),
+    Controller(Box<ControllerArgs>),
     /// Receive interaction reports from MCPs, spool them durably, store and query them.
     Ingest(Box<IngestArgs>),
     /// Print the MCPRegistration CustomResourceDefinition as YAML.
@@ -48,9 +50,20 @@ struct IngestArgs {
     /// labelled mcp.coordinator.dev/reader-token=true, key `token`) from Kubernetes.
     #[arg(long, env = "MCP_COORDINATOR_KEYS_FROM_SECRETS")]
     keys_from_secrets: bool,
-    /// With --keys-from-secrets: watch only this namespace (default: all namespaces).
+    /// With --keys-from-secrets or --routes-from-configmaps: watch only this namespace (default:
+    /// all namespaces).
     #[arg(long, env = "MCP_COORDINATOR_NAMESPACE")]
     namespace: Option<String>,
+    /// Answer GET /v1/route from the controller's mcp-routing-table ConfigMaps.
+    #[arg(long, env = "MCP_COORDINATOR_ROUTES_FROM_CONFIGMAPS")]
+    routes_from_configmaps: bool,
+    /// Answer GET /v1/route from this routing-table JSON file (reloaded when it changes).
+    #[arg(
+        long,
+        env = "MCP_COORDINATOR_ROUTING_TABLE_FILE",
+        conflicts_with = "routes_from_configmaps"
+    )]
+    routing_table_file: Option<std::path::PathBuf>,
     /// Key (≥ 32 bytes) for user pseudonyms (HMAC-SHA256 of request_data.user_id). Default:
     /// <data-dir>/privacy.key, created on first start; give every replica the same key.
     #[arg(long, env = "MCP_COORDINATOR_PRIVACY_KEY_FILE")]
@@ -209,6 +222,19 @@ struct ControllerArgs {
     /// Name this instance reports Events as (set to the pod name by the chart).
     #[arg(long, env = "MCP_COORDINATOR_INSTANCE")]
     instance: Option<String>,
+    /// How often recent performance is read from the ingest server and weights recomputed.
+    #[arg(long, env = "MCP_COORDINATOR_ROUTING_INTERVAL_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    routing_interval_seconds: u64,
+    /// The window weights are computed over (e.g. 5m, 15m, 1h).
+    #[arg(long, env = "MCP_COORDINATOR_ROUTING_WINDOW", default_value = "15m")]
+    routing_window: String,
+    /// Base URL the controller reads performance from (GET /v1/metrics). Default: the
+    /// --interaction-log-endpoint.
+    #[arg(long, env = "MCP_COORDINATOR_INGEST_URL")]
+    ingest_url: Option<String>,
+    /// File holding a reader token of the ingest server; without it weights follow health only.
+    #[arg(long, env = "MCP_COORDINATOR_INGEST_TOKEN_FILE")]
+    ingest_token_file: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -223,7 +249,7 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Controller(args) => run_controller(args).await,
+        Command::Controller(args) => run_controller(*args).await,
         Command::Ingest(args) => run_ingest(*args).await,
     }
 }
@@ -257,6 +283,17 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         ready.clone(),
         shutdown(stop_rx.clone()),
     ));
+    mcp_coordinator::store::TimeRange::parse(&args.routing_window, 0)
+        .map_err(|problem| anyhow::anyhow!("--routing-window: {problem}"))?;
+    let ingest_token = match &args.ingest_token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --ingest-token-file {}", path.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
     let settings = Settings {
         namespace: args.namespace,
         state_namespace: args.state_namespace,
@@ -270,6 +307,12 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         reconcile_concurrency: args.reconcile_concurrency,
         resync: Duration::from_secs(args.resync_seconds.max(1)),
         instance: args.instance,
+        routing: RoutingSettings {
+            interval: Duration::from_secs(args.routing_interval_seconds),
+            window: args.routing_window,
+            ingest_url: args.ingest_url,
+            ingest_token,
+        },
     };
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -356,6 +399,20 @@ async fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
             tracing::warn!("no reader tokens configured (--reader-tokens-file, --keys-from-secrets): queries will be refused");
         }
     }
+    let router = Arc::new(mcp_coordinator::routing::router::Router::default());
+    if args.routes_from_configmaps {
+        let client = kube::Client::try_default().await.context(
+            "--routes-from-configmaps needs Kubernetes access: set KUBECONFIG or run inside a cluster",
+        )?;
+        tokio::spawn(ingest::routes::watch_configmaps(
+            client,
+            args.namespace.clone(),
+            router.clone(),
+        ));
+    }
+    if let Some(path) = &args.routing_table_file {
+        ingest::routes::follow_file(path.clone(), router.clone()).await?;
+    }
     let (store, store_name): (Arc<dyn mcp_coordinator::store::InteractionStore>, String) =
         match &args.clickhouse_url {
             Some(url) => {
@@ -402,6 +459,7 @@ async fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
         tls,
         sealer,
         sensitive_mcps,
+        router,
     };
     tokio::spawn(mcp_coordinator::store::retention::run(
         store.clone(),

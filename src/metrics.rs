@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 use crate::controller::health::ProbeOutcome;
@@ -18,6 +19,9 @@ pub struct Metrics {
     pub registrations: IntGaugeVec,
     pub probe_duration: HistogramVec,
     pub mcp_up: IntGaugeVec,
+    pub effective_weight: IntGaugeVec,
+    pub routing_refreshes: IntCounterVec,
+    pub leader: IntGauge,
 }
 
 impl Metrics {
@@ -67,6 +71,30 @@ impl Metrics {
             ),
             &["mcp_id"],
         )?;
+        let effective_weight = IntGaugeVec::new(
+            Opts::new(
+                "mcp_coordinator_effective_weight",
+                "The routing weight in each MCP's status (0 when not routable).",
+            ),
+            &["mcp_id"],
+        )?;
+        let routing_refreshes = IntCounterVec::new(
+            Opts::new(
+                "mcp_coordinator_routing_refreshes_total",
+                "Fetches of performance from the ingest server, by result (ok, error).",
+            ),
+            &["result"],
+        )?;
+        let leader = IntGauge::with_opts(Opts::new(
+            "mcp_coordinator_leader",
+            "1 while this controller instance holds the leader Lease and reconciles.",
+        ))?;
+        registry.register(Box::new(effective_weight.clone()))?;
+        registry.register(Box::new(routing_refreshes.clone()))?;
+        registry.register(Box::new(leader.clone()))?;
+        for result in ["ok", "error"] {
+            routing_refreshes.with_label_values(&[result]);
+        }
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(reconcile_errors.clone()))?;
         registry.register(Box::new(reconcile_duration.clone()))?;
@@ -84,6 +112,9 @@ impl Metrics {
             registrations,
             probe_duration,
             mcp_up,
+            effective_weight,
+            routing_refreshes,
+            leader,
         })
     }
 

@@ -41,6 +41,13 @@ pub const API_CALLS: &[ApiPermission] = &[
         why: "the MCP ID ledger in the state namespace",
     },
     ApiPermission {
+        group: "",
+        resource: "configmaps",
+        verbs: &["patch"],
+        component: "controller",
+        why: "the mcp-routing-table ConfigMap of every namespace with registrations (server-side apply)",
+    },
+    ApiPermission {
         group: "events.k8s.io",
         resource: "events",
         verbs: &["create", "patch"],
@@ -53,6 +60,13 @@ pub const API_CALLS: &[ApiPermission] = &[
         verbs: &["list", "watch"],
         component: "ingest",
         why: "API keys and reader tokens from labelled Secrets (--keys-from-secrets)",
+    },
+    ApiPermission {
+        group: "",
+        resource: "configmaps",
+        verbs: &["list", "watch"],
+        component: "ingest",
+        why: "route candidates from the mcp-routing-table ConfigMaps (--routes-from-configmaps)",
     },
 ];
 

@@ -8,6 +8,7 @@ pub mod keys;
 pub mod probe;
 pub mod prober;
 mod reconcile;
+pub mod routing;
 pub mod status;
 
 use std::collections::HashMap;
@@ -50,6 +51,7 @@ pub struct Settings {
     pub resync: Duration,
     /// Name this instance reports Events as (its pod name in a cluster).
     pub instance: Option<String>,
+    pub routing: routing::RoutingSettings,
 }
 
 /// Shared by every reconcile.
@@ -60,11 +62,21 @@ pub struct Context {
     pub prober: Arc<Prober>,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    /// Logged performance by MCP ID, refreshed by the routing loop.
+    pub performance: routing::PerformanceBoard,
+    /// Nudges the routing-table writer after a status change.
+    pub table_changed: tokio::sync::Notify,
+    /// False while another replica holds the leader Lease.
+    leading: AtomicBool,
     phases: Mutex<HashMap<ObjectRef<MCPRegistration>, Phase>>,
     failures: Mutex<HashMap<ObjectRef<MCPRegistration>, u32>>,
 }
 
 impl Context {
+    pub fn is_leader(&self) -> bool {
+        self.leading.load(Ordering::Relaxed)
+    }
+
     fn set_phase(&self, key: ObjectRef<MCPRegistration>, phase: Option<Phase>) {
         let mut phases = self.phases.lock().unwrap_or_else(PoisonError::into_inner);
         match phase {
@@ -135,22 +147,35 @@ pub async fn run(
         client,
         prober,
         metrics,
+        performance: routing::PerformanceBoard::default(),
+        table_changed: tokio::sync::Notify::new(),
+        leading: AtomicBool::new(true),
         phases: Mutex::default(),
         failures: Mutex::default(),
         settings: settings.clone(),
     });
 
+    let (weight_changed, weight_changes) = tokio::sync::mpsc::unbounded_channel();
     let controller = Controller::new(registrations, watcher::Config::default())
         .owns(
             secrets,
             watcher::Config::default().labels(&format!("{CREDENTIALS_LABEL}=true")),
         )
-        .reconcile_on(UnboundedReceiverStream::new(health_changes))
+        .reconcile_on(futures::stream::select(
+            UnboundedReceiverStream::new(health_changes),
+            UnboundedReceiverStream::new(weight_changes),
+        ))
         .with_config(
             kube::runtime::controller::Config::default()
                 .concurrency(settings.reconcile_concurrency),
         );
     let store = controller.store();
+    tokio::spawn(routing::refresh_weights(
+        context.clone(),
+        store.clone(),
+        weight_changed,
+    ));
+    tokio::spawn(routing::publish_tables(context.clone(), store.clone()));
     tokio::spawn(async move {
         // The store wakes only its most recent waiter (the controller's own runner also waits on
         // it), so poll again periodically instead of waiting once.

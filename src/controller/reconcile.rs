@@ -20,7 +20,7 @@ use super::probe::ProbeTarget;
 use super::status::{self, Compatibility, Observation};
 use super::{Context, MANAGER};
 use crate::crd::validate::validate_spec;
-use crate::crd::{MCPRegistration, MCPRegistrationStatus, Phase, ProbeType, Scheme, FINALIZER};
+use crate::crd::{MCPRegistration, MCPRegistrationStatus, Phase, ProbeType, FINALIZER};
 
 pub(super) async fn reconcile(reg: Arc<MCPRegistration>, ctx: Arc<Context>) -> Result<Action> {
     ctx.metrics.reconciles.inc();
@@ -66,6 +66,7 @@ async fn reconcile_one(
             problems: &problems,
             compatibility: Compatibility::NoConstraint,
             health: None,
+            observed: None,
         };
         settle(ctx, &api, reg, key, &obs).await?;
         // Nothing will change until the user edits the spec: no retries.
@@ -95,6 +96,7 @@ async fn reconcile_one(
         ctx.prober.snapshot(key)
     };
 
+    let observed = ctx.performance.get(&mcp_id);
     let obs = Observation {
         generation,
         mcp_id: Some(&mcp_id),
@@ -102,6 +104,7 @@ async fn reconcile_one(
         problems: &[],
         compatibility,
         health: health.as_ref(),
+        observed: observed.as_ref(),
     };
     settle(ctx, &api, reg, key, &obs).await?;
     Ok(Action::requeue(requeue))
@@ -131,8 +134,22 @@ async fn settle(
             .with_label_values(&[id])
             .set(i64::from(desired.phase == Phase::Ready));
     }
+    if let Some(id) = obs.mcp_id {
+        let weight = desired.routing.as_ref().map_or(0, |r| r.effective_weight);
+        ctx.metrics
+            .effective_weight
+            .with_label_values(&[id])
+            .set(i64::from(weight));
+    }
     publish_transitions(ctx, reg, previous, &desired).await;
     write_status(api, reg, previous, &desired).await?;
+    let routing_before = previous
+        .and_then(|p| p.routing.as_ref())
+        .map(|r| r.effective_weight);
+    let routing_after = desired.routing.as_ref().map(|r| r.effective_weight);
+    if routing_before != routing_after {
+        ctx.table_changed.notify_one();
+    }
     Ok(desired.phase)
 }
 
@@ -290,18 +307,7 @@ async fn probe_target(
     namespace: &str,
 ) -> Result<ProbeTarget> {
     let spec = &reg.spec;
-    let base = match (&spec.endpoint.url, &spec.endpoint.service) {
-        (Some(url), _) => url.trim_end_matches('/').to_string(),
-        (None, Some(svc)) => {
-            let scheme = match svc.scheme {
-                Scheme::Http => "http",
-                Scheme::Https => "https",
-            };
-            let ns = svc.namespace.as_deref().unwrap_or(namespace);
-            format!("{scheme}://{}.{ns}.svc:{}", svc.name, svc.port)
-        }
-        (None, None) => String::new(),
-    };
+    let base = spec.endpoint.base_url(namespace);
     let path = match spec.health_check.probe_type {
         ProbeType::Http => &spec.paths.health_check,
         ProbeType::Mcp => &spec.paths.process,

@@ -11,6 +11,7 @@ use crate::crd::{
     CoordinatorConfig, MCPRegistrationSpec, MCPRegistrationStatus, Phase, RoutingStatus,
     SecretKeyRef,
 };
+use crate::routing::weights::{self, Observed};
 
 /// Where MCPs report and how often; the same for every registration of this controller.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,6 +64,8 @@ pub struct Observation<'a> {
     pub problems: &'a [FieldProblem],
     pub compatibility: Compatibility,
     pub health: Option<&'a HealthTracker>,
+    /// Logged performance, once the controller fetched some.
+    pub observed: Option<&'a Observed>,
 }
 
 pub fn phase_of(obs: &Observation<'_>) -> Phase {
@@ -183,8 +186,8 @@ pub fn desired_status(
         .and_then(|h| h.discovered.clone())
         .or_else(|| previous.and_then(|p| p.discovered.clone()));
 
-    let mut routing = routing_status(spec, phase);
     let previous_routing = previous.and_then(|p| p.routing.as_ref());
+    let mut routing = routing_status(spec, phase, obs.observed, previous_routing);
     routing.last_updated = match previous_routing {
         Some(p) if same_routing(p, &routing) => p.last_updated.clone(),
         _ => Some(Time(now)),
@@ -272,16 +275,51 @@ fn ready_explanation(
     }
 }
 
-/// Routing as health allows: full weight when Ready, half when Degraded, nothing otherwise.
-pub fn routing_status(spec: &MCPRegistrationSpec, phase: Phase) -> RoutingStatus {
+/// Routing from health and logged performance (see `routing::weights`): nothing unless Ready or
+/// Degraded (half weight). A weight kept by hysteresis keeps its previous reason too, so status
+/// is not rewritten for noise.
+pub fn routing_status(
+    spec: &MCPRegistrationSpec,
+    phase: Phase,
+    observed: Option<&Observed>,
+    previous: Option<&RoutingStatus>,
+) -> RoutingStatus {
     let weight = spec.routing.weight;
-    let (effective_weight, reason) = match phase {
-        Phase::Ready => (weight, "healthy: full configured weight".to_string()),
-        Phase::Degraded => (
-            weight / 2,
-            "degraded (probe refused): half the configured weight".to_string(),
-        ),
-        other => (0, format!("{}: not routable", other.as_str())),
+    let health_factor = match phase {
+        Phase::Ready => 1.0,
+        Phase::Degraded => 0.5,
+        _ => 0.0,
+    };
+    let (effective_weight, reason) = if health_factor == 0.0 {
+        (0, format!("{}: not routable", phase.as_str()))
+    } else {
+        let observed = observed.cloned().unwrap_or_default();
+        let decision = weights::decide_one(
+            &weights::McpPerformance {
+                mcp_id: String::new(),
+                capabilities: Vec::new(),
+                base_weight: weight,
+                health_factor,
+                success_rate: observed.success_rate,
+                p95_processing_time: observed.p95_processing_time,
+                previous: previous.map(|p| p.effective_weight),
+            },
+            observed.peer_p95,
+        );
+        let reason = match previous {
+            Some(p)
+                if p.effective_weight == decision.effective_weight
+                    && p.weight == weight
+                    && !p.reason.contains("not routable") =>
+            {
+                p.reason.clone()
+            }
+            _ if phase == Phase::Degraded => {
+                format!("degraded (probe refused); {}", decision.reason)
+            }
+            _ => decision.reason,
+        };
+        (decision.effective_weight, reason)
     };
     RoutingStatus {
         priority: spec.routing.priority,
@@ -412,6 +450,7 @@ mod tests {
             problems,
             compatibility: Compatibility::NoConstraint,
             health,
+            observed: None,
         }
     }
 

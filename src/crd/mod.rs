@@ -103,6 +103,25 @@ pub struct Endpoint {
     pub url: Option<String>,
 }
 
+impl Endpoint {
+    /// The base URL without a trailing slash; a Service resolves to its cluster DNS name, in
+    /// `namespace` unless it names its own. Empty when neither is set (validation reports that).
+    pub fn base_url(&self, namespace: &str) -> String {
+        match (&self.url, &self.service) {
+            (Some(url), _) => url.trim_end_matches('/').to_string(),
+            (None, Some(svc)) => {
+                let scheme = match svc.scheme {
+                    Scheme::Http => "http",
+                    Scheme::Https => "https",
+                };
+                let ns = svc.namespace.as_deref().unwrap_or(namespace);
+                format!("{scheme}://{}.{ns}.svc:{}", svc.name, svc.port)
+            }
+            (None, None) => String::new(),
+        }
+    }
+}
+
 /// A Kubernetes Service in front of the MCP.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -19,6 +19,7 @@ pub struct IngestMetrics {
     pub store_insert_seconds: Histogram,
     pub poison: IntCounter,
     pub processing_time: HistogramVec,
+    pub route_decisions: IntCounterVec,
 }
 
 impl IngestMetrics {
@@ -82,6 +83,14 @@ impl IngestMetrics {
             ]),
             &["mcp_id"],
         )?;
+        let route_decisions = IntCounterVec::new(
+            Opts::new(
+                "mcp_ingest_route_decisions_total",
+                "Answers of GET /v1/route, by result (routed, failed_over, unknown_capability, none_ready, saturated).",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(route_decisions.clone()))?;
         registry.register(Box::new(received.clone()))?;
         registry.register(Box::new(rejected.clone()))?;
         registry.register(Box::new(spool_records.clone()))?;
@@ -104,6 +113,7 @@ impl IngestMetrics {
             store_insert_seconds,
             poison,
             processing_time,
+            route_decisions,
         })
     }
 

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod metrics;
 pub mod model;
 pub mod parse;
+pub mod routes;
 pub mod secrets;
 pub mod server;
 pub mod shipper;
@@ -44,6 +45,9 @@ pub struct IngestConfig {
     pub sensitive_mcps: Arc<crate::privacy::SensitiveMcps>,
     /// Serve HTTPS (TLS 1.3 only) with this configuration; plain HTTP when `None`.
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    /// Answers `GET /v1/route`; learns from every accepted report. Its table is fed from a file
+    /// or the routing-table ConfigMaps (see `routes`).
+    pub router: Arc<crate::routing::router::Router>,
 }
 
 impl IngestConfig {
@@ -81,6 +85,7 @@ impl IngestConfig {
             )),
             sensitive_mcps: Arc::default(),
             tls: None,
+            router: Arc::default(),
         })
     }
 }
@@ -150,6 +155,18 @@ pub async fn start(
         },
         stop_rx,
     ));
+    let router = config.router.clone();
+    let mut router_stop = stop_tx.subscribe();
+    tokio::spawn(async move {
+        // Starts whose end was never reported must not hold capacity forever.
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => router.expire_in_flight(router.now()),
+                _ = router_stop.changed() => return,
+            }
+        }
+    });
     let server_state = state.clone();
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let http_stop = async move {

@@ -38,6 +38,7 @@ pub struct IngestState {
     pub readers: Arc<ReaderTokens>,
     pub metrics: Arc<IngestMetrics>,
     pub limits: Limits,
+    pub router: Arc<crate::routing::router::Router>,
     pub ready: AtomicBool,
     heartbeats: Mutex<HashMap<String, i64>>,
 }
@@ -62,6 +63,7 @@ impl IngestState {
             readers,
             metrics,
             limits: config.limits,
+            router: config.router.clone(),
             ready: AtomicBool::new(true),
             heartbeats: Mutex::default(),
         }
@@ -319,6 +321,7 @@ where
             );
             Ok(r)
         }
+        (&Method::GET, ["v1", "route"]) => route(state, auth, query),
         (&Method::POST, ["api", "interactions"]) => {
             require_json(headers)?;
             let body = read_body(body, state.limits.single_bytes).await?;
@@ -522,6 +525,7 @@ where
             | "audit"]
             | ["v1", "interactions", _, _]
             | ["v1", "mcps", _, "interactions" | "metrics"]
+            | ["v1", "route"]
             | ["metrics" | "healthz" | "readyz"],
         ) => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -840,7 +844,75 @@ fn reveal(state: &IngestState, role: &Role, fields: &mut super::model::Fields) {
     }
 }
 
+/// `GET /v1/route?capability=…&request_type=…`: any known token may ask (gateways use a reader
+/// token); the answer comes from memory, so it is not audited.
+fn route(state: &IngestState, auth: Option<&str>, query: &str) -> Result<Response, ApiError> {
+    use crate::routing::router::RouteError;
+    let token = bearer(auth).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "route decisions need a token: Authorization: Bearer <reader token, admin token or an MCP key>",
+        )
+    })?;
+    if state.readers.role(token).is_none() && state.keys.mcp_for(token).is_none() {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "unknown token",
+        ));
+    }
+    let params = parse_query(query);
+    let capability = params
+        .get("capability")
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| {
+            query_error(
+                "capability",
+                "required: the capability to route, e.g. ?capability=ocr",
+            )
+        })?;
+    let request_type = params
+        .get("request_type")
+        .map(String::as_str)
+        .filter(|t| !t.is_empty());
+    let decisions = &state.metrics.route_decisions;
+    match state
+        .router
+        .route(capability, request_type, state.router.now())
+    {
+        Ok(route) => {
+            let result = if route.failed_over {
+                "failed_over"
+            } else {
+                "routed"
+            };
+            decisions.with_label_values(&[result]).inc();
+            Ok(json_reply(StatusCode::OK, &json!(route)))
+        }
+        Err(e) => {
+            let (status, code, retry_after) = match e {
+                RouteError::UnknownCapability(_) => {
+                    (StatusCode::NOT_FOUND, "unknown_capability", None)
+                }
+                RouteError::NoneRoutable { .. } => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "none_ready", Some(5))
+                }
+                RouteError::Saturated { .. } => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "saturated", Some(1))
+                }
+            };
+            decisions.with_label_values(&[code]).inc();
+            Err(ApiError {
+                retry_after,
+                ..ApiError::new(status, code, e.to_string())
+            })
+        }
+    }
+}
+
 fn observe(state: &IngestState, event: &InteractionEvent) {
+    learn(&state.router, event);
     state
         .metrics
         .received
@@ -852,6 +924,43 @@ fn observe(state: &IngestState, event: &InteractionEvent) {
             .processing_time
             .with_label_values(&[event.mcp_id.as_str()])
             .observe(t);
+    }
+}
+
+/// Feeds the router what a report says about its MCP: starts count as in flight, ends as outcomes.
+fn learn(router: &crate::routing::router::Router, event: &InteractionEvent) {
+    use crate::routing::router::Outcome;
+    let fields = &event.fields;
+    let now = router.now();
+    let outcome = |success| Outcome {
+        success,
+        processing_time: fields.processing_time,
+    };
+    let request_type = fields.request_type.as_deref();
+    match event.kind {
+        EventKind::Start => router.started(&event.mcp_id, &event.interaction_id, request_type, now),
+        EventKind::Progress => {}
+        EventKind::Complete => router.finished(
+            &event.mcp_id,
+            &event.interaction_id,
+            request_type,
+            outcome(fields.success.unwrap_or(true)),
+            now,
+        ),
+        EventKind::Error => router.finished(
+            &event.mcp_id,
+            &event.interaction_id,
+            request_type,
+            outcome(false),
+            now,
+        ),
+        EventKind::Record => router.finished(
+            &event.mcp_id,
+            &event.interaction_id,
+            request_type,
+            outcome(fields.success.unwrap_or(fields.error_code.is_none())),
+            now,
+        ),
     }
 }
 

@@ -1,4 +1,7 @@
-//! Smart routing. So far: the weight formula (`weights`), a pure function the controller will
-//! apply with the ingest server's metrics (issue 5).
+//! Smart routing: the weight formula the controller publishes in status (`weights`), the routing
+//! table it publishes per namespace (`table`), and the route decision the ingest server answers
+//! from the interactions it sees (`router`).
 
+pub mod router;
+pub mod table;
 pub mod weights;

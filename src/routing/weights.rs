@@ -8,7 +8,8 @@
 //! The square punishes failures hard (90 % success keeps 81 % of the weight); the square root
 //! keeps latency from dominating (twice as slow as peers keeps 71 %, twice as fast gets 141 %).
 //! Without data a factor is 1. Hysteresis: a new value replaces the previous one only when it
-//! differs by at least 10 % (and at least 5), so small noise does not rewrite status.
+//! differs by at least 10 % (and at least 5), so small noise does not rewrite status; a change to
+//! or from 0 always goes through.
 
 use std::collections::BTreeMap;
 
@@ -54,19 +55,23 @@ fn median(mut values: Vec<f64>) -> Option<f64> {
 /// Weights of every MCP, each compared with the MCPs that share a capability with it.
 pub fn decide(mcps: &[McpPerformance]) -> BTreeMap<String, Decision> {
     mcps.iter()
-        .map(|m| {
-            let peers: Vec<f64> = mcps
-                .iter()
-                .filter(|o| o.capabilities.iter().any(|c| m.capabilities.contains(c)))
-                .filter_map(|o| o.p95_processing_time)
-                .filter(|t| t.is_finite() && *t > 0.0)
-                .collect();
-            (m.mcp_id.clone(), decide_one(m, median(peers)))
-        })
+        .map(|m| (m.mcp_id.clone(), decide_one(m, peer_p95(m, mcps))))
         .collect()
 }
 
-fn decide_one(m: &McpPerformance, peer_p95: Option<f64>) -> Decision {
+/// The median p95 of the MCPs (itself included) that share a capability with `m`.
+pub fn peer_p95(m: &McpPerformance, mcps: &[McpPerformance]) -> Option<f64> {
+    median(
+        mcps.iter()
+            .filter(|o| o.capabilities.iter().any(|c| m.capabilities.contains(c)))
+            .filter_map(|o| o.p95_processing_time)
+            .filter(|t| t.is_finite() && *t > 0.0)
+            .collect(),
+    )
+}
+
+/// The weight of one MCP, given the median p95 of its peers (see [`peer_p95`]).
+pub fn decide_one(m: &McpPerformance, peer_p95: Option<f64>) -> Decision {
     if m.health_factor <= 0.0 {
         return Decision {
             effective_weight: 0,
@@ -83,25 +88,46 @@ fn decide_one(m: &McpPerformance, peer_p95: Option<f64>) -> Decision {
     let raw =
         (f64::from(m.base_weight) * m.health_factor * success * success * latency).min(MAX_WEIGHT);
     let computed = raw.round() as u32;
-    let reason = format!(
-        "base {} × health {:.2} × success² {:.2} × latency {:.2}",
-        m.base_weight,
-        m.health_factor,
-        success * success,
-        latency
-    );
+    let mut because = Vec::new();
+    if m.health_factor < 1.0 {
+        because.push(format!("health ×{:.2}", m.health_factor));
+    }
+    match m.success_rate {
+        Some(rate) => because.push(format!(
+            "success {:.1}% ×{:.2}",
+            rate * 100.0,
+            success * success
+        )),
+        None => because.push("no finished interactions yet".into()),
+    }
+    if let (Some(own), Some(peers)) = (m.p95_processing_time, peer_p95) {
+        because.push(format!(
+            "p95 {own:.3} s vs peers {peers:.3} s ×{latency:.2}"
+        ));
+    }
+    let reason = format!("configured {}; {}", m.base_weight, because.join("; "));
     match m.previous {
         Some(prev) if prev > 0 && computed > 0 && computed.abs_diff(prev) < (prev / 10).max(5) => {
             Decision {
                 effective_weight: prev,
-                reason: format!("{reason} = {computed}; kept {prev} (change under 10%)"),
+                reason: format!("{reason} → {computed}, within 10% of {prev}: kept"),
             }
         }
         _ => Decision {
             effective_weight: computed,
-            reason,
+            reason: format!("{reason} → {computed}"),
         },
     }
+}
+
+/// What the interaction log says about one MCP, as the controller keeps it between fetches.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Observed {
+    pub success_rate: Option<f64>,
+    /// Seconds.
+    pub p95_processing_time: Option<f64>,
+    /// The median p95 of the MCPs sharing a capability with it (see [`peer_p95`]).
+    pub peer_p95: Option<f64>,
 }
 
 #[cfg(test)]

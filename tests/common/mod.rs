@@ -72,6 +72,7 @@ pub fn settings() -> Settings {
         reconcile_concurrency: 16,
         resync: Duration::from_secs(300),
         instance: Some("test".into()),
+        routing: Default::default(),
     }
 }
 

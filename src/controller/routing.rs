@@ -1,0 +1,318 @@
+//! The controller's routing loops: fetch every MCP's recent performance from the ingest server,
+//! reconcile the registrations whose weight it changes, and publish the routing table of every
+//! namespace as the `mcp-routing-table` ConfigMap.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::Api;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::status::routing_status;
+use super::{Context, MANAGER};
+use crate::crd::MCPRegistration;
+use crate::routing::table::{self, RoutingTable, CONFIGMAP_KEY, CONFIGMAP_NAME};
+use crate::routing::weights::{self, McpPerformance, Observed};
+
+/// Where the controller reads performance, and how often.
+#[derive(Debug, Clone)]
+pub struct RoutingSettings {
+    /// How often performance is fetched and weights recomputed.
+    pub interval: Duration,
+    /// The window performance is computed over (`15m`, `1h`, …).
+    pub window: String,
+    /// The ingest server's base URL; weights follow health alone without it.
+    pub ingest_url: Option<String>,
+    /// A reader (or admin) token of the ingest server.
+    pub ingest_token: Option<String>,
+}
+
+impl Default for RoutingSettings {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(30),
+            window: "15m".into(),
+            ingest_url: None,
+            ingest_token: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("cannot reach the ingest server at {url}: {source}")]
+    Unreachable { url: String, source: reqwest::Error },
+    #[error("the ingest server answered {status} to {url}: {body}; check --ingest-token-file (a reader or admin token)")]
+    Refused {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("unexpected metrics from {url}: {source}")]
+    Malformed { url: String, source: reqwest::Error },
+}
+
+/// The latest performance of every MCP, by MCP ID; read by every reconcile.
+#[derive(Debug, Default)]
+pub struct PerformanceBoard {
+    by_id: RwLock<Arc<HashMap<String, Observed>>>,
+}
+
+impl PerformanceBoard {
+    pub fn get(&self, mcp_id: &str) -> Option<Observed> {
+        self.by_id
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(mcp_id)
+            .cloned()
+    }
+    fn replace(&self, board: HashMap<String, Observed>) {
+        *self.by_id.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(board);
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct MetricsPage {
+    mcps: Vec<MetricsRow>,
+}
+
+#[derive(Debug, Deserialize)]
+struct MetricsRow {
+    mcp_id: String,
+    success_rate: Option<f64>,
+    p95_processing_time: Option<f64>,
+}
+
+/// `GET {ingest}/v1/metrics?range={window}`: (success rate, p95) by MCP ID.
+pub async fn fetch(
+    http: &reqwest::Client,
+    settings: &RoutingSettings,
+    base: &str,
+) -> Result<HashMap<String, (Option<f64>, Option<f64>)>, FetchError> {
+    let url = format!(
+        "{}/v1/metrics?range={}",
+        base.trim_end_matches('/'),
+        settings.window
+    );
+    let mut request = http.get(&url).timeout(Duration::from_secs(10));
+    if let Some(token) = &settings.ingest_token {
+        request = request.bearer_auth(token);
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|source| FetchError::Unreachable {
+            url: url.clone(),
+            source,
+        })?;
+    let status = response.status();
+    if !status.is_success() {
+        let body = response.text().await.unwrap_or_default();
+        return Err(FetchError::Refused {
+            url,
+            status: status.as_u16(),
+            body: body.chars().take(300).collect(),
+        });
+    }
+    let page: MetricsPage = response
+        .json()
+        .await
+        .map_err(|source| FetchError::Malformed { url, source })?;
+    Ok(page
+        .mcps
+        .into_iter()
+        .map(|row| (row.mcp_id, (row.success_rate, row.p95_processing_time)))
+        .collect())
+}
+
+/// Each registration's performance, with the median p95 of its peers (the MCPs it shares a
+/// capability with). Pure.
+pub fn board(
+    registrations: &[Arc<MCPRegistration>],
+    metrics: &HashMap<String, (Option<f64>, Option<f64>)>,
+) -> HashMap<String, Observed> {
+    let mcps: Vec<McpPerformance> = registrations
+        .iter()
+        .filter_map(|reg| {
+            let id = reg.status.as_ref()?.mcp_id.clone()?;
+            let (success_rate, p95) = metrics.get(&id).copied().unwrap_or((None, None));
+            Some(McpPerformance {
+                mcp_id: id,
+                capabilities: reg.spec.capabilities.clone(),
+                base_weight: reg.spec.routing.weight,
+                health_factor: 1.0,
+                success_rate,
+                p95_processing_time: p95,
+                previous: None,
+            })
+        })
+        .collect();
+    mcps.iter()
+        .map(|m| {
+            (
+                m.mcp_id.clone(),
+                Observed {
+                    success_rate: m.success_rate,
+                    p95_processing_time: m.p95_processing_time,
+                    peer_p95: weights::peer_p95(m, &mcps),
+                },
+            )
+        })
+        .collect()
+}
+
+/// Registrations whose routing status `board` would change. Pure.
+pub fn stale(
+    registrations: &[Arc<MCPRegistration>],
+    board: &HashMap<String, Observed>,
+) -> Vec<ObjectRef<MCPRegistration>> {
+    registrations
+        .iter()
+        .filter(|reg| {
+            let Some(status) = &reg.status else {
+                return false;
+            };
+            let (Some(id), Some(current)) = (&status.mcp_id, &status.routing) else {
+                return false;
+            };
+            let next = routing_status(&reg.spec, status.phase, board.get(id), Some(current));
+            next.effective_weight != current.effective_weight
+        })
+        .map(|reg| ObjectRef::from(reg.as_ref()))
+        .collect()
+}
+
+/// Fetches performance every interval and asks for a reconcile of each registration whose
+/// weight moved. Failures are logged and counted; the previous performance stays in use.
+pub async fn refresh_weights(
+    ctx: Arc<Context>,
+    store: Store<MCPRegistration>,
+    reconcile: UnboundedSender<ObjectRef<MCPRegistration>>,
+) {
+    let settings = ctx.settings.routing.clone();
+    let Some(base) = settings
+        .ingest_url
+        .clone()
+        .or_else(|| Some(ctx.settings.reporting.interaction_log_endpoint.clone()))
+        .filter(|u| !u.is_empty())
+    else {
+        return;
+    };
+    if settings.ingest_token.is_none() {
+        tracing::warn!(
+            "no ingest reader token (--ingest-token-file): routing weights follow health only"
+        );
+        return;
+    }
+    let http = match reqwest::Client::builder().build() {
+        Ok(http) => http,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build an HTTP client; routing weights follow health only");
+            return;
+        }
+    };
+    let mut tick = tokio::time::interval(settings.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if !ctx.is_leader() {
+            continue;
+        }
+        match fetch(&http, &settings, &base).await {
+            Ok(metrics) => {
+                let registrations = store.state();
+                let next = board(&registrations, &metrics);
+                let moved = stale(&registrations, &next);
+                ctx.performance.replace(next);
+                ctx.metrics
+                    .routing_refreshes
+                    .with_label_values(&["ok"])
+                    .inc();
+                for key in moved {
+                    let _ = reconcile.send(key);
+                }
+            }
+            Err(e) => {
+                ctx.metrics
+                    .routing_refreshes
+                    .with_label_values(&["error"])
+                    .inc();
+                tracing::warn!(error = %e, "cannot refresh routing performance; keeping the last known");
+            }
+        }
+    }
+}
+
+/// Writes each namespace's routing table when it changed: after status changes (nudged by
+/// reconciles) and on a short tick.
+pub async fn publish_tables(ctx: Arc<Context>, store: Store<MCPRegistration>) {
+    let mut written: BTreeMap<String, RoutingTable> = BTreeMap::new();
+    let tick = ctx.settings.routing.interval.min(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = ctx.table_changed.notified() => {
+                // Let the watch cache catch up with the status write that nudged us.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            _ = tokio::time::sleep(tick) => {}
+        }
+        if !ctx.is_leader() || store.wait_until_ready().await.is_err() {
+            continue;
+        }
+        let registrations = store.state();
+        let mut tables = table::build(registrations.iter().map(AsRef::as_ref));
+        for namespace in written.keys() {
+            // A namespace whose last registration is gone gets an empty table.
+            tables.entry(namespace.clone()).or_default();
+        }
+        for (namespace, table) in tables {
+            if written.get(&namespace) == Some(&table) {
+                continue;
+            }
+            match write_table(&ctx, &namespace, &table).await {
+                Ok(()) => {
+                    if table.capabilities.is_empty() {
+                        written.remove(&namespace);
+                    } else {
+                        written.insert(namespace, table);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(%namespace, error = %e, "cannot write the routing table; will retry")
+                }
+            }
+        }
+    }
+}
+
+async fn write_table(
+    ctx: &Context,
+    namespace: &str,
+    table: &RoutingTable,
+) -> Result<(), kube::Error> {
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
+    let text = serde_json::to_string_pretty(table).map_err(kube::Error::SerdeError)?;
+    let patch = json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": CONFIGMAP_NAME,
+            "labels": {"app.kubernetes.io/managed-by": MANAGER},
+        },
+        "data": {CONFIGMAP_KEY: text},
+    });
+    api.patch(
+        CONFIGMAP_NAME,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    tracing::debug!(namespace, name = %CONFIGMAP_NAME, "routing table written");
+    Ok(())
+}

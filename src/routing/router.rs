@@ -1,0 +1,767 @@
+//! The route decision: which MCP serves the next request for a capability.
+//!
+//! - **Tiers.** Candidates are grouped by priority (0 first). A tier is used when it has a
+//!   routable member (weight > 0) with free capacity (interactions in flight below
+//!   `maxConcurrentRequests`); otherwise the next tier takes the request (failover).
+//! - **Inside a tier: power of two choices.** Two members are drawn at random in proportion to
+//!   their weights; the one with the lower cost wins, where
+//!   `cost = latency × (in flight + 1) / p(success)`.
+//!   - `latency` is a peak-EWMA of reported processing times: a slow response takes effect at once,
+//!     fast ones pull it down over ~`latency_decay` seconds. Without reports for a while it drifts
+//!     back toward the tier's typical latency, so an MCP that was slow gets tried again.
+//!   - `p(success)` is a Thompson sample from Beta(1 + successes, 1 + failures), with outcomes
+//!     discounted over ~`outcome_decay` seconds: MCPs that fail lose traffic, and an uncertain
+//!     MCP is still explored now and then.
+//!   - When the request names a `request_type` and an MCP has enough recent reports of that type,
+//!     that type's statistics are used; otherwise the MCP's overall ones.
+//! - **Fallbacks.** The other routable members with free capacity, the chosen tier first (by
+//!   expected cost), then the later tiers.
+//!
+//! Everything is learned from the interactions the MCPs report (start, complete, error), so a
+//! decision needs no I/O. The table sits behind an `ArcSwap` and each MCP's statistics behind
+//! its own lock, so concurrent decisions never wait on one another except on the same MCP.
+//! Time is a parameter (seconds on any monotonic clock), which lets the simulation run it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use arc_swap::ArcSwap;
+use rand::Rng;
+use rand_distr::{Beta, Distribution};
+use serde::Serialize;
+
+use super::table::{Candidate, RoutingTable};
+
+/// Tuning of the learned model, in seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct RouterConfig {
+    /// How fast fast responses pull a latency estimate down.
+    pub latency_decay: f64,
+    /// How fast old successes and failures are forgotten.
+    pub outcome_decay: f64,
+    /// How fast an estimate without fresh reports drifts back to the tier's typical latency.
+    pub recovery: f64,
+    /// An interaction that reported a start but no end for this long no longer counts as in flight.
+    pub in_flight_expiry: f64,
+    /// Reports of one request type an MCP needs before that type's statistics are used.
+    pub min_type_reports: f64,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            latency_decay: 5.0,
+            outcome_decay: 30.0,
+            recovery: 20.0,
+            in_flight_expiry: 600.0,
+            min_type_reports: 5.0,
+        }
+    }
+}
+
+/// What the router learned about one MCP (or one request type on it).
+#[derive(Debug, Clone, Default)]
+struct Learned {
+    /// Peak-EWMA of processing time in seconds; `None` before the first report.
+    latency: Option<f64>,
+    latency_at: f64,
+    successes: f64,
+    failures: f64,
+    outcomes_at: f64,
+}
+
+impl Learned {
+    fn observe(&mut self, ok: bool, latency: Option<f64>, now: f64, config: &RouterConfig) {
+        let keep = (-(now - self.outcomes_at).max(0.0) / config.outcome_decay).exp();
+        self.successes *= keep;
+        self.failures *= keep;
+        if ok {
+            self.successes += 1.0;
+        } else {
+            self.failures += 1.0;
+        }
+        self.outcomes_at = now;
+        if let Some(rtt) = latency.filter(|t| t.is_finite() && *t >= 0.0) {
+            self.latency = Some(match self.latency {
+                Some(previous) if rtt <= previous => {
+                    let keep = (-(now - self.latency_at).max(0.0) / config.latency_decay).exp();
+                    previous * keep + rtt * (1.0 - keep)
+                }
+                _ => rtt,
+            });
+            self.latency_at = now;
+        }
+    }
+
+    fn reports(&self, now: f64, config: &RouterConfig) -> f64 {
+        (self.successes + self.failures)
+            * (-(now - self.outcomes_at).max(0.0) / config.outcome_decay).exp()
+    }
+
+    /// (successes, failures) discounted to `now`.
+    fn outcomes(&self, now: f64, config: &RouterConfig) -> (f64, f64) {
+        let keep = (-(now - self.outcomes_at).max(0.0) / config.outcome_decay).exp();
+        (self.successes * keep, self.failures * keep)
+    }
+
+    fn latency(&self, now: f64, typical: f64, config: &RouterConfig) -> Option<f64> {
+        self.latency.map(|l| {
+            let keep = (-(now - self.latency_at).max(0.0) / config.recovery).exp();
+            l * keep + typical * (1.0 - keep)
+        })
+    }
+}
+
+#[derive(Debug, Default)]
+struct LearnedSet {
+    overall: Learned,
+    by_type: HashMap<String, Learned>,
+}
+
+/// Live statistics of one MCP; survives table updates.
+#[derive(Debug, Default)]
+struct McpStats {
+    in_flight: AtomicU32,
+    /// Started interactions: id → (start time, request type).
+    started: Mutex<HashMap<String, (f64, Option<String>)>>,
+    learned: Mutex<LearnedSet>,
+}
+
+impl McpStats {
+    fn learned(&self) -> std::sync::MutexGuard<'_, LearnedSet> {
+        self.learned.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+    fn started(&self) -> std::sync::MutexGuard<'_, HashMap<String, (f64, Option<String>)>> {
+        self.started.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[derive(Debug)]
+struct Member {
+    candidate: Candidate,
+    stats: Arc<McpStats>,
+}
+
+impl Member {
+    fn has_capacity(&self) -> bool {
+        self.stats.in_flight.load(Ordering::Relaxed) < self.candidate.max_concurrent_requests
+    }
+}
+
+#[derive(Debug)]
+struct Tier {
+    priority: u32,
+    /// Routable members only (weight > 0).
+    members: Vec<Member>,
+}
+
+#[derive(Debug, Default)]
+struct Snapshot {
+    tiers: HashMap<String, Vec<Tier>>,
+    known: HashMap<String, Vec<String>>,
+    by_id: HashMap<String, Arc<McpStats>>,
+}
+
+/// One answer of the route endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Route {
+    pub capability: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_type: Option<String>,
+    pub mcp_id: String,
+    pub endpoint: String,
+    pub process_path: String,
+    pub priority: u32,
+    /// True when a better tier had no routable capacity.
+    pub failed_over: bool,
+    pub fallbacks: Vec<Fallback>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Fallback {
+    pub mcp_id: String,
+    pub endpoint: String,
+    pub process_path: String,
+    pub priority: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("no MCP offers capability {0:?}; check spec.capabilities of your MCPRegistrations")]
+    UnknownCapability(String),
+    #[error("no MCP offering {capability:?} is Ready ({known} registered); see their status.routing.reason")]
+    NoneRoutable { capability: String, known: usize },
+    #[error("every Ready MCP offering {capability:?} is at maxConcurrentRequests; retry shortly")]
+    Saturated { capability: String },
+}
+
+/// How an interaction ended, as its MCP reported it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Outcome {
+    pub success: bool,
+    /// Processing time in seconds, when reported.
+    pub processing_time: Option<f64>,
+}
+
+pub struct Router {
+    snapshot: ArcSwap<Snapshot>,
+    /// Statistics by MCP ID, kept across table updates.
+    registry: Mutex<HashMap<String, Arc<McpStats>>>,
+    config: RouterConfig,
+    epoch: std::time::Instant,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("capabilities", &self.snapshot.load().tiers.len())
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl Default for Router {
+    fn default() -> Self {
+        Self::new(RouterConfig::default())
+    }
+}
+
+impl Router {
+    pub fn new(config: RouterConfig) -> Self {
+        Self {
+            snapshot: ArcSwap::from_pointee(Snapshot::default()),
+            registry: Mutex::default(),
+            config,
+            epoch: std::time::Instant::now(),
+        }
+    }
+
+    /// Seconds since this router was created: the clock for live use.
+    pub fn now(&self) -> f64 {
+        self.epoch.elapsed().as_secs_f64()
+    }
+
+    /// Replaces the candidates; what was learned about MCPs that stay is kept.
+    pub fn install(&self, table: &RoutingTable) {
+        let mut registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut snapshot = Snapshot::default();
+        for (capability, candidates) in &table.capabilities {
+            let mut tiers: Vec<Tier> = Vec::new();
+            for candidate in candidates {
+                let stats = registry
+                    .entry(candidate.mcp_id.clone())
+                    .or_default()
+                    .clone();
+                snapshot
+                    .by_id
+                    .insert(candidate.mcp_id.clone(), stats.clone());
+                snapshot
+                    .known
+                    .entry(capability.clone())
+                    .or_default()
+                    .push(candidate.mcp_id.clone());
+                if candidate.weight == 0 {
+                    continue;
+                }
+                let member = Member {
+                    candidate: candidate.clone(),
+                    stats,
+                };
+                match tiers.iter_mut().find(|t| t.priority == candidate.priority) {
+                    Some(tier) => tier.members.push(member),
+                    None => tiers.push(Tier {
+                        priority: candidate.priority,
+                        members: vec![member],
+                    }),
+                }
+            }
+            tiers.sort_by_key(|t| t.priority);
+            snapshot.tiers.insert(capability.clone(), tiers);
+        }
+        registry.retain(|id, _| snapshot.by_id.contains_key(id));
+        self.snapshot.store(Arc::new(snapshot));
+    }
+
+    /// Interactions in flight on `mcp_id`, as reported.
+    pub fn in_flight(&self, mcp_id: &str) -> u32 {
+        self.snapshot
+            .load()
+            .by_id
+            .get(mcp_id)
+            .map_or(0, |s| s.in_flight.load(Ordering::Relaxed))
+    }
+
+    /// An MCP reported that it started an interaction.
+    pub fn started(
+        &self,
+        mcp_id: &str,
+        interaction_id: &str,
+        request_type: Option<&str>,
+        now: f64,
+    ) {
+        let Some(stats) = self.snapshot.load().by_id.get(mcp_id).cloned() else {
+            return;
+        };
+        let mut started = stats.started();
+        if started
+            .insert(
+                interaction_id.to_string(),
+                (now, request_type.map(str::to_string)),
+            )
+            .is_none()
+        {
+            stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// An MCP reported how an interaction ended. Without a reported processing time, the time
+    /// since its start report is used.
+    pub fn finished(
+        &self,
+        mcp_id: &str,
+        interaction_id: &str,
+        request_type: Option<&str>,
+        outcome: Outcome,
+        now: f64,
+    ) {
+        let Some(stats) = self.snapshot.load().by_id.get(mcp_id).cloned() else {
+            return;
+        };
+        let start = stats.started().remove(interaction_id);
+        if start.is_some() {
+            stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+        let latency = outcome
+            .processing_time
+            .or_else(|| start.as_ref().map(|(t, _)| (now - t).max(0.0)));
+        let request_type = request_type
+            .map(str::to_string)
+            .or_else(|| start.and_then(|(_, t)| t));
+        let mut learned = stats.learned();
+        learned
+            .overall
+            .observe(outcome.success, latency, now, &self.config);
+        if let Some(t) = request_type {
+            learned.by_type.entry(t).or_default().observe(
+                outcome.success,
+                latency,
+                now,
+                &self.config,
+            );
+        }
+    }
+
+    /// Forgets starts that never reported an end (the MCP crashed, or its report was lost).
+    pub fn expire_in_flight(&self, now: f64) {
+        let cutoff = now - self.config.in_flight_expiry;
+        for stats in self.snapshot.load().by_id.values() {
+            let mut started = stats.started();
+            let before = started.len();
+            started.retain(|_, (t, _)| *t >= cutoff);
+            let expired = (before - started.len()) as u32;
+            if expired > 0 {
+                stats.in_flight.fetch_sub(expired, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Picks an MCP for `capability` with the thread's random generator.
+    pub fn route(
+        &self,
+        capability: &str,
+        request_type: Option<&str>,
+        now: f64,
+    ) -> Result<Route, RouteError> {
+        self.route_with(capability, request_type, now, &mut rand::rng())
+    }
+
+    /// Picks an MCP for `capability`, drawing from `rng` (seeded in simulations).
+    pub fn route_with<R: Rng + ?Sized>(
+        &self,
+        capability: &str,
+        request_type: Option<&str>,
+        now: f64,
+        rng: &mut R,
+    ) -> Result<Route, RouteError> {
+        let snapshot = self.snapshot.load();
+        let Some(tiers) = snapshot.tiers.get(capability) else {
+            return Err(RouteError::UnknownCapability(capability.to_string()));
+        };
+        if tiers.is_empty() {
+            return Err(RouteError::NoneRoutable {
+                capability: capability.to_string(),
+                known: snapshot.known.get(capability).map_or(0, Vec::len),
+            });
+        }
+        let Some(chosen_tier) = tiers
+            .iter()
+            .position(|t| t.members.iter().any(Member::has_capacity))
+        else {
+            return Err(RouteError::Saturated {
+                capability: capability.to_string(),
+            });
+        };
+        let tier = &tiers[chosen_tier];
+        let open: Vec<&Member> = tier.members.iter().filter(|m| m.has_capacity()).collect();
+        let typical = self.typical_latency(&tier.members, request_type, now);
+        let chosen = match open.as_slice() {
+            [only] => *only,
+            _ => {
+                let (a, b) = two_by_weight(&open, rng);
+                let cost_a = self.cost(a, request_type, now, typical, Some(&mut *rng));
+                let cost_b = self.cost(b, request_type, now, typical, Some(&mut *rng));
+                if cost_a <= cost_b {
+                    a
+                } else {
+                    b
+                }
+            }
+        };
+
+        let mut rest: Vec<(&Member, f64)> = open
+            .iter()
+            .filter(|m| !std::ptr::eq(**m, chosen))
+            .map(|m| (*m, self.cost(m, request_type, now, typical, None::<&mut R>)))
+            .collect();
+        rest.sort_by(|a, b| a.1.total_cmp(&b.1));
+        let mut fallbacks: Vec<Fallback> = rest.into_iter().map(|(m, _)| fallback(m)).collect();
+        for later in &tiers[chosen_tier + 1..] {
+            fallbacks.extend(
+                later
+                    .members
+                    .iter()
+                    .filter(|m| m.has_capacity())
+                    .map(fallback),
+            );
+        }
+        Ok(Route {
+            capability: capability.to_string(),
+            request_type: request_type.map(str::to_string),
+            mcp_id: chosen.candidate.mcp_id.clone(),
+            endpoint: chosen.candidate.endpoint.clone(),
+            process_path: chosen.candidate.process_path.clone(),
+            priority: tier.priority,
+            failed_over: chosen_tier > 0,
+            fallbacks,
+        })
+    }
+
+    /// The median latency estimate of a tier's members that have one (0.1 s when none has).
+    fn typical_latency(&self, members: &[Member], request_type: Option<&str>, now: f64) -> f64 {
+        let mut known: Vec<f64> = members
+            .iter()
+            .filter_map(|m| {
+                let learned = m.stats.learned();
+                self.pick(&learned, request_type, now).latency
+            })
+            .collect();
+        if known.is_empty() {
+            return 0.1;
+        }
+        known.sort_by(f64::total_cmp);
+        known[known.len() / 2]
+    }
+
+    fn pick<'a>(&self, set: &'a LearnedSet, request_type: Option<&str>, now: f64) -> &'a Learned {
+        request_type
+            .and_then(|t| set.by_type.get(t))
+            .filter(|l| l.reports(now, &self.config) >= self.config.min_type_reports)
+            .unwrap_or(&set.overall)
+    }
+
+    /// Expected cost of sending one more request to `m`; with `rng`, success is a Thompson sample.
+    fn cost<R: Rng + ?Sized>(
+        &self,
+        m: &Member,
+        request_type: Option<&str>,
+        now: f64,
+        typical: f64,
+        rng: Option<&mut R>,
+    ) -> f64 {
+        let (latency, successes, failures) = {
+            let set = m.stats.learned();
+            let learned = self.pick(&set, request_type, now);
+            let (s, f) = learned.outcomes(now, &self.config);
+            (
+                learned
+                    .latency(now, typical, &self.config)
+                    .unwrap_or(typical),
+                s,
+                f,
+            )
+        };
+        let p_success = match rng.and_then(|r| {
+            Beta::new(1.0 + successes, 1.0 + failures)
+                .ok()
+                .map(|b| b.sample(r))
+        }) {
+            Some(p) => p,
+            None => (1.0 + successes) / (2.0 + successes + failures),
+        };
+        let in_flight = f64::from(m.stats.in_flight.load(Ordering::Relaxed));
+        latency.max(1e-6) * (in_flight + 1.0) / p_success.max(1e-3)
+    }
+}
+
+fn fallback(m: &Member) -> Fallback {
+    Fallback {
+        mcp_id: m.candidate.mcp_id.clone(),
+        endpoint: m.candidate.endpoint.clone(),
+        process_path: m.candidate.process_path.clone(),
+        priority: m.candidate.priority,
+    }
+}
+
+/// Two distinct members, each drawn with probability proportional to its weight.
+fn two_by_weight<'a, R: Rng + ?Sized>(
+    open: &[&'a Member],
+    rng: &mut R,
+) -> (&'a Member, &'a Member) {
+    let total: u64 = open.iter().map(|m| u64::from(m.candidate.weight)).sum();
+    let first = draw(open, total, None, rng);
+    let rest = total - u64::from(open[first].candidate.weight);
+    let second = draw(open, rest, Some(first), rng);
+    (open[first], open[second])
+}
+
+fn draw<R: Rng + ?Sized>(open: &[&Member], total: u64, skip: Option<usize>, rng: &mut R) -> usize {
+    let mut target = rng.random_range(0..total.max(1));
+    for (i, m) in open.iter().enumerate() {
+        if Some(i) == skip {
+            continue;
+        }
+        let w = u64::from(m.candidate.weight);
+        if target < w {
+            return i;
+        }
+        target -= w;
+    }
+    // Only reachable when every weight is 0, which `install` rules out.
+    (0..open.len()).find(|i| Some(*i) != skip).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn candidate(id: &str, priority: u32, weight: u32, max: u32) -> Candidate {
+        Candidate {
+            mcp_id: id.into(),
+            name: id.into(),
+            namespace: "default".into(),
+            endpoint: format!("http://{id}"),
+            process_path: "/process".into(),
+            priority,
+            weight,
+            max_concurrent_requests: max,
+        }
+    }
+
+    fn router(candidates: Vec<Candidate>) -> Router {
+        let router = Router::default();
+        router.install(&RoutingTable {
+            capabilities: [("ocr".to_string(), candidates)].into(),
+        });
+        router
+    }
+
+    fn shares(router: &Router, now: f64, n: usize) -> HashMap<String, usize> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut counts = HashMap::new();
+        for _ in 0..n {
+            let r = router
+                .route_with("ocr", None, now, &mut rng)
+                .expect("routes");
+            *counts.entry(r.mcp_id).or_default() += 1;
+        }
+        counts
+    }
+
+    fn report(router: &Router, id: &str, n: usize, ok: bool, latency: f64, now: f64) {
+        for i in 0..n {
+            router.finished(
+                id,
+                &format!("{id}-{i}"),
+                None,
+                Outcome {
+                    success: ok,
+                    processing_time: Some(latency),
+                },
+                now,
+            );
+        }
+    }
+
+    #[test]
+    fn the_better_tier_serves_until_it_is_saturated_then_the_next_one_does() {
+        let r = router(vec![
+            candidate("primary", 0, 100, 2),
+            candidate("backup", 1, 100, 10),
+        ]);
+        let first = r.route("ocr", None, 0.0).expect("routes");
+        assert_eq!(
+            (first.mcp_id.as_str(), first.failed_over),
+            ("primary", false)
+        );
+        assert_eq!(first.fallbacks[0].mcp_id, "backup");
+        r.started("primary", "i1", None, 0.0);
+        r.started("primary", "i2", None, 0.0);
+        let over = r.route("ocr", None, 0.0).expect("routes");
+        assert_eq!((over.mcp_id.as_str(), over.failed_over), ("backup", true));
+        assert!(
+            over.fallbacks.is_empty(),
+            "the saturated primary is no fallback"
+        );
+        r.finished(
+            "primary",
+            "i1",
+            None,
+            Outcome {
+                success: true,
+                processing_time: None,
+            },
+            1.0,
+        );
+        assert_eq!(r.in_flight("primary"), 1);
+        assert_eq!(r.route("ocr", None, 1.0).expect("routes").mcp_id, "primary");
+    }
+
+    #[test]
+    fn errors_say_what_is_wrong() {
+        let r = router(vec![
+            candidate("down", 0, 0, 5),
+            candidate("full", 1, 100, 1),
+        ]);
+        assert!(matches!(
+            r.route("translate", None, 0.0),
+            Err(RouteError::UnknownCapability(_))
+        ));
+        r.started("full", "i1", None, 0.0);
+        assert_eq!(
+            r.route("ocr", None, 0.0),
+            Err(RouteError::Saturated {
+                capability: "ocr".into()
+            })
+        );
+        let none = router(vec![candidate("down", 0, 0, 5)]);
+        assert_eq!(
+            none.route("ocr", None, 0.0),
+            Err(RouteError::NoneRoutable {
+                capability: "ocr".into(),
+                known: 1
+            })
+        );
+    }
+
+    #[test]
+    fn slow_and_failing_mcps_lose_traffic_and_win_it_back_after_recovering() {
+        let r = router(vec![
+            candidate("fast", 0, 100, 100),
+            candidate("slow", 0, 100, 100),
+            candidate("flaky", 0, 100, 100),
+        ]);
+        report(&r, "fast", 20, true, 0.05, 0.0);
+        report(&r, "slow", 20, true, 0.5, 0.0);
+        report(&r, "flaky", 10, true, 0.05, 0.0);
+        report(&r, "flaky", 10, false, 0.05, 0.0);
+        let s = shares(&r, 0.0, 3000);
+        assert!(s["fast"] > 1800, "{s:?}");
+        assert!(s.get("slow").copied().unwrap_or(0) < s["fast"] / 4, "{s:?}");
+        assert!(
+            s.get("flaky").copied().unwrap_or(0) < s["fast"] / 2,
+            "{s:?}"
+        );
+        // A minute without reports: both drift back toward typical and get traffic again.
+        let later = shares(&r, 120.0, 3000);
+        assert!(later.get("slow").copied().unwrap_or(0) > 300, "{later:?}");
+        assert!(later.get("flaky").copied().unwrap_or(0) > 300, "{later:?}");
+    }
+
+    #[test]
+    fn weights_set_the_share_between_equals() {
+        let r = router(vec![
+            candidate("big", 0, 800, 100),
+            candidate("a", 0, 100, 100),
+            candidate("b", 0, 100, 100),
+        ]);
+        for id in ["big", "a", "b"] {
+            report(&r, id, 5, true, 0.1, 0.0);
+        }
+        let s = shares(&r, 0.0, 4000);
+        // Weights decide how often each is one of the two choices, so the share follows them,
+        // though less than proportionally.
+        assert!(
+            s["big"] * 2 > s["a"] * 3 && s["big"] * 2 > s["b"] * 3,
+            "{s:?}"
+        );
+    }
+
+    #[test]
+    fn request_type_statistics_apply_once_there_are_enough() {
+        let r = router(vec![
+            candidate("a", 0, 100, 100),
+            candidate("b", 0, 100, 100),
+        ]);
+        let mut n = 0;
+        let mut run = |id: &str, request_type: &str, latency: f64| {
+            n += 1;
+            let interaction = format!("i{n}");
+            r.started(id, &interaction, Some(request_type), 0.0);
+            let outcome = Outcome {
+                success: true,
+                processing_time: Some(latency),
+            };
+            r.finished(id, &interaction, None, outcome, 0.0);
+        };
+        for _ in 0..10 {
+            run("a", "pdf", 1.0);
+            run("a", "image", 0.05);
+            run("b", "pdf", 0.05);
+            run("b", "image", 1.0);
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let mut count = |request_type: &str, id: &str| {
+            (0..200)
+                .filter(|_| {
+                    r.route_with("ocr", Some(request_type), 0.0, &mut rng)
+                        .expect("routes")
+                        .mcp_id
+                        == id
+                })
+                .count()
+        };
+        assert!(
+            count("pdf", "b") > 180,
+            "pdf requests go to the MCP fast at pdf"
+        );
+        assert!(
+            count("image", "a") > 180,
+            "image requests go to the MCP fast at images"
+        );
+    }
+
+    #[test]
+    fn starts_that_never_end_expire() {
+        let r = router(vec![candidate("a", 0, 100, 1)]);
+        r.started("a", "lost", None, 0.0);
+        assert!(r.route("ocr", None, 1.0).is_err());
+        r.expire_in_flight(1000.0);
+        assert_eq!(r.in_flight("a"), 0);
+        assert!(r.route("ocr", None, 1000.0).is_ok());
+    }
+
+    #[test]
+    fn learning_survives_a_table_update() {
+        let r = router(vec![
+            candidate("a", 0, 100, 100),
+            candidate("b", 0, 100, 100),
+        ]);
+        r.started("a", "i1", None, 0.0);
+        r.install(&RoutingTable {
+            capabilities: [("ocr".to_string(), vec![candidate("a", 0, 50, 100)])].into(),
+        });
+        assert_eq!(r.in_flight("a"), 1);
+    }
+}
