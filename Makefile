@@ -33,8 +33,8 @@ run: ## Run the controller against the current kubeconfig (install the CRD first
 demo: ## Try it without a cluster: the controller against the test API server and example MCPs
 	$(CARGO) run --quiet --example demo
 
-bench: ## Benchmarks, printed as tables (controller scale run, ingest throughput)
-	$(CARGO) bench --bench controller_scale --bench ingest_throughput
+bench: ## Benchmarks, printed as tables (controller scale, ingest throughput, routing simulation)
+	$(CARGO) bench --bench controller_scale --bench ingest_throughput --bench routing_simulation
 
 e2e: ## End to end on a kind cluster (needs docker, kind, kubectl)
 	./scripts/e2e-kind.sh

@@ -888,7 +888,16 @@ fn route(state: &IngestState, auth: Option<&str>, query: &str) -> Result<Respons
                 "routed"
             };
             decisions.with_label_values(&[result]).inc();
-            Ok(json_reply(StatusCode::OK, &json!(route)))
+            // Serialized straight to bytes: this is the hot path of gateways.
+            let body = serde_json::to_vec(&route).map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            })?;
+            let mut r = Response::new(body.into());
+            r.headers_mut().insert(
+                "content-type",
+                warp::http::HeaderValue::from_static("application/json"),
+            );
+            Ok(r)
         }
         Err(e) => {
             let (status, code, retry_after) = match e {

@@ -3,9 +3,11 @@
 //! - **Tiers.** Candidates are grouped by priority (0 first). A tier is used when it has a
 //!   routable member (weight > 0) with free capacity (interactions in flight below
 //!   `maxConcurrentRequests`); otherwise the next tier takes the request (failover).
-//! - **Inside a tier: power of two choices.** Two members are drawn at random in proportion to
-//!   their weights; the one with the lower cost wins, where
-//!   `cost = latency × (in flight + 1) / p(success)`.
+//! - **Inside a tier: best of a few random choices.** Three members (`choices`) are drawn at
+//!   random in proportion to their weights; the one with the lowest cost wins, where
+//!   `cost = latency × (in flight + 1) / (p(success) × weight / mean weight of the tier)`,
+//!   so between equals an MCP with twice the weight takes requests until it has about twice
+//!   as many in flight.
 //!   - `latency` is a peak-EWMA of reported processing times: a slow response takes effect at once,
 //!     fast ones pull it down over ~`latency_decay` seconds. Without reports for a while it drifts
 //!     back toward the tier's typical latency, so an MCP that was slow gets tried again.
@@ -23,7 +25,7 @@
 //! Time is a parameter (seconds on any monotonic clock), which lets the simulation run it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
@@ -46,6 +48,10 @@ pub struct RouterConfig {
     pub in_flight_expiry: f64,
     /// Reports of one request type an MCP needs before that type's statistics are used.
     pub min_type_reports: f64,
+    /// Members drawn (by weight) and compared per decision. Two is the classic power of two
+    /// choices; three keeps the worst pair of a tier from splitting a tenth of its traffic
+    /// (see the routing simulation) while still spreading load when in-flight counts lag.
+    pub choices: usize,
 }
 
 impl Default for RouterConfig {
@@ -56,12 +62,13 @@ impl Default for RouterConfig {
             recovery: 20.0,
             in_flight_expiry: 600.0,
             min_type_reports: 5.0,
+            choices: 3,
         }
     }
 }
 
 /// What the router learned about one MCP (or one request type on it).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Copy, Default)]
 struct Learned {
     /// Peak-EWMA of processing time in seconds; `None` before the first report.
     latency: Option<f64>,
@@ -119,10 +126,52 @@ struct LearnedSet {
     by_type: HashMap<String, Learned>,
 }
 
+/// A copy of an MCP's overall [`Learned`] that decisions read without a lock. Fields are
+/// published one by one, so a reader may mix two consecutive observations: harmless for a
+/// heuristic, and it keeps concurrent decisions off any shared lock.
+#[derive(Debug, Default)]
+struct Published {
+    latency: AtomicU64,
+    has_latency: AtomicBool,
+    latency_at: AtomicU64,
+    successes: AtomicU64,
+    failures: AtomicU64,
+    outcomes_at: AtomicU64,
+}
+
+impl Published {
+    fn store(&self, l: &Learned) {
+        let put = |a: &AtomicU64, v: f64| a.store(v.to_bits(), Ordering::Relaxed);
+        put(&self.latency, l.latency.unwrap_or(0.0));
+        put(&self.latency_at, l.latency_at);
+        put(&self.successes, l.successes);
+        put(&self.failures, l.failures);
+        put(&self.outcomes_at, l.outcomes_at);
+        self.has_latency
+            .store(l.latency.is_some(), Ordering::Release);
+    }
+    fn load(&self) -> Learned {
+        let get = |a: &AtomicU64| f64::from_bits(a.load(Ordering::Relaxed));
+        Learned {
+            latency: self
+                .has_latency
+                .load(Ordering::Acquire)
+                .then(|| get(&self.latency)),
+            latency_at: get(&self.latency_at),
+            successes: get(&self.successes),
+            failures: get(&self.failures),
+            outcomes_at: get(&self.outcomes_at),
+        }
+    }
+}
+
 /// Live statistics of one MCP; survives table updates.
 #[derive(Debug, Default)]
 struct McpStats {
     in_flight: AtomicU32,
+    published: Published,
+    /// Whether any request type has statistics (saves the lock for MCPs without).
+    typed: AtomicBool,
     /// Started interactions: id → (start time, request type).
     started: Mutex<HashMap<String, (f64, Option<String>)>>,
     learned: Mutex<LearnedSet>,
@@ -342,6 +391,7 @@ impl Router {
         learned
             .overall
             .observe(outcome.success, latency, now, &self.config);
+        stats.published.store(&learned.overall);
         if let Some(t) = request_type {
             learned.by_type.entry(t).or_default().observe(
                 outcome.success,
@@ -349,6 +399,7 @@ impl Router {
                 now,
                 &self.config,
             );
+            stats.typed.store(true, Ordering::Relaxed);
         }
     }
 
@@ -404,28 +455,56 @@ impl Router {
         };
         let tier = &tiers[chosen_tier];
         let open: Vec<&Member> = tier.members.iter().filter(|m| m.has_capacity()).collect();
-        let typical = self.typical_latency(&tier.members, request_type, now);
-        let chosen = match open.as_slice() {
-            [only] => *only,
-            _ => {
-                let (a, b) = two_by_weight(&open, rng);
-                let cost_a = self.cost(a, request_type, now, typical, Some(&mut *rng));
-                let cost_b = self.cost(b, request_type, now, typical, Some(&mut *rng));
-                if cost_a <= cost_b {
-                    a
-                } else {
-                    b
+        let views: Vec<Learned> = open
+            .iter()
+            .map(|m| self.view(m, request_type, now))
+            .collect();
+        let typical = typical_latency(&views);
+        let mean_weight = open
+            .iter()
+            .map(|m| f64::from(m.candidate.weight))
+            .sum::<f64>()
+            / open.len() as f64;
+        let chosen = if open.len() == 1 {
+            0
+        } else {
+            let mut best = (usize::MAX, f64::INFINITY);
+            for i in draw_by_weight(&open, self.config.choices, rng) {
+                let cost = self.cost(
+                    open[i],
+                    &views[i],
+                    now,
+                    typical,
+                    mean_weight,
+                    Some(&mut *rng),
+                );
+                if cost < best.1 {
+                    best = (i, cost);
                 }
             }
+            best.0
         };
-
-        let mut rest: Vec<(&Member, f64)> = open
-            .iter()
-            .filter(|m| !std::ptr::eq(**m, chosen))
-            .map(|m| (*m, self.cost(m, request_type, now, typical, None::<&mut R>)))
+        let rest_costs: Vec<(usize, f64)> = (0..open.len())
+            .filter(|i| *i != chosen)
+            .map(|i| {
+                (
+                    i,
+                    self.cost(
+                        open[i],
+                        &views[i],
+                        now,
+                        typical,
+                        mean_weight,
+                        None::<&mut R>,
+                    ),
+                )
+            })
             .collect();
+        let chosen = open[chosen];
+        let mut rest = rest_costs;
         rest.sort_by(|a, b| a.1.total_cmp(&b.1));
-        let mut fallbacks: Vec<Fallback> = rest.into_iter().map(|(m, _)| fallback(m)).collect();
+        let mut fallbacks: Vec<Fallback> =
+            rest.into_iter().map(|(i, _)| fallback(open[i])).collect();
         for later in &tiers[chosen_tier + 1..] {
             fallbacks.extend(
                 later
@@ -447,50 +526,36 @@ impl Router {
         })
     }
 
-    /// The median latency estimate of a tier's members that have one (0.1 s when none has).
-    fn typical_latency(&self, members: &[Member], request_type: Option<&str>, now: f64) -> f64 {
-        let mut known: Vec<f64> = members
-            .iter()
-            .filter_map(|m| {
-                let learned = m.stats.learned();
-                self.pick(&learned, request_type, now).latency
-            })
-            .collect();
-        if known.is_empty() {
-            return 0.1;
+    /// What is known about `m` for this request: its request type's statistics when there are
+    /// enough, else its overall ones (read without a lock).
+    fn view(&self, m: &Member, request_type: Option<&str>, now: f64) -> Learned {
+        if let Some(t) = request_type {
+            if m.stats.typed.load(Ordering::Relaxed) {
+                if let Some(typed) = m.stats.learned().by_type.get(t) {
+                    if typed.reports(now, &self.config) >= self.config.min_type_reports {
+                        return *typed;
+                    }
+                }
+            }
         }
-        known.sort_by(f64::total_cmp);
-        known[known.len() / 2]
+        m.stats.published.load()
     }
 
-    fn pick<'a>(&self, set: &'a LearnedSet, request_type: Option<&str>, now: f64) -> &'a Learned {
-        request_type
-            .and_then(|t| set.by_type.get(t))
-            .filter(|l| l.reports(now, &self.config) >= self.config.min_type_reports)
-            .unwrap_or(&set.overall)
-    }
-
-    /// Expected cost of sending one more request to `m`; with `rng`, success is a Thompson sample.
+    /// Expected cost of sending one more request to an MCP; with `rng`, success is a Thompson
+    /// sample.
     fn cost<R: Rng + ?Sized>(
         &self,
-        m: &Member,
-        request_type: Option<&str>,
+        member: &Member,
+        learned: &Learned,
         now: f64,
         typical: f64,
+        mean_weight: f64,
         rng: Option<&mut R>,
     ) -> f64 {
-        let (latency, successes, failures) = {
-            let set = m.stats.learned();
-            let learned = self.pick(&set, request_type, now);
-            let (s, f) = learned.outcomes(now, &self.config);
-            (
-                learned
-                    .latency(now, typical, &self.config)
-                    .unwrap_or(typical),
-                s,
-                f,
-            )
-        };
+        let latency = learned
+            .latency(now, typical, &self.config)
+            .unwrap_or(typical);
+        let (successes, failures) = learned.outcomes(now, &self.config);
         let p_success = match rng.and_then(|r| {
             Beta::new(1.0 + successes, 1.0 + failures)
                 .ok()
@@ -499,9 +564,21 @@ impl Router {
             Some(p) => p,
             None => (1.0 + successes) / (2.0 + successes + failures),
         };
-        let in_flight = f64::from(m.stats.in_flight.load(Ordering::Relaxed));
-        latency.max(1e-6) * (in_flight + 1.0) / p_success.max(1e-3)
+        let in_flight = f64::from(member.stats.in_flight.load(Ordering::Relaxed));
+        let weight = f64::from(member.candidate.weight) / mean_weight;
+        latency.max(1e-6) * (in_flight + 1.0) / (p_success.max(1e-3) * weight)
     }
+}
+
+/// The median of the latency estimates that exist (0.1 s when none does): where an estimate
+/// without fresh reports drifts to, and what an MCP without reports is assumed to take.
+fn typical_latency(views: &[Learned]) -> f64 {
+    let mut known: Vec<f64> = views.iter().filter_map(|l| l.latency).collect();
+    if known.is_empty() {
+        return 0.1;
+    }
+    known.sort_by(f64::total_cmp);
+    known[known.len() / 2]
 }
 
 fn fallback(m: &Member) -> Fallback {
@@ -513,32 +590,30 @@ fn fallback(m: &Member) -> Fallback {
     }
 }
 
-/// Two distinct members, each drawn with probability proportional to its weight.
-fn two_by_weight<'a, R: Rng + ?Sized>(
-    open: &[&'a Member],
-    rng: &mut R,
-) -> (&'a Member, &'a Member) {
-    let total: u64 = open.iter().map(|m| u64::from(m.candidate.weight)).sum();
-    let first = draw(open, total, None, rng);
-    let rest = total - u64::from(open[first].candidate.weight);
-    let second = draw(open, rest, Some(first), rng);
-    (open[first], open[second])
-}
-
-fn draw<R: Rng + ?Sized>(open: &[&Member], total: u64, skip: Option<usize>, rng: &mut R) -> usize {
-    let mut target = rng.random_range(0..total.max(1));
-    for (i, m) in open.iter().enumerate() {
-        if Some(i) == skip {
-            continue;
-        }
-        let w = u64::from(m.candidate.weight);
-        if target < w {
-            return i;
-        }
-        target -= w;
+/// Up to `k` distinct member indexes, drawn one after another with probability proportional to
+/// weight (all of them when `k` covers the tier).
+fn draw_by_weight<R: Rng + ?Sized>(open: &[&Member], k: usize, rng: &mut R) -> Vec<usize> {
+    if k >= open.len() {
+        return (0..open.len()).collect();
     }
-    // Only reachable when every weight is 0, which `install` rules out.
-    (0..open.len()).find(|i| Some(*i) != skip).unwrap_or(0)
+    let mut drawn = Vec::with_capacity(k);
+    let mut remaining: u64 = open.iter().map(|m| u64::from(m.candidate.weight)).sum();
+    while drawn.len() < k && remaining > 0 {
+        let mut target = rng.random_range(0..remaining);
+        for (i, m) in open.iter().enumerate() {
+            if drawn.contains(&i) {
+                continue;
+            }
+            let w = u64::from(m.candidate.weight);
+            if target < w {
+                drawn.push(i);
+                remaining -= w;
+                break;
+            }
+            target -= w;
+        }
+    }
+    drawn
 }
 
 #[cfg(test)]
@@ -682,19 +757,43 @@ mod tests {
     #[test]
     fn weights_set_the_share_between_equals() {
         let r = router(vec![
-            candidate("big", 0, 800, 100),
-            candidate("a", 0, 100, 100),
-            candidate("b", 0, 100, 100),
+            candidate("big", 0, 400, 1000),
+            candidate("a", 0, 100, 1000),
+            candidate("b", 0, 100, 1000),
         ]);
         for id in ["big", "a", "b"] {
             report(&r, id, 5, true, 0.1, 0.0);
         }
-        let s = shares(&r, 0.0, 4000);
-        // Weights decide how often each is one of the two choices, so the share follows them,
-        // though less than proportionally.
+        // Sixty requests in flight at any time, the oldest finishing as each new one starts.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let mut in_flight = std::collections::VecDeque::new();
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for n in 0..6000 {
+            let id = r
+                .route_with("ocr", None, 0.0, &mut rng)
+                .expect("routes")
+                .mcp_id;
+            r.started(&id, &n.to_string(), None, 0.0);
+            *counts.entry(id.clone()).or_default() += 1;
+            in_flight.push_back((id, n));
+            if in_flight.len() > 60 {
+                if let Some((id, n)) = in_flight.pop_front() {
+                    let outcome = Outcome {
+                        success: true,
+                        processing_time: Some(0.1),
+                    };
+                    r.finished(&id, &n.to_string(), None, outcome, 0.0);
+                }
+            }
+        }
+        let share = |id: &str| counts[id] as f64 / 6000.0;
         assert!(
-            s["big"] * 2 > s["a"] * 3 && s["big"] * 2 > s["b"] * 3,
-            "{s:?}"
+            (0.55..0.75).contains(&share("big")),
+            "4/6 expected: {counts:?}"
+        );
+        assert!(
+            (0.1..0.22).contains(&share("a")),
+            "1/6 expected: {counts:?}"
         );
     }
 
