@@ -72,6 +72,7 @@ async fn main() {
         resync: Duration::from_secs(300),
         instance: Some("demo".into()),
         routing: Default::default(),
+        leader_election: None,
     };
     let metrics = Arc::new(Metrics::new().expect("metrics"));
     tokio::spawn(controller::run(

@@ -222,6 +222,20 @@ struct ControllerArgs {
     /// Name this instance reports Events as (set to the pod name by the chart).
     #[arg(long, env = "MCP_COORDINATOR_INSTANCE")]
     instance: Option<String>,
+    /// Run as one of several replicas: only the holder of the leader Lease (in --state-namespace)
+    /// reconciles; the others wait and take over when it stops renewing.
+    #[arg(long, env = "MCP_COORDINATOR_LEADER_ELECT")]
+    leader_elect: bool,
+    /// Name of the leader Lease.
+    #[arg(
+        long,
+        env = "MCP_COORDINATOR_LEADER_LEASE_NAME",
+        default_value = "mcp-coordinator-leader"
+    )]
+    leader_lease_name: String,
+    /// A standby takes over this long after the leader last renewed.
+    #[arg(long, env = "MCP_COORDINATOR_LEADER_LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=300))]
+    leader_lease_duration_seconds: u64,
     /// How often recent performance is read from the ingest server and weights recomputed.
     #[arg(long, env = "MCP_COORDINATOR_ROUTING_INTERVAL_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     routing_interval_seconds: u64,
@@ -306,6 +320,17 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         probe_concurrency: args.probe_concurrency,
         reconcile_concurrency: args.reconcile_concurrency,
         resync: Duration::from_secs(args.resync_seconds.max(1)),
+        leader_election: args
+            .leader_elect
+            .then(|| controller::leader::LeaderElection {
+                lease_name: args.leader_lease_name.clone(),
+                identity: args
+                    .instance
+                    .clone()
+                    .or_else(|| std::env::var("HOSTNAME").ok())
+                    .unwrap_or_else(|| format!("mcp-coordinator-{}", std::process::id())),
+                lease_duration: Duration::from_secs(args.leader_lease_duration_seconds),
+            }),
         instance: args.instance,
         routing: RoutingSettings {
             interval: Duration::from_secs(args.routing_interval_seconds),

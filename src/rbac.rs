@@ -48,6 +48,13 @@ pub const API_CALLS: &[ApiPermission] = &[
         why: "the mcp-routing-table ConfigMap of every namespace with registrations (server-side apply)",
     },
     ApiPermission {
+        group: "coordination.k8s.io",
+        resource: "leases",
+        verbs: &["get", "create", "update"],
+        component: "controller",
+        why: "leader election among replicas (--leader-elect), in the state namespace",
+    },
+    ApiPermission {
         group: "events.k8s.io",
         resource: "events",
         verbs: &["create", "patch"],

@@ -5,6 +5,7 @@ pub mod error;
 pub mod health;
 pub mod ids;
 pub mod keys;
+pub mod leader;
 pub mod probe;
 pub mod prober;
 mod reconcile;
@@ -18,6 +19,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
@@ -52,6 +54,16 @@ pub struct Settings {
     /// Name this instance reports Events as (its pod name in a cluster).
     pub instance: Option<String>,
     pub routing: routing::RoutingSettings,
+    /// Elect a leader among replicas on a Lease in the state namespace; `None` runs as the only one.
+    pub leader_election: Option<leader::LeaderElection>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot build the health-probe HTTP client: {0}")]
+    HttpClient(#[from] reqwest::Error),
+    #[error("lost the leader Lease {0} (could not renew it in time); exiting so that only one replica writes")]
+    LeadershipLost(String),
 }
 
 /// Shared by every reconcile.
@@ -66,17 +78,11 @@ pub struct Context {
     pub performance: routing::PerformanceBoard,
     /// Nudges the routing-table writer after a status change.
     pub table_changed: tokio::sync::Notify,
-    /// False while another replica holds the leader Lease.
-    leading: AtomicBool,
     phases: Mutex<HashMap<ObjectRef<MCPRegistration>, Phase>>,
     failures: Mutex<HashMap<ObjectRef<MCPRegistration>, u32>>,
 }
 
 impl Context {
-    pub fn is_leader(&self) -> bool {
-        self.leading.load(Ordering::Relaxed)
-    }
-
     fn set_phase(&self, key: ObjectRef<MCPRegistration>, phase: Option<Phase>) {
         let mut phases = self.phases.lock().unwrap_or_else(PoisonError::into_inner);
         match phase {
@@ -118,8 +124,39 @@ pub async fn run(
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) -> Result<(), reqwest::Error> {
+) -> Result<(), RunError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &settings.state_namespace);
+    let (lost_tx, mut lost) = tokio::sync::watch::channel(false);
+    // Everything started here ends with this function, even when it is cancelled.
+    let mut background = tokio::task::JoinSet::new();
+    if let Some(election) = &settings.leader_election {
+        // A standby is healthy and ready; it just does not reconcile.
+        ready.store(true, Ordering::Relaxed);
+        metrics.leader.set(0);
+        tracing::info!(identity = %election.identity, lease = %election.lease_name, "waiting to become the leader");
+        loop {
+            match leader::try_lead(&leases, election).await {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot read the leader Lease; retrying"),
+            }
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return Ok(()),
+                _ = tokio::time::sleep(election.retry_period()) => {}
+            }
+        }
+        ready.store(false, Ordering::Relaxed);
+        metrics.leader.set(1);
+        background.spawn(keep_leading(leases.clone(), election.clone(), lost_tx));
+    } else {
+        metrics.leader.set(1);
+    }
     let http = reqwest::Client::builder()
         .user_agent(concat!(
             "mcp-coordinator/",
@@ -149,7 +186,6 @@ pub async fn run(
         metrics,
         performance: routing::PerformanceBoard::default(),
         table_changed: tokio::sync::Notify::new(),
-        leading: AtomicBool::new(true),
         phases: Mutex::default(),
         failures: Mutex::default(),
         settings: settings.clone(),
@@ -170,13 +206,13 @@ pub async fn run(
                 .concurrency(settings.reconcile_concurrency),
         );
     let store = controller.store();
-    tokio::spawn(routing::refresh_weights(
+    background.spawn(routing::refresh_weights(
         context.clone(),
         store.clone(),
         weight_changed,
     ));
-    tokio::spawn(routing::publish_tables(context.clone(), store.clone()));
-    tokio::spawn(async move {
+    background.spawn(routing::publish_tables(context.clone(), store.clone()));
+    background.spawn(async move {
         // The store wakes only its most recent waiter (the controller's own runner also waits on
         // it), so poll again periodically instead of waiting once.
         loop {
@@ -191,8 +227,16 @@ pub async fn run(
             }
         }
     });
+    let lost_seen = lost.clone();
+    let leader_gauge = context.metrics.leader.clone();
+    let stop_or_lost = async move {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => {}
+            _ = lost.wait_for(|l| *l) => {}
+        }
+    };
     controller
-        .graceful_shutdown_on(shutdown)
+        .graceful_shutdown_on(stop_or_lost)
         .run(reconcile::reconcile, error_policy, context)
         .for_each(|result| async move {
             match result {
@@ -204,7 +248,43 @@ pub async fn run(
             }
         })
         .await;
+    leader_gauge.set(0);
+    background.abort_all();
+    if let Some(election) = &settings.leader_election {
+        if *lost_seen.borrow() {
+            return Err(RunError::LeadershipLost(election.lease_name.clone()));
+        }
+        leader::release(&leases, election).await;
+    }
     Ok(())
+}
+
+/// Renews the Lease every retry period; if it cannot for two thirds of the Lease's duration (or
+/// someone else holds it), reports the leadership lost before a standby can take it over.
+async fn keep_leading(
+    leases: Api<Lease>,
+    election: leader::LeaderElection,
+    lost: tokio::sync::watch::Sender<bool>,
+) {
+    let mut renewed = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(election.retry_period()).await;
+        if lost.is_closed() {
+            return;
+        }
+        match leader::try_lead(&leases, &election).await {
+            Ok(true) => renewed = tokio::time::Instant::now(),
+            Ok(false) => {
+                let _ = lost.send(true);
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "could not renew the leader Lease"),
+        }
+        if renewed.elapsed() > election.lease_duration * 2 / 3 {
+            let _ = lost.send(true);
+            return;
+        }
+    }
 }
 
 fn error_policy(reg: Arc<MCPRegistration>, error: &Error, ctx: Arc<Context>) -> Action {

@@ -221,9 +221,6 @@ pub async fn refresh_weights(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if !ctx.is_leader() {
-            continue;
-        }
         match fetch(&http, &settings, &base).await {
             Ok(metrics) => {
                 let registrations = store.state();
@@ -262,7 +259,7 @@ pub async fn publish_tables(ctx: Arc<Context>, store: Store<MCPRegistration>) {
             }
             _ = tokio::time::sleep(tick) => {}
         }
-        if !ctx.is_leader() || store.wait_until_ready().await.is_err() {
+        if store.wait_until_ready().await.is_err() {
             continue;
         }
         let registrations = store.state();

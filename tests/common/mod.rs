@@ -73,6 +73,7 @@ pub fn settings() -> Settings {
         resync: Duration::from_secs(300),
         instance: Some("test".into()),
         routing: Default::default(),
+        leader_election: None,
     }
 }
 

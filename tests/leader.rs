@@ -1,0 +1,119 @@
+//! High availability: of two controller replicas only the Lease holder reconciles; the standby
+//! takes over when the leader stops (at once, as it hands the Lease over) or dies (when the Lease
+//! expires).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::PostParams;
+use kube::Api;
+use mcp_coordinator::controller::leader::LeaderElection;
+use mcp_coordinator::crd::{MCPRegistration, Phase};
+
+fn replica(server: &fake_apiserver::FakeApiServer, identity: &str) -> RunningController {
+    let mut s = settings();
+    s.leader_election = Some(LeaderElection {
+        lease_name: "mcp-coordinator-leader".into(),
+        identity: identity.into(),
+        lease_duration: Duration::from_secs(3),
+    });
+    start_controller_with(server, s)
+}
+
+async fn wait_until(what: &str, timeout: Duration, done: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn holder(server: &fake_apiserver::FakeApiServer) -> Option<String> {
+    let leases: Api<Lease> = Api::namespaced(client(server), STATE_NAMESPACE);
+    leases
+        .get_opt("mcp-coordinator-leader")
+        .await
+        .expect("get lease")
+        .and_then(|l| l.spec)
+        .and_then(|s| s.holder_identity)
+}
+
+#[tokio::test]
+async fn only_the_leader_reconciles_and_a_standby_takes_over() {
+    let server = api_server().await;
+    let mcp = FakeMcp::start().await;
+    let first = replica(&server, "replica-a");
+    wait_until("replica-a leads", Duration::from_secs(10), || {
+        first.metrics.leader.get() == 1
+    })
+    .await;
+    let second = replica(&server, "replica-b");
+    let api: Api<MCPRegistration> = Api::namespaced(client(&server), "default");
+    api.create(&PostParams::default(), &registration("ocr", &mcp.url(), ""))
+        .await
+        .expect("create");
+    wait_for(&api, "ocr", Duration::from_secs(20), "Ready", |r| {
+        phase(r) == Some(Phase::Ready)
+    })
+    .await;
+    assert_eq!(holder(&server).await.as_deref(), Some("replica-a"));
+    assert_eq!(second.metrics.leader.get(), 0);
+    assert_eq!(
+        second.metrics.reconciles.get(),
+        0,
+        "the standby must not reconcile"
+    );
+    assert!(
+        second.ready.load(std::sync::atomic::Ordering::Relaxed),
+        "a standby is ready"
+    );
+
+    // Graceful stop: the Lease is handed over, the standby leads within a retry period.
+    first.stop().await;
+    wait_until("replica-b leads", Duration::from_secs(5), || {
+        second.metrics.leader.get() == 1
+    })
+    .await;
+    assert_eq!(holder(&server).await.as_deref(), Some("replica-b"));
+    mcp.set_healthy(false);
+    wait_for(
+        &api,
+        "ocr",
+        Duration::from_secs(20),
+        "Unavailable under the new leader",
+        |r| phase(r) == Some(Phase::Unavailable),
+    )
+    .await;
+    assert!(second.metrics.reconciles.get() > 0);
+
+    // The leader dies without handing over: a new standby waits for the Lease to expire.
+    let third = replica(&server, "replica-c");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(third.metrics.leader.get(), 0, "the Lease is still held");
+    let died_at = tokio::time::Instant::now();
+    drop(second);
+    wait_until("replica-c leads", Duration::from_secs(10), || {
+        third.metrics.leader.get() == 1
+    })
+    .await;
+    let waited = died_at.elapsed();
+    assert!(
+        waited >= Duration::from_secs(1),
+        "took over before the Lease could expire: {waited:?}"
+    );
+    mcp.set_healthy(true);
+    wait_for(
+        &api,
+        "ocr",
+        Duration::from_secs(20),
+        "Ready under the third leader",
+        |r| phase(r) == Some(Phase::Ready),
+    )
+    .await;
+}
