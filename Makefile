@@ -2,7 +2,7 @@
 CARGO ?= cargo
 NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 
-.PHONY: help build test lint fmt crds run bench demo e2e clean
+.PHONY: help build test lint fmt crds run bench demo e2e image chart-lint clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -24,8 +24,9 @@ lint: ## rustfmt check and clippy with warnings as errors
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-crds: ## Regenerate crds/mcpregistration.yaml from src/crd
+crds: ## Regenerate the CRD (crds/ and the chart's crds/) from src/crd
 	$(CARGO) run --quiet --bin mcp-coordinator -- crdgen > crds/mcpregistration.yaml
+	cp crds/mcpregistration.yaml charts/mcp-coordinator/crds/mcpregistration.yaml
 
 run: ## Run the controller against the current kubeconfig (install the CRD first: kubectl apply -f crds/)
 	$(CARGO) run --bin mcp-coordinator -- controller --state-namespace $${MCP_COORDINATOR_STATE_NAMESPACE:-default} --metrics-addr 127.0.0.1:8080
@@ -36,8 +37,18 @@ demo: ## Try it without a cluster: the controller against the test API server an
 bench: ## Benchmarks, printed as tables (controller scale, ingest throughput, routing simulation)
 	$(CARGO) bench --bench controller_scale --bench ingest_throughput --bench routing_simulation
 
-e2e: ## End to end on a kind cluster (needs docker, kind, kubectl)
+e2e: ## End to end on a kind cluster with the chart (needs docker, kind, helm, kubectl)
 	./scripts/e2e-kind.sh
+
+IMAGE ?= mcp-coordinator:dev
+image: ## Build the container image (IMAGE=mcp-coordinator:dev)
+	docker build -t $(IMAGE) .
+
+chart-lint: ## helm lint and helm template of the chart (needs helm; the helm-free checks are in make test)
+	@command -v helm >/dev/null || { echo "chart-lint needs helm on PATH; tests/chart.rs checks the rest without it" >&2; exit 1; }
+	helm lint charts/mcp-coordinator
+	helm template test charts/mcp-coordinator > /dev/null
+	helm template test charts/mcp-coordinator --set replicaCount=2,clickhouse.url=http://clickhouse:8123,clickhouse.passwordSecret.name=ch,metrics.serviceMonitor.enabled=true,grafanaDashboard.enabled=true,watchNamespace=mcps,ingest.tls.secretName=tls > /dev/null
 
 clean:
 	$(CARGO) clean

@@ -228,6 +228,67 @@ struct Target {
     status: bool,
 }
 
+/// `/openapi/v3`: where each group version's document is. kubectl reads it to learn whether the
+/// server validates fields itself (it then sends `fieldValidation=Strict` instead of validating).
+fn openapi_index(store: &Store) -> Value {
+    let mut paths = serde_json::Map::new();
+    for t in store.types() {
+        let key = if t.group.is_empty() {
+            format!("api/{}", t.version)
+        } else {
+            format!("apis/{}/{}", t.group, t.version)
+        };
+        paths.insert(
+            key.clone(),
+            json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash=fake")}),
+        );
+    }
+    json!({"paths": paths})
+}
+
+/// One group version's OpenAPI v3 document: each resource's item and collection paths, whose
+/// write operations name their kind and accept `fieldValidation`, and the custom resources' schemas.
+fn openapi_group_version(store: &Store, group: &str, version: &str) -> Value {
+    let mut paths = serde_json::Map::new();
+    let mut schemas = serde_json::Map::new();
+    for t in store
+        .types()
+        .into_iter()
+        .filter(|t| t.group == group && t.version == version)
+    {
+        let gvk = json!({"group": t.group, "version": t.version, "kind": t.kind});
+        let prefix = if t.group.is_empty() {
+            format!("/api/{}", t.version)
+        } else {
+            format!("/apis/{}/{}", t.group, t.version)
+        };
+        let scope = if t.namespaced {
+            "/namespaces/{namespace}"
+        } else {
+            ""
+        };
+        let operation = json!({
+            "x-kubernetes-group-version-kind": gvk,
+            "parameters": [{"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": true}}],
+            "responses": {"200": {"description": "OK"}},
+        });
+        paths.insert(
+            format!("{prefix}{scope}/{}", t.plural),
+            json!({"post": operation, "get": operation}),
+        );
+        paths.insert(
+            format!("{prefix}{scope}/{}/{{name}}", t.plural),
+            json!({"patch": operation, "put": operation, "get": operation}),
+        );
+        if let Some(schema) = &t.schema {
+            let mut schema = schema.clone();
+            schema["x-kubernetes-group-version-kind"] = json!([gvk]);
+            schemas.insert(format!("{}.{}.{}", t.group, t.version, t.kind), schema);
+        }
+    }
+    json!({"openapi": "3.0.0", "info": {"title": "fake", "version": "v1.32.0-fake"}, "paths": paths, "components": {"schemas": schemas}})
+}
+
 async fn handle(
     store: &Arc<Store>,
     addr: SocketAddr,
@@ -253,6 +314,16 @@ async fn handle(
             ))
         }
         ["apis"] => return Ok(json_response(200, &group_list(store))),
+        ["openapi", "v3"] => return Ok(json_response(200, &openapi_index(store))),
+        ["openapi", "v3", "api", "v1"] => {
+            return Ok(json_response(200, &openapi_group_version(store, "", "v1")))
+        }
+        ["openapi", "v3", "apis", group, version] => {
+            return Ok(json_response(
+                200,
+                &openapi_group_version(store, group, version),
+            ))
+        }
         ["api", "v1"] => return Ok(json_response(200, &resource_list(store, "", "v1"))),
         ["apis", group, version] => {
             let list = resource_list(store, group, version);

@@ -1,0 +1,134 @@
+//! The installed `kubectl` against the test API server: users apply the examples, get a schema
+//! error for a bad manifest, and see ID, Phase and Weight in `kubectl get mcpreg`.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use kube::Api;
+use mcp_coordinator::crd::MCPRegistration;
+
+async fn kubectl(kubeconfig: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = tokio::process::Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .await
+        .expect("kubectl runs (apt-get install kubectl; .ci/run installs it)");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_applies_the_examples_rejects_bad_manifests_and_shows_the_columns() {
+    let server = api_server().await;
+    let dir = std::env::temp_dir().join(format!("mcp-kubectl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, server.kubeconfig()).expect("kubeconfig");
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+
+    let (ok, out, err) = kubectl(
+        &kubeconfig,
+        &[
+            "apply",
+            "-f",
+            &examples.join("ocr-workflow.yaml").to_string_lossy(),
+            "-f",
+            &examples.join("model-adapter.yaml").to_string_lossy(),
+        ],
+    )
+    .await;
+    assert!(ok, "kubectl apply failed:\n{out}\n{err}");
+    assert!(
+        out.contains("mcpregistration.mcp.coordinator.dev/ocr-workflow created"),
+        "{out}"
+    );
+    let api: Api<MCPRegistration> = Api::all(client(&server));
+    assert_eq!(
+        api.list(&Default::default())
+            .await
+            .expect("list")
+            .items
+            .len(),
+        2
+    );
+    // Applying again changes nothing.
+    let (ok, out, _) = kubectl(
+        &kubeconfig,
+        &[
+            "apply",
+            "-f",
+            &examples.join("ocr-workflow.yaml").to_string_lossy(),
+        ],
+    )
+    .await;
+    assert!(ok && out.contains("unchanged"), "{out}");
+
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: mcp.coordinator.dev/v1alpha1\nkind: MCPRegistration\nmetadata:\n  name: bad\n  namespace: default\nspec:\n  version: 1.0.0\n  type: workflow\n  capabilities: [ocr]\n  endpoint:\n    url: http://bad:8080\n  routing:\n    weight: 5000\n",
+    )
+    .expect("write");
+    let (ok, out, err) = kubectl(&kubeconfig, &["apply", "-f", &bad.to_string_lossy()]).await;
+    assert!(!ok, "an out-of-range weight was accepted: {out}");
+    assert!(
+        err.contains("spec.routing.weight") && err.contains("1000"),
+        "the schema's message: {err}"
+    );
+
+    let _controller = start_controller(&server);
+    // The example Services do not exist here, so they stay Pending or turn Unavailable with
+    // weight 0; what matters is that kubectl shows the columns the controller fills in.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (ok, out, err) = kubectl(&kubeconfig, &["get", "mcpreg", "-n", "default"]).await;
+        assert!(ok, "{err}");
+        let header: Vec<&str> = out
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        assert_eq!(header, ["NAME", "ID", "PHASE", "WEIGHT", "AGE"], "{out}");
+        let row = out
+            .lines()
+            .find(|l| l.starts_with("ocr-workflow"))
+            .unwrap_or_default()
+            .to_string();
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        if cells.len() == 5
+            && cells[1] == "ocr_workflow_mcp_001"
+            && matches!(cells[2], "Pending" | "Unavailable")
+            && cells[3] == "0"
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "kubectl get mcpreg never showed the reconciled row:\n{out}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (ok, out, _) = kubectl(
+        &kubeconfig,
+        &[
+            "get",
+            "mcpreg",
+            "ocr-workflow",
+            "-n",
+            "default",
+            "-o",
+            "jsonpath={.status.coordinatorConfig.apiKeySecretRef.name}",
+        ],
+    )
+    .await;
+    assert!(ok && out == "ocr-workflow-mcp-key", "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
