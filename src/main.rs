@@ -29,6 +29,144 @@ enum Command {
     Ingest(Box<IngestArgs>),
     /// Print the MCPRegistration CustomResourceDefinition as YAML.
     Crdgen,
+    /// Everything without Kubernetes: registrations from a directory of manifests, health checks,
+    /// IDs, keys, routing and the ingest server with the embedded store, in one process.
+    Standalone(Box<StandaloneArgs>),
+    /// Print the registrations as a table (standalone mode's GET /v1/registrations).
+    Status(StatusArgs),
+    /// Query the interaction log: `query interactions --mcp ID` or `query metrics --mcp ID`.
+    Query(QueryArgs),
+    /// A small example MCP that serves /health, /process and /status and reports its interactions.
+    ExampleMcp(ExampleMcpArgs),
+}
+
+#[derive(clap::Args)]
+struct StandaloneArgs {
+    /// Directory of MCPRegistration manifests (*.yaml, *.yml); watched for changes.
+    #[arg(long, env = "MCP_COORDINATOR_REGISTRATIONS")]
+    registrations: std::path::PathBuf,
+    /// How often the directory is checked for added, edited and removed manifests.
+    #[arg(long, env = "MCP_COORDINATOR_POLL_INTERVAL_MS", default_value_t = 1000)]
+    poll_interval_ms: u64,
+    /// How often weights are recomputed from the interaction log.
+    #[arg(long, env = "MCP_COORDINATOR_ROUTING_INTERVAL_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    routing_interval_seconds: u64,
+    /// The window weights are computed over.
+    #[arg(long, env = "MCP_COORDINATOR_ROUTING_WINDOW", default_value = "15m")]
+    routing_window: String,
+    /// Told to MCPs in status; default: this server's own address.
+    #[arg(long, env = "MCP_COORDINATOR_INTERACTION_LOG_ENDPOINT")]
+    interaction_log_endpoint: Option<String>,
+    #[arg(
+        long,
+        env = "MCP_COORDINATOR_HEARTBEAT_INTERVAL_SECONDS",
+        default_value_t = 30
+    )]
+    heartbeat_interval_seconds: u32,
+    #[arg(
+        long,
+        env = "MCP_COORDINATOR_DATA_REPORT_INTERVAL_SECONDS",
+        default_value_t = 60
+    )]
+    data_report_interval_seconds: u32,
+    /// Health probes in flight at once.
+    #[arg(long, env = "MCP_COORDINATOR_PROBE_CONCURRENCY", default_value_t = 64)]
+    probe_concurrency: usize,
+    #[command(flatten)]
+    ingest: IngestArgs,
+}
+
+#[derive(clap::Args)]
+struct ClientArgs {
+    /// The coordinator's HTTP API (standalone or ingest).
+    #[arg(
+        long,
+        env = "MCP_COORDINATOR_URL",
+        default_value = "http://127.0.0.1:8081"
+    )]
+    url: String,
+    /// A reader or admin token (prefer --token-file or the environment variable).
+    #[arg(long, env = "MCP_COORDINATOR_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// File holding the token; standalone writes one to <data-dir>/admin.token.
+    #[arg(
+        long,
+        env = "MCP_COORDINATOR_TOKEN_FILE",
+        default_value = "mcp-coordinator-data/admin.token"
+    )]
+    token_file: std::path::PathBuf,
+}
+
+impl ClientArgs {
+    fn token(&self) -> anyhow::Result<String> {
+        if let Some(t) = &self.token {
+            return Ok(t.clone());
+        }
+        Ok(std::fs::read_to_string(&self.token_file)
+            .with_context(|| format!("no token: give --token, MCP_COORDINATOR_TOKEN or a readable --token-file (tried {})", self.token_file.display()))?
+            .trim()
+            .to_string())
+    }
+}
+
+#[derive(clap::Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Refresh every this many seconds until interrupted.
+    #[arg(long)]
+    watch: Option<u64>,
+}
+
+#[derive(clap::Args)]
+struct QueryArgs {
+    #[command(subcommand)]
+    what: QueryWhat,
+}
+
+#[derive(Subcommand)]
+enum QueryWhat {
+    /// An MCP's recent interactions, newest first.
+    Interactions {
+        #[arg(long)]
+        mcp: String,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// An MCP's metrics over a range.
+    Metrics {
+        #[arg(long)]
+        mcp: String,
+        /// e.g. 15m, 1h, 24h, 7d.
+        #[arg(long, default_value = "1h")]
+        range: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct ExampleMcpArgs {
+    #[arg(long)]
+    name: String,
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Median processing time of /process.
+    #[arg(long, default_value_t = 50)]
+    latency_ms: u64,
+    /// Share of /process requests that fail, 0 to 1.
+    #[arg(long, default_value_t = 0.0)]
+    failure_rate: f64,
+    /// The coordinator's URL to report interactions to.
+    #[arg(long)]
+    coordinator: Option<String>,
+    /// File with this MCP's API key (standalone writes <data-dir>/keys/<namespace>/<name>-mcp-key).
+    #[arg(long)]
+    key_file: Option<std::path::PathBuf>,
+    #[arg(long, default_value_t = 10)]
+    heartbeat_seconds: u64,
 }
 
 #[derive(clap::Args)]
@@ -265,6 +403,10 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Controller(args) => run_controller(*args).await,
         Command::Ingest(args) => run_ingest(*args).await,
+        Command::Standalone(args) => run_standalone(*args).await,
+        Command::Status(args) => run_status(args).await,
+        Command::Query(args) => run_query(args).await,
+        Command::ExampleMcp(args) => run_example_mcp(args).await,
     }
 }
 
@@ -357,7 +499,42 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Everything an ingest server needs, built from its flags (shared by `ingest` and `standalone`).
+struct IngestParts {
+    config: mcp_coordinator::ingest::IngestConfig,
+    store: Arc<dyn mcp_coordinator::store::InteractionStore>,
+    store_name: String,
+    keys: Arc<mcp_coordinator::ingest::auth::KeyRing>,
+    readers: Arc<mcp_coordinator::ingest::auth::ReaderTokens>,
+    retention_days: Arc<mcp_coordinator::store::retention::RetentionDays>,
+}
+
 async fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
+    let parts = ingest_parts(&args, false).await?;
+    start_retention(&args, &parts);
+    let running = mcp_coordinator::ingest::start(
+        parts.config,
+        parts.store,
+        parts.keys,
+        parts.readers,
+        wait_for_signal(),
+    )
+    .await?;
+    tracing::info!(addr = %running.addr, store = %parts.store_name, "ingest server listening");
+    running.done.await.context("ingest server task failed")?;
+    Ok(())
+}
+
+fn start_retention(args: &IngestArgs, parts: &IngestParts) {
+    tokio::spawn(mcp_coordinator::store::retention::run(
+        parts.store.clone(),
+        parts.retention_days.clone(),
+        args.retention_days,
+        Duration::from_secs(args.retention_interval_seconds.max(60)),
+    ));
+}
+
+async fn ingest_parts(args: &IngestArgs, standalone: bool) -> anyhow::Result<IngestParts> {
     use mcp_coordinator::ingest::{self, auth, spool::SpoolConfig, IngestConfig};
     use mcp_coordinator::store::sqlite::SqliteStore;
 
@@ -416,7 +593,7 @@ async fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
             ns,
             readers.clone(),
         ));
-    } else {
+    } else if !standalone {
         if keys.is_empty() {
             tracing::warn!("no API keys configured (--keys-file, --keys-from-secrets): every report will be refused with 401");
         }
@@ -485,16 +662,130 @@ async fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
         sealer,
         sensitive_mcps,
         router,
+        registrations: None,
     };
-    tokio::spawn(mcp_coordinator::store::retention::run(
-        store.clone(),
+    Ok(IngestParts {
+        config,
+        store,
+        store_name,
+        keys,
+        readers,
         retention_days,
-        args.retention_days,
-        Duration::from_secs(args.retention_interval_seconds.max(60)),
-    ));
-    let running = ingest::start(config, store, keys, readers, wait_for_signal()).await?;
-    tracing::info!(addr = %running.addr, store = %store_name, "ingest server listening");
-    running.done.await.context("ingest server task failed")?;
+    })
+}
+
+async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
+    use mcp_coordinator::standalone::{self, StandaloneConfig};
+    mcp_coordinator::store::TimeRange::parse(&args.routing_window, 0)
+        .map_err(|problem| anyhow::anyhow!("--routing-window: {problem}"))?;
+    anyhow::ensure!(
+        args.registrations.is_dir(),
+        "--registrations {} is not a directory of MCPRegistration manifests",
+        args.registrations.display()
+    );
+    let parts = ingest_parts(&args.ingest, true).await?;
+    if args.ingest.admin_tokens_file.is_none() && args.ingest.reader_tokens_file.is_none() {
+        let path = args.ingest.data_dir.join("admin.token");
+        let token = match std::fs::read_to_string(&path) {
+            Ok(t) => t.trim().to_string(),
+            Err(_) => {
+                let token = mcp_coordinator::controller::keys::generate_key()?
+                    .replacen("mcpk_", "admin_", 1);
+                standalone::registry::write_private(&path, token.as_bytes())?;
+                token
+            }
+        };
+        parts.readers.add_admin("local", &token);
+        tracing::info!(path = %path.display(), "admin token for `mcp-coordinator status` and queries");
+    }
+    start_retention(&args.ingest, &parts);
+    let config = StandaloneConfig {
+        registrations: args.registrations.clone(),
+        data_dir: args.ingest.data_dir.clone(),
+        ingest: parts.config,
+        store: parts.store,
+        keys: parts.keys,
+        readers: parts.readers,
+        reporting: ReportingSettings {
+            interaction_log_endpoint: args.interaction_log_endpoint.clone().unwrap_or_default(),
+            heartbeat_interval_seconds: args.heartbeat_interval_seconds,
+            data_report_interval_seconds: args.data_report_interval_seconds,
+        },
+        routing_interval: Duration::from_secs(args.routing_interval_seconds),
+        routing_window: args.routing_window.clone(),
+        poll_interval: Duration::from_millis(args.poll_interval_ms.max(100)),
+        probe_concurrency: args.probe_concurrency,
+        retention: parts.retention_days,
+    };
+    let running = standalone::start(config, wait_for_signal()).await?;
+    tracing::info!(
+        addr = %running.addr,
+        store = %parts.store_name,
+        registrations = %args.registrations.display(),
+        "standalone coordinator running"
+    );
+    running.done.await.context("standalone task failed")?;
+    Ok(())
+}
+
+async fn run_status(args: StatusArgs) -> anyhow::Result<()> {
+    let token = args.client.token()?;
+    loop {
+        let view =
+            mcp_coordinator::cli::get_json(&args.client.url, "/v1/registrations", &token).await?;
+        let table =
+            mcp_coordinator::cli::status_table(&view, jiff::Timestamp::now().as_millisecond());
+        match args.watch {
+            None => {
+                print!("{table}");
+                return Ok(());
+            }
+            Some(secs) => {
+                print!("\x1b[2J\x1b[H{table}");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(secs.max(1))) => {}
+                    _ = wait_for_signal() => return Ok(()),
+                }
+            }
+        }
+    }
+}
+
+async fn run_query(args: QueryArgs) -> anyhow::Result<()> {
+    use mcp_coordinator::cli;
+    let out = match args.what {
+        QueryWhat::Interactions { mcp, limit, client } => {
+            let path = format!("/v1/mcps/{mcp}/interactions?limit={limit}");
+            cli::interactions_table(&cli::get_json(&client.url, &path, &client.token()?).await?)
+        }
+        QueryWhat::Metrics { mcp, range, client } => {
+            let path = format!("/v1/mcps/{mcp}/metrics?range={range}");
+            cli::metrics_table(&cli::get_json(&client.url, &path, &client.token()?).await?)
+        }
+    };
+    print!("{out}");
+    Ok(())
+}
+
+async fn run_example_mcp(args: ExampleMcpArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.failure_rate),
+        "--failure-rate must be between 0 and 1"
+    );
+    let mcp = mcp_coordinator::example_mcp::ExampleMcp {
+        name: args.name,
+        listen: args.listen,
+        latency: Duration::from_millis(args.latency_ms),
+        failure_rate: args.failure_rate,
+        coordinator: args.coordinator,
+        key_file: args.key_file,
+        heartbeat: Duration::from_secs(args.heartbeat_seconds.max(1)),
+    };
+    let (addr, task) = mcp_coordinator::example_mcp::serve(mcp, wait_for_signal())
+        .await
+        .context("cannot start the example MCP")?;
+    tracing::info!(%addr, "example MCP listening");
+    task.await.context("example MCP task failed")?;
     Ok(())
 }
 

@@ -97,6 +97,11 @@ pub fn allocate(
     Ok((id, true))
 }
 
+/// Pure ledger step: forgets `uid`'s ID (its number is never handed out again). Whether it was there.
+pub fn release(data: &mut BTreeMap<String, String>, uid: &str) -> bool {
+    data.remove(&uid_key(uid)).is_some()
+}
+
 fn parse_number(id: &str, prefix: &str) -> Option<u64> {
     id.strip_prefix(prefix)?.strip_prefix("_mcp_")?.parse().ok()
 }
@@ -139,8 +144,7 @@ impl IdLedger {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(uid);
-        self.update(|data| Ok(((), data.remove(&uid_key(uid)).is_some())))
-            .await
+        self.update(|data| Ok(((), release(data, uid)))).await
     }
 
     /// Read-modify-write of the ledger's data, retried on conflicting writes. `change` returns its

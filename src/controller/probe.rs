@@ -24,6 +24,24 @@ pub struct ProbeTarget {
     pub setup_error: Option<String>,
 }
 
+impl ProbeTarget {
+    /// Where and how the spec says to probe, without extra headers.
+    pub fn of(spec: &crate::crd::MCPRegistrationSpec, namespace: &str) -> Self {
+        let path = match spec.health_check.probe_type {
+            ProbeType::Http => &spec.paths.health_check,
+            ProbeType::Mcp => &spec.paths.process,
+        };
+        Self {
+            probe_type: spec.health_check.probe_type,
+            url: format!("{}{path}", spec.endpoint.base_url(namespace)),
+            timeout: Duration::from_secs(spec.health_check.timeout_seconds.into()),
+            interval: Duration::from_secs(spec.health_check.interval_seconds.into()),
+            headers: BTreeMap::new(),
+            setup_error: None,
+        }
+    }
+}
+
 pub async fn probe(client: &reqwest::Client, target: &ProbeTarget) -> ProbeOutcome {
     let started = Instant::now();
     if let Some(error) = &target.setup_error {

@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
@@ -20,7 +19,7 @@ use super::probe::ProbeTarget;
 use super::status::{self, Compatibility, Observation};
 use super::{Context, MANAGER};
 use crate::crd::validate::validate_spec;
-use crate::crd::{MCPRegistration, MCPRegistrationStatus, Phase, ProbeType, FINALIZER};
+use crate::crd::{MCPRegistration, MCPRegistrationStatus, Phase, FINALIZER};
 
 pub(super) async fn reconcile(reg: Arc<MCPRegistration>, ctx: Arc<Context>) -> Result<Action> {
     ctx.metrics.reconciles.inc();
@@ -307,11 +306,6 @@ async fn probe_target(
     namespace: &str,
 ) -> Result<ProbeTarget> {
     let spec = &reg.spec;
-    let base = spec.endpoint.base_url(namespace);
-    let path = match spec.health_check.probe_type {
-        ProbeType::Http => &spec.paths.health_check,
-        ProbeType::Mcp => &spec.paths.process,
-    };
     let mut headers = BTreeMap::new();
     let mut setup_error = None;
     if let Some(source) = &spec.health_check.headers_from_secret {
@@ -341,12 +335,9 @@ async fn probe_target(
         }
     }
     Ok(ProbeTarget {
-        probe_type: spec.health_check.probe_type,
-        url: format!("{base}{path}"),
-        timeout: Duration::from_secs(spec.health_check.timeout_seconds.into()),
-        interval: Duration::from_secs(spec.health_check.interval_seconds.into()),
         headers,
         setup_error,
+        ..ProbeTarget::of(spec, namespace)
     })
 }
 

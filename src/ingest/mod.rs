@@ -48,6 +48,8 @@ pub struct IngestConfig {
     /// Answers `GET /v1/route`; learns from every accepted report. Its table is fed from a file
     /// or the routing-table ConfigMaps (see `routes`).
     pub router: Arc<crate::routing::router::Router>,
+    /// Standalone mode's registrations, served at `GET /v1/registrations`.
+    pub registrations: Option<Arc<crate::standalone::RegistrationsView>>,
 }
 
 impl IngestConfig {
@@ -86,6 +88,7 @@ impl IngestConfig {
             sensitive_mcps: Arc::default(),
             tls: None,
             router: Arc::default(),
+            registrations: None,
         })
     }
 }

@@ -39,8 +39,11 @@ pub struct IngestState {
     pub metrics: Arc<IngestMetrics>,
     pub limits: Limits,
     pub router: Arc<crate::routing::router::Router>,
+    pub registrations: Option<Arc<crate::standalone::RegistrationsView>>,
     pub ready: AtomicBool,
     heartbeats: Mutex<HashMap<String, i64>>,
+    /// When each MCP last reported anything (a heartbeat or an interaction), epoch ms.
+    last_seen: Mutex<HashMap<String, i64>>,
 }
 
 impl IngestState {
@@ -64,8 +67,10 @@ impl IngestState {
             metrics,
             limits: config.limits,
             router: config.router.clone(),
+            registrations: config.registrations.clone(),
             ready: AtomicBool::new(true),
             heartbeats: Mutex::default(),
+            last_seen: Mutex::default(),
         }
     }
 }
@@ -322,6 +327,7 @@ where
             Ok(r)
         }
         (&Method::GET, ["v1", "route"]) => route(state, auth, query),
+        (&Method::GET, ["v1", "registrations"]) => registrations(state, auth),
         (&Method::POST, ["api", "interactions"]) => {
             require_json(headers)?;
             let body = read_body(body, state.limits.single_bytes).await?;
@@ -387,6 +393,11 @@ where
             let at = now_ms();
             state
                 .heartbeats
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(key_mcp.clone(), at);
+            state
+                .last_seen
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .insert(key_mcp.clone(), at);
@@ -525,7 +536,7 @@ where
             | "audit"]
             | ["v1", "interactions", _, _]
             | ["v1", "mcps", _, "interactions" | "metrics"]
-            | ["v1", "route"]
+            | ["v1", "route" | "registrations"]
             | ["metrics" | "healthz" | "readyz"],
         ) => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -920,8 +931,39 @@ fn route(state: &IngestState, auth: Option<&str>, query: &str) -> Result<Respons
     }
 }
 
+/// `GET /v1/registrations` (standalone mode): every registration with its status, the manifests
+/// that were skipped and why, and when each MCP was last seen.
+fn registrations(state: &IngestState, auth: Option<&str>) -> Result<Response, ApiError> {
+    let Some(view) = &state.registrations else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "registrations are served in standalone mode only; in a cluster use kubectl get mcpreg",
+        ));
+    };
+    authorize_reader(state, auth, None)?;
+    let mut body = view.read().unwrap_or_else(PoisonError::into_inner).clone();
+    let seen = state
+        .last_seen
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    if let Some(list) = body["registrations"].as_array_mut() {
+        for r in list {
+            let at = r["mcp_id"].as_str().and_then(|id| seen.get(id));
+            r["last_seen"] = json!(at.map(|ms| super::model::format_ms(*ms)));
+        }
+    }
+    Ok(json_reply(StatusCode::OK, &body))
+}
+
 fn observe(state: &IngestState, event: &InteractionEvent) {
     learn(&state.router, event);
+    state
+        .last_seen
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(event.mcp_id.clone(), event.received_ms);
     state
         .metrics
         .received

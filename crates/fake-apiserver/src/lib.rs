@@ -8,7 +8,7 @@
 //! it says so in the code.
 
 pub mod resources;
-pub mod schema;
+pub use structural_schema as schema;
 pub mod store;
 pub mod util;
 

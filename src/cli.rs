@@ -1,0 +1,277 @@
+//! The human-facing commands over the HTTP API: `status` (a table of the registrations) and
+//! `query interactions|metrics`. Rendering is pure, so the tables are unit-tested.
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("cannot reach the coordinator at {url}: {source}; is `mcp-coordinator standalone` (or ingest) running there? (--url)")]
+    Unreachable { url: String, source: reqwest::Error },
+    #[error("{url} answered {status}: {message}")]
+    Refused {
+        url: String,
+        status: u16,
+        message: String,
+    },
+    #[error("{url} answered something that is not JSON: {source}")]
+    NotJson { url: String, source: reqwest::Error },
+}
+
+/// `GET {base}{path}` with a bearer token, as JSON.
+pub async fn get_json(base: &str, path: &str, token: &str) -> Result<Value, CliError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let url = format!("{}{path}", base.trim_end_matches('/'));
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .map_err(|source| CliError::Unreachable {
+            url: url.clone(),
+            source,
+        })?;
+    let response = client
+        .get(&url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|source| CliError::Unreachable {
+            url: url.clone(),
+            source,
+        })?;
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.map_err(|source| CliError::NotJson {
+        url: url.clone(),
+        source,
+    })?;
+    if !(200..300).contains(&status) {
+        let message = body["error"]["message"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| body.to_string());
+        return Err(CliError::Refused {
+            url,
+            status,
+            message,
+        });
+    }
+    Ok(body)
+}
+
+/// Left-aligned columns separated by three spaces, like `kubectl get`.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let mut text = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 < cells.len() {
+                let _ = write!(text, "{cell:<width$}   ", width = widths[i]);
+            } else {
+                text.push_str(cell);
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Seconds as milliseconds ("120ms"); "-" without data.
+fn millis(v: &Value) -> String {
+    v.as_f64()
+        .map_or("-".into(), |s| format!("{:.0}ms", s * 1000.0))
+}
+
+fn percent(v: &Value) -> String {
+    v.as_f64()
+        .map_or("-".into(), |r| format!("{:.1}%", r * 100.0))
+}
+
+/// How long ago an RFC 3339 time was, relative to `now_ms` ("4s", "3m", "2h"); "-" if never.
+fn ago(v: &Value, now_ms: i64) -> String {
+    let Some(at) = v.as_str().and_then(|t| t.parse::<jiff::Timestamp>().ok()) else {
+        return "-".into();
+    };
+    let secs = ((now_ms - at.as_millisecond()) / 1000).max(0);
+    match secs {
+        s if s < 120 => format!("{s}s ago"),
+        s if s < 7200 => format!("{}m ago", s / 60),
+        s => format!("{}h ago", s / 3600),
+    }
+}
+
+/// The `status` table from a `GET /v1/registrations` answer, then the skipped manifests.
+pub fn status_table(view: &Value, now_ms: i64) -> String {
+    let rows: Vec<Vec<String>> = view["registrations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            vec![
+                text(&r["name"]),
+                text(&r["mcp_id"]),
+                text(&r["phase"]),
+                text(&r["effective_weight"]),
+                millis(&r["p95_processing_time"]),
+                percent(&r["success_rate"]),
+                ago(&r["last_seen"], now_ms),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &[
+            "NAME",
+            "ID",
+            "PHASE",
+            "WEIGHT",
+            "P95",
+            "SUCCESS",
+            "LAST SEEN",
+        ],
+        &rows,
+    );
+    for p in view["invalid"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "skipped {} (document {}): {}{}",
+            text(&p["file"]),
+            text(&p["document"]),
+            p["field"]
+                .as_str()
+                .filter(|f| !f.is_empty())
+                .map(|f| format!("{f}: "))
+                .unwrap_or_default(),
+            text(&p["reason"])
+        );
+    }
+    out
+}
+
+/// The `query interactions` table from `GET /v1/mcps/{id}/interactions`.
+pub fn interactions_table(answer: &Value) -> String {
+    let rows: Vec<Vec<String>> = answer["interactions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| {
+            vec![
+                text(&i["interaction_id"]),
+                text(&i["status"]),
+                text(&i["timestamp"]),
+                text(&i["request_data"]["request_type"]),
+                millis(&i["processing_data"]["processing_time"]),
+                text(&i["result_data"]["error_code"]),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "INTERACTION",
+            "STATUS",
+            "TIME",
+            "REQUEST TYPE",
+            "PROCESSING",
+            "ERROR",
+        ],
+        &rows,
+    )
+}
+
+/// The `query metrics` listing from `GET /v1/mcps/{id}/metrics`.
+pub fn metrics_table(answer: &Value) -> String {
+    let m = &answer["metrics"];
+    let rows = vec![
+        vec!["range".into(), text(&answer["range"])],
+        vec!["interactions".into(), text(&m["count"])],
+        vec!["completed".into(), text(&m["completed"])],
+        vec!["failed".into(), text(&m["failed"])],
+        vec!["in progress".into(), text(&m["in_progress"])],
+        vec!["success rate".into(), percent(&m["success_rate"])],
+        vec![
+            "p50 / p95 / p99".into(),
+            format!(
+                "{} / {} / {}",
+                millis(&m["p50_processing_time"]),
+                millis(&m["p95_processing_time"]),
+                millis(&m["p99_processing_time"])
+            ),
+        ],
+        vec![
+            "per minute".into(),
+            m["interactions_per_minute"]
+                .as_f64()
+                .map_or("-".into(), |v| format!("{v:.1}")),
+        ],
+        vec!["errors by code".into(), text(&m["errors_by_code"])],
+    ];
+    table(&["METRIC", "VALUE"], &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_status_table_lines_up_and_says_what_is_missing() {
+        let view = json!({
+            "registrations": [
+                {"name": "ocr-fast", "mcp_id": "ocr_fast_workflow_mcp_001", "phase": "Ready", "effective_weight": 141,
+                 "p95_processing_time": 0.0423, "success_rate": 0.995, "last_seen": "2026-11-24T10:00:00Z"},
+                {"name": "new", "mcp_id": null, "phase": "Pending", "effective_weight": null,
+                 "p95_processing_time": null, "success_rate": null, "last_seen": null}
+            ],
+            "invalid": [{"file": "regs/bad.yaml", "document": 1, "field": "spec.routing.weight", "reason": "too big"}]
+        });
+        let now = "2026-11-24T10:00:05Z"
+            .parse::<jiff::Timestamp>()
+            .expect("time")
+            .as_millisecond();
+        let out = status_table(&view, now);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines[0],
+            "NAME       ID                          PHASE     WEIGHT   P95    SUCCESS   LAST SEEN"
+        );
+        assert_eq!(
+            lines[1],
+            "ocr-fast   ocr_fast_workflow_mcp_001   Ready     141      42ms   99.5%     5s ago"
+        );
+        assert_eq!(
+            lines[2],
+            "new        -                           Pending   -        -      -         -"
+        );
+        assert_eq!(
+            lines[3],
+            "skipped regs/bad.yaml (document 1): spec.routing.weight: too big"
+        );
+    }
+
+    #[test]
+    fn metrics_and_interactions_render_without_data() {
+        let out = metrics_table(&json!({"range": "1h", "metrics": {"count": 0}}));
+        assert!(out.contains("success rate     -"), "{out}");
+        let out = interactions_table(&json!({"interactions": []}));
+        assert_eq!(out.lines().count(), 1);
+    }
+}
