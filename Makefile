@@ -31,7 +31,7 @@ crds: ## Regenerate the CRD (crds/ and the chart's crds/) from src/crd
 run: ## Run the controller against the current kubeconfig (install the CRD first: kubectl apply -f crds/)
 	$(CARGO) run --bin mcp-coordinator -- controller --state-namespace $${MCP_COORDINATOR_STATE_NAMESPACE:-default} --metrics-addr 127.0.0.1:8080
 
-demo: ## Try it without a cluster: the controller against the test API server and example MCPs
+demo: ## Try it without a cluster: standalone mode with examples/standalone and three example MCPs (DEMO_SECONDS=40)
 	$(CARGO) run --quiet --example demo
 
 bench: ## Benchmarks, printed as tables (controller scale, ingest throughput, routing simulation)

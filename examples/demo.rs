@@ -1,138 +1,212 @@
-//! `make demo`: the controller without a cluster. Starts the test API server in-process with the
-//! CRD installed, three small MCPs on loopback (steady, flaky, behind auth), registers them, and
-//! prints what `kubectl get mcpreg` would show as IDs are assigned and health changes.
-//! Stops after DEMO_SECONDS (default 40) or on Ctrl-C.
+//! `make demo`: the coordinator in standalone mode with `examples/standalone/` and three example
+//! MCPs of different quality (fast, slow, flaky). A client asks `GET /v1/route` for every request
+//! and sends it to the chosen MCP; the MCPs report their interactions. Every few seconds the
+//! status table is printed: IDs assigned, interactions flowing, weights moving toward the better
+//! MCP. Stops after DEMO_SECONDS (default 40) or on Ctrl-C.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use fake_apiserver::FakeApiServer;
-use kube::api::{ListParams, PostParams};
-use kube::{Api, Client, ResourceExt};
-use mcp_coordinator::controller::{self, status::ReportingSettings, Settings};
-use mcp_coordinator::crd::MCPRegistration;
-use mcp_coordinator::metrics::Metrics;
-use warp::Filter;
+use mcp_coordinator::controller::status::ReportingSettings;
+use mcp_coordinator::example_mcp::{self, ExampleMcp};
+use mcp_coordinator::ingest::auth::{KeyRing, ReaderTokens};
+use mcp_coordinator::ingest::IngestConfig;
+use mcp_coordinator::standalone::{self, StandaloneConfig};
+use mcp_coordinator::store::sqlite::SqliteStore;
 
-async fn mcp(healthy: Arc<AtomicBool>, token: Option<&'static str>) -> std::net::SocketAddr {
-    let route = warp::path!("health")
-        .and(warp::header::optional::<String>("authorization"))
-        .map(move |auth: Option<String>| {
-            let code = if token.is_some() && auth.as_deref() != token {
-                401
-            } else if healthy.load(Ordering::Relaxed) {
-                200
-            } else {
-                503
-            };
-            warp::reply::with_status(
-                String::new(),
-                warp::http::StatusCode::from_u16(code).unwrap_or_default(),
-            )
-        });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind loopback");
-    let addr = listener.local_addr().expect("address");
-    tokio::spawn(warp::serve(route).incoming(listener).run());
-    addr
-}
+const LISTEN: &str = "127.0.0.1:18081";
+const TOKEN: &str = "demo-admin-token-0123456789";
+
+/// (name in examples/standalone, port, median latency ms, failure rate)
+const MCPS: [(&str, u16, u64, f64); 3] = [
+    ("ocr-fast", 18101, 40, 0.01),
+    ("ocr-slow", 18102, 250, 0.02),
+    ("ocr-flaky", 18103, 60, 0.25),
+];
 
 #[tokio::main]
-async fn main() {
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
     let seconds: u64 = std::env::var("DEMO_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(40);
-    let server = FakeApiServer::start()
-        .await
-        .expect("test API server starts");
-    server
-        .install_crd(serde_json::to_value(mcp_coordinator::crd::crd()).expect("CRD"))
-        .expect("CRD accepted");
-    let steady = mcp(Arc::new(AtomicBool::new(true)), None).await;
-    let flaky_health = Arc::new(AtomicBool::new(true));
-    let flaky = mcp(flaky_health.clone(), None).await;
-    let guarded = mcp(Arc::new(AtomicBool::new(true)), Some("Bearer demo")).await;
+    let data_dir =
+        std::env::temp_dir().join(format!("mcp-coordinator-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&data_dir)?;
+    let registrations = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/standalone");
 
-    let client =
-        Client::try_from(kube::Config::new(server.url().parse().expect("url"))).expect("client");
-    let settings = Settings {
-        namespace: None,
-        state_namespace: "mcp-coordinator".into(),
-        id_ledger_name: "mcp-coordinator-ids".into(),
-        reporting: ReportingSettings {
-            interaction_log_endpoint: "http://127.0.0.1:8081".into(),
-            heartbeat_interval_seconds: 30,
-            data_report_interval_seconds: 60,
-        },
-        probe_concurrency: 16,
-        reconcile_concurrency: 8,
-        resync: Duration::from_secs(300),
-        instance: Some("demo".into()),
-        routing: Default::default(),
-        leader_election: None,
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
     };
-    let metrics = Arc::new(Metrics::new().expect("metrics"));
-    tokio::spawn(controller::run(
-        client.clone(),
-        settings,
-        metrics,
-        Arc::new(AtomicBool::new(false)),
-        futures::future::pending(),
-    ));
-
-    let api: Api<MCPRegistration> = Api::namespaced(client, "default");
-    for (name, kind, addr, weight) in [
-        ("ocr", "workflow", steady, 300),
-        ("translate", "tool", flaky, 200),
-        ("gpt", "adapter", guarded, 100),
-    ] {
-        let yaml = format!(
-            "apiVersion: mcp.coordinator.dev/v1alpha1\nkind: MCPRegistration\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  version: 1.0.0\n  type: {kind}\n  capabilities: [demo]\n  endpoint: {{url: 'http://{addr}'}}\n  healthCheck: {{intervalSeconds: 1, timeoutSeconds: 1, failureThreshold: 2}}\n  routing: {{weight: {weight}}}\n"
-        );
-        let reg: MCPRegistration = serde_saphyr::from_str(&yaml).expect("manifest");
-        api.create(&PostParams::default(), &reg)
-            .await
-            .expect("create registration");
-    }
+    let store = Arc::new(SqliteStore::open(&data_dir.join("interactions.db"))?);
+    let readers = ReaderTokens::default();
+    readers.add_admin("demo", TOKEN);
+    let coordinator = standalone::start(
+        StandaloneConfig {
+            registrations: registrations.clone(),
+            data_dir: data_dir.clone(),
+            ingest: IngestConfig::new(LISTEN.parse()?, data_dir.join("spool"))?,
+            store,
+            keys: Arc::new(KeyRing::default()),
+            readers: Arc::new(readers),
+            reporting: ReportingSettings {
+                interaction_log_endpoint: String::new(),
+                heartbeat_interval_seconds: 5,
+                data_report_interval_seconds: 10,
+            },
+            routing_interval: Duration::from_secs(3),
+            routing_window: "2m".into(),
+            poll_interval: Duration::from_millis(500),
+            probe_concurrency: 8,
+            retention: Arc::default(),
+        },
+        stopped(stop_rx.clone()),
+    )
+    .await?;
+    let base = format!("http://{}", coordinator.addr);
     println!(
-        "test API server at {} — three MCPs registered; the 'translate' MCP goes down every 10 s.",
-        server.url()
+        "standalone coordinator on {base}, registrations from {}",
+        registrations.display()
     );
+    println!("data (IDs, keys, status files) in {}", data_dir.display());
 
-    let stop = tokio::signal::ctrl_c();
-    tokio::pin!(stop);
-    let mut tick = tokio::time::interval(Duration::from_secs(2));
-    let started = tokio::time::Instant::now();
+    for (name, port, latency_ms, failure_rate) in MCPS {
+        example_mcp::serve(
+            ExampleMcp {
+                name: name.into(),
+                listen: format!("127.0.0.1:{port}").parse()?,
+                latency: Duration::from_millis(latency_ms),
+                failure_rate,
+                coordinator: Some(base.clone()),
+                key_file: Some(
+                    data_dir
+                        .join("keys/default")
+                        .join(format!("{name}-mcp-key")),
+                ),
+                heartbeat: Duration::from_secs(5),
+            },
+            stopped(stop_rx.clone()),
+        )
+        .await?;
+        println!(
+            "example MCP {name} on 127.0.0.1:{port}: ~{latency_ms} ms, {:.0}% failures",
+            failure_rate * 100.0
+        );
+    }
+
+    let running = Arc::new(AtomicBool::new(true));
+    let served: Arc<Mutex<BTreeMap<String, (u64, u64)>>> = Arc::default();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (http, base, running, served) =
+                (http.clone(), base.clone(), running.clone(), served.clone());
+            tokio::spawn(async move {
+                while running.load(Ordering::Relaxed) {
+                    if let Some((id, ok)) = one_request(&http, &base).await {
+                        let mut s = served
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        let entry = s.entry(id).or_default();
+                        entry.0 += 1;
+                        entry.1 += u64::from(ok);
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            })
+        })
+        .collect();
+
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
     loop {
         tokio::select! {
-            _ = &mut stop => break,
-            _ = tick.tick() => {}
+            _ = tokio::time::sleep(Duration::from_secs(4)) => {}
+            _ = tokio::signal::ctrl_c() => { println!("\ninterrupted"); break; }
         }
-        let elapsed = started.elapsed().as_secs();
-        if elapsed >= seconds {
+        match mcp_coordinator::cli::get_json(&base, "/v1/registrations", TOKEN).await {
+            Ok(view) => {
+                println!(
+                    "\n--- after {:>2} s (`mcp-coordinator status`) ---",
+                    started.elapsed().as_secs()
+                );
+                print!(
+                    "{}",
+                    mcp_coordinator::cli::status_table(
+                        &view,
+                        jiff::Timestamp::now().as_millisecond()
+                    )
+                );
+                let s = served
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone();
+                let line: Vec<String> = s
+                    .iter()
+                    .map(|(id, (n, ok))| format!("{id}: {n} routed, {ok} ok"))
+                    .collect();
+                println!(
+                    "traffic so far: {}",
+                    if line.is_empty() {
+                        "none yet".into()
+                    } else {
+                        line.join("; ")
+                    }
+                );
+            }
+            Err(e) => println!("status unavailable: {e}"),
+        }
+        if Instant::now() >= deadline {
             break;
         }
-        flaky_health.store((elapsed / 10).is_multiple_of(2), Ordering::Relaxed);
-        let list = api.list(&ListParams::default()).await.expect("list");
-        println!(
-            "\n[{elapsed:>3}s] {:<10} {:<24} {:<12} {:>6}  LAST ERROR",
-            "NAME", "ID", "PHASE", "WEIGHT"
-        );
-        for r in list.items {
-            let s = r.status.clone().unwrap_or_default();
-            let error = s.health.and_then(|h| h.last_error).unwrap_or_default();
-            println!(
-                "       {:<10} {:<24} {:<12} {:>6}  {}",
-                r.name_any(),
-                s.mcp_id.unwrap_or_default(),
-                s.phase.as_str(),
-                s.routing.map(|r| r.effective_weight).unwrap_or(0),
-                error.chars().take(70).collect::<String>()
-            );
-        }
     }
-    println!("\ndemo finished");
+    running.store(false, Ordering::Relaxed);
+    for c in clients {
+        let _ = c.await;
+    }
+    let _ = stop_tx.send(true);
+    let _ = coordinator.done.await;
+    let _ = std::fs::remove_dir_all(&data_dir);
+    println!("demo stopped cleanly");
+    Ok(())
+}
+
+/// Asks the coordinator where to send a request, sends it there: (MCP ID, succeeded).
+async fn one_request(http: &reqwest::Client, base: &str) -> Option<(String, bool)> {
+    let route: serde_json::Value = http
+        .get(format!(
+            "{base}/v1/route?capability=text_extraction&request_type=ocr_processing"
+        ))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    let id = route["mcp_id"].as_str()?.to_string();
+    let url = format!(
+        "{}{}",
+        route["endpoint"].as_str()?,
+        route["process_path"].as_str()?
+    );
+    let ok = http
+        .post(url)
+        .json(&serde_json::json!({"request_type": "ocr_processing"}))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success());
+    Some((id, ok))
 }

@@ -270,7 +270,7 @@ mod tests {
     #[test]
     fn metrics_and_interactions_render_without_data() {
         let out = metrics_table(&json!({"range": "1h", "metrics": {"count": 0}}));
-        assert!(out.contains("success rate     -"), "{out}");
+        assert!(out.contains("success rate      -"), "{out}");
         let out = interactions_table(&json!({"interactions": []}));
         assert_eq!(out.lines().count(), 1);
     }

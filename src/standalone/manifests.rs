@@ -222,7 +222,7 @@ pub fn parse(file: &Path, text: &str, schema: &Value) -> (Vec<Manifest>, Vec<Pro
         let semantic = validate_spec(&registration.spec);
         if !semantic.is_empty() {
             for p in semantic {
-                problems.push(problem(n, &p.field, p.message.clone()));
+                problems.push(problem(n, p.field, p.message.clone()));
             }
             continue;
         }

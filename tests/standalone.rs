@@ -1,0 +1,411 @@
+//! `mcp-coordinator standalone` as a process: registration files added, edited, broken and
+//! removed while it runs; IDs kept across a restart and never reused; the status and query CLI.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{http_client, FakeMcp};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mcp-coordinator");
+
+struct Dirs {
+    root: PathBuf,
+    regs: PathBuf,
+    data: PathBuf,
+}
+
+impl Dirs {
+    fn new() -> Self {
+        let root = std::env::temp_dir().join(format!("mcp-standalone-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let (regs, data) = (root.join("registrations"), root.join("data"));
+        std::fs::create_dir_all(&regs).expect("dirs");
+        Self { root, regs, data }
+    }
+}
+
+impl Drop for Dirs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn manifest(name: &str, url: &str, weight: u32) -> String {
+    format!("apiVersion: mcp.coordinator.dev/v1alpha1\nkind: MCPRegistration\nmetadata:\n  name: {name}\nspec:\n  version: 1.0.0\n  type: workflow\n  capabilities: [ocr]\n  endpoint:\n    url: {url}\n  healthCheck:\n    intervalSeconds: 1\n    timeoutSeconds: 1\n  routing:\n    weight: {weight}\n")
+}
+
+fn spawn(dirs: &Dirs, port: u16) -> tokio::process::Child {
+    tokio::process::Command::new(BIN)
+        .args([
+            "standalone",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--poll-interval-ms",
+            "200",
+        ])
+        .arg("--registrations")
+        .arg(&dirs.regs)
+        .arg("--data-dir")
+        .arg(&dirs.data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("standalone starts")
+}
+
+fn token(dirs: &Dirs) -> String {
+    std::fs::read_to_string(dirs.data.join("admin.token")).unwrap_or_default()
+}
+
+async fn view(base: &str, token: &str) -> Option<Value> {
+    let r = http_client()
+        .get(format!("{base}/v1/registrations"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .ok()?;
+    r.json().await.ok()
+}
+
+fn find<'a>(view: &'a Value, name: &str) -> Option<&'a Value> {
+    view["registrations"]
+        .as_array()?
+        .iter()
+        .find(|r| r["name"] == name)
+}
+
+async fn wait_view(dirs: &Dirs, base: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut last = Value::Null;
+    while tokio::time::Instant::now() < deadline {
+        if let Some(v) = view(base, &token(dirs)).await {
+            if done(&v) {
+                return v;
+            }
+            last = v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting until {what}; last: {last:#}");
+}
+
+async fn cli(args: &[&str], base: &str, dirs: &Dirs) -> (bool, String, String) {
+    let out = tokio::process::Command::new(BIN)
+        .args(args)
+        .env("MCP_COORDINATOR_URL", base)
+        .env("MCP_COORDINATOR_TOKEN_FILE", dirs.data.join("admin.token"))
+        .output()
+        .await
+        .expect("cli runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn report(base: &str, key: &str) -> u16 {
+    http_client()
+        .post(format!("{base}/v1/interactions"))
+        .bearer_auth(key)
+        .json(&json!({"request_data": {"request_type": "ocr_processing"}, "processing_time": 0.05, "success": true}))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+fn key_file(dirs: &Dirs, name: &str) -> PathBuf {
+    dirs.data
+        .join("keys/default")
+        .join(format!("{name}-mcp-key"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port()
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).expect("write manifest");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_follow_their_files_and_ids_survive_restarts() {
+    let dirs = Dirs::new();
+    let (mcp_a, mcp_b) = (FakeMcp::start().await, FakeMcp::start().await);
+    write(
+        &dirs.regs.join("ocr.yaml"),
+        &manifest("ocr", &mcp_a.url(), 100),
+    );
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut process = spawn(&dirs, port);
+
+    // Added → ID, key file, Ready, status file.
+    let v = wait_view(&dirs, &base, "ocr is Ready", |v| {
+        find(v, "ocr").is_some_and(|r| r["phase"] == "Ready")
+    })
+    .await;
+    let ocr = find(&v, "ocr").expect("ocr");
+    assert_eq!(ocr["mcp_id"], "ocr_workflow_mcp_001");
+    let key = std::fs::read_to_string(key_file(&dirs, "ocr")).expect("key file");
+    let status: Value = serde_json::from_str(
+        &std::fs::read_to_string(dirs.data.join("status/default/ocr.json")).expect("status file"),
+    )
+    .expect("JSON");
+    assert_eq!(status["status"]["mcpId"], "ocr_workflow_mcp_001");
+    assert_eq!(
+        status["status"]["coordinatorConfig"]["interactionLogEndpoint"],
+        base.as_str()
+    );
+    assert_eq!(
+        report(&base, &key).await,
+        202,
+        "the MCP reports with its key"
+    );
+
+    // A broken manifest is reported with file, field and reason, and skipped.
+    write(
+        &dirs.regs.join("broken.yaml"),
+        &manifest("broken", &mcp_b.url(), 5000),
+    );
+    let v = wait_view(&dirs, &base, "broken is reported", |v| {
+        v["invalid"].as_array().is_some_and(|i| !i.is_empty())
+    })
+    .await;
+    let problem = &v["invalid"][0];
+    assert!(
+        problem["file"]
+            .as_str()
+            .is_some_and(|f| f.ends_with("broken.yaml")),
+        "{problem}"
+    );
+    assert_eq!(problem["field"], "spec.routing.weight");
+    assert!(
+        problem["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("1000")),
+        "{problem}"
+    );
+    assert!(find(&v, "broken").is_none());
+
+    // Edited → picked up with a new generation.
+    write(
+        &dirs.regs.join("ocr.yaml"),
+        &manifest("ocr", &mcp_a.url(), 40),
+    );
+    let v = wait_view(&dirs, &base, "the edit is applied", |v| {
+        find(v, "ocr").is_some_and(|r| {
+            r["status"]["routing"]["weight"] == 40 && r["status"]["observedGeneration"] == 2
+        })
+    })
+    .await;
+    assert_eq!(find(&v, "ocr").expect("ocr")["effective_weight"], 40);
+
+    // The CLI over the same API.
+    let (ok, out, err) = cli(&["status"], &base, &dirs).await;
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("NAME   ID                     PHASE   WEIGHT   P95"),
+        "{out}"
+    );
+    let row: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(
+        &row[..4],
+        ["ocr", "ocr_workflow_mcp_001", "Ready", "40"],
+        "{out}"
+    );
+    assert!(
+        out.contains("skipped")
+            && out.contains("broken.yaml")
+            && out.contains("spec.routing.weight"),
+        "{out}"
+    );
+    let (ok, out, err) = cli(
+        &["query", "interactions", "--mcp", "ocr_workflow_mcp_001"],
+        &base,
+        &dirs,
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(
+        out.lines().nth(1).is_some_and(|l| l.contains("completed")
+            && l.contains("ocr_processing")
+            && l.contains("50ms")),
+        "{out}"
+    );
+    let (ok, out, _) = cli(
+        &["query", "metrics", "--mcp", "ocr_workflow_mcp_001"],
+        &base,
+        &dirs,
+    )
+    .await;
+    assert!(
+        ok && out.contains("interactions      1") && out.contains("success rate      100.0%"),
+        "{out}"
+    );
+    let (ok, _, err) = cli(&["status", "--url", "http://127.0.0.1:9"], &base, &dirs).await;
+    assert!(!ok && err.contains("cannot reach the coordinator"), "{err}");
+
+    // A second registration, then a restart: both keep their IDs.
+    write(
+        &dirs.regs.join("second.yaml"),
+        &manifest("second", &mcp_b.url(), 100),
+    );
+    wait_view(&dirs, &base, "second is Ready", |v| {
+        find(v, "second").is_some_and(|r| r["phase"] == "Ready")
+    })
+    .await;
+    let _ = process.kill().await;
+    let mut process = spawn(&dirs, port);
+    let v = wait_view(&dirs, &base, "both Ready after the restart", |v| {
+        ["ocr", "second"]
+            .iter()
+            .all(|n| find(v, n).is_some_and(|r| r["phase"] == "Ready"))
+    })
+    .await;
+    assert_eq!(
+        find(&v, "ocr").expect("ocr")["mcp_id"],
+        "ocr_workflow_mcp_001"
+    );
+    assert_eq!(
+        find(&v, "second").expect("second")["mcp_id"],
+        "second_workflow_mcp_001"
+    );
+    assert_eq!(
+        std::fs::read_to_string(key_file(&dirs, "ocr")).expect("key"),
+        key,
+        "the key survives too"
+    );
+
+    // Removed → retired: gone from the list, key revoked, files removed; re-adding gets a new ID.
+    std::fs::remove_file(dirs.regs.join("ocr.yaml")).expect("remove");
+    wait_view(&dirs, &base, "ocr is retired", |v| find(v, "ocr").is_none()).await;
+    assert!(
+        !key_file(&dirs, "ocr").exists() && !dirs.data.join("status/default/ocr.json").exists()
+    );
+    assert_eq!(
+        report(&base, &key).await,
+        401,
+        "a retired registration's key is revoked"
+    );
+    write(
+        &dirs.regs.join("ocr.yaml"),
+        &manifest("ocr", &mcp_a.url(), 100),
+    );
+    let v = wait_view(&dirs, &base, "ocr is back", |v| {
+        find(v, "ocr").is_some_and(|r| !r["mcp_id"].is_null())
+    })
+    .await;
+    assert_eq!(
+        find(&v, "ocr").expect("ocr")["mcp_id"],
+        "ocr_workflow_mcp_002",
+        "IDs are never reused"
+    );
+    let _ = process.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_mcp_serves_and_reports_like_a_real_one() {
+    let dirs = Dirs::new();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mcp_port = free_port();
+    write(
+        &dirs.regs.join("example.yaml"),
+        &manifest("example", &format!("http://127.0.0.1:{mcp_port}"), 100),
+    );
+    let _coordinator = spawn(&dirs, port);
+    let _mcp = tokio::process::Command::new(BIN)
+        .args([
+            "example-mcp",
+            "--name",
+            "example",
+            "--listen",
+            &format!("127.0.0.1:{mcp_port}"),
+            "--latency-ms",
+            "20",
+            "--failure-rate",
+            "0.5",
+            "--coordinator",
+            &base,
+        ])
+        .arg("--key-file")
+        .arg(key_file(&dirs, "example"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("example MCP starts");
+    wait_view(&dirs, &base, "example is Ready", |v| {
+        find(v, "example").is_some_and(|r| r["phase"] == "Ready")
+    })
+    .await;
+    let (mut ok, mut failed) = (0, 0);
+    for _ in 0..40 {
+        let r = http_client()
+            .post(format!("http://127.0.0.1:{mcp_port}/process"))
+            .json(&json!({"request_type": "ocr"}))
+            .send()
+            .await
+            .expect("process");
+        match r.status().as_u16() {
+            200 => ok += 1,
+            500 => failed += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(
+        ok > 5 && failed > 5,
+        "about half fail: {ok} ok, {failed} failed"
+    );
+    let status: Value = http_client()
+        .get(format!("http://127.0.0.1:{mcp_port}/status"))
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(
+        (
+            status["served"].as_u64(),
+            status["reports_refused"].as_u64()
+        ),
+        (Some(40), Some(0)),
+        "{status}"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, out, _) = cli(
+            &["query", "metrics", "--mcp", "example_workflow_mcp_001"],
+            &base,
+            &dirs,
+        )
+        .await;
+        if out.contains(&format!("failed            {failed}"))
+            && out.contains("interactions      40")
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the reports did not all arrive:\n{out}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let v = view(&base, &token(&dirs)).await.expect("view");
+    assert!(
+        !find(&v, "example").expect("example")["last_seen"].is_null(),
+        "heartbeats and reports mark it seen"
+    );
+}
