@@ -330,9 +330,9 @@ fn share_after(r: &Results, mcp: usize, from: f64) -> f64 {
     sent as f64 / total.max(1) as f64
 }
 
-fn decision_cost() {
-    let router = Arc::new(Router::default());
-    router.install(&RoutingTable {
+/// Five equal candidates for the decision-cost measurements.
+fn bench_table() -> RoutingTable {
+    RoutingTable {
         capabilities: [(
             "ocr".to_string(),
             (0..5)
@@ -349,7 +349,12 @@ fn decision_cost() {
                 .collect(),
         )]
         .into(),
-    });
+    }
+}
+
+fn decision_cost() {
+    let router = Arc::new(Router::default());
+    router.install(&bench_table());
     for i in 0..5 {
         for n in 0..50 {
             router.finished(
@@ -415,24 +420,7 @@ async fn http_decisions() {
     let token = "bench-reader-token-0123456789";
     let config =
         IngestConfig::new("127.0.0.1:0".parse().expect("addr"), dir.join("spool")).expect("config");
-    config.router.install(&RoutingTable {
-        capabilities: [(
-            "ocr".to_string(),
-            (0..5)
-                .map(|i| Candidate {
-                    mcp_id: format!("m{i}"),
-                    name: format!("m{i}"),
-                    namespace: "bench".into(),
-                    endpoint: format!("http://m{i}"),
-                    process_path: "/process".into(),
-                    priority: 0,
-                    weight: 100,
-                    max_concurrent_requests: 1000,
-                })
-                .collect(),
-        )]
-        .into(),
-    });
+    config.router.install(&bench_table());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = ingest::start(
         config,

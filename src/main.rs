@@ -40,38 +40,47 @@ enum Command {
     ExampleMcp(ExampleMcpArgs),
 }
 
+/// Settings the controller and standalone mode share.
 #[derive(clap::Args)]
-struct StandaloneArgs {
-    /// Directory of MCPRegistration manifests (*.yaml, *.yml); watched for changes.
-    #[arg(long, env = "MCP_COORDINATOR_REGISTRATIONS")]
-    registrations: std::path::PathBuf,
-    /// How often the directory is checked for added, edited and removed manifests.
-    #[arg(long, env = "MCP_COORDINATOR_POLL_INTERVAL_MS", default_value_t = 1000)]
-    poll_interval_ms: u64,
-    /// How often weights are recomputed from the interaction log.
-    #[arg(long, env = "MCP_COORDINATOR_ROUTING_INTERVAL_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    routing_interval_seconds: u64,
-    /// The window weights are computed over.
-    #[arg(long, env = "MCP_COORDINATOR_ROUTING_WINDOW", default_value = "15m")]
-    routing_window: String,
-    /// Told to MCPs in status; default: this server's own address.
-    #[arg(long, env = "MCP_COORDINATOR_INTERACTION_LOG_ENDPOINT")]
-    interaction_log_endpoint: Option<String>,
+struct RegistryArgs {
+    /// Heartbeat interval MCPs are told to use.
     #[arg(
         long,
         env = "MCP_COORDINATOR_HEARTBEAT_INTERVAL_SECONDS",
         default_value_t = 30
     )]
     heartbeat_interval_seconds: u32,
+    /// Interaction report interval MCPs are told to use.
     #[arg(
         long,
         env = "MCP_COORDINATOR_DATA_REPORT_INTERVAL_SECONDS",
         default_value_t = 60
     )]
     data_report_interval_seconds: u32,
-    /// Health probes in flight at once.
+    /// Health probes in flight at once, across all MCPs.
     #[arg(long, env = "MCP_COORDINATOR_PROBE_CONCURRENCY", default_value_t = 64)]
     probe_concurrency: usize,
+    /// How often recent performance is read and weights recomputed.
+    #[arg(long, env = "MCP_COORDINATOR_ROUTING_INTERVAL_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    routing_interval_seconds: u64,
+    /// The window weights are computed over (e.g. 5m, 15m, 1h).
+    #[arg(long, env = "MCP_COORDINATOR_ROUTING_WINDOW", default_value = "15m")]
+    routing_window: String,
+}
+
+#[derive(clap::Args)]
+struct StandaloneArgs {
+    #[command(flatten)]
+    registry: RegistryArgs,
+    /// Directory of MCPRegistration manifests (*.yaml, *.yml); watched for changes.
+    #[arg(long, env = "MCP_COORDINATOR_REGISTRATIONS")]
+    registrations: std::path::PathBuf,
+    /// How often the directory is checked for added, edited and removed manifests.
+    #[arg(long, env = "MCP_COORDINATOR_POLL_INTERVAL_MS", default_value_t = 1000)]
+    poll_interval_ms: u64,
+    /// Told to MCPs in status; default: this server's own address.
+    #[arg(long, env = "MCP_COORDINATOR_INTERACTION_LOG_ENDPOINT")]
+    interaction_log_endpoint: Option<String>,
     #[command(flatten)]
     ingest: IngestArgs,
 }
@@ -299,6 +308,8 @@ struct IngestArgs {
 
 #[derive(clap::Args)]
 struct ControllerArgs {
+    #[command(flatten)]
+    registry: RegistryArgs,
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "MCP_COORDINATOR_NAMESPACE")]
     namespace: Option<String>,
@@ -330,23 +341,6 @@ struct ControllerArgs {
         default_value = "http://mcp-coordinator-ingest.mcp-coordinator.svc:8081"
     )]
     interaction_log_endpoint: String,
-    /// Heartbeat interval MCPs are told to use.
-    #[arg(
-        long,
-        env = "MCP_COORDINATOR_HEARTBEAT_INTERVAL_SECONDS",
-        default_value_t = 30
-    )]
-    heartbeat_interval_seconds: u32,
-    /// Interaction report interval MCPs are told to use.
-    #[arg(
-        long,
-        env = "MCP_COORDINATOR_DATA_REPORT_INTERVAL_SECONDS",
-        default_value_t = 60
-    )]
-    data_report_interval_seconds: u32,
-    /// Health probes in flight at once, across all MCPs.
-    #[arg(long, env = "MCP_COORDINATOR_PROBE_CONCURRENCY", default_value_t = 64)]
-    probe_concurrency: usize,
     /// Reconciles in flight at once (0: unbounded).
     #[arg(
         long,
@@ -374,12 +368,6 @@ struct ControllerArgs {
     /// A standby takes over this long after the leader last renewed.
     #[arg(long, env = "MCP_COORDINATOR_LEADER_LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=300))]
     leader_lease_duration_seconds: u64,
-    /// How often recent performance is read from the ingest server and weights recomputed.
-    #[arg(long, env = "MCP_COORDINATOR_ROUTING_INTERVAL_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    routing_interval_seconds: u64,
-    /// The window weights are computed over (e.g. 5m, 15m, 1h).
-    #[arg(long, env = "MCP_COORDINATOR_ROUTING_WINDOW", default_value = "15m")]
-    routing_window: String,
     /// Base URL the controller reads performance from (GET /v1/metrics). Default: the
     /// --interaction-log-endpoint.
     #[arg(long, env = "MCP_COORDINATOR_INGEST_URL")]
@@ -439,7 +427,7 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         ready.clone(),
         shutdown(stop_rx.clone()),
     ));
-    mcp_coordinator::store::TimeRange::parse(&args.routing_window, 0)
+    mcp_coordinator::store::TimeRange::parse(&args.registry.routing_window, 0)
         .map_err(|problem| anyhow::anyhow!("--routing-window: {problem}"))?;
     let ingest_token = match &args.ingest_token_file {
         Some(path) => Some(
@@ -456,10 +444,10 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         id_ledger_name: args.id_ledger,
         reporting: ReportingSettings {
             interaction_log_endpoint: args.interaction_log_endpoint,
-            heartbeat_interval_seconds: args.heartbeat_interval_seconds,
-            data_report_interval_seconds: args.data_report_interval_seconds,
+            heartbeat_interval_seconds: args.registry.heartbeat_interval_seconds,
+            data_report_interval_seconds: args.registry.data_report_interval_seconds,
         },
-        probe_concurrency: args.probe_concurrency,
+        probe_concurrency: args.registry.probe_concurrency,
         reconcile_concurrency: args.reconcile_concurrency,
         resync: Duration::from_secs(args.resync_seconds.max(1)),
         leader_election: args
@@ -475,8 +463,8 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
             }),
         instance: args.instance,
         routing: RoutingSettings {
-            interval: Duration::from_secs(args.routing_interval_seconds),
-            window: args.routing_window,
+            interval: Duration::from_secs(args.registry.routing_interval_seconds),
+            window: args.registry.routing_window,
             ingest_url: args.ingest_url,
             ingest_token,
         },
@@ -676,7 +664,7 @@ async fn ingest_parts(args: &IngestArgs, standalone: bool) -> anyhow::Result<Ing
 
 async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     use mcp_coordinator::standalone::{self, StandaloneConfig};
-    mcp_coordinator::store::TimeRange::parse(&args.routing_window, 0)
+    mcp_coordinator::store::TimeRange::parse(&args.registry.routing_window, 0)
         .map_err(|problem| anyhow::anyhow!("--routing-window: {problem}"))?;
     anyhow::ensure!(
         args.registrations.is_dir(),
@@ -708,13 +696,13 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         readers: parts.readers,
         reporting: ReportingSettings {
             interaction_log_endpoint: args.interaction_log_endpoint.clone().unwrap_or_default(),
-            heartbeat_interval_seconds: args.heartbeat_interval_seconds,
-            data_report_interval_seconds: args.data_report_interval_seconds,
+            heartbeat_interval_seconds: args.registry.heartbeat_interval_seconds,
+            data_report_interval_seconds: args.registry.data_report_interval_seconds,
         },
-        routing_interval: Duration::from_secs(args.routing_interval_seconds),
-        routing_window: args.routing_window.clone(),
+        routing_interval: Duration::from_secs(args.registry.routing_interval_seconds),
+        routing_window: args.registry.routing_window.clone(),
         poll_interval: Duration::from_millis(args.poll_interval_ms.max(100)),
-        probe_concurrency: args.probe_concurrency,
+        probe_concurrency: args.registry.probe_concurrency,
         retention: parts.retention_days,
     };
     let running = standalone::start(config, wait_for_signal()).await?;
