@@ -2,7 +2,7 @@
 CARGO ?= cargo
 NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 
-.PHONY: help build test lint fmt crds run bench demo e2e image chart-lint clean
+.PHONY: help build test lint fmt crds run bench demo e2e image chart-lint chart-render clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -43,6 +43,10 @@ e2e: ## End to end on a kind cluster with the chart (needs docker, kind, helm, k
 IMAGE ?= mcp-coordinator:dev
 image: ## Build the container image (IMAGE=mcp-coordinator:dev)
 	docker build -t $(IMAGE) .
+
+chart-render: ## Render the chart without helm, like helm template (Go + Debian's sprig; SET=key=value,...)
+	cd tests/go/render-chart && GO111MODULE=off GOPATH=/usr/share/gocode go build -o $(CURDIR)/target/render-chart .
+	target/render-chart charts/mcp-coordinator $(if $(SET),--set $(SET))
 
 chart-lint: ## helm lint and helm template of the chart (needs helm; the helm-free checks are in make test)
 	@command -v helm >/dev/null || { echo "chart-lint needs helm on PATH; tests/chart.rs checks the rest without it" >&2; exit 1; }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use mcp_coordinator::rbac::API_CALLS;
 use serde_json::Value;
@@ -116,26 +117,66 @@ fn every_value_the_templates_use_exists_in_values_yaml() {
     assert!(value_paths("{{ .Values.a.b }} {{ .Values.c }}").len() == 2);
 }
 
-/// The rules of every Role and ClusterRole in the RBAC template, with template directives blanked.
-fn rbac_rules() -> Vec<(BTreeSet<String>, BTreeSet<String>, BTreeSet<String>)> {
-    let text = std::fs::read_to_string(chart().join("templates/rbac.yaml")).expect("rbac.yaml");
-    let plain: String = text
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("{{"))
-        .map(|l| {
-            let mut out = String::new();
-            let mut rest = l;
-            while let Some(start) = rest.find("{{") {
-                out.push_str(&rest[..start]);
-                out.push('x');
-                rest = rest[start..]
-                    .find("}}")
-                    .map_or("", |end| &rest[start + end + 2..]);
-            }
-            out.push_str(rest);
-            out + "\n"
+/// Builds `tests/go/render-chart` (once) with Debian's Go and sprig: `helm template` without helm.
+fn renderer() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("render-chart");
+        let status = std::process::Command::new("go")
+            .args(["build", "-o"])
+            .arg(&out)
+            .arg(".")
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/go/render-chart"))
+            .env("GO111MODULE", "off")
+            .env("GOPATH", "/usr/share/gocode")
+            .env("GOCACHE", PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("gocache"))
+            .status()
+            .expect("go runs (apt-get install golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v3-dev; .ci/run does)");
+        assert!(status.success(), "building the chart renderer failed");
+        out
+    })
+}
+
+/// The chart rendered with `--set` overrides: the manifests and NOTES.txt.
+fn render(set: &str) -> (Vec<Value>, String) {
+    let mut command = std::process::Command::new(renderer());
+    command.arg(chart());
+    if !set.is_empty() {
+        command.args(["--set", set]);
+    }
+    let out = command.output().expect("renderer runs");
+    assert!(
+        out.status.success(),
+        "rendering failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (manifests, notes) = text.split_once("# NOTES\n").expect("notes marker");
+    let docs = manifests
+        .split("\n---\n")
+        .map(|d| d.trim_start_matches("---\n"))
+        .filter(|d| !d.trim().is_empty())
+        .map(|d| {
+            serde_saphyr::from_str::<Value>(d)
+                .unwrap_or_else(|e| panic!("rendered YAML does not parse: {e}\n{d}"))
         })
         .collect();
+    (docs, notes.to_string())
+}
+
+fn kinds(docs: &[Value]) -> Vec<String> {
+    let mut k: Vec<String> = docs
+        .iter()
+        .map(|d| d["kind"].as_str().unwrap_or("?").to_string())
+        .collect();
+    k.sort();
+    k
+}
+
+const EVERYTHING: &str = "replicaCount=2,clickhouse.url=http://clickhouse:8123,clickhouse.passwordSecret.name=ch,metrics.serviceMonitor.enabled=true,grafanaDashboard.enabled=true,watchNamespace=mcps,ingest.tls.secretName=ingest-tls";
+
+/// The rules of every Role and ClusterRole the chart renders.
+fn rbac_rules() -> Vec<(BTreeSet<String>, BTreeSet<String>, BTreeSet<String>)> {
     let set = |v: &Value| -> BTreeSet<String> {
         v.as_array()
             .map(|a| {
@@ -146,8 +187,7 @@ fn rbac_rules() -> Vec<(BTreeSet<String>, BTreeSet<String>, BTreeSet<String>)> {
             .unwrap_or_default()
     };
     let mut rules = Vec::new();
-    for doc in plain.split("\n---") {
-        let doc: Value = serde_saphyr::from_str(doc).expect("RBAC document parses");
+    for doc in render("").0 {
         for rule in doc["rules"].as_array().into_iter().flatten() {
             rules.push((
                 set(&rule["apiGroups"]),
@@ -157,6 +197,151 @@ fn rbac_rules() -> Vec<(BTreeSet<String>, BTreeSet<String>, BTreeSet<String>)> {
         }
     }
     rules
+}
+
+#[test]
+fn the_chart_renders_the_documented_objects() {
+    let (docs, notes) = render("");
+    assert_eq!(
+        kinds(&docs),
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Deployment",
+            "Role",
+            "RoleBinding",
+            "Secret",
+            "Secret",
+            "Service",
+            "Service",
+            "ServiceAccount"
+        ]
+    );
+    assert!(
+        notes.contains("kubectl get mcpreg")
+            && notes.contains("http://test-mcp-coordinator-ingest.mcp-coordinator.svc:8081"),
+        "{notes}"
+    );
+    assert!(!notes.contains("WARNING"), "{notes}");
+
+    let (docs, notes) = render(EVERYTHING);
+    assert_eq!(
+        kinds(&docs),
+        [
+            "ConfigMap",
+            "Deployment",
+            "PodDisruptionBudget",
+            "Role",
+            "Role",
+            "RoleBinding",
+            "RoleBinding",
+            "Secret",
+            "Secret",
+            "Service",
+            "Service",
+            "ServiceAccount",
+            "ServiceMonitor"
+        ]
+    );
+    let dashboard = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap")
+        .expect("dashboard");
+    let json = dashboard["data"]["mcp-coordinator.json"]
+        .as_str()
+        .expect("dashboard JSON");
+    assert!(
+        serde_json::from_str::<Value>(json).is_ok(),
+        "the dashboard ConfigMap holds valid JSON"
+    );
+    let deployment = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("deployment");
+    let ingest = &deployment["spec"]["template"]["spec"]["containers"][1];
+    let args: Vec<&str> = ingest["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        args.contains(&"--tls-cert=/etc/mcp-coordinator/tls/tls.crt")
+            && args.contains(&"--clickhouse-url=http://clickhouse:8123"),
+        "{args:?}"
+    );
+    assert_eq!(ingest["env"][0]["valueFrom"]["secretKeyRef"]["name"], "ch");
+    assert_eq!(ingest["readinessProbe"]["httpGet"]["scheme"], "HTTPS");
+    assert!(notes.contains("watching only mcps"), "{notes}");
+}
+
+#[test]
+fn the_pod_is_locked_down_probed_and_passes_only_flags_the_binary_knows() {
+    for set in ["", EVERYTHING] {
+        let (docs, _) = render(set);
+        let pod = &docs
+            .iter()
+            .find(|d| d["kind"] == "Deployment")
+            .expect("deployment")["spec"]["template"]["spec"];
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+        let volumes: Vec<&str> = pod["volumes"]
+            .as_array()
+            .expect("volumes")
+            .iter()
+            .filter_map(|v| v["name"].as_str())
+            .collect();
+        let containers = pod["containers"].as_array().expect("containers");
+        assert_eq!(
+            containers
+                .iter()
+                .map(|c| c["name"].as_str().unwrap_or(""))
+                .collect::<Vec<_>>(),
+            ["controller", "ingest"]
+        );
+        for c in containers {
+            let name = c["name"].as_str().unwrap_or("");
+            assert_eq!(
+                c["securityContext"]["readOnlyRootFilesystem"], true,
+                "{name}"
+            );
+            assert_eq!(
+                c["securityContext"]["allowPrivilegeEscalation"], false,
+                "{name}"
+            );
+            assert!(
+                c["livenessProbe"].is_object() && c["readinessProbe"].is_object(),
+                "{name} has probes"
+            );
+            assert!(
+                c["resources"]["requests"]["memory"].is_string(),
+                "{name} has resources"
+            );
+            for m in c["volumeMounts"].as_array().into_iter().flatten() {
+                assert!(
+                    volumes.contains(&m["name"].as_str().unwrap_or("")),
+                    "{name} mounts an undefined volume {m}"
+                );
+            }
+            let args: Vec<&str> = c["args"]
+                .as_array()
+                .expect("args")
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            let help = std::process::Command::new(env!("CARGO_BIN_EXE_mcp-coordinator"))
+                .args([args[0], "--help"])
+                .output()
+                .expect("help");
+            let help = String::from_utf8_lossy(&help.stdout);
+            for flag in args[1..].iter().map(|a| a.split('=').next().unwrap_or(a)) {
+                assert!(
+                    help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")),
+                    "the chart passes {flag} to `{}`, which does not know it",
+                    args[0]
+                );
+            }
+        }
+    }
 }
 
 #[test]
