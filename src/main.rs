@@ -180,9 +180,10 @@ struct ExampleMcpArgs {
 
 #[derive(clap::Args)]
 struct IngestArgs {
-    /// Address of the API, /metrics, /healthz and /readyz.
-    #[arg(long, env = "MCP_COORDINATOR_LISTEN", default_value = "0.0.0.0:8081")]
-    listen: SocketAddr,
+    /// Address of the API, /metrics, /healthz and /readyz [default: 0.0.0.0:8081 for ingest,
+    /// 127.0.0.1:8081 for standalone].
+    #[arg(long, env = "MCP_COORDINATOR_LISTEN")]
+    listen: Option<SocketAddr>,
     /// Directory for the spool and the embedded store (interactions.db).
     #[arg(
         long,
@@ -631,7 +632,14 @@ async fn ingest_parts(args: &IngestArgs, standalone: bool) -> anyhow::Result<Ing
         ),
     };
     let config = IngestConfig {
-        listen: args.listen,
+        listen: args.listen.unwrap_or_else(|| {
+            let host = if standalone {
+                [127, 0, 0, 1]
+            } else {
+                [0, 0, 0, 0]
+            };
+            SocketAddr::from((host, 8081))
+        }),
         spool: SpoolConfig {
             dir: ingest::default_spool_dir(&args.data_dir),
             segment_bytes: args.spool_segment_bytes.max(4096),

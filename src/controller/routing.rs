@@ -259,7 +259,12 @@ pub async fn publish_tables(ctx: Arc<Context>, store: Store<MCPRegistration>) {
             }
             _ = tokio::time::sleep(tick) => {}
         }
-        if store.wait_until_ready().await.is_err() {
+        // Not before the watch cache has synced (a partial table would drop MCPs). The store wakes
+        // only its latest waiter, so wait briefly and retry on the next round instead of for good.
+        if !matches!(
+            tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await,
+            Ok(Ok(()))
+        ) {
             continue;
         }
         let registrations = store.state();

@@ -48,11 +48,32 @@ impl ClickHouseServer {
             dir,
             watchdog: None,
         };
-        server.launch();
+        // A port picked free can be taken by another test process before ClickHouse binds it:
+        // then start again on fresh ports.
+        for attempt in 1.. {
+            match server.try_launch() {
+                Ok(()) => break,
+                Err(problem) if attempt < 4 && problem.contains("Address already in use") => {
+                    server.kill();
+                    server.http_port = free_port();
+                    server.tcp_port = free_port();
+                    server.interserver_port = free_port();
+                }
+                Err(problem) => panic!("{problem}"),
+            }
+        }
         server
     }
 
     fn launch(&mut self) {
+        if let Err(problem) = self.try_launch() {
+            panic!("{problem}");
+        }
+    }
+
+    fn try_launch(&mut self) -> Result<(), String> {
+        // The previous run's pid must not be taken for this one's.
+        let _ = std::fs::remove_file(self.dir.join("pid"));
         let d = self.dir.display();
         let command = format!(
             "{bin} --config-file=/etc/clickhouse-server/config.xml -- --http_port={http} --tcp_port={tcp} --interserver_http_port={inter} --listen_host=127.0.0.1 --path={d}/ --tmp_path={d}/tmp/ --user_files_path={d}/user_files/ --format_schema_path={d}/format_schemas/ --logger.log={d}/log --logger.errorlog={d}/err > {d}/stdout 2>&1 & \
@@ -71,10 +92,20 @@ impl ClickHouseServer {
             .spawn()
             .expect("sh runs");
         self.watchdog = Some(child);
-        self.wait_ready();
+        self.wait_ready()
     }
 
-    fn wait_ready(&self) {
+    fn alive(&self) -> bool {
+        std::fs::read_to_string(self.dir.join("pid")).map_or(true, |pid| {
+            Command::new("kill")
+                .args(["-0", pid.trim()])
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+    }
+
+    fn wait_ready(&self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.http_port)) {
@@ -83,16 +114,18 @@ impl ClickHouseServer {
                 let mut answer = String::new();
                 let _ = s.read_to_string(&mut answer);
                 if answer.contains("Ok.") {
-                    return;
+                    return Ok(());
                 }
             }
-            if Instant::now() > deadline {
+            let exited = !self.alive();
+            if exited || Instant::now() > deadline {
                 let err = std::fs::read_to_string(self.dir.join("err")).unwrap_or_default();
-                panic!(
-                    "ClickHouse did not answer /ping on {} within 60 s; its error log ends:\n{}",
+                return Err(format!(
+                    "ClickHouse did not answer /ping on {} ({}); its error log ends:\n{}",
                     self.http_port,
+                    if exited { "it exited" } else { "within 60 s" },
                     tail(&err)
-                );
+                ));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
