@@ -262,7 +262,71 @@ async fn logged_performance_moves_weights_in_status_and_the_routing_table() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The ingest server reads the same table from the ConfigMaps (as the chart runs it) and routes
+    // away from the down MCP.
+    tokio::spawn(mcp_coordinator::ingest::routes::watch_configmaps(
+        client(&server),
+        None,
+        ingest.router.clone(),
+    ));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = route(&ingest, "capability=text_extraction", Some(READER)).await;
+        if status == 200 && body["mcp_id"] == slow_id.as_str() {
+            assert!(
+                body["fallbacks"].as_array().is_some_and(|f| f.is_empty()),
+                "{body}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the route never came from the ConfigMap: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     drop(ingest.keys);
+}
+
+#[tokio::test]
+async fn a_routing_table_file_is_followed_and_a_broken_edit_keeps_the_last_good_table() {
+    let ingest = start_ingest("file").await;
+    let path = ingest._dir.0.join("routing-table.json");
+    let write = |candidates: Vec<Candidate>| {
+        let table = RoutingTable {
+            capabilities: [("ocr".to_string(), candidates)].into(),
+        };
+        std::fs::write(&path, serde_json::to_vec(&table).expect("JSON")).expect("write");
+    };
+    write(vec![candidate("first", 0, 10)]);
+    mcp_coordinator::ingest::routes::follow_file(path.clone(), ingest.router.clone())
+        .await
+        .expect("the file loads");
+    assert_eq!(
+        route(&ingest, "capability=ocr", Some(READER)).await.1["mcp_id"],
+        "first"
+    );
+    write(vec![candidate("second", 0, 10)]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while route(&ingest, "capability=ocr", Some(READER)).await.1["mcp_id"] != "second" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the edit was not picked up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    std::fs::write(&path, "{ not json").expect("write");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        route(&ingest, "capability=ocr", Some(READER)).await.1["mcp_id"],
+        "second"
+    );
+    let missing = mcp_coordinator::ingest::routes::follow_file(
+        ingest._dir.0.join("absent.json"),
+        ingest.router.clone(),
+    )
+    .await;
+    assert!(missing.is_err_and(|e| e.to_string().contains("absent.json")));
 }
 
 fn candidate(id: &str, priority: u32, max: u32) -> Candidate {
@@ -342,7 +406,8 @@ async fn the_route_endpoint_fails_over_when_a_tier_is_saturated_and_learns_from_
     assert_eq!(fallbacks.len(), 2);
     assert_eq!(fallbacks[1], "backup", "the next tier comes last");
 
-    // `other` fails every request it reports: traffic concentrates on `primary`.
+    // `other` fails every request it reports: traffic concentrates on `primary` (about 95 % with
+    // Thompson sampling against an untried MCP; the bound leaves room for the randomness).
     let other_key = "key-of-other-0123456789abcdef";
     for n in 0..20 {
         report(
@@ -366,7 +431,7 @@ async fn the_route_endpoint_fails_over_when_a_tier_is_saturated_and_learns_from_
         to_primary += usize::from(body["mcp_id"] == "primary");
     }
     assert!(
-        to_primary >= 45,
+        to_primary >= 40,
         "a failing MCP keeps traffic: primary got {to_primary}/50"
     );
 
