@@ -95,10 +95,15 @@ impl ClickHouseServer {
         self.wait_ready()
     }
 
+    /// False only once the server's process is known to be gone (the pid file may not be
+    /// written, or be half-written, while it starts).
     fn alive(&self) -> bool {
-        std::fs::read_to_string(self.dir.join("pid")).map_or(true, |pid| {
+        let pid = std::fs::read_to_string(self.dir.join("pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok());
+        pid.is_none_or(|pid| {
             Command::new("kill")
-                .args(["-0", pid.trim()])
+                .args(["-0", &pid.to_string()])
                 .stderr(Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success())
@@ -107,6 +112,7 @@ impl ClickHouseServer {
 
     fn wait_ready(&self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(60);
+        let mut dead_polls = 0;
         loop {
             if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.http_port)) {
                 use std::io::{Read, Write};
@@ -117,7 +123,9 @@ impl ClickHouseServer {
                     return Ok(());
                 }
             }
-            let exited = !self.alive();
+            // Gone on five polls in a row: it exited (a single look can race its start).
+            dead_polls = if self.alive() { 0 } else { dead_polls + 1 };
+            let exited = dead_polls >= 5;
             if exited || Instant::now() > deadline {
                 let err = std::fs::read_to_string(self.dir.join("err")).unwrap_or_default();
                 return Err(format!(
