@@ -154,13 +154,24 @@ pub async fn start(
         ))
         .build()?;
     let (prober, mut changes) = Prober::new(http, probe_concurrency, metrics);
-    let mut registry = Registry::open(&data_dir)?;
-    let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
-    let mut invalid: Vec<Problem> = Vec::new();
-    let mut fingerprint = None;
-    let mut performance: HashMap<String, Observed> = HashMap::new();
-    let mut routing_due = tokio::time::Instant::now();
-    let mut installed: Option<RoutingTable> = None;
+    let mut state = Registrations {
+        manifest_dir,
+        data_dir: data_dir.clone(),
+        registry: Registry::open(&data_dir)?,
+        prober,
+        shared,
+        store,
+        router,
+        view,
+        routing_interval,
+        routing_window,
+        entries: BTreeMap::new(),
+        invalid: Vec::new(),
+        fingerprint: None,
+        performance: HashMap::new(),
+        routing_due: tokio::time::Instant::now(),
+        installed: None,
+    };
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
@@ -174,63 +185,122 @@ pub async fn start(
                 _ = stop_rx.wait_for(|s| *s) => break,
             }
             while changes.try_recv().is_ok() {}
-            let now_print = manifests::fingerprint(&manifest_dir);
-            if fingerprint.as_ref() != Some(&now_print) {
-                fingerprint = Some(now_print);
-                let (found, problems) = manifests::load_dir(&manifest_dir);
-                for p in problems.iter().filter(|p| !invalid.contains(p)) {
-                    tracing::warn!(problem = %p, "skipping an invalid registration");
-                }
-                invalid = problems;
-                apply(&mut entries, found, &mut registry, &prober, &shared.keys);
-            }
-            if tokio::time::Instant::now() >= routing_due {
-                routing_due = tokio::time::Instant::now() + routing_interval;
-                match TimeRange::parse(&routing_window, jiff::Timestamp::now().as_millisecond()) {
-                    Ok(range) => match store.metrics(None, range).await {
-                        Ok(rows) => {
-                            let by_id = rows
-                                .into_iter()
-                                .map(|m| (m.mcp_id, (m.success_rate, m.p95_processing_time)))
-                                .collect();
-                            let regs: Vec<Arc<MCPRegistration>> = entries
-                                .values()
-                                .map(|e| Arc::new(e.registration.clone()))
-                                .collect();
-                            performance = board(&regs, &by_id);
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "cannot read performance; keeping the last known")
-                        }
-                    },
-                    Err(e) => tracing::warn!(error = %e, "bad routing window"),
-                }
-            }
-            for (key, entry) in entries.iter_mut() {
-                if let Err(e) = reconcile(key, entry, &mut registry, &prober, &shared, &performance)
-                {
-                    tracing::warn!(registration = %key, error = %e, "reconcile failed; retrying");
-                }
-            }
-            let tables = table::build(entries.values().map(|e| &e.registration));
-            let merged = RoutingTable::merge(tables.values());
-            if installed.as_ref() != Some(&merged) {
-                router.install(&merged);
-                if let Ok(text) = serde_json::to_vec_pretty(&merged) {
-                    if let Err(e) = write_private(&data_dir.join("routing-table.json"), &text) {
-                        tracing::warn!(error = %e, "cannot write the routing table file");
-                    }
-                }
-                installed = Some(merged);
-            }
-            *view
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) =
-                render_view(&entries, &invalid, &performance);
+            state.reload_if_changed();
+            state.refresh_performance_if_due().await;
+            state.reconcile_all();
+            state.publish();
         }
         let _ = running.done.await;
     });
     Ok(RunningStandalone { addr, done })
+}
+
+/// The standalone loop's state: the registrations as read and reconciled, and what they feed.
+struct Registrations {
+    manifest_dir: PathBuf,
+    data_dir: PathBuf,
+    registry: Registry,
+    prober: Arc<Prober>,
+    shared: Shared,
+    store: Arc<dyn InteractionStore>,
+    router: Arc<crate::routing::router::Router>,
+    view: Arc<RegistrationsView>,
+    routing_interval: Duration,
+    routing_window: String,
+    entries: BTreeMap<String, Entry>,
+    invalid: Vec<Problem>,
+    fingerprint: Option<Vec<(PathBuf, Option<std::time::SystemTime>, u64)>>,
+    performance: HashMap<String, Observed>,
+    routing_due: tokio::time::Instant,
+    installed: Option<RoutingTable>,
+}
+
+impl Registrations {
+    /// Reads the manifests again when the directory changed; new problems are logged once.
+    fn reload_if_changed(&mut self) {
+        let now = manifests::fingerprint(&self.manifest_dir);
+        if self.fingerprint.as_ref() == Some(&now) {
+            return;
+        }
+        self.fingerprint = Some(now);
+        let (found, problems) = manifests::load_dir(&self.manifest_dir);
+        for p in problems.iter().filter(|p| !self.invalid.contains(p)) {
+            tracing::warn!(problem = %p, "skipping an invalid registration");
+        }
+        self.invalid = problems;
+        apply(
+            &mut self.entries,
+            found,
+            &mut self.registry,
+            &self.prober,
+            &self.shared.keys,
+        );
+    }
+
+    /// Every routing interval: each MCP's success rate and p95 over the window, with its peers'.
+    async fn refresh_performance_if_due(&mut self) {
+        if tokio::time::Instant::now() < self.routing_due {
+            return;
+        }
+        self.routing_due = tokio::time::Instant::now() + self.routing_interval;
+        let range = match TimeRange::parse(
+            &self.routing_window,
+            jiff::Timestamp::now().as_millisecond(),
+        ) {
+            Ok(range) => range,
+            Err(e) => return tracing::warn!(error = %e, "bad routing window"),
+        };
+        match self.store.metrics(None, range).await {
+            Ok(rows) => {
+                let by_id = rows
+                    .into_iter()
+                    .map(|m| (m.mcp_id, (m.success_rate, m.p95_processing_time)))
+                    .collect();
+                let regs: Vec<Arc<MCPRegistration>> = self
+                    .entries
+                    .values()
+                    .map(|e| Arc::new(e.registration.clone()))
+                    .collect();
+                self.performance = board(&regs, &by_id);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read performance; keeping the last known"),
+        }
+    }
+
+    fn reconcile_all(&mut self) {
+        for (key, entry) in self.entries.iter_mut() {
+            if let Err(e) = reconcile(
+                key,
+                entry,
+                &mut self.registry,
+                &self.prober,
+                &self.shared,
+                &self.performance,
+            ) {
+                tracing::warn!(registration = %key, error = %e, "reconcile failed; retrying");
+            }
+        }
+    }
+
+    /// The routing table (to the router and `routing-table.json`, when it changed) and the view.
+    fn publish(&mut self) {
+        let tables = table::build(self.entries.values().map(|e| &e.registration));
+        let merged = RoutingTable::merge(tables.values());
+        if self.installed.as_ref() != Some(&merged) {
+            self.router.install(&merged);
+            if let Ok(text) = serde_json::to_vec_pretty(&merged) {
+                if let Err(e) = write_private(&self.data_dir.join("routing-table.json"), &text) {
+                    tracing::warn!(error = %e, "cannot write the routing table file");
+                }
+            }
+            self.installed = Some(merged);
+        }
+        *self
+            .view
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            render_view(&self.entries, &self.invalid, &self.performance);
+    }
 }
 
 /// Brings the entries in line with the manifests: new ones appear, edited ones get a new
