@@ -31,7 +31,8 @@ const MCPS: [(&str, u16, u64, f64); 3] = [
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,warp::server=off".into()),
         )
         .init();
     let seconds: u64 = std::env::var("DEMO_SECONDS")
