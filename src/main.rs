@@ -659,6 +659,7 @@ async fn ingest_parts(args: &IngestArgs, standalone: bool) -> anyhow::Result<Ing
         sensitive_mcps,
         router,
         registrations: None,
+        extra_metrics: None,
     };
     Ok(IngestParts {
         config,

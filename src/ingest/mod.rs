@@ -50,6 +50,8 @@ pub struct IngestConfig {
     pub router: Arc<crate::routing::router::Router>,
     /// Standalone mode's registrations, served at `GET /v1/registrations`.
     pub registrations: Option<Arc<crate::standalone::RegistrationsView>>,
+    /// More series for `/metrics` (standalone mode adds the controller's).
+    pub extra_metrics: Option<prometheus::Registry>,
 }
 
 impl IngestConfig {
@@ -89,6 +91,7 @@ impl IngestConfig {
             tls: None,
             router: Arc::default(),
             registrations: None,
+            extra_metrics: None,
         })
     }
 }

@@ -40,6 +40,7 @@ pub struct IngestState {
     pub limits: Limits,
     pub router: Arc<crate::routing::router::Router>,
     pub registrations: Option<Arc<crate::standalone::RegistrationsView>>,
+    pub extra_metrics: Option<prometheus::Registry>,
     pub ready: AtomicBool,
     heartbeats: Mutex<HashMap<String, i64>>,
     /// When each MCP last reported anything (a heartbeat or an interaction), epoch ms.
@@ -68,6 +69,7 @@ impl IngestState {
             limits: config.limits,
             router: config.router.clone(),
             registrations: config.registrations.clone(),
+            extra_metrics: config.extra_metrics.clone(),
             ready: AtomicBool::new(true),
             heartbeats: Mutex::default(),
             last_seen: Mutex::default(),
@@ -319,7 +321,15 @@ where
             }
         }
         (&Method::GET, ["metrics"]) => {
-            let mut r = Response::new(state.metrics.render(state.spool.stats(), now_ms()).into());
+            let mut text = state.metrics.render(state.spool.stats(), now_ms());
+            if let Some(extra) = &state.extra_metrics {
+                if let Err(e) =
+                    prometheus::TextEncoder::new().encode_utf8(&extra.gather(), &mut text)
+                {
+                    tracing::warn!(error = %e, "could not encode metrics");
+                }
+            }
+            let mut r = Response::new(text.into());
             r.headers_mut().insert(
                 "content-type",
                 warp::http::HeaderValue::from_static("text/plain; version=0.0.4"),

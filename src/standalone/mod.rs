@@ -110,6 +110,9 @@ pub async fn start(
         probe_concurrency,
         retention,
     } = config;
+    let metrics = Arc::new(crate::metrics::Metrics::new()?);
+    metrics.leader.set(1);
+    ingest_config.extra_metrics = Some(metrics.registry.clone());
     let view: Arc<RegistrationsView> =
         Arc::new(RwLock::new(json!({"registrations": [], "invalid": []})));
     ingest_config.registrations = Some(view.clone());
@@ -145,7 +148,6 @@ pub async fn start(
         sensitive,
         reporting,
     };
-    let metrics = Arc::new(crate::metrics::Metrics::new()?);
     let http = reqwest::Client::builder()
         .user_agent(concat!(
             "mcp-coordinator/",
@@ -153,7 +155,7 @@ pub async fn start(
             " health-probe"
         ))
         .build()?;
-    let (prober, mut changes) = Prober::new(http, probe_concurrency, metrics);
+    let (prober, mut changes) = Prober::new(http, probe_concurrency, metrics.clone());
     let mut state = Registrations {
         manifest_dir,
         data_dir: data_dir.clone(),
@@ -163,6 +165,7 @@ pub async fn start(
         store,
         router,
         view,
+        metrics,
         routing_interval,
         routing_window,
         entries: BTreeMap::new(),
@@ -205,6 +208,8 @@ struct Registrations {
     store: Arc<dyn InteractionStore>,
     router: Arc<crate::routing::router::Router>,
     view: Arc<RegistrationsView>,
+    /// The controller's series, served on the ingest server's `/metrics`.
+    metrics: Arc<crate::metrics::Metrics>,
     routing_interval: Duration,
     routing_window: String,
     entries: BTreeMap<String, Entry>,
@@ -295,11 +300,44 @@ impl Registrations {
             }
             self.installed = Some(merged);
         }
+        self.export_metrics();
         *self
             .view
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) =
             render_view(&self.entries, &self.invalid, &self.performance);
+    }
+}
+
+impl Registrations {
+    /// The same series the controller exports: registrations by phase, and per MCP whether it is
+    /// up and its effective weight (series of removed MCPs are dropped).
+    fn export_metrics(&self) {
+        let m = &self.metrics;
+        let mut by_phase: HashMap<&str, i64> = crate::crd::Phase::ALL
+            .iter()
+            .map(|p| (p.as_str(), 0))
+            .collect();
+        m.mcp_up.reset();
+        m.effective_weight.reset();
+        for entry in self.entries.values() {
+            let Some(status) = &entry.registration.status else {
+                continue;
+            };
+            *by_phase.entry(status.phase.as_str()).or_default() += 1;
+            if let Some(id) = &status.mcp_id {
+                m.mcp_up
+                    .with_label_values(&[id])
+                    .set(i64::from(status.phase == crate::crd::Phase::Ready));
+                let weight = status.routing.as_ref().map_or(0, |r| r.effective_weight);
+                m.effective_weight
+                    .with_label_values(&[id])
+                    .set(i64::from(weight));
+            }
+        }
+        for (phase, n) in by_phase {
+            m.registrations.with_label_values(&[phase]).set(n);
+        }
     }
 }
 
