@@ -300,23 +300,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-/// Seconds after the change until `mcp`'s share of a one-second window first drops below
-/// `threshold`; `None` if it never does.
-fn moved_away(r: &Results, mcp: usize, threshold: f64) -> Option<f64> {
+/// Seconds after the change until the first one-second window in which `mcp`'s share of the
+/// requests satisfies `holds`; `None` if none does.
+fn first_window(r: &Results, mcp: usize, holds: impl Fn(f64) -> bool) -> Option<f64> {
     (CHANGE_AT as usize..DURATION as usize).find_map(|second| {
         let counts = &r.per_second[second];
         let total: usize = counts.iter().sum();
-        (total > 0 && (counts[mcp] as f64) < threshold * total as f64)
-            .then(|| (second + 1) as f64 - CHANGE_AT)
-    })
-}
-
-/// Seconds after the change until `mcp`'s share of a one-second window first reaches `threshold`.
-fn came_back(r: &Results, mcp: usize, threshold: f64) -> Option<f64> {
-    (CHANGE_AT as usize..DURATION as usize).find_map(|second| {
-        let counts = &r.per_second[second];
-        let total: usize = counts.iter().sum();
-        (total > 0 && counts[mcp] as f64 >= threshold * total as f64)
+        (total > 0 && holds(counts[mcp] as f64 / total as f64))
             .then(|| (second + 1) as f64 - CHANGE_AT)
     })
 }
@@ -502,8 +492,8 @@ fn main() {
         r.latencies.sort_by(f64::total_cmp);
         let success = r.successes as f64 / r.total as f64;
         let p95 = percentile(&r.latencies, 95.0);
-        let off = moved_away(&r, 1, 0.05);
-        let back = came_back(&r, 4, 0.15);
+        let off = first_window(&r, 1, |share| share < 0.05);
+        let back = first_window(&r, 4, |share| share >= 0.15);
         let fmt = |s: Option<f64>| s.map_or("never".to_string(), |s| format!("{s:.0} s"));
         println!(
             "| {} | {} | {:.2}% | {:.0} | {:.0} | {:.0} | {} | {:.1}% | {} |",

@@ -102,8 +102,8 @@ impl Learned {
     }
 
     fn reports(&self, now: f64, config: &RouterConfig) -> f64 {
-        (self.successes + self.failures)
-            * (-(now - self.outcomes_at).max(0.0) / config.outcome_decay).exp()
+        let (successes, failures) = self.outcomes(now, config);
+        successes + failures
     }
 
     /// (successes, failures) discounted to `now`.
