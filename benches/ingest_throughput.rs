@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use mcp_coordinator::ingest::model::{EventKind, Fields, InteractionEvent};
 use mcp_coordinator::ingest::spool::{Spool, SpoolConfig};
+use mcp_coordinator::interaction::{EventKind, Fields, InteractionEvent};
 
 const KEY: &str = "mcpk_bench_key_0123456789abcdef";
 

@@ -137,7 +137,7 @@ async fn main() -> anyhow::Result<()> {
             _ = tokio::time::sleep(Duration::from_secs(4)) => {}
             _ = tokio::signal::ctrl_c() => { println!("\ninterrupted"); break; }
         }
-        match mcp_coordinator::cli::get_json(&base, "/v1/registrations", TOKEN).await {
+        match mcp_coordinator::api_client::get_json(&base, "/v1/registrations", TOKEN).await {
             Ok(view) => {
                 println!(
                     "\n--- after {:>2} s (`mcp-coordinator status`) ---",
@@ -145,7 +145,7 @@ async fn main() -> anyhow::Result<()> {
                 );
                 print!(
                     "{}",
-                    mcp_coordinator::cli::status_table(
+                    mcp_coordinator::api_client::status_table(
                         &view,
                         jiff::Timestamp::now().as_millisecond()
                     )

@@ -1,16 +1,17 @@
 //! mcp-coordinator: a Kubernetes operator that coordinates MCP (Model Context Protocol) servers.
-//! See DESIGN.md in the project's shared folder and the README for the architecture.
+//! ARCHITECTURE.md at the repository's root is the map: what each module owns, what it may
+//! import, and how reports, metrics and keys flow through them.
 
+pub mod api_client;
 pub mod cli;
 pub mod controller;
 pub mod crd;
 pub mod example_mcp;
 pub mod ingest;
-pub mod metrics;
+pub mod interaction;
 pub mod privacy;
 pub mod rbac;
 pub mod routing;
-pub mod server;
 pub mod standalone;
 pub mod store;
 

@@ -2,8 +2,8 @@
 //! panic, and every refusal names a problem. `FUZZ_CASES` raises the number of inputs
 //! (default 4,000 per property in `make test`).
 
-use mcp_coordinator::ingest::model::EventKind;
-use mcp_coordinator::ingest::parse::parse_report;
+use mcp_coordinator::interaction::parse_report;
+use mcp_coordinator::interaction::EventKind;
 use proptest::prelude::*;
 use serde_json::Value;
 

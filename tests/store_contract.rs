@@ -3,7 +3,7 @@
 
 mod clickhouse_support;
 
-use mcp_coordinator::ingest::model::{EventKind, Fields, InteractionEvent};
+use mcp_coordinator::interaction::{EventKind, Fields, InteractionEvent};
 use mcp_coordinator::store::clickhouse::ClickHouseStore;
 use mcp_coordinator::store::sqlite::SqliteStore;
 use mcp_coordinator::store::{HistoryQuery, InteractionStore, TimeRange};

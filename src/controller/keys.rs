@@ -8,17 +8,11 @@ use kube::api::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
 use super::error::{Error, Result};
-use crate::crd::{MCPRegistration, CREDENTIALS_LABEL, MCP_ID_LABEL, ROTATE_KEY_ANNOTATION};
+use crate::crd::{
+    MCPRegistration, CREDENTIALS_LABEL, ISSUED_FOR_ANNOTATION, MCP_ID_LABEL,
+    PRIVACY_LEVEL_ANNOTATION, RETENTION_ANNOTATION, ROTATE_KEY_ANNOTATION, SECRET_KEY,
+};
 
-/// Data key of the API key inside its Secret.
-pub const SECRET_KEY: &str = "api-key";
-/// Annotation on the Secret recording which `rotate-key` value its key was issued for.
-pub const ISSUED_FOR_ANNOTATION: &str = "mcp.coordinator.dev/issued-for-rotation";
-/// Annotation on the Secret telling the ingest server how long to keep this MCP's interactions
-/// (`spec.privacy.retentionDays`).
-pub const RETENTION_ANNOTATION: &str = "mcp.coordinator.dev/retention-days";
-/// Annotation on the Secret carrying `spec.privacy.level` to the ingest server.
-pub const PRIVACY_LEVEL_ANNOTATION: &str = "mcp.coordinator.dev/privacy-level";
 const KEY_BYTES: usize = 32;
 
 /// A new key: 256 bits from the operating system, hex-encoded behind a recognisable prefix

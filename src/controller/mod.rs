@@ -1,11 +1,14 @@
 //! The MCPRegistration controller: watches registrations (and the key Secrets it owns), and
 //! reconciles each into an ID, a key, a health verdict and a status.
 
+pub mod args;
 pub mod error;
 pub mod health;
 pub mod ids;
 pub mod keys;
 pub mod leader;
+pub mod metrics;
+pub mod ops;
 pub mod probe;
 pub mod prober;
 mod reconcile;
@@ -29,9 +32,9 @@ use kube::{Api, Client};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::crd::{MCPRegistration, Phase, CREDENTIALS_LABEL};
-use crate::metrics::Metrics;
 pub use error::{Error, Result};
 use ids::IdLedger;
+use metrics::Metrics;
 use prober::Prober;
 use status::ReportingSettings;
 

@@ -11,9 +11,9 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::health::HealthTracker;
+use super::metrics::Metrics;
 use super::probe::{probe, ProbeTarget};
 use crate::crd::{HealthCheck, MCPRegistration};
-use crate::metrics::Metrics;
 
 type Key = ObjectRef<MCPRegistration>;
 

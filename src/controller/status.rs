@@ -5,8 +5,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use super::health::{HealthTracker, Verdict};
-use super::keys::SECRET_KEY;
 use crate::crd::validate::FieldProblem;
+use crate::crd::SECRET_KEY;
 use crate::crd::{
     CoordinatorConfig, MCPRegistrationSpec, MCPRegistrationStatus, Phase, RoutingStatus,
     SecretKeyRef,

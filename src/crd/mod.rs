@@ -4,6 +4,7 @@
 //! schema attributes, so `kubectl apply` rejects bad objects before the controller sees them.
 //! What a schema cannot express (semver ranges that parse, absolute URLs) is checked in [`validate`].
 
+mod names;
 pub mod validate;
 
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -13,15 +14,7 @@ use kube::{CustomResource, Resource, ResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub const GROUP: &str = "mcp.coordinator.dev";
-pub const VERSION: &str = "v1alpha1";
-pub const KIND: &str = "MCPRegistration";
-/// Prefix of every label, annotation and finalizer this project owns.
-pub const PREFIX: &str = "mcp.coordinator.dev/";
-pub const FINALIZER: &str = "mcp.coordinator.dev/cleanup";
-pub const ROTATE_KEY_ANNOTATION: &str = "mcp.coordinator.dev/rotate-key";
-pub const CREDENTIALS_LABEL: &str = "mcp.coordinator.dev/credentials";
-pub const MCP_ID_LABEL: &str = "mcp.coordinator.dev/mcp-id";
+pub use names::*;
 
 /// Declares an MCP server to the coordinator, following the seed's `register_mcp` message.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]

@@ -1,16 +1,17 @@
 //! The interaction log's ingest server (`mcp-coordinator ingest`): HTTP API, authentication, the
 //! durable spool and the shipper that moves spooled events to the store.
 
+pub mod api;
+pub mod args;
+pub mod assemble;
 pub mod auth;
 pub mod metrics;
-pub mod model;
-pub mod parse;
 pub mod routes;
 pub mod secrets;
-pub mod server;
 pub mod shipper;
 pub mod signing;
 pub mod spool;
+pub mod state;
 pub mod tls;
 
 use std::future::Future;
@@ -22,8 +23,8 @@ use std::time::Duration;
 
 use auth::{KeyRing, ReaderTokens};
 use metrics::IngestMetrics;
-use server::{IngestState, Limits};
 use spool::{Spool, SpoolConfig};
+use state::{IngestState, Limits, RegistrationsView};
 
 use crate::store::InteractionStore;
 
@@ -49,7 +50,7 @@ pub struct IngestConfig {
     /// or the routing-table ConfigMaps (see `routes`).
     pub router: Arc<crate::routing::router::Router>,
     /// Standalone mode's registrations, served at `GET /v1/registrations`.
-    pub registrations: Option<Arc<crate::standalone::RegistrationsView>>,
+    pub registrations: Option<Arc<RegistrationsView>>,
     /// More series for `/metrics` (standalone mode adds the controller's).
     pub extra_metrics: Option<prometheus::Registry>,
 }
@@ -182,11 +183,11 @@ pub async fn start(
         Some(tls) => tokio::spawn(tls::serve(
             listener,
             tls,
-            server::routes(server_state),
+            api::routes(server_state),
             http_stop,
         )),
         None => tokio::spawn(
-            warp::serve(server::routes(server_state))
+            warp::serve(api::routes(server_state))
                 .incoming(listener)
                 .graceful(http_stop)
                 .run(),

@@ -12,8 +12,9 @@ use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, ResourceExt};
 
 use super::auth::{KeyRing, ReaderTokens};
-use crate::controller::keys::{PRIVACY_LEVEL_ANNOTATION, RETENTION_ANNOTATION, SECRET_KEY};
-use crate::crd::{CREDENTIALS_LABEL, MCP_ID_LABEL};
+use crate::crd::{
+    CREDENTIALS_LABEL, MCP_ID_LABEL, PRIVACY_LEVEL_ANNOTATION, RETENTION_ANNOTATION, SECRET_KEY,
+};
 use crate::privacy::SensitiveMcps;
 use crate::store::retention::RetentionDays;
 

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::metrics::IngestMetrics;
-use super::model::InteractionEvent;
 use super::spool::SpoolReader;
+use crate::interaction::InteractionEvent;
 use crate::store::{InteractionStore, StoreError};
 
 #[derive(Debug, Clone)]

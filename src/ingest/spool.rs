@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use super::model::InteractionEvent;
+use crate::interaction::InteractionEvent;
 
 const HEADER: usize = 8;
 /// One record may not exceed this (a batch request is split into records per event).
@@ -538,7 +538,7 @@ impl SpoolReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::model::{EventKind, Fields};
+    use crate::interaction::{EventKind, Fields};
 
     fn dir(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("spool-unit-{name}-{}", std::process::id()));

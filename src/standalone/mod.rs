@@ -4,6 +4,7 @@
 //! IDs and keys persist under the data directory; status is served at `GET /v1/registrations`
 //! and written to a file per registration.
 
+pub mod args;
 pub mod manifests;
 pub mod registry;
 
@@ -24,6 +25,7 @@ use crate::controller::routing::board;
 use crate::controller::status::{self, Compatibility, Observation, ReportingSettings};
 use crate::crd::{MCPRegistration, PrivacyLevel};
 use crate::ingest::auth::{KeyRing, ReaderTokens};
+use crate::ingest::state::RegistrationsView;
 use crate::ingest::{IngestConfig, IngestError};
 use crate::routing::table::{self, RoutingTable};
 use crate::routing::weights::Observed;
@@ -47,10 +49,61 @@ pub enum StandaloneError {
     Http(#[from] reqwest::Error),
     #[error("could not register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Args(#[from] crate::controller::args::ArgsError),
+    #[error("--registrations {0} is not a directory of MCPRegistration manifests")]
+    NotADirectory(PathBuf),
+    #[error(transparent)]
+    Assemble(#[from] crate::ingest::assemble::AssembleError),
+    #[error(transparent)]
+    Key(#[from] crate::controller::Error),
 }
 
-/// What `GET /v1/registrations` answers; the standalone loop replaces it as things change.
-pub type RegistrationsView = RwLock<Value>;
+/// Starts standalone mode from its flags; answers with the running server and the store's name.
+/// Without admin or reader token files, an admin token is kept in `<data-dir>/admin.token` for
+/// `mcp-coordinator status` and queries.
+pub async fn run_from_args(
+    args: &args::StandaloneArgs,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(RunningStandalone, String), StandaloneError> {
+    use crate::ingest::assemble::{assemble, Mode};
+    args.registry.check()?;
+    if !args.registrations.is_dir() {
+        return Err(StandaloneError::NotADirectory(args.registrations.clone()));
+    }
+    let parts = assemble(&args.ingest, Mode::Standalone).await?;
+    if args.ingest.admin_tokens_file.is_none() && args.ingest.reader_tokens_file.is_none() {
+        let path = args.ingest.data_dir.join("admin.token");
+        let token = match std::fs::read_to_string(&path) {
+            Ok(t) => t.trim().to_string(),
+            Err(_) => {
+                let token = crate::controller::keys::generate_key()?.replacen("mcpk_", "admin_", 1);
+                write_private(&path, token.as_bytes())?;
+                token
+            }
+        };
+        parts.readers.add_admin("local", &token);
+        tracing::info!(path = %path.display(), "admin token for `mcp-coordinator status` and queries");
+    }
+    parts.start_retention(&args.ingest);
+    let config = StandaloneConfig {
+        registrations: args.registrations.clone(),
+        data_dir: args.ingest.data_dir.clone(),
+        ingest: parts.config,
+        store: parts.store,
+        keys: parts.keys,
+        readers: parts.readers,
+        reporting: args
+            .registry
+            .reporting(args.interaction_log_endpoint.clone().unwrap_or_default()),
+        routing_interval: Duration::from_secs(args.registry.routing_interval_seconds),
+        routing_window: args.registry.routing_window.clone(),
+        poll_interval: Duration::from_millis(args.poll_interval_ms.max(100)),
+        probe_concurrency: args.registry.probe_concurrency,
+        retention: parts.retention_days,
+    };
+    Ok((start(config, shutdown).await?, parts.store_name))
+}
 
 pub struct StandaloneConfig {
     /// Directory of MCPRegistration manifests (`*.yaml`, `*.yml`).
@@ -110,7 +163,7 @@ pub async fn start(
         probe_concurrency,
         retention,
     } = config;
-    let metrics = Arc::new(crate::metrics::Metrics::new()?);
+    let metrics = Arc::new(crate::controller::metrics::Metrics::new()?);
     metrics.leader.set(1);
     ingest_config.extra_metrics = Some(metrics.registry.clone());
     let view: Arc<RegistrationsView> =
@@ -209,7 +262,7 @@ struct Registrations {
     router: Arc<crate::routing::router::Router>,
     view: Arc<RegistrationsView>,
     /// The controller's series, served on the ingest server's `/metrics`.
-    metrics: Arc<crate::metrics::Metrics>,
+    metrics: Arc<crate::controller::metrics::Metrics>,
     routing_interval: Duration,
     routing_window: String,
     entries: BTreeMap<String, Entry>,

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::ingest::model::{Interaction, InteractionStatus};
+use crate::interaction::{Interaction, InteractionStatus};
 
 /// A query window `[since_ms, until_ms)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

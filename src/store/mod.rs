@@ -8,7 +8,7 @@ pub mod sqlite;
 
 use futures::future::BoxFuture;
 
-use crate::ingest::model::{Interaction, InteractionEvent};
+use crate::interaction::{Interaction, InteractionEvent};
 pub use metrics::{McpMetrics, TimeRange};
 
 #[derive(Debug, thiserror::Error)]

@@ -12,7 +12,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::metrics::{self, McpMetrics, TimeRange};
 use super::{interaction_time_ms, AuditEntry, HistoryQuery, InteractionStore, StoreError};
-use crate::ingest::model::{Fields, Interaction, InteractionEvent};
+use crate::interaction::{Fields, Interaction, InteractionEvent};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS interactions (

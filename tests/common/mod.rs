@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use fake_apiserver::FakeApiServer;
 use kube::{Api, Client};
+use mcp_coordinator::controller::metrics::Metrics;
 use mcp_coordinator::controller::{self, status::ReportingSettings, Settings};
 use mcp_coordinator::crd::MCPRegistration;
-use mcp_coordinator::metrics::Metrics;
 use warp::Filter;
 
 pub const STATE_NAMESPACE: &str = "mcp-coordinator";

@@ -8,7 +8,7 @@ use prometheus::{
     Registry,
 };
 
-use crate::controller::health::ProbeOutcome;
+use super::health::ProbeOutcome;
 use crate::crd::Phase;
 
 pub struct Metrics {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use warp::http::StatusCode;
 use warp::Filter;
 
-use crate::metrics::Metrics;
+use super::metrics::Metrics;
 
 /// Serves until `shutdown` resolves. Binding errors are returned, so a taken port is a clear
 /// startup failure rather than a silent one.

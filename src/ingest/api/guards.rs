@@ -1,0 +1,168 @@
+//! What a request must pass before its handler runs: content type, body size, JSON, an API key or
+//! a reader token, and a signature where the policy asks for one.
+
+use bytes::Buf;
+use futures::{Stream, StreamExt};
+use serde_json::Value;
+use warp::http::{HeaderMap, Method};
+
+use super::super::auth::{bearer, Role};
+use super::super::signing::{SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use super::super::state::IngestState;
+use super::now_ms;
+use super::reply::{ApiError, ErrorCode};
+
+/// The body, refused with 413 past `limit` bytes without reading further.
+pub async fn read_body<S, B>(body: S, limit: usize) -> Result<Vec<u8>, ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    let mut body = body;
+    let mut out = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk.map_err(|e| {
+            ApiError::new(
+                ErrorCode::BadRequest,
+                format!("could not read the request body: {e}"),
+            )
+        })?;
+        if out.len() + chunk.remaining() > limit {
+            return Err(ApiError::new(
+                ErrorCode::BodyTooLarge,
+                format!("the request body exceeds the limit of {limit} bytes"),
+            ));
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            out.extend_from_slice(part);
+            let n = part.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(out)
+}
+
+/// The media type of the body, lower case, without parameters.
+pub fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    match content_type(headers).as_str() {
+        "application/json" => Ok(()),
+        other => Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            format!("content-type must be application/json, not {:?}", other),
+        )),
+    }
+}
+
+pub fn utf8(body: &[u8]) -> Result<&str, ApiError> {
+    std::str::from_utf8(body).map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidJson,
+            format!("the body is not valid UTF-8: {e}"),
+        )
+    })
+}
+
+pub fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_str(utf8(body)?).map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidJson,
+            format!("the body is not valid JSON: {e}"),
+        )
+    })
+}
+
+/// The MCP whose API key this is.
+pub fn authenticate(state: &IngestState, key: Option<&str>) -> Result<String, ApiError> {
+    let key = key.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::Unauthorized,
+            "missing API key: send Authorization: Bearer <key> (or the api_key field)",
+        )
+    })?;
+    state
+        .keys
+        .mcp_for(key)
+        .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "unknown API key"))
+}
+
+/// A request as the signature covers it.
+pub struct Signed<'a> {
+    pub method: &'a Method,
+    pub path: &'a str,
+    pub headers: &'a HeaderMap,
+    pub body: &'a [u8],
+}
+
+/// Verifies the request's signature when `required` (after authentication, so `key` is valid).
+pub fn check_signature(
+    state: &IngestState,
+    required: bool,
+    key: Option<&str>,
+    request: &Signed<'_>,
+) -> Result<(), ApiError> {
+    if !required {
+        return Ok(());
+    }
+    let header = |name: &str| request.headers.get(name).and_then(|v| v.to_str().ok());
+    state
+        .signing
+        .verify(
+            key.unwrap_or_default(),
+            request.method.as_str(),
+            request.path,
+            header(TIMESTAMP_HEADER),
+            header(SIGNATURE_HEADER),
+            request.body,
+            now_ms() / 1000,
+        )
+        .map_err(|e| ApiError::new(ErrorCode::BadSignature, e.to_string()))
+}
+
+/// Who may read: admins and readers everything, an MCP's own key only that MCP's data (`mcp`).
+pub fn authorize_reader(
+    state: &IngestState,
+    auth: Option<&str>,
+    mcp: Option<&str>,
+) -> Result<Role, ApiError> {
+    let Some(token) = bearer(auth) else {
+        return Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            "queries need a token: Authorization: Bearer <reader token, admin token or the MCP's own key>",
+        ));
+    };
+    if let Some(role) = state.readers.role(token) {
+        return Ok(role);
+    }
+    match state.keys.mcp_for(token) {
+        Some(own) if mcp == Some(own.as_str()) => Ok(Role::Mcp(own)),
+        Some(own) => Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("the key of {own} may read only {own}'s own history and metrics"),
+        )),
+        None => Err(ApiError::new(ErrorCode::Unauthorized, "unknown token")),
+    }
+}
+
+/// Any known token: a reader, an admin or an MCP's key.
+pub fn any_token(state: &IngestState, auth: Option<&str>, purpose: &str) -> Result<(), ApiError> {
+    let token = bearer(auth).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::Unauthorized,
+            format!("{purpose} need a token: Authorization: Bearer <reader token, admin token or an MCP key>"),
+        )
+    })?;
+    if state.readers.role(token).is_none() && state.keys.mcp_for(token).is_none() {
+        return Err(ApiError::new(ErrorCode::Unauthorized, "unknown token"));
+    }
+    Ok(())
+}

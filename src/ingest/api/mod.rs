@@ -1,0 +1,253 @@
+//! The ingest HTTP API (warp): the seed's `action` envelope, the REST API, batches, heartbeats,
+//! queries, route answers and the ops endpoints. This module dispatches; the guards, the write
+//! path, the read path, route answers and replies each have their own.
+
+pub mod guards;
+pub mod read;
+pub mod reply;
+pub mod route;
+pub mod write;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Buf;
+use futures::Stream;
+use serde_json::{json, Value};
+use warp::http::{HeaderMap, Method, StatusCode};
+use warp::Filter;
+
+use super::auth::bearer;
+use super::state::IngestState;
+use crate::interaction::{check_id, EventKind};
+use guards::{
+    authenticate, check_signature, content_type, parse_json, read_body, require_json, Signed,
+};
+use read::parse_query;
+use reply::{json_reply, ApiError, ErrorCode, Response};
+
+pub(crate) fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+/// All routes, as one filter that never rejects: every failure is a JSON error.
+pub fn routes(
+    state: Arc<IngestState>,
+) -> impl Filter<Extract = (Response,), Error = std::convert::Infallible> + Clone + Send + Sync + 'static
+{
+    warp::method()
+        .and(warp::path::full())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .then(
+            move |method: Method,
+                  path: warp::path::FullPath,
+                  query: String,
+                  headers: HeaderMap,
+                  body| {
+                let state = state.clone();
+                async move {
+                    let path = path.as_str().to_string();
+                    let request = Request {
+                        method: &method,
+                        path: &path,
+                        query: &query,
+                        headers: &headers,
+                    };
+                    match handle(&state, &request, body).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            if path != "/metrics" {
+                                state
+                                    .metrics
+                                    .rejected
+                                    .with_label_values(&[e.code.metric_reason()])
+                                    .inc();
+                            }
+                            e.reply()
+                        }
+                    }
+                }
+            },
+        )
+        .recover(|_| async {
+            Ok::<Response, std::convert::Infallible>(
+                ApiError::new(ErrorCode::BadRequest, "the request could not be read").reply(),
+            )
+        })
+        .unify()
+}
+
+/// A request, apart from its body.
+struct Request<'a> {
+    method: &'a Method,
+    path: &'a str,
+    query: &'a str,
+    headers: &'a HeaderMap,
+}
+
+impl Request<'_> {
+    fn auth(&self) -> Option<&str> {
+        self.headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+    }
+
+    fn signed<'b>(&'b self, body: &'b [u8]) -> Signed<'b> {
+        Signed {
+            method: self.method,
+            path: self.path,
+            headers: self.headers,
+            body,
+        }
+    }
+}
+
+async fn handle<S, B>(state: &IngestState, req: &Request<'_>, body: S) -> Result<Response, ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    let segments: Vec<&str> = req.path.trim_matches('/').split('/').collect();
+    let auth = req.auth();
+    let ok = |value: Value| json_reply(StatusCode::OK, &value);
+    match (req.method, segments.as_slice()) {
+        (&Method::GET, ["healthz"]) => Ok(ok(json!({"status": "ok"}))),
+        (&Method::GET, ["readyz"]) => {
+            if state.ready.load(Ordering::Relaxed) {
+                Ok(ok(json!({"status": "ready"})))
+            } else {
+                Err(ApiError::new(ErrorCode::NotReady, "shutting down"))
+            }
+        }
+        (&Method::GET, ["metrics"]) => Ok(metrics(state)),
+        (&Method::GET, ["v1", "route"]) => route::route(state, auth, req.query),
+        (&Method::GET, ["v1", "registrations"]) => read::registrations(state, auth).map(ok),
+        (&Method::POST, ["api", "interactions"]) => {
+            require_json(req.headers)?;
+            let body = read_body(body, state.limits.single_bytes).await?;
+            let envelope = write::Envelope::parse(&body)?;
+            let key = envelope.api_key.as_deref().or(bearer(auth));
+            let key_mcp = authenticate(state, key)?;
+            let required = state.signing.required_for_writes();
+            check_signature(state, required, key, &req.signed(&body))?;
+            let kind = envelope.kind()?;
+            write::report(state, &key_mcp, kind, None, envelope.data, "data").await
+        }
+        (&Method::POST, ["v1", "interactions"]) => {
+            require_json(req.headers)?;
+            let body = read_body(body, state.limits.single_bytes).await?;
+            let key_mcp = write_guard(state, req, &body, state.signing.required_for_writes())?;
+            write::report(
+                state,
+                &key_mcp,
+                EventKind::Start,
+                None,
+                parse_json(&body)?,
+                "",
+            )
+            .await
+        }
+        (&Method::POST, ["v1", "interactions:batch"]) => {
+            let kind = content_type(req.headers);
+            if kind != "application/json" && kind != "application/x-ndjson" {
+                return Err(ApiError::new(
+                    ErrorCode::UnsupportedMediaType,
+                    format!("a batch is application/json (an array) or application/x-ndjson, not {kind:?}"),
+                ));
+            }
+            let body = read_body(body, state.limits.batch_bytes).await?;
+            let key_mcp = write_guard(state, req, &body, state.signing.required_for_batch())?;
+            write::batch(state, &key_mcp, &body, kind == "application/x-ndjson").await
+        }
+        (&Method::POST, ["v1", "interactions", id, stage]) => {
+            let kind = match *stage {
+                "progress" => EventKind::Progress,
+                "complete" => EventKind::Complete,
+                "error" => EventKind::Error,
+                _ => {
+                    return Err(ApiError::new(
+                        ErrorCode::NotFound,
+                        format!("no such report {stage:?}; use progress, complete or error"),
+                    ))
+                }
+            };
+            require_json(req.headers)?;
+            let body = read_body(body, state.limits.single_bytes).await?;
+            let key_mcp = write_guard(state, req, &body, state.signing.required_for_writes())?;
+            check_id(id, "interaction_id").map_err(ApiError::bad)?;
+            write::report(state, &key_mcp, kind, Some(id), parse_json(&body)?, "").await
+        }
+        (&Method::POST, ["v1", "heartbeat"]) => {
+            let key_mcp = authenticate(state, bearer(auth))?;
+            let body = read_body(body, state.limits.single_bytes).await?;
+            let required = state.signing.required_for_writes();
+            check_signature(state, required, bearer(auth), &req.signed(&body))?;
+            Ok(write::heartbeat(state, &key_mcp))
+        }
+        (&Method::GET, ["v1", "audit"]) => read::audit_log(state, auth, &parse_query(req.query))
+            .await
+            .map(ok),
+        (&Method::GET, ["v1", "heartbeats"]) => read::heartbeats(state, auth).await.map(ok),
+        (&Method::GET, ["v1", "mcps", mcp_id, "interactions"]) => {
+            read::history(state, auth, mcp_id, &parse_query(req.query))
+                .await
+                .map(ok)
+        }
+        (&Method::GET, ["v1", "mcps", mcp_id, "metrics"]) => {
+            read::mcp_metrics(state, auth, mcp_id, &parse_query(req.query))
+                .await
+                .map(ok)
+        }
+        (&Method::GET, ["v1", "metrics"]) => {
+            read::all_metrics(state, auth, &parse_query(req.query))
+                .await
+                .map(ok)
+        }
+        (
+            _,
+            ["api", "interactions"]
+            | ["v1", "interactions" | "interactions:batch" | "heartbeat" | "heartbeats" | "metrics"
+            | "audit"]
+            | ["v1", "interactions", _, _]
+            | ["v1", "mcps", _, "interactions" | "metrics"]
+            | ["v1", "route" | "registrations"]
+            | ["metrics" | "healthz" | "readyz"],
+        ) => Err(ApiError::new(
+            ErrorCode::MethodNotAllowed,
+            format!("{} is not allowed on {}", req.method, req.path),
+        )),
+        _ => Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("no such endpoint {}", req.path),
+        )),
+    }
+}
+
+/// A report's key, and its signature where `required`: the MCP it speaks for.
+fn write_guard(
+    state: &IngestState,
+    req: &Request<'_>,
+    body: &[u8],
+    required: bool,
+) -> Result<String, ApiError> {
+    let key = bearer(req.auth());
+    let key_mcp = authenticate(state, key)?;
+    check_signature(state, required, key, &req.signed(body))?;
+    Ok(key_mcp)
+}
+
+fn metrics(state: &IngestState) -> Response {
+    let mut text = state.metrics.render(state.spool.stats(), now_ms());
+    if let Some(extra) = &state.extra_metrics {
+        if let Err(e) = prometheus::TextEncoder::new().encode_utf8(&extra.gather(), &mut text) {
+            tracing::warn!(error = %e, "could not encode metrics");
+        }
+    }
+    reply::bytes_reply(
+        StatusCode::OK,
+        text.into_bytes(),
+        "text/plain; version=0.0.4",
+    )
+}

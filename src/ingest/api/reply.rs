@@ -1,0 +1,209 @@
+//! Replies and errors of the ingest API. Every failure is JSON
+//! `{"error": {"code", "message", "field"}}`; the code fixes the HTTP status, the `Retry-After`
+//! hint and the reason counted in `mcp_ingest_requests_rejected_total`.
+
+use serde_json::{json, Value};
+use warp::http::{HeaderValue, StatusCode};
+
+use super::super::spool::SpoolError;
+use crate::interaction::BadReport;
+use crate::store::StoreError;
+
+pub type Response = warp::reply::Response;
+
+/// What went wrong, as the API names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    BadRequest,
+    InvalidJson,
+    InvalidReport,
+    InvalidQuery,
+    BodyTooLarge,
+    UnsupportedMediaType,
+    Unauthorized,
+    BadSignature,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    NotReady,
+    SpoolFull,
+    SpoolUnavailable,
+    StoreUnavailable,
+    EncryptionUnavailable,
+    UnknownCapability,
+    NoneReady,
+    Saturated,
+    Internal,
+}
+
+impl ErrorCode {
+    /// The `code` in the JSON error.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::InvalidJson => "invalid_json",
+            ErrorCode::InvalidReport => "invalid_report",
+            ErrorCode::InvalidQuery => "invalid_query",
+            ErrorCode::BodyTooLarge => "body_too_large",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::BadSignature => "bad_signature",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::NotReady => "not_ready",
+            ErrorCode::SpoolFull => "spool_full",
+            ErrorCode::SpoolUnavailable => "spool_unavailable",
+            ErrorCode::StoreUnavailable => "store_unavailable",
+            ErrorCode::EncryptionUnavailable => "encryption_unavailable",
+            ErrorCode::UnknownCapability => "unknown_capability",
+            ErrorCode::NoneReady => "none_ready",
+            ErrorCode::Saturated => "saturated",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::BadRequest
+            | ErrorCode::InvalidJson
+            | ErrorCode::InvalidReport
+            | ErrorCode::InvalidQuery => StatusCode::BAD_REQUEST,
+            ErrorCode::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::Unauthorized | ErrorCode::BadSignature => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::NotFound | ErrorCode::UnknownCapability => StatusCode::NOT_FOUND,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::SpoolFull => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::NotReady
+            | ErrorCode::SpoolUnavailable
+            | ErrorCode::StoreUnavailable
+            | ErrorCode::EncryptionUnavailable
+            | ErrorCode::NoneReady
+            | ErrorCode::Saturated => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Seconds a client should wait before trying again, for conditions that pass.
+    pub fn retry_after(self) -> Option<u32> {
+        match self {
+            ErrorCode::SpoolFull
+            | ErrorCode::SpoolUnavailable
+            | ErrorCode::StoreUnavailable
+            | ErrorCode::NoneReady => Some(5),
+            ErrorCode::Saturated => Some(1),
+            _ => None,
+        }
+    }
+
+    /// The `reason` label of `mcp_ingest_requests_rejected_total`.
+    pub fn metric_reason(self) -> &'static str {
+        match self {
+            ErrorCode::BodyTooLarge => "too_large",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::BadSignature => "signature",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::UnsupportedMediaType => "media_type",
+            ErrorCode::SpoolFull | ErrorCode::SpoolUnavailable => "spool",
+            ErrorCode::NotFound | ErrorCode::MethodNotAllowed => "route",
+            _ => "invalid",
+        }
+    }
+}
+
+/// An API error: its code, a message for people, and the field at fault.
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    pub fn bad(report: BadReport) -> Self {
+        let field = (!report.field.is_empty()).then(|| report.field.clone());
+        Self {
+            field,
+            ..Self::new(ErrorCode::InvalidReport, report.to_string())
+        }
+    }
+
+    /// A bad query parameter.
+    pub fn query(field: &str, problem: &str) -> Self {
+        Self::new(ErrorCode::InvalidQuery, format!("{field}: {problem}")).with_field(field)
+    }
+
+    pub fn reply(&self) -> Response {
+        let mut body = json!({"error": {"code": self.code.as_str(), "message": self.message}});
+        if let Some(field) = &self.field {
+            body["error"]["field"] = json!(field);
+        }
+        let mut r = json_reply(self.code.status(), &body);
+        if let Some(secs) = self.code.retry_after() {
+            r.headers_mut()
+                .insert("retry-after", HeaderValue::from(secs));
+        }
+        r
+    }
+}
+
+impl From<SpoolError> for ApiError {
+    fn from(e: SpoolError) -> Self {
+        let code = match e {
+            SpoolError::Full { .. } => ErrorCode::SpoolFull,
+            _ => ErrorCode::SpoolUnavailable,
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::new(ErrorCode::StoreUnavailable, e.to_string())
+    }
+}
+
+pub fn json_reply(status: StatusCode, body: &Value) -> Response {
+    bytes_reply(status, body.to_string().into_bytes(), "application/json")
+}
+
+pub fn bytes_reply(status: StatusCode, body: Vec<u8>, content_type: &'static str) -> Response {
+    let mut r = Response::new(body.into());
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static(content_type));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_carry_their_status_retry_hint_and_field() {
+        let r = ApiError::new(ErrorCode::SpoolFull, "full").reply();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()["retry-after"], "5");
+        let r = ApiError::query("limit", "too big").reply();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        assert!(r.headers().get("retry-after").is_none());
+        assert_eq!(ErrorCode::Saturated.retry_after(), Some(1));
+        assert_eq!(ErrorCode::MethodNotAllowed.metric_reason(), "route");
+        assert_eq!(ErrorCode::StoreUnavailable.metric_reason(), "invalid");
+    }
+}

@@ -1,0 +1,288 @@
+//! The write path: reports (the seed's `action` envelope, the REST API, batches) and heartbeats.
+//! A report is pseudonymized and sealed before it exists anywhere but in this request's memory,
+//! acknowledged only once the spool has it on disk, and then taught to the router.
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use warp::http::StatusCode;
+
+use super::super::state::IngestState;
+use super::guards::{parse_json, utf8};
+use super::now_ms;
+use super::reply::{json_reply, ApiError, ErrorCode, Response};
+use crate::interaction::{
+    format_ms, new_interaction_id, parse_report, BadReport, EventKind, Fields, InteractionEvent,
+};
+use crate::routing::router::{Outcome, Router};
+
+/// The seed's `action` envelope.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope {
+    pub action: String,
+    #[serde(default)]
+    pub api_key: Option<String>,
+    pub data: Value,
+}
+
+impl Envelope {
+    pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
+        serde_path_to_error::deserialize(parse_json(body)?).map_err(|e| {
+            let path = e.path().to_string();
+            ApiError::bad(BadReport::new(
+                if path == "." { String::new() } else { path },
+                e.into_inner().to_string(),
+            ))
+        })
+    }
+
+    /// The report the action names.
+    pub fn kind(&self) -> Result<EventKind, ApiError> {
+        match self.action.as_str() {
+            "report_interaction_start" => Ok(EventKind::Start),
+            "report_interaction_progress" => Ok(EventKind::Progress),
+            "report_interaction_complete" => Ok(EventKind::Complete),
+            "report_interaction_error" => Ok(EventKind::Error),
+            other => Err(ApiError::new(
+                ErrorCode::InvalidReport,
+                format!("action: unknown action {other:?}; use report_interaction_start, _progress, _complete or _error"),
+            )
+            .with_field("action")),
+        }
+    }
+}
+
+/// One report from the envelope or the REST API; `at` prefixes field names in errors.
+pub async fn report(
+    state: &IngestState,
+    key_mcp: &str,
+    kind: EventKind,
+    path_id: Option<&str>,
+    data: Value,
+    at: &str,
+) -> Result<Response, ApiError> {
+    let mut parsed = parse_report(data, kind, at).map_err(ApiError::bad)?;
+    protect(state, key_mcp, &mut parsed.fields)?;
+    let field = |f: &str| {
+        if at.is_empty() {
+            f.to_string()
+        } else {
+            format!("{at}.{f}")
+        }
+    };
+    if let Some(mcp) = &parsed.mcp_id {
+        if mcp != key_mcp {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!("this API key belongs to {key_mcp} and cannot report for {mcp}"),
+            ));
+        }
+    }
+    let interaction_id = match (path_id, parsed.interaction_id) {
+        (Some(p), Some(b)) if p != b => {
+            return Err(ApiError::bad(BadReport::new(
+                field("interaction_id"),
+                format!("{b:?} differs from the id in the URL ({p:?})"),
+            )))
+        }
+        (Some(p), _) => p.to_string(),
+        (None, Some(b)) => b,
+        (None, None) if kind == EventKind::Start => new_interaction_id(now_ms()),
+        (None, None) => {
+            return Err(ApiError::bad(BadReport::new(
+                field("interaction_id"),
+                "required for this report",
+            )))
+        }
+    };
+    let event = InteractionEvent::new(
+        interaction_id.clone(),
+        key_mcp.to_string(),
+        kind,
+        now_ms(),
+        parsed.fields,
+    );
+    state.spool.append(vec![event.clone()]).await?;
+    observe(state, &event);
+    Ok(json_reply(
+        StatusCode::ACCEPTED,
+        &json!({"accepted": true, "interaction_id": interaction_id, "mcp_id": key_mcp}),
+    ))
+}
+
+/// Whole records, answered per record; the accepted ones are spooled together.
+pub async fn batch(
+    state: &IngestState,
+    key_mcp: &str,
+    body: &[u8],
+    ndjson: bool,
+) -> Result<Response, ApiError> {
+    let items: Vec<Result<Value, String>> = if ndjson {
+        utf8(body)?
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).map_err(|e| format!("not valid JSON: {e}")))
+            .collect()
+    } else {
+        match parse_json(body)? {
+            Value::Array(values) => values.into_iter().map(Ok).collect(),
+            _ => {
+                return Err(ApiError::bad(BadReport::new(
+                    "",
+                    "a JSON batch must be an array of interaction records",
+                )))
+            }
+        }
+    };
+    if items.is_empty() {
+        return Err(ApiError::bad(BadReport::new("", "the batch is empty")));
+    }
+    let received = now_ms();
+    let mut events = Vec::new();
+    let mut results = Vec::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        let outcome = item
+            .map_err(|problem| BadReport::new("", problem))
+            .and_then(|value| record(state, key_mcp, value, received));
+        match outcome {
+            Ok(event) => {
+                results.push(json!({"index": index, "accepted": true, "interaction_id": event.interaction_id}));
+                events.push(event);
+            }
+            Err(bad) => {
+                let mut r = json!({"index": index, "accepted": false, "error": bad.to_string()});
+                if !bad.field.is_empty() {
+                    r["field"] = json!(bad.field);
+                }
+                results.push(r);
+            }
+        }
+    }
+    let accepted = events.len();
+    if !events.is_empty() {
+        state.spool.append(events.clone()).await?;
+        for e in &events {
+            observe(state, e);
+        }
+    }
+    let rejected = results.len() - accepted;
+    if rejected > 0 {
+        state
+            .metrics
+            .rejected
+            .with_label_values(&["invalid_record"])
+            .inc_by(rejected as u64);
+    }
+    let status = if accepted == 0 {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    Ok(json_reply(
+        status,
+        &json!({"accepted": accepted, "rejected": rejected, "results": results}),
+    ))
+}
+
+/// One record of a batch.
+fn record(
+    state: &IngestState,
+    key_mcp: &str,
+    value: Value,
+    received: i64,
+) -> Result<InteractionEvent, BadReport> {
+    let mut parsed = parse_report(value, EventKind::Record, "")?;
+    protect(state, key_mcp, &mut parsed.fields).map_err(|e| BadReport::new("", e.message))?;
+    let id = parsed
+        .interaction_id
+        .ok_or_else(|| BadReport::new("interaction_id", "required in a batch record"))?;
+    match &parsed.mcp_id {
+        Some(m) if m != key_mcp => Err(BadReport::new(
+            "mcp_id",
+            format!("this API key belongs to {key_mcp} and cannot report for {m}"),
+        )),
+        _ => Ok(InteractionEvent::new(
+            id,
+            key_mcp.to_string(),
+            EventKind::Record,
+            received,
+            parsed.fields,
+        )),
+    }
+}
+
+/// `POST /v1/heartbeat`.
+pub fn heartbeat(state: &IngestState, key_mcp: &str) -> Response {
+    let at = now_ms();
+    state.heartbeat(key_mcp, at);
+    json_reply(
+        StatusCode::OK,
+        &json!({"mcp_id": key_mcp, "last_seen": format_ms(at)}),
+    )
+}
+
+/// Privacy rules: user IDs become pseudonyms, and the free-form fields of sensitive interactions
+/// are sealed.
+fn protect(state: &IngestState, mcp_id: &str, fields: &mut Fields) -> Result<(), ApiError> {
+    if let Some(user) = fields.user_id.take() {
+        fields.user_id = Some(state.privacy.pseudonym(&user));
+    }
+    let sensitive = fields.privacy_level.as_deref() == Some("sensitive")
+        || state.sensitive_mcps.contains(mcp_id);
+    if sensitive {
+        for value in [&mut fields.parameters, &mut fields.error_message]
+            .into_iter()
+            .flatten()
+        {
+            *value = state
+                .sealer
+                .seal(value)
+                .map_err(|e| ApiError::new(ErrorCode::EncryptionUnavailable, e.to_string()))?;
+        }
+    }
+    Ok(())
+}
+
+fn observe(state: &IngestState, event: &InteractionEvent) {
+    learn(&state.router, event);
+    state.saw(&event.mcp_id, event.received_ms);
+    state
+        .metrics
+        .received
+        .with_label_values(&[event.mcp_id.as_str(), event.kind.as_str()])
+        .inc();
+    if let Some(t) = event.fields.processing_time {
+        state
+            .metrics
+            .processing_time
+            .with_label_values(&[event.mcp_id.as_str()])
+            .observe(t);
+    }
+}
+
+/// Feeds the router what a report says about its MCP: starts count as in flight, ends as outcomes.
+fn learn(router: &Router, event: &InteractionEvent) {
+    let fields = &event.fields;
+    let now = router.now();
+    let request_type = fields.request_type.as_deref();
+    let success = match event.kind {
+        EventKind::Start => {
+            return router.started(&event.mcp_id, &event.interaction_id, request_type, now)
+        }
+        EventKind::Progress => return,
+        EventKind::Complete => fields.success.unwrap_or(true),
+        EventKind::Error => false,
+        EventKind::Record => fields.success.unwrap_or(fields.error_code.is_none()),
+    };
+    let outcome = Outcome {
+        success,
+        processing_time: fields.processing_time,
+    };
+    router.finished(
+        &event.mcp_id,
+        &event.interaction_id,
+        request_type,
+        outcome,
+        now,
+    );
+}

@@ -1,0 +1,224 @@
+//! An ingest server assembled from its flags: keys and tokens, privacy and sealing keys, the
+//! router's table source, the store, TLS. `mcp-coordinator ingest` and standalone mode both start
+//! from here, and so can tests.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::args::IngestArgs;
+use super::auth::{AuthFileError, KeyRing, ReaderTokens};
+use super::routes::RoutesError;
+use super::spool::SpoolConfig;
+use super::state::Limits;
+use super::tls::TlsError;
+use super::IngestConfig;
+use crate::privacy::seal::{SealError, Sealer};
+use crate::privacy::{PrivacyKeyError, Pseudonymizer, SensitiveMcps};
+use crate::routing::router::Router;
+use crate::store::clickhouse::{ClickHouseConfig, LazyClickHouseStore};
+use crate::store::retention::RetentionDays;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{InteractionStore, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AssembleError {
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tokens(#[from] AuthFileError),
+    #[error(transparent)]
+    Sealing(#[from] SealError),
+    #[error(transparent)]
+    Privacy(#[from] PrivacyKeyError),
+    #[error("{flag} needs Kubernetes access: set KUBECONFIG or run inside a cluster ({source})")]
+    Kubernetes {
+        flag: &'static str,
+        source: kube::Error,
+    },
+    #[error(transparent)]
+    Routes(#[from] RoutesError),
+    #[error("cannot open the embedded store {path}: {source}")]
+    Store { path: PathBuf, source: StoreError },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("--tls-cert and --tls-key go together: give both to serve HTTPS, or neither")]
+    TlsPair,
+}
+
+/// Which command the server runs in: the defaults differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `mcp-coordinator ingest`: listens on every interface; warns when nobody can report or read.
+    Ingest,
+    /// Standalone mode: listens on loopback; its registry supplies keys and tokens.
+    Standalone,
+}
+
+/// Everything an ingest server needs, built from its flags.
+pub struct IngestParts {
+    pub config: IngestConfig,
+    pub store: Arc<dyn InteractionStore>,
+    /// Which store, for the log.
+    pub store_name: String,
+    pub keys: Arc<KeyRing>,
+    pub readers: Arc<ReaderTokens>,
+    pub retention_days: Arc<RetentionDays>,
+}
+
+impl IngestParts {
+    /// Starts the retention loop over the store (every `--retention-interval-seconds`, at least a
+    /// minute).
+    pub fn start_retention(&self, args: &IngestArgs) {
+        tokio::spawn(crate::store::retention::run(
+            self.store.clone(),
+            self.retention_days.clone(),
+            args.retention_days,
+            Duration::from_secs(args.retention_interval_seconds.max(60)),
+        ));
+    }
+}
+
+/// Builds the parts from the flags; watches of Secrets and ConfigMaps start here.
+pub async fn assemble(args: &IngestArgs, mode: Mode) -> Result<IngestParts, AssembleError> {
+    std::fs::create_dir_all(&args.data_dir).map_err(|source| AssembleError::DataDir {
+        path: args.data_dir.clone(),
+        source,
+    })?;
+    let grace = Duration::from_secs(args.key_rotation_grace_seconds);
+    let keys = Arc::new(match &args.keys_file {
+        Some(path) => KeyRing::from_file(path, grace)?,
+        None => KeyRing::with_grace(grace),
+    });
+    let retention_days = Arc::new(RetentionDays::default());
+    let sensitive_mcps = Arc::new(SensitiveMcps::default());
+    let in_data_dir = |flag: &Option<PathBuf>, name: &str| {
+        flag.clone().unwrap_or_else(|| args.data_dir.join(name))
+    };
+    let sealer = Arc::new(Sealer::from_file(
+        &in_data_dir(&args.encryption_keys_file, "encryption-keys.yaml"),
+        args.encryption_keys_file.is_none(),
+    )?);
+    let privacy = Pseudonymizer::from_file(
+        &in_data_dir(&args.privacy_key_file, "privacy.key"),
+        args.privacy_key_file.is_none(),
+    )?;
+    let readers = match &args.reader_tokens_file {
+        Some(path) => ReaderTokens::from_file(path)?,
+        None => ReaderTokens::default(),
+    };
+    if let Some(path) = &args.admin_tokens_file {
+        readers.add_admins_from_file(path)?;
+    }
+    let readers = Arc::new(readers);
+    if args.keys_from_secrets {
+        let client = kube_client("--keys-from-secrets").await?;
+        let ns = args.namespace.clone();
+        tokio::spawn(super::secrets::watch(
+            client.clone(),
+            ns.clone(),
+            keys.clone(),
+            retention_days.clone(),
+            sensitive_mcps.clone(),
+        ));
+        tokio::spawn(super::secrets::watch_reader_tokens(
+            client,
+            ns,
+            readers.clone(),
+        ));
+    } else if mode == Mode::Ingest {
+        if keys.is_empty() {
+            tracing::warn!("no API keys configured (--keys-file, --keys-from-secrets): every report will be refused with 401");
+        }
+        if args.reader_tokens_file.is_none() {
+            tracing::warn!("no reader tokens configured (--reader-tokens-file, --keys-from-secrets): queries will be refused");
+        }
+    }
+    let router = Arc::new(Router::default());
+    if args.routes_from_configmaps {
+        let client = kube_client("--routes-from-configmaps").await?;
+        tokio::spawn(super::routes::watch_configmaps(
+            client,
+            args.namespace.clone(),
+            router.clone(),
+        ));
+    }
+    if let Some(path) = &args.routing_table_file {
+        super::routes::follow_file(path.clone(), router.clone()).await?;
+    }
+    let (store, store_name) = store(args)?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(super::tls::server_config(cert, key)?),
+        (None, None) => None,
+        _ => return Err(AssembleError::TlsPair),
+    };
+    let host = match mode {
+        Mode::Standalone => [127, 0, 0, 1],
+        Mode::Ingest => [0, 0, 0, 0],
+    };
+    let config = IngestConfig {
+        listen: args.listen.unwrap_or(SocketAddr::from((host, 8081))),
+        spool: SpoolConfig {
+            dir: super::default_spool_dir(&args.data_dir),
+            segment_bytes: args.spool_segment_bytes.max(4096),
+            max_bytes: args.spool_max_bytes,
+        },
+        limits: Limits {
+            single_bytes: args.max_body_bytes,
+            batch_bytes: args.max_batch_bytes,
+        },
+        batch_max: args.batch_max.max(1),
+        flush_interval: Duration::from_millis(args.flush_interval_ms),
+        drain_timeout: Duration::from_secs(args.drain_timeout_seconds),
+        privacy,
+        signing: args.require_signatures,
+        tls,
+        sealer,
+        sensitive_mcps,
+        router,
+        registrations: None,
+        extra_metrics: None,
+    };
+    Ok(IngestParts {
+        config,
+        store,
+        store_name,
+        keys,
+        readers,
+        retention_days,
+    })
+}
+
+async fn kube_client(flag: &'static str) -> Result<kube::Client, AssembleError> {
+    kube::Client::try_default()
+        .await
+        .map_err(|source| AssembleError::Kubernetes { flag, source })
+}
+
+/// ClickHouse with `--clickhouse-url` (connected on first use), else the embedded SQLite store.
+fn store(args: &IngestArgs) -> Result<(Arc<dyn InteractionStore>, String), AssembleError> {
+    match &args.clickhouse_url {
+        Some(url) => {
+            let config = ClickHouseConfig {
+                url: url.clone(),
+                database: args.clickhouse_database.clone(),
+                user: args.clickhouse_user.clone(),
+                password: args.clickhouse_password.clone(),
+            };
+            let name = format!("ClickHouse {url} database {}", config.database);
+            Ok((Arc::new(LazyClickHouseStore::new(config)), name))
+        }
+        None => {
+            let path = args.data_dir.join("interactions.db");
+            let store = SqliteStore::open(&path).map_err(|source| AssembleError::Store {
+                path: path.clone(),
+                source,
+            })?;
+            Ok((Arc::new(store), format!("SQLite {}", path.display())))
+        }
+    }
+}

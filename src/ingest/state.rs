@@ -1,0 +1,109 @@
+//! What every request of the ingest API shares: the spool, the store, the keys and tokens, the
+//! privacy rules, the router, and what has been heard from each MCP.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use serde_json::Value;
+
+use super::auth::{KeyRing, ReaderTokens};
+use super::metrics::IngestMetrics;
+use super::signing::Verifier;
+use super::spool::Spool;
+use crate::privacy::seal::Sealer;
+use crate::privacy::{Pseudonymizer, SensitiveMcps};
+use crate::routing::router::Router;
+use crate::store::InteractionStore;
+
+/// Request body limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub single_bytes: usize,
+    pub batch_bytes: usize,
+}
+
+/// What `GET /v1/registrations` answers, kept current by whoever owns the registrations
+/// (standalone mode); the ingest server adds when each MCP was last seen.
+pub type RegistrationsView = RwLock<Value>;
+
+pub struct IngestState {
+    pub privacy: Pseudonymizer,
+    pub sealer: Arc<Sealer>,
+    pub sensitive_mcps: Arc<SensitiveMcps>,
+    pub signing: Verifier,
+    pub spool: Spool,
+    pub store: Arc<dyn InteractionStore>,
+    pub keys: Arc<KeyRing>,
+    pub readers: Arc<ReaderTokens>,
+    pub metrics: Arc<IngestMetrics>,
+    pub limits: Limits,
+    pub router: Arc<Router>,
+    pub registrations: Option<Arc<RegistrationsView>>,
+    pub extra_metrics: Option<prometheus::Registry>,
+    pub ready: AtomicBool,
+    heartbeats: Mutex<HashMap<String, i64>>,
+    /// When each MCP last reported anything (a heartbeat or an interaction), epoch ms.
+    last_seen: Mutex<HashMap<String, i64>>,
+}
+
+impl IngestState {
+    pub fn new(
+        config: &super::IngestConfig,
+        spool: Spool,
+        store: Arc<dyn InteractionStore>,
+        keys: Arc<KeyRing>,
+        readers: Arc<ReaderTokens>,
+        metrics: Arc<IngestMetrics>,
+    ) -> Self {
+        Self {
+            privacy: config.privacy.clone(),
+            sealer: config.sealer.clone(),
+            sensitive_mcps: config.sensitive_mcps.clone(),
+            signing: Verifier::new(config.signing),
+            spool,
+            store,
+            keys,
+            readers,
+            metrics,
+            limits: config.limits,
+            router: config.router.clone(),
+            registrations: config.registrations.clone(),
+            extra_metrics: config.extra_metrics.clone(),
+            ready: AtomicBool::new(true),
+            heartbeats: Mutex::default(),
+            last_seen: Mutex::default(),
+        }
+    }
+
+    pub fn saw(&self, mcp_id: &str, at_ms: i64) {
+        self.last_seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(mcp_id.to_string(), at_ms);
+    }
+
+    pub fn heartbeat(&self, mcp_id: &str, at_ms: i64) {
+        self.heartbeats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(mcp_id.to_string(), at_ms);
+        self.saw(mcp_id, at_ms);
+    }
+
+    /// The last heartbeat of each MCP, epoch ms.
+    pub fn heartbeats(&self) -> HashMap<String, i64> {
+        self.heartbeats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// When each MCP was last heard from, epoch ms.
+    pub fn last_seen(&self) -> HashMap<String, i64> {
+        self.last_seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}

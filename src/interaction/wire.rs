@@ -1,0 +1,500 @@
+//! The wire format of reports: the seed's standard record (nested sections) and the flat fields of
+//! its data protocol (`request_info`, top-level `processing_time`, `success`, …), read into
+//! [`Fields`] by the field list. Every rejection names the field and the problem, because the
+//! people reading them are MCP authors debugging their reporting code.
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::event::EventKind;
+use super::fields::{Fields, FIELDS};
+use super::kinds::check_range;
+
+/// Why a report was refused: the field (a JSON path, empty for the body as a whole) and the problem.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}{problem}", if field.is_empty() { String::new() } else { format!("{field}: ") })]
+pub struct BadReport {
+    pub field: String,
+    pub problem: String,
+}
+
+impl BadReport {
+    pub fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// A section of the standard record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Section {
+    Top,
+    RequestData,
+    /// The free-form `request_data.parameters`, of which some keys are also fields.
+    Parameters,
+    ProcessingData,
+    ResourceUsage,
+    ResultData,
+    Metadata,
+}
+
+impl Section {
+    /// Where the section sits in the standard record, as a dotted path (empty for the top).
+    pub fn path(self) -> &'static str {
+        match self {
+            Section::Top => "",
+            Section::RequestData => "request_data",
+            Section::Parameters => "request_data.parameters",
+            Section::ProcessingData => "processing_data",
+            Section::ResourceUsage => "processing_data.resource_usage",
+            Section::ResultData => "result_data",
+            Section::Metadata => "metadata",
+        }
+    }
+
+    /// The dotted path of `key` in this section.
+    pub fn field_path(self, key: &str) -> String {
+        join(self.path(), key)
+    }
+
+    /// Sections a key of this one opens, besides its fields.
+    fn subsection(self, key: &str) -> Option<Section> {
+        match (self, key) {
+            (Section::Top, "request_data" | "request_info") => Some(Section::RequestData),
+            (Section::Top, "processing_data") => Some(Section::ProcessingData),
+            (Section::Top, "result_data") => Some(Section::ResultData),
+            (Section::Top, "metadata") => Some(Section::Metadata),
+            // The data protocol's flat form carries resource usage at the top.
+            (Section::Top | Section::ProcessingData, "resource_usage") => {
+                Some(Section::ResourceUsage)
+            }
+            _ => None,
+        }
+    }
+
+    fn has_field(self, key: &str) -> bool {
+        FIELDS.iter().any(|f| f.section == self && f.key == key)
+    }
+
+    /// Puts `value` at `key` of this section in `record`, creating the sections on the way; a key
+    /// already there (a free-form parameter of the same name) is kept.
+    pub(super) fn insert(self, record: &mut Value, key: &str, value: Value) {
+        let mut at = record;
+        for part in self.path().split('.').filter(|p| !p.is_empty()) {
+            let Some(object) = at.as_object_mut() else {
+                return;
+            };
+            at = object
+                .entry(part)
+                .or_insert_with(|| Value::Object(Map::new()));
+        }
+        if let Some(object) = at.as_object_mut() {
+            object.entry(key).or_insert(value);
+        }
+    }
+}
+
+/// Where a value was found in a report whose own path is `report` (e.g. `data` in the envelope).
+#[derive(Clone, Copy)]
+pub(super) struct At<'a> {
+    pub report: &'a str,
+    pub found_at: &'a str,
+}
+
+impl<'a> At<'a> {
+    pub fn new(report: &'a str, found_at: &'a str) -> Self {
+        Self { report, found_at }
+    }
+
+    /// The field's place in the standard record, which checks name.
+    pub fn field(&self, section: Section, key: &str) -> String {
+        join(self.report, &section.field_path(key))
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// A parsed report: which interaction and MCP it names (if it does) and the fields it sets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedReport {
+    pub interaction_id: Option<String>,
+    pub mcp_id: Option<String>,
+    pub fields: Fields,
+}
+
+/// What a report says besides its fields.
+#[derive(Default)]
+struct Identity {
+    interaction_id: Option<String>,
+    mcp_id: Option<String>,
+}
+
+/// Parses one report of `kind` from `value`; `path` prefixes field names in errors (e.g. `data`).
+pub fn parse_report(value: Value, kind: EventKind, path: &str) -> Result<ParsedReport, BadReport> {
+    let Value::Object(report) = value else {
+        return Err(BadReport::new(path, "must be a JSON object"));
+    };
+    let mut fields = Fields::default();
+    let mut identity = Identity::default();
+    read_top(&report, path, &mut fields, &mut identity)?;
+    let at = |f: &str| join(path, f);
+    match kind {
+        EventKind::Complete if fields.success.is_none() => {
+            fields.success = Some(fields.error_code.is_none())
+        }
+        EventKind::Error => {
+            if fields.error_code.is_none() {
+                return Err(BadReport::new(
+                    at("error_code"),
+                    "required for an error report (e.g. \"OCR_TIMEOUT\")",
+                ));
+            }
+            fields.success = Some(false);
+        }
+        _ => {}
+    }
+    if let Some(id) = &identity.interaction_id {
+        check_id(id, &at("interaction_id"))?;
+    }
+    if let Some(id) = &identity.mcp_id {
+        check_id(id, &at("mcp_id"))?;
+    }
+    Ok(ParsedReport {
+        interaction_id: identity.interaction_id,
+        mcp_id: identity.mcp_id,
+        fields,
+    })
+}
+
+/// The top level: identity, progress notes, sections, and the flat fields, which win over the
+/// same fields in their sections.
+fn read_top(
+    report: &Map<String, Value>,
+    path: &str,
+    fields: &mut Fields,
+    identity: &mut Identity,
+) -> Result<(), BadReport> {
+    let mut flat = Vec::new();
+    let mut flat_sections = Vec::new();
+    for (key, value) in report {
+        let found_at = join(path, key);
+        match key.as_str() {
+            "interaction_id" => identity.interaction_id = typed(value, &found_at)?,
+            "mcp_id" => identity.mcp_id = typed(value, &found_at)?,
+            // Progress reports may say how far along they are; accepted, not stored.
+            "progress" => {
+                if let Some(p) = typed::<Option<f64>>(value, &found_at)? {
+                    check_range(p, 0.0, 1.0, &found_at)?;
+                }
+            }
+            "message" => {
+                typed::<Option<&str>>(value, &found_at)?;
+            }
+            _ if fields.set(Section::Top, key, value, At::new(path, &found_at))? => {}
+            _ => match Section::Top.subsection(key) {
+                Some(Section::ResourceUsage) => flat_sections.push((value, found_at)),
+                Some(section) => read_section(section, value, At::new(path, &found_at), fields)?,
+                None if [Section::ProcessingData, Section::ResultData]
+                    .iter()
+                    .any(|s| s.has_field(key)) =>
+                {
+                    flat.push((key, value, found_at))
+                }
+                None => return Err(unknown(Section::Top, key, &found_at)),
+            },
+        }
+    }
+    for (value, found_at) in flat_sections {
+        read_section(
+            Section::ResourceUsage,
+            value,
+            At::new(path, &found_at),
+            fields,
+        )?;
+    }
+    for (key, value, found_at) in flat {
+        for section in [Section::ProcessingData, Section::ResultData] {
+            fields.set(section, key, value, At::new(path, &found_at))?;
+        }
+    }
+    Ok(())
+}
+
+/// One nested section (an object, or null for "not given").
+fn read_section(
+    section: Section,
+    value: &Value,
+    at: At<'_>,
+    fields: &mut Fields,
+) -> Result<(), BadReport> {
+    let Some(object) = typed::<Option<Map<String, Value>>>(value, at.found_at)? else {
+        return Ok(());
+    };
+    for (key, value) in &object {
+        let inner = join(at.found_at, key);
+        let inner_at = At {
+            found_at: &inner,
+            ..at
+        };
+        if fields.set(section, key, value, inner_at)? {
+            if section == Section::RequestData && key == "parameters" {
+                read_parameters(value, inner_at, fields)?;
+            }
+            continue;
+        }
+        match section.subsection(key) {
+            Some(sub) => read_section(sub, value, inner_at, fields)?,
+            None => return Err(unknown(section, key, &inner)),
+        }
+    }
+    Ok(())
+}
+
+/// The parameters are free-form; the keys that are also fields are read as such.
+fn read_parameters(value: &Value, at: At<'_>, fields: &mut Fields) -> Result<(), BadReport> {
+    if let Some(parameters) = value.as_object() {
+        for (key, value) in parameters {
+            let found_at = join(at.found_at, key);
+            let at = At {
+                found_at: &found_at,
+                ..at
+            };
+            fields.set(Section::Parameters, key, value, at)?;
+        }
+    }
+    Ok(())
+}
+
+fn typed<'a, T: Deserialize<'a>>(value: &'a Value, found_at: &str) -> Result<T, BadReport> {
+    T::deserialize(value).map_err(|e| BadReport::new(found_at, e.to_string()))
+}
+
+fn unknown(section: Section, key: &str, found_at: &str) -> BadReport {
+    let mut expected: Vec<&str> = FIELDS
+        .iter()
+        .filter(|f| f.section == section)
+        .map(|f| f.key)
+        .collect();
+    expected.extend(match section {
+        Section::Top => &[
+            "interaction_id",
+            "mcp_id",
+            "request_data",
+            "processing_data",
+            "result_data",
+            "metadata",
+            "resource_usage",
+            "progress",
+            "message",
+        ][..],
+        Section::ProcessingData => &["resource_usage"][..],
+        _ => &[][..],
+    });
+    let expected: Vec<String> = expected.iter().map(|k| format!("`{k}`")).collect();
+    BadReport::new(
+        found_at,
+        format!(
+            "unknown field `{key}`, expected one of {}",
+            expected.join(", ")
+        ),
+    )
+}
+
+/// IDs travel in URLs and file names: keep them to a safe alphabet.
+pub fn check_id(id: &str, field: &str) -> Result<(), BadReport> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(BadReport::new(
+            field,
+            format!("{id:?} must be 1–128 characters of letters, digits, '_', '-', '.', ':'"),
+        ))
+    }
+}
+
+/// A new interaction id in the seed's style: `int_YYYYMMDD_HHMMSS_xxxxxx`.
+pub fn new_interaction_id(now_ms: i64) -> String {
+    let stamp = jiff::Timestamp::from_millisecond(now_ms)
+        .map(|t| t.strftime("%Y%m%d_%H%M%S").to_string())
+        .unwrap_or_else(|_| "00000000_000000".into());
+    let mut bytes = [0u8; 3];
+    // Uniqueness also rests on the second; a failing OS RNG falls back to the clock's low bits.
+    if getrandom::fill(&mut bytes).is_err() {
+        bytes = [
+            (now_ms & 0xff) as u8,
+            ((now_ms >> 8) & 0xff) as u8,
+            ((now_ms >> 16) & 0xff) as u8,
+        ];
+    }
+    format!(
+        "int_{stamp}_{:02x}{:02x}{:02x}",
+        bytes[0], bytes[1], bytes[2]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Interaction;
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn seed_start_and_complete_reports_parse() {
+        let start = json!({"interaction_id": "int_1", "mcp_id": "ocr_workflow_mcp_001",
+            "request_info": {"user_id": "user_12345", "request_type": "ocr_processing", "input_size": 1024000}});
+        let parsed = parse_report(start, EventKind::Start, "data").unwrap();
+        assert_eq!(parsed.fields.user_id.as_deref(), Some("user_12345"));
+        assert_eq!(parsed.fields.input_size, Some(1_024_000));
+        let complete = json!({"interaction_id": "int_1", "processing_time": 5.333, "success": true,
+            "quality_score": 0.95, "resource_usage": {"cpu_usage": 45.2, "memory_usage": 512.5}});
+        let parsed = parse_report(complete, EventKind::Complete, "data").unwrap();
+        assert_eq!(parsed.fields.processing_time, Some(5.333));
+        assert_eq!(parsed.fields.cpu_usage, Some(45.2));
+    }
+
+    #[test]
+    fn wrong_types_and_unknown_fields_name_the_field() {
+        let err = parse_report(
+            json!({"result_data": {"quality_score": "high"}}),
+            EventKind::Record,
+            "",
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "result_data.quality_score");
+        assert!(err.problem.contains("invalid type"), "{err}");
+        let err = parse_report(
+            json!({"interaction_id": "a", "qualty": 1}),
+            EventKind::Start,
+            "data",
+        )
+        .unwrap_err();
+        assert!(err.problem.contains("unknown field `qualty`"), "{err}");
+        let err =
+            parse_report(json!({"quality_score": 1.5}), EventKind::Complete, "data").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "data.result_data.quality_score: 1.5 is outside 0–1"
+        );
+    }
+
+    #[test]
+    fn error_reports_need_a_code_and_fail_the_interaction() {
+        assert_eq!(
+            parse_report(json!({}), EventKind::Error, "")
+                .unwrap_err()
+                .field,
+            "error_code"
+        );
+        let parsed = parse_report(
+            json!({"error_code": 504, "error_message": "timeout"}),
+            EventKind::Error,
+            "",
+        )
+        .unwrap();
+        assert_eq!(
+            (parsed.fields.error_code.as_deref(), parsed.fields.success),
+            (Some("504"), Some(false))
+        );
+    }
+
+    /// A value of each kind that its check accepts.
+    fn sample(kind: &str) -> Value {
+        match kind {
+            "Text" | "Code" | "Label" => json!("x"),
+            "Count" => json!(7),
+            "Amount" => json!(1.5),
+            "Unit" => json!(0.5),
+            "Time" => json!("2025-06-15T19:45:00.123Z"),
+            "Flag" => json!(true),
+            "Object" => json!({"a": 1}),
+            "List" => json!(["a"]),
+            "Privacy" => json!("internal"),
+            other => panic!("no sample for kind {other}: add one"),
+        }
+    }
+
+    #[test]
+    fn every_field_is_read_from_its_place_in_the_standard_record() {
+        for spec in FIELDS {
+            let mut record = json!({});
+            let (section, key) = match spec.section {
+                // Parameters arrive inside request_data.parameters.
+                Section::Parameters => (Section::RequestData, "parameters"),
+                s => (s, spec.key),
+            };
+            let value = match spec.section {
+                Section::Parameters => json!({spec.key: sample(spec.kind)}),
+                _ => sample(spec.kind),
+            };
+            section.insert(&mut record, key, value);
+            let parsed = parse_report(record.clone(), EventKind::Progress, "")
+                .unwrap_or_else(|e| panic!("{}: {record} refused: {e}", spec.name));
+            let stored = serde_json::to_value(&parsed.fields).unwrap();
+            assert!(
+                !stored[spec.name].is_null(),
+                "{} was not read from {record}",
+                spec.name
+            );
+            let shown = Interaction {
+                interaction_id: "i".into(),
+                mcp_id: "m".into(),
+                fields: parsed.fields,
+                first_received_ms: 0,
+                last_received_ms: 0,
+            }
+            .to_json();
+            let mut at = &shown;
+            for part in spec.section.field_path(spec.key).split('.') {
+                at = &at[part];
+            }
+            assert!(
+                !at.is_null(),
+                "{} is not shown at its place: {shown}",
+                spec.name
+            );
+        }
+    }
+
+    #[test]
+    fn flat_fields_win_over_their_sections_and_checks_name_the_standard_place() {
+        let parsed = parse_report(
+            json!({"processing_time": 2.0, "processing_data": {"processing_time": 1.0},
+                   "resource_usage": {"cpu_usage": 3.0}}),
+            EventKind::Record,
+            "",
+        )
+        .unwrap();
+        assert_eq!(parsed.fields.processing_time, Some(2.0));
+        assert_eq!(parsed.fields.cpu_usage, Some(3.0));
+        let err = parse_report(json!({"cpu_usage": 1}), EventKind::Record, "").unwrap_err();
+        assert!(err.problem.contains("unknown field `cpu_usage`"), "{err}");
+        let err = parse_report(
+            json!({"resource_usage": {"gpu_usage": -1.0}}),
+            EventKind::Record,
+            "",
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "processing_data.resource_usage.gpu_usage");
+    }
+
+    #[test]
+    fn ids_are_checked_and_generated_in_the_seed_style() {
+        assert!(parse_report(json!({"interaction_id": "../etc"}), EventKind::Start, "").is_err());
+        let id = new_interaction_id(1_750_016_700_000);
+        assert!(id.starts_with("int_20250615_"), "{id}");
+        assert_eq!(id.len(), "int_20250615_194500_abc123".len());
+    }
+}

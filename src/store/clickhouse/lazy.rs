@@ -1,0 +1,70 @@
+//! Connecting on first use, so the ingest server starts (and spools) while ClickHouse is down.
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+
+use super::super::metrics::{McpMetrics, TimeRange};
+use super::super::{AuditEntry, HistoryQuery, InteractionStore, StoreError};
+use super::{ClickHouseConfig, ClickHouseStore};
+use crate::interaction::{Interaction, InteractionEvent};
+
+/// A ClickHouse store that connects on first use and again after failures, so the ingest server
+/// starts (and spools) while ClickHouse is still down.
+pub struct LazyClickHouseStore {
+    config: ClickHouseConfig,
+    store: tokio::sync::OnceCell<ClickHouseStore>,
+}
+
+impl LazyClickHouseStore {
+    pub fn new(config: ClickHouseConfig) -> Self {
+        Self {
+            config,
+            store: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    async fn get(&self) -> Result<&ClickHouseStore, StoreError> {
+        self.store
+            .get_or_try_init(|| ClickHouseStore::connect(&self.config))
+            .await
+    }
+}
+
+impl InteractionStore for LazyClickHouseStore {
+    fn record_access<'a>(&'a self, e: &'a AuditEntry) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move { self.get().await?.record_access(e).await }.boxed()
+    }
+
+    fn audit_log(&self, limit: usize) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>> {
+        async move { self.get().await?.audit_log(limit).await }.boxed()
+    }
+
+    fn expire<'a>(
+        &'a self,
+        e: &'a super::super::retention::Expiry,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move { self.get().await?.expire(e).await }.boxed()
+    }
+
+    fn insert<'a>(
+        &'a self,
+        events: &'a [InteractionEvent],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move { self.get().await?.insert(events).await }.boxed()
+    }
+
+    fn history<'a>(
+        &'a self,
+        q: &'a HistoryQuery,
+    ) -> BoxFuture<'a, Result<Vec<Interaction>, StoreError>> {
+        async move { self.get().await?.history(q).await }.boxed()
+    }
+
+    fn metrics<'a>(
+        &'a self,
+        mcp_id: Option<&'a str>,
+        range: TimeRange,
+    ) -> BoxFuture<'a, Result<Vec<McpMetrics>, StoreError>> {
+        async move { self.get().await?.metrics(mcp_id, range).await }.boxed()
+    }
+}

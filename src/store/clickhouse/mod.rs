@@ -1,0 +1,295 @@
+//! ClickHouse, through the official `clickhouse` crate over HTTP.
+//!
+//! Every event is a row of `interaction_events` (a ReplacingMergeTree keyed by event id, so
+//! replayed events collapse on merge); queries merge the events of each interaction with
+//! `argMaxIf(column, received_ms, isNotNull(column))` — the latest report that set a column wins —
+//! so duplicates never change an answer, merged or not. The SQL runs on Debian's ClickHouse 18.16
+//! (no DateTime64, no server-side parameters: values are bound client-side and escaped by the
+//! crate, rows travel as plain RowBinary) and on current releases, where the schema uses
+//! LowCardinality for the low-cardinality columns.
+
+mod lazy;
+mod rows;
+mod sql;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+
+use super::metrics::{self, McpMetrics, TimeRange};
+use super::{AuditEntry, HistoryQuery, InteractionStore, StoreError};
+use crate::interaction::{Interaction, InteractionEvent};
+pub use lazy::LazyClickHouseStore;
+use rows::{days_since_epoch, AuditRow, EventRow, MergedRow, MetricsRow};
+pub use sql::{create_audit_table_sql, create_table_sql, merged_sql, metrics_sql, TIME};
+use sql::{AUDIT_TABLE, TABLE};
+
+/// Connection settings (`--clickhouse-*` flags).
+#[derive(Debug, Clone)]
+pub struct ClickHouseConfig {
+    pub url: String,
+    pub database: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+}
+
+pub struct ClickHouseStore {
+    client: clickhouse::Client,
+    database: String,
+    /// `major.minor` of the server, as detected at start.
+    pub server_version: (u32, u32),
+}
+
+fn classify(e: clickhouse::error::Error) -> StoreError {
+    let text = e.to_string();
+    // Server-side parse and type errors will not go away on retry.
+    let rejected = [
+        "Code: 26,",
+        "Code: 27,",
+        "Code: 53,",
+        "Code: 70,",
+        "Code: 117,",
+    ]
+    .iter()
+    .any(|c| text.contains(c));
+    if rejected {
+        StoreError::Rejected(text)
+    } else {
+        StoreError::Unavailable(format!("ClickHouse: {text}"))
+    }
+}
+
+fn valid_identifier(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !name.as_bytes()[0].is_ascii_digit()
+}
+
+impl ClickHouseStore {
+    /// Connects, detects the server version, and creates (or migrates) the schema.
+    pub async fn connect(config: &ClickHouseConfig) -> Result<Self, StoreError> {
+        if !valid_identifier(&config.database) {
+            return Err(StoreError::Rejected(format!(
+                "ClickHouse database name {:?} must be letters, digits and '_' (not starting with a digit)",
+                config.database
+            )));
+        }
+        let mut client = clickhouse::Client::default()
+            .with_url(&config.url)
+            .with_validation(false);
+        if let Some(user) = &config.user {
+            client = client.with_user(user);
+        }
+        if let Some(password) = &config.password {
+            client = client.with_password(password);
+        }
+        let version: String = client
+            .query("SELECT version()")
+            .fetch_one()
+            .await
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot reach ClickHouse at {}: {e}", config.url))
+            })?;
+        let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        let server_version = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        client
+            .query(&format!(
+                "CREATE DATABASE IF NOT EXISTS {}",
+                config.database
+            ))
+            .execute()
+            .await
+            .map_err(classify)?;
+        client
+            .query(&create_table_sql(&config.database, server_version))
+            .execute()
+            .await
+            .map_err(classify)?;
+        client
+            .query(&create_audit_table_sql(&config.database))
+            .execute()
+            .await
+            .map_err(classify)?;
+        tracing::info!(url = %config.url, database = %config.database, version = %version, "ClickHouse store ready");
+        Ok(Self {
+            client: client.with_database(&config.database),
+            database: config.database.clone(),
+            server_version,
+        })
+    }
+
+    /// `sql` with its `?` placeholders bound (client-side, escaped by the crate: 18.16 has no
+    /// server-side parameters).
+    fn query(&self, sql: &str, binds: Vec<Bind>) -> clickhouse::query::Query {
+        binds
+            .into_iter()
+            .fold(self.client.query(sql), |q, b| match b {
+                Bind::Text(t) => q.bind(t),
+                Bind::Int(i) => q.bind(i),
+            })
+    }
+
+    async fn merged(
+        &self,
+        filter: &str,
+        outer: &str,
+        binds: Vec<Bind>,
+    ) -> Result<Vec<Interaction>, StoreError> {
+        let sql = format!(
+            "SELECT * FROM ({}) {outer}",
+            merged_sql(&self.database, filter)
+        );
+        let rows: Vec<MergedRow> = self
+            .query(&sql, binds)
+            .fetch_all()
+            .await
+            .map_err(classify)?;
+        Ok(rows.into_iter().map(Interaction::from).collect())
+    }
+}
+
+enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+impl InteractionStore for ClickHouseStore {
+    fn record_access<'a>(&'a self, e: &'a AuditEntry) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move {
+            let mut insert = self
+                .client
+                .insert::<AuditRow>(AUDIT_TABLE)
+                .await
+                .map_err(classify)?;
+            let row = AuditRow {
+                at_ms: e.at_ms,
+                at_date: days_since_epoch(e.at_ms),
+                who: e.who.clone(),
+                role: e.role.clone(),
+                mcp_id: e.mcp_id.clone(),
+                query: e.query.clone(),
+                since_ms: e.since_ms,
+                until_ms: e.until_ms,
+                rows: e.rows,
+            };
+            insert.write(&row).await.map_err(classify)?;
+            insert.end().await.map_err(classify)
+        }
+        .boxed()
+    }
+
+    fn expire<'a>(
+        &'a self,
+        e: &'a super::retention::Expiry,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move {
+            // A mutation (ALTER … DELETE, on every supported version) removes the expired events;
+            // the server applies it in the background.
+            let (filter, binds) = match &e.mcp_id {
+                Some(id) => ("mcp_id = ?".to_string(), vec![Bind::Text(id.clone())]),
+                None if e.except.is_empty() => ("1".to_string(), vec![]),
+                None => (
+                    format!("mcp_id NOT IN ({})", vec!["?"; e.except.len()].join(", ")),
+                    e.except.iter().cloned().map(Bind::Text).collect(),
+                ),
+            };
+            let sql = format!(
+                "ALTER TABLE {}.{TABLE} DELETE WHERE received_ms < {} AND {filter}",
+                self.database, e.cutoff_ms
+            );
+            self.query(&sql, binds).execute().await.map_err(classify)
+        }
+        .boxed()
+    }
+
+    fn audit_log(&self, limit: usize) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>> {
+        async move {
+            let sql = format!(
+                "SELECT at_ms, at_date, who, role, mcp_id, query, since_ms, until_ms, rows FROM {}.{AUDIT_TABLE} ORDER BY at_ms DESC LIMIT {limit}",
+                self.database
+            );
+            let rows: Vec<AuditRow> = self.client.query(&sql).fetch_all().await.map_err(classify)?;
+            Ok(rows
+                .into_iter()
+                .map(|r| AuditEntry {
+                    at_ms: r.at_ms,
+                    who: r.who,
+                    role: r.role,
+                    mcp_id: r.mcp_id,
+                    query: r.query,
+                    since_ms: r.since_ms,
+                    until_ms: r.until_ms,
+                    rows: r.rows,
+                })
+                .collect())
+        }
+        .boxed()
+    }
+
+    fn insert<'a>(
+        &'a self,
+        events: &'a [InteractionEvent],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move {
+            let mut insert = self
+                .client
+                .insert::<EventRow>(TABLE)
+                .await
+                .map_err(classify)?;
+            for e in events {
+                insert.write(&EventRow::of(e)).await.map_err(classify)?;
+            }
+            insert.end().await.map_err(classify)
+        }
+        .boxed()
+    }
+
+    fn history<'a>(
+        &'a self,
+        q: &'a HistoryQuery,
+    ) -> BoxFuture<'a, Result<Vec<Interaction>, StoreError>> {
+        async move {
+            let outer = format!("WHERE {TIME} >= ? AND {TIME} < ? ORDER BY {TIME} DESC, interaction_id DESC LIMIT {}", q.limit);
+            self.merged(
+                "mcp_id = ?",
+                &outer,
+                vec![
+                    Bind::Text(q.mcp_id.clone()),
+                    Bind::Int(q.since_ms.unwrap_or(i64::MIN)),
+                    Bind::Int(q.until_ms.unwrap_or(i64::MAX)),
+                ],
+            )
+            .await
+        }
+        .boxed()
+    }
+
+    fn metrics<'a>(
+        &'a self,
+        mcp_id: Option<&'a str>,
+        range: TimeRange,
+    ) -> BoxFuture<'a, Result<Vec<McpMetrics>, StoreError>> {
+        async move {
+            let (filter, mut binds) = match mcp_id {
+                Some(id) => ("mcp_id = ?", vec![Bind::Text(id.to_string())]),
+                None => ("1", vec![]),
+            };
+            binds.push(Bind::Int(range.since_ms));
+            binds.push(Bind::Int(range.until_ms));
+            let rows: Vec<MetricsRow> = self
+                .query(&metrics_sql(&self.database, filter), binds)
+                .fetch_all()
+                .await
+                .map_err(classify)?;
+            let mut out: Vec<McpMetrics> =
+                rows.into_iter().map(|r| r.into_metrics(range)).collect();
+            if let Some(id) = mcp_id {
+                if out.is_empty() {
+                    out.push(metrics::compute(id, &[], range));
+                }
+            }
+            Ok(out)
+        }
+        .boxed()
+    }
+}

@@ -1,0 +1,128 @@
+//! The rows that travel between the store and ClickHouse (plain RowBinary: the column lists here
+//! and in `sql` are in the same order). The interaction's columns come from the field list.
+
+use serde::{Deserialize, Serialize};
+
+use super::super::metrics::{McpMetrics, TimeRange};
+use crate::interaction::{Fields, Interaction, InteractionEvent};
+
+macro_rules! define_rows {
+    ($($name:ident: $ty:ty = $kind:ident @ $section:ident $key:literal | $low:literal;)*) => {
+        /// One event, as `interaction_events` stores it.
+        #[derive(Debug, clickhouse::Row, Serialize)]
+        pub(super) struct EventRow {
+            event_id: String,
+            mcp_id: String,
+            interaction_id: String,
+            kind: String,
+            received_ms: i64,
+            /// Days since the epoch (ClickHouse `Date`), the partition key.
+            event_date: u16,
+            $($name: Option<$ty>,)*
+        }
+
+        impl EventRow {
+            pub(super) fn of(e: &InteractionEvent) -> Self {
+                let f = e.fields.clone();
+                EventRow {
+                    event_id: e.event_id.clone(),
+                    mcp_id: e.mcp_id.clone(),
+                    interaction_id: e.interaction_id.clone(),
+                    kind: e.kind.as_str().to_string(),
+                    received_ms: e.received_ms,
+                    event_date: days_since_epoch(e.received_ms),
+                    $($name: f.$name,)*
+                }
+            }
+        }
+
+        /// One interaction, its events merged by `merged_sql`.
+        #[derive(Debug, clickhouse::Row, Deserialize)]
+        pub(super) struct MergedRow {
+            mcp_id: String,
+            interaction_id: String,
+            first_received_ms: i64,
+            last_received_ms: i64,
+            $($name: Option<$ty>,)*
+        }
+
+        impl From<MergedRow> for Interaction {
+            fn from(r: MergedRow) -> Self {
+                Interaction {
+                    interaction_id: r.interaction_id,
+                    mcp_id: r.mcp_id,
+                    first_received_ms: r.first_received_ms,
+                    last_received_ms: r.last_received_ms,
+                    fields: Fields { $($name: r.$name,)* },
+                }
+            }
+        }
+    };
+}
+crate::interaction::interaction_fields!(define_rows);
+
+/// ClickHouse `Date`: days since the epoch.
+pub(super) fn days_since_epoch(ms: i64) -> u16 {
+    ms.div_euclid(86_400_000).clamp(0, i64::from(u16::MAX)) as u16
+}
+
+#[derive(Debug, clickhouse::Row, Serialize, Deserialize)]
+pub(super) struct AuditRow {
+    pub(super) at_ms: i64,
+    pub(super) at_date: u16,
+    pub(super) who: String,
+    pub(super) role: String,
+    pub(super) mcp_id: String,
+    pub(super) query: String,
+    pub(super) since_ms: Option<i64>,
+    pub(super) until_ms: Option<i64>,
+    pub(super) rows: u64,
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+pub(super) struct MetricsRow {
+    mcp_id: String,
+    count: u64,
+    completed: u64,
+    failed: u64,
+    p50: Option<f64>,
+    p95: Option<f64>,
+    p99: Option<f64>,
+    error_codes: Vec<String>,
+    mean_quality_score: f64,
+    mean_confidence: f64,
+    mean_cpu_usage: f64,
+    mean_memory_usage: f64,
+    mean_gpu_usage: f64,
+}
+
+impl MetricsRow {
+    pub(super) fn into_metrics(self, range: TimeRange) -> McpMetrics {
+        // avg over no rows is NaN in ClickHouse; the API says null.
+        let finite = |v: f64| v.is_finite().then_some(v);
+        let mut errors_by_code = std::collections::BTreeMap::new();
+        for code in self.error_codes {
+            *errors_by_code.entry(code).or_insert(0) += 1;
+        }
+        let finished = self.completed + self.failed;
+        McpMetrics {
+            mcp_id: self.mcp_id,
+            count: self.count,
+            completed: self.completed,
+            failed: self.failed,
+            in_progress: self.count - finished,
+            success_rate: (finished > 0).then(|| self.completed as f64 / finished as f64),
+            error_rate: (finished > 0).then(|| self.failed as f64 / finished as f64),
+            errors_by_code,
+            p50_processing_time: self.p50,
+            p95_processing_time: self.p95,
+            p99_processing_time: self.p99,
+            interactions_per_minute: self.count as f64 / range.minutes(),
+            mean_quality_score: finite(self.mean_quality_score),
+            mean_confidence: finite(self.mean_confidence),
+            mean_cpu_usage: finite(self.mean_cpu_usage),
+            mean_memory_usage: finite(self.mean_memory_usage),
+            mean_gpu_usage: finite(self.mean_gpu_usage),
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! The SQL of the ClickHouse store: the tables, and the SELECTs that merge an interaction's events
+//! and aggregate metrics on the server. It runs on 18.16 and on current servers.
+
+use crate::interaction::FIELDS;
+
+pub(super) const TABLE: &str = "interaction_events";
+pub(super) const AUDIT_TABLE: &str = "audit_log";
+
+/// The DDL of the events table for a server of `version`.
+pub fn create_table_sql(database: &str, version: (u32, u32)) -> String {
+    let modern = version.0 >= 20;
+    let low = |ty: &str, low_cardinality: bool| {
+        if modern && low_cardinality {
+            format!("LowCardinality({ty})")
+        } else {
+            ty.to_string()
+        }
+    };
+    let mut columns = vec![
+        "event_id String".to_string(),
+        format!("mcp_id {}", low("String", true)),
+        "interaction_id String".to_string(),
+        format!("kind {}", low("String", true)),
+        "received_ms Int64".to_string(),
+        "event_date Date".to_string(),
+    ];
+    for field in FIELDS {
+        let (name, ty) = (field.name, field.column_type);
+        let ty = if modern && field.low_cardinality {
+            format!("LowCardinality(Nullable({ty}))")
+        } else {
+            format!("Nullable({ty})")
+        };
+        columns.push(format!("{name} {ty}"));
+    }
+    format!(
+        "CREATE TABLE IF NOT EXISTS {database}.{TABLE} ({}) ENGINE = ReplacingMergeTree PARTITION BY toYYYYMM(event_date) ORDER BY (mcp_id, interaction_id, event_id)",
+        columns.join(", ")
+    )
+}
+
+/// The DDL of the audit log (the same on every version).
+pub fn create_audit_table_sql(database: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {database}.{AUDIT_TABLE} (at_ms Int64, at_date Date, who String, role String, mcp_id String, query String, since_ms Nullable(Int64), until_ms Nullable(Int64), rows UInt64) ENGINE = MergeTree PARTITION BY toYYYYMM(at_date) ORDER BY at_ms"
+    )
+}
+
+/// The SELECT that merges events into interactions, for events matching `filter`.
+pub fn merged_sql(database: &str, filter: &str) -> String {
+    let mut columns = vec![
+        "mcp_id".to_string(),
+        "interaction_id".to_string(),
+        "min(received_ms) AS first_received_ms".to_string(),
+        "max(received_ms) AS last_received_ms".to_string(),
+    ];
+    for field in FIELDS {
+        let name = field.name;
+        columns.push(format!(
+            "argMaxIf({name}, received_ms, isNotNull({name})) AS {name}"
+        ));
+    }
+    format!(
+        "SELECT {} FROM {database}.{TABLE} WHERE {filter} GROUP BY mcp_id, interaction_id",
+        columns.join(", ")
+    )
+}
+
+/// The time an interaction is filed under, over merged rows (see `store::interaction_time_ms`).
+pub const TIME: &str = "coalesce(timestamp_ms, start_time_ms, first_received_ms)";
+
+/// Per-MCP aggregates over merged interactions, computed by the server so that only one row per
+/// MCP travels. Percentiles are nearest-rank over the sorted processing times, as in
+/// [`metrics::percentile`]; status follows [`Interaction::status`].
+pub fn metrics_sql(database: &str, filter: &str) -> String {
+    let failed = "(ifNull(success, 2) = 0 OR isNotNull(error_code))";
+    let completed = "(ifNull(success, 2) = 1 AND isNull(error_code))";
+    let pct = |p: &str| {
+        format!("if(length(times) = 0, NULL, arrayElement(times, toUInt64(greatest(1, ceil({p} * length(times))))))")
+    };
+    let mean = |c: &str| format!("avgIf(assumeNotNull({c}), isNotNull({c})) AS mean_{c}");
+    format!(
+        "SELECT mcp_id, count, completed, failed, {p50} AS p50, {p95} AS p95, {p99} AS p99, error_codes, \
+         mean_quality_score, mean_confidence, mean_cpu_usage, mean_memory_usage, mean_gpu_usage FROM (\
+         SELECT mcp_id, count() AS count, countIf({completed}) AS completed, countIf({failed}) AS failed, \
+         arraySort(groupArrayIf(assumeNotNull(processing_time), isNotNull(processing_time))) AS times, \
+         groupArrayIf(ifNull(error_code, 'unknown'), {failed}) AS error_codes, \
+         {q}, {c}, {cpu}, {mem}, {gpu} \
+         FROM ({merged}) WHERE {TIME} >= ? AND {TIME} < ? GROUP BY mcp_id) ORDER BY mcp_id",
+        p50 = pct("0.5"),
+        p95 = pct("0.95"),
+        p99 = pct("0.99"),
+        q = mean("quality_score"),
+        c = mean("confidence"),
+        cpu = mean("cpu_usage"),
+        mem = mean("memory_usage"),
+        gpu = mean("gpu_usage"),
+        merged = merged_sql(database, filter),
+    )
+}
