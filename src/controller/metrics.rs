@@ -1,7 +1,11 @@
 //! Prometheus metrics of the controller. Names follow Prometheus conventions (`_total` counters,
 //! base units in seconds).
 
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
+
+use kube::runtime::reflector::ObjectRef;
 
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -9,7 +13,7 @@ use prometheus::{
 };
 
 use super::health::ProbeOutcome;
-use crate::crd::Phase;
+use crate::crd::{MCPRegistration, MCPRegistrationStatus, Phase};
 
 pub struct Metrics {
     pub registry: Registry,
@@ -22,6 +26,8 @@ pub struct Metrics {
     pub effective_weight: IntGaugeVec,
     pub routing_refreshes: IntCounterVec,
     pub leader: IntGauge,
+    /// Each registration's phase, counted into `registrations`.
+    phases: Mutex<HashMap<ObjectRef<MCPRegistration>, Phase>>,
 }
 
 impl Metrics {
@@ -115,7 +121,53 @@ impl Metrics {
             effective_weight,
             routing_refreshes,
             leader,
+            phases: Mutex::default(),
         })
+    }
+
+    /// A registration's phase, and its MCP's `mcp_up` and effective weight.
+    pub fn record_registration(
+        &self,
+        key: ObjectRef<MCPRegistration>,
+        mcp_id: Option<&str>,
+        status: &MCPRegistrationStatus,
+    ) {
+        self.set_phase(key, Some(status.phase));
+        if let Some(id) = mcp_id {
+            self.mcp_up
+                .with_label_values(&[id])
+                .set(i64::from(status.phase == Phase::Ready));
+            let weight = status.routing.as_ref().map_or(0, |r| r.effective_weight);
+            self.effective_weight
+                .with_label_values(&[id])
+                .set(i64::from(weight));
+        }
+    }
+
+    /// Drops a registration that is gone, and its MCP's series.
+    pub fn forget_registration(&self, key: &ObjectRef<MCPRegistration>, mcp_id: Option<&str>) {
+        self.set_phase(key.clone(), None);
+        if let Some(id) = mcp_id {
+            let _ = self.mcp_up.remove_label_values(&[id]);
+            let _ = self.effective_weight.remove_label_values(&[id]);
+        }
+    }
+
+    fn set_phase(&self, key: ObjectRef<MCPRegistration>, phase: Option<Phase>) {
+        let mut phases = self.phases.lock().unwrap_or_else(PoisonError::into_inner);
+        match phase {
+            Some(p) => phases.insert(key, p),
+            None => phases.remove(&key),
+        };
+        let mut counts: HashMap<Phase, i64> = Phase::ALL.iter().map(|p| (*p, 0)).collect();
+        for p in phases.values() {
+            *counts.entry(*p).or_default() += 1;
+        }
+        for (phase, n) in counts {
+            self.registrations
+                .with_label_values(&[phase.as_str()])
+                .set(n);
+        }
     }
 
     pub fn observe_probe(&self, kind: &str, outcome: &ProbeOutcome, latency: Duration) {

@@ -12,6 +12,7 @@ pub mod ops;
 pub mod probe;
 pub mod prober;
 mod reconcile;
+pub mod register;
 pub mod routing;
 pub mod status;
 
@@ -31,7 +32,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
-use crate::crd::{MCPRegistration, Phase, CREDENTIALS_LABEL};
+use crate::crd::{MCPRegistration, CREDENTIALS_LABEL};
 pub use error::{Error, Result};
 use ids::IdLedger;
 use metrics::Metrics;
@@ -81,29 +82,10 @@ pub struct Context {
     pub performance: routing::PerformanceBoard,
     /// Nudges the routing-table writer after a status change.
     pub table_changed: tokio::sync::Notify,
-    phases: Mutex<HashMap<ObjectRef<MCPRegistration>, Phase>>,
     failures: Mutex<HashMap<ObjectRef<MCPRegistration>, u32>>,
 }
 
 impl Context {
-    fn set_phase(&self, key: ObjectRef<MCPRegistration>, phase: Option<Phase>) {
-        let mut phases = self.phases.lock().unwrap_or_else(PoisonError::into_inner);
-        match phase {
-            Some(p) => phases.insert(key, p),
-            None => phases.remove(&key),
-        };
-        let mut counts: HashMap<Phase, i64> = Phase::ALL.iter().map(|p| (*p, 0)).collect();
-        for p in phases.values() {
-            *counts.entry(*p).or_default() += 1;
-        }
-        for (phase, n) in counts {
-            self.metrics
-                .registrations
-                .with_label_values(&[phase.as_str()])
-                .set(n);
-        }
-    }
-
     /// Exponential backoff per object for transient errors: 1 s, 2 s, 4 s … capped at 5 minutes.
     fn backoff(&self, key: &ObjectRef<MCPRegistration>) -> Duration {
         let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
@@ -189,7 +171,6 @@ pub async fn run(
         metrics,
         performance: routing::PerformanceBoard::default(),
         table_changed: tokio::sync::Notify::new(),
-        phases: Mutex::default(),
         failures: Mutex::default(),
         settings: settings.clone(),
     });

@@ -1,10 +1,10 @@
-//! One reconcile: the I/O around the pure decisions in `status`, `ids`, `keys` and `health`.
+//! One reconcile in a cluster: the finalizer, the registration step (`register`) over Kubernetes
+//! ports, and cleanup on deletion.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
@@ -13,13 +13,12 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use super::error::{Error, Result};
-use super::ids::id_prefix;
 use super::keys::{self, KeyAction};
 use super::probe::ProbeTarget;
-use super::status::{self, Compatibility, Observation};
+use super::register::{register, Ports, Step};
 use super::{Context, MANAGER};
-use crate::crd::validate::validate_spec;
 use crate::crd::{MCPRegistration, MCPRegistrationStatus, Phase, FINALIZER};
+use crate::routing::weights::Observed;
 
 pub(super) async fn reconcile(reg: Arc<MCPRegistration>, ctx: Arc<Context>) -> Result<Action> {
     ctx.metrics.reconciles.inc();
@@ -53,126 +52,90 @@ async fn reconcile_one(
         return Ok(Action::await_change());
     }
 
-    let previous = reg.status.as_ref();
-    let generation = reg.meta().generation;
-    let problems = validate_spec(&reg.spec);
-    if !problems.is_empty() {
-        ctx.prober.remove(key);
-        let obs = Observation {
-            generation,
-            mcp_id: previous.and_then(|s| s.mcp_id.as_deref()),
-            key_secret: None,
-            problems: &problems,
-            compatibility: Compatibility::NoConstraint,
-            health: None,
-            observed: None,
-        };
-        settle(ctx, &api, reg, key, &obs).await?;
+    let mut ports = KubePorts {
+        ctx,
+        uid: &uid,
+        namespace: &namespace,
+        api: &api,
+    };
+    let step = Step {
+        prober: &ctx.prober,
+        reporting: &ctx.settings.reporting,
+        metrics: &ctx.metrics,
+    };
+    let done = register(reg, &step, &mut ports).await?;
+    if done.invalid {
         // Nothing will change until the user edits the spec: no retries.
         return Ok(Action::await_change());
     }
-
-    let prefix = id_prefix(&reg.name_any(), &reg.spec.mcp_type);
-    let mcp_id = ctx
-        .ids
-        .id_for(&uid, &prefix, previous.and_then(|s| s.mcp_id.as_deref()))
-        .await?;
-    let secret_name = ensure_key(ctx, reg, &namespace, &mcp_id).await?;
-
-    let compatibility = status::check_compatibility(&reg.spec, crate::COORDINATOR_VERSION);
-    let mut requeue = ctx.settings.resync;
-    let health = if matches!(compatibility, Compatibility::OutOfRange { .. }) {
-        ctx.prober.remove(key);
-        None
-    } else {
-        let target = probe_target(ctx, reg, &namespace).await?;
-        if target.setup_error.is_some() {
-            // Re-read the headers Secret at the probe interval; it may be created later.
-            requeue = requeue.min(target.interval);
-        }
-        ctx.prober
-            .ensure(key.clone(), target, reg.spec.health_check.clone());
-        ctx.prober.snapshot(key)
-    };
-
-    let observed = ctx.performance.get(&mcp_id);
-    let obs = Observation {
-        generation,
-        mcp_id: Some(&mcp_id),
-        key_secret: Some(&secret_name),
-        problems: &[],
-        compatibility,
-        health: health.as_ref(),
-        observed: observed.as_ref(),
-    };
-    settle(ctx, &api, reg, key, &obs).await?;
+    // Re-read a missing headers Secret at the probe interval; it may be created later.
+    let requeue = done
+        .recheck_after
+        .map_or(ctx.settings.resync, |r| r.min(ctx.settings.resync));
     Ok(Action::requeue(requeue))
 }
 
-/// Turns an observation into status: Events for transitions, a write when it changed, metrics.
-async fn settle(
-    ctx: &Context,
-    api: &Api<MCPRegistration>,
-    reg: &MCPRegistration,
-    key: &ObjectRef<MCPRegistration>,
-    obs: &Observation<'_>,
-) -> Result<Phase> {
-    let previous = reg.status.as_ref();
-    let desired = status::desired_status(
-        &reg.spec,
-        previous,
-        obs,
-        &ctx.settings.reporting,
-        Timestamp::now(),
-    );
-    // Metrics first: anyone who sees the new status must also see it in /metrics.
-    ctx.set_phase(key.clone(), Some(desired.phase));
-    if let Some(id) = obs.mcp_id {
-        ctx.metrics
-            .mcp_up
-            .with_label_values(&[id])
-            .set(i64::from(desired.phase == Phase::Ready));
-    }
-    if let Some(id) = obs.mcp_id {
-        let weight = desired.routing.as_ref().map_or(0, |r| r.effective_weight);
-        ctx.metrics
-            .effective_weight
-            .with_label_values(&[id])
-            .set(i64::from(weight));
-    }
-    publish_transitions(ctx, reg, previous, &desired).await;
-    write_status(api, reg, previous, &desired).await?;
-    let routing_before = previous
-        .and_then(|p| p.routing.as_ref())
-        .map(|r| r.effective_weight);
-    let routing_after = desired.routing.as_ref().map(|r| r.effective_weight);
-    if routing_before != routing_after {
-        ctx.table_changed.notify_one();
-    }
-    Ok(desired.phase)
+/// The registration step's ports in a cluster: the ID ledger, key Secrets, probe-header Secrets,
+/// the performance board, and status by server-side apply (with Events for transitions).
+struct KubePorts<'a> {
+    ctx: &'a Context,
+    uid: &'a str,
+    namespace: &'a str,
+    api: &'a Api<MCPRegistration>,
 }
 
-async fn write_status(
-    api: &Api<MCPRegistration>,
-    reg: &MCPRegistration,
-    previous: Option<&MCPRegistrationStatus>,
-    desired: &MCPRegistrationStatus,
-) -> Result<()> {
-    if !status::meaningful_change(previous, desired) {
-        return Ok(());
+impl Ports for KubePorts<'_> {
+    type Error = Error;
+
+    async fn mcp_id(&mut self, reg: &MCPRegistration, prefix: &str) -> Result<String> {
+        let known = reg.status.as_ref().and_then(|s| s.mcp_id.as_deref());
+        self.ctx.ids.id_for(self.uid, prefix, known).await
     }
-    let patch = json!({
-        "apiVersion": MCPRegistration::api_version(&()),
-        "kind": MCPRegistration::kind(&()),
-        "status": desired,
-    });
-    api.patch_status(
-        &reg.name_any(),
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    Ok(())
+
+    async fn ensure_key(&mut self, reg: &MCPRegistration, mcp_id: &str) -> Result<String> {
+        ensure_key(self.ctx, reg, self.namespace, mcp_id).await
+    }
+
+    async fn probe_target(
+        &mut self,
+        reg: &MCPRegistration,
+        namespace: &str,
+    ) -> Result<ProbeTarget> {
+        probe_target(self.ctx, reg, namespace).await
+    }
+
+    fn observed(&self, mcp_id: &str) -> Option<Observed> {
+        self.ctx.performance.get(mcp_id)
+    }
+
+    async fn write_status(
+        &mut self,
+        reg: &MCPRegistration,
+        previous: Option<&MCPRegistrationStatus>,
+        desired: &MCPRegistrationStatus,
+    ) -> Result<()> {
+        publish_transitions(self.ctx, reg, previous, desired).await;
+        let patch = json!({
+            "apiVersion": MCPRegistration::api_version(&()),
+            "kind": MCPRegistration::kind(&()),
+            "status": desired,
+        });
+        self.api
+            .patch_status(
+                &reg.name_any(),
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await?;
+        let weight = |s: Option<&MCPRegistrationStatus>| {
+            s.and_then(|s| s.routing.as_ref())
+                .map(|r| r.effective_weight)
+        };
+        if weight(previous) != weight(Some(desired)) {
+            self.ctx.table_changed.notify_one();
+        }
+        Ok(())
+    }
 }
 
 async fn add_finalizer(api: &Api<MCPRegistration>, reg: &MCPRegistration) -> Result<()> {
@@ -206,13 +169,11 @@ async fn cleanup(
     uid: &str,
 ) -> Result<Action> {
     ctx.prober.remove(key);
-    ctx.set_phase(key.clone(), None);
+    let mcp_id = reg.status.as_ref().and_then(|s| s.mcp_id.as_deref());
+    ctx.metrics.forget_registration(key, mcp_id);
     let Some(index) = reg.finalizers().iter().position(|f| f == FINALIZER) else {
         return Ok(Action::await_change());
     };
-    if let Some(id) = reg.status.as_ref().and_then(|s| s.mcp_id.as_deref()) {
-        let _ = ctx.metrics.mcp_up.remove_label_values(&[id]);
-    }
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     match secrets
         .delete(&reg.key_secret_name(), &DeleteParams::default())

@@ -6,6 +6,8 @@
 
 pub mod args;
 pub mod manifests;
+mod ports;
+mod registrations;
 pub mod registry;
 
 use std::collections::{BTreeMap, HashMap};
@@ -13,25 +15,18 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use k8s_openapi::jiff::Timestamp;
-use kube::runtime::reflector::ObjectRef;
-use kube::ResourceExt;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::controller::ids::id_prefix;
-use crate::controller::probe::ProbeTarget;
+use crate::controller::metrics::Metrics;
 use crate::controller::prober::Prober;
-use crate::controller::routing::board;
-use crate::controller::status::{self, Compatibility, Observation, ReportingSettings};
-use crate::crd::{MCPRegistration, PrivacyLevel};
+use crate::controller::status::ReportingSettings;
 use crate::ingest::auth::{KeyRing, ReaderTokens};
 use crate::ingest::state::RegistrationsView;
 use crate::ingest::{IngestConfig, IngestError};
-use crate::routing::table::{self, RoutingTable};
-use crate::routing::weights::Observed;
 use crate::store::retention::RetentionDays;
-use crate::store::{InteractionStore, TimeRange};
-use manifests::{Manifest, Problem};
+use crate::store::InteractionStore;
+use ports::Shared;
+use registrations::Registrations;
 use registry::{write_private, Registry};
 
 #[derive(Debug, thiserror::Error)]
@@ -130,20 +125,6 @@ pub struct RunningStandalone {
     pub done: tokio::task::JoinHandle<()>,
 }
 
-struct Entry {
-    file: PathBuf,
-    registration: MCPRegistration,
-}
-
-/// Starts the ingest server and the registry loop; both stop when `shutdown` resolves.
-/// What each reconcile needs besides the registration.
-struct Shared {
-    keys: Arc<KeyRing>,
-    retention: Arc<RetentionDays>,
-    sensitive: Arc<crate::privacy::SensitiveMcps>,
-    reporting: ReportingSettings,
-}
-
 pub async fn start(
     config: StandaloneConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -163,7 +144,7 @@ pub async fn start(
         probe_concurrency,
         retention,
     } = config;
-    let metrics = Arc::new(crate::controller::metrics::Metrics::new()?);
+    let metrics = Arc::new(Metrics::new()?);
     metrics.leader.set(1);
     ingest_config.extra_metrics = Some(metrics.registry.clone());
     let view: Arc<RegistrationsView> =
@@ -243,318 +224,10 @@ pub async fn start(
             while changes.try_recv().is_ok() {}
             state.reload_if_changed();
             state.refresh_performance_if_due().await;
-            state.reconcile_all();
+            state.reconcile_all().await;
             state.publish();
         }
         let _ = running.done.await;
     });
     Ok(RunningStandalone { addr, done })
-}
-
-/// The standalone loop's state: the registrations as read and reconciled, and what they feed.
-struct Registrations {
-    manifest_dir: PathBuf,
-    data_dir: PathBuf,
-    registry: Registry,
-    prober: Arc<Prober>,
-    shared: Shared,
-    store: Arc<dyn InteractionStore>,
-    router: Arc<crate::routing::router::Router>,
-    view: Arc<RegistrationsView>,
-    /// The controller's series, served on the ingest server's `/metrics`.
-    metrics: Arc<crate::controller::metrics::Metrics>,
-    routing_interval: Duration,
-    routing_window: String,
-    entries: BTreeMap<String, Entry>,
-    invalid: Vec<Problem>,
-    fingerprint: Option<Vec<(PathBuf, Option<std::time::SystemTime>, u64)>>,
-    performance: HashMap<String, Observed>,
-    routing_due: tokio::time::Instant,
-    installed: Option<RoutingTable>,
-}
-
-impl Registrations {
-    /// Reads the manifests again when the directory changed; new problems are logged once.
-    fn reload_if_changed(&mut self) {
-        let now = manifests::fingerprint(&self.manifest_dir);
-        if self.fingerprint.as_ref() == Some(&now) {
-            return;
-        }
-        self.fingerprint = Some(now);
-        let (found, problems) = manifests::load_dir(&self.manifest_dir);
-        for p in problems.iter().filter(|p| !self.invalid.contains(p)) {
-            tracing::warn!(problem = %p, "skipping an invalid registration");
-        }
-        self.invalid = problems;
-        apply(
-            &mut self.entries,
-            found,
-            &mut self.registry,
-            &self.prober,
-            &self.shared.keys,
-        );
-    }
-
-    /// Every routing interval: each MCP's success rate and p95 over the window, with its peers'.
-    async fn refresh_performance_if_due(&mut self) {
-        if tokio::time::Instant::now() < self.routing_due {
-            return;
-        }
-        self.routing_due = tokio::time::Instant::now() + self.routing_interval;
-        let range = match TimeRange::parse(
-            &self.routing_window,
-            jiff::Timestamp::now().as_millisecond(),
-        ) {
-            Ok(range) => range,
-            Err(e) => return tracing::warn!(error = %e, "bad routing window"),
-        };
-        match self.store.metrics(None, range).await {
-            Ok(rows) => {
-                let by_id = rows
-                    .into_iter()
-                    .map(|m| (m.mcp_id, (m.success_rate, m.p95_processing_time)))
-                    .collect();
-                let regs: Vec<Arc<MCPRegistration>> = self
-                    .entries
-                    .values()
-                    .map(|e| Arc::new(e.registration.clone()))
-                    .collect();
-                self.performance = board(&regs, &by_id);
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot read performance; keeping the last known"),
-        }
-    }
-
-    fn reconcile_all(&mut self) {
-        for (key, entry) in self.entries.iter_mut() {
-            if let Err(e) = reconcile(
-                key,
-                entry,
-                &mut self.registry,
-                &self.prober,
-                &self.shared,
-                &self.performance,
-            ) {
-                tracing::warn!(registration = %key, error = %e, "reconcile failed; retrying");
-            }
-        }
-    }
-
-    /// The routing table (to the router and `routing-table.json`, when it changed) and the view.
-    fn publish(&mut self) {
-        let tables = table::build(self.entries.values().map(|e| &e.registration));
-        let merged = RoutingTable::merge(tables.values());
-        if self.installed.as_ref() != Some(&merged) {
-            self.router.install(&merged);
-            if let Ok(text) = serde_json::to_vec_pretty(&merged) {
-                if let Err(e) = write_private(&self.data_dir.join("routing-table.json"), &text) {
-                    tracing::warn!(error = %e, "cannot write the routing table file");
-                }
-            }
-            self.installed = Some(merged);
-        }
-        self.export_metrics();
-        *self
-            .view
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) =
-            render_view(&self.entries, &self.invalid, &self.performance);
-    }
-}
-
-impl Registrations {
-    /// The same series the controller exports: registrations by phase, and per MCP whether it is
-    /// up and its effective weight (series of removed MCPs are dropped).
-    fn export_metrics(&self) {
-        let m = &self.metrics;
-        let mut by_phase: HashMap<&str, i64> = crate::crd::Phase::ALL
-            .iter()
-            .map(|p| (p.as_str(), 0))
-            .collect();
-        m.mcp_up.reset();
-        m.effective_weight.reset();
-        for entry in self.entries.values() {
-            let Some(status) = &entry.registration.status else {
-                continue;
-            };
-            *by_phase.entry(status.phase.as_str()).or_default() += 1;
-            if let Some(id) = &status.mcp_id {
-                m.mcp_up
-                    .with_label_values(&[id])
-                    .set(i64::from(status.phase == crate::crd::Phase::Ready));
-                let weight = status.routing.as_ref().map_or(0, |r| r.effective_weight);
-                m.effective_weight
-                    .with_label_values(&[id])
-                    .set(i64::from(weight));
-            }
-        }
-        for (phase, n) in by_phase {
-            m.registrations.with_label_values(&[phase]).set(n);
-        }
-    }
-}
-
-/// Brings the entries in line with the manifests: new ones appear, edited ones get a new
-/// generation, removed ones are retired (prober stopped, key revoked, files removed).
-fn apply(
-    entries: &mut BTreeMap<String, Entry>,
-    found: Vec<Manifest>,
-    registry: &mut Registry,
-    prober: &Prober,
-    keys: &KeyRing,
-) {
-    let mut seen = Vec::with_capacity(found.len());
-    for manifest in found {
-        let key = manifest.key();
-        seen.push(key.clone());
-        match entries.get_mut(&key) {
-            Some(entry) => {
-                let spec_changed = entry.registration.spec != manifest.registration.spec;
-                let mut next = manifest.registration;
-                let generation = entry.registration.metadata.generation.unwrap_or(1);
-                next.metadata.generation = Some(if spec_changed {
-                    generation + 1
-                } else {
-                    generation
-                });
-                next.status = entry.registration.status.take();
-                if spec_changed {
-                    tracing::info!(registration = %key, file = %manifest.file.display(), "registration changed");
-                }
-                entry.registration = next;
-                entry.file = manifest.file;
-            }
-            None => {
-                let mut registration = manifest.registration;
-                registration.metadata.generation = Some(1);
-                tracing::info!(registration = %key, file = %manifest.file.display(), "registration found");
-                entries.insert(
-                    key,
-                    Entry {
-                        file: manifest.file,
-                        registration,
-                    },
-                );
-            }
-        }
-    }
-    let gone: Vec<String> = entries
-        .keys()
-        .filter(|k| !seen.contains(k))
-        .cloned()
-        .collect();
-    for key in gone {
-        let Some(entry) = entries.remove(&key) else {
-            continue;
-        };
-        let reg = &entry.registration;
-        let (namespace, name) = (reg.namespace().unwrap_or_default(), reg.name_any());
-        prober.remove(&ObjectRef::<MCPRegistration>::new(&name).within(&namespace));
-        if let Some(id) = reg.status.as_ref().and_then(|s| s.mcp_id.as_deref()) {
-            keys.remove(id);
-        }
-        if let Err(e) = registry.retire(&namespace, &name) {
-            tracing::warn!(registration = %key, error = %e, "could not retire the registration's ID");
-        }
-        let _ = std::fs::remove_file(registry.status_file(&namespace, &name));
-        tracing::info!(registration = %key, "registration removed: retired its ID and revoked its key");
-    }
-}
-
-/// One registration: ID, key, probe, then the status the controller would write.
-fn reconcile(
-    key: &str,
-    entry: &mut Entry,
-    registry: &mut Registry,
-    prober: &Prober,
-    shared: &Shared,
-    performance: &HashMap<String, Observed>,
-) -> Result<(), StandaloneError> {
-    let reg = &entry.registration;
-    let (namespace, name) = (reg.namespace().unwrap_or_default(), reg.name_any());
-    let spec = &reg.spec;
-    let mcp_id = registry.id_for(key, &id_prefix(&name, &spec.mcp_type))?;
-    let api_key = registry.key_for(&namespace, &name)?;
-    shared.keys.set(&mcp_id, &api_key);
-    shared
-        .sensitive
-        .set(&mcp_id, spec.privacy.level == PrivacyLevel::Sensitive);
-    shared.retention.set(&mcp_id, spec.privacy.retention_days);
-    let object = ObjectRef::<MCPRegistration>::new(&name).within(&namespace);
-    let compatibility = status::check_compatibility(spec, crate::COORDINATOR_VERSION);
-    let health = if matches!(compatibility, Compatibility::OutOfRange { .. }) {
-        prober.remove(&object);
-        None
-    } else {
-        let mut target = ProbeTarget::of(spec, &namespace);
-        if spec.health_check.headers_from_secret.is_some() {
-            target.setup_error = Some(
-                "spec.healthCheck.headersFromSecret needs Kubernetes Secrets, which standalone mode cannot read; remove it".into(),
-            );
-        }
-        prober.ensure(object.clone(), target, spec.health_check.clone());
-        prober.snapshot(&object)
-    };
-    let secret = format!("{name}-mcp-key");
-    let obs = Observation {
-        generation: reg.metadata.generation,
-        mcp_id: Some(&mcp_id),
-        key_secret: Some(&secret),
-        problems: &[],
-        compatibility,
-        health: health.as_ref(),
-        observed: performance.get(&mcp_id),
-    };
-    let previous = reg.status.as_ref();
-    let desired = status::desired_status(spec, previous, &obs, &shared.reporting, Timestamp::now());
-    if !status::meaningful_change(previous, &desired) {
-        return Ok(());
-    }
-    let before = previous.map(|s| s.phase);
-    if before != Some(desired.phase) {
-        tracing::info!(
-            registration = %key,
-            mcp_id = %mcp_id,
-            from = before.map_or("new", |p| p.as_str()),
-            to = desired.phase.as_str(),
-            "phase changed"
-        );
-    }
-    entry.registration.status = Some(desired);
-    let file = registry.status_file(&namespace, &name);
-    let text =
-        serde_json::to_vec_pretty(&entry.registration).map_err(|e| StandaloneError::Registry {
-            path: file.clone(),
-            reason: e.to_string(),
-        })?;
-    write_private(&file, &text)
-}
-
-fn render_view(
-    entries: &BTreeMap<String, Entry>,
-    invalid: &[Problem],
-    performance: &HashMap<String, Observed>,
-) -> Value {
-    let registrations: Vec<Value> = entries
-        .values()
-        .map(|e| {
-            let reg = &e.registration;
-            let status = reg.status.as_ref();
-            let id = status.and_then(|s| s.mcp_id.clone());
-            let observed = id.as_ref().and_then(|id| performance.get(id));
-            json!({
-                "namespace": reg.namespace(),
-                "name": reg.name_any(),
-                "file": e.file.display().to_string(),
-                "generation": reg.metadata.generation,
-                "mcp_id": id,
-                "phase": status.map(|s| s.phase.as_str()),
-                "effective_weight": status.and_then(|s| s.routing.as_ref()).map(|r| r.effective_weight),
-                "success_rate": observed.and_then(|o| o.success_rate),
-                "p95_processing_time": observed.and_then(|o| o.p95_processing_time),
-                "status": status,
-            })
-        })
-        .collect();
-    json!({"registrations": registrations, "invalid": invalid})
 }

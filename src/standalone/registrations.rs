@@ -1,0 +1,251 @@
+//! The standalone loop: registrations read from the manifest directory, each brought in line by
+//! the registration step, and what they feed (the router, `routing-table.json`, the view served
+//! at `GET /v1/registrations`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::runtime::reflector::ObjectRef;
+use kube::ResourceExt;
+use serde_json::{json, Value};
+
+use super::manifests::{self, Manifest, Problem};
+use super::ports::{FilePorts, Shared};
+use super::registry::{write_private, Registry};
+use crate::controller::metrics::Metrics;
+use crate::controller::prober::Prober;
+use crate::controller::register::{register, Step};
+use crate::controller::routing::board;
+use crate::crd::MCPRegistration;
+use crate::ingest::auth::KeyRing;
+use crate::ingest::state::RegistrationsView;
+use crate::routing::router::Router;
+use crate::routing::table::{self, RoutingTable};
+use crate::routing::weights::Observed;
+use crate::store::{InteractionStore, TimeRange};
+
+pub(super) struct Entry {
+    pub(super) file: PathBuf,
+    pub(super) registration: MCPRegistration,
+}
+
+/// The standalone loop's state: the registrations as read and reconciled, and what they feed.
+pub(super) struct Registrations {
+    pub(super) manifest_dir: PathBuf,
+    pub(super) data_dir: PathBuf,
+    pub(super) registry: Registry,
+    pub(super) prober: Arc<Prober>,
+    pub(super) shared: Shared,
+    pub(super) store: Arc<dyn InteractionStore>,
+    pub(super) router: Arc<Router>,
+    pub(super) view: Arc<RegistrationsView>,
+    /// The controller's series, served on the ingest server's `/metrics`.
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) routing_interval: Duration,
+    pub(super) routing_window: String,
+    pub(super) entries: BTreeMap<String, Entry>,
+    pub(super) invalid: Vec<Problem>,
+    pub(super) fingerprint: Option<Vec<(PathBuf, Option<std::time::SystemTime>, u64)>>,
+    pub(super) performance: HashMap<String, Observed>,
+    pub(super) routing_due: tokio::time::Instant,
+    pub(super) installed: Option<RoutingTable>,
+}
+
+impl Registrations {
+    /// Reads the manifests again when the directory changed; new problems are logged once.
+    pub(super) fn reload_if_changed(&mut self) {
+        let now = manifests::fingerprint(&self.manifest_dir);
+        if self.fingerprint.as_ref() == Some(&now) {
+            return;
+        }
+        self.fingerprint = Some(now);
+        let (found, problems) = manifests::load_dir(&self.manifest_dir);
+        for p in problems.iter().filter(|p| !self.invalid.contains(p)) {
+            tracing::warn!(problem = %p, "skipping an invalid registration");
+        }
+        self.invalid = problems;
+        apply(
+            &mut self.entries,
+            found,
+            &mut self.registry,
+            &self.prober,
+            &self.shared.keys,
+            &self.metrics,
+        );
+    }
+
+    /// Every routing interval: each MCP's success rate and p95 over the window, with its peers'.
+    pub(super) async fn refresh_performance_if_due(&mut self) {
+        if tokio::time::Instant::now() < self.routing_due {
+            return;
+        }
+        self.routing_due = tokio::time::Instant::now() + self.routing_interval;
+        let range = match TimeRange::parse(
+            &self.routing_window,
+            jiff::Timestamp::now().as_millisecond(),
+        ) {
+            Ok(range) => range,
+            Err(e) => return tracing::warn!(error = %e, "bad routing window"),
+        };
+        match self.store.metrics(None, range).await {
+            Ok(rows) => {
+                let by_id = rows
+                    .into_iter()
+                    .map(|m| (m.mcp_id, (m.success_rate, m.p95_processing_time)))
+                    .collect();
+                let regs: Vec<Arc<MCPRegistration>> = self
+                    .entries
+                    .values()
+                    .map(|e| Arc::new(e.registration.clone()))
+                    .collect();
+                self.performance = board(&regs, &by_id);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read performance; keeping the last known"),
+        }
+    }
+
+    /// The registration step for each registration, over the data directory's ports.
+    pub(super) async fn reconcile_all(&mut self) {
+        let step = Step {
+            prober: &self.prober,
+            reporting: &self.shared.reporting,
+            metrics: &self.metrics,
+        };
+        let mut ports = FilePorts {
+            registry: &mut self.registry,
+            shared: &self.shared,
+            performance: &self.performance,
+        };
+        for (key, entry) in self.entries.iter_mut() {
+            match register(&entry.registration, &step, &mut ports).await {
+                Ok(done) if done.written => entry.registration.status = Some(done.status),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(registration = %key, error = %e, "reconcile failed; retrying")
+                }
+            }
+        }
+    }
+
+    /// The routing table (to the router and `routing-table.json`, when it changed) and the view.
+    pub(super) fn publish(&mut self) {
+        let tables = table::build(self.entries.values().map(|e| &e.registration));
+        let merged = RoutingTable::merge(tables.values());
+        if self.installed.as_ref() != Some(&merged) {
+            self.router.install(&merged);
+            if let Ok(text) = serde_json::to_vec_pretty(&merged) {
+                if let Err(e) = write_private(&self.data_dir.join("routing-table.json"), &text) {
+                    tracing::warn!(error = %e, "cannot write the routing table file");
+                }
+            }
+            self.installed = Some(merged);
+        }
+        *self
+            .view
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            render_view(&self.entries, &self.invalid, &self.performance);
+    }
+}
+
+/// Brings the entries in line with the manifests: new ones appear, edited ones get a new
+/// generation, removed ones are retired (prober stopped, key revoked, files removed).
+fn apply(
+    entries: &mut BTreeMap<String, Entry>,
+    found: Vec<Manifest>,
+    registry: &mut Registry,
+    prober: &Prober,
+    keys: &KeyRing,
+    metrics: &Metrics,
+) {
+    let mut seen = Vec::with_capacity(found.len());
+    for manifest in found {
+        let key = manifest.key();
+        seen.push(key.clone());
+        match entries.get_mut(&key) {
+            Some(entry) => {
+                let spec_changed = entry.registration.spec != manifest.registration.spec;
+                let mut next = manifest.registration;
+                let generation = entry.registration.metadata.generation.unwrap_or(1);
+                next.metadata.generation = Some(if spec_changed {
+                    generation + 1
+                } else {
+                    generation
+                });
+                next.status = entry.registration.status.take();
+                if spec_changed {
+                    tracing::info!(registration = %key, file = %manifest.file.display(), "registration changed");
+                }
+                entry.registration = next;
+                entry.file = manifest.file;
+            }
+            None => {
+                let mut registration = manifest.registration;
+                registration.metadata.generation = Some(1);
+                tracing::info!(registration = %key, file = %manifest.file.display(), "registration found");
+                entries.insert(
+                    key,
+                    Entry {
+                        file: manifest.file,
+                        registration,
+                    },
+                );
+            }
+        }
+    }
+    let gone: Vec<String> = entries
+        .keys()
+        .filter(|k| !seen.contains(k))
+        .cloned()
+        .collect();
+    for key in gone {
+        let Some(entry) = entries.remove(&key) else {
+            continue;
+        };
+        let reg = &entry.registration;
+        let (namespace, name) = (reg.namespace().unwrap_or_default(), reg.name_any());
+        let object = ObjectRef::from(reg);
+        prober.remove(&object);
+        let mcp_id = reg.status.as_ref().and_then(|s| s.mcp_id.as_deref());
+        metrics.forget_registration(&object, mcp_id);
+        if let Some(id) = mcp_id {
+            keys.remove(id);
+        }
+        if let Err(e) = registry.retire(&namespace, &name) {
+            tracing::warn!(registration = %key, error = %e, "could not retire the registration's ID");
+        }
+        let _ = std::fs::remove_file(registry.status_file(&namespace, &name));
+        tracing::info!(registration = %key, "registration removed: retired its ID and revoked its key");
+    }
+}
+
+pub(super) fn render_view(
+    entries: &BTreeMap<String, Entry>,
+    invalid: &[Problem],
+    performance: &HashMap<String, Observed>,
+) -> Value {
+    let registrations: Vec<Value> = entries
+        .values()
+        .map(|e| {
+            let reg = &e.registration;
+            let status = reg.status.as_ref();
+            let id = status.and_then(|s| s.mcp_id.clone());
+            let observed = id.as_ref().and_then(|id| performance.get(id));
+            json!({
+                "namespace": reg.namespace(),
+                "name": reg.name_any(),
+                "file": e.file.display().to_string(),
+                "generation": reg.metadata.generation,
+                "mcp_id": id,
+                "phase": status.map(|s| s.phase.as_str()),
+                "effective_weight": status.and_then(|s| s.routing.as_ref()).map(|r| r.effective_weight),
+                "success_rate": observed.and_then(|o| o.success_rate),
+                "p95_processing_time": observed.and_then(|o| o.p95_processing_time),
+                "status": status,
+            })
+        })
+        .collect();
+    json!({"registrations": registrations, "invalid": invalid})
+}
