@@ -2,6 +2,7 @@
 //! table it publishes per namespace (`table`), and the route decision the ingest server answers
 //! from the interactions it sees (`router`).
 
+mod learned;
 pub mod router;
 pub mod table;
 pub mod weights;

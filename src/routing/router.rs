@@ -25,7 +25,7 @@
 //! Time is a parameter (seconds on any monotonic clock), which lets the simulation run it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
@@ -33,158 +33,9 @@ use rand::Rng;
 use rand_distr::{Beta, Distribution};
 use serde::Serialize;
 
+use super::learned::{typical_latency, Learned, McpStats};
+pub use super::learned::{Outcome, RouterConfig};
 use super::table::{Candidate, RoutingTable};
-
-/// Tuning of the learned model, in seconds.
-#[derive(Debug, Clone, Copy)]
-pub struct RouterConfig {
-    /// How fast fast responses pull a latency estimate down.
-    pub latency_decay: f64,
-    /// How fast old successes and failures are forgotten.
-    pub outcome_decay: f64,
-    /// How fast an estimate without fresh reports drifts back to the tier's typical latency.
-    pub recovery: f64,
-    /// An interaction that reported a start but no end for this long no longer counts as in flight.
-    pub in_flight_expiry: f64,
-    /// Reports of one request type an MCP needs before that type's statistics are used.
-    pub min_type_reports: f64,
-    /// Members drawn (by weight) and compared per decision. Two is the classic power of two
-    /// choices; three keeps the worst pair of a tier from splitting a tenth of its traffic
-    /// (see the routing simulation) while still spreading load when in-flight counts lag.
-    pub choices: usize,
-}
-
-impl Default for RouterConfig {
-    fn default() -> Self {
-        Self {
-            latency_decay: 5.0,
-            outcome_decay: 30.0,
-            recovery: 20.0,
-            in_flight_expiry: 600.0,
-            min_type_reports: 5.0,
-            choices: 3,
-        }
-    }
-}
-
-/// What the router learned about one MCP (or one request type on it).
-#[derive(Debug, Clone, Copy, Default)]
-struct Learned {
-    /// Peak-EWMA of processing time in seconds; `None` before the first report.
-    latency: Option<f64>,
-    latency_at: f64,
-    successes: f64,
-    failures: f64,
-    outcomes_at: f64,
-}
-
-impl Learned {
-    fn observe(&mut self, ok: bool, latency: Option<f64>, now: f64, config: &RouterConfig) {
-        let keep = (-(now - self.outcomes_at).max(0.0) / config.outcome_decay).exp();
-        self.successes *= keep;
-        self.failures *= keep;
-        if ok {
-            self.successes += 1.0;
-        } else {
-            self.failures += 1.0;
-        }
-        self.outcomes_at = now;
-        if let Some(rtt) = latency.filter(|t| t.is_finite() && *t >= 0.0) {
-            self.latency = Some(match self.latency {
-                Some(previous) if rtt <= previous => {
-                    let keep = (-(now - self.latency_at).max(0.0) / config.latency_decay).exp();
-                    previous * keep + rtt * (1.0 - keep)
-                }
-                _ => rtt,
-            });
-            self.latency_at = now;
-        }
-    }
-
-    fn reports(&self, now: f64, config: &RouterConfig) -> f64 {
-        let (successes, failures) = self.outcomes(now, config);
-        successes + failures
-    }
-
-    /// (successes, failures) discounted to `now`.
-    fn outcomes(&self, now: f64, config: &RouterConfig) -> (f64, f64) {
-        let keep = (-(now - self.outcomes_at).max(0.0) / config.outcome_decay).exp();
-        (self.successes * keep, self.failures * keep)
-    }
-
-    fn latency(&self, now: f64, typical: f64, config: &RouterConfig) -> Option<f64> {
-        self.latency.map(|l| {
-            let keep = (-(now - self.latency_at).max(0.0) / config.recovery).exp();
-            l * keep + typical * (1.0 - keep)
-        })
-    }
-}
-
-#[derive(Debug, Default)]
-struct LearnedSet {
-    overall: Learned,
-    by_type: HashMap<String, Learned>,
-}
-
-/// A copy of an MCP's overall [`Learned`] that decisions read without a lock. Fields are
-/// published one by one, so a reader may mix two consecutive observations: harmless for a
-/// heuristic, and it keeps concurrent decisions off any shared lock.
-#[derive(Debug, Default)]
-struct Published {
-    latency: AtomicU64,
-    has_latency: AtomicBool,
-    latency_at: AtomicU64,
-    successes: AtomicU64,
-    failures: AtomicU64,
-    outcomes_at: AtomicU64,
-}
-
-impl Published {
-    fn store(&self, l: &Learned) {
-        let put = |a: &AtomicU64, v: f64| a.store(v.to_bits(), Ordering::Relaxed);
-        put(&self.latency, l.latency.unwrap_or(0.0));
-        put(&self.latency_at, l.latency_at);
-        put(&self.successes, l.successes);
-        put(&self.failures, l.failures);
-        put(&self.outcomes_at, l.outcomes_at);
-        self.has_latency
-            .store(l.latency.is_some(), Ordering::Release);
-    }
-    fn load(&self) -> Learned {
-        let get = |a: &AtomicU64| f64::from_bits(a.load(Ordering::Relaxed));
-        Learned {
-            latency: self
-                .has_latency
-                .load(Ordering::Acquire)
-                .then(|| get(&self.latency)),
-            latency_at: get(&self.latency_at),
-            successes: get(&self.successes),
-            failures: get(&self.failures),
-            outcomes_at: get(&self.outcomes_at),
-        }
-    }
-}
-
-/// Live statistics of one MCP; survives table updates.
-#[derive(Debug, Default)]
-struct McpStats {
-    in_flight: AtomicU32,
-    published: Published,
-    /// Whether any request type has statistics (saves the lock for MCPs without).
-    typed: AtomicBool,
-    /// Started interactions: id → (start time, request type).
-    started: Mutex<HashMap<String, (f64, Option<String>)>>,
-    learned: Mutex<LearnedSet>,
-}
-
-impl McpStats {
-    fn learned(&self) -> std::sync::MutexGuard<'_, LearnedSet> {
-        self.learned.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-    fn started(&self) -> std::sync::MutexGuard<'_, HashMap<String, (f64, Option<String>)>> {
-        self.started.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
 
 #[derive(Debug)]
 struct Member {
@@ -243,14 +94,6 @@ pub enum RouteError {
     NoneRoutable { capability: String, known: usize },
     #[error("every Ready MCP offering {capability:?} is at maxConcurrentRequests; retry shortly")]
     Saturated { capability: String },
-}
-
-/// How an interaction ended, as its MCP reported it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Outcome {
-    pub success: bool,
-    /// Processing time in seconds, when reported.
-    pub processing_time: Option<f64>,
 }
 
 pub struct Router {
@@ -349,18 +192,8 @@ impl Router {
         request_type: Option<&str>,
         now: f64,
     ) {
-        let Some(stats) = self.snapshot.load().by_id.get(mcp_id).cloned() else {
-            return;
-        };
-        let mut started = stats.started();
-        if started
-            .insert(
-                interaction_id.to_string(),
-                (now, request_type.map(str::to_string)),
-            )
-            .is_none()
-        {
-            stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        if let Some(stats) = self.snapshot.load().by_id.get(mcp_id) {
+            stats.start(interaction_id, request_type, now);
         }
     }
 
@@ -374,32 +207,8 @@ impl Router {
         outcome: Outcome,
         now: f64,
     ) {
-        let Some(stats) = self.snapshot.load().by_id.get(mcp_id).cloned() else {
-            return;
-        };
-        let start = stats.started().remove(interaction_id);
-        if start.is_some() {
-            stats.in_flight.fetch_sub(1, Ordering::Relaxed);
-        }
-        let latency = outcome
-            .processing_time
-            .or_else(|| start.as_ref().map(|(t, _)| (now - t).max(0.0)));
-        let request_type = request_type
-            .map(str::to_string)
-            .or_else(|| start.and_then(|(_, t)| t));
-        let mut learned = stats.learned();
-        learned
-            .overall
-            .observe(outcome.success, latency, now, &self.config);
-        stats.published.store(&learned.overall);
-        if let Some(t) = request_type {
-            learned.by_type.entry(t).or_default().observe(
-                outcome.success,
-                latency,
-                now,
-                &self.config,
-            );
-            stats.typed.store(true, Ordering::Relaxed);
+        if let Some(stats) = self.snapshot.load().by_id.get(mcp_id) {
+            stats.finish(interaction_id, request_type, outcome, now, &self.config);
         }
     }
 
@@ -407,13 +216,7 @@ impl Router {
     pub fn expire_in_flight(&self, now: f64) {
         let cutoff = now - self.config.in_flight_expiry;
         for stats in self.snapshot.load().by_id.values() {
-            let mut started = stats.started();
-            let before = started.len();
-            started.retain(|_, (t, _)| *t >= cutoff);
-            let expired = (before - started.len()) as u32;
-            if expired > 0 {
-                stats.in_flight.fetch_sub(expired, Ordering::Relaxed);
-            }
+            stats.expire_started_before(cutoff);
         }
     }
 
@@ -568,17 +371,6 @@ impl Router {
         let weight = f64::from(member.candidate.weight) / mean_weight;
         latency.max(1e-6) * (in_flight + 1.0) / (p_success.max(1e-3) * weight)
     }
-}
-
-/// The median of the latency estimates that exist (0.1 s when none does): where an estimate
-/// without fresh reports drifts to, and what an MCP without reports is assumed to take.
-fn typical_latency(views: &[Learned]) -> f64 {
-    let mut known: Vec<f64> = views.iter().filter_map(|l| l.latency).collect();
-    if known.is_empty() {
-        return 0.1;
-    }
-    known.sort_by(f64::total_cmp);
-    known[known.len() / 2]
 }
 
 fn fallback(m: &Member) -> Fallback {

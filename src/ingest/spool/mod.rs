@@ -12,17 +12,19 @@
 //! shipped again; the store's event identity makes the replay harmless.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::interaction::InteractionEvent;
+pub use reader::SpoolReader;
+pub use segments::encode;
+use segments::*;
 
-const HEADER: usize = 8;
-/// One record may not exceed this (a batch request is split into records per event).
-const MAX_RECORD: usize = 16 * 1024 * 1024;
+mod reader;
+mod segments;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
@@ -32,13 +34,6 @@ pub enum SpoolError {
     Io { path: PathBuf, source: io::Error },
     #[error("the spool is shutting down")]
     Closed,
-}
-
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
-    move |source| SpoolError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -101,107 +96,6 @@ impl Inner {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
-}
-
-fn segment_path(dir: &Path, n: u64) -> PathBuf {
-    dir.join(format!("seg-{n:020}.log"))
-}
-
-fn segments(dir: &Path) -> Result<Vec<u64>, SpoolError> {
-    let mut out = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
-        let entry = entry.map_err(io_err(dir))?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if let Some(n) = name
-            .strip_prefix("seg-")
-            .and_then(|s| s.strip_suffix(".log"))
-            .and_then(|s| s.parse().ok())
-        {
-            out.push(n);
-        }
-    }
-    out.sort_unstable();
-    Ok(out)
-}
-
-fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
-}
-
-pub fn encode(event: &InteractionEvent) -> Vec<u8> {
-    // Serializing our own plain-data type cannot fail.
-    let payload = serde_json::to_vec(event).unwrap_or_default();
-    let mut frame = Vec::with_capacity(HEADER + payload.len());
-    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    frame.extend_from_slice(&payload);
-    frame
-}
-
-/// Result of reading one frame.
-enum Frame {
-    Record(Box<InteractionEvent>, u64),
-    /// Clean end of the readable bytes.
-    End,
-    /// A torn or corrupt frame at this offset.
-    Bad(String),
-}
-
-fn read_frame(file: &mut File, offset: u64, limit: u64) -> io::Result<Frame> {
-    if offset + HEADER as u64 > limit {
-        return Ok(if offset == limit {
-            Frame::End
-        } else {
-            Frame::Bad("truncated header".into())
-        });
-    }
-    file.seek(SeekFrom::Start(offset))?;
-    let mut header = [0u8; HEADER];
-    file.read_exact(&mut header)?;
-    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    if len > MAX_RECORD || offset + (HEADER + len) as u64 > limit {
-        return Ok(Frame::Bad(format!("record length {len} runs past the end")));
-    }
-    let mut payload = vec![0u8; len];
-    file.read_exact(&mut payload)?;
-    if crc32fast::hash(&payload) != crc {
-        return Ok(Frame::Bad("checksum mismatch".into()));
-    }
-    match serde_json::from_slice(&payload) {
-        Ok(event) => Ok(Frame::Record(
-            Box::new(event),
-            offset + (HEADER + len) as u64,
-        )),
-        Err(e) => Ok(Frame::Bad(format!("undecodable record: {e}"))),
-    }
-}
-
-/// Where shipping resumes; missing means from the first segment.
-fn load_checkpoint(dir: &Path) -> Position {
-    fs::read_to_string(dir.join("checkpoint"))
-        .ok()
-        .and_then(|t| {
-            let (s, o) = t.trim().split_once(':')?;
-            Some(Position {
-                segment: s.parse().ok()?,
-                offset: o.parse().ok()?,
-            })
-        })
-        .unwrap_or_default()
-}
-
-fn store_checkpoint(dir: &Path, pos: Position) -> Result<(), SpoolError> {
-    let tmp = dir.join("checkpoint.tmp");
-    let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-    f.write_all(format!("{}:{}\n", pos.segment, pos.offset).as_bytes())
-        .map_err(io_err(&tmp))?;
-    f.sync_all().map_err(io_err(&tmp))?;
-    fs::rename(&tmp, dir.join("checkpoint")).map_err(io_err(dir))?;
-    sync_dir(dir)
 }
 
 impl Spool {
@@ -431,108 +325,6 @@ fn roll(inner: &Inner, dir: &Path) -> Result<(u64, File), SpoolError> {
         .map_err(io_err(&path))?;
     sync_dir(dir)?;
     Ok((next, file))
-}
-
-/// The shipper's side: reads confirmed-durable records in order and commits progress.
-pub struct SpoolReader {
-    inner: Arc<Inner>,
-    position: Position,
-}
-
-impl SpoolReader {
-    /// Up to `max` records from the current position, and where reading would continue after them.
-    /// Corrupt records inside older segments are skipped with an error log (they were acknowledged,
-    /// so this is data loss on disk that an operator must hear about).
-    pub fn read_batch(
-        &mut self,
-        max: usize,
-    ) -> Result<(Vec<InteractionEvent>, Position), SpoolError> {
-        let dir = self.inner.config.dir.clone();
-        let mut out = Vec::new();
-        let mut pos = self.position;
-        while out.len() < max {
-            let (active, durable) = {
-                let s = self.inner.state();
-                (s.active, s.durable_len)
-            };
-            let path = segment_path(&dir, pos.segment);
-            let limit = if pos.segment == active {
-                durable
-            } else {
-                match fs::metadata(&path) {
-                    Ok(m) => m.len(),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound && pos.segment < active => {
-                        pos = Position {
-                            segment: pos.segment + 1,
-                            offset: 0,
-                        };
-                        continue;
-                    }
-                    Err(e) => return Err(io_err(&path)(e)),
-                }
-            };
-            if pos.offset >= limit {
-                if pos.segment < active {
-                    pos = Position {
-                        segment: pos.segment + 1,
-                        offset: 0,
-                    };
-                    continue;
-                }
-                break;
-            }
-            let mut file = File::open(&path).map_err(io_err(&path))?;
-            while out.len() < max {
-                match read_frame(&mut file, pos.offset, limit).map_err(io_err(&path))? {
-                    Frame::Record(event, next) => {
-                        out.push(*event);
-                        pos.offset = next;
-                    }
-                    Frame::End => break,
-                    Frame::Bad(why) => {
-                        tracing::error!(segment = %path.display(), offset = pos.offset, reason = %why, "corrupt spool record; skipping the rest of the segment");
-                        pos.offset = limit;
-                        break;
-                    }
-                }
-            }
-        }
-        Ok((out, pos))
-    }
-
-    /// Records that everything before `to` reached the store: moves the checkpoint and deletes
-    /// segments that are wholly shipped.
-    pub fn commit(&mut self, to: Position, records: u64, bytes: u64) -> Result<(), SpoolError> {
-        let dir = self.inner.config.dir.clone();
-        store_checkpoint(&dir, to)?;
-        for n in segments(&dir)? {
-            if n < to.segment {
-                let path = segment_path(&dir, n);
-                fs::remove_file(&path).map_err(io_err(&path))?;
-            }
-        }
-        self.position = to;
-        let next_oldest = self.read_batch(1)?.0.first().map(|e| e.received_ms);
-        let mut state = self.inner.state();
-        state.records = state.records.saturating_sub(records);
-        state.bytes = state.bytes.saturating_sub(bytes);
-        state.oldest_ms = if state.records == 0 {
-            None
-        } else {
-            next_oldest.or(state.oldest_ms)
-        };
-        Ok(())
-    }
-
-    /// Waits until the writer commits something new (or `timeout` passes).
-    pub async fn wait_for_more(&self, timeout: std::time::Duration) {
-        let _ = tokio::time::timeout(timeout, self.inner.committed.notified()).await;
-    }
-
-    /// Bytes a batch of records occupies in the spool.
-    pub fn framed_size(events: &[InteractionEvent]) -> u64 {
-        events.iter().map(|e| encode(e).len() as u64).sum()
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,113 @@
+//! The shipper's side of the spool.
+
+use std::fs::{self, File};
+use std::io;
+use std::sync::Arc;
+
+use super::segments::{
+    encode, io_err, read_frame, segment_path, segments, store_checkpoint, Frame,
+};
+use super::{Inner, Position, SpoolError};
+use crate::interaction::InteractionEvent;
+
+/// The shipper's side: reads confirmed-durable records in order and commits progress.
+pub struct SpoolReader {
+    pub(super) inner: Arc<Inner>,
+    pub(super) position: Position,
+}
+
+impl SpoolReader {
+    /// Up to `max` records from the current position, and where reading would continue after them.
+    /// Corrupt records inside older segments are skipped with an error log (they were acknowledged,
+    /// so this is data loss on disk that an operator must hear about).
+    pub fn read_batch(
+        &mut self,
+        max: usize,
+    ) -> Result<(Vec<InteractionEvent>, Position), SpoolError> {
+        let dir = self.inner.config.dir.clone();
+        let mut out = Vec::new();
+        let mut pos = self.position;
+        while out.len() < max {
+            let (active, durable) = {
+                let s = self.inner.state();
+                (s.active, s.durable_len)
+            };
+            let path = segment_path(&dir, pos.segment);
+            let limit = if pos.segment == active {
+                durable
+            } else {
+                match fs::metadata(&path) {
+                    Ok(m) => m.len(),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound && pos.segment < active => {
+                        pos = Position {
+                            segment: pos.segment + 1,
+                            offset: 0,
+                        };
+                        continue;
+                    }
+                    Err(e) => return Err(io_err(&path)(e)),
+                }
+            };
+            if pos.offset >= limit {
+                if pos.segment < active {
+                    pos = Position {
+                        segment: pos.segment + 1,
+                        offset: 0,
+                    };
+                    continue;
+                }
+                break;
+            }
+            let mut file = File::open(&path).map_err(io_err(&path))?;
+            while out.len() < max {
+                match read_frame(&mut file, pos.offset, limit).map_err(io_err(&path))? {
+                    Frame::Record(event, next) => {
+                        out.push(*event);
+                        pos.offset = next;
+                    }
+                    Frame::End => break,
+                    Frame::Bad(why) => {
+                        tracing::error!(segment = %path.display(), offset = pos.offset, reason = %why, "corrupt spool record; skipping the rest of the segment");
+                        pos.offset = limit;
+                        break;
+                    }
+                }
+            }
+        }
+        Ok((out, pos))
+    }
+
+    /// Records that everything before `to` reached the store: moves the checkpoint and deletes
+    /// segments that are wholly shipped.
+    pub fn commit(&mut self, to: Position, records: u64, bytes: u64) -> Result<(), SpoolError> {
+        let dir = self.inner.config.dir.clone();
+        store_checkpoint(&dir, to)?;
+        for n in segments(&dir)? {
+            if n < to.segment {
+                let path = segment_path(&dir, n);
+                fs::remove_file(&path).map_err(io_err(&path))?;
+            }
+        }
+        self.position = to;
+        let next_oldest = self.read_batch(1)?.0.first().map(|e| e.received_ms);
+        let mut state = self.inner.state();
+        state.records = state.records.saturating_sub(records);
+        state.bytes = state.bytes.saturating_sub(bytes);
+        state.oldest_ms = if state.records == 0 {
+            None
+        } else {
+            next_oldest.or(state.oldest_ms)
+        };
+        Ok(())
+    }
+
+    /// Waits until the writer commits something new (or `timeout` passes).
+    pub async fn wait_for_more(&self, timeout: std::time::Duration) {
+        let _ = tokio::time::timeout(timeout, self.inner.committed.notified()).await;
+    }
+
+    /// Bytes a batch of records occupies in the spool.
+    pub fn framed_size(events: &[InteractionEvent]) -> u64 {
+        events.iter().map(|e| encode(e).len() as u64).sum()
+    }
+}

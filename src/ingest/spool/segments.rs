@@ -1,0 +1,121 @@
+//! The spool's files: segments of framed records (`[length u32][crc32 u32][JSON]`), and the
+//! shipper's checkpoint.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use super::{Position, SpoolError};
+use crate::interaction::InteractionEvent;
+
+pub(super) const HEADER: usize = 8;
+/// One record may not exceed this (a batch request is split into records per event).
+pub(super) const MAX_RECORD: usize = 16 * 1024 * 1024;
+
+pub(super) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
+    move |source| SpoolError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+pub(super) fn segment_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("seg-{n:020}.log"))
+}
+
+pub(super) fn segments(dir: &Path) -> Result<Vec<u64>, SpoolError> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if let Some(n) = name
+            .strip_prefix("seg-")
+            .and_then(|s| s.strip_suffix(".log"))
+            .and_then(|s| s.parse().ok())
+        {
+            out.push(n);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+pub(super) fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+pub fn encode(event: &InteractionEvent) -> Vec<u8> {
+    // Serializing our own plain-data type cannot fail.
+    let payload = serde_json::to_vec(event).unwrap_or_default();
+    let mut frame = Vec::with_capacity(HEADER + payload.len());
+    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    frame.extend_from_slice(&payload);
+    frame
+}
+
+/// Result of reading one frame.
+pub(super) enum Frame {
+    Record(Box<InteractionEvent>, u64),
+    /// Clean end of the readable bytes.
+    End,
+    /// A torn or corrupt frame at this offset.
+    Bad(String),
+}
+
+pub(super) fn read_frame(file: &mut File, offset: u64, limit: u64) -> io::Result<Frame> {
+    if offset + HEADER as u64 > limit {
+        return Ok(if offset == limit {
+            Frame::End
+        } else {
+            Frame::Bad("truncated header".into())
+        });
+    }
+    file.seek(SeekFrom::Start(offset))?;
+    let mut header = [0u8; HEADER];
+    file.read_exact(&mut header)?;
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    if len > MAX_RECORD || offset + (HEADER + len) as u64 > limit {
+        return Ok(Frame::Bad(format!("record length {len} runs past the end")));
+    }
+    let mut payload = vec![0u8; len];
+    file.read_exact(&mut payload)?;
+    if crc32fast::hash(&payload) != crc {
+        return Ok(Frame::Bad("checksum mismatch".into()));
+    }
+    match serde_json::from_slice(&payload) {
+        Ok(event) => Ok(Frame::Record(
+            Box::new(event),
+            offset + (HEADER + len) as u64,
+        )),
+        Err(e) => Ok(Frame::Bad(format!("undecodable record: {e}"))),
+    }
+}
+
+/// Where shipping resumes; missing means from the first segment.
+pub(super) fn load_checkpoint(dir: &Path) -> Position {
+    fs::read_to_string(dir.join("checkpoint"))
+        .ok()
+        .and_then(|t| {
+            let (s, o) = t.trim().split_once(':')?;
+            Some(Position {
+                segment: s.parse().ok()?,
+                offset: o.parse().ok()?,
+            })
+        })
+        .unwrap_or_default()
+}
+
+pub(super) fn store_checkpoint(dir: &Path, pos: Position) -> Result<(), SpoolError> {
+    let tmp = dir.join("checkpoint.tmp");
+    let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+    f.write_all(format!("{}:{}\n", pos.segment, pos.offset).as_bytes())
+        .map_err(io_err(&tmp))?;
+    f.sync_all().map_err(io_err(&tmp))?;
+    fs::rename(&tmp, dir.join("checkpoint")).map_err(io_err(dir))?;
+    sync_dir(dir)
+}
