@@ -4,8 +4,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::checks::BadReport;
 use super::kinds::{self, Kind};
-use super::wire::{BadReport, Section};
+use super::section::{At, Section};
 
 /// One field as the stores see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,7 +57,7 @@ macro_rules! define_fields {
                 section: Section,
                 key: &str,
                 value: &Value,
-                at: super::wire::At<'_>,
+                at: At<'_>,
             ) -> Result<bool, BadReport> {
                 match (section, key) {
                     $((Section::$section, $key) => {

@@ -5,8 +5,8 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::record::{format_ms, parse_rfc3339_ms};
-use super::wire::BadReport;
+use super::checks::{check_range, BadReport};
+use super::time::{format_ms, parse_rfc3339_ms};
 
 /// One kind of field.
 pub trait Kind {
@@ -89,18 +89,6 @@ impl Kind for Unit {
     }
     fn show(value: Option<&f64>) -> Option<Value> {
         shown(value)
-    }
-}
-
-/// `min ≤ value ≤ max`, and finite.
-pub fn check_range(value: f64, min: f64, max: f64, field: &str) -> Result<(), BadReport> {
-    if value.is_finite() && (min..=max).contains(&value) {
-        Ok(())
-    } else {
-        Err(BadReport::new(
-            field,
-            format!("{value} is outside {min}–{max}"),
-        ))
     }
 }
 

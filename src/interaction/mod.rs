@@ -6,16 +6,22 @@
 //! Adding a field is one line in the list below (plus its tests): the [`Fields`] struct, the
 //! merge, the report parser, the standard JSON shape and the ClickHouse columns follow from it.
 
+mod checks;
 mod event;
 mod fields;
 pub mod kinds;
 mod record;
+mod section;
+mod time;
 pub mod wire;
 
+pub use checks::{check_id, BadReport};
 pub use event::{fnv1a64, EventKind, InteractionEvent};
 pub use fields::{FieldSpec, Fields, FIELDS};
-pub use record::{format_ms, parse_rfc3339_ms, Interaction, InteractionStatus};
-pub use wire::{check_id, new_interaction_id, parse_report, BadReport, ParsedReport, Section};
+pub use record::{Interaction, InteractionStatus};
+pub use section::Section;
+pub use time::{format_ms, parse_rfc3339_ms};
+pub use wire::{new_interaction_id, parse_report, ParsedReport};
 
 /// Every field of an interaction, in storage order. Each line: the field, its Rust type, its kind
 /// (how a report's value is read and checked, how it is stored and shown: see [`kinds`]), the

@@ -6,121 +6,10 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::checks::{check_id, check_range, BadReport};
 use super::event::EventKind;
 use super::fields::{Fields, FIELDS};
-use super::kinds::check_range;
-
-/// Why a report was refused: the field (a JSON path, empty for the body as a whole) and the problem.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{}{problem}", if field.is_empty() { String::new() } else { format!("{field}: ") })]
-pub struct BadReport {
-    pub field: String,
-    pub problem: String,
-}
-
-impl BadReport {
-    pub fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            problem: problem.into(),
-        }
-    }
-}
-
-/// A section of the standard record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Section {
-    Top,
-    RequestData,
-    /// The free-form `request_data.parameters`, of which some keys are also fields.
-    Parameters,
-    ProcessingData,
-    ResourceUsage,
-    ResultData,
-    Metadata,
-}
-
-impl Section {
-    /// Where the section sits in the standard record, as a dotted path (empty for the top).
-    pub fn path(self) -> &'static str {
-        match self {
-            Section::Top => "",
-            Section::RequestData => "request_data",
-            Section::Parameters => "request_data.parameters",
-            Section::ProcessingData => "processing_data",
-            Section::ResourceUsage => "processing_data.resource_usage",
-            Section::ResultData => "result_data",
-            Section::Metadata => "metadata",
-        }
-    }
-
-    /// The dotted path of `key` in this section.
-    pub fn field_path(self, key: &str) -> String {
-        join(self.path(), key)
-    }
-
-    /// Sections a key of this one opens, besides its fields.
-    fn subsection(self, key: &str) -> Option<Section> {
-        match (self, key) {
-            (Section::Top, "request_data" | "request_info") => Some(Section::RequestData),
-            (Section::Top, "processing_data") => Some(Section::ProcessingData),
-            (Section::Top, "result_data") => Some(Section::ResultData),
-            (Section::Top, "metadata") => Some(Section::Metadata),
-            // The data protocol's flat form carries resource usage at the top.
-            (Section::Top | Section::ProcessingData, "resource_usage") => {
-                Some(Section::ResourceUsage)
-            }
-            _ => None,
-        }
-    }
-
-    fn has_field(self, key: &str) -> bool {
-        FIELDS.iter().any(|f| f.section == self && f.key == key)
-    }
-
-    /// Puts `value` at `key` of this section in `record`, creating the sections on the way; a key
-    /// already there (a free-form parameter of the same name) is kept.
-    pub(super) fn insert(self, record: &mut Value, key: &str, value: Value) {
-        let mut at = record;
-        for part in self.path().split('.').filter(|p| !p.is_empty()) {
-            let Some(object) = at.as_object_mut() else {
-                return;
-            };
-            at = object
-                .entry(part)
-                .or_insert_with(|| Value::Object(Map::new()));
-        }
-        if let Some(object) = at.as_object_mut() {
-            object.entry(key).or_insert(value);
-        }
-    }
-}
-
-/// Where a value was found in a report whose own path is `report` (e.g. `data` in the envelope).
-#[derive(Clone, Copy)]
-pub(super) struct At<'a> {
-    pub report: &'a str,
-    pub found_at: &'a str,
-}
-
-impl<'a> At<'a> {
-    pub fn new(report: &'a str, found_at: &'a str) -> Self {
-        Self { report, found_at }
-    }
-
-    /// The field's place in the standard record, which checks name.
-    pub fn field(&self, section: Section, key: &str) -> String {
-        join(self.report, &section.field_path(key))
-    }
-}
-
-fn join(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_string()
-    } else {
-        format!("{path}.{key}")
-    }
-}
+use super::section::{join, At, Section};
 
 /// A parsed report: which interaction and MCP it names (if it does) and the fields it sets.
 #[derive(Debug, Clone, PartialEq)]
@@ -199,12 +88,12 @@ fn read_top(
                 typed::<Option<&str>>(value, &found_at)?;
             }
             _ if fields.set(Section::Top, key, value, At::new(path, &found_at))? => {}
-            _ => match Section::Top.subsection(key) {
+            _ => match subsection(Section::Top, key) {
                 Some(Section::ResourceUsage) => flat_sections.push((value, found_at)),
                 Some(section) => read_section(section, value, At::new(path, &found_at), fields)?,
                 None if [Section::ProcessingData, Section::ResultData]
                     .iter()
-                    .any(|s| s.has_field(key)) =>
+                    .any(|s| has_field(*s, key)) =>
                 {
                     flat.push((key, value, found_at))
                 }
@@ -250,7 +139,7 @@ fn read_section(
             }
             continue;
         }
-        match section.subsection(key) {
+        match subsection(section, key) {
             Some(sub) => read_section(sub, value, inner_at, fields)?,
             None => return Err(unknown(section, key, &inner)),
         }
@@ -271,6 +160,23 @@ fn read_parameters(value: &Value, at: At<'_>, fields: &mut Fields) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// Sections a key of this one opens, besides its fields.
+fn subsection(section: Section, key: &str) -> Option<Section> {
+    match (section, key) {
+        (Section::Top, "request_data" | "request_info") => Some(Section::RequestData),
+        (Section::Top, "processing_data") => Some(Section::ProcessingData),
+        (Section::Top, "result_data") => Some(Section::ResultData),
+        (Section::Top, "metadata") => Some(Section::Metadata),
+        // The data protocol's flat form carries resource usage at the top.
+        (Section::Top | Section::ProcessingData, "resource_usage") => Some(Section::ResourceUsage),
+        _ => None,
+    }
+}
+
+fn has_field(section: Section, key: &str) -> bool {
+    FIELDS.iter().any(|f| f.section == section && f.key == key)
 }
 
 fn typed<'a, T: Deserialize<'a>>(value: &'a Value, found_at: &str) -> Result<T, BadReport> {
@@ -306,23 +212,6 @@ fn unknown(section: Section, key: &str, found_at: &str) -> BadReport {
             expected.join(", ")
         ),
     )
-}
-
-/// IDs travel in URLs and file names: keep them to a safe alphabet.
-pub fn check_id(id: &str, field: &str) -> Result<(), BadReport> {
-    let ok = !id.is_empty()
-        && id.len() <= 128
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
-    if ok {
-        Ok(())
-    } else {
-        Err(BadReport::new(
-            field,
-            format!("{id:?} must be 1–128 characters of letters, digits, '_', '-', '.', ':'"),
-        ))
-    }
 }
 
 /// A new interaction id in the seed's style: `int_YYYYMMDD_HHMMSS_xxxxxx`.
