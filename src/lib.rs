@@ -14,6 +14,7 @@ pub mod rbac;
 pub mod routing;
 pub mod standalone;
 pub mod store;
+pub mod telemetry;
 
 /// The coordinator's own version, checked against `spec.compatibility.coordinatorVersion`.
 pub const COORDINATOR_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -8,12 +8,12 @@ use std::time::Duration;
 use kube::runtime::reflector::ObjectRef;
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry,
 };
 
 use super::health::ProbeOutcome;
 use crate::crd::{MCPRegistration, MCPRegistrationStatus, Phase};
+use crate::telemetry::{Series, SECONDS_BUCKETS};
 
 pub struct Metrics {
     pub registry: Registry,
@@ -32,97 +32,65 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
-        let registry = Registry::new();
-        let reconciles = IntCounter::with_opts(Opts::new(
-            "mcp_coordinator_reconciles_total",
-            "Reconciles of MCPRegistrations started.",
-        ))?;
-        let reconcile_errors = IntCounterVec::new(
-            Opts::new(
+        let series = Series::default();
+        let metrics = Self {
+            reconciles: series.counter(
+                "mcp_coordinator_reconciles_total",
+                "Reconciles of MCPRegistrations started.",
+            )?,
+            reconcile_errors: series.counters(
                 "mcp_coordinator_reconcile_errors_total",
                 "Reconciles that failed, by kind of error.",
-            ),
-            &["kind"],
-        )?;
-        let reconcile_duration = Histogram::with_opts(
-            HistogramOpts::new(
+                &["kind"],
+            )?,
+            reconcile_duration: series.histogram(
                 "mcp_coordinator_reconcile_duration_seconds",
                 "Time one reconcile of an MCPRegistration took.",
-            )
-            .buckets(vec![
-                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-            ]),
-        )?;
-        let registrations = IntGaugeVec::new(
-            Opts::new(
+                &SECONDS_BUCKETS[..11],
+            )?,
+            registrations: series.gauges(
                 "mcp_coordinator_registrations",
                 "MCPRegistrations by phase.",
-            ),
-            &["phase"],
-        )?;
-        let probe_duration = HistogramVec::new(
-            HistogramOpts::new(
+                &["phase"],
+            )?,
+            probe_duration: series.histograms(
                 "mcp_coordinator_probe_duration_seconds",
                 "Health probe duration, by probe type and result.",
-            )
-            .buckets(vec![
-                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            ]),
-            &["type", "result"],
-        )?;
-        let mcp_up = IntGaugeVec::new(
-            Opts::new(
+                SECONDS_BUCKETS,
+                &["type", "result"],
+            )?,
+            mcp_up: series.gauges(
                 "mcp_up",
                 "1 when the MCP's health checks pass (Ready), 0 otherwise.",
-            ),
-            &["mcp_id"],
-        )?;
-        let effective_weight = IntGaugeVec::new(
-            Opts::new(
+                &["mcp_id"],
+            )?,
+            effective_weight: series.gauges(
                 "mcp_coordinator_effective_weight",
                 "The routing weight in each MCP's status (0 when not routable).",
-            ),
-            &["mcp_id"],
-        )?;
-        let routing_refreshes = IntCounterVec::new(
-            Opts::new(
+                &["mcp_id"],
+            )?,
+            routing_refreshes: series.counters(
                 "mcp_coordinator_routing_refreshes_total",
                 "Fetches of performance from the ingest server, by result (ok, error).",
-            ),
-            &["result"],
-        )?;
-        let leader = IntGauge::with_opts(Opts::new(
-            "mcp_coordinator_leader",
-            "1 while this controller instance holds the leader Lease and reconciles.",
-        ))?;
-        registry.register(Box::new(effective_weight.clone()))?;
-        registry.register(Box::new(routing_refreshes.clone()))?;
-        registry.register(Box::new(leader.clone()))?;
-        for result in ["ok", "error"] {
-            routing_refreshes.with_label_values(&[result]);
-        }
-        registry.register(Box::new(reconciles.clone()))?;
-        registry.register(Box::new(reconcile_errors.clone()))?;
-        registry.register(Box::new(reconcile_duration.clone()))?;
-        registry.register(Box::new(registrations.clone()))?;
-        registry.register(Box::new(probe_duration.clone()))?;
-        registry.register(Box::new(mcp_up.clone()))?;
-        for phase in Phase::ALL {
-            registrations.with_label_values(&[phase.as_str()]).set(0);
-        }
-        Ok(Self {
-            registry,
-            reconciles,
-            reconcile_errors,
-            reconcile_duration,
-            registrations,
-            probe_duration,
-            mcp_up,
-            effective_weight,
-            routing_refreshes,
-            leader,
+                &["result"],
+            )?,
+            leader: series.gauge(
+                "mcp_coordinator_leader",
+                "1 while this controller instance holds the leader Lease and reconciles.",
+            )?,
+            registry: series.registry,
             phases: Mutex::default(),
-        })
+        };
+        for result in ["ok", "error"] {
+            metrics.routing_refreshes.with_label_values(&[result]);
+        }
+        for phase in Phase::ALL {
+            metrics
+                .registrations
+                .with_label_values(&[phase.as_str()])
+                .set(0);
+        }
+        Ok(metrics)
     }
 
     /// A registration's phase, and its MCP's `mcp_up` and effective weight.
@@ -183,13 +151,6 @@ impl Metrics {
 
     /// The text exposition format of every metric.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        // Encoding into a String cannot fail for well-formed metric families.
-        if let Err(e) =
-            prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out)
-        {
-            tracing::warn!(error = %e, "could not encode metrics");
-        }
-        out
+        crate::telemetry::render(&self.registry)
     }
 }

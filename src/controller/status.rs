@@ -454,6 +454,11 @@ mod tests {
         }
     }
 
+    /// The status of a registration seen for the first time.
+    fn first_status(obs: &Observation<'_>) -> MCPRegistrationStatus {
+        desired_status(&spec(), None, obs, &reporting(), Timestamp::now())
+    }
+
     fn condition_of<'a>(s: &'a MCPRegistrationStatus, t: &str) -> &'a Condition {
         s.conditions.iter().find(|c| c.type_ == t).unwrap()
     }
@@ -461,13 +466,7 @@ mod tests {
     #[test]
     fn healthy_registration_is_ready_at_full_weight() {
         let h = tracker(&[true]);
-        let s = desired_status(
-            &spec(),
-            None,
-            &observe(Some(&h), &[]),
-            &reporting(),
-            Timestamp::now(),
-        );
+        let s = first_status(&observe(Some(&h), &[]));
         assert_eq!(s.phase, Phase::Ready);
         assert_eq!(s.routing.as_ref().unwrap().effective_weight, 300);
         assert_eq!(condition_of(&s, "Ready").status, "True");
@@ -481,13 +480,7 @@ mod tests {
     #[test]
     fn unhealthy_registration_gets_no_traffic_and_says_why() {
         let h = tracker(&[true, false, false]);
-        let s = desired_status(
-            &spec(),
-            None,
-            &observe(Some(&h), &[]),
-            &reporting(),
-            Timestamp::now(),
-        );
+        let s = first_status(&observe(Some(&h), &[]));
         assert_eq!(s.phase, Phase::Unavailable);
         assert_eq!(s.routing.as_ref().unwrap().effective_weight, 0);
         assert!(condition_of(&s, "Healthy")
@@ -501,13 +494,7 @@ mod tests {
             field: "spec.endpoint.url",
             message: "must be absolute".into(),
         }];
-        let s = desired_status(
-            &spec(),
-            None,
-            &observe(None, &problems),
-            &reporting(),
-            Timestamp::now(),
-        );
+        let s = first_status(&observe(None, &problems));
         assert_eq!(s.phase, Phase::Invalid);
         assert!(condition_of(&s, "Ready")
             .message

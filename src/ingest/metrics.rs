@@ -1,11 +1,9 @@
 //! Prometheus metrics of the ingest server.
 
-use prometheus::{
-    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry,
-};
+use prometheus::{Gauge, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, Registry};
 
 use super::spool::SpoolStats;
+use crate::telemetry::{Series, SECONDS_BUCKETS};
 
 pub struct IngestMetrics {
     pub registry: Registry,
@@ -24,96 +22,57 @@ pub struct IngestMetrics {
 
 impl IngestMetrics {
     pub fn new() -> Result<Self, prometheus::Error> {
-        let registry = Registry::new();
-        let received = IntCounterVec::new(
-            Opts::new(
+        let series = Series::default();
+        Ok(Self {
+            received: series.counters(
                 "mcp_ingest_events_received_total",
                 "Interaction events accepted, by MCP and event type.",
-            ),
-            &["mcp_id", "event"],
-        )?;
-        let rejected = IntCounterVec::new(
-            Opts::new(
+                &["mcp_id", "event"],
+            )?,
+            rejected: series.counters(
                 "mcp_ingest_requests_rejected_total",
                 "Requests refused, by reason.",
-            ),
-            &["reason"],
-        )?;
-        let spool_records = IntGauge::new(
-            "mcp_ingest_spool_records",
-            "Events in the spool not yet confirmed by the store.",
-        )?;
-        let spool_bytes = IntGauge::new(
-            "mcp_ingest_spool_bytes",
-            "Bytes of spooled events not yet confirmed by the store.",
-        )?;
-        let spool_oldest_age = Gauge::new(
-            "mcp_ingest_spool_oldest_unshipped_age_seconds",
-            "Age of the oldest event not yet confirmed by the store (0 when none).",
-        )?;
-        let store_rows =
-            IntCounter::new("mcp_ingest_store_rows_total", "Events the store confirmed.")?;
-        let store_errors = IntCounterVec::new(
-            Opts::new(
+                &["reason"],
+            )?,
+            spool_records: series.gauge(
+                "mcp_ingest_spool_records",
+                "Events in the spool not yet confirmed by the store.",
+            )?,
+            spool_bytes: series.gauge(
+                "mcp_ingest_spool_bytes",
+                "Bytes of spooled events not yet confirmed by the store.",
+            )?,
+            spool_oldest_age: series.float_gauge(
+                "mcp_ingest_spool_oldest_unshipped_age_seconds",
+                "Age of the oldest event not yet confirmed by the store (0 when none).",
+            )?,
+            store_rows: series.counter("mcp_ingest_store_rows_total", "Events the store confirmed.")?,
+            store_errors: series.counters(
                 "mcp_ingest_store_errors_total",
                 "Failed store inserts, by kind (unavailable, rejected).",
-            ),
-            &["kind"],
-        )?;
-        let store_insert_seconds = Histogram::with_opts(
-            HistogramOpts::new(
+                &["kind"],
+            )?,
+            store_insert_seconds: series.histogram(
                 "mcp_ingest_store_insert_duration_seconds",
                 "Time one store insert took.",
-            )
-            .buckets(vec![
-                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            ]),
-        )?;
-        let poison = IntCounter::new(
-            "mcp_ingest_poison_events_total",
-            "Events the store rejected, set aside.",
-        )?;
-        let processing_time = HistogramVec::new(
-            HistogramOpts::new(
+                SECONDS_BUCKETS,
+            )?,
+            poison: series.counter(
+                "mcp_ingest_poison_events_total",
+                "Events the store rejected, set aside.",
+            )?,
+            processing_time: series.histograms(
                 "mcp_ingest_processing_time_seconds",
                 "Reported processing time of interactions, by MCP.",
-            )
-            .buckets(vec![
-                0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-            ]),
-            &["mcp_id"],
-        )?;
-        let route_decisions = IntCounterVec::new(
-            Opts::new(
+                &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
+                &["mcp_id"],
+            )?,
+            route_decisions: series.counters(
                 "mcp_ingest_route_decisions_total",
                 "Answers of GET /v1/route, by result (routed, failed_over, unknown_capability, none_ready, saturated).",
-            ),
-            &["result"],
-        )?;
-        registry.register(Box::new(route_decisions.clone()))?;
-        registry.register(Box::new(received.clone()))?;
-        registry.register(Box::new(rejected.clone()))?;
-        registry.register(Box::new(spool_records.clone()))?;
-        registry.register(Box::new(spool_bytes.clone()))?;
-        registry.register(Box::new(spool_oldest_age.clone()))?;
-        registry.register(Box::new(store_rows.clone()))?;
-        registry.register(Box::new(store_errors.clone()))?;
-        registry.register(Box::new(store_insert_seconds.clone()))?;
-        registry.register(Box::new(poison.clone()))?;
-        registry.register(Box::new(processing_time.clone()))?;
-        Ok(Self {
-            registry,
-            received,
-            rejected,
-            spool_records,
-            spool_bytes,
-            spool_oldest_age,
-            store_rows,
-            store_errors,
-            store_insert_seconds,
-            poison,
-            processing_time,
-            route_decisions,
+                &["result"],
+            )?,
+            registry: series.registry,
         })
     }
 
@@ -127,12 +86,6 @@ impl IngestMetrics {
                 .map(|ms| ((now_ms - ms) as f64 / 1000.0).max(0.0))
                 .unwrap_or(0.0),
         );
-        let mut out = String::new();
-        if let Err(e) =
-            prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out)
-        {
-            tracing::warn!(error = %e, "could not encode metrics");
-        }
-        out
+        crate::telemetry::render(&self.registry)
     }
 }

@@ -131,31 +131,11 @@ mod tests {
     #[test]
     fn a_fresh_signature_passes_once() {
         let v = Verifier::new(SigningPolicy::Batch);
-        let sig = sign(KEY, "POST", "/v1/interactions:batch", "1000", b"[]");
-        assert_eq!(
-            v.verify(
-                KEY,
-                "POST",
-                "/v1/interactions:batch",
-                Some("1000"),
-                Some(&sig),
-                b"[]",
-                1010
-            ),
-            Ok(())
-        );
-        assert_eq!(
-            v.verify(
-                KEY,
-                "POST",
-                "/v1/interactions:batch",
-                Some("1000"),
-                Some(&sig),
-                b"[]",
-                1011
-            ),
-            Err(SignatureError::Replayed)
-        );
+        let path = "/v1/interactions:batch";
+        let sig = sign(KEY, "POST", path, "1000", b"[]");
+        let at = |now| v.verify(KEY, "POST", path, Some("1000"), Some(&sig), b"[]", now);
+        assert_eq!(at(1010), Ok(()));
+        assert_eq!(at(1011), Err(SignatureError::Replayed));
     }
 
     #[test]
@@ -166,28 +146,11 @@ mod tests {
             v.verify(KEY, "POST", "/p", Some("1000"), Some(&sig), b"BODY", 1000),
             Err(SignatureError::Mismatch)
         );
+        let signed_at_1000 =
+            |key, now| v.verify(key, "POST", "/p", Some("1000"), Some(&sig), b"body", now);
+        assert_eq!(signed_at_1000("other", 1000), Err(SignatureError::Mismatch));
         assert_eq!(
-            v.verify(
-                "other",
-                "POST",
-                "/p",
-                Some("1000"),
-                Some(&sig),
-                b"body",
-                1000
-            ),
-            Err(SignatureError::Mismatch)
-        );
-        assert_eq!(
-            v.verify(
-                KEY,
-                "POST",
-                "/p",
-                Some("1000"),
-                Some(&sig),
-                b"body",
-                1000 + 301
-            ),
+            signed_at_1000(KEY, 1000 + 301),
             Err(SignatureError::Expired)
         );
         assert_eq!(

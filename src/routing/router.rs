@@ -434,6 +434,16 @@ mod tests {
         router
     }
 
+    /// One tier of `(id, weight)` members, each taking `max` requests at once.
+    fn one_tier(members: &[(&str, u32)], max: u32) -> Router {
+        router(
+            members
+                .iter()
+                .map(|(id, weight)| candidate(id, 0, *weight, max))
+                .collect(),
+        )
+    }
+
     fn shares(router: &Router, now: f64, n: usize) -> HashMap<String, usize> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let mut counts = HashMap::new();
@@ -524,11 +534,7 @@ mod tests {
 
     #[test]
     fn slow_and_failing_mcps_lose_traffic_and_win_it_back_after_recovering() {
-        let r = router(vec![
-            candidate("fast", 0, 100, 100),
-            candidate("slow", 0, 100, 100),
-            candidate("flaky", 0, 100, 100),
-        ]);
+        let r = one_tier(&[("fast", 100), ("slow", 100), ("flaky", 100)], 100);
         report(&r, "fast", 20, true, 0.05, 0.0);
         report(&r, "slow", 20, true, 0.5, 0.0);
         report(&r, "flaky", 10, true, 0.05, 0.0);
@@ -548,11 +554,7 @@ mod tests {
 
     #[test]
     fn weights_set_the_share_between_equals() {
-        let r = router(vec![
-            candidate("big", 0, 400, 1000),
-            candidate("a", 0, 100, 1000),
-            candidate("b", 0, 100, 1000),
-        ]);
+        let r = one_tier(&[("big", 400), ("a", 100), ("b", 100)], 1000);
         for id in ["big", "a", "b"] {
             report(&r, id, 5, true, 0.1, 0.0);
         }

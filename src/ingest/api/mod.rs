@@ -241,9 +241,7 @@ fn write_guard(
 fn metrics(state: &IngestState) -> Response {
     let mut text = state.metrics.render(state.spool.stats(), now_ms());
     if let Some(extra) = &state.extra_metrics {
-        if let Err(e) = prometheus::TextEncoder::new().encode_utf8(&extra.gather(), &mut text) {
-            tracing::warn!(error = %e, "could not encode metrics");
-        }
+        text.push_str(&crate::telemetry::render(extra));
     }
     reply::bytes_reply(
         StatusCode::OK,

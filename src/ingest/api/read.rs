@@ -13,7 +13,7 @@ use super::now_ms;
 use super::reply::{ApiError, ErrorCode};
 use crate::interaction::{check_id, format_ms, parse_rfc3339_ms, Fields};
 use crate::privacy::seal::{Sealer, Unsealed};
-use crate::store::{AuditEntry, HistoryQuery, TimeRange};
+use crate::store::{AuditEntry, HistoryQuery, McpMetrics, TimeRange};
 
 /// The decoded query string.
 pub type Params = HashMap<String, String>;
@@ -75,10 +75,7 @@ pub async fn mcp_metrics(
 ) -> Result<Value, ApiError> {
     let role = authorize_reader(state, auth, Some(mcp_id))?;
     check_id(mcp_id, "mcp_id").map_err(ApiError::bad)?;
-    let (text, range) = range(params)?;
-    let mut metrics = state.store.metrics(Some(mcp_id), range).await?;
-    let rows = metrics.iter().map(|m| m.count).sum();
-    audit(state, &role, Read::over(mcp_id, "metrics", range), rows).await?;
+    let (text, mut metrics) = metrics_over(state, &role, Some(mcp_id), params).await?;
     let one = metrics
         .pop()
         .map(|m| serde_json::to_value(m).unwrap_or(Value::Null))
@@ -93,11 +90,26 @@ pub async fn all_metrics(
     params: &Params,
 ) -> Result<Value, ApiError> {
     let role = authorize_reader(state, auth, None)?;
-    let (text, range) = range(params)?;
-    let all = state.store.metrics(None, range).await?;
-    let rows = all.iter().map(|m| m.count).sum();
-    audit(state, &role, Read::over("*", "all_metrics", range), rows).await?;
+    let (text, all) = metrics_over(state, &role, None, params).await?;
     Ok(json!({"range": text, "mcps": all}))
+}
+
+/// Metrics of one MCP (or all) over the `range` parameter, audited.
+async fn metrics_over(
+    state: &IngestState,
+    role: &Role,
+    mcp_id: Option<&str>,
+    params: &Params,
+) -> Result<(String, Vec<McpMetrics>), ApiError> {
+    let (text, range) = range(params)?;
+    let metrics = state.store.metrics(mcp_id, range).await?;
+    let rows = metrics.iter().map(|m| m.count).sum();
+    let read = match mcp_id {
+        Some(id) => Read::over(id, "metrics", range),
+        None => Read::over("*", "all_metrics", range),
+    };
+    audit(state, role, read, rows).await?;
+    Ok((text, metrics))
 }
 
 /// `GET /v1/audit?limit=`: admins only.

@@ -1,0 +1,80 @@
+//! Prometheus series, each declared and registered in one step, and the text exposition of a
+//! registry. Names follow Prometheus conventions (`_total` counters, base units in seconds).
+
+use prometheus::core::Collector;
+use prometheus::{
+    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
+};
+
+/// Latency buckets from a millisecond to ten seconds.
+pub const SECONDS_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Makes series and registers them in its registry.
+#[derive(Clone, Default)]
+pub struct Series {
+    pub registry: Registry,
+}
+
+type Made<T> = Result<T, prometheus::Error>;
+
+impl Series {
+    fn register<T: Collector + Clone + 'static>(&self, made: Made<T>) -> Made<T> {
+        let series = made?;
+        self.registry.register(Box::new(series.clone()))?;
+        Ok(series)
+    }
+
+    pub fn counter(&self, name: &str, help: &str) -> Made<IntCounter> {
+        self.register(IntCounter::new(name, help))
+    }
+
+    pub fn counters(&self, name: &str, help: &str, labels: &[&str]) -> Made<IntCounterVec> {
+        self.register(IntCounterVec::new(Opts::new(name, help), labels))
+    }
+
+    pub fn gauge(&self, name: &str, help: &str) -> Made<IntGauge> {
+        self.register(IntGauge::new(name, help))
+    }
+
+    pub fn float_gauge(&self, name: &str, help: &str) -> Made<Gauge> {
+        self.register(Gauge::new(name, help))
+    }
+
+    pub fn gauges(&self, name: &str, help: &str, labels: &[&str]) -> Made<IntGaugeVec> {
+        self.register(IntGaugeVec::new(Opts::new(name, help), labels))
+    }
+
+    pub fn histogram(&self, name: &str, help: &str, buckets: &[f64]) -> Made<Histogram> {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        self.register(Histogram::with_opts(opts))
+    }
+
+    pub fn histograms(
+        &self,
+        name: &str,
+        help: &str,
+        buckets: &[f64],
+        labels: &[&str],
+    ) -> Made<HistogramVec> {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        self.register(HistogramVec::new(opts, labels))
+    }
+
+    /// The text exposition format of every series.
+    pub fn render(&self) -> String {
+        render(&self.registry)
+    }
+}
+
+/// The text exposition format of every series in `registry`.
+pub fn render(registry: &Registry) -> String {
+    let mut out = String::new();
+    // Encoding into a String cannot fail for well-formed metric families.
+    if let Err(e) = prometheus::TextEncoder::new().encode_utf8(&registry.gather(), &mut out) {
+        tracing::warn!(error = %e, "could not encode metrics");
+    }
+    out
+}
