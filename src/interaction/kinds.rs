@@ -17,16 +17,17 @@ pub trait Kind {
     /// Reads a non-null JSON value. Type errors name `found_at` (where the value was), check
     /// failures name `field` (the field's place in the standard record).
     fn read(value: &Value, found_at: &str, field: &str) -> Result<Option<Self::Value>, BadReport>;
-    /// The value in the standard record; `None` leaves the key out.
-    fn show(value: Option<&Self::Value>) -> Option<Value>;
+    /// The value in the standard record (`null` when absent); `None` leaves the key out.
+    fn show(value: Option<&Self::Value>) -> Option<Value>
+    where
+        Self::Value: Into<Value> + Clone,
+    {
+        Some(value.cloned().map_or(Value::Null, Into::into))
+    }
 }
 
 fn typed<'a, T: Deserialize<'a>>(value: &'a Value, found_at: &str) -> Result<T, BadReport> {
     T::deserialize(value).map_err(|e| BadReport::new(found_at, e.to_string()))
-}
-
-fn shown<T: Into<Value> + Clone>(value: Option<&T>) -> Option<Value> {
-    Some(value.cloned().map_or(Value::Null, Into::into))
 }
 
 /// Free text.
@@ -36,9 +37,6 @@ impl Kind for Text {
     const COLUMN: &'static str = "String";
     fn read(value: &Value, found_at: &str, _: &str) -> Result<Option<String>, BadReport> {
         typed(value, found_at).map(Some)
-    }
-    fn show(value: Option<&String>) -> Option<Value> {
-        shown(value)
     }
 }
 
@@ -52,9 +50,6 @@ impl Kind for Count {
             v if v < 0 => Err(BadReport::new(field, format!("{v} must not be negative"))),
             v => Ok(Some(v)),
         }
-    }
-    fn show(value: Option<&i64>) -> Option<Value> {
-        shown(value)
     }
 }
 
@@ -72,9 +67,6 @@ impl Kind for Amount {
             v => Ok(Some(v)),
         }
     }
-    fn show(value: Option<&f64>) -> Option<Value> {
-        shown(value)
-    }
 }
 
 /// A score from 0 to 1.
@@ -86,9 +78,6 @@ impl Kind for Unit {
         let v = typed::<f64>(value, found_at)?;
         check_range(v, 0.0, 1.0, field)?;
         Ok(Some(v))
-    }
-    fn show(value: Option<&f64>) -> Option<Value> {
-        shown(value)
     }
 }
 
@@ -119,9 +108,6 @@ impl Kind for Flag {
     fn read(value: &Value, found_at: &str, _: &str) -> Result<Option<bool>, BadReport> {
         typed(value, found_at).map(Some)
     }
-    fn show(value: Option<&bool>) -> Option<Value> {
-        shown(value)
-    }
 }
 
 /// An error code: text, or a whole number (kept as its text).
@@ -138,9 +124,6 @@ impl Kind for Code {
                 format!("invalid type: {other}, expected a string or a whole number"),
             )),
         }
-    }
-    fn show(value: Option<&String>) -> Option<Value> {
-        shown(value)
     }
 }
 

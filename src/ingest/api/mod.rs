@@ -23,7 +23,7 @@ use crate::interaction::{check_id, EventKind};
 use guards::{
     authenticate, check_signature, content_type, parse_json, read_body, require_json, Signed,
 };
-use read::parse_query;
+use read::{parse_query, Reading};
 use reply::{json_reply, ApiError, ErrorCode, Response};
 
 pub(crate) fn now_ms() -> i64 {
@@ -112,6 +112,11 @@ where
     let segments: Vec<&str> = req.path.trim_matches('/').split('/').collect();
     let auth = req.auth();
     let ok = |value: Value| json_reply(StatusCode::OK, &value);
+    let reading = || Reading {
+        state,
+        auth,
+        params: parse_query(req.query),
+    };
     match (req.method, segments.as_slice()) {
         (&Method::GET, ["healthz"]) => Ok(ok(json!({"status": "ok"}))),
         (&Method::GET, ["readyz"]) => {
@@ -123,7 +128,7 @@ where
         }
         (&Method::GET, ["metrics"]) => Ok(metrics(state)),
         (&Method::GET, ["v1", "route"]) => route::route(state, auth, req.query),
-        (&Method::GET, ["v1", "registrations"]) => read::registrations(state, auth).map(ok),
+        (&Method::GET, ["v1", "registrations"]) => reading().registrations().map(ok),
         (&Method::POST, ["api", "interactions"]) => {
             require_json(req.headers)?;
             let body = read_body(body, state.limits.single_bytes).await?;
@@ -186,25 +191,15 @@ where
             check_signature(state, required, bearer(auth), &req.signed(&body))?;
             Ok(write::heartbeat(state, &key_mcp))
         }
-        (&Method::GET, ["v1", "audit"]) => read::audit_log(state, auth, &parse_query(req.query))
-            .await
-            .map(ok),
-        (&Method::GET, ["v1", "heartbeats"]) => read::heartbeats(state, auth).await.map(ok),
+        (&Method::GET, ["v1", "audit"]) => reading().audit_log().await.map(ok),
+        (&Method::GET, ["v1", "heartbeats"]) => reading().heartbeats().await.map(ok),
         (&Method::GET, ["v1", "mcps", mcp_id, "interactions"]) => {
-            read::history(state, auth, mcp_id, &parse_query(req.query))
-                .await
-                .map(ok)
+            reading().history(mcp_id).await.map(ok)
         }
         (&Method::GET, ["v1", "mcps", mcp_id, "metrics"]) => {
-            read::mcp_metrics(state, auth, mcp_id, &parse_query(req.query))
-                .await
-                .map(ok)
+            reading().mcp_metrics(mcp_id).await.map(ok)
         }
-        (&Method::GET, ["v1", "metrics"]) => {
-            read::all_metrics(state, auth, &parse_query(req.query))
-                .await
-                .map(ok)
-        }
+        (&Method::GET, ["v1", "metrics"]) => reading().all_metrics().await.map(ok),
         (
             _,
             ["api", "interactions"]

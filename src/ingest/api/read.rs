@@ -28,142 +28,151 @@ pub fn parse_query(query: &str) -> Params {
         .unwrap_or_default()
 }
 
-/// `GET /v1/mcps/{id}/interactions?limit=&since=&until=`: newest first.
-pub async fn history(
-    state: &IngestState,
-    auth: Option<&str>,
-    mcp_id: &str,
-    params: &Params,
-) -> Result<Value, ApiError> {
-    let role = authorize_reader(state, auth, Some(mcp_id))?;
-    check_id(mcp_id, "mcp_id").map_err(ApiError::bad)?;
-    let limit = limit(params)?;
-    let since_ms = params.get("since").map(|s| time(s, "since")).transpose()?;
-    let until_ms = params.get("until").map(|s| time(s, "until")).transpose()?;
-    let found = state
-        .store
-        .history(&HistoryQuery {
+/// One read request: who asks (the bearer token) and the decoded query string.
+pub struct Reading<'a> {
+    pub state: &'a IngestState,
+    pub auth: Option<&'a str>,
+    pub params: Params,
+}
+
+impl Reading<'_> {
+    /// `GET /v1/mcps/{id}/interactions?limit=&since=&until=`: newest first.
+    pub async fn history(&self, mcp_id: &str) -> Result<Value, ApiError> {
+        let role = self.reader_of(Some(mcp_id))?;
+        let limit = limit(&self.params)?;
+        let time_param = |name| self.params.get(name).map(|s| time(s, name)).transpose();
+        let (since_ms, until_ms) = (time_param("since")?, time_param("until")?);
+        let query = HistoryQuery {
             mcp_id: mcp_id.to_string(),
             limit,
             since_ms,
             until_ms,
-        })
-        .await?;
-    let items: Vec<Value> = found
-        .into_iter()
-        .map(|mut i| {
-            reveal(&state.sealer, &role, &mut i.fields);
-            i.to_json()
-        })
-        .collect();
-    let read = Read {
-        mcp_id,
-        query: "history",
-        since_ms,
-        until_ms,
-    };
-    audit(state, &role, read, items.len() as u64).await?;
-    Ok(json!({"mcp_id": mcp_id, "count": items.len(), "interactions": items}))
-}
-
-/// `GET /v1/mcps/{id}/metrics?range=`.
-pub async fn mcp_metrics(
-    state: &IngestState,
-    auth: Option<&str>,
-    mcp_id: &str,
-    params: &Params,
-) -> Result<Value, ApiError> {
-    let role = authorize_reader(state, auth, Some(mcp_id))?;
-    check_id(mcp_id, "mcp_id").map_err(ApiError::bad)?;
-    let (text, mut metrics) = metrics_over(state, &role, Some(mcp_id), params).await?;
-    let one = metrics
-        .pop()
-        .map(|m| serde_json::to_value(m).unwrap_or(Value::Null))
-        .unwrap_or(Value::Null);
-    Ok(json!({"range": text, "metrics": one}))
-}
-
-/// `GET /v1/metrics?range=`: every MCP with interactions in range.
-pub async fn all_metrics(
-    state: &IngestState,
-    auth: Option<&str>,
-    params: &Params,
-) -> Result<Value, ApiError> {
-    let role = authorize_reader(state, auth, None)?;
-    let (text, all) = metrics_over(state, &role, None, params).await?;
-    Ok(json!({"range": text, "mcps": all}))
-}
-
-/// Metrics of one MCP (or all) over the `range` parameter, audited.
-async fn metrics_over(
-    state: &IngestState,
-    role: &Role,
-    mcp_id: Option<&str>,
-    params: &Params,
-) -> Result<(String, Vec<McpMetrics>), ApiError> {
-    let (text, range) = range(params)?;
-    let metrics = state.store.metrics(mcp_id, range).await?;
-    let rows = metrics.iter().map(|m| m.count).sum();
-    let read = match mcp_id {
-        Some(id) => Read::over(id, "metrics", range),
-        None => Read::over("*", "all_metrics", range),
-    };
-    audit(state, role, read, rows).await?;
-    Ok((text, metrics))
-}
-
-/// `GET /v1/audit?limit=`: admins only.
-pub async fn audit_log(
-    state: &IngestState,
-    auth: Option<&str>,
-    params: &Params,
-) -> Result<Value, ApiError> {
-    let role = authorize_reader(state, auth, None)?;
-    if !matches!(role, Role::Admin(_)) {
-        return Err(ApiError::new(
-            ErrorCode::Forbidden,
-            "only admin tokens may read the audit log",
-        ));
+        };
+        let items: Vec<Value> = (self.state.store.history(&query).await?)
+            .into_iter()
+            .map(|mut i| {
+                reveal(&self.state.sealer, &role, &mut i.fields);
+                i.to_json()
+            })
+            .collect();
+        let read = Read {
+            mcp_id,
+            query: "history",
+            since_ms,
+            until_ms,
+        };
+        self.audit(&role, read, items.len() as u64).await?;
+        Ok(json!({"mcp_id": mcp_id, "count": items.len(), "interactions": items}))
     }
-    let entries = state.store.audit_log(limit(params)?).await?;
-    audit(state, &role, Read::all("audit"), entries.len() as u64).await?;
-    Ok(json!({"count": entries.len(), "entries": entries}))
-}
 
-/// `GET /v1/heartbeats`: each MCP's last heartbeat.
-pub async fn heartbeats(state: &IngestState, auth: Option<&str>) -> Result<Value, ApiError> {
-    let role = authorize_reader(state, auth, None)?;
-    let body: serde_json::Map<String, Value> = state
-        .heartbeats()
-        .into_iter()
-        .map(|(k, v)| (k, json!(format_ms(v))))
-        .collect();
-    audit(state, &role, Read::all("heartbeats"), body.len() as u64).await?;
-    Ok(Value::Object(body))
-}
+    /// `GET /v1/mcps/{id}/metrics?range=`.
+    pub async fn mcp_metrics(&self, mcp_id: &str) -> Result<Value, ApiError> {
+        let (text, mut metrics) = self.metrics_over(Some(mcp_id)).await?;
+        let one = metrics
+            .pop()
+            .map(|m| serde_json::to_value(m).unwrap_or(Value::Null))
+            .unwrap_or(Value::Null);
+        Ok(json!({"range": text, "metrics": one}))
+    }
 
-/// `GET /v1/registrations` (standalone mode): every registration with its status, the manifests
-/// that were skipped and why, and when each MCP was last seen.
-pub fn registrations(state: &IngestState, auth: Option<&str>) -> Result<Value, ApiError> {
-    let Some(view) = &state.registrations else {
-        return Err(ApiError::new(
-            ErrorCode::NotFound,
-            "registrations are served in standalone mode only; in a cluster use kubectl get mcpreg",
-        ));
-    };
-    authorize_reader(state, auth, None)?;
-    let mut body = view
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
-    let seen = state.last_seen();
-    if let Some(list) = body["registrations"].as_array_mut() {
-        for r in list {
-            let at = r["mcp_id"].as_str().and_then(|id| seen.get(id));
-            r["last_seen"] = json!(at.map(|ms| format_ms(*ms)));
+    /// `GET /v1/metrics?range=`: every MCP with interactions in range.
+    pub async fn all_metrics(&self) -> Result<Value, ApiError> {
+        let (text, all) = self.metrics_over(None).await?;
+        Ok(json!({"range": text, "mcps": all}))
+    }
+
+    /// Metrics of one MCP (or all) over the `range` parameter, audited.
+    async fn metrics_over(
+        &self,
+        mcp_id: Option<&str>,
+    ) -> Result<(String, Vec<McpMetrics>), ApiError> {
+        let role = self.reader_of(mcp_id)?;
+        let (text, range) = range(&self.params)?;
+        let metrics = self.state.store.metrics(mcp_id, range).await?;
+        let rows = metrics.iter().map(|m| m.count).sum();
+        let read = match mcp_id {
+            Some(id) => Read::over(id, "metrics", range),
+            None => Read::over("*", "all_metrics", range),
+        };
+        self.audit(&role, read, rows).await?;
+        Ok((text, metrics))
+    }
+
+    /// `GET /v1/audit?limit=`: admins only.
+    pub async fn audit_log(&self) -> Result<Value, ApiError> {
+        let role = self.reader_of(None)?;
+        if !matches!(role, Role::Admin(_)) {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "only admin tokens may read the audit log",
+            ));
         }
+        let entries = self.state.store.audit_log(limit(&self.params)?).await?;
+        self.audit(&role, Read::all("audit"), entries.len() as u64)
+            .await?;
+        Ok(json!({"count": entries.len(), "entries": entries}))
     }
-    Ok(body)
+
+    /// `GET /v1/heartbeats`: each MCP's last heartbeat.
+    pub async fn heartbeats(&self) -> Result<Value, ApiError> {
+        let role = self.reader_of(None)?;
+        let body: serde_json::Map<String, Value> = (self.state.heartbeats().into_iter())
+            .map(|(k, v)| (k, json!(format_ms(v))))
+            .collect();
+        self.audit(&role, Read::all("heartbeats"), body.len() as u64)
+            .await?;
+        Ok(Value::Object(body))
+    }
+
+    /// `GET /v1/registrations` (standalone mode): every registration with its status, the
+    /// manifests that were skipped and why, and when each MCP was last seen.
+    pub fn registrations(&self) -> Result<Value, ApiError> {
+        let Some(view) = &self.state.registrations else {
+            return Err(ApiError::new(
+                ErrorCode::NotFound,
+                "registrations are served in standalone mode only; in a cluster use kubectl get mcpreg",
+            ));
+        };
+        self.reader_of(None)?;
+        let mut body = view
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let seen = self.state.last_seen();
+        if let Some(list) = body["registrations"].as_array_mut() {
+            for r in list {
+                let at = r["mcp_id"].as_str().and_then(|id| seen.get(id));
+                r["last_seen"] = json!(at.map(|ms| format_ms(*ms)));
+            }
+        }
+        Ok(body)
+    }
+
+    /// Who reads: of one MCP's data (its ID checked), or of everyone's.
+    fn reader_of(&self, mcp_id: Option<&str>) -> Result<Role, ApiError> {
+        let role = authorize_reader(self.state, self.auth, mcp_id)?;
+        if let Some(id) = mcp_id {
+            check_id(id, "mcp_id").map_err(ApiError::bad)?;
+        }
+        Ok(role)
+    }
+
+    /// Records a read of interaction data; the answer is withheld if the record cannot be
+    /// written.
+    async fn audit(&self, role: &Role, read: Read<'_>, rows: u64) -> Result<(), ApiError> {
+        let entry = AuditEntry {
+            at_ms: now_ms(),
+            who: role.who().to_string(),
+            role: role.name().to_string(),
+            mcp_id: read.mcp_id.to_string(),
+            query: read.query.to_string(),
+            since_ms: read.since_ms,
+            until_ms: read.until_ms,
+            rows,
+        };
+        let recorded = self.state.store.record_access(&entry).await;
+        recorded.map_err(ApiError::from)
+    }
 }
 
 /// Sealed fields as `role` may see them: opened for admins and the MCP itself, redacted for
@@ -217,30 +226,6 @@ impl<'a> Read<'a> {
     }
 }
 
-/// Records a read of interaction data; the answer is withheld if the record cannot be written.
-async fn audit(
-    state: &IngestState,
-    role: &Role,
-    read: Read<'_>,
-    rows: u64,
-) -> Result<(), ApiError> {
-    let entry = AuditEntry {
-        at_ms: now_ms(),
-        who: role.who().to_string(),
-        role: role.name().to_string(),
-        mcp_id: read.mcp_id.to_string(),
-        query: read.query.to_string(),
-        since_ms: read.since_ms,
-        until_ms: read.until_ms,
-        rows,
-    };
-    state
-        .store
-        .record_access(&entry)
-        .await
-        .map_err(ApiError::from)
-}
-
 fn limit(params: &Params) -> Result<usize, ApiError> {
     match params.get("limit") {
         None => Ok(100),
@@ -266,4 +251,120 @@ fn range(params: &Params) -> Result<(String, TimeRange), ApiError> {
     let text = params.get("range").cloned().unwrap_or_else(|| "1h".into());
     let range = TimeRange::parse(&text, now_ms()).map_err(|p| ApiError::query("range", &p))?;
     Ok((text, range))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::ingest::auth::{KeyRing, ReaderTokens};
+    use crate::ingest::metrics::IngestMetrics;
+    use crate::ingest::spool::Spool;
+    use crate::ingest::IngestConfig;
+    use crate::interaction::{EventKind, InteractionEvent};
+    use crate::store::sqlite::SqliteStore;
+
+    const MCP: &str = "ocr_mcp_001";
+
+    /// An ingest state over an in-memory store holding one sensitive interaction of `MCP`.
+    async fn state(tag: &str) -> IngestState {
+        let dir = std::env::temp_dir().join(format!("read-unit-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = IngestConfig::new("127.0.0.1:0".parse().unwrap(), dir).unwrap();
+        let (spool, _reader) = Spool::open(config.spool.clone()).unwrap();
+        let store = Arc::new(SqliteStore::in_memory().unwrap());
+        let fields = Fields {
+            error_message: Some(config.sealer.seal("card 4111 declined").unwrap()),
+            success: Some(false),
+            timestamp_ms: Some(now_ms()),
+            ..Default::default()
+        };
+        let event = InteractionEvent::new("i1".into(), MCP.into(), EventKind::Record, 1, fields);
+        crate::store::InteractionStore::insert(store.as_ref(), &[event])
+            .await
+            .unwrap();
+        let keys = KeyRing::default();
+        keys.set(MCP, "mcp-key");
+        keys.set("other_mcp_001", "other-key");
+        let readers = ReaderTokens::from_tokens(["reader-token"]);
+        readers.add_admin("root", "admin-token");
+        let metrics = Arc::new(IngestMetrics::new().unwrap());
+        IngestState::new(
+            &config,
+            spool,
+            store,
+            Arc::new(keys),
+            Arc::new(readers),
+            metrics,
+        )
+    }
+
+    fn reading<'a>(state: &'a IngestState, token: &'a str, query: &str) -> Reading<'a> {
+        Reading {
+            state,
+            auth: Some(token),
+            params: parse_query(query),
+        }
+    }
+
+    #[tokio::test]
+    async fn readers_see_sealed_fields_redacted_and_the_mcp_itself_sees_them_opened() {
+        let state = state("reveal").await;
+        let as_reader = reading(&state, "Bearer reader-token", "")
+            .history(MCP)
+            .await;
+        let item = &as_reader.unwrap()["interactions"][0];
+        assert_eq!(item["result_data"]["error_message"], "[redacted]");
+        let as_mcp = reading(&state, "Bearer mcp-key", "").history(MCP).await;
+        let item = &as_mcp.unwrap()["interactions"][0];
+        assert_eq!(item["result_data"]["error_message"], "card 4111 declined");
+    }
+
+    #[tokio::test]
+    async fn an_mcp_key_reads_only_its_own_data_and_every_read_is_audited() {
+        let state = state("own").await;
+        let other = reading(&state, "Bearer other-key", "").history(MCP).await;
+        assert_eq!(other.unwrap_err().code, ErrorCode::Forbidden);
+        let all = reading(&state, "Bearer mcp-key", "").all_metrics().await;
+        assert_eq!(all.unwrap_err().code, ErrorCode::Forbidden);
+        reading(&state, "Bearer reader-token", "range=1h")
+            .mcp_metrics(MCP)
+            .await
+            .unwrap();
+        let log = reading(&state, "Bearer admin-token", "").audit_log().await;
+        let log = log.unwrap();
+        let queries: Vec<&str> = log["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["query"].as_str())
+            .collect();
+        assert!(queries.contains(&"metrics"), "{log}");
+        let audit = reading(&state, "Bearer reader-token", "").audit_log().await;
+        assert_eq!(audit.unwrap_err().code, ErrorCode::Forbidden);
+    }
+
+    #[tokio::test]
+    async fn bad_parameters_name_the_parameter() {
+        let state = state("params").await;
+        let err = reading(&state, "Bearer reader-token", "limit=0")
+            .history(MCP)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.code, err.field.as_deref()),
+            (ErrorCode::InvalidQuery, Some("limit"))
+        );
+        let err = reading(&state, "Bearer reader-token", "range=forever")
+            .all_metrics()
+            .await
+            .unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("range"));
+        let err = reading(&state, "Bearer reader-token", "")
+            .history("../etc")
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidReport);
+    }
 }

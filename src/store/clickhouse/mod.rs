@@ -129,6 +129,22 @@ impl ClickHouseStore {
             })
     }
 
+    /// One INSERT of `rows` into `table`, confirmed by the server.
+    async fn write_rows<R>(
+        &self,
+        table: &str,
+        rows: impl IntoIterator<Item = R>,
+    ) -> Result<(), StoreError>
+    where
+        R: clickhouse::RowOwned + clickhouse::RowWrite,
+    {
+        let mut insert = self.client.insert::<R>(table).await.map_err(classify)?;
+        for row in rows {
+            insert.write(&row).await.map_err(classify)?;
+        }
+        insert.end().await.map_err(classify)
+    }
+
     async fn merged(
         &self,
         filter: &str,
@@ -156,11 +172,6 @@ enum Bind {
 impl InteractionStore for ClickHouseStore {
     fn record_access<'a>(&'a self, e: &'a AuditEntry) -> BoxFuture<'a, Result<(), StoreError>> {
         async move {
-            let mut insert = self
-                .client
-                .insert::<AuditRow>(AUDIT_TABLE)
-                .await
-                .map_err(classify)?;
             let row = AuditRow {
                 at_ms: e.at_ms,
                 at_date: days_since_epoch(e.at_ms),
@@ -172,8 +183,7 @@ impl InteractionStore for ClickHouseStore {
                 until_ms: e.until_ms,
                 rows: e.rows,
             };
-            insert.write(&row).await.map_err(classify)?;
-            insert.end().await.map_err(classify)
+            self.write_rows(AUDIT_TABLE, [row]).await
         }
         .boxed()
     }
@@ -230,18 +240,8 @@ impl InteractionStore for ClickHouseStore {
         &'a self,
         events: &'a [InteractionEvent],
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        async move {
-            let mut insert = self
-                .client
-                .insert::<EventRow>(TABLE)
-                .await
-                .map_err(classify)?;
-            for e in events {
-                insert.write(&EventRow::of(e)).await.map_err(classify)?;
-            }
-            insert.end().await.map_err(classify)
-        }
-        .boxed()
+        self.write_rows(TABLE, events.iter().map(EventRow::of))
+            .boxed()
     }
 
     fn history<'a>(
