@@ -5,12 +5,11 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
+use common::ingest::BIN;
 use common::*;
 use kube::api::PostParams;
 use kube::Api;
 use mcp_coordinator::crd::{MCPRegistration, Phase};
-
-const BIN: &str = env!("CARGO_BIN_EXE_mcp-coordinator");
 
 #[test]
 fn crdgen_prints_the_checked_in_crd() {

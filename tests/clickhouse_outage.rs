@@ -1,13 +1,15 @@
 //! Kill ClickHouse during a steady load and restart it: every acknowledged report arrives, once.
 
 mod clickhouse_support;
+mod common;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mcp_coordinator::ingest::auth::{KeyRing, ReaderTokens};
-use mcp_coordinator::ingest::{self, IngestConfig};
+use common::ingest::{key_ring, test_config, InProcessIngest};
+use mcp_coordinator::ingest::auth::ReaderTokens;
+use mcp_coordinator::ingest::IngestConfig;
 use mcp_coordinator::store::clickhouse::LazyClickHouseStore;
 use mcp_coordinator::store::{HistoryQuery, InteractionStore, TimeRange};
 use serde_json::json;
@@ -21,27 +23,16 @@ async fn acknowledged_reports_survive_a_clickhouse_crash() {
             .await
             .unwrap();
     let store = Arc::new(LazyClickHouseStore::new(clickhouse.config()));
-    let keys = KeyRing::default();
-    keys.set("ocr_workflow_mcp_001", KEY);
-    let spool_dir = clickhouse.dir.join("spool");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = ingest::start(
+    let mut running = InProcessIngest::start(
         IngestConfig {
             batch_max: 200,
-            flush_interval: Duration::from_millis(50),
-            drain_timeout: Duration::from_secs(1),
-            signing: mcp_coordinator::ingest::signing::SigningPolicy::Off,
-            ..IngestConfig::new("127.0.0.1:0".parse().unwrap(), spool_dir).unwrap()
+            ..test_config(&clickhouse.dir)
         },
         store.clone(),
-        Arc::new(keys),
+        key_ring(&[("ocr_workflow_mcp_001", KEY)]),
         Arc::new(ReaderTokens::default()),
-        async move {
-            let _ = stopped.await;
-        },
     )
-    .await
-    .unwrap();
+    .await;
     let base = format!("http://{}", running.addr);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::builder().build().unwrap();
@@ -153,7 +144,6 @@ async fn acknowledged_reports_survive_a_clickhouse_crash() {
             > 0,
         "the outage was noticed"
     );
-    let _ = stop.send(());
-    let _ = running.done.await;
+    running.stop().await;
     clickhouse.kill();
 }

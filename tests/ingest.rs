@@ -1,17 +1,20 @@
 //! The ingest server over HTTP: the seed's protocol, REST, batches, authentication, bad input,
 //! and durability through store outages and restarts.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::ingest::{key_ring, test_config, InProcessIngest, ScratchDir};
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use mcp_coordinator::ingest::auth::{KeyRing, ReaderTokens};
+use mcp_coordinator::ingest::auth::ReaderTokens;
 use mcp_coordinator::ingest::spool::SpoolConfig;
 use mcp_coordinator::ingest::state::Limits;
-use mcp_coordinator::ingest::{self, IngestConfig};
+use mcp_coordinator::ingest::IngestConfig;
 use mcp_coordinator::interaction::{Interaction, InteractionEvent};
 use mcp_coordinator::store::sqlite::SqliteStore;
 use mcp_coordinator::store::{HistoryQuery, InteractionStore, McpMetrics, StoreError, TimeRange};
@@ -82,32 +85,21 @@ impl InteractionStore for Switchable {
 
 struct Ingest {
     base: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    done: tokio::task::JoinHandle<()>,
+    server: InProcessIngest,
     store: Arc<Switchable>,
+    /// Removed with the server, when the test started it in a scratch directory of its own.
+    _dir: Option<ScratchDir>,
 }
 
 impl Ingest {
     async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        let _ = (&mut self.done).await;
+        self.server.stop().await;
     }
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mcp-ingest-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 async fn start_with(dir: PathBuf, store: Arc<Switchable>, limits: Limits) -> Ingest {
-    let keys = KeyRing::default();
-    keys.set("ocr_workflow_mcp_001", KEY);
-    keys.set("gpt_adapter_mcp_001", OTHER_KEY);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let readers = ReaderTokens::from_tokens([READER]);
+    readers.add_admin("ops", ADMIN);
     let config = IngestConfig {
         // Small segments, so the outage test sees shipped segments deleted.
         spool: SpoolConfig {
@@ -117,31 +109,19 @@ async fn start_with(dir: PathBuf, store: Arc<Switchable>, limits: Limits) -> Ing
         },
         limits,
         batch_max: 500,
-        flush_interval: Duration::from_millis(50),
         drain_timeout: Duration::from_millis(500),
-        signing: mcp_coordinator::ingest::signing::SigningPolicy::Off,
-        ..IngestConfig::new("127.0.0.1:0".parse().unwrap(), dir.join("spool")).unwrap()
+        ..test_config(&dir)
     };
-    let running = ingest::start(
-        config,
-        store.clone(),
-        Arc::new(keys),
-        Arc::new({
-            let readers = ReaderTokens::from_tokens([READER]);
-            readers.add_admin("ops", ADMIN);
-            readers
-        }),
-        async move {
-            let _ = stopped.await;
-        },
-    )
-    .await
-    .unwrap();
+    let keys = key_ring(&[
+        ("ocr_workflow_mcp_001", KEY),
+        ("gpt_adapter_mcp_001", OTHER_KEY),
+    ]);
+    let server = InProcessIngest::start(config, store.clone(), keys, Arc::new(readers)).await;
     Ingest {
-        base: format!("http://{}", running.addr),
-        stop: Some(stop),
-        done: running.done,
+        base: server.base.clone(),
+        server,
         store,
+        _dir: None,
     }
 }
 
@@ -159,9 +139,11 @@ const LIMITS: Limits = Limits {
 };
 
 async fn start(name: &str) -> Ingest {
-    let dir = temp_dir(name);
-    let store = store_in(&dir, true, None);
-    start_with(dir, store, LIMITS).await
+    let dir = ScratchDir::new(&format!("ingest-{name}"));
+    let store = store_in(dir.path(), true, None);
+    let mut ingest = start_with(dir.path().to_path_buf(), store, LIMITS).await;
+    ingest._dir = Some(dir);
+    ingest
 }
 
 fn http() -> reqwest::Client {
@@ -563,7 +545,8 @@ async fn batches_answer_per_record_in_json_and_ndjson() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_reports_survive_a_store_outage_and_a_restart() {
-    let dir = temp_dir("outage");
+    let scratch = ScratchDir::new("ingest-outage");
+    let dir = scratch.path().to_path_buf();
     let store = store_in(&dir, false, None);
     let ingest = start_with(dir.clone(), store, LIMITS).await;
     for i in 0..200 {
@@ -598,7 +581,6 @@ async fn acknowledged_reports_survive_a_store_outage_and_a_restart() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     ingest.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn latest_segment(dir: &std::path::Path) -> PathBuf {
@@ -613,7 +595,8 @@ fn latest_segment(dir: &std::path::Path) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_is_set_aside_without_blocking_the_rest() {
-    let dir = temp_dir("poison");
+    let scratch = ScratchDir::new("ingest-poison");
+    let dir = scratch.path().to_path_buf();
     let store = store_in(&dir, true, Some("bad"));
     let ingest = start_with(dir.clone(), store, LIMITS).await;
     for id in ["good1", "bad", "good2"] {
@@ -641,5 +624,4 @@ async fn poison_is_set_aside_without_blocking_the_rest() {
         .unwrap()
         .contains("\"bad\""));
     ingest.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }

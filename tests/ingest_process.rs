@@ -1,14 +1,15 @@
 //! The ingest binary as a process: SIGKILL in the middle of a load loses nothing it acknowledged,
 //! and nothing is counted twice after the restart.
 
+mod common;
+
 use std::collections::HashSet;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::ingest::IngestProcess;
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_mcp-coordinator");
 const KEY: &str = "mcpk_process_test_key_0123456789";
 const READER: &str = "process-test-reader-token";
 
@@ -20,60 +21,24 @@ fn http() -> reqwest::Client {
         .unwrap()
 }
 
-fn spawn(dir: &std::path::Path, port: u16) -> tokio::process::Child {
-    tokio::process::Command::new(BIN)
-        .args(["ingest", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(dir)
-        .arg("--keys-file")
-        .arg(dir.join("keys.yaml"))
-        .arg("--reader-tokens-file")
-        .arg(dir.join("readers.yaml"))
+fn spawn(ingest: &IngestProcess) -> tokio::process::Child {
+    ingest
+        .command()
         .env("MCP_COORDINATOR_FLUSH_INTERVAL_MS", "50")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .expect("ingest binary starts")
 }
 
-async fn wait_healthy(base: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while http()
-        .get(format!("{base}/healthz"))
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .ok()
-        != Some(200)
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "ingest did not come up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_load_loses_no_acknowledged_report() {
-    let dir = std::env::temp_dir().join(format!("mcp-ingest-kill-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("keys.yaml"),
-        format!("ocr_workflow_mcp_001: {KEY}\n"),
-    )
-    .unwrap();
-    std::fs::write(dir.join("readers.yaml"), format!("tests: {READER}\n")).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut child = spawn(&dir, port);
-    wait_healthy(&base).await;
+    let ingest = IngestProcess::prepare(
+        "ingest-kill",
+        &[("ocr_workflow_mcp_001", KEY)],
+        &[("tests", READER)],
+    );
+    let base = ingest.base.clone();
+    let mut child = spawn(&ingest);
+    ingest.wait_healthy().await;
 
     let acked = Arc::new(Mutex::new(HashSet::new()));
     let clients: Vec<_> = (0..4)
@@ -116,8 +81,8 @@ async fn sigkill_during_load_loses_no_acknowledged_report() {
     }
     let acked: HashSet<String> = acked.lock().unwrap().clone();
 
-    let mut restarted = spawn(&dir, port);
-    wait_healthy(&base).await;
+    let mut restarted = spawn(&ingest);
+    ingest.wait_healthy().await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let stored: Vec<String> = loop {
         let body: Value = http()
@@ -167,5 +132,4 @@ async fn sigkill_during_load_loses_no_acknowledged_report() {
     );
     let _ = restarted.start_kill();
     let _ = restarted.wait().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }

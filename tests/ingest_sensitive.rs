@@ -2,13 +2,15 @@
 //! admins and the MCP itself read them, readers get them redacted, and destroying the key erases
 //! them (crypto-shredding).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mcp_coordinator::ingest::auth::{KeyRing, ReaderTokens};
-use mcp_coordinator::ingest::signing::SigningPolicy;
-use mcp_coordinator::ingest::{self, IngestConfig};
+use common::ingest::{key_ring, test_config, InProcessIngest, ScratchDir};
+use mcp_coordinator::ingest::auth::ReaderTokens;
+use mcp_coordinator::ingest::IngestConfig;
 use mcp_coordinator::privacy::seal::Sealer;
 use mcp_coordinator::privacy::SensitiveMcps;
 use mcp_coordinator::store::sqlite::SqliteStore;
@@ -20,46 +22,27 @@ const ADMIN: &str = "sensitive-admin-token";
 const SECRET_DOC: &str = "passport-of-jane-doe.png";
 const SECRET_ERROR: &str = "could not read the passport of Jane Doe";
 
-async fn start(
-    dir: &std::path::Path,
-    key_id: &str,
-    key: [u8; 32],
-) -> (
-    String,
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<()>,
-) {
-    let keys = KeyRing::default();
-    keys.set("ocr_workflow_mcp_001", KEY);
+async fn start(dir: &std::path::Path, key_id: &str, key: [u8; 32]) -> InProcessIngest {
     let readers = ReaderTokens::from_tokens([READER]);
     readers.add_admin("ops", ADMIN);
     let sensitive = Arc::new(SensitiveMcps::default());
     sensitive.set("ocr_workflow_mcp_001", true);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = ingest::start(
+    InProcessIngest::start(
         IngestConfig {
-            batch_max: 100,
-            flush_interval: Duration::from_millis(50),
             drain_timeout: Duration::from_secs(2),
             privacy: mcp_coordinator::privacy::Pseudonymizer::new(vec![4; 32]).unwrap(),
-            signing: SigningPolicy::Off,
             sealer: Arc::new(Sealer::from_keys(
                 key_id,
                 BTreeMap::from([(key_id.to_string(), key)]),
             )),
             sensitive_mcps: sensitive,
-            ..IngestConfig::new("127.0.0.1:0".parse().unwrap(), dir.join("spool")).unwrap()
+            ..test_config(dir)
         },
         Arc::new(SqliteStore::open(&dir.join("interactions.db")).unwrap()),
-        Arc::new(keys),
+        key_ring(&[("ocr_workflow_mcp_001", KEY)]),
         Arc::new(readers),
-        async move {
-            let _ = stopped.await;
-        },
     )
     .await
-    .unwrap();
-    (format!("http://{}", running.addr), stop, running.done)
 }
 
 fn http() -> reqwest::Client {
@@ -94,10 +77,10 @@ async fn history_as(base: &str, token: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sensitive_fields_are_sealed_redacted_and_shreddable() {
-    let dir = std::env::temp_dir().join(format!("mcp-sensitive-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let (base, stop, done) = start(&dir, "k1", [8; 32]).await;
+    let scratch = ScratchDir::new("sensitive");
+    let dir = scratch.path();
+    let mut ingest = start(dir, "k1", [8; 32]).await;
+    let base = ingest.base.clone();
     let client = http();
     let start_report = json!({"interaction_id": "s1", "request_data": {"parameters": {"document": SECRET_DOC, "quality_level": "high"}}});
     assert_eq!(
@@ -141,12 +124,11 @@ async fn sensitive_fields_are_sealed_redacted_and_shreddable() {
         "analysis columns stay readable"
     );
     assert_eq!(reader["result_data"]["error_message"], "[redacted]");
-    let _ = stop.send(());
-    let _ = done.await;
+    ingest.stop().await;
 
     // Nothing readable on disk.
     for secret in [SECRET_DOC, "Jane Doe"] {
-        for entry in walk(&dir) {
+        for entry in walk(dir) {
             let bytes = std::fs::read(&entry).unwrap();
             assert!(
                 !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
@@ -157,13 +139,11 @@ async fn sensitive_fields_are_sealed_redacted_and_shreddable() {
     }
 
     // Crypto-shredding: without key k1, the sealed fields are gone for everyone.
-    let (base, stop, done) = start(&dir, "k2", [9; 32]).await;
-    let admin = history_as(&base, ADMIN).await;
+    let mut ingest = start(dir, "k2", [9; 32]).await;
+    let admin = history_as(&ingest.base, ADMIN).await;
     assert_eq!(admin["request_data"]["parameters"]["erased"], true);
     assert_eq!(admin["result_data"]["error_message"], "[erased]");
-    let _ = stop.send(());
-    let _ = done.await;
-    let _ = std::fs::remove_dir_all(&dir);
+    ingest.stop().await;
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

@@ -1,37 +1,31 @@
 //! Request signing over HTTP: batches need a fresh, untampered signature; replays are refused.
 
-use std::sync::Arc;
-use std::time::Duration;
+mod common;
 
-use mcp_coordinator::ingest::auth::{KeyRing, ReaderTokens};
+use std::sync::Arc;
+
+use common::ingest::{key_ring, test_config, InProcessIngest, ScratchDir};
+use mcp_coordinator::ingest::auth::ReaderTokens;
 use mcp_coordinator::ingest::signing::{sign, SigningPolicy};
-use mcp_coordinator::ingest::{self, IngestConfig};
+use mcp_coordinator::ingest::IngestConfig;
 use mcp_coordinator::store::sqlite::SqliteStore;
 use serde_json::Value;
 
 const KEY: &str = "mcpk_signing_http_key_0123456789";
 
-async fn start(policy: SigningPolicy) -> String {
-    let dir = std::env::temp_dir().join(format!("mcp-signing-{policy:?}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let keys = KeyRing::default();
-    keys.set("ocr_workflow_mcp_001", KEY);
-    let running = ingest::start(
+async fn start(policy: SigningPolicy) -> (String, ScratchDir, InProcessIngest) {
+    let dir = ScratchDir::new(&format!("signing-{policy:?}"));
+    let ingest = InProcessIngest::start(
         IngestConfig {
-            batch_max: 100,
-            flush_interval: Duration::from_millis(50),
-            drain_timeout: Duration::from_secs(1),
             signing: policy,
-            ..IngestConfig::new("127.0.0.1:0".parse().unwrap(), dir.join("spool")).unwrap()
+            ..test_config(dir.path())
         },
         Arc::new(SqliteStore::in_memory().unwrap()),
-        Arc::new(keys),
+        key_ring(&[("ocr_workflow_mcp_001", KEY)]),
         Arc::new(ReaderTokens::default()),
-        futures::future::pending(),
     )
-    .await
-    .unwrap();
-    format!("http://{}", running.addr)
+    .await;
+    (ingest.base.clone(), dir, ingest)
 }
 
 async fn post(
@@ -64,7 +58,7 @@ fn now() -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_need_a_fresh_untampered_signature() {
-    let base = start(SigningPolicy::Batch).await;
+    let (base, _dir, _ingest) = start(SigningPolicy::Batch).await;
     let path = "/v1/interactions:batch";
     let body = r#"[{"interaction_id": "s1"}]"#;
     let (status, err) = post(&base, path, body, None, None).await;
@@ -127,7 +121,7 @@ async fn batches_need_a_fresh_untampered_signature() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_writes_policy_covers_every_report() {
-    let base = start(SigningPolicy::Writes).await;
+    let (base, _dir, _ingest) = start(SigningPolicy::Writes).await;
     assert_eq!(
         post(
             &base,

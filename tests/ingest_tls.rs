@@ -1,10 +1,12 @@
 //! The ingest server over TLS 1.3, with a certificate made at test time; TLS 1.2 clients are refused.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::ingest::{test_config, InProcessIngest};
 use mcp_coordinator::ingest::auth::{KeyRing, ReaderTokens};
-use mcp_coordinator::ingest::signing::SigningPolicy;
 use mcp_coordinator::ingest::{self, IngestConfig};
 use mcp_coordinator::store::sqlite::SqliteStore;
 use rustls_pki_types::pem::PemObject;
@@ -49,22 +51,16 @@ async fn tls13_only() {
     let pki = pki();
     let tls =
         ingest::tls::server_config(&pki.dir.join("tls.crt"), &pki.dir.join("tls.key")).unwrap();
-    let running = ingest::start(
+    let running = InProcessIngest::start(
         IngestConfig {
-            batch_max: 100,
-            flush_interval: Duration::from_millis(50),
-            drain_timeout: Duration::from_secs(1),
-            signing: SigningPolicy::Off,
             tls: Some(tls),
-            ..IngestConfig::new("127.0.0.1:0".parse().unwrap(), pki.dir.join("spool")).unwrap()
+            ..test_config(&pki.dir)
         },
         Arc::new(SqliteStore::in_memory().unwrap()),
         Arc::new(KeyRing::default()),
         Arc::new(ReaderTokens::default()),
-        futures::future::pending(),
     )
-    .await
-    .unwrap();
+    .await;
     let url = format!("https://localhost:{}/healthz", running.addr.port());
 
     let ok = client(&pki, &rustls::version::TLS13)

@@ -5,17 +5,11 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
+use common::ingest::free_port;
 use common::*;
 use kube::api::PostParams;
 use kube::Api;
 use mcp_coordinator::crd::{MCPRegistration, Phase};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
 
 async fn python_mcp_server(port: u16) -> tokio::process::Child {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/mcp_server.py");

@@ -2,14 +2,17 @@
 //! ClickHouse, or the logs. The same user keeps one pseudonym.
 
 mod clickhouse_support;
+mod common;
 
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::ingest::{key_ring, test_config, InProcessIngest, IngestProcess};
+use mcp_coordinator::ingest::auth::ReaderTokens;
+use mcp_coordinator::ingest::IngestConfig;
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_mcp-coordinator");
 const KEY: &str = "mcpk_privacy_test_key_0123456789";
 const READER: &str = "privacy-reader-token";
 const RAW_USERS: [&str; 3] = ["user_secret_4242", "alice@example.com", "user_secret_7777"];
@@ -105,47 +108,24 @@ fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_user_ids_never_reach_the_spool_sqlite_or_logs() {
-    let dir = std::env::temp_dir().join(format!("mcp-privacy-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("keys.yaml"),
-        format!("ocr_workflow_mcp_001: {KEY}\n"),
-    )
-    .unwrap();
-    std::fs::write(dir.join("readers.yaml"), format!("tests: {READER}\n")).unwrap();
+    let ingest = IngestProcess::prepare(
+        "privacy",
+        &[("ocr_workflow_mcp_001", KEY)],
+        &[("tests", READER)],
+    );
+    let dir = ingest.dir.path().to_path_buf();
     let log = std::fs::File::create(dir.join("ingest.log")).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let data = dir.join("data");
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["ingest", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("--keys-file")
-        .arg(dir.join("keys.yaml"))
-        .arg("--reader-tokens-file")
-        .arg(dir.join("readers.yaml"))
+    let mut child = ingest
+        .command()
         .env("RUST_LOG", "trace")
         .env("MCP_COORDINATOR_REQUIRE_SIGNATURES", "off")
         .env("MCP_COORDINATOR_FLUSH_INTERVAL_MS", "50")
         .stdout(Stdio::from(log.try_clone().unwrap()))
         .stderr(Stdio::from(log))
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while http().get(format!("{base}/healthz")).send().await.is_err() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "ingest did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let base = ingest.base.clone();
+    ingest.wait_healthy().await;
     report_everything(&base).await;
     let items = history(&base, 4).await;
     assert_pseudonymized(&items);
@@ -163,39 +143,27 @@ async fn raw_user_ids_never_reach_the_spool_sqlite_or_logs() {
         let hits = files_containing(&dir, raw.as_bytes());
         assert!(hits.is_empty(), "{raw:?} found in {hits:?}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_user_ids_never_reach_clickhouse() {
-    use mcp_coordinator::ingest::auth::{KeyRing, ReaderTokens};
-    use mcp_coordinator::ingest::{self, IngestConfig};
-
     let clickhouse =
         tokio::task::spawn_blocking(|| clickhouse_support::ClickHouseServer::start("privacy"))
             .await
             .unwrap();
     let config = clickhouse.config();
     let database = config.database.clone();
-    let keys = KeyRing::default();
-    keys.set("ocr_workflow_mcp_001", KEY);
-    let running = ingest::start(
+    let ingest = InProcessIngest::start(
         IngestConfig {
-            batch_max: 100,
-            flush_interval: Duration::from_millis(50),
             drain_timeout: Duration::from_secs(2),
-            signing: mcp_coordinator::ingest::signing::SigningPolicy::Off,
-            ..IngestConfig::new("127.0.0.1:0".parse().unwrap(), clickhouse.dir.join("spool"))
-                .unwrap()
+            ..test_config(&clickhouse.dir)
         },
         Arc::new(mcp_coordinator::store::clickhouse::LazyClickHouseStore::new(config)),
-        Arc::new(keys),
+        key_ring(&[("ocr_workflow_mcp_001", KEY)]),
         Arc::new(ReaderTokens::from_tokens([READER])),
-        futures::future::pending(),
     )
-    .await
-    .unwrap();
-    let base = format!("http://{}", running.addr);
+    .await;
+    let base = ingest.base.clone();
     report_everything(&base).await;
     assert_pseudonymized(&history(&base, 4).await);
     let dump = http()

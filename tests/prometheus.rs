@@ -6,6 +6,7 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
+use common::ingest::{free_port, IngestProcess, BIN};
 use common::*;
 use kube::api::PostParams;
 use kube::Api;
@@ -13,7 +14,6 @@ use mcp_coordinator::crd::{MCPRegistration, Phase};
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mcp-coordinator");
 const KEY: &str = "mcpk_prometheus_test_key_0123456789";
 
 /// Percent-encodes a PromQL expression for a query string.
@@ -24,13 +24,6 @@ fn encode(q: &str) -> String {
             other => format!("%{other:02X}"),
         })
         .collect()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 fn tool(name: &str) -> &str {
@@ -78,9 +71,8 @@ async fn promtool_check(metrics: &str) -> (bool, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_both_components_and_their_metrics_follow_the_conventions() {
-    let dir = std::env::temp_dir().join(format!("mcp-prometheus-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let ingest_process = IngestProcess::prepare("prometheus", &[("ocr_mcp_001", KEY)], &[]);
+    let dir = ingest_process.dir.path().to_path_buf();
 
     // The controller, against the test API server, with one Ready MCP.
     let server = api_server().await;
@@ -112,20 +104,9 @@ async fn prometheus_scrapes_both_components_and_their_metrics_follow_the_convent
     .await;
 
     // The ingest server, with one report so labelled series exist.
-    let ingest_port = free_port();
-    std::fs::write(dir.join("keys.yaml"), format!("ocr_mcp_001: {KEY}\n")).expect("keys");
-    let _ingest = tokio::process::Command::new(BIN)
-        .args(["ingest", "--listen", &format!("127.0.0.1:{ingest_port}")])
-        .arg("--data-dir")
-        .arg(dir.join("ingest"))
-        .arg("--keys-file")
-        .arg(dir.join("keys.yaml"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("ingest starts");
-    let ingest = format!("http://127.0.0.1:{ingest_port}");
+    let _ingest = ingest_process.command().spawn().expect("ingest starts");
+    let ingest = ingest_process.base.clone();
+    let ingest_port = ingest_process.port;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let sent = http_client()

@@ -6,6 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::ingest::{InProcessIngest, ScratchDir};
 use common::*;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::PostParams;
@@ -13,7 +14,7 @@ use kube::Api;
 use mcp_coordinator::controller::routing::RoutingSettings;
 use mcp_coordinator::crd::{MCPRegistration, Phase};
 use mcp_coordinator::ingest::auth::{KeyRing, ReaderTokens};
-use mcp_coordinator::ingest::{self, IngestConfig};
+use mcp_coordinator::ingest::IngestConfig;
 use mcp_coordinator::interaction::{EventKind, Fields, InteractionEvent};
 use mcp_coordinator::routing::table::{Candidate, RoutingTable, CONFIGMAP_KEY, CONFIGMAP_NAME};
 use mcp_coordinator::store::sqlite::SqliteStore;
@@ -27,51 +28,29 @@ struct Ingest {
     store: Arc<SqliteStore>,
     keys: Arc<KeyRing>,
     router: Arc<mcp_coordinator::routing::router::Router>,
-    _dir: tempdir::Dir,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-mod tempdir {
-    pub struct Dir(pub std::path::PathBuf);
-    impl Dir {
-        pub fn new(tag: &str) -> Self {
-            let path = std::env::temp_dir().join(format!(
-                "mcp-routing-{tag}-{}-{:?}",
-                std::process::id(),
-                std::time::SystemTime::now()
-            ));
-            std::fs::create_dir_all(&path).expect("temp dir");
-            Self(path)
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    _server: InProcessIngest,
+    _dir: ScratchDir,
 }
 
 async fn start_ingest(tag: &str) -> Ingest {
-    let dir = tempdir::Dir::new(tag);
-    let store = Arc::new(SqliteStore::open(&dir.0.join("db.sqlite")).expect("store opens"));
+    let dir = ScratchDir::new(&format!("routing-{tag}"));
+    let store = Arc::new(SqliteStore::open(&dir.path().join("db.sqlite")).expect("store opens"));
     let keys = Arc::new(KeyRing::default());
     let readers = Arc::new(ReaderTokens::from_tokens([READER]));
-    let config = IngestConfig::new("127.0.0.1:0".parse().expect("addr"), dir.0.join("spool"))
-        .expect("config");
+    let config = IngestConfig::new(
+        "127.0.0.1:0".parse().expect("addr"),
+        dir.path().join("spool"),
+    )
+    .expect("config");
     let router = config.router.clone();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = ingest::start(config, store.clone(), keys.clone(), readers, async move {
-        let _ = stopped.await;
-    })
-    .await
-    .expect("ingest starts");
+    let server = InProcessIngest::start(config, store.clone(), keys.clone(), readers).await;
     Ingest {
-        url: format!("http://{}", running.addr),
+        url: server.base.clone(),
         store,
         keys,
         router,
+        _server: server,
         _dir: dir,
-        _stop: stop,
     }
 }
 

@@ -7,10 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use common::ingest::{free_port, BIN};
 use common::{http_client, FakeMcp};
 use serde_json::{json, Value};
-
-const BIN: &str = env!("CARGO_BIN_EXE_mcp-coordinator");
 
 struct Dirs {
     root: PathBuf,
@@ -124,13 +123,6 @@ fn key_file(dirs: &Dirs, name: &str) -> PathBuf {
     dirs.data
         .join("keys/default")
         .join(format!("{name}-mcp-key"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port()
 }
 
 fn write(path: &Path, text: &str) {

@@ -2,6 +2,8 @@
 //! client for it, the controller running in-process, and small HTTP MCPs on loopback.
 #![allow(dead_code)]
 
+pub mod ingest;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
