@@ -19,14 +19,11 @@ impl BadReport {
 }
 
 /// `min ≤ value ≤ max`, and finite.
-pub fn check_range(value: f64, min: f64, max: f64, field: &str) -> Result<(), BadReport> {
+pub fn check_range(value: f64, min: f64, max: f64) -> Result<(), String> {
     if value.is_finite() && (min..=max).contains(&value) {
         Ok(())
     } else {
-        Err(BadReport::new(
-            field,
-            format!("{value} is outside {min}–{max}"),
-        ))
+        Err(format!("{value} is outside {min}–{max}"))
     }
 }
 

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::checks::BadReport;
-use super::kinds::{self, Kind};
+use super::kinds::{self, Kind, Refusal};
 use super::section::{At, Section};
 
 /// One field as the stores see it.
@@ -49,26 +49,28 @@ macro_rules! define_fields {
                 })*
             }
 
-            /// Sets the field at `key` of `section` from a report's value found at `found_at`
-            /// (in a report whose own path is `report`); `Ok(false)` when the section has no
-            /// such field.
+            /// Sets the field at `key` of `section` from a report's value found `at`; hands the
+            /// value back when the section has no such field.
             pub(super) fn set(
                 &mut self,
                 section: Section,
                 key: &str,
-                value: &Value,
+                value: Value,
                 at: At<'_>,
-            ) -> Result<bool, BadReport> {
+            ) -> Result<Option<Value>, BadReport> {
                 match (section, key) {
                     $((Section::$section, $key) => {
                         if !value.is_null() {
-                            let field = at.field(section, key);
-                            let found_at = at.found_at;
-                            self.$name = <kinds::$kind as Kind>::read(value, &found_at, &field)?;
+                            self.$name = <kinds::$kind as Kind>::read(value).map_err(|refusal| {
+                                match refusal {
+                                    Refusal::WrongType(p) => BadReport::new(at.found_at(), p),
+                                    Refusal::Invalid(p) => BadReport::new(at.field(section, key), p),
+                                }
+                            })?;
                         }
-                        Ok(true)
+                        Ok(None)
                     })*
-                    _ => Ok(false),
+                    _ => Ok(Some(value)),
                 }
             }
 

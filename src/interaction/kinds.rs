@@ -5,8 +5,16 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::checks::{check_range, BadReport};
+use super::checks::check_range;
 use super::time::{format_ms, parse_rfc3339_ms};
+
+/// Why a value was refused: its JSON type (named where it was found) or a failed check (named at
+/// the field's place in the standard record).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refusal {
+    WrongType(String),
+    Invalid(String),
+}
 
 /// One kind of field.
 pub trait Kind {
@@ -14,9 +22,8 @@ pub trait Kind {
     type Value;
     /// The ClickHouse column type (always wrapped in `Nullable`).
     const COLUMN: &'static str;
-    /// Reads a non-null JSON value. Type errors name `found_at` (where the value was), check
-    /// failures name `field` (the field's place in the standard record).
-    fn read(value: &Value, found_at: &str, field: &str) -> Result<Option<Self::Value>, BadReport>;
+    /// Reads a non-null JSON value, taking what it keeps without copying.
+    fn read(value: Value) -> Result<Option<Self::Value>, Refusal>;
     /// The value in the standard record (`null` when absent); `None` leaves the key out.
     fn show(value: Option<&Self::Value>) -> Option<Value>
     where
@@ -26,8 +33,25 @@ pub trait Kind {
     }
 }
 
-fn typed<'a, T: Deserialize<'a>>(value: &'a Value, found_at: &str) -> Result<T, BadReport> {
-    T::deserialize(value).map_err(|e| BadReport::new(found_at, e.to_string()))
+/// The refusal serde gives when `value` is not a `T` (worked out only once it is known not to be).
+pub fn wrong_type<'a, T: Deserialize<'a>>(value: &'a Value, expected: &str) -> Refusal {
+    Refusal::WrongType(match T::deserialize(value) {
+        Err(e) => e.to_string(),
+        Ok(_) => format!("expected {expected}"),
+    })
+}
+
+fn text(value: Value) -> Result<String, Refusal> {
+    match value {
+        Value::String(s) => Ok(s),
+        other => Err(wrong_type::<String>(&other, "a string")),
+    }
+}
+
+fn number(value: Value) -> Result<f64, Refusal> {
+    value
+        .as_f64()
+        .ok_or_else(|| wrong_type::<f64>(&value, "a number"))
 }
 
 /// Free text.
@@ -35,8 +59,8 @@ pub struct Text;
 impl Kind for Text {
     type Value = String;
     const COLUMN: &'static str = "String";
-    fn read(value: &Value, found_at: &str, _: &str) -> Result<Option<String>, BadReport> {
-        typed(value, found_at).map(Some)
+    fn read(value: Value) -> Result<Option<String>, Refusal> {
+        text(value).map(Some)
     }
 }
 
@@ -45,10 +69,11 @@ pub struct Count;
 impl Kind for Count {
     type Value = i64;
     const COLUMN: &'static str = "Int64";
-    fn read(value: &Value, found_at: &str, field: &str) -> Result<Option<i64>, BadReport> {
-        match typed::<i64>(value, found_at)? {
-            v if v < 0 => Err(BadReport::new(field, format!("{v} must not be negative"))),
-            v => Ok(Some(v)),
+    fn read(value: Value) -> Result<Option<i64>, Refusal> {
+        match value.as_i64() {
+            Some(v) if v < 0 => Err(Refusal::Invalid(format!("{v} must not be negative"))),
+            Some(v) => Ok(Some(v)),
+            None => Err(wrong_type::<i64>(&value, "a whole number")),
         }
     }
 }
@@ -58,12 +83,11 @@ pub struct Amount;
 impl Kind for Amount {
     type Value = f64;
     const COLUMN: &'static str = "Float64";
-    fn read(value: &Value, found_at: &str, field: &str) -> Result<Option<f64>, BadReport> {
-        match typed::<f64>(value, found_at)? {
-            v if !v.is_finite() || v < 0.0 => Err(BadReport::new(
-                field,
-                format!("{v} must be a non-negative number"),
-            )),
+    fn read(value: Value) -> Result<Option<f64>, Refusal> {
+        match number(value)? {
+            v if !v.is_finite() || v < 0.0 => Err(Refusal::Invalid(format!(
+                "{v} must be a non-negative number"
+            ))),
             v => Ok(Some(v)),
         }
     }
@@ -74,9 +98,9 @@ pub struct Unit;
 impl Kind for Unit {
     type Value = f64;
     const COLUMN: &'static str = "Float64";
-    fn read(value: &Value, found_at: &str, field: &str) -> Result<Option<f64>, BadReport> {
-        let v = typed::<f64>(value, found_at)?;
-        check_range(v, 0.0, 1.0, field)?;
+    fn read(value: Value) -> Result<Option<f64>, Refusal> {
+        let v = number(value)?;
+        check_range(v, 0.0, 1.0).map_err(Refusal::Invalid)?;
         Ok(Some(v))
     }
 }
@@ -86,13 +110,12 @@ pub struct Time;
 impl Kind for Time {
     type Value = i64;
     const COLUMN: &'static str = "Int64";
-    fn read(value: &Value, found_at: &str, field: &str) -> Result<Option<i64>, BadReport> {
-        let text: &str = typed(value, found_at)?;
-        parse_rfc3339_ms(text).map(Some).ok_or_else(|| {
-            BadReport::new(
-                field,
-                format!("{text:?} is not an RFC 3339 timestamp such as 2025-06-15T19:45:00.123Z"),
-            )
+    fn read(value: Value) -> Result<Option<i64>, Refusal> {
+        let text = text(value)?;
+        parse_rfc3339_ms(&text).map(Some).ok_or_else(|| {
+            Refusal::Invalid(format!(
+                "{text:?} is not an RFC 3339 timestamp such as 2025-06-15T19:45:00.123Z"
+            ))
         })
     }
     fn show(value: Option<&i64>) -> Option<Value> {
@@ -105,8 +128,11 @@ pub struct Flag;
 impl Kind for Flag {
     type Value = bool;
     const COLUMN: &'static str = "UInt8";
-    fn read(value: &Value, found_at: &str, _: &str) -> Result<Option<bool>, BadReport> {
-        typed(value, found_at).map(Some)
+    fn read(value: Value) -> Result<Option<bool>, Refusal> {
+        value
+            .as_bool()
+            .map(Some)
+            .ok_or_else(|| wrong_type::<bool>(&value, "a boolean"))
     }
 }
 
@@ -115,14 +141,13 @@ pub struct Code;
 impl Kind for Code {
     type Value = String;
     const COLUMN: &'static str = "String";
-    fn read(value: &Value, found_at: &str, _: &str) -> Result<Option<String>, BadReport> {
+    fn read(value: Value) -> Result<Option<String>, Refusal> {
         match value {
-            Value::String(text) => Ok(Some(text.clone())),
+            Value::String(text) => Ok(Some(text)),
             Value::Number(n) if n.as_i64().is_some() => Ok(Some(n.to_string())),
-            other => Err(BadReport::new(
-                found_at,
-                format!("invalid type: {other}, expected a string or a whole number"),
-            )),
+            other => Err(Refusal::WrongType(format!(
+                "invalid type: {other}, expected a string or a whole number"
+            ))),
         }
     }
 }
@@ -132,8 +157,13 @@ pub struct Object;
 impl Kind for Object {
     type Value = String;
     const COLUMN: &'static str = "String";
-    fn read(value: &Value, found_at: &str, _: &str) -> Result<Option<String>, BadReport> {
-        typed::<serde_json::Map<String, Value>>(value, found_at)?;
+    fn read(value: Value) -> Result<Option<String>, Refusal> {
+        if !value.is_object() {
+            return Err(wrong_type::<serde_json::Map<String, Value>>(
+                &value,
+                "an object",
+            ));
+        }
         Ok(Some(value.to_string()))
     }
     fn show(value: Option<&String>) -> Option<Value> {
@@ -146,8 +176,13 @@ pub struct List;
 impl Kind for List {
     type Value = String;
     const COLUMN: &'static str = "String";
-    fn read(value: &Value, found_at: &str, _: &str) -> Result<Option<String>, BadReport> {
-        typed::<Vec<&str>>(value, found_at)?;
+    fn read(value: Value) -> Result<Option<String>, Refusal> {
+        let strings = value
+            .as_array()
+            .is_some_and(|items| items.iter().all(Value::is_string));
+        if !strings {
+            return Err(wrong_type::<Vec<&str>>(&value, "a list of strings"));
+        }
         Ok(Some(value.to_string()))
     }
     fn show(value: Option<&String>) -> Option<Value> {
@@ -165,8 +200,11 @@ pub struct Label;
 impl Kind for Label {
     type Value = String;
     const COLUMN: &'static str = "String";
-    fn read(value: &Value, _: &str, _: &str) -> Result<Option<String>, BadReport> {
-        Ok(value.as_str().map(str::to_string))
+    fn read(value: Value) -> Result<Option<String>, Refusal> {
+        Ok(match value {
+            Value::String(s) => Some(s),
+            _ => None,
+        })
     }
     fn show(value: Option<&String>) -> Option<Value> {
         value.cloned().map(Value::String)
@@ -178,13 +216,12 @@ pub struct Privacy;
 impl Kind for Privacy {
     type Value = String;
     const COLUMN: &'static str = "String";
-    fn read(value: &Value, found_at: &str, field: &str) -> Result<Option<String>, BadReport> {
-        match Label::read(value, found_at, field)? {
+    fn read(value: Value) -> Result<Option<String>, Refusal> {
+        match Label::read(value)? {
             Some(level) if !matches!(level.as_str(), "public" | "internal" | "sensitive") => {
-                Err(BadReport::new(
-                    field,
-                    format!("{level:?} is not one of public, internal, sensitive"),
-                ))
+                Err(Refusal::Invalid(format!(
+                    "{level:?} is not one of public, internal, sensitive"
+                )))
             }
             other => Ok(other),
         }

@@ -52,19 +52,43 @@ impl Section {
     }
 }
 
-/// Where a value was found in a report whose own path is `report` (e.g. `data` in the envelope).
+/// Where a value was found: the report's own path (e.g. `data` in the envelope) and the keys that
+/// lead to it. Rendered as text only when something is refused.
 #[derive(Clone, Copy)]
 pub struct At<'a> {
-    pub report: &'a str,
-    pub found_at: &'a str,
+    report: &'a str,
+    trail: [&'a str; 3],
+    depth: usize,
 }
 
 impl<'a> At<'a> {
-    pub fn new(report: &'a str, found_at: &'a str) -> Self {
-        Self { report, found_at }
+    /// The top of a report whose own path is `report` (empty for a body that is the report).
+    pub fn report(report: &'a str) -> Self {
+        Self {
+            report,
+            trail: [""; 3],
+            depth: 0,
+        }
     }
 
-    /// The field's place in the standard record, which checks name.
+    /// One key further down (the record nests three deep at most).
+    pub fn child(self, key: &'a str) -> Self {
+        let mut next = self;
+        if next.depth < next.trail.len() {
+            next.trail[next.depth] = key;
+            next.depth += 1;
+        }
+        next
+    }
+
+    /// The dotted path where the value was found, which type errors name.
+    pub fn found_at(&self) -> String {
+        self.trail[..self.depth]
+            .iter()
+            .fold(self.report.to_string(), |path, key| join(&path, key))
+    }
+
+    /// The field's place in the standard record, which failed checks name.
     pub fn field(&self, section: Section, key: &str) -> String {
         join(self.report, &section.field_path(key))
     }

@@ -3,12 +3,13 @@
 //! [`Fields`] by the field list. Every rejection names the field and the problem, because the
 //! people reading them are MCP authors debugging their reporting code.
 
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::checks::{check_id, check_range, BadReport};
 use super::event::EventKind;
 use super::fields::{Fields, FIELDS};
+use super::kinds::{wrong_type, Refusal};
 use super::section::{join, At, Section};
 
 /// A parsed report: which interaction and MCP it names (if it does) and the fields it sets.
@@ -33,7 +34,7 @@ pub fn parse_report(value: Value, kind: EventKind, path: &str) -> Result<ParsedR
     };
     let mut fields = Fields::default();
     let mut identity = Identity::default();
-    read_top(&report, path, &mut fields, &mut identity)?;
+    read_top(report, path, &mut fields, &mut identity)?;
     let at = |f: &str| join(path, f);
     match kind {
         EventKind::Complete if fields.success.is_none() => {
@@ -66,53 +67,61 @@ pub fn parse_report(value: Value, kind: EventKind, path: &str) -> Result<ParsedR
 /// The top level: identity, progress notes, sections, and the flat fields, which win over the
 /// same fields in their sections.
 fn read_top(
-    report: &Map<String, Value>,
+    report: Map<String, Value>,
     path: &str,
     fields: &mut Fields,
     identity: &mut Identity,
 ) -> Result<(), BadReport> {
+    let top = At::report(path);
     let mut flat = Vec::new();
     let mut flat_sections = Vec::new();
     for (key, value) in report {
-        let found_at = join(path, key);
+        let at = top.child(&key);
         match key.as_str() {
-            "interaction_id" => identity.interaction_id = typed(value, &found_at)?,
-            "mcp_id" => identity.mcp_id = typed(value, &found_at)?,
+            "interaction_id" => identity.interaction_id = typed(value, at)?,
+            "mcp_id" => identity.mcp_id = typed(value, at)?,
             // Progress reports may say how far along they are; accepted, not stored.
             "progress" => {
-                if let Some(p) = typed::<Option<f64>>(value, &found_at)? {
-                    check_range(p, 0.0, 1.0, &found_at)?;
+                if let Some(p) = typed::<Option<f64>>(value, at)? {
+                    check_range(p, 0.0, 1.0).map_err(|p| BadReport::new(at.found_at(), p))?;
                 }
             }
             "message" => {
-                typed::<Option<&str>>(value, &found_at)?;
+                typed::<Option<String>>(value, at)?;
             }
-            _ if fields.set(Section::Top, key, value, At::new(path, &found_at))? => {}
-            _ => match subsection(Section::Top, key) {
-                Some(Section::ResourceUsage) => flat_sections.push((value, found_at)),
-                Some(section) => read_section(section, value, At::new(path, &found_at), fields)?,
-                None if [Section::ProcessingData, Section::ResultData]
-                    .iter()
-                    .any(|s| has_field(*s, key)) =>
-                {
-                    flat.push((key, value, found_at))
+            _ => {
+                let Some(value) = fields.set(Section::Top, &key, value, at)? else {
+                    continue;
+                };
+                match subsection(Section::Top, &key) {
+                    Some(Section::ResourceUsage) => flat_sections.push(value),
+                    Some(section) => read_section(section, value, at, fields)?,
+                    None if [Section::ProcessingData, Section::ResultData]
+                        .iter()
+                        .any(|s| has_field(*s, &key)) =>
+                    {
+                        flat.push((key, value))
+                    }
+                    None => return Err(unknown(Section::Top, &key, at)),
                 }
-                None => return Err(unknown(Section::Top, key, &found_at)),
-            },
+            }
         }
     }
-    for (value, found_at) in flat_sections {
+    for value in flat_sections {
         read_section(
             Section::ResourceUsage,
             value,
-            At::new(path, &found_at),
+            top.child("resource_usage"),
             fields,
         )?;
     }
-    for (key, value, found_at) in flat {
-        for section in [Section::ProcessingData, Section::ResultData] {
-            fields.set(section, key, value, At::new(path, &found_at))?;
-        }
+    for (key, value) in flat {
+        let section = if has_field(Section::ProcessingData, &key) {
+            Section::ProcessingData
+        } else {
+            Section::ResultData
+        };
+        fields.set(section, &key, value, top.child(&key))?;
     }
     Ok(())
 }
@@ -120,28 +129,31 @@ fn read_top(
 /// One nested section (an object, or null for "not given").
 fn read_section(
     section: Section,
-    value: &Value,
+    value: Value,
     at: At<'_>,
     fields: &mut Fields,
 ) -> Result<(), BadReport> {
-    let Some(object) = typed::<Option<Map<String, Value>>>(value, at.found_at)? else {
-        return Ok(());
-    };
-    for (key, value) in &object {
-        let inner = join(at.found_at, key);
-        let inner_at = At {
-            found_at: &inner,
-            ..at
-        };
-        if fields.set(section, key, value, inner_at)? {
-            if section == Section::RequestData && key == "parameters" {
-                read_parameters(value, inner_at, fields)?;
-            }
-            continue;
+    let object = match value {
+        Value::Object(object) => object,
+        Value::Null => return Ok(()),
+        other => {
+            let problem = match wrong_type::<Map<String, Value>>(&other, "an object") {
+                Refusal::WrongType(p) | Refusal::Invalid(p) => p,
+            };
+            return Err(BadReport::new(at.found_at(), problem));
         }
-        match subsection(section, key) {
-            Some(sub) => read_section(sub, value, inner_at, fields)?,
-            None => return Err(unknown(section, key, &inner)),
+    };
+    for (key, value) in object {
+        let inner = at.child(&key);
+        if section == Section::RequestData && key == "parameters" {
+            read_parameters(&value, inner, fields)?;
+        }
+        let Some(value) = fields.set(section, &key, value, inner)? else {
+            continue;
+        };
+        match subsection(section, &key) {
+            Some(sub) => read_section(sub, value, inner, fields)?,
+            None => return Err(unknown(section, &key, inner)),
         }
     }
     Ok(())
@@ -149,20 +161,17 @@ fn read_section(
 
 /// The parameters are free-form; the keys that are also fields are read as such.
 fn read_parameters(value: &Value, at: At<'_>, fields: &mut Fields) -> Result<(), BadReport> {
-    if let Some(parameters) = value.as_object() {
-        for (key, value) in parameters {
-            let found_at = join(at.found_at, key);
-            let at = At {
-                found_at: &found_at,
-                ..at
-            };
-            fields.set(Section::Parameters, key, value, at)?;
+    let Some(parameters) = value.as_object() else {
+        return Ok(());
+    };
+    for (key, value) in parameters {
+        if has_field(Section::Parameters, key) {
+            fields.set(Section::Parameters, key, value.clone(), at.child(key))?;
         }
     }
     Ok(())
 }
 
-/// Sections a key of this one opens, besides its fields.
 fn subsection(section: Section, key: &str) -> Option<Section> {
     match (section, key) {
         (Section::Top, "request_data" | "request_info") => Some(Section::RequestData),
@@ -179,11 +188,11 @@ fn has_field(section: Section, key: &str) -> bool {
     FIELDS.iter().any(|f| f.section == section && f.key == key)
 }
 
-fn typed<'a, T: Deserialize<'a>>(value: &'a Value, found_at: &str) -> Result<T, BadReport> {
-    T::deserialize(value).map_err(|e| BadReport::new(found_at, e.to_string()))
+fn typed<T: DeserializeOwned>(value: Value, at: At<'_>) -> Result<T, BadReport> {
+    T::deserialize(value).map_err(|e| BadReport::new(at.found_at(), e.to_string()))
 }
 
-fn unknown(section: Section, key: &str, found_at: &str) -> BadReport {
+fn unknown(section: Section, key: &str, at: At<'_>) -> BadReport {
     let mut expected: Vec<&str> = FIELDS
         .iter()
         .filter(|f| f.section == section)
@@ -206,7 +215,7 @@ fn unknown(section: Section, key: &str, found_at: &str) -> BadReport {
     });
     let expected: Vec<String> = expected.iter().map(|k| format!("`{k}`")).collect();
     BadReport::new(
-        found_at,
+        at.found_at(),
         format!(
             "unknown field `{key}`, expected one of {}",
             expected.join(", ")
