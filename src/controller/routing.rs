@@ -16,6 +16,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::status::routing_status;
 use super::{Context, MANAGER};
+use crate::api_client::{ApiClient, ApiClientError};
 use crate::crd::MCPRegistration;
 use crate::routing::table::{self, RoutingTable, CONFIGMAP_KEY, CONFIGMAP_NAME};
 use crate::routing::weights::{self, McpPerformance, Observed};
@@ -44,19 +45,10 @@ impl Default for RoutingSettings {
     }
 }
 
+/// Performance could not be read from the ingest server.
 #[derive(Debug, thiserror::Error)]
-pub enum FetchError {
-    #[error("cannot reach the ingest server at {url}: {source}")]
-    Unreachable { url: String, source: reqwest::Error },
-    #[error("the ingest server answered {status} to {url}: {body}; check --ingest-token-file (a reader or admin token)")]
-    Refused {
-        url: String,
-        status: u16,
-        body: String,
-    },
-    #[error("unexpected metrics from {url}: {source}")]
-    Malformed { url: String, source: reqwest::Error },
-}
+#[error("reading performance from the ingest server (--ingest-url, --ingest-token-file): {0}")]
+pub struct FetchError(#[from] ApiClientError);
 
 /// The latest performance of every MCP, by MCP ID; read by every reconcile.
 #[derive(Debug, Default)]
@@ -91,39 +83,12 @@ struct MetricsRow {
 
 /// `GET {ingest}/v1/metrics?range={window}`: (success rate, p95) by MCP ID.
 pub async fn fetch(
-    http: &reqwest::Client,
+    api: &ApiClient,
     settings: &RoutingSettings,
-    base: &str,
 ) -> Result<HashMap<String, (Option<f64>, Option<f64>)>, FetchError> {
-    let url = format!(
-        "{}/v1/metrics?range={}",
-        base.trim_end_matches('/'),
-        settings.window
-    );
-    let mut request = http.get(&url).timeout(Duration::from_secs(10));
-    if let Some(token) = &settings.ingest_token {
-        request = request.bearer_auth(token);
-    }
-    let response = request
-        .send()
-        .await
-        .map_err(|source| FetchError::Unreachable {
-            url: url.clone(),
-            source,
-        })?;
-    let status = response.status();
-    if !status.is_success() {
-        let body = response.text().await.unwrap_or_default();
-        return Err(FetchError::Refused {
-            url,
-            status: status.as_u16(),
-            body: body.chars().take(300).collect(),
-        });
-    }
-    let page: MetricsPage = response
-        .json()
-        .await
-        .map_err(|source| FetchError::Malformed { url, source })?;
+    let page: MetricsPage = api
+        .get(&format!("/v1/metrics?range={}", settings.window))
+        .await?;
     Ok(page
         .mcps
         .into_iter()
@@ -217,11 +182,12 @@ pub async fn refresh_weights(
             return;
         }
     };
+    let api = ApiClient::new(http, &base, settings.ingest_token.clone());
     let mut tick = tokio::time::interval(settings.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        match fetch(&http, &settings, &base).await {
+        match fetch(&api, &settings).await {
             Ok(metrics) => {
                 let registrations = store.state();
                 let next = board(&registrations, &metrics);

@@ -1,62 +1,9 @@
-//! The human-facing commands over the HTTP API: `status` (a table of the registrations) and
-//! `query interactions|metrics`. Rendering is pure, so the tables are unit-tested.
+//! The tables of the human-facing commands: `status` (the registrations) and
+//! `query interactions|metrics`. Pure, so they are unit-tested.
 
 use std::fmt::Write as _;
 
 use serde_json::Value;
-
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    #[error("cannot reach the coordinator at {url}: {source}; is `mcp-coordinator standalone` (or ingest) running there? (--url)")]
-    Unreachable { url: String, source: reqwest::Error },
-    #[error("{url} answered {status}: {message}")]
-    Refused {
-        url: String,
-        status: u16,
-        message: String,
-    },
-    #[error("{url} answered something that is not JSON: {source}")]
-    NotJson { url: String, source: reqwest::Error },
-}
-
-/// `GET {base}{path}` with a bearer token, as JSON.
-pub async fn get_json(base: &str, path: &str, token: &str) -> Result<Value, CliError> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let url = format!("{}{path}", base.trim_end_matches('/'));
-    let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(10))
-        .build()
-        .map_err(|source| CliError::Unreachable {
-            url: url.clone(),
-            source,
-        })?;
-    let response = client
-        .get(&url)
-        .bearer_auth(token)
-        .send()
-        .await
-        .map_err(|source| CliError::Unreachable {
-            url: url.clone(),
-            source,
-        })?;
-    let status = response.status().as_u16();
-    let body: Value = response.json().await.map_err(|source| CliError::NotJson {
-        url: url.clone(),
-        source,
-    })?;
-    if !(200..300).contains(&status) {
-        let message = body["error"]["message"]
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| body.to_string());
-        return Err(CliError::Refused {
-            url,
-            status,
-            message,
-        });
-    }
-    Ok(body)
-}
 
 /// Left-aligned columns separated by three spaces, like `kubectl get`.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
