@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::Parser;
-use mcp_coordinator::cli::{Cli, Command, ExampleMcpArgs, QueryArgs, QueryWhat, StatusArgs};
+use mcp_coordinator::cli::{Command, ExampleMcpArgs, QueryArgs, QueryWhat, StatusArgs};
 use mcp_coordinator::controller::{self, args::ControllerArgs, metrics::Metrics, ops};
 use mcp_coordinator::ingest::args::IngestArgs;
 use mcp_coordinator::ingest::assemble::{assemble, Mode};
@@ -16,7 +15,7 @@ use mcp_coordinator::{api_client, crd};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = mcp_coordinator::cli::parse();
     init_tracing(&cli.log_format);
     match cli.command {
         Command::Crdgen => {

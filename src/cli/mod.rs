@@ -1,9 +1,11 @@
 //! The command line: one binary, one subcommand per component. Each component owns its flags
 //! (`controller::args`, `ingest::args`, `standalone::args`); the client commands' flags are here.
+//! Every flag of the components and of the client commands also reads an environment variable,
+//! by one rule: `--data-dir` reads `MCP_COORDINATOR_DATA_DIR`.
 
 use std::net::SocketAddr;
 
-use clap::{Parser, Subcommand};
+use clap::{Arg, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::controller::args::ControllerArgs;
 use crate::ingest::args::IngestArgs;
@@ -14,7 +16,7 @@ use crate::standalone::args::StandaloneArgs;
 #[command(name = "mcp-coordinator", version, about)]
 pub struct Cli {
     /// Log format.
-    #[arg(long, env = "MCP_COORDINATOR_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"], global = true)]
+    #[arg(long, default_value = "text", value_parser = ["text", "json"], global = true)]
     pub log_format: String,
     #[command(subcommand)]
     pub command: Command,
@@ -39,24 +41,58 @@ pub enum Command {
     ExampleMcp(ExampleMcpArgs),
 }
 
+/// Flags that only make sense on a command line (what to query, how to refresh).
+const COMMAND_LINE_ONLY: &[&str] = &["mcp", "limit", "range", "watch", "help", "version"];
+/// Subcommands whose flags read no environment (a demo program, not a component).
+const WITHOUT_ENVIRONMENT: &[&str] = &["example-mcp"];
+
+/// The command line, with every flag's environment variable.
+pub fn command() -> clap::Command {
+    with_environment(Cli::command())
+}
+
+/// Parses the process's arguments (exits with clap's message and code on bad ones).
+pub fn parse() -> Cli {
+    Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit())
+}
+
+/// The environment variable a flag reads.
+pub fn environment_variable(id: &str) -> String {
+    format!(
+        "MCP_COORDINATOR_{}",
+        id.to_ascii_uppercase().replace('-', "_")
+    )
+}
+
+fn with_environment(command: clap::Command) -> clap::Command {
+    command
+        .mut_args(|arg: Arg| {
+            let id = arg.get_id().as_str();
+            if arg.get_long().is_none() || COMMAND_LINE_ONLY.contains(&id) {
+                return arg;
+            }
+            let variable = environment_variable(id);
+            arg.env(variable)
+        })
+        .mut_subcommands(|sub| {
+            if WITHOUT_ENVIRONMENT.contains(&sub.get_name()) {
+                sub
+            } else {
+                with_environment(sub)
+            }
+        })
+}
+
 #[derive(clap::Args)]
 pub struct ClientArgs {
     /// The coordinator's HTTP API (standalone or ingest).
-    #[arg(
-        long,
-        env = "MCP_COORDINATOR_URL",
-        default_value = "http://127.0.0.1:8081"
-    )]
+    #[arg(long, default_value = "http://127.0.0.1:8081")]
     pub url: String,
     /// A reader or admin token (prefer --token-file or the environment variable).
-    #[arg(long, env = "MCP_COORDINATOR_TOKEN", hide_env_values = true)]
+    #[arg(long, hide_env_values = true)]
     pub token: Option<String>,
     /// File holding the token; standalone writes one to <data-dir>/admin.token.
-    #[arg(
-        long,
-        env = "MCP_COORDINATOR_TOKEN_FILE",
-        default_value = "mcp-coordinator-data/admin.token"
-    )]
+    #[arg(long, default_value = "mcp-coordinator-data/admin.token")]
     pub token_file: std::path::PathBuf,
 }
 
@@ -161,5 +197,72 @@ impl ExampleMcpArgs {
             key_file: self.key_file.clone(),
             heartbeat: std::time::Duration::from_secs(self.heartbeat_seconds.max(1)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(path: &[&str], flag: &str) -> Option<String> {
+        let mut command = command();
+        command.build();
+        let mut at = &command;
+        for name in path {
+            at = at.find_subcommand(name).expect("subcommand exists");
+        }
+        let arg = at
+            .get_arguments()
+            .find(|a| a.get_long() == Some(flag))
+            .expect("flag exists");
+        arg.get_env().map(|v| v.to_string_lossy().into_owned())
+    }
+
+    #[test]
+    fn every_component_flag_reads_its_environment_variable() {
+        let expected = |v: &str| Some(v.to_string());
+        assert_eq!(
+            env_of(&["ingest"], "clickhouse-password"),
+            expected("MCP_COORDINATOR_CLICKHOUSE_PASSWORD")
+        );
+        assert_eq!(
+            env_of(&["standalone"], "routing-window"),
+            expected("MCP_COORDINATOR_ROUTING_WINDOW")
+        );
+        assert_eq!(
+            env_of(&["controller"], "leader-elect"),
+            expected("MCP_COORDINATOR_LEADER_ELECT")
+        );
+        assert_eq!(
+            env_of(&["query", "metrics"], "token-file"),
+            expected("MCP_COORDINATOR_TOKEN_FILE")
+        );
+        assert_eq!(
+            env_of(&["controller"], "log-format"),
+            expected("MCP_COORDINATOR_LOG_FORMAT")
+        );
+        assert_eq!(env_of(&["query", "metrics"], "mcp"), None);
+        assert_eq!(env_of(&["example-mcp"], "listen"), None);
+    }
+
+    #[test]
+    fn the_environment_sets_a_flag_and_the_command_line_wins() {
+        let parse = |args: &[&str]| {
+            let matches = command().try_get_matches_from(args).expect("parses");
+            Cli::from_arg_matches(&matches).expect("matches")
+        };
+        // SAFETY of the test: the variable is unique to this test.
+        std::env::set_var("MCP_COORDINATOR_SPOOL_SEGMENT_BYTES", "8192");
+        let Command::Ingest(from_env) = parse(&["mcp-coordinator", "ingest"]).command else {
+            panic!("ingest");
+        };
+        let Command::Ingest(from_flag) =
+            parse(&["mcp-coordinator", "ingest", "--spool-segment-bytes", "4096"]).command
+        else {
+            panic!("ingest");
+        };
+        std::env::remove_var("MCP_COORDINATOR_SPOOL_SEGMENT_BYTES");
+        assert_eq!(from_env.spool_segment_bytes, 8192);
+        assert_eq!(from_flag.spool_segment_bytes, 4096);
     }
 }

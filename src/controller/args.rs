@@ -12,27 +12,19 @@ use super::{leader, Settings};
 #[derive(clap::Args)]
 pub struct RegistryArgs {
     /// Heartbeat interval MCPs are told to use.
-    #[arg(
-        long,
-        env = "MCP_COORDINATOR_HEARTBEAT_INTERVAL_SECONDS",
-        default_value_t = 30
-    )]
+    #[arg(long, default_value_t = 30)]
     pub heartbeat_interval_seconds: u32,
     /// Interaction report interval MCPs are told to use.
-    #[arg(
-        long,
-        env = "MCP_COORDINATOR_DATA_REPORT_INTERVAL_SECONDS",
-        default_value_t = 60
-    )]
+    #[arg(long, default_value_t = 60)]
     pub data_report_interval_seconds: u32,
     /// Health probes in flight at once, across all MCPs.
-    #[arg(long, env = "MCP_COORDINATOR_PROBE_CONCURRENCY", default_value_t = 64)]
+    #[arg(long, default_value_t = 64)]
     pub probe_concurrency: usize,
     /// How often recent performance is read and weights recomputed.
-    #[arg(long, env = "MCP_COORDINATOR_ROUTING_INTERVAL_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub routing_interval_seconds: u64,
     /// The window weights are computed over (e.g. 5m, 15m, 1h).
-    #[arg(long, env = "MCP_COORDINATOR_ROUTING_WINDOW", default_value = "15m")]
+    #[arg(long, default_value = "15m")]
     pub routing_window: String,
 }
 
@@ -41,69 +33,48 @@ pub struct ControllerArgs {
     #[command(flatten)]
     pub registry: RegistryArgs,
     /// Watch only this namespace (default: all namespaces).
-    #[arg(long, env = "MCP_COORDINATOR_NAMESPACE")]
+    #[arg(long)]
     pub namespace: Option<String>,
     /// Namespace of the controller's own state (the MCP ID ledger ConfigMap).
-    #[arg(
-        long,
-        env = "MCP_COORDINATOR_STATE_NAMESPACE",
-        default_value = "mcp-coordinator"
-    )]
+    #[arg(long, default_value = "mcp-coordinator")]
     pub state_namespace: String,
     /// Name of the MCP ID ledger ConfigMap.
-    #[arg(
-        long,
-        env = "MCP_COORDINATOR_ID_LEDGER",
-        default_value = "mcp-coordinator-ids"
-    )]
+    #[arg(long, default_value = "mcp-coordinator-ids")]
     pub id_ledger: String,
     /// Address of /metrics, /healthz and /readyz.
-    #[arg(
-        long,
-        env = "MCP_COORDINATOR_METRICS_ADDR",
-        default_value = "0.0.0.0:8080"
-    )]
+    #[arg(long, default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
     /// Where MCPs report interactions (written to each registration's status.coordinatorConfig).
     #[arg(
         long,
-        env = "MCP_COORDINATOR_INTERACTION_LOG_ENDPOINT",
         default_value = "http://mcp-coordinator-ingest.mcp-coordinator.svc:8081"
     )]
     pub interaction_log_endpoint: String,
     /// Reconciles in flight at once (0: unbounded).
-    #[arg(
-        long,
-        env = "MCP_COORDINATOR_RECONCILE_CONCURRENCY",
-        default_value_t = 16
-    )]
+    #[arg(long, default_value_t = 16)]
     pub reconcile_concurrency: u16,
     /// Reconcile every registration at least this often, in seconds.
-    #[arg(long, env = "MCP_COORDINATOR_RESYNC_SECONDS", default_value_t = 300)]
+    #[arg(long, default_value_t = 300)]
     pub resync_seconds: u64,
     /// Name this instance reports Events as (set to the pod name by the chart).
-    #[arg(long, env = "MCP_COORDINATOR_INSTANCE")]
+    #[arg(long)]
     pub instance: Option<String>,
     /// Run as one of several replicas: only the holder of the leader Lease (in --state-namespace)
     /// reconciles; the others wait and take over when it stops renewing.
-    #[arg(long, env = "MCP_COORDINATOR_LEADER_ELECT")]
+    #[arg(long)]
     pub leader_elect: bool,
     /// Name of the leader Lease.
-    #[arg(
-        long,
-        env = "MCP_COORDINATOR_LEADER_LEASE_NAME",
-        default_value = "mcp-coordinator-leader"
-    )]
+    #[arg(long, default_value = "mcp-coordinator-leader")]
     pub leader_lease_name: String,
     /// A standby takes over this long after the leader last renewed.
-    #[arg(long, env = "MCP_COORDINATOR_LEADER_LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=300))]
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=300))]
     pub leader_lease_duration_seconds: u64,
     /// Base URL the controller reads performance from (GET /v1/metrics). Default: the
     /// --interaction-log-endpoint.
-    #[arg(long, env = "MCP_COORDINATOR_INGEST_URL")]
+    #[arg(long)]
     pub ingest_url: Option<String>,
     /// File holding a reader token of the ingest server; without it weights follow health only.
-    #[arg(long, env = "MCP_COORDINATOR_INGEST_TOKEN_FILE")]
+    #[arg(long)]
     pub ingest_token_file: Option<std::path::PathBuf>,
 }
 

@@ -7,127 +7,90 @@ use std::net::SocketAddr;
 pub struct IngestArgs {
     /// Address of the API, /metrics, /healthz and /readyz [default: 0.0.0.0:8081 for ingest,
     /// 127.0.0.1:8081 for standalone].
-    #[arg(long, env = "MCP_COORDINATOR_LISTEN")]
+    #[arg(long)]
     pub listen: Option<SocketAddr>,
     /// Directory for the spool and the embedded store (interactions.db).
-    #[arg(
-        long,
-        env = "MCP_COORDINATOR_DATA_DIR",
-        default_value = "mcp-coordinator-data"
-    )]
+    #[arg(long, default_value = "mcp-coordinator-data")]
     pub data_dir: std::path::PathBuf,
     /// YAML map of mcp_id: API key, for running without Kubernetes.
-    #[arg(long, env = "MCP_COORDINATOR_KEYS_FILE")]
+    #[arg(long)]
     pub keys_file: Option<std::path::PathBuf>,
     /// Also take MCP API keys (the controller's credentials Secrets) and reader tokens (Secrets
     /// labelled mcp.coordinator.dev/reader-token=true, key `token`) from Kubernetes.
-    #[arg(long, env = "MCP_COORDINATOR_KEYS_FROM_SECRETS")]
+    #[arg(long)]
     pub keys_from_secrets: bool,
     /// With --keys-from-secrets or --routes-from-configmaps: watch only this namespace (default:
     /// all namespaces).
-    #[arg(long, env = "MCP_COORDINATOR_NAMESPACE")]
+    #[arg(long)]
     pub namespace: Option<String>,
     /// Answer GET /v1/route from the controller's mcp-routing-table ConfigMaps.
-    #[arg(long, env = "MCP_COORDINATOR_ROUTES_FROM_CONFIGMAPS")]
+    #[arg(long)]
     pub routes_from_configmaps: bool,
     /// Answer GET /v1/route from this routing-table JSON file (reloaded when it changes).
-    #[arg(
-        long,
-        env = "MCP_COORDINATOR_ROUTING_TABLE_FILE",
-        conflicts_with = "routes_from_configmaps"
-    )]
+    #[arg(long, conflicts_with = "routes_from_configmaps")]
     pub routing_table_file: Option<std::path::PathBuf>,
     /// Key (≥ 32 bytes) for user pseudonyms (HMAC-SHA256 of request_data.user_id). Default:
     /// <data-dir>/privacy.key, created on first start; give every replica the same key.
-    #[arg(long, env = "MCP_COORDINATOR_PRIVACY_KEY_FILE")]
+    #[arg(long)]
     pub privacy_key_file: Option<std::path::PathBuf>,
     /// Keep interactions this many days, unless the MCP's privacy.retentionDays says otherwise.
-    #[arg(long, env = "MCP_COORDINATOR_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3650))]
     pub retention_days: u32,
     /// How often expired interactions are removed.
-    #[arg(
-        long,
-        env = "MCP_COORDINATOR_RETENTION_INTERVAL_SECONDS",
-        default_value_t = 3600
-    )]
+    #[arg(long, default_value_t = 3600)]
     pub retention_interval_seconds: u64,
     /// YAML `active: <id>`, `keys: {<id>: <64 hex digits>}`: AES-256-GCM keys for sensitive fields.
     /// Removing a key erases everything it sealed. Default: <data-dir>/encryption-keys.yaml, created.
-    #[arg(long, env = "MCP_COORDINATOR_ENCRYPTION_KEYS_FILE")]
+    #[arg(long)]
     pub encryption_keys_file: Option<std::path::PathBuf>,
     /// PEM certificate chain: serve HTTPS (TLS 1.3 only) instead of HTTP.
-    #[arg(long, env = "MCP_COORDINATOR_TLS_CERT", requires = "tls_key")]
+    #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<std::path::PathBuf>,
     /// PEM private key of --tls-cert.
-    #[arg(long, env = "MCP_COORDINATOR_TLS_KEY", requires = "tls_cert")]
+    #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<std::path::PathBuf>,
     /// After a key is rotated, the previous key keeps working this long.
-    #[arg(
-        long,
-        env = "MCP_COORDINATOR_KEY_ROTATION_GRACE_SECONDS",
-        default_value_t = 300
-    )]
+    #[arg(long, default_value_t = 300)]
     pub key_rotation_grace_seconds: u64,
     /// Which requests must carry X-MCP-Timestamp/X-MCP-Signature (see the README).
-    #[arg(
-        long,
-        env = "MCP_COORDINATOR_REQUIRE_SIGNATURES",
-        value_enum,
-        default_value = "batch"
-    )]
+    #[arg(long, value_enum, default_value = "batch")]
     pub require_signatures: super::signing::SigningPolicy,
     /// YAML map of admin name: token; admins may query everything.
-    #[arg(long, env = "MCP_COORDINATOR_ADMIN_TOKENS_FILE")]
+    #[arg(long)]
     pub admin_tokens_file: Option<std::path::PathBuf>,
     /// YAML map of reader name: token; these tokens may query history and metrics.
-    #[arg(long, env = "MCP_COORDINATOR_READER_TOKENS_FILE")]
+    #[arg(long)]
     pub reader_tokens_file: Option<std::path::PathBuf>,
     /// Largest single report body, in bytes.
-    #[arg(long, env = "MCP_COORDINATOR_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    #[arg(long, default_value_t = 1 << 20)]
     pub max_body_bytes: usize,
     /// Largest batch body, in bytes.
-    #[arg(long, env = "MCP_COORDINATOR_MAX_BATCH_BYTES", default_value_t = 16 << 20)]
+    #[arg(long, default_value_t = 16 << 20)]
     pub max_batch_bytes: usize,
     /// Refuse reports (429) while this many spooled bytes wait for the store.
-    #[arg(long, env = "MCP_COORDINATOR_SPOOL_MAX_BYTES", default_value_t = 1 << 30)]
+    #[arg(long, default_value_t = 1 << 30)]
     pub spool_max_bytes: u64,
     /// Size at which the spool starts a new segment file.
-    #[arg(long, env = "MCP_COORDINATOR_SPOOL_SEGMENT_BYTES", default_value_t = 16 << 20)]
+    #[arg(long, default_value_t = 16 << 20)]
     pub spool_segment_bytes: u64,
     /// Events per store insert.
-    #[arg(long, env = "MCP_COORDINATOR_BATCH_MAX", default_value_t = 5000)]
+    #[arg(long, default_value_t = 5000)]
     pub batch_max: usize,
     /// A partial batch is shipped after at most this many milliseconds.
-    #[arg(
-        long,
-        env = "MCP_COORDINATOR_FLUSH_INTERVAL_MS",
-        default_value_t = 1000
-    )]
+    #[arg(long, default_value_t = 1000)]
     pub flush_interval_ms: u64,
     /// On shutdown, keep shipping spooled events this long.
-    #[arg(
-        long,
-        env = "MCP_COORDINATOR_DRAIN_TIMEOUT_SECONDS",
-        default_value_t = 20
-    )]
+    #[arg(long, default_value_t = 20)]
     pub drain_timeout_seconds: u64,
     /// ClickHouse HTTP URL (e.g. http://clickhouse:8123); without it the embedded SQLite store is used.
-    #[arg(long, env = "MCP_COORDINATOR_CLICKHOUSE_URL")]
+    #[arg(long)]
     pub clickhouse_url: Option<String>,
     /// ClickHouse database (created if missing).
-    #[arg(
-        long,
-        env = "MCP_COORDINATOR_CLICKHOUSE_DATABASE",
-        default_value = "mcp_coordinator"
-    )]
+    #[arg(long, default_value = "mcp_coordinator")]
     pub clickhouse_database: String,
-    #[arg(long, env = "MCP_COORDINATOR_CLICKHOUSE_USER")]
+    #[arg(long)]
     pub clickhouse_user: Option<String>,
     /// Prefer the environment variable to keep the password out of process listings.
-    #[arg(
-        long,
-        env = "MCP_COORDINATOR_CLICKHOUSE_PASSWORD",
-        hide_env_values = true
-    )]
+    #[arg(long, hide_env_values = true)]
     pub clickhouse_password: Option<String>,
 }

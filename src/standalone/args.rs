@@ -8,13 +8,13 @@ pub struct StandaloneArgs {
     #[command(flatten)]
     pub registry: RegistryArgs,
     /// Directory of MCPRegistration manifests (*.yaml, *.yml); watched for changes.
-    #[arg(long, env = "MCP_COORDINATOR_REGISTRATIONS")]
+    #[arg(long)]
     pub registrations: std::path::PathBuf,
     /// How often the directory is checked for added, edited and removed manifests.
-    #[arg(long, env = "MCP_COORDINATOR_POLL_INTERVAL_MS", default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000)]
     pub poll_interval_ms: u64,
     /// Told to MCPs in status; default: this server's own address.
-    #[arg(long, env = "MCP_COORDINATOR_INTERACTION_LOG_ENDPOINT")]
+    #[arg(long)]
     pub interaction_log_endpoint: Option<String>,
     #[command(flatten)]
     pub ingest: IngestArgs,
