@@ -35,6 +35,11 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// One row of cells per item of a JSON array (none when it is not one).
+fn rows_of(list: &Value, cells: impl Fn(&Value) -> Vec<String>) -> Vec<Vec<String>> {
+    list.as_array().into_iter().flatten().map(cells).collect()
+}
+
 fn text(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
@@ -69,22 +74,17 @@ fn ago(v: &Value, now_ms: i64) -> String {
 
 /// The `status` table from a `GET /v1/registrations` answer, then the skipped manifests.
 pub fn status_table(view: &Value, now_ms: i64) -> String {
-    let rows: Vec<Vec<String>> = view["registrations"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|r| {
-            vec![
-                text(&r["name"]),
-                text(&r["mcp_id"]),
-                text(&r["phase"]),
-                text(&r["effective_weight"]),
-                millis(&r["p95_processing_time"]),
-                percent(&r["success_rate"]),
-                ago(&r["last_seen"], now_ms),
-            ]
-        })
-        .collect();
+    let rows = rows_of(&view["registrations"], |r| {
+        vec![
+            text(&r["name"]),
+            text(&r["mcp_id"]),
+            text(&r["phase"]),
+            text(&r["effective_weight"]),
+            millis(&r["p95_processing_time"]),
+            percent(&r["success_rate"]),
+            ago(&r["last_seen"], now_ms),
+        ]
+    });
     let mut out = table(
         &[
             "NAME",
@@ -116,21 +116,16 @@ pub fn status_table(view: &Value, now_ms: i64) -> String {
 
 /// The `query interactions` table from `GET /v1/mcps/{id}/interactions`.
 pub fn interactions_table(answer: &Value) -> String {
-    let rows: Vec<Vec<String>> = answer["interactions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|i| {
-            vec![
-                text(&i["interaction_id"]),
-                text(&i["status"]),
-                text(&i["timestamp"]),
-                text(&i["request_data"]["request_type"]),
-                millis(&i["processing_data"]["processing_time"]),
-                text(&i["result_data"]["error_code"]),
-            ]
-        })
-        .collect();
+    let rows = rows_of(&answer["interactions"], |i| {
+        vec![
+            text(&i["interaction_id"]),
+            text(&i["status"]),
+            text(&i["timestamp"]),
+            text(&i["request_data"]["request_type"]),
+            millis(&i["processing_data"]["processing_time"]),
+            text(&i["result_data"]["error_code"]),
+        ]
+    });
     table(
         &[
             "INTERACTION",

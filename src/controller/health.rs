@@ -143,6 +143,32 @@ mod tests {
         }
     }
 
+    /// A tracker and the check it follows, recording probes as they come.
+    struct Probed {
+        check: HealthCheck,
+        tracker: HealthTracker,
+    }
+
+    impl Probed {
+        fn new(failure_threshold: u32, success_threshold: u32) -> Self {
+            Self {
+                check: check(failure_threshold, success_threshold),
+                tracker: HealthTracker::default(),
+            }
+        }
+
+        fn record(&mut self, outcome: ProbeOutcome) -> bool {
+            self.tracker.record(outcome, Timestamp::now(), &self.check)
+        }
+    }
+
+    impl std::ops::Deref for Probed {
+        type Target = HealthTracker;
+        fn deref(&self) -> &HealthTracker {
+            &self.tracker
+        }
+    }
+
     fn up() -> ProbeOutcome {
         ProbeOutcome::Up {
             latency: Duration::from_millis(3),
@@ -159,59 +185,49 @@ mod tests {
 
     #[test]
     fn failures_below_the_threshold_keep_the_verdict() {
-        let c = check(3, 1);
-        let mut t = HealthTracker::default();
-        let now = Timestamp::now();
-        assert!(t.record(up(), now, &c));
+        let mut t = Probed::new(3, 1);
+        assert!(t.record(up()));
         assert_eq!(t.verdict, Verdict::Healthy);
-        assert!(
-            t.record(down(), now, &c),
-            "a new error is worth a status write"
-        );
+        assert!(t.record(down()), "a new error is worth a status write");
         assert_eq!(t.verdict, Verdict::Healthy);
-        assert!(!t.record(down(), now, &c), "the same error again is not");
-        assert!(t.record(down(), now, &c));
+        assert!(!t.record(down()), "the same error again is not");
+        assert!(t.record(down()));
         assert_eq!(t.verdict, Verdict::Unhealthy);
         assert_eq!(t.consecutive_failures, 3);
     }
 
     #[test]
     fn recovery_needs_success_threshold_probes() {
-        let c = check(1, 2);
-        let mut t = HealthTracker::default();
-        let now = Timestamp::now();
-        t.record(down(), now, &c);
-        assert_eq!(t.verdict, Verdict::Unhealthy);
-        t.record(up(), now, &c);
-        assert_eq!(t.verdict, Verdict::Unhealthy);
-        assert!(t.record(up(), now, &c) || t.verdict == Verdict::Healthy);
-        assert_eq!(t.verdict, Verdict::Healthy);
+        let mut t = Probed::new(1, 2);
+        let steps = [
+            (down(), Verdict::Unhealthy),
+            (up(), Verdict::Unhealthy),
+            (up(), Verdict::Healthy),
+        ];
+        for (i, (outcome, verdict)) in steps.into_iter().enumerate() {
+            t.record(outcome);
+            assert_eq!(t.verdict, verdict, "after probe {}", i + 1);
+        }
         assert_eq!(t.last_error, None);
     }
 
     #[test]
     fn a_refusing_server_is_not_down() {
-        let c = check(1, 1);
-        let mut t = HealthTracker::default();
-        t.record(
-            ProbeOutcome::Refused {
-                latency: Duration::ZERO,
-                detail: "401 Unauthorized".into(),
-            },
-            Timestamp::now(),
-            &c,
-        );
+        let mut t = Probed::new(1, 1);
+        t.record(ProbeOutcome::Refused {
+            latency: Duration::ZERO,
+            detail: "401 Unauthorized".into(),
+        });
         assert_eq!(t.verdict, Verdict::Refused);
         assert_eq!(t.consecutive_failures, 0);
     }
 
     #[test]
     fn steady_success_does_not_ask_for_status_writes() {
-        let c = check(3, 1);
-        let mut t = HealthTracker::default();
-        t.record(up(), Timestamp::now(), &c);
+        let mut t = Probed::new(3, 1);
+        t.record(up());
         for _ in 0..10 {
-            assert!(!t.record(up(), Timestamp::now(), &c));
+            assert!(!t.record(up()));
         }
         assert_eq!(t.consecutive_successes, 11);
     }

@@ -198,7 +198,7 @@ impl IdLedger {
                         "mcp-coordinator".to_string(),
                     )])),
                     annotations: Some(BTreeMap::from([(
-                        "mcp.coordinator.dev/purpose".to_string(),
+                        crate::crd::PURPOSE_ANNOTATION.to_string(),
                         "MCP ID ledger: do not edit or delete, IDs could be issued twice"
                             .to_string(),
                     )])),

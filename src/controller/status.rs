@@ -459,6 +459,21 @@ mod tests {
         desired_status(&spec(), None, obs, &reporting(), Timestamp::now())
     }
 
+    /// The status that follows `previous` once health is `health`.
+    fn status_after(
+        previous: &MCPRegistrationStatus,
+        health: &HealthTracker,
+        now: Timestamp,
+    ) -> MCPRegistrationStatus {
+        desired_status(
+            &spec(),
+            Some(previous),
+            &observe(Some(health), &[]),
+            &reporting(),
+            now,
+        )
+    }
+
     fn condition_of<'a>(s: &'a MCPRegistrationStatus, t: &str) -> &'a Condition {
         s.conditions.iter().find(|c| c.type_ == t).unwrap()
     }
@@ -507,23 +522,11 @@ mod tests {
         let t1 = Timestamp::from_second(1_700_000_100).unwrap();
         let up = tracker(&[true]);
         let first = desired_status(&spec(), None, &observe(Some(&up), &[]), &reporting(), t0);
-        let again = desired_status(
-            &spec(),
-            Some(&first),
-            &observe(Some(&up), &[]),
-            &reporting(),
-            t1,
-        );
+        let again = status_after(&first, &up, t1);
         assert_eq!(condition_of(&again, "Ready").last_transition_time, Time(t0));
         assert!(!meaningful_change(Some(&first), &again));
         let down = tracker(&[true, false, false]);
-        let flipped = desired_status(
-            &spec(),
-            Some(&again),
-            &observe(Some(&down), &[]),
-            &reporting(),
-            t1,
-        );
+        let flipped = status_after(&again, &down, t1);
         assert_eq!(
             condition_of(&flipped, "Ready").last_transition_time,
             Time(t1)
@@ -541,13 +544,7 @@ mod tests {
         let b = tracker(&[true, true, true]);
         let now = Timestamp::now();
         let first = desired_status(&spec(), None, &observe(Some(&a), &[]), &reporting(), now);
-        let later = desired_status(
-            &spec(),
-            Some(&first),
-            &observe(Some(&b), &[]),
-            &reporting(),
-            now,
-        );
+        let later = status_after(&first, &b, now);
         assert!(!meaningful_change(Some(&first), &later));
     }
 

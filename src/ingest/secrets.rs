@@ -13,7 +13,8 @@ use kube::{Api, Client, ResourceExt};
 
 use super::auth::{KeyRing, ReaderTokens};
 use crate::crd::{
-    CREDENTIALS_LABEL, MCP_ID_LABEL, PRIVACY_LEVEL_ANNOTATION, RETENTION_ANNOTATION, SECRET_KEY,
+    CREDENTIALS_LABEL, MCP_ID_LABEL, PRIVACY_LEVEL_ANNOTATION, READER_TOKEN_LABEL,
+    RETENTION_ANNOTATION, SECRET_KEY,
 };
 use crate::privacy::SensitiveMcps;
 use crate::store::retention::RetentionDays;
@@ -41,8 +42,7 @@ fn secret_name(secret: &Secret) -> String {
     )
 }
 
-/// Label of Secrets holding a reader token (data key `token`).
-pub const READER_TOKEN_LABEL: &str = "mcp.coordinator.dev/reader-token";
+/// Data key of the reader token in a Secret labelled with `READER_TOKEN_LABEL`.
 pub const READER_TOKEN_KEY: &str = "token";
 
 /// Keeps `keys` in step with the credentials Secrets (MCP ID → API key), and `retention` with the

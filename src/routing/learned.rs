@@ -107,12 +107,12 @@ pub(super) struct LearnedSet {
 /// heuristic, and it keeps concurrent decisions off any shared lock.
 #[derive(Debug, Default)]
 pub(super) struct Published {
-    pub(super) latency: AtomicU64,
-    pub(super) has_latency: AtomicBool,
-    pub(super) latency_at: AtomicU64,
-    pub(super) successes: AtomicU64,
-    pub(super) failures: AtomicU64,
-    pub(super) outcomes_at: AtomicU64,
+    latency: AtomicU64,
+    has_latency: AtomicBool,
+    latency_at: AtomicU64,
+    successes: AtomicU64,
+    failures: AtomicU64,
+    outcomes_at: AtomicU64,
 }
 
 impl Published {

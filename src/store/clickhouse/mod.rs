@@ -19,7 +19,7 @@ use super::metrics::{self, McpMetrics, TimeRange};
 use super::{AuditEntry, HistoryQuery, InteractionStore, StoreError};
 use crate::interaction::{Interaction, InteractionEvent};
 pub use lazy::LazyClickHouseStore;
-use rows::{days_since_epoch, AuditRow, EventRow, MergedRow, MetricsRow};
+use rows::{AuditRow, EventRow, MergedRow, MetricsRow};
 pub use sql::{create_audit_table_sql, create_table_sql, merged_sql, metrics_sql, TIME};
 use sql::{AUDIT_TABLE, TABLE};
 
@@ -171,21 +171,7 @@ enum Bind {
 
 impl InteractionStore for ClickHouseStore {
     fn record_access<'a>(&'a self, e: &'a AuditEntry) -> BoxFuture<'a, Result<(), StoreError>> {
-        async move {
-            let row = AuditRow {
-                at_ms: e.at_ms,
-                at_date: days_since_epoch(e.at_ms),
-                who: e.who.clone(),
-                role: e.role.clone(),
-                mcp_id: e.mcp_id.clone(),
-                query: e.query.clone(),
-                since_ms: e.since_ms,
-                until_ms: e.until_ms,
-                rows: e.rows,
-            };
-            self.write_rows(AUDIT_TABLE, [row]).await
-        }
-        .boxed()
+        self.write_rows(AUDIT_TABLE, [AuditRow::of(e)]).boxed()
     }
 
     fn expire<'a>(
@@ -219,19 +205,7 @@ impl InteractionStore for ClickHouseStore {
                 self.database
             );
             let rows: Vec<AuditRow> = self.client.query(&sql).fetch_all().await.map_err(classify)?;
-            Ok(rows
-                .into_iter()
-                .map(|r| AuditEntry {
-                    at_ms: r.at_ms,
-                    who: r.who,
-                    role: r.role,
-                    mcp_id: r.mcp_id,
-                    query: r.query,
-                    since_ms: r.since_ms,
-                    until_ms: r.until_ms,
-                    rows: r.rows,
-                })
-                .collect())
+            Ok(rows.into_iter().map(AuditEntry::from).collect())
         }
         .boxed()
     }

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::super::metrics::{McpMetrics, TimeRange};
+use super::super::AuditEntry;
 use crate::interaction::{Fields, Interaction, InteractionEvent};
 
 macro_rules! define_rows {
@@ -66,17 +67,50 @@ pub(super) fn days_since_epoch(ms: i64) -> u16 {
     ms.div_euclid(86_400_000).clamp(0, i64::from(u16::MAX)) as u16
 }
 
+/// One read, as `audit_log` keeps it.
 #[derive(Debug, clickhouse::Row, Serialize, Deserialize)]
 pub(super) struct AuditRow {
-    pub(super) at_ms: i64,
-    pub(super) at_date: u16,
-    pub(super) who: String,
-    pub(super) role: String,
-    pub(super) mcp_id: String,
-    pub(super) query: String,
-    pub(super) since_ms: Option<i64>,
-    pub(super) until_ms: Option<i64>,
-    pub(super) rows: u64,
+    at_ms: i64,
+    /// The partition key.
+    at_date: u16,
+    who: String,
+    role: String,
+    mcp_id: String,
+    query: String,
+    since_ms: Option<i64>,
+    until_ms: Option<i64>,
+    rows: u64,
+}
+
+impl AuditRow {
+    pub(super) fn of(e: &AuditEntry) -> Self {
+        Self {
+            at_ms: e.at_ms,
+            at_date: days_since_epoch(e.at_ms),
+            who: e.who.clone(),
+            role: e.role.clone(),
+            mcp_id: e.mcp_id.clone(),
+            query: e.query.clone(),
+            since_ms: e.since_ms,
+            until_ms: e.until_ms,
+            rows: e.rows,
+        }
+    }
+}
+
+impl From<AuditRow> for AuditEntry {
+    fn from(r: AuditRow) -> Self {
+        AuditEntry {
+            at_ms: r.at_ms,
+            who: r.who,
+            role: r.role,
+            mcp_id: r.mcp_id,
+            query: r.query,
+            since_ms: r.since_ms,
+            until_ms: r.until_ms,
+            rows: r.rows,
+        }
+    }
 }
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
