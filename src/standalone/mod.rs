@@ -125,6 +125,7 @@ pub struct RunningStandalone {
     pub done: tokio::task::JoinHandle<()>,
 }
 
+/// Starts the ingest server and the registration loop; both stop when `shutdown` resolves.
 pub async fn start(
     config: StandaloneConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
