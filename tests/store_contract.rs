@@ -313,3 +313,53 @@ async fn retention_removes_expired_interactions_and_keeps_fresh_ones() {
         }
     }
 }
+
+#[tokio::test]
+async fn retention_follows_the_receive_time_not_the_clients_timestamp() {
+    use mcp_coordinator::store::retention::plan;
+    let now = jiff::Timestamp::now().as_millisecond();
+    let day = 86_400_000;
+    let year_2999 = 32_503_680_000_000;
+    for (name, store) in stores().await {
+        // Received 40 days ago, but claiming to happen in 2999.
+        let fields = Fields {
+            timestamp_ms: Some(year_2999),
+            ..Default::default()
+        };
+        let late = event(
+            "future_stamp",
+            "c",
+            EventKind::Start,
+            now - 40 * day,
+            fields,
+        );
+        store
+            .insert(&[late, start("fresh", "c", now - day)])
+            .await
+            .unwrap();
+        for expiry in plan(now, 30, &Default::default()) {
+            store.expire(&expiry).await.unwrap();
+        }
+        let q = HistoryQuery {
+            mcp_id: "c".into(),
+            limit: 100,
+            since_ms: None,
+            until_ms: None,
+        };
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let ids: Vec<String> = store
+                .history(&q)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|i| i.interaction_id)
+                .collect();
+            if ids == ["fresh"] {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{name}: {ids:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}

@@ -56,17 +56,8 @@ impl KeyRing {
 
     /// Loads `mcp_id: key` pairs from a YAML file.
     pub fn from_file(path: &Path, grace: Duration) -> Result<Self, AuthFileError> {
-        let map: BTreeMap<String, String> = read_yaml(path, "a map of mcp_id: key")?;
         let ring = Self::with_grace(grace);
-        for (mcp_id, key) in map {
-            if key.len() < 16 {
-                return Err(AuthFileError::Invalid {
-                    path: path.display().to_string(),
-                    problem: format!(
-                        "the key of {mcp_id} is shorter than 16 characters; use a long random key"
-                    ),
-                });
-            }
+        for (mcp_id, key) in read_secrets(path, "a map of mcp_id: key", "key")? {
             ring.set(&mcp_id, &key);
         }
         Ok(ring)
@@ -144,7 +135,8 @@ impl KeyRing {
     }
 }
 
-const ADMIN_PREFIX: &str = "admin:";
+/// Keys and tokens shorter than this are refused: they could be guessed.
+pub const MIN_SECRET_BYTES: usize = 16;
 
 impl Role {
     /// Who, for the audit log.
@@ -174,18 +166,19 @@ pub enum Role {
     Mcp(String),
 }
 
-/// Tokens that may read interaction data, by name: readers, and admins (named `admin:<name>`).
+/// Tokens that may read interaction data, by name: readers and admins, kept apart so that no
+/// name can turn one into the other.
 #[derive(Default)]
 pub struct ReaderTokens {
     ring: KeyRing,
+    admins: KeyRing,
 }
 
 impl ReaderTokens {
     /// Loads `name: token` pairs from a YAML file.
     pub fn from_file(path: &Path) -> Result<Self, AuthFileError> {
-        let map: BTreeMap<String, String> = read_yaml(path, "a map of reader name: token")?;
         let tokens = Self::default();
-        for (name, token) in map {
+        for (name, token) in read_secrets(path, "a map of reader name: token", "token")? {
             tokens.ring.set(&name, &token);
         }
         Ok(tokens)
@@ -200,33 +193,30 @@ impl ReaderTokens {
     }
 
     pub fn allows(&self, token: &str) -> bool {
-        self.ring.mcp_for(token).is_some()
+        self.role(token).is_some()
     }
 
     /// Adds the admin tokens of a YAML file (`name: token`).
     pub fn add_admins_from_file(&self, path: &Path) -> Result<(), AuthFileError> {
-        let map: BTreeMap<String, String> = read_yaml(path, "a map of admin name: token")?;
-        for (name, token) in map {
+        for (name, token) in read_secrets(path, "a map of admin name: token", "token")? {
             self.add_admin(&name, &token);
         }
         Ok(())
     }
 
     pub fn add_admin(&self, name: &str, token: &str) {
-        self.ring.set(&format!("{ADMIN_PREFIX}{name}"), token);
+        self.admins.set(name, token);
     }
 
     /// The role of `token`, if it is a reader or admin token.
     pub fn role(&self, token: &str) -> Option<Role> {
-        self.ring
-            .mcp_for(token)
-            .map(|name| match name.strip_prefix(ADMIN_PREFIX) {
-                Some(admin) => Role::Admin(admin.to_string()),
-                None => Role::Reader(name),
-            })
+        if let Some(admin) = self.admins.mcp_for(token) {
+            return Some(Role::Admin(admin));
+        }
+        self.ring.mcp_for(token).map(Role::Reader)
     }
 
-    /// The tokens by reader name, for sources that add and remove them (Secrets).
+    /// The reader tokens by name, for sources that add and remove them (Secrets).
     pub fn ring(&self) -> &KeyRing {
         &self.ring
     }
@@ -245,6 +235,25 @@ fn read_yaml<T: serde::de::DeserializeOwned>(
         expected,
         reason: e.to_string(),
     })
+}
+
+/// `name: secret` pairs of a YAML file, each secret at least [`MIN_SECRET_BYTES`] long.
+fn read_secrets(
+    path: &Path,
+    expected: &'static str,
+    what: &str,
+) -> Result<BTreeMap<String, String>, AuthFileError> {
+    let map: BTreeMap<String, String> = read_yaml(path, expected)?;
+    if let Some((name, secret)) = map.iter().find(|(_, s)| s.len() < MIN_SECRET_BYTES) {
+        return Err(AuthFileError::Invalid {
+            path: path.display().to_string(),
+            problem: format!(
+                "the {what} of {name} is {} bytes; use at least {MIN_SECRET_BYTES} random bytes (e.g. `openssl rand -hex 32`)",
+                secret.len()
+            ),
+        });
+    }
+    Ok(map)
 }
 
 /// The credential of a request: the bearer token, or the seed's `api_key` field.
@@ -296,6 +305,50 @@ mod tests {
         assert_eq!(ring.mcp_for("new-key-0123456789").as_deref(), Some("a"));
         ring.remove("a");
         assert_eq!(ring.mcp_for("new-key-0123456789"), None);
+    }
+
+    fn file(tag: &str, text: &str) -> std::path::PathBuf {
+        let path = std::env::temp_dir().join(format!("auth-{tag}-{}.yaml", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_name_in_a_token_file_cannot_grant_a_role() {
+        let path = file("names", "\"admin:mallory\": reader-token-0123456789\n");
+        let tokens = ReaderTokens::from_file(&path).unwrap();
+        assert_eq!(
+            tokens.role("reader-token-0123456789"),
+            Some(Role::Reader("admin:mallory".into()))
+        );
+        tokens.add_admin("ops", "admin-token-0123456789");
+        assert_eq!(
+            tokens.role("admin-token-0123456789"),
+            Some(Role::Admin("ops".into()))
+        );
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn short_tokens_are_refused_with_the_entry_named() {
+        let path = file("short", "ops: hunter2\n");
+        let refused = |e: AuthFileError| e.to_string();
+        let err = ReaderTokens::from_file(&path).map(drop).map_err(refused);
+        assert!(
+            err.as_ref()
+                .is_err_and(|e| e.contains("the token of ops is 7 bytes")),
+            "{err:?}"
+        );
+        let err = ReaderTokens::default().add_admins_from_file(&path);
+        assert!(err.is_err());
+        let err = KeyRing::from_file(&path, Duration::ZERO)
+            .map(drop)
+            .map_err(refused);
+        assert!(
+            err.as_ref().is_err_and(|e| e.contains("the key of ops")),
+            "{err:?}"
+        );
+        let _ = std::fs::remove_file(path);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, ResourceExt};
 
-use super::auth::{KeyRing, ReaderTokens};
+use super::auth::{KeyRing, ReaderTokens, MIN_SECRET_BYTES};
 use crate::crd::{
     CREDENTIALS_LABEL, MCP_ID_LABEL, PRIVACY_LEVEL_ANNOTATION, READER_TOKEN_LABEL,
     RETENTION_ANNOTATION, SECRET_KEY,
@@ -31,7 +31,14 @@ pub fn credentials(secret: &Secret) -> Option<(String, String)> {
 pub fn reader_token(secret: &Secret) -> Option<(String, String)> {
     let token = secret.data.as_ref()?.get(READER_TOKEN_KEY)?;
     let token = String::from_utf8(token.0.clone()).ok()?;
-    (!token.is_empty()).then(|| (secret_name(secret), token))
+    if token.len() < MIN_SECRET_BYTES {
+        tracing::warn!(
+            secret = %secret_name(secret),
+            "ignoring a reader token shorter than {MIN_SECRET_BYTES} bytes"
+        );
+        return None;
+    }
+    Some((secret_name(secret), token))
 }
 
 fn secret_name(secret: &Secret) -> String {

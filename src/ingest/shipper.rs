@@ -154,8 +154,7 @@ async fn ship(
 
 fn set_aside(path: &PathBuf, event: &InteractionEvent, why: &str) {
     let line = serde_json::json!({"reason": why, "event": event}).to_string();
-    let written = std::fs::OpenOptions::new()
-        .create(true)
+    let written = super::spool::private_file()
         .append(true)
         .open(path)
         .and_then(|mut f| {

@@ -4,7 +4,7 @@
 //! Keying the MAC with the key's digest lets the server verify without ever holding the key.
 //! Requests outside ±5 minutes, or seen before (the signature is the nonce), are refused.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 
 use hmac::{Hmac, KeyInit, Mac};
@@ -63,7 +63,42 @@ pub fn sign(api_key: &str, method: &str, path: &str, timestamp: &str, body: &[u8
 /// Checks signatures and remembers the ones seen within the window.
 pub struct Verifier {
     pub policy: SigningPolicy,
-    seen: Mutex<HashMap<String, i64>>,
+    seen: Mutex<Seen>,
+}
+
+/// Signatures seen, until they expire: a set to look them up and their expiry times in order, so
+/// forgetting costs only what expired.
+#[derive(Default)]
+struct Seen {
+    signatures: HashSet<String>,
+    by_expiry: BTreeMap<i64, Vec<String>>,
+}
+
+impl Seen {
+    fn forget_expired(&mut self, now_seconds: i64) {
+        while let Some(entry) = self.by_expiry.first_entry() {
+            if *entry.key() > now_seconds {
+                break;
+            }
+            for signature in entry.remove() {
+                self.signatures.remove(&signature);
+            }
+        }
+    }
+
+    /// Remembers `signature` until `expires`; false when it was already seen.
+    fn remember(&mut self, signature: String, expires: i64) -> bool {
+        if !self.signatures.insert(signature.clone()) {
+            return false;
+        }
+        self.by_expiry.entry(expires).or_default().push(signature);
+        true
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.signatures.len()
+    }
 }
 
 impl Verifier {
@@ -100,7 +135,9 @@ impl Verifier {
             .trim()
             .parse()
             .map_err(|_| SignatureError::BadTimestamp)?;
-        if (now_seconds - at).abs() > WINDOW_SECONDS {
+        // A timestamp far from now (even i64::MIN) is expired, never an overflow.
+        let skew = now_seconds.checked_sub(at).map(i64::unsigned_abs);
+        if skew.is_none_or(|skew| skew > WINDOW_SECONDS.unsigned_abs()) {
             return Err(SignatureError::Expired);
         }
         let expected = sign(api_key, method, path, timestamp.trim(), body);
@@ -114,8 +151,8 @@ impl Verifier {
             .seen
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        seen.retain(|_, expires| *expires > now_seconds);
-        if seen.insert(given, at + WINDOW_SECONDS + 1).is_some() {
+        seen.forget_expired(now_seconds);
+        if !seen.remember(given, at + WINDOW_SECONDS + 1) {
             return Err(SignatureError::Replayed);
         }
         Ok(())
@@ -161,5 +198,48 @@ mod tests {
             v.verify(KEY, "POST", "/p", Some("soon"), Some(&sig), b"body", 1000),
             Err(SignatureError::BadTimestamp)
         );
+        for extreme in [i64::MIN, i64::MAX] {
+            let at = extreme.to_string();
+            let sig = sign(KEY, "POST", "/p", &at, b"body");
+            assert_eq!(
+                v.verify(KEY, "POST", "/p", Some(&at), Some(&sig), b"body", 1000),
+                Err(SignatureError::Expired),
+                "{at}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_replay_cache_forgets_what_expired() {
+        let v = Verifier::new(SigningPolicy::Writes);
+        for i in 0..100 {
+            let body = format!("{i}");
+            let sig = sign(KEY, "POST", "/p", "1000", body.as_bytes());
+            let seen = v.verify(
+                KEY,
+                "POST",
+                "/p",
+                Some("1000"),
+                Some(&sig),
+                body.as_bytes(),
+                1000,
+            );
+            assert_eq!(seen, Ok(()));
+        }
+        let remembered = |v: &Verifier| v.seen.lock().map(|s| s.len()).unwrap_or(0);
+        assert_eq!(remembered(&v), 100);
+        let later = 1000 + WINDOW_SECONDS + 1;
+        let sig = sign(KEY, "POST", "/p", &later.to_string(), b"x");
+        let fresh = v.verify(
+            KEY,
+            "POST",
+            "/p",
+            Some(&later.to_string()),
+            Some(&sig),
+            b"x",
+            later,
+        );
+        assert_eq!(fresh, Ok(()));
+        assert_eq!(remembered(&v), 1, "the expired signatures were forgotten");
     }
 }

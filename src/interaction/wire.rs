@@ -228,19 +228,24 @@ pub fn new_interaction_id(now_ms: i64) -> String {
     let stamp = jiff::Timestamp::from_millisecond(now_ms)
         .map(|t| t.strftime("%Y%m%d_%H%M%S").to_string())
         .unwrap_or_else(|_| "00000000_000000".into());
-    let mut bytes = [0u8; 3];
-    // Uniqueness also rests on the second; a failing OS RNG falls back to the clock's low bits.
-    if getrandom::fill(&mut bytes).is_err() {
-        bytes = [
-            (now_ms & 0xff) as u8,
-            ((now_ms >> 8) & 0xff) as u8,
-            ((now_ms >> 16) & 0xff) as u8,
-        ];
+    format!("int_{stamp}_{:016x}", random_u64())
+}
+
+/// 64 random bits: two starts in the same second collide about once in 2^32 pairs, not at a
+/// thousand starts a second as 24 bits would (a collision silently merges two interactions).
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_ok() {
+        return u64::from_le_bytes(bytes);
     }
-    format!(
-        "int_{stamp}_{:02x}{:02x}{:02x}",
-        bytes[0], bytes[1], bytes[2]
-    )
+    // Without the OS generator: distinct within this process (a counter), and unlikely to meet
+    // another process's (its id and the clock's nanoseconds).
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    super::fnv1a64(format!("{n}:{nanos}:{}", std::process::id()).as_bytes()) ^ n
 }
 
 #[cfg(test)]
@@ -392,7 +397,14 @@ mod tests {
     fn ids_are_checked_and_generated_in_the_seed_style() {
         assert!(parse_report(json!({"interaction_id": "../etc"}), EventKind::Start, "").is_err());
         let id = new_interaction_id(1_750_016_700_000);
-        assert!(id.starts_with("int_20250615_"), "{id}");
-        assert_eq!(id.len(), "int_20250615_194500_abc123".len());
+        assert!(id.starts_with("int_20250615_194500_"), "{id}");
+        let random = &id["int_20250615_194500_".len()..];
+        assert_eq!(random.len(), 16, "64 random bits: {id}");
+        assert!(random.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        check_id(&id, "interaction_id").unwrap();
+        let many: std::collections::HashSet<String> = (0..10_000)
+            .map(|_| new_interaction_id(1_750_016_700_000))
+            .collect();
+        assert_eq!(many.len(), 10_000, "ids of one second do not collide");
     }
 }

@@ -177,9 +177,24 @@ pub fn parse(file: &Path, text: &str, schema: &Value) -> (Vec<Manifest>, Vec<Pro
             ));
             continue;
         }
-        if doc.pointer("/metadata/namespace").is_none() {
-            if let Some(meta) = doc.get_mut("metadata").and_then(Value::as_object_mut) {
-                meta.insert("namespace".into(), Value::String("default".into()));
+        match doc.pointer("/metadata/namespace").map(Value::as_str) {
+            None => {
+                if let Some(meta) = doc.get_mut("metadata").and_then(Value::as_object_mut) {
+                    meta.insert("namespace".into(), Value::String("default".into()));
+                }
+            }
+            // Namespaces name directories under the data directory: never `..` or a path.
+            Some(Some(namespace)) if is_dns_label(namespace) => {}
+            Some(other) => {
+                problems.push(problem(
+                    n,
+                    "metadata.namespace",
+                    format!(
+                        "{} must be a lowercase RFC 1123 label (letters, digits, '-', at most 63)",
+                        other.map_or_else(|| "it".to_string(), |ns| format!("{ns:?}"))
+                    ),
+                ));
+                continue;
             }
         }
         if let Some(obj) = doc.as_object_mut() {
@@ -276,6 +291,22 @@ mod tests {
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(found[0].key(), "default/ocr");
         assert_eq!(found[0].registration.spec.routing.weight, 100);
+    }
+
+    #[test]
+    fn a_namespace_that_is_not_a_dns_label_is_refused() {
+        for namespace in ["../../x", "a/b", "Default", "", "x".repeat(64).as_str()] {
+            let text = GOOD.replace(
+                "  name: ocr\n",
+                &format!("  name: ocr\n  namespace: {namespace:?}\n"),
+            );
+            let (found, problems) = check(&text);
+            assert!(found.is_empty(), "{namespace:?} was accepted");
+            assert_eq!(problems[0].field, "metadata.namespace", "{problems:?}");
+        }
+        let (found, _) =
+            check(&GOOD.replace("  name: ocr\n", "  name: ocr\n  namespace: team-a\n"));
+        assert_eq!(found[0].key(), "team-a/ocr");
     }
 
     #[test]

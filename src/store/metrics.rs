@@ -17,7 +17,9 @@ impl TimeRange {
     /// `15m`, `1h`, `24h`, `7d` (or any `<n><s|m|h|d>`) ending at `now_ms`.
     pub fn parse(text: &str, now_ms: i64) -> Result<Self, String> {
         let err = || format!("range {text:?} is not a duration such as 15m, 1h, 24h or 7d");
-        let (number, unit) = text.split_at(text.len().saturating_sub(1));
+        // The unit is the last character; the text comes from a URL, so it may be anything.
+        let unit_at = text.char_indices().last().map_or(0, |(i, _)| i);
+        let (number, unit) = text.split_at(unit_at);
         let n: i64 = number.parse().map_err(|_| err())?;
         let unit_ms = match unit {
             "s" => 1_000,
@@ -134,6 +136,13 @@ pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges_that_are_not_ascii_are_refused_not_panicked_on() {
+        for text in ["1é", "é", "15m\u{301}", "", "\u{1F600}"] {
+            assert!(TimeRange::parse(text, 0).is_err(), "{text:?}");
+        }
+    }
 
     #[test]
     fn ranges_parse() {

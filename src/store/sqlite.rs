@@ -54,6 +54,21 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        // Created readable by its owner only; SQLite gives its WAL files the same mode.
+        if !path.exists() {
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            if let Err(e) = options.open(path) {
+                if e.kind() != std::io::ErrorKind::AlreadyExists {
+                    return Err(StoreError::Unavailable(format!(
+                        "cannot create SQLite database {}: {e}",
+                        path.display()
+                    )));
+                }
+            }
+        }
         let conn = Connection::open(path).map_err(|e| {
             StoreError::Unavailable(format!(
                 "cannot open SQLite database {}: {e}",
@@ -214,7 +229,9 @@ impl InteractionStore for SqliteStore {
                     format!("mcp_id NOT IN ({})", marks.join(", "))
                 }
             };
-            let sql = format!("DELETE FROM interactions WHERE time_ms < ?1 AND {filter}");
+            // By when the coordinator last heard of it: a client's timestamp (year 2999, say) must
+            // not keep an interaction forever.
+            let sql = format!("DELETE FROM interactions WHERE last_received_ms < ?1 AND {filter}");
             let refs: Vec<&dyn rusqlite::ToSql> = values.iter().map(|v| v.as_ref()).collect();
             conn.execute(&sql, refs.as_slice())
                 .map(drop)
@@ -314,5 +331,35 @@ impl InteractionStore for SqliteStore {
             Ok(by_mcp.iter().map(|(id, rows)| metrics::compute(id, rows, range)).collect())
         })
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_database_and_its_journal_are_readable_by_their_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("sqlite-mode-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = SqliteStore::open(&dir.join("interactions.db")).unwrap();
+        let event = InteractionEvent::new(
+            "i".into(),
+            "m".into(),
+            crate::interaction::EventKind::Start,
+            1,
+            Fields::default(),
+        );
+        store.insert(&[event]).await.unwrap();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", path.display());
+        }
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

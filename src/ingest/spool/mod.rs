@@ -20,8 +20,8 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::interaction::InteractionEvent;
 pub use reader::SpoolReader;
-pub use segments::encode;
 use segments::*;
+pub use segments::{encode, private_file};
 
 mod reader;
 mod segments;
@@ -102,7 +102,7 @@ impl Spool {
     /// Opens the spool in `config.dir` (creating it), repairs a torn tail, and starts the writer.
     /// Returns the spool and the reader the shipper drains.
     pub fn open(config: SpoolConfig) -> Result<(Spool, SpoolReader), SpoolError> {
-        fs::create_dir_all(&config.dir).map_err(io_err(&config.dir))?;
+        create_private_dir(&config.dir)?;
         let dir = config.dir.clone();
         let mut existing = segments(&dir)?;
         let checkpoint = load_checkpoint(&dir);
@@ -134,7 +134,10 @@ impl Spool {
             None => {
                 let first = checkpoint.segment.max(1);
                 let path = segment_path(&dir, first);
-                File::create(&path).map_err(io_err(&path))?;
+                private_file()
+                    .write(true)
+                    .open(&path)
+                    .map_err(io_err(&path))?;
                 sync_dir(&dir)?;
                 existing.push(first);
                 first
@@ -318,8 +321,7 @@ fn write_loop(
 fn roll(inner: &Inner, dir: &Path) -> Result<(u64, File), SpoolError> {
     let next = inner.state().active + 1;
     let path = segment_path(dir, next);
-    let file = OpenOptions::new()
-        .create(true)
+    let file = private_file()
         .append(true)
         .open(&path)
         .map_err(io_err(&path))?;
@@ -354,6 +356,30 @@ mod tests {
             i as i64,
             Fields::default(),
         )
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn spool_files_are_readable_by_their_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = dir("private");
+        let (spool, mut reader) = Spool::open(config(&d)).unwrap();
+        for i in 0..40 {
+            spool.append(vec![event(i)]).await.unwrap();
+        }
+        let (events, next) = reader.read_batch(100).unwrap();
+        let bytes = SpoolReader::framed_size(&events);
+        reader.commit(next, events.len() as u64, bytes).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&d), 0o700, "the spool directory");
+        let files: Vec<PathBuf> = fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert!(files.len() >= 2, "{files:?}");
+        for file in files {
+            assert_eq!(mode(&file), 0o600, "{}", file.display());
+        }
     }
 
     #[tokio::test]

@@ -110,9 +110,31 @@ pub(super) fn load_checkpoint(dir: &Path) -> Position {
         .unwrap_or_default()
 }
 
+/// Options that create a file only its owner can read (the spool holds what MCPs reported).
+pub fn private_file() -> fs::OpenOptions {
+    let mut options = fs::OpenOptions::new();
+    options.create(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+}
+
+/// Creates `dir` (and its parents) readable by its owner only, when it does not exist yet.
+pub(super) fn create_private_dir(dir: &Path) -> Result<(), SpoolError> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(io_err(dir))
+}
+
 pub(super) fn store_checkpoint(dir: &Path, pos: Position) -> Result<(), SpoolError> {
     let tmp = dir.join("checkpoint.tmp");
-    let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+    let mut f = private_file()
+        .write(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(io_err(&tmp))?;
     f.write_all(format!("{}:{}\n", pos.segment, pos.offset).as_bytes())
         .map_err(io_err(&tmp))?;
     f.sync_all().map_err(io_err(&tmp))?;
