@@ -264,7 +264,14 @@ async fn rest_flow_assigns_ids_and_answers_queries() {
     .await;
     assert_eq!(status, 202, "{body}");
     let id = body["interaction_id"].as_str().unwrap().to_string();
-    assert!(id.starts_with("int_") && id.len() == 26, "{id}");
+    // The seed's `int_YYYYMMDD_HHMMSS_` and 64 random bits.
+    let parts: Vec<&str> = id.split('_').collect();
+    assert_eq!(parts.len(), 4, "{id}");
+    assert_eq!(
+        (parts[0], parts[1].len(), parts[2].len(), parts[3].len()),
+        ("int", 8, 6, 16),
+        "{id}"
+    );
     let base = &ingest.base;
     assert_eq!(
         post(
@@ -623,5 +630,66 @@ async fn poison_is_set_aside_without_blocking_the_rest() {
     assert!(std::fs::read_to_string(&poison)
         .unwrap()
         .contains("\"bad\""));
+    ingest.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_too_large_to_store_is_refused_before_the_spool_and_the_rest_arrive() {
+    let scratch = ScratchDir::new("ingest-oversize");
+    let dir = scratch.path().to_path_buf();
+    let store = store_in(&dir, true, None);
+    let limits = Limits {
+        single_bytes: 1 << 20,
+        batch_bytes: 32 << 20,
+    };
+    let ingest = start_with(dir, store, limits).await;
+    // Backslashes in a free-form field are escaped twice when stored: 5 MiB of them is a
+    // 10 MiB body, and a record of more than 16 MiB.
+    let blob = "\\".repeat(5 << 20);
+    let records = json!([
+        {"interaction_id": "huge", "request_data": {"parameters": {"blob": blob}}},
+        {"interaction_id": "small", "result_data": {"success": true}},
+    ]);
+    let (status, body) = post(&ingest.base, "/v1/interactions:batch", Some(KEY), records).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["accepted"].as_u64(), body["rejected"].as_u64()),
+        (Some(1), Some(1)),
+        "{body}"
+    );
+    assert_eq!(body["results"][0]["accepted"], false);
+    assert!(
+        body["results"][0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("bytes once stored")),
+        "{body}"
+    );
+    let items = wait_for_history(&ingest.base, "ocr_workflow_mcp_001", 1).await;
+    assert_eq!(items[0]["interaction_id"], "small");
+    // Nothing of the refused record stays counted against the spool.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = http()
+            .get(format!("{}/metrics", ingest.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains("mcp_ingest_spool_bytes 0\n") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "spool bytes never drained: {}",
+            metrics
+                .lines()
+                .filter(|l| l.starts_with("mcp_ingest_spool"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     ingest.stop().await;
 }

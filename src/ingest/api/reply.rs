@@ -166,6 +166,7 @@ impl From<SpoolError> for ApiError {
     fn from(e: SpoolError) -> Self {
         let code = match e {
             SpoolError::Full { .. } => ErrorCode::SpoolFull,
+            SpoolError::TooLarge { .. } => ErrorCode::BodyTooLarge,
             _ => ErrorCode::SpoolUnavailable,
         };
         ApiError::new(code, e.to_string())

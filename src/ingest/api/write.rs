@@ -6,6 +6,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use warp::http::StatusCode;
 
+use super::super::spool::SpoolError;
 use super::super::state::IngestState;
 use super::guards::{parse_json, utf8};
 use super::now_ms;
@@ -147,7 +148,7 @@ pub async fn batch(
         match outcome {
             Ok(event) => {
                 results.push(json!({"index": index, "accepted": true, "interaction_id": event.interaction_id}));
-                events.push(event);
+                events.push((index, event));
             }
             Err(bad) => {
                 let mut r = json!({"index": index, "accepted": false, "error": bad.to_string()});
@@ -158,12 +159,10 @@ pub async fn batch(
             }
         }
     }
+    let events = spool_batch(state, events, &mut results).await?;
     let accepted = events.len();
-    if !events.is_empty() {
-        state.spool.append(events.clone()).await?;
-        for e in &events {
-            observe(state, e);
-        }
+    for e in &events {
+        observe(state, e);
     }
     let rejected = results.len() - accepted;
     if rejected > 0 {
@@ -182,6 +181,29 @@ pub async fn batch(
         status,
         &json!({"accepted": accepted, "rejected": rejected, "results": results}),
     ))
+}
+
+/// Spools the accepted records of a batch; one too large to store is turned into a rejection of
+/// that record (in `results`) and the rest are spooled without it.
+async fn spool_batch(
+    state: &IngestState,
+    mut events: Vec<(usize, InteractionEvent)>,
+    results: &mut [Value],
+) -> Result<Vec<InteractionEvent>, ApiError> {
+    while !events.is_empty() {
+        let batch: Vec<InteractionEvent> = events.iter().map(|(_, e)| e.clone()).collect();
+        match state.spool.append(batch).await {
+            Ok(()) => break,
+            Err(SpoolError::TooLarge { index, size, limit }) => {
+                let (at, _) = events.remove(index);
+                results[at] = json!({"index": at, "accepted": false, "error": format!(
+                    "the record is {size} bytes once stored (fields holding JSON text are escaped again); at most {limit}"
+                )});
+            }
+            Err(other) => return Err(other.into()),
+        }
+    }
+    Ok(events.into_iter().map(|(_, e)| e).collect())
 }
 
 /// One record of a batch.

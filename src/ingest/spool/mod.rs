@@ -34,6 +34,13 @@ pub enum SpoolError {
     Io { path: PathBuf, source: io::Error },
     #[error("the spool is shutting down")]
     Closed,
+    /// Refused before anything was written: a frame this large could not be read back.
+    #[error("record {index} is {size} bytes once stored (fields holding JSON text are escaped again); a record may be at most {limit} bytes")]
+    TooLarge {
+        index: usize,
+        size: usize,
+        limit: usize,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -71,8 +78,11 @@ struct State {
     oldest_ms: Option<i64>,
 }
 
+/// Records already framed by the requesting task, so the writer thread only writes.
 struct AppendRequest {
-    events: Vec<InteractionEvent>,
+    frames: Vec<u8>,
+    count: u64,
+    oldest_ms: Option<i64>,
     done: oneshot::Sender<Result<(), SpoolError>>,
 }
 
@@ -205,7 +215,8 @@ impl Spool {
         Ok((Spool { inner, appends }, reader))
     }
 
-    /// Appends events durably; returns once they are fsynced.
+    /// Appends events durably; returns once they are fsynced. A record too large to be read back
+    /// refuses the whole request before anything is written (`TooLarge` names it).
     pub async fn append(&self, events: Vec<InteractionEvent>) -> Result<(), SpoolError> {
         {
             let state = self.inner.state();
@@ -216,9 +227,27 @@ impl Spool {
                 });
             }
         }
+        let mut frames = Vec::new();
+        for (index, event) in events.iter().enumerate() {
+            let frame = encode(event);
+            if frame.len() - HEADER > MAX_RECORD {
+                return Err(SpoolError::TooLarge {
+                    index,
+                    size: frame.len() - HEADER,
+                    limit: MAX_RECORD,
+                });
+            }
+            frames.extend_from_slice(&frame);
+        }
         let (done, wait) = oneshot::channel();
+        let request = AppendRequest {
+            frames,
+            count: events.len() as u64,
+            oldest_ms: events.iter().map(|e| e.received_ms).min(),
+            done,
+        };
         self.appends
-            .send(AppendRequest { events, done })
+            .send(request)
             .await
             .map_err(|_| SpoolError::Closed)?;
         wait.await.map_err(|_| SpoolError::Closed)?
@@ -256,13 +285,14 @@ fn write_loop(
         }
         let mut buffer = Vec::new();
         let mut count = 0u64;
-        let mut oldest = None;
+        let mut oldest: Option<i64> = None;
         for request in &batch {
-            for event in &request.events {
-                buffer.extend_from_slice(&encode(event));
-                count += 1;
-                oldest = Some(oldest.map_or(event.received_ms, |o: i64| o.min(event.received_ms)));
-            }
+            buffer.extend_from_slice(&request.frames);
+            count += request.count;
+            oldest = match (oldest, request.oldest_ms) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
         }
         let active = inner.state().active;
         let path = segment_path(&dir, active);
@@ -356,6 +386,24 @@ mod tests {
             i as i64,
             Fields::default(),
         )
+    }
+
+    #[tokio::test]
+    async fn a_record_too_large_to_read_back_is_refused_and_nothing_is_written() {
+        let d = dir("too-large");
+        let (spool, mut reader) = Spool::open(config(&d)).unwrap();
+        let mut huge = event(0);
+        huge.fields.error_message = Some("\\".repeat(MAX_RECORD / 2 + 1));
+        let err = spool.append(vec![event(1), huge]).await.unwrap_err();
+        assert!(
+            matches!(err, SpoolError::TooLarge { index: 1, .. }),
+            "{err}"
+        );
+        assert_eq!((spool.stats().records, spool.stats().bytes), (0, 0));
+        spool.append(vec![event(2)]).await.unwrap();
+        let (events, _) = reader.read_batch(10).unwrap();
+        let ids: Vec<&str> = events.iter().map(|e| e.interaction_id.as_str()).collect();
+        assert_eq!(ids, ["i2"]);
     }
 
     #[cfg(unix)]
