@@ -133,15 +133,10 @@ fn store_in(dir: &std::path::Path, up: bool, poison_id: Option<&str>) -> Arc<Swi
     })
 }
 
-const LIMITS: Limits = Limits {
-    single_bytes: 1 << 20,
-    batch_bytes: 16 << 20,
-};
-
 async fn start(name: &str) -> Ingest {
     let dir = ScratchDir::new(&format!("ingest-{name}"));
     let store = store_in(dir.path(), true, None);
-    let mut ingest = start_with(dir.path().to_path_buf(), store, LIMITS).await;
+    let mut ingest = start_with(dir.path().to_path_buf(), store, Limits::default()).await;
     ingest._dir = Some(dir);
     ingest
 }
@@ -555,7 +550,7 @@ async fn acknowledged_reports_survive_a_store_outage_and_a_restart() {
     let scratch = ScratchDir::new("ingest-outage");
     let dir = scratch.path().to_path_buf();
     let store = store_in(&dir, false, None);
-    let ingest = start_with(dir.clone(), store, LIMITS).await;
+    let ingest = start_with(dir.clone(), store, Limits::default()).await;
     for i in 0..200 {
         let (status, _) = post(
             &ingest.base,
@@ -569,7 +564,7 @@ async fn acknowledged_reports_survive_a_store_outage_and_a_restart() {
     // Shut down with the store still down: the spool keeps everything.
     ingest.stop().await;
     let store = store_in(&dir, false, None);
-    let ingest = start_with(dir.clone(), store, LIMITS).await;
+    let ingest = start_with(dir.clone(), store, Limits::default()).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     ingest.store.up.store(true, Ordering::Relaxed);
     let items = wait_for_history(&ingest.base, "ocr_workflow_mcp_001", 200).await;
@@ -605,7 +600,7 @@ async fn poison_is_set_aside_without_blocking_the_rest() {
     let scratch = ScratchDir::new("ingest-poison");
     let dir = scratch.path().to_path_buf();
     let store = store_in(&dir, true, Some("bad"));
-    let ingest = start_with(dir.clone(), store, LIMITS).await;
+    let ingest = start_with(dir.clone(), store, Limits::default()).await;
     for id in ["good1", "bad", "good2"] {
         assert_eq!(
             post(
@@ -639,8 +634,8 @@ async fn a_record_too_large_to_store_is_refused_before_the_spool_and_the_rest_ar
     let dir = scratch.path().to_path_buf();
     let store = store_in(&dir, true, None);
     let limits = Limits {
-        single_bytes: 1 << 20,
         batch_bytes: 32 << 20,
+        ..Limits::default()
     };
     let ingest = start_with(dir, store, limits).await;
     // Backslashes in a free-form field are escaped twice when stored: 5 MiB of them is a

@@ -67,6 +67,15 @@ pub struct IngestArgs {
     /// Largest batch body, in bytes.
     #[arg(long, default_value_t = 16 << 20)]
     pub max_batch_bytes: usize,
+    /// A request's headers (and a TLS handshake) must arrive within this many seconds.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub header_timeout_seconds: u64,
+    /// A request's body must arrive within this many seconds (408 otherwise).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub body_timeout_seconds: u64,
+    /// Requests served at once; more are answered 503 with Retry-After.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_concurrent_requests: u64,
     /// Refuse reports (429) while this many spooled bytes wait for the store.
     #[arg(long, default_value_t = 1 << 30)]
     pub spool_max_bytes: u64,

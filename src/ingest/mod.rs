@@ -8,6 +8,7 @@ pub mod auth;
 pub mod metrics;
 pub mod routes;
 pub mod secrets;
+pub mod serve;
 pub mod shipper;
 pub mod signing;
 pub mod spool;
@@ -75,10 +76,7 @@ impl IngestConfig {
                 segment_bytes: 16 << 20,
                 max_bytes: 1 << 30,
             },
-            limits: Limits {
-                single_bytes: 1 << 20,
-                batch_bytes: 16 << 20,
-            },
+            limits: Limits::default(),
             batch_max: 5000,
             flush_interval: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(20),
@@ -179,20 +177,17 @@ pub async fn start(
     let http_stop = async move {
         let _ = http_stop_rx.await;
     };
-    let server = match config.tls.clone() {
-        Some(tls) => tokio::spawn(tls::serve(
-            listener,
-            tls,
-            api::routes(server_state),
-            http_stop,
-        )),
-        None => tokio::spawn(
-            warp::serve(api::routes(server_state))
-                .incoming(listener)
-                .graceful(http_stop)
-                .run(),
-        ),
+    let serve_config = serve::ServeConfig {
+        tls: config.tls.clone(),
+        header_timeout: config.limits.header_timeout,
+        grace: config.drain_timeout,
     };
+    let server = tokio::spawn(serve::serve(
+        listener,
+        serve_config,
+        api::routes(server_state),
+        http_stop,
+    ));
     let done = tokio::spawn(async move {
         shutdown.await;
         state.ready.store(false, Ordering::Relaxed);

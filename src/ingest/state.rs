@@ -4,8 +4,10 @@
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
 
 use serde_json::Value;
+use tokio::sync::Semaphore;
 
 use super::auth::{KeyRing, ReaderTokens};
 use super::metrics::IngestMetrics;
@@ -16,11 +18,31 @@ use crate::privacy::{Pseudonymizer, SensitiveMcps};
 use crate::routing::router::Router;
 use crate::store::InteractionStore;
 
-/// Request body limits.
+/// What one client may hold of the server: bytes, time, and requests at once.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub single_bytes: usize,
     pub batch_bytes: usize,
+    /// A request's headers (and a TLS handshake) must arrive within this.
+    pub header_timeout: Duration,
+    /// A request's body must arrive within this.
+    pub body_timeout: Duration,
+    /// Requests served at once; more are answered 503 with `Retry-After`.
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for Limits {
+    /// The documented defaults of `--max-body-bytes`, `--max-batch-bytes`,
+    /// `--header-timeout-seconds`, `--body-timeout-seconds` and `--max-concurrent-requests`.
+    fn default() -> Self {
+        Self {
+            single_bytes: 1 << 20,
+            batch_bytes: 16 << 20,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_concurrent_requests: 1024,
+        }
+    }
 }
 
 /// What `GET /v1/registrations` answers, kept current by whoever owns the registrations
@@ -42,6 +64,8 @@ pub struct IngestState {
     pub registrations: Option<Arc<RegistrationsView>>,
     pub extra_metrics: Option<prometheus::Registry>,
     pub ready: AtomicBool,
+    /// One permit per request being served (see `Limits::max_concurrent_requests`).
+    pub in_flight: Arc<Semaphore>,
     heartbeats: Mutex<HashMap<String, i64>>,
     /// When each MCP last reported anything (a heartbeat or an interaction), epoch ms.
     last_seen: Mutex<HashMap<String, i64>>,
@@ -71,6 +95,7 @@ impl IngestState {
             registrations: config.registrations.clone(),
             extra_metrics: config.extra_metrics.clone(),
             ready: AtomicBool::new(true),
+            in_flight: Arc::new(Semaphore::new(config.limits.max_concurrent_requests.max(1))),
             heartbeats: Mutex::default(),
             last_seen: Mutex::default(),
         }

@@ -1,6 +1,8 @@
 //! What a request must pass before its handler runs: content type, body size, JSON, an API key or
 //! a reader token, and a signature where the policy asks for one.
 
+use std::time::Duration;
+
 use bytes::Buf;
 use futures::{Stream, StreamExt};
 use serde_json::Value;
@@ -12,8 +14,27 @@ use super::super::state::IngestState;
 use super::now_ms;
 use super::reply::{ApiError, ErrorCode};
 
-/// The body, refused with 413 past `limit` bytes without reading further.
-pub async fn read_body<S, B>(body: S, limit: usize) -> Result<Vec<u8>, ApiError>
+/// The body, refused with 413 past `limit` bytes without reading further, and with 408 when it
+/// does not arrive within `timeout`.
+pub async fn read_body<S, B>(body: S, limit: usize, timeout: Duration) -> Result<Vec<u8>, ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    tokio::time::timeout(timeout, read_body_within(body, limit))
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::new(
+                ErrorCode::BodyTimeout,
+                format!(
+                    "the request body did not arrive within {} s",
+                    timeout.as_secs()
+                ),
+            ))
+        })
+}
+
+async fn read_body_within<S, B>(body: S, limit: usize) -> Result<Vec<u8>, ApiError>
 where
     S: Stream<Item = Result<B, warp::Error>> + Unpin,
     B: Buf,

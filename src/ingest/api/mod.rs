@@ -49,6 +49,24 @@ pub fn routes(
                 let state = state.clone();
                 async move {
                     let path = path.as_str().to_string();
+                    // Probes and scrapes are answered even when the server is full.
+                    let ops = matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics");
+                    let _permit = match state.in_flight.clone().try_acquire_owned() {
+                        Ok(permit) => Some(permit),
+                        Err(_) if ops => None,
+                        Err(_) => {
+                            state
+                                .metrics
+                                .rejected
+                                .with_label_values(&["overloaded"])
+                                .inc();
+                            return ApiError::new(
+                                ErrorCode::Overloaded,
+                                "too many requests in flight; retry shortly",
+                            )
+                            .reply();
+                        }
+                    };
                     let request = Request {
                         method: &method,
                         path: &path,
@@ -131,7 +149,13 @@ where
         (&Method::GET, ["v1", "registrations"]) => reading().registrations().map(ok),
         (&Method::POST, ["api", "interactions"]) => {
             require_json(req.headers)?;
-            let body = read_body(body, state.limits.single_bytes).await?;
+            // The seed's envelope may carry its key in the body; a key in the header is checked
+            // before the body is read.
+            if let Some(key) = bearer(auth) {
+                authenticate(state, Some(key))?;
+            }
+            let body =
+                read_body(body, state.limits.single_bytes, state.limits.body_timeout).await?;
             let envelope = write::Envelope::parse(&body)?;
             let key = envelope.api_key.as_deref().or(bearer(auth));
             let key_mcp = authenticate(state, key)?;
@@ -142,8 +166,7 @@ where
         }
         (&Method::POST, ["v1", "interactions"]) => {
             require_json(req.headers)?;
-            let body = read_body(body, state.limits.single_bytes).await?;
-            let key_mcp = write_guard(state, req, &body, state.signing.required_for_writes())?;
+            let (key_mcp, body) = authenticated_body(state, req, body, Write::Report).await?;
             write::report(
                 state,
                 &key_mcp,
@@ -162,8 +185,7 @@ where
                     format!("a batch is application/json (an array) or application/x-ndjson, not {kind:?}"),
                 ));
             }
-            let body = read_body(body, state.limits.batch_bytes).await?;
-            let key_mcp = write_guard(state, req, &body, state.signing.required_for_batch())?;
+            let (key_mcp, body) = authenticated_body(state, req, body, Write::Batch).await?;
             write::batch(state, &key_mcp, &body, kind == "application/x-ndjson").await
         }
         (&Method::POST, ["v1", "interactions", id, stage]) => {
@@ -179,16 +201,12 @@ where
                 }
             };
             require_json(req.headers)?;
-            let body = read_body(body, state.limits.single_bytes).await?;
-            let key_mcp = write_guard(state, req, &body, state.signing.required_for_writes())?;
+            let (key_mcp, body) = authenticated_body(state, req, body, Write::Report).await?;
             check_id(id, "interaction_id").map_err(ApiError::bad)?;
             write::report(state, &key_mcp, kind, Some(id), parse_json(&body)?, "").await
         }
         (&Method::POST, ["v1", "heartbeat"]) => {
-            let key_mcp = authenticate(state, bearer(auth))?;
-            let body = read_body(body, state.limits.single_bytes).await?;
-            let required = state.signing.required_for_writes();
-            check_signature(state, required, bearer(auth), &req.signed(&body))?;
+            let (key_mcp, _) = authenticated_body(state, req, body, Write::Report).await?;
             Ok(write::heartbeat(state, &key_mcp))
         }
         (&Method::GET, ["v1", "audit"]) => reading().audit_log().await.map(ok),
@@ -220,17 +238,38 @@ where
     }
 }
 
-/// A report's key, and its signature where `required`: the MCP it speaks for.
-fn write_guard(
+/// Which kind of write a request is: its body limit and signature policy follow.
+#[derive(Clone, Copy)]
+enum Write {
+    Report,
+    Batch,
+}
+
+/// A write's key, checked from the headers before any of the body is read; then the body
+/// (within its size and time limits) and its signature where the policy asks for one. Answers
+/// the MCP the key speaks for, and the body.
+async fn authenticated_body<S, B>(
     state: &IngestState,
     req: &Request<'_>,
-    body: &[u8],
-    required: bool,
-) -> Result<String, ApiError> {
+    body: S,
+    write: Write,
+) -> Result<(String, Vec<u8>), ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
     let key = bearer(req.auth());
     let key_mcp = authenticate(state, key)?;
-    check_signature(state, required, key, &req.signed(body))?;
-    Ok(key_mcp)
+    let (limit, required) = match write {
+        Write::Report => (
+            state.limits.single_bytes,
+            state.signing.required_for_writes(),
+        ),
+        Write::Batch => (state.limits.batch_bytes, state.signing.required_for_batch()),
+    };
+    let body = read_body(body, limit, state.limits.body_timeout).await?;
+    check_signature(state, required, key, &req.signed(&body))?;
+    Ok((key_mcp, body))
 }
 
 fn metrics(state: &IngestState) -> Response {

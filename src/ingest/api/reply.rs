@@ -19,6 +19,8 @@ pub enum ErrorCode {
     InvalidReport,
     InvalidQuery,
     BodyTooLarge,
+    BodyTimeout,
+    Overloaded,
     UnsupportedMediaType,
     Unauthorized,
     BadSignature,
@@ -45,6 +47,8 @@ impl ErrorCode {
             ErrorCode::InvalidReport => "invalid_report",
             ErrorCode::InvalidQuery => "invalid_query",
             ErrorCode::BodyTooLarge => "body_too_large",
+            ErrorCode::BodyTimeout => "body_timeout",
+            ErrorCode::Overloaded => "overloaded",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::BadSignature => "bad_signature",
@@ -70,6 +74,7 @@ impl ErrorCode {
             | ErrorCode::InvalidReport
             | ErrorCode::InvalidQuery => StatusCode::BAD_REQUEST,
             ErrorCode::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::Unauthorized | ErrorCode::BadSignature => StatusCode::UNAUTHORIZED,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
@@ -81,6 +86,7 @@ impl ErrorCode {
             | ErrorCode::StoreUnavailable
             | ErrorCode::EncryptionUnavailable
             | ErrorCode::NoneReady
+            | ErrorCode::Overloaded
             | ErrorCode::Saturated => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -93,7 +99,7 @@ impl ErrorCode {
             | ErrorCode::SpoolUnavailable
             | ErrorCode::StoreUnavailable
             | ErrorCode::NoneReady => Some(5),
-            ErrorCode::Saturated => Some(1),
+            ErrorCode::Saturated | ErrorCode::Overloaded => Some(1),
             _ => None,
         }
     }
@@ -102,6 +108,8 @@ impl ErrorCode {
     pub fn metric_reason(self) -> &'static str {
         match self {
             ErrorCode::BodyTooLarge => "too_large",
+            ErrorCode::BodyTimeout => "timeout",
+            ErrorCode::Overloaded => "overloaded",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::BadSignature => "signature",
             ErrorCode::Forbidden => "forbidden",
