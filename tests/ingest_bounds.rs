@@ -161,3 +161,34 @@ async fn a_stalled_client_does_not_hold_up_shutdown() {
     let stopped = tokio::time::timeout(Duration::from_secs(10), ingest.stop()).await;
     assert!(stopped.is_ok(), "shutdown waited on a stalled client");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_with_too_many_records_is_refused_whole() {
+    let dir = ScratchDir::new("bounds-records");
+    let ingest = start(
+        &dir,
+        Limits {
+            batch_records: 3,
+            ..Limits::default()
+        },
+    )
+    .await;
+    let records: Vec<serde_json::Value> = (0..4)
+        .map(|i| serde_json::json!({"interaction_id": format!("r{i}")}))
+        .collect();
+    let answer = common::http_client()
+        .post(format!("{}/v1/interactions:batch", ingest.base))
+        .bearer_auth(KEY)
+        .json(&records)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 413);
+    let body: serde_json::Value = answer.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("4 records; at most 3")),
+        "{body}"
+    );
+}

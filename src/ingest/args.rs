@@ -67,6 +67,9 @@ pub struct IngestArgs {
     /// Largest batch body, in bytes.
     #[arg(long, default_value_t = 16 << 20)]
     pub max_batch_bytes: usize,
+    /// Records in one batch upload (413 beyond).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_batch_records: u64,
     /// A request's headers (and a TLS handshake) must arrive within this many seconds.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub header_timeout_seconds: u64,

@@ -170,6 +170,7 @@ pub async fn assemble(args: &IngestArgs, mode: Mode) -> Result<IngestParts, Asse
         limits: Limits {
             single_bytes: args.max_body_bytes,
             batch_bytes: args.max_batch_bytes,
+            batch_records: args.max_batch_records as usize,
             header_timeout: Duration::from_secs(args.header_timeout_seconds),
             body_timeout: Duration::from_secs(args.body_timeout_seconds),
             max_concurrent_requests: args.max_concurrent_requests as usize,

@@ -23,6 +23,8 @@ use crate::store::InteractionStore;
 pub struct Limits {
     pub single_bytes: usize,
     pub batch_bytes: usize,
+    /// Records in one batch.
+    pub batch_records: usize,
     /// A request's headers (and a TLS handshake) must arrive within this.
     pub header_timeout: Duration,
     /// A request's body must arrive within this.
@@ -32,12 +34,13 @@ pub struct Limits {
 }
 
 impl Default for Limits {
-    /// The documented defaults of `--max-body-bytes`, `--max-batch-bytes`,
+    /// The documented defaults of `--max-body-bytes`, `--max-batch-bytes`, `--max-batch-records`,
     /// `--header-timeout-seconds`, `--body-timeout-seconds` and `--max-concurrent-requests`.
     fn default() -> Self {
         Self {
             single_bytes: 1 << 20,
             batch_bytes: 16 << 20,
+            batch_records: 10_000,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             max_concurrent_requests: 1024,

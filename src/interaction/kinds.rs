@@ -48,19 +48,44 @@ fn text(value: Value) -> Result<String, Refusal> {
     }
 }
 
+/// Longest name (an ID, a type, a version, a region, a code), in bytes.
+pub const MAX_NAME_BYTES: usize = 256;
+/// Longest free text (an error message), in bytes.
+pub const MAX_TEXT_BYTES: usize = 64 * 1024;
+
+fn bounded(text: String, max: usize) -> Result<String, Refusal> {
+    if text.len() > max {
+        return Err(Refusal::Invalid(format!(
+            "is {} bytes long; at most {max}",
+            text.len()
+        )));
+    }
+    Ok(text)
+}
+
 fn number(value: Value) -> Result<f64, Refusal> {
     value
         .as_f64()
         .ok_or_else(|| wrong_type::<f64>(&value, "a number"))
 }
 
-/// Free text.
+/// Free text, up to [`MAX_TEXT_BYTES`].
 pub struct Text;
 impl Kind for Text {
     type Value = String;
     const COLUMN: &'static str = "String";
     fn read(value: Value) -> Result<Option<String>, Refusal> {
-        text(value).map(Some)
+        bounded(text(value)?, MAX_TEXT_BYTES).map(Some)
+    }
+}
+
+/// A name: an ID, a type, a version, a region; up to [`MAX_NAME_BYTES`].
+pub struct Name;
+impl Kind for Name {
+    type Value = String;
+    const COLUMN: &'static str = "String";
+    fn read(value: Value) -> Result<Option<String>, Refusal> {
+        bounded(text(value)?, MAX_NAME_BYTES).map(Some)
     }
 }
 
@@ -143,7 +168,7 @@ impl Kind for Code {
     const COLUMN: &'static str = "String";
     fn read(value: Value) -> Result<Option<String>, Refusal> {
         match value {
-            Value::String(text) => Ok(Some(text)),
+            Value::String(text) => bounded(text, MAX_NAME_BYTES).map(Some),
             Value::Number(n) if n.as_i64().is_some() => Ok(Some(n.to_string())),
             other => Err(Refusal::WrongType(format!(
                 "invalid type: {other}, expected a string or a whole number"
@@ -201,10 +226,10 @@ impl Kind for Label {
     type Value = String;
     const COLUMN: &'static str = "String";
     fn read(value: Value) -> Result<Option<String>, Refusal> {
-        Ok(match value {
-            Value::String(s) => Some(s),
-            _ => None,
-        })
+        match value {
+            Value::String(s) => bounded(s, MAX_NAME_BYTES).map(Some),
+            _ => Ok(None),
+        }
     }
     fn show(value: Option<&String>) -> Option<Value> {
         value.cloned().map(Value::String)

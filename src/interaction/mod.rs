@@ -33,11 +33,11 @@ pub use wire::{new_interaction_id, parse_report, ParsedReport};
 macro_rules! interaction_fields {
     ($callback:ident) => {
         $callback! {
-            session_id:          String = Text       @ Top            "session_id"          | false;
-            mcp_type:            String = Text       @ Top            "mcp_type"            | true;
+            session_id:          String = Name       @ Top            "session_id"          | false;
+            mcp_type:            String = Name       @ Top            "mcp_type"            | true;
             timestamp_ms:        i64    = Time       @ Top            "timestamp"           | false;
-            user_id:             String = Text       @ RequestData    "user_id"             | false;
-            request_type:        String = Text       @ RequestData    "request_type"        | true;
+            user_id:             String = Name       @ RequestData    "user_id"             | false;
+            request_type:        String = Name       @ RequestData    "request_type"        | true;
             input_size:          i64    = Count      @ RequestData    "input_size"          | false;
             // Free-form `request_data.parameters`, as JSON text.
             parameters:          String = Object     @ RequestData    "parameters"          | false;
@@ -47,7 +47,7 @@ macro_rules! interaction_fields {
             end_time_ms:         i64    = Time       @ ProcessingData "end_time"            | false;
             // Seconds, as the seed reports it.
             processing_time:     f64    = Amount     @ ProcessingData "processing_time"     | false;
-            adapter_used:        String = Text       @ ProcessingData "adapter_used"        | true;
+            adapter_used:        String = Name       @ ProcessingData "adapter_used"        | true;
             // A JSON array of strings, as text.
             steps_executed:      String = List       @ ProcessingData "steps_executed"      | false;
             cpu_usage:           f64    = Amount     @ ResourceUsage  "cpu_usage"           | false;
@@ -59,10 +59,10 @@ macro_rules! interaction_fields {
             confidence:          f64    = Unit       @ ResultData     "confidence"          | false;
             error_code:          String = Code       @ ResultData     "error_code"          | true;
             error_message:       String = Text       @ ResultData     "error_message"       | false;
-            mcp_version:         String = Text       @ Metadata       "mcp_version"         | true;
-            coordinator_version: String = Text       @ Metadata       "coordinator_version" | true;
-            environment:         String = Text       @ Metadata       "environment"         | true;
-            region:              String = Text       @ Metadata       "region"              | true;
+            mcp_version:         String = Name       @ Metadata       "mcp_version"         | true;
+            coordinator_version: String = Name       @ Metadata       "coordinator_version" | true;
+            environment:         String = Name       @ Metadata       "environment"         | true;
+            region:              String = Name       @ Metadata       "region"              | true;
         }
     };
 }

@@ -316,7 +316,7 @@ mod tests {
     /// A value of each kind that its check accepts.
     fn sample(kind: &str) -> Value {
         match kind {
-            "Text" | "Code" | "Label" => json!("x"),
+            "Text" | "Name" | "Code" | "Label" => json!("x"),
             "Count" => json!(7),
             "Amount" => json!(1.5),
             "Unit" => json!(0.5),
@@ -391,6 +391,30 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.field, "processing_data.resource_usage.gpu_usage");
+    }
+
+    #[test]
+    fn names_and_texts_have_a_length_bound() {
+        let long_name = "x".repeat(super::super::kinds::MAX_NAME_BYTES + 1);
+        let err = parse_report(
+            json!({"request_data": {"request_type": long_name}}),
+            EventKind::Record,
+            "",
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "request_data.request_type");
+        assert!(err.problem.contains("at most 256"), "{err}");
+        let long_text = "x".repeat(super::super::kinds::MAX_TEXT_BYTES + 1);
+        let err =
+            parse_report(json!({"error_message": long_text}), EventKind::Record, "").unwrap_err();
+        assert_eq!(err.field, "result_data.error_message");
+        let ok = "x".repeat(super::super::kinds::MAX_NAME_BYTES);
+        let at_the_bound = parse_report(
+            json!({"metadata": {"environment": ok}}),
+            EventKind::Record,
+            "",
+        );
+        assert!(at_the_bound.is_ok(), "{at_the_bound:?}");
     }
 
     #[test]

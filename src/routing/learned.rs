@@ -96,6 +96,9 @@ impl Learned {
     }
 }
 
+/// Request types with statistics of their own, per MCP.
+pub(super) const MAX_REQUEST_TYPES: usize = 64;
+
 #[derive(Debug, Default)]
 pub(super) struct LearnedSet {
     pub(super) overall: Learned,
@@ -199,12 +202,17 @@ impl McpStats {
             .observe(outcome.success, latency, now, config);
         self.published.store(&learned.overall);
         if let Some(t) = request_type {
-            learned
-                .by_type
-                .entry(t)
-                .or_default()
-                .observe(outcome.success, latency, now, config);
-            self.typed.store(true, Ordering::Relaxed);
+            // Request types come from reports: past a bound, new ones count only overall.
+            let known = learned.by_type.contains_key(&t);
+            if known || learned.by_type.len() < MAX_REQUEST_TYPES {
+                learned.by_type.entry(t).or_default().observe(
+                    outcome.success,
+                    latency,
+                    now,
+                    config,
+                );
+                self.typed.store(true, Ordering::Relaxed);
+            }
         }
     }
 

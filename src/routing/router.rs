@@ -592,6 +592,27 @@ mod tests {
     }
 
     #[test]
+    fn request_types_with_statistics_of_their_own_are_bounded_per_mcp() {
+        let r = one_tier(&[("a", 100)], 100);
+        let outcome = Outcome {
+            success: true,
+            processing_time: Some(0.1),
+        };
+        for n in 0..1000 {
+            r.finished(
+                "a",
+                &n.to_string(),
+                Some(&format!("type-{n}")),
+                outcome,
+                0.0,
+            );
+        }
+        let snapshot = r.snapshot.load();
+        let types = snapshot.by_id["a"].learned().by_type.len();
+        assert_eq!(types, super::super::learned::MAX_REQUEST_TYPES);
+    }
+
+    #[test]
     fn request_type_statistics_apply_once_there_are_enough() {
         let r = router(vec![
             candidate("a", 0, 100, 100),

@@ -138,6 +138,16 @@ pub async fn batch(
     if items.is_empty() {
         return Err(ApiError::bad(BadReport::new("", "the batch is empty")));
     }
+    let most = state.limits.batch_records;
+    if items.len() > most {
+        return Err(ApiError::new(
+            ErrorCode::BodyTooLarge,
+            format!(
+                "the batch has {} records; at most {most} (send several batches)",
+                items.len()
+            ),
+        ));
+    }
     let received = now_ms();
     let mut events = Vec::new();
     let mut results = Vec::with_capacity(items.len());
