@@ -158,3 +158,25 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_that_look_sealed_are_refused() {
+    let scratch = ScratchDir::new("sensitive-lookalike");
+    let mut ingest = start(scratch.path(), "k1", [8; 32]).await;
+    let lookalike =
+        json!({"interaction_id": "s9", "error_code": "E", "error_message": "sealed:v2:k1:AAAA"});
+    let answer = http()
+        .post(format!("{}/v1/interactions/s9/error", ingest.base))
+        .bearer_auth(KEY)
+        .json(&lookalike)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 400);
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(
+        body["error"]["field"], "result_data.error_message",
+        "{body}"
+    );
+    ingest.stop().await;
+}

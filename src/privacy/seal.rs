@@ -1,15 +1,36 @@
 //! Sealing sensitive fields with AES-256-GCM under a named key, so that destroying a key erases
 //! every value sealed with it (crypto-shredding). A sealed value is the text
-//! `sealed:v1:<key id>:<base64(nonce ‖ ciphertext)>`, stored where the plain value would be.
+//! `sealed:v2:<key id>:<base64(nonce ‖ ciphertext)>`, stored where the plain value would be, and
+//! bound to its owner (MCP, interaction, field) as associated data: copied anywhere else, it does
+//! not open. Values of the earlier `sealed:v1:` form (unbound) still open.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use aes_gcm::aead::{Aead, KeyInit};
+use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use base64::Engine;
 
-const PREFIX: &str = "sealed:v1:";
+/// What every sealed value starts with; clients may not send values that do.
+pub const SEALED: &str = "sealed:";
+const PREFIX: &str = "sealed:v2:";
+const UNBOUND_PREFIX: &str = "sealed:v1:";
+
+/// Whose value is sealed: it opens only for the same MCP, interaction and field.
+#[derive(Debug, Clone, Copy)]
+pub struct Owner<'a> {
+    pub mcp_id: &'a str,
+    pub interaction_id: &'a str,
+    pub field: &'a str,
+}
+
+impl Owner<'_> {
+    fn associated_data(&self) -> Vec<u8> {
+        [self.mcp_id, self.interaction_id, self.field]
+            .join("\0")
+            .into_bytes()
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
@@ -135,8 +156,8 @@ impl Sealer {
         })
     }
 
-    /// Seals `plain` with the active key.
-    pub fn seal(&self, plain: &str) -> Result<String, SealError> {
+    /// Seals `plain` with the active key, bound to `owner`.
+    pub fn seal(&self, plain: &str, owner: Owner<'_>) -> Result<String, SealError> {
         let Some(cipher) = self.keys.get(&self.active) else {
             return Err(SealError::NoActive {
                 path: "<memory>".into(),
@@ -145,8 +166,13 @@ impl Sealer {
         };
         let mut nonce = [0u8; 12];
         getrandom::fill(&mut nonce).map_err(|e| SealError::Randomness(e.to_string()))?;
+        let aad = owner.associated_data();
+        let payload = Payload {
+            msg: plain.as_bytes(),
+            aad: &aad,
+        };
         let sealed = cipher
-            .encrypt(Nonce::from_slice(&nonce), plain.as_bytes())
+            .encrypt(Nonce::from_slice(&nonce), payload)
             .map_err(|e| SealError::Randomness(format!("AES-GCM failed: {e}")))?;
         let mut blob = nonce.to_vec();
         blob.extend_from_slice(&sealed);
@@ -157,9 +183,13 @@ impl Sealer {
         ))
     }
 
-    /// The plain text of a sealed value; `None` when `value` is not sealed at all.
-    pub fn unseal(&self, value: &str) -> Option<Unsealed> {
-        let rest = value.strip_prefix(PREFIX)?;
+    /// The plain text of a sealed value of `owner`; `None` when `value` is not sealed at all, and
+    /// `Erased` when its key is gone or it belongs to someone else.
+    pub fn unseal(&self, value: &str, owner: Owner<'_>) -> Option<Unsealed> {
+        let (rest, aad) = match value.strip_prefix(PREFIX) {
+            Some(rest) => (rest, owner.associated_data()),
+            None => (value.strip_prefix(UNBOUND_PREFIX)?, Vec::new()),
+        };
         let (id, data) = rest.split_once(':')?;
         let Some(cipher) = self.keys.get(id) else {
             return Some(Unsealed::Erased);
@@ -171,7 +201,11 @@ impl Sealer {
             return Some(Unsealed::Erased);
         }
         let (nonce, ciphertext) = blob.split_at(12);
-        match cipher.decrypt(Nonce::from_slice(nonce), ciphertext) {
+        let payload = Payload {
+            msg: ciphertext,
+            aad: &aad,
+        };
+        match cipher.decrypt(Nonce::from_slice(nonce), payload) {
             Ok(plain) => Some(
                 String::from_utf8(plain)
                     .map(Unsealed::Plain)
@@ -182,7 +216,7 @@ impl Sealer {
     }
 
     pub fn is_sealed(value: &str) -> bool {
-        value.starts_with(PREFIX)
+        value.starts_with(SEALED)
     }
 }
 
@@ -190,22 +224,34 @@ impl Sealer {
 mod tests {
     use super::*;
 
-    #[test]
-    fn sealed_values_open_only_with_their_key() {
-        let sealer = Sealer::from_keys(
+    const OWNER: Owner<'static> = Owner {
+        mcp_id: "ocr_mcp_001",
+        interaction_id: "int_1",
+        field: "parameters",
+    };
+
+    fn sealer() -> Sealer {
+        Sealer::from_keys(
             "k2",
             BTreeMap::from([("k1".to_string(), [1; 32]), ("k2".to_string(), [2; 32])]),
-        );
-        let sealed = sealer.seal("{\"document\":\"passport.png\"}").unwrap();
-        assert!(sealed.starts_with("sealed:v1:k2:") && !sealed.contains("passport"));
+        )
+    }
+
+    #[test]
+    fn sealed_values_open_only_with_their_key() {
+        let sealer = sealer();
+        let sealed = sealer
+            .seal("{\"document\":\"passport.png\"}", OWNER)
+            .unwrap();
+        assert!(sealed.starts_with("sealed:v2:k2:") && !sealed.contains("passport"));
         assert_eq!(
-            sealer.unseal(&sealed),
+            sealer.unseal(&sealed, OWNER),
             Some(Unsealed::Plain("{\"document\":\"passport.png\"}".into()))
         );
-        assert_eq!(sealer.unseal("plain text"), None);
+        assert_eq!(sealer.unseal("plain text", OWNER), None);
         // Destroying k2 erases what it sealed.
         let shredded = Sealer::from_keys("k1", BTreeMap::from([("k1".to_string(), [1; 32])]));
-        assert_eq!(shredded.unseal(&sealed), Some(Unsealed::Erased));
+        assert_eq!(shredded.unseal(&sealed, OWNER), Some(Unsealed::Erased));
         let (head, data) = sealed.rsplit_once(':').unwrap();
         let mut blob = base64::engine::general_purpose::STANDARD
             .decode(data)
@@ -217,9 +263,57 @@ mod tests {
             base64::engine::general_purpose::STANDARD.encode(blob)
         );
         assert_eq!(
-            sealer.unseal(&tampered),
+            sealer.unseal(&tampered, OWNER),
             Some(Unsealed::Erased),
             "GCM refuses tampered data"
+        );
+    }
+
+    #[test]
+    fn a_sealed_value_copied_to_another_owner_does_not_open() {
+        let sealer = sealer();
+        let sealed = sealer.seal("card 4111 declined", OWNER).unwrap();
+        for other in [
+            Owner {
+                mcp_id: "evil_mcp_001",
+                ..OWNER
+            },
+            Owner {
+                interaction_id: "int_2",
+                ..OWNER
+            },
+            Owner {
+                field: "error_message",
+                ..OWNER
+            },
+        ] {
+            assert_eq!(
+                sealer.unseal(&sealed, other),
+                Some(Unsealed::Erased),
+                "{other:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn values_sealed_before_owners_were_bound_still_open() {
+        let sealer = sealer();
+        let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&[2; 32]));
+        let nonce = [7u8; 12];
+        let mut blob = nonce.to_vec();
+        blob.extend(
+            cipher
+                .encrypt(Nonce::from_slice(&nonce), b"old secret".as_slice())
+                .unwrap(),
+        );
+        let v1 = format!(
+            "sealed:v1:k2:{}",
+            base64::engine::general_purpose::STANDARD.encode(blob)
+        );
+        assert!(Sealer::is_sealed(&v1));
+        assert_eq!(
+            sealer.unseal(&v1, OWNER),
+            Some(Unsealed::Plain("old secret".into()))
         );
     }
 }

@@ -11,8 +11,8 @@ use super::super::state::IngestState;
 use super::guards::authorize_reader;
 use super::now_ms;
 use super::reply::{ApiError, ErrorCode};
-use crate::interaction::{check_id, format_ms, parse_rfc3339_ms, Fields};
-use crate::privacy::seal::{Sealer, Unsealed};
+use crate::interaction::{check_id, format_ms, parse_rfc3339_ms, Interaction};
+use crate::privacy::seal::{Owner, Sealer, Unsealed};
 use crate::store::{AuditEntry, HistoryQuery, McpMetrics, TimeRange};
 
 /// The decoded query string.
@@ -51,7 +51,7 @@ impl Reading<'_> {
         let items: Vec<Value> = (self.state.store.history(&query).await?)
             .into_iter()
             .map(|mut i| {
-                reveal(&self.state.sealer, &role, &mut i.fields);
+                reveal(&self.state.sealer, &role, &mut i);
                 i.to_json()
             })
             .collect();
@@ -177,11 +177,12 @@ impl Reading<'_> {
 
 /// Sealed fields as `role` may see them: opened for admins and the MCP itself, redacted for
 /// readers, `[erased]` once the sealing key was destroyed.
-pub fn reveal(sealer: &Sealer, role: &Role, fields: &mut Fields) {
+pub fn reveal(sealer: &Sealer, role: &Role, interaction: &mut Interaction) {
     let may_open = matches!(role, Role::Admin(_) | Role::Mcp(_));
-    for (value, redacted) in [
-        (&mut fields.parameters, "{\"redacted\":true}"),
-        (&mut fields.error_message, "[redacted]"),
+    let fields = &mut interaction.fields;
+    for (field, value, redacted) in [
+        ("parameters", &mut fields.parameters, "{\"redacted\":true}"),
+        ("error_message", &mut fields.error_message, "[redacted]"),
     ] {
         let Some(text) = value.as_deref() else {
             continue;
@@ -189,7 +190,12 @@ pub fn reveal(sealer: &Sealer, role: &Role, fields: &mut Fields) {
         if !Sealer::is_sealed(text) {
             continue;
         }
-        *value = Some(match (may_open, sealer.unseal(text)) {
+        let owner = Owner {
+            mcp_id: &interaction.mcp_id,
+            interaction_id: &interaction.interaction_id,
+            field,
+        };
+        *value = Some(match (may_open, sealer.unseal(text, owner)) {
             (true, Some(Unsealed::Plain(plain))) => plain,
             (true, _) if redacted.starts_with('{') => "{\"erased\":true}".to_string(),
             (true, _) => "[erased]".to_string(),
@@ -262,7 +268,7 @@ mod tests {
     use crate::ingest::metrics::IngestMetrics;
     use crate::ingest::spool::Spool;
     use crate::ingest::IngestConfig;
-    use crate::interaction::{EventKind, InteractionEvent};
+    use crate::interaction::{EventKind, Fields, InteractionEvent};
     use crate::store::sqlite::SqliteStore;
 
     const MCP: &str = "ocr_mcp_001";
@@ -275,7 +281,19 @@ mod tests {
         let (spool, _reader) = Spool::open(config.spool.clone()).unwrap();
         let store = Arc::new(SqliteStore::in_memory().unwrap());
         let fields = Fields {
-            error_message: Some(config.sealer.seal("card 4111 declined").unwrap()),
+            error_message: Some(
+                config
+                    .sealer
+                    .seal(
+                        "card 4111 declined",
+                        Owner {
+                            mcp_id: MCP,
+                            interaction_id: "i1",
+                            field: "error_message",
+                        },
+                    )
+                    .unwrap(),
+            ),
             success: Some(false),
             timestamp_ms: Some(now_ms()),
             ..Default::default()

@@ -14,6 +14,7 @@ use super::reply::{json_reply, ApiError, ErrorCode, Response};
 use crate::interaction::{
     format_ms, new_interaction_id, parse_report, BadReport, EventKind, Fields, InteractionEvent,
 };
+use crate::privacy::seal::{Owner, Sealer, SEALED};
 use crate::routing::router::{Outcome, Router};
 
 /// The seed's `action` envelope.
@@ -62,8 +63,8 @@ pub async fn report(
     data: Value,
     at: &str,
 ) -> Result<Response, ApiError> {
-    let mut parsed = parse_report(data, kind, at).map_err(ApiError::bad)?;
-    protect(state, key_mcp, &mut parsed.fields)?;
+    let parsed = parse_report(data, kind, at).map_err(ApiError::bad)?;
+    refuse_sealed_lookalikes(&parsed.fields, at).map_err(ApiError::bad)?;
     let field = |f: &str| {
         if at.is_empty() {
             f.to_string()
@@ -96,12 +97,14 @@ pub async fn report(
             )))
         }
     };
+    let mut fields = parsed.fields;
+    protect(state, key_mcp, &interaction_id, &mut fields)?;
     let event = InteractionEvent::new(
         interaction_id.clone(),
         key_mcp.to_string(),
         kind,
         now_ms(),
-        parsed.fields,
+        fields,
     );
     state.spool.append(vec![event.clone()]).await?;
     observe(state, &event);
@@ -224,10 +227,11 @@ fn record(
     received: i64,
 ) -> Result<InteractionEvent, BadReport> {
     let mut parsed = parse_report(value, EventKind::Record, "")?;
-    protect(state, key_mcp, &mut parsed.fields).map_err(|e| BadReport::new("", e.message))?;
+    refuse_sealed_lookalikes(&parsed.fields, "")?;
     let id = parsed
         .interaction_id
         .ok_or_else(|| BadReport::new("interaction_id", "required in a batch record"))?;
+    protect(state, key_mcp, &id, &mut parsed.fields).map_err(|e| BadReport::new("", e.message))?;
     match &parsed.mcp_id {
         Some(m) if m != key_mcp => Err(BadReport::new(
             "mcp_id",
@@ -253,23 +257,54 @@ pub fn heartbeat(state: &IngestState, key_mcp: &str) -> Response {
     )
 }
 
+/// A client value that looks sealed would be taken for one (and opened as someone else's).
+fn refuse_sealed_lookalikes(fields: &Fields, at: &str) -> Result<(), BadReport> {
+    let looks_sealed = |v: &Option<String>| v.as_deref().is_some_and(Sealer::is_sealed);
+    if looks_sealed(&fields.error_message) {
+        let field = if at.is_empty() {
+            "result_data.error_message".to_string()
+        } else {
+            format!("{at}.result_data.error_message")
+        };
+        return Err(BadReport::new(
+            field,
+            format!("must not start with {SEALED:?}, which marks values the coordinator sealed"),
+        ));
+    }
+    Ok(())
+}
+
 /// Privacy rules: user IDs become pseudonyms, and the free-form fields of sensitive interactions
-/// are sealed.
-fn protect(state: &IngestState, mcp_id: &str, fields: &mut Fields) -> Result<(), ApiError> {
+/// are sealed, bound to their MCP, interaction and field.
+fn protect(
+    state: &IngestState,
+    mcp_id: &str,
+    interaction_id: &str,
+    fields: &mut Fields,
+) -> Result<(), ApiError> {
     if let Some(user) = fields.user_id.take() {
         fields.user_id = Some(state.privacy.pseudonym(&user));
     }
     let sensitive = fields.privacy_level.as_deref() == Some("sensitive")
         || state.sensitive_mcps.contains(mcp_id);
     if sensitive {
-        for value in [&mut fields.parameters, &mut fields.error_message]
-            .into_iter()
-            .flatten()
-        {
-            *value = state
+        for (field, value) in [
+            ("parameters", &mut fields.parameters),
+            ("error_message", &mut fields.error_message),
+        ] {
+            let Some(plain) = value.as_deref() else {
+                continue;
+            };
+            let owner = Owner {
+                mcp_id,
+                interaction_id,
+                field,
+            };
+            let sealed = state
                 .sealer
-                .seal(value)
+                .seal(plain, owner)
                 .map_err(|e| ApiError::new(ErrorCode::EncryptionUnavailable, e.to_string()))?;
+            *value = Some(sealed);
         }
     }
     Ok(())
