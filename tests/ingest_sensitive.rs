@@ -180,3 +180,46 @@ async fn values_that_look_sealed_are_refused() {
     );
     ingest.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interaction_marked_sensitive_at_its_start_stays_sealed_to_its_end() {
+    let scratch = ScratchDir::new("sensitive-marked");
+    let readers = ReaderTokens::from_tokens([READER]);
+    readers.add_admin("ops", ADMIN);
+    // The MCP itself is not sensitive: only this interaction says so.
+    let mut ingest = InProcessIngest::start(
+        test_config(scratch.path()),
+        Arc::new(SqliteStore::open(&scratch.path().join("interactions.db")).unwrap()),
+        key_ring(&[("ocr_workflow_mcp_001", KEY)]),
+        Arc::new(readers),
+    )
+    .await;
+    let start = json!({"interaction_id": "m1", "request_data": {"parameters": {"privacy_level": "sensitive"}}});
+    let error = json!({"error_code": "OCR_FAILED", "error_message": SECRET_ERROR});
+    for (path, body) in [
+        ("/v1/interactions", start),
+        ("/v1/interactions/m1/error", error),
+    ] {
+        let answer = http()
+            .post(format!("{}{path}", ingest.base))
+            .bearer_auth(KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), 202, "{path}");
+    }
+    let reader = history_as(&ingest.base, READER).await;
+    assert_eq!(reader["result_data"]["error_message"], "[redacted]");
+    let admin = history_as(&ingest.base, ADMIN).await;
+    assert_eq!(admin["result_data"]["error_message"], SECRET_ERROR);
+    ingest.stop().await;
+    for entry in walk(scratch.path()) {
+        let bytes = std::fs::read(&entry).unwrap();
+        assert!(
+            !bytes.windows(8).any(|w| w == &SECRET_ERROR.as_bytes()[..8]),
+            "the error message is readable in {}",
+            entry.display()
+        );
+    }
+}

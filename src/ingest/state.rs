@@ -14,6 +14,7 @@ use super::metrics::IngestMetrics;
 use super::signing::Verifier;
 use super::spool::Spool;
 use crate::privacy::seal::Sealer;
+use crate::privacy::sensitive::SensitiveInteractions;
 use crate::privacy::{Pseudonymizer, SensitiveMcps};
 use crate::routing::router::Router;
 use crate::store::InteractionStore;
@@ -56,6 +57,8 @@ pub struct IngestState {
     pub privacy: Pseudonymizer,
     pub sealer: Arc<Sealer>,
     pub sensitive_mcps: Arc<SensitiveMcps>,
+    /// Interactions a report marked sensitive; their later reports are sealed too.
+    pub sensitive_interactions: SensitiveInteractions,
     pub signing: Verifier,
     pub spool: Spool,
     pub store: Arc<dyn InteractionStore>,
@@ -87,6 +90,7 @@ impl IngestState {
             privacy: config.privacy.clone(),
             sealer: config.sealer.clone(),
             sensitive_mcps: config.sensitive_mcps.clone(),
+            sensitive_interactions: SensitiveInteractions::default(),
             signing: Verifier::new(config.signing),
             spool,
             store,

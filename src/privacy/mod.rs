@@ -5,6 +5,7 @@
 //! written to the spool, the store or a log.
 
 pub mod seal;
+pub mod sensitive;
 
 use std::path::Path;
 

@@ -285,8 +285,17 @@ fn protect(
     if let Some(user) = fields.user_id.take() {
         fields.user_id = Some(state.privacy.pseudonym(&user));
     }
-    let sensitive = fields.privacy_level.as_deref() == Some("sensitive")
-        || state.sensitive_mcps.contains(mcp_id);
+    let marked = fields.privacy_level.as_deref() == Some("sensitive");
+    if marked {
+        state
+            .sensitive_interactions
+            .mark(mcp_id, interaction_id, now_ms());
+    }
+    let sensitive = marked
+        || state.sensitive_mcps.contains(mcp_id)
+        || state
+            .sensitive_interactions
+            .contains(mcp_id, interaction_id);
     if sensitive {
         for (field, value) in [
             ("parameters", &mut fields.parameters),
