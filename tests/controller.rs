@@ -440,7 +440,65 @@ async fn auth_refusal_is_reported_as_such_and_headers_from_secret_fix_it() {
     api.patch("guarded", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
+    // A Secret that did not opt in is not sent anywhere.
+    let refused = wait_for(&api, "guarded", WAIT, "told to label the Secret", |r| {
+        r.status
+            .as_ref()
+            .and_then(|s| s.health.as_ref())
+            .and_then(|h| h.last_error.as_deref())
+            .is_some_and(|e| e.contains("mcp.coordinator.dev/probe-headers=true"))
+    })
+    .await;
+    assert_ne!(phase(&refused), Some(Phase::Ready));
+    let label = json!({"metadata": {"labels": {"mcp.coordinator.dev/probe-headers": "true"}}});
+    secrets
+        .patch(
+            "guarded-probe",
+            &PatchParams::default(),
+            &Patch::Merge(&label),
+        )
+        .await
+        .unwrap();
     wait_for(&api, "guarded", WAIT, "Ready", ready).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_registration_leaves_a_key_secret_it_does_not_own() {
+    let server = api_server().await;
+    let mcp = FakeMcp::start().await;
+    let c = client(&server);
+    let secrets: Api<Secret> = Api::namespaced(c.clone(), "default");
+    let foreign: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "squatted-mcp-key"},
+        "data": {"api-key": "bm90LXlvdXJz"}
+    }))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &foreign)
+        .await
+        .unwrap();
+    let _controller = start_controller(&server);
+    let api: Api<MCPRegistration> = Api::namespaced(c, "default");
+    api.create(
+        &PostParams::default(),
+        &registration("squatted", &mcp.url(), ""),
+    )
+    .await
+    .unwrap();
+    wait_for(&api, "squatted", WAIT, "to have a finalizer", |r| {
+        !r.metadata.finalizers.clone().unwrap_or_default().is_empty()
+    })
+    .await;
+    api.delete("squatted", &Default::default()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while api.get_opt("squatted").await.unwrap().is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "never deleted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        secrets.get_opt("squatted-mcp-key").await.unwrap().is_some(),
+        "the controller deleted a Secret it does not own"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

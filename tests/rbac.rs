@@ -19,7 +19,8 @@ async fn every_api_call_is_in_the_rbac_list() {
     let mcp = FakeMcp::start_with_auth(Some("Bearer t".into())).await;
     let api: Api<MCPRegistration> = Api::namespaced(test_client.clone(), "default");
     let headers: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "probe-headers"}, "data": {"authorization": "QmVhcmVyIHQ="}
+        "metadata": {"name": "probe-headers", "labels": {"mcp.coordinator.dev/probe-headers": "true"}},
+        "data": {"authorization": "QmVhcmVyIHQ="}
     }))
     .unwrap();
     Api::namespaced(test_client.clone(), "default")

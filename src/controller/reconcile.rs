@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
@@ -17,7 +17,7 @@ use super::keys::{self, KeyAction};
 use super::probe::ProbeTarget;
 use super::register::{register, Ports, Step};
 use super::{Context, MANAGER};
-use crate::crd::{MCPRegistration, MCPRegistrationStatus, Phase, FINALIZER};
+use crate::crd::{MCPRegistration, MCPRegistrationStatus, Phase, FINALIZER, PROBE_HEADERS_LABEL};
 use crate::routing::weights::Observed;
 
 pub(super) async fn reconcile(reg: Arc<MCPRegistration>, ctx: Arc<Context>) -> Result<Action> {
@@ -174,15 +174,7 @@ async fn cleanup(
     let Some(index) = reg.finalizers().iter().position(|f| f == FINALIZER) else {
         return Ok(Action::await_change());
     };
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    match secrets
-        .delete(&reg.key_secret_name(), &DeleteParams::default())
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 404 => {}
-        Err(e) => return Err(e.into()),
-    }
+    delete_own_key_secret(ctx, reg, namespace, uid).await?;
     ctx.ids.retire(uid).await?;
     let patch: json_patch::Patch = serde_json::from_value(json!([
         {"op": "test", "path": format!("/metadata/finalizers/{index}"), "value": FINALIZER},
@@ -203,6 +195,38 @@ async fn cleanup(
     }
     tracing::info!(registration = %key, "retired MCP ID and released the finalizer");
     Ok(Action::await_change())
+}
+
+/// Deletes the registration's key Secret, only if the registration owns it: a Secret of the same
+/// name that someone else made is left alone (the garbage collector removes an owned one anyway;
+/// deleting it here revokes the key at once).
+async fn delete_own_key_secret(
+    ctx: &Context,
+    reg: &MCPRegistration,
+    namespace: &str,
+    uid: &str,
+) -> Result<()> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let name = reg.key_secret_name();
+    let Some(secret) = secrets.get_opt(&name).await? else {
+        return Ok(());
+    };
+    if !secret.owner_references().iter().any(|o| o.uid == uid) {
+        tracing::warn!(secret = %format!("{namespace}/{name}"), "not deleting a key Secret this registration does not own");
+        return Ok(());
+    }
+    let only_that_one = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: secret.uid(),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match secrets.delete(&name, &only_that_one).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Makes sure the key Secret exists, carries the right labels and honours rotation requests.
@@ -260,6 +284,12 @@ async fn ensure_key(
     Ok(name)
 }
 
+/// A Secret's values go out as probe headers only when the Secret says so: otherwise a
+/// registration could send any Secret of its namespace to an address of its choosing.
+fn opted_in(secret: &Secret) -> bool {
+    secret.labels().get(PROBE_HEADERS_LABEL).map(String::as_str) == Some("true")
+}
+
 /// Where and how to probe, with the probe headers loaded from their Secret.
 async fn probe_target(
     ctx: &Context,
@@ -275,6 +305,12 @@ async fn probe_target(
             None => {
                 setup_error = Some(format!(
                     "Secret {namespace}/{} named in spec.healthCheck.headersFromSecret does not exist; create it or remove the reference",
+                    source.name
+                ))
+            }
+            Some(secret) if !opted_in(&secret) => {
+                setup_error = Some(format!(
+                    "Secret {namespace}/{} named in spec.healthCheck.headersFromSecret is not labelled {PROBE_HEADERS_LABEL}=true; label it to let the controller send its values as probe headers",
                     source.name
                 ))
             }
