@@ -213,7 +213,11 @@ fn store(args: &IngestArgs) -> Result<(Arc<dyn InteractionStore>, String), Assem
                 user: args.clickhouse_user.clone(),
                 password: args.clickhouse_password.clone(),
             };
-            let name = format!("ClickHouse {url} database {}", config.database);
+            let name = format!(
+                "ClickHouse {} database {}",
+                config.shown_url(),
+                config.database
+            );
             Ok((Arc::new(LazyClickHouseStore::new(config)), name))
         }
         None => {

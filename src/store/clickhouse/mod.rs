@@ -32,6 +32,20 @@ pub struct ClickHouseConfig {
     pub password: Option<String>,
 }
 
+impl ClickHouseConfig {
+    /// The URL as it may be logged: a password in it is replaced by `***`.
+    pub fn shown_url(&self) -> String {
+        match reqwest::Url::parse(&self.url) {
+            Ok(mut url) if url.password().is_some() => {
+                let _ = url.set_password(Some("***"));
+                url.to_string()
+            }
+            Ok(_) => self.url.clone(),
+            Err(_) => "<an unparsable URL>".to_string(),
+        }
+    }
+}
+
 pub struct ClickHouseStore {
     client: clickhouse::Client,
     database: String,
@@ -88,7 +102,10 @@ impl ClickHouseStore {
             .fetch_one()
             .await
             .map_err(|e| {
-                StoreError::Unavailable(format!("cannot reach ClickHouse at {}: {e}", config.url))
+                StoreError::Unavailable(format!(
+                    "cannot reach ClickHouse at {}: {e}",
+                    config.shown_url()
+                ))
             })?;
         let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
         let server_version = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
@@ -110,7 +127,7 @@ impl ClickHouseStore {
             .execute()
             .await
             .map_err(classify)?;
-        tracing::info!(url = %config.url, database = %config.database, version = %version, "ClickHouse store ready");
+        tracing::info!(url = %config.shown_url(), database = %config.database, version = %version, "ClickHouse store ready");
         Ok(Self {
             client: client.with_database(&config.database),
             database: config.database.clone(),
@@ -265,5 +282,31 @@ impl InteractionStore for ClickHouseStore {
             Ok(out)
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(url: &str) -> ClickHouseConfig {
+        ClickHouseConfig {
+            url: url.into(),
+            database: "d".into(),
+            user: None,
+            password: None,
+        }
+    }
+
+    #[test]
+    fn a_password_in_the_url_is_never_shown() {
+        let shown = config("http://ingest:s3cret@clickhouse:8123").shown_url();
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("ingest:***@clickhouse"), "{shown}");
+        assert_eq!(
+            config("http://clickhouse:8123").shown_url(),
+            "http://clickhouse:8123"
+        );
+        assert!(!config("::s3cret").shown_url().contains("s3cret"));
     }
 }
