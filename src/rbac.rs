@@ -62,6 +62,13 @@ pub const API_CALLS: &[ApiPermission] = &[
         why: "Events on registrations (the recorder patches event series)",
     },
     ApiPermission {
+        group: "mcp.coordinator.dev",
+        resource: "mcpregistrations",
+        verbs: &["list", "watch"],
+        component: "ingest",
+        why: "trust an MCP key only from a Secret its registration owns (--keys-from-secrets)",
+    },
+    ApiPermission {
         group: "",
         resource: "secrets",
         verbs: &["list", "watch"],

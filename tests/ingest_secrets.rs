@@ -120,3 +120,65 @@ async fn reader_tokens_follow_their_secrets() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_labelled_secret_the_controller_does_not_own_mints_no_key_and_revokes_none() {
+    let server = api_server().await;
+    let mcp = FakeMcp::start().await;
+    let _controller = start_controller(&server);
+    let keys = Arc::new(KeyRing::default());
+    let retention = Arc::new(mcp_coordinator::store::retention::RetentionDays::default());
+    tokio::spawn(mcp_coordinator::ingest::secrets::watch(
+        client(&server),
+        None,
+        keys.clone(),
+        retention.clone(),
+        Default::default(),
+    ));
+    let api: Api<MCPRegistration> = Api::namespaced(client(&server), "default");
+    api.create(&PostParams::default(), &registration("ocr", &mcp.url(), ""))
+        .await
+        .unwrap();
+    wait_for(&api, "ocr", Duration::from_secs(20), "Ready", |r| {
+        phase(r) == Some(Phase::Ready)
+    })
+    .await;
+    let secrets: Api<Secret> = Api::namespaced(client(&server), "default");
+    let real = secrets.get("ocr-mcp-key").await.unwrap();
+    let real_key = String::from_utf8(real.data.unwrap()["api-key"].0.clone()).unwrap();
+    eventually("the real key is accepted", || {
+        keys.mcp_for(&real_key).is_some()
+    })
+    .await;
+
+    // Someone who can write Secrets in another namespace labels one for the same MCP.
+    let forged: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "forged", "labels": {
+            "mcp.coordinator.dev/credentials": "true",
+            "mcp.coordinator.dev/mcp-id": "ocr_workflow_mcp_001"},
+            "annotations": {"mcp.coordinator.dev/retention-days": "3650"}},
+        "data": {"api-key": "Zm9yZ2VkLWtleS0wMTIzNDU2Nzg5"}
+    }))
+    .unwrap();
+    let evil: Api<Secret> = Api::namespaced(client(&server), "evil");
+    evil.create(&PostParams::default(), &forged).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        keys.mcp_for("forged-key-0123456789"),
+        None,
+        "a forged key was accepted"
+    );
+    assert_eq!(
+        retention.snapshot().get("ocr_workflow_mcp_001"),
+        Some(&30),
+        "a forged annotation changed the retention"
+    );
+    evil.delete("forged", &DeleteParams::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        keys.mcp_for(&real_key).is_some(),
+        "deleting the forged Secret revoked the real key"
+    );
+}

@@ -5,6 +5,7 @@ pub mod api;
 pub mod args;
 pub mod assemble;
 pub mod auth;
+pub mod credentials;
 pub mod metrics;
 pub mod routes;
 pub mod secrets;

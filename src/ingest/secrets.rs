@@ -1,8 +1,8 @@
-//! API keys from the Secrets the controller writes: watched with a label selector, so a new MCP can
-//! report as soon as its Secret exists, a rotated key replaces the old one, and a deleted
-//! registration's key stops working. Only digests reach memory (see [`KeyRing`]).
+//! API keys from the Secrets the controller owns, and reader tokens from labelled Secrets: watched,
+//! so a new MCP can report as soon as its Secret exists, a rotated key replaces the old one, and a
+//! deleted registration's key stops working. Only digests reach memory (see [`KeyRing`]).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -12,20 +12,10 @@ use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, ResourceExt};
 
 use super::auth::{KeyRing, ReaderTokens, MIN_SECRET_BYTES};
-use crate::crd::{
-    CREDENTIALS_LABEL, MCP_ID_LABEL, PRIVACY_LEVEL_ANNOTATION, READER_TOKEN_LABEL,
-    RETENTION_ANNOTATION, SECRET_KEY,
-};
+use super::credentials::{Accepted, Credentials, Seen};
+use crate::crd::{MCPRegistration, CREDENTIALS_LABEL, READER_TOKEN_LABEL};
 use crate::privacy::SensitiveMcps;
 use crate::store::retention::RetentionDays;
-
-/// The MCP ID and key a credentials Secret carries, if it is well-formed.
-pub fn credentials(secret: &Secret) -> Option<(String, String)> {
-    let id = secret.labels().get(MCP_ID_LABEL)?.clone();
-    let key = secret.data.as_ref()?.get(SECRET_KEY)?;
-    let key = String::from_utf8(key.0.clone()).ok()?;
-    (!key.is_empty()).then_some((id, key))
-}
 
 /// A reader token Secret's name (`namespace/name`) and token (data key `token`).
 pub fn reader_token(secret: &Secret) -> Option<(String, String)> {
@@ -52,8 +42,8 @@ fn secret_name(secret: &Secret) -> String {
 /// Data key of the reader token in a Secret labelled with `READER_TOKEN_LABEL`.
 pub const READER_TOKEN_KEY: &str = "token";
 
-/// Keeps `keys` in step with the credentials Secrets (MCP ID → API key), and `retention` with the
-/// retention days the controller writes on them.
+/// Keeps `keys`, `retention` and `sensitive` in step with the credentials Secrets the controller
+/// owns (see `credentials` for what counts), watching those Secrets and the registrations.
 pub async fn watch(
     client: Client,
     namespace: Option<String>,
@@ -61,36 +51,93 @@ pub async fn watch(
     retention: Arc<RetentionDays>,
     sensitive: Arc<SensitiveMcps>,
 ) {
-    let id = |s: &Secret| s.labels().get(MCP_ID_LABEL).cloned();
-    let selector = format!("{CREDENTIALS_LABEL}=true");
-    let track_retention = |secret: &Secret, deleted: bool| {
-        let Some(mcp_id) = secret.labels().get(MCP_ID_LABEL) else {
-            return;
-        };
-        let days = secret
-            .annotations()
-            .get(RETENTION_ANNOTATION)
-            .and_then(|d| d.parse::<u32>().ok());
-        match (deleted, days) {
-            (false, Some(days)) => retention.set(mcp_id, days),
-            _ => retention.remove(mcp_id),
-        }
-        let level = secret.annotations().get(PRIVACY_LEVEL_ANNOTATION);
-        sensitive.set(
-            mcp_id,
-            !deleted && level.map(String::as_str) == Some("sensitive"),
-        );
+    let (secrets, registrations): (Api<Secret>, Api<MCPRegistration>) = match &namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client, ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client)),
     };
-    watch_labelled(
-        client,
-        namespace,
-        &selector,
-        credentials,
-        id,
-        &keys,
-        track_retention,
-    )
-    .await
+    let selector = format!("{CREDENTIALS_LABEL}=true");
+    let secret_events = watcher::watcher(secrets, watcher::Config::default().labels(&selector))
+        .default_backoff()
+        .map(Change::Secret);
+    let registration_events = watcher::watcher(registrations, watcher::Config::default())
+        .default_backoff()
+        .map(Change::Registration);
+    let mut events = futures::stream::select(secret_events, registration_events).boxed();
+    let mut known = Credentials::default();
+    let mut applied: BTreeMap<String, Accepted> = BTreeMap::new();
+    while let Some(change) = events.next().await {
+        match change {
+            Change::Secret(Ok(event)) => see_secret(&mut known, &event),
+            Change::Registration(Ok(event)) => see_registration(&mut known, &event),
+            Change::Secret(Err(e)) | Change::Registration(Err(e)) => {
+                tracing::warn!(error = %e, "watching credentials Secrets or registrations failed; retrying with backoff");
+                continue;
+            }
+        }
+        let desired = known.accepted();
+        if desired != applied {
+            apply(&applied, &desired, &keys, &retention, &sensitive);
+            tracing::info!(
+                count = desired.len(),
+                "MCP keys from the controller's Secrets"
+            );
+            applied = desired;
+        }
+    }
+}
+
+enum Change {
+    Secret(Result<Event<Secret>, watcher::Error>),
+    Registration(Result<Event<MCPRegistration>, watcher::Error>),
+}
+
+fn see_secret(known: &mut Credentials, event: &Event<Secret>) {
+    known.see(match event {
+        Event::Init => Seen::SecretsRelist,
+        Event::InitApply(s) => Seen::RelistedSecret(s),
+        Event::InitDone => Seen::SecretsRelistDone,
+        Event::Apply(s) => Seen::Secret(s),
+        Event::Delete(s) => Seen::SecretDeleted(s),
+    })
+}
+
+fn see_registration(known: &mut Credentials, event: &Event<MCPRegistration>) {
+    known.see(match event {
+        Event::Init => Seen::RegistrationsRelist,
+        Event::InitApply(r) => Seen::RelistedRegistration(r),
+        Event::InitDone => Seen::RegistrationsRelistDone,
+        Event::Apply(r) => Seen::Registration(r),
+        Event::Delete(r) => Seen::RegistrationDeleted(r),
+    })
+}
+
+/// Brings the key ring, retention days and sensitive MCPs from `before` to `after`.
+fn apply(
+    before: &BTreeMap<String, Accepted>,
+    after: &BTreeMap<String, Accepted>,
+    keys: &KeyRing,
+    retention: &RetentionDays,
+    sensitive: &SensitiveMcps,
+) {
+    for (mcp_id, accepted) in after {
+        if before.get(mcp_id) == Some(accepted) {
+            continue;
+        }
+        keys.set(mcp_id, &accepted.key);
+        match accepted.retention_days {
+            Some(days) => retention.set(mcp_id, days),
+            None => retention.remove(mcp_id),
+        }
+        sensitive.set(mcp_id, accepted.sensitive);
+    }
+    for mcp_id in before.keys().filter(|id| !after.contains_key(*id)) {
+        keys.remove(mcp_id);
+        retention.remove(mcp_id);
+        sensitive.set(mcp_id, false);
+    }
 }
 
 /// Keeps `readers` in step with the reader token Secrets (label `mcp.coordinator.dev/reader-token=true`).
