@@ -64,16 +64,22 @@ pub async fn watch(
         .map(Change::Secret);
     let registration_events = watcher::watcher(registrations, watcher::Config::default())
         .default_backoff()
-        .map(Change::Registration);
+        .map(|event| Change::Registration(Box::new(event)));
     let mut events = futures::stream::select(secret_events, registration_events).boxed();
     let mut known = Credentials::default();
     let mut applied: BTreeMap<String, Accepted> = BTreeMap::new();
     while let Some(change) = events.next().await {
         match change {
             Change::Secret(Ok(event)) => see_secret(&mut known, &event),
-            Change::Registration(Ok(event)) => see_registration(&mut known, &event),
-            Change::Secret(Err(e)) | Change::Registration(Err(e)) => {
-                tracing::warn!(error = %e, "watching credentials Secrets or registrations failed; retrying with backoff");
+            Change::Registration(event) => match *event {
+                Ok(event) => see_registration(&mut known, &event),
+                Err(e) => {
+                    tracing::warn!(error = %e, "watching registrations failed; retrying with backoff");
+                    continue;
+                }
+            },
+            Change::Secret(Err(e)) => {
+                tracing::warn!(error = %e, "watching credentials Secrets failed; retrying with backoff");
                 continue;
             }
         }
@@ -91,7 +97,8 @@ pub async fn watch(
 
 enum Change {
     Secret(Result<Event<Secret>, watcher::Error>),
-    Registration(Result<Event<MCPRegistration>, watcher::Error>),
+    /// Boxed: a registration is much larger than a Secret event.
+    Registration(Box<Result<Event<MCPRegistration>, watcher::Error>>),
 }
 
 fn see_secret(known: &mut Credentials, event: &Event<Secret>) {
