@@ -61,7 +61,7 @@ pub async fn watch(
     let selector = format!("{CREDENTIALS_LABEL}=true");
     let secret_events = watcher::watcher(secrets, watcher::Config::default().labels(&selector))
         .default_backoff()
-        .map(Change::Secret);
+        .map(|event| Change::Secret(Box::new(event)));
     let registration_events = watcher::watcher(registrations, watcher::Config::default())
         .default_backoff()
         .map(|event| Change::Registration(Box::new(event)));
@@ -70,7 +70,13 @@ pub async fn watch(
     let mut applied: BTreeMap<String, Accepted> = BTreeMap::new();
     while let Some(change) = events.next().await {
         match change {
-            Change::Secret(Ok(event)) => see_secret(&mut known, &event),
+            Change::Secret(event) => match *event {
+                Ok(event) => see_secret(&mut known, &event),
+                Err(e) => {
+                    tracing::warn!(error = %e, "watching credentials Secrets failed; retrying with backoff");
+                    continue;
+                }
+            },
             Change::Registration(event) => match *event {
                 Ok(event) => see_registration(&mut known, &event),
                 Err(e) => {
@@ -78,10 +84,6 @@ pub async fn watch(
                     continue;
                 }
             },
-            Change::Secret(Err(e)) => {
-                tracing::warn!(error = %e, "watching credentials Secrets failed; retrying with backoff");
-                continue;
-            }
         }
         let desired = known.accepted();
         if desired != applied {
@@ -96,8 +98,8 @@ pub async fn watch(
 }
 
 enum Change {
-    Secret(Result<Event<Secret>, watcher::Error>),
-    /// Boxed: a registration is much larger than a Secret event.
+    // Boxed: the events are large, and the stream holds one of either kind at a time.
+    Secret(Box<Result<Event<Secret>, watcher::Error>>),
     Registration(Box<Result<Event<MCPRegistration>, watcher::Error>>),
 }
 
