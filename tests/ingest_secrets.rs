@@ -96,9 +96,19 @@ async fn reader_tokens_follow_their_secrets() {
     let readers = Arc::new(mcp_coordinator::ingest::auth::ReaderTokens::default());
     tokio::spawn(mcp_coordinator::ingest::secrets::watch_reader_tokens(
         client(&server),
-        None,
+        "mcp-coordinator".into(),
         readers.clone(),
     ));
+    // A reader token labelled in another namespace grants nothing.
+    let elsewhere: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "sneaky-reader", "labels": {"mcp.coordinator.dev/reader-token": "true"}},
+        "data": {"token": "c25lYWt5LXJlYWRlci10b2tlbg=="}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client(&server), "team-a")
+        .create(&PostParams::default(), &elsewhere)
+        .await
+        .unwrap();
     let secrets: Api<Secret> = Api::namespaced(client(&server), "mcp-coordinator");
     let token: Secret = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "grafana-reader", "labels": {"mcp.coordinator.dev/reader-token": "true"}},
@@ -111,6 +121,10 @@ async fn reader_tokens_follow_their_secrets() {
         .unwrap();
     eventually("the token reads", || readers.allows("grafana-reader-token")).await;
     assert!(!readers.allows("some-other-token"));
+    assert!(
+        !readers.allows("sneaky-reader-token"),
+        "a token from another namespace was accepted"
+    );
     secrets
         .delete("grafana-reader", &DeleteParams::default())
         .await

@@ -23,6 +23,10 @@ pub struct IngestArgs {
     /// all namespaces).
     #[arg(long)]
     pub namespace: Option<String>,
+    /// With --keys-from-secrets: take reader tokens only from Secrets of this namespace (default:
+    /// the namespace the ingest server runs in).
+    #[arg(long)]
+    pub reader_tokens_namespace: Option<String>,
     /// Answer GET /v1/route from the controller's mcp-routing-table ConfigMaps.
     #[arg(long)]
     pub routes_from_configmaps: bool,

@@ -125,9 +125,15 @@ pub async fn assemble(args: &IngestArgs, mode: Mode) -> Result<IngestParts, Asse
             retention_days.clone(),
             sensitive_mcps.clone(),
         ));
+        // Reader tokens grant reads of every MCP: only from the coordinator's own namespace.
+        let token_namespace = args
+            .reader_tokens_namespace
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_string());
+        tracing::info!(namespace = %token_namespace, "reader tokens from labelled Secrets of this namespace");
         tokio::spawn(super::secrets::watch_reader_tokens(
             client,
-            ns,
+            token_namespace,
             readers.clone(),
         ));
     } else if mode == Mode::Ingest {

@@ -150,16 +150,12 @@ fn apply(
 }
 
 /// Keeps `readers` in step with the reader token Secrets (label `mcp.coordinator.dev/reader-token=true`).
-pub async fn watch_reader_tokens(
-    client: Client,
-    namespace: Option<String>,
-    readers: Arc<ReaderTokens>,
-) {
+pub async fn watch_reader_tokens(client: Client, namespace: String, readers: Arc<ReaderTokens>) {
     let id = |s: &Secret| Some(secret_name(s));
     let selector = format!("{READER_TOKEN_LABEL}=true");
     watch_labelled(
         client,
-        namespace,
+        Some(namespace),
         &selector,
         reader_token,
         id,
