@@ -67,6 +67,7 @@ async fn main() -> anyhow::Result<()> {
             routing_interval: Duration::from_secs(3),
             routing_window: "2m".into(),
             poll_interval: Duration::from_millis(500),
+            allow_link_local_probes: false,
             probe_concurrency: 8,
             retention: Arc::default(),
         },

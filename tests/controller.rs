@@ -532,3 +532,25 @@ async fn controller_serves_its_metrics() {
         "readyz turns true once the watch cache synced"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_do_not_go_to_link_local_addresses() {
+    let server = api_server().await;
+    let _controller = start_controller(&server);
+    let api: Api<MCPRegistration> = Api::namespaced(client(&server), "default");
+    api.create(
+        &PostParams::default(),
+        &registration("metadata", "http://169.254.169.254", ""),
+    )
+    .await
+    .unwrap();
+    let refused = wait_for(&api, "metadata", WAIT, "refused as link-local", |r| {
+        r.status
+            .as_ref()
+            .and_then(|s| s.health.as_ref())
+            .and_then(|h| h.last_error.as_deref())
+            .is_some_and(|e| e.contains("link-local"))
+    })
+    .await;
+    assert_ne!(phase(&refused), Some(Phase::Ready));
+}

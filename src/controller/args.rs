@@ -20,6 +20,10 @@ pub struct RegistryArgs {
     /// Health probes in flight at once, across all MCPs.
     #[arg(long, default_value_t = 64)]
     pub probe_concurrency: usize,
+    /// Let health probes reach link-local addresses (169.254.0.0/16, fe80::/10), where cloud
+    /// metadata services answer; refused by default.
+    #[arg(long)]
+    pub allow_link_local_probes: bool,
     /// How often recent performance is read and weights recomputed.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub routing_interval_seconds: u64,
@@ -131,6 +135,7 @@ impl ControllerArgs {
                 .registry
                 .reporting(self.interaction_log_endpoint.clone()),
             probe_concurrency: self.registry.probe_concurrency,
+            allow_link_local_probes: self.registry.allow_link_local_probes,
             reconcile_concurrency: self.reconcile_concurrency,
             resync: Duration::from_secs(self.resync_seconds.max(1)),
             leader_election: self.leader_elect.then(|| leader::LeaderElection {

@@ -58,6 +58,8 @@ pub struct Settings {
     /// Name this instance reports Events as (its pod name in a cluster).
     pub instance: Option<String>,
     pub routing: routing::RoutingSettings,
+    /// Let probes reach link-local addresses (cloud metadata services live there).
+    pub allow_link_local_probes: bool,
     /// Elect a leader among replicas on a Lease in the state namespace; `None` runs as the only one.
     pub leader_election: Option<leader::LeaderElection>,
 }
@@ -142,14 +144,7 @@ pub async fn run(
     } else {
         metrics.leader.set(1);
     }
-    let http = reqwest::Client::builder()
-        .user_agent(concat!(
-            "mcp-coordinator/",
-            env!("CARGO_PKG_VERSION"),
-            " health-probe"
-        ))
-        .redirect(reqwest::redirect::Policy::limited(3))
-        .build()?;
+    let http = probe::client(settings.allow_link_local_probes)?;
     let (prober, health_changes) = Prober::new(http, settings.probe_concurrency, metrics.clone());
     let (registrations, secrets): (Api<MCPRegistration>, Api<Secret>) = match &settings.namespace {
         Some(ns) => (

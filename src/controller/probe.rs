@@ -2,6 +2,7 @@
 //! past its timeout.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -40,6 +41,82 @@ impl ProbeTarget {
             setup_error: None,
         }
     }
+}
+
+/// Whether a probe may not reach `ip` (unless allowed): link-local addresses, where cloud
+/// metadata services answer (169.254.169.254) — for IPv4, IPv6 and IPv4 mapped into IPv6.
+pub fn forbidden(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => {
+            (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_link_local())
+        }
+    }
+}
+
+fn forbidden_host(url: &reqwest::Url) -> bool {
+    url.host_str()
+        .map(|host| host.trim_start_matches('[').trim_end_matches(']'))
+        .and_then(|host| host.parse::<IpAddr>().ok())
+        .is_some_and(forbidden)
+}
+
+/// Why a probe target is refused, if it is: its URL names a forbidden address.
+pub fn refused_target(url: &str) -> Option<String> {
+    let url = reqwest::Url::parse(url).ok()?;
+    forbidden_host(&url).then(|| {
+        format!(
+            "{url} is a link-local address (where cloud metadata services answer); probes do not go there unless the coordinator runs with --allow-link-local-probes"
+        )
+    })
+}
+
+/// Resolves names for probes, leaving out forbidden addresses: a name that resolves only to them
+/// is refused.
+struct GuardedResolver;
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let found = tokio::net::lookup_host((host.as_str(), 0)).await?;
+            let allowed: Vec<std::net::SocketAddr> = found.filter(|a| !forbidden(a.ip())).collect();
+            if allowed.is_empty() {
+                return Err(format!(
+                    "{host} resolves only to link-local addresses; probes do not go there unless the coordinator runs with --allow-link-local-probes"
+                )
+                .into());
+            }
+            let addrs: reqwest::dns::Addrs = Box::new(allowed.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+/// The HTTP client probes use: at most 3 redirects, and, unless `allow_link_local`, no way to a
+/// link-local address, by name, by address or by redirect.
+pub fn client(allow_link_local: bool) -> Result<reqwest::Client, reqwest::Error> {
+    let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() >= 3 {
+            attempt.error("more than 3 redirects")
+        } else if !allow_link_local && forbidden_host(attempt.url()) {
+            attempt.error("a redirect to a link-local address")
+        } else {
+            attempt.follow()
+        }
+    });
+    let mut builder = reqwest::Client::builder()
+        .user_agent(concat!(
+            "mcp-coordinator/",
+            env!("CARGO_PKG_VERSION"),
+            " health-probe"
+        ))
+        .redirect(redirects);
+    if !allow_link_local {
+        builder = builder.dns_resolver(std::sync::Arc::new(GuardedResolver));
+    }
+    builder.build()
 }
 
 pub async fn probe(client: &reqwest::Client, target: &ProbeTarget) -> ProbeOutcome {
@@ -205,5 +282,30 @@ fn mcp_failure(step: &str, error: &dyn std::error::Error) -> Failure {
         ))
     } else {
         Failure::Down(format!("MCP {step} failed: {text}"))
+    }
+}
+
+#[cfg(test)]
+mod link_local_tests {
+    use super::*;
+
+    #[test]
+    fn link_local_and_metadata_addresses_are_refused_and_others_are_not() {
+        for url in [
+            "http://169.254.169.254/latest/meta-data/",
+            "http://169.254.0.1:8080/health",
+            "http://[fe80::1]/health",
+            "http://[::ffff:169.254.169.254]/",
+        ] {
+            assert!(refused_target(url).is_some(), "{url} was allowed");
+        }
+        for url in [
+            "http://10.0.0.1/health",
+            "http://127.0.0.1:9000/health",
+            "http://ocr.team-a.svc:8080/health",
+            "http://[2001:db8::1]/",
+        ] {
+            assert_eq!(refused_target(url), None, "{url} was refused");
+        }
     }
 }

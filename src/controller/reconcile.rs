@@ -62,6 +62,7 @@ async fn reconcile_one(
         prober: &ctx.prober,
         reporting: &ctx.settings.reporting,
         metrics: &ctx.metrics,
+        allow_link_local_probes: ctx.settings.allow_link_local_probes,
     };
     let done = register(reg, &step, &mut ports).await?;
     if done.invalid {

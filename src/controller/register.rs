@@ -61,6 +61,8 @@ pub struct Step<'a> {
     pub prober: &'a Prober,
     pub reporting: &'a ReportingSettings,
     pub metrics: &'a Metrics,
+    /// Probes may go to link-local addresses (otherwise a target there is refused in status).
+    pub allow_link_local_probes: bool,
 }
 
 /// What one step decided.
@@ -112,7 +114,10 @@ pub async fn register<P: Ports>(
         step.prober.remove(&key);
         None
     } else {
-        let target = ports.probe_target(reg, &namespace).await?;
+        let mut target = ports.probe_target(reg, &namespace).await?;
+        if !step.allow_link_local_probes && target.setup_error.is_none() {
+            target.setup_error = super::probe::refused_target(&target.url);
+        }
         if target.setup_error.is_some() {
             recheck_after = Some(target.interval);
         }

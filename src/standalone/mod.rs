@@ -95,6 +95,7 @@ pub async fn run_from_args(
         routing_window: args.registry.routing_window.clone(),
         poll_interval: Duration::from_millis(args.poll_interval_ms.max(100)),
         probe_concurrency: args.registry.probe_concurrency,
+        allow_link_local_probes: args.registry.allow_link_local_probes,
         retention: parts.retention_days,
     };
     Ok((start(config, shutdown).await?, parts.store_name))
@@ -117,6 +118,8 @@ pub struct StandaloneConfig {
     /// How often the directory is checked for changes.
     pub poll_interval: Duration,
     pub probe_concurrency: usize,
+    /// Let probes reach link-local addresses (cloud metadata services live there).
+    pub allow_link_local_probes: bool,
     pub retention: Arc<RetentionDays>,
 }
 
@@ -143,6 +146,7 @@ pub async fn start(
         routing_window,
         poll_interval,
         probe_concurrency,
+        allow_link_local_probes,
         retention,
     } = config;
     let metrics = Arc::new(Metrics::new()?);
@@ -183,13 +187,7 @@ pub async fn start(
         sensitive,
         reporting,
     };
-    let http = reqwest::Client::builder()
-        .user_agent(concat!(
-            "mcp-coordinator/",
-            env!("CARGO_PKG_VERSION"),
-            " health-probe"
-        ))
-        .build()?;
+    let http = crate::controller::probe::client(allow_link_local_probes)?;
     let (prober, mut changes) = Prober::new(http, probe_concurrency, metrics.clone());
     let mut state = Registrations {
         manifest_dir,
@@ -203,6 +201,7 @@ pub async fn start(
         metrics,
         routing_interval,
         routing_window,
+        allow_link_local_probes,
         entries: BTreeMap::new(),
         invalid: Vec::new(),
         fingerprint: None,

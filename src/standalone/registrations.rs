@@ -44,6 +44,7 @@ pub(super) struct Registrations {
     /// The controller's series, served on the ingest server's `/metrics`.
     pub(super) metrics: Arc<Metrics>,
     pub(super) routing_interval: Duration,
+    pub(super) allow_link_local_probes: bool,
     pub(super) routing_window: String,
     pub(super) entries: BTreeMap<String, Entry>,
     pub(super) invalid: Vec<Problem>,
@@ -112,6 +113,7 @@ impl Registrations {
             prober: &self.prober,
             reporting: &self.shared.reporting,
             metrics: &self.metrics,
+            allow_link_local_probes: self.allow_link_local_probes,
         };
         let mut ports = FilePorts {
             registry: &mut self.registry,

@@ -71,6 +71,7 @@ pub fn settings() -> Settings {
             data_report_interval_seconds: 60,
         },
         probe_concurrency: 64,
+        allow_link_local_probes: false,
         reconcile_concurrency: 16,
         resync: Duration::from_secs(300),
         instance: Some("test".into()),
