@@ -117,3 +117,22 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_leader_that_cannot_renew_in_time_stops_leading() {
+    let server = api_server().await;
+    let leader = replica(&server, "replica-a");
+    wait_until("replica-a leads", Duration::from_secs(10), || {
+        leader.metrics.leader.get() == 1
+    })
+    .await;
+    // The API server stops answering: renewals hang instead of failing.
+    server.store().stall(true);
+    wait_until(
+        "replica-a stops acting as the leader",
+        Duration::from_secs(10),
+        || leader.metrics.leader.get() == 0,
+    )
+    .await;
+    server.store().stall(false);
+}

@@ -88,7 +88,14 @@ pub fn allocate(
         })?,
         None => 1,
     };
-    let (id, next) = match known.and_then(|id| parse_number(id, prefix).map(|n| (id, n))) {
+    // An ID in status is adopted only when no other registration holds it: status can be written
+    // by others than the controller, and two registrations must never share an MCP ID (and so a key).
+    let held_by_another = |id: &str| {
+        data.iter()
+            .any(|(k, v)| k.starts_with("uid.") && k != &uid_key(uid) && v == id)
+    };
+    let adoptable = known.filter(|id| !held_by_another(id));
+    let (id, next) = match adoptable.and_then(|id| parse_number(id, prefix).map(|n| (id, n))) {
         Some((id, n)) => (id.to_string(), next.max(n + 1)),
         None => (format_id(prefix, next), next + 1),
     };
@@ -272,6 +279,15 @@ mod tests {
         assert_eq!(a, "x_tool_mcp_007");
         let (b, _) = allocate(&mut data, "u2", "x_tool", None, "l").unwrap();
         assert_eq!(b, "x_tool_mcp_008");
+    }
+
+    #[test]
+    fn an_id_in_status_that_another_registration_holds_is_not_adopted() {
+        let mut data = BTreeMap::new();
+        let (first, _) = allocate(&mut data, "uid-a", "ocr_workflow", None, "l").unwrap();
+        let (second, _) = allocate(&mut data, "uid-b", "ocr_workflow", Some(&first), "l").unwrap();
+        assert_ne!(second, first, "a copied status does not share an ID");
+        assert_eq!(second, "ocr_workflow_mcp_002");
     }
 
     #[test]

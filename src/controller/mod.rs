@@ -128,10 +128,13 @@ pub async fn run(
         metrics.leader.set(0);
         tracing::info!(identity = %election.identity, lease = %election.lease_name, "waiting to become the leader");
         loop {
-            match leader::try_lead(&leases, election).await {
-                Ok(true) => break,
-                Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "cannot read the leader Lease; retrying"),
+            let attempt =
+                tokio::time::timeout(election.retry_period(), leader::try_lead(&leases, election));
+            match attempt.await {
+                Ok(Ok(true)) => break,
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the leader Lease; retrying"),
+                Err(_) => tracing::warn!("reading the leader Lease took too long; retrying"),
             }
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => return Ok(()),
@@ -251,13 +254,23 @@ async fn keep_leading(
         if lost.is_closed() {
             return;
         }
-        match leader::try_lead(&leases, &election).await {
-            Ok(true) => renewed = tokio::time::Instant::now(),
-            Ok(false) => {
+        // A renewal that hangs (an API server that stopped answering) must not keep this
+        // replica acting as the leader: each attempt gets one retry period.
+        let attempt = tokio::time::timeout(
+            election.retry_period(),
+            leader::try_lead(&leases, &election),
+        );
+        match attempt.await {
+            Ok(Ok(true)) => renewed = tokio::time::Instant::now(),
+            Ok(Ok(false)) => {
                 let _ = lost.send(true);
                 return;
             }
-            Err(e) => tracing::warn!(error = %e, "could not renew the leader Lease"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not renew the leader Lease"),
+            Err(_) => tracing::warn!(
+                timeout = ?election.retry_period(),
+                "renewing the leader Lease took too long"
+            ),
         }
         if renewed.elapsed() > election.lease_duration * 2 / 3 {
             let _ = lost.send(true);

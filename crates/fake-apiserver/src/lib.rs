@@ -142,6 +142,9 @@ fn routes(
                   body: Bytes| {
                 let store = store.clone();
                 async move {
+                    while store.is_stalled() {
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
                     let query = parse_query(&query);
                     let request = Request {
                         method,

@@ -59,6 +59,8 @@ pub struct Store {
     /// Every (verb, group, resource) clients used, for checking RBAC rules against real usage.
     calls: Mutex<BTreeSet<(String, String, String)>>,
     changes: broadcast::Sender<Arc<Change>>,
+    /// While set, new requests wait (a test's way to make the API server stop answering).
+    stalled: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Store {
@@ -80,6 +82,7 @@ impl Store {
                 managed: HashMap::new(),
             }),
             changes,
+            stalled: std::sync::atomic::AtomicBool::new(false),
             calls: Mutex::default(),
         }
     }
@@ -89,6 +92,16 @@ impl Store {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert((verb.to_string(), group.to_string(), resource.to_string()));
+    }
+
+    /// Makes new requests wait until `stall(false)` (requests already answered are not affected).
+    pub fn stall(&self, stalled: bool) {
+        self.stalled
+            .store(stalled, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn is_stalled(&self) -> bool {
+        self.stalled.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn clear_calls(&self) {
