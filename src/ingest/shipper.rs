@@ -45,6 +45,17 @@ pub async fn run(
                 continue;
             }
         };
+        for skipped in reader.skipped_before(next) {
+            metrics.poison.inc();
+            set_aside_region(&config.poison_file, &skipped);
+        }
+        if batch.is_empty() && next != reader.position() {
+            // Only damaged records were read past: record that they are behind us.
+            if let Err(e) = reader.commit(next, 0, 0) {
+                tracing::error!(error = %e, "cannot record shipping progress past damaged records");
+            }
+            continue;
+        }
         if batch.is_empty() {
             if drain_deadline.is_some() {
                 return;
@@ -152,8 +163,34 @@ async fn ship(
     }
 }
 
+/// Keeps the bytes of a damaged spool region in the poison file, for whoever investigates.
+fn set_aside_region(path: &PathBuf, skipped: &super::spool::Skipped) {
+    use base64::Engine;
+    let line = serde_json::json!({
+        "reason": format!("damaged spool records: {}", skipped.reason),
+        "segment": skipped.at.segment,
+        "offset": skipped.at.offset,
+        "length": skipped.bytes.len(),
+        "bytes_base64": base64::engine::general_purpose::STANDARD.encode(&skipped.bytes),
+    })
+    .to_string();
+    let what = format!(
+        "{} damaged bytes of segment {} at {}",
+        skipped.bytes.len(),
+        skipped.at.segment,
+        skipped.at.offset
+    );
+    append_line(path, &line, &what);
+}
+
 fn set_aside(path: &PathBuf, event: &InteractionEvent, why: &str) {
     let line = serde_json::json!({"reason": why, "event": event}).to_string();
+    append_line(path, &line, &format!("event {}", event.event_id));
+}
+
+/// Appends `line` to the poison file. What it holds stays out of the logs (it may be sensitive);
+/// `what` names it there if the file cannot be written.
+fn append_line(path: &PathBuf, line: &str, what: &str) {
     let written = super::spool::private_file()
         .append(true)
         .open(path)
@@ -163,6 +200,6 @@ fn set_aside(path: &PathBuf, event: &InteractionEvent, why: &str) {
             f.sync_data()
         });
     if let Err(e) = written {
-        tracing::error!(error = %e, file = %path.display(), "could not write the poison file; the event is only in this log line: {line}");
+        tracing::error!(error = %e, file = %path.display(), "could not write the poison file; {what} could not be set aside");
     }
 }

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::interaction::InteractionEvent;
-pub use reader::SpoolReader;
+pub use reader::{Skipped, SpoolReader};
 use segments::*;
 pub use segments::{encode, private_file};
 
@@ -211,6 +211,7 @@ impl Spool {
                     0
                 },
             },
+            skipped: Default::default(),
         };
         Ok((Spool { inner, appends }, reader))
     }
@@ -386,6 +387,51 @@ mod tests {
             i as i64,
             Fields::default(),
         )
+    }
+
+    #[tokio::test]
+    async fn damaged_records_are_passed_over_reported_and_no_longer_counted() {
+        let d = dir("damaged");
+        let (spool, mut reader) = Spool::open(config(&d)).unwrap();
+        for i in 0..60 {
+            spool.append(vec![event(i)]).await.unwrap();
+        }
+        let all = segments(&d).unwrap();
+        assert!(all.len() >= 3, "{all:?}");
+        // Damage on disk: one byte of the first record's payload in the first segment.
+        let first = segment_path(&d, all[0]);
+        let mut bytes = fs::read(&first).unwrap();
+        bytes[HEADER + 1] ^= 0xff;
+        fs::write(&first, &bytes).unwrap();
+        let waiting = spool.stats().bytes;
+
+        let (events, next) = reader.read_batch(5).unwrap();
+        assert_eq!(events.len(), 5, "reading goes on in the next segment");
+        let skipped = reader.skipped_before(next);
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(
+            skipped[0].bytes.len(),
+            bytes.len(),
+            "the whole damaged remainder"
+        );
+        reader
+            .commit(next, 5, SpoolReader::framed_size(&events))
+            .unwrap();
+        assert_eq!(
+            spool.stats().bytes,
+            waiting - bytes.len() as u64 - SpoolReader::framed_size(&events),
+            "the damaged bytes no longer count as waiting"
+        );
+        assert!(reader.skipped_before(next).is_empty(), "reported once");
+        loop {
+            let (events, next) = reader.read_batch(100).unwrap();
+            if events.is_empty() {
+                break;
+            }
+            let size = SpoolReader::framed_size(&events);
+            reader.commit(next, events.len() as u64, size).unwrap();
+        }
+        assert_eq!((spool.stats().records, spool.stats().bytes), (0, 0));
     }
 
     #[tokio::test]

@@ -1,7 +1,9 @@
 //! The shipper's side of the spool.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::Path;
 use std::sync::Arc;
 
 use super::segments::{
@@ -14,6 +16,17 @@ use crate::interaction::InteractionEvent;
 pub struct SpoolReader {
     pub(super) inner: Arc<Inner>,
     pub(super) position: Position,
+    /// Corrupt regions read past and not yet committed, by where they start.
+    pub(super) skipped: BTreeMap<Position, Skipped>,
+}
+
+/// A region of a segment that could not be read back (damage on disk): what the reader passed
+/// over, so that it can be set aside and no longer counted as waiting.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Skipped {
+    pub at: Position,
+    pub reason: String,
+    pub bytes: Vec<u8>,
 }
 
 impl SpoolReader {
@@ -68,6 +81,12 @@ impl SpoolReader {
                     Frame::End => break,
                     Frame::Bad(why) => {
                         tracing::error!(segment = %path.display(), offset = pos.offset, reason = %why, "corrupt spool record; skipping the rest of the segment");
+                        let bytes = read_region(&path, pos.offset, limit).unwrap_or_default();
+                        self.skipped.entry(pos).or_insert(Skipped {
+                            at: pos,
+                            reason: why,
+                            bytes,
+                        });
                         pos.offset = limit;
                         break;
                     }
@@ -89,16 +108,38 @@ impl SpoolReader {
             }
         }
         self.position = to;
+        let passed: Vec<Position> = self.skipped.range(..to).map(|(at, _)| *at).collect();
+        let skipped_bytes: u64 = passed
+            .iter()
+            .filter_map(|at| self.skipped.remove(at))
+            .map(|s| s.bytes.len() as u64)
+            .sum();
         let next_oldest = self.read_batch(1)?.0.first().map(|e| e.received_ms);
         let mut state = self.inner.state();
-        state.records = state.records.saturating_sub(records);
-        state.bytes = state.bytes.saturating_sub(bytes);
+        if to.segment == state.active && to.offset >= state.durable_len {
+            // Caught up with the writer: nothing waits, whatever was counted before.
+            state.records = 0;
+            state.bytes = 0;
+        } else {
+            state.records = state.records.saturating_sub(records);
+            state.bytes = state.bytes.saturating_sub(bytes + skipped_bytes);
+        }
         state.oldest_ms = if state.records == 0 {
             None
         } else {
             next_oldest.or(state.oldest_ms)
         };
         Ok(())
+    }
+
+    /// Where reading starts: everything before it was committed.
+    pub fn position(&self) -> Position {
+        self.position
+    }
+
+    /// The corrupt regions read past before `to`, to set aside before committing `to`.
+    pub fn skipped_before(&self, to: Position) -> Vec<Skipped> {
+        self.skipped.range(..to).map(|(_, s)| s.clone()).collect()
     }
 
     /// Waits until the writer commits something new (or `timeout` passes).
@@ -110,4 +151,13 @@ impl SpoolReader {
     pub fn framed_size(events: &[InteractionEvent]) -> u64 {
         events.iter().map(|e| encode(e).len() as u64).sum()
     }
+}
+
+/// The bytes of `path` from `from` to `to` (a region that could not be read as records).
+fn read_region(path: &Path, from: u64, to: u64) -> io::Result<Vec<u8>> {
+    let mut file = File::open(path)?;
+    file.seek(SeekFrom::Start(from))?;
+    let mut bytes = Vec::new();
+    file.take(to.saturating_sub(from)).read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
