@@ -66,7 +66,7 @@ pub const API_CALLS: &[ApiPermission] = &[
         resource: "mcpregistrations",
         verbs: &["list", "watch"],
         component: "ingest",
-        why: "trust an MCP key only from a Secret its registration owns (--keys-from-secrets)",
+        why: "trust an MCP key only from a Secret its registration owns (--keys-from-secrets); route candidates from the registrations (--routes-from-registrations)",
     },
     ApiPermission {
         group: "",
@@ -74,13 +74,6 @@ pub const API_CALLS: &[ApiPermission] = &[
         verbs: &["list", "watch"],
         component: "ingest",
         why: "API keys and reader tokens from labelled Secrets (--keys-from-secrets)",
-    },
-    ApiPermission {
-        group: "",
-        resource: "configmaps",
-        verbs: &["list", "watch"],
-        component: "ingest",
-        why: "route candidates from the mcp-routing-table ConfigMaps (--routes-from-configmaps)",
     },
 ];
 

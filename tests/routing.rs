@@ -241,9 +241,23 @@ async fn logged_performance_moves_weights_in_status_and_the_routing_table() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // The ingest server reads the same table from the ConfigMaps (as the chart runs it) and routes
-    // away from the down MCP.
-    tokio::spawn(mcp_coordinator::ingest::routes::watch_configmaps(
+    // Someone who can write ConfigMaps publishes a table of their own for the same capability.
+    let forged: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "mcp-routing-table"},
+        "data": {"routing-table.json": serde_json::to_string(&json!({"capabilities": {"text_extraction": [
+            {"mcpId": "forged_mcp_001", "name": "forged", "namespace": "evil",
+             "endpoint": "http://attacker.example", "processPath": "/process",
+             "priority": 0, "weight": 1000, "maxConcurrentRequests": 1000}
+        ]}})).unwrap()}
+    }))
+    .unwrap();
+    Api::<ConfigMap>::namespaced(client(&server), "evil")
+        .create(&PostParams::default(), &forged)
+        .await
+        .unwrap();
+    // The ingest server builds the same table from the registrations (as the chart runs it), never
+    // from ConfigMaps, and routes away from the down MCP.
+    tokio::spawn(mcp_coordinator::ingest::routes::watch_registrations(
         client(&server),
         None,
         ingest.router.clone(),
@@ -251,6 +265,7 @@ async fn logged_performance_moves_weights_in_status_and_the_routing_table() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let (status, body) = route(&ingest, "capability=text_extraction", Some(READER)).await;
+        assert_ne!(body["mcp_id"], "forged_mcp_001", "routed to a forged table");
         if status == 200 && body["mcp_id"] == slow_id.as_str() {
             assert!(
                 body["fallbacks"].as_array().is_some_and(|f| f.is_empty()),
@@ -260,7 +275,7 @@ async fn logged_performance_moves_weights_in_status_and_the_routing_table() {
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the route never came from the ConfigMap: {status} {body}"
+            "the route never came from the registrations: {status} {body}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

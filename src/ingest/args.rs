@@ -19,7 +19,7 @@ pub struct IngestArgs {
     /// labelled mcp.coordinator.dev/reader-token=true, key `token`) from Kubernetes.
     #[arg(long)]
     pub keys_from_secrets: bool,
-    /// With --keys-from-secrets or --routes-from-configmaps: watch only this namespace (default:
+    /// With --keys-from-secrets or --routes-from-registrations: watch only this namespace (default:
     /// all namespaces).
     #[arg(long)]
     pub namespace: Option<String>,
@@ -27,11 +27,12 @@ pub struct IngestArgs {
     /// the namespace the ingest server runs in).
     #[arg(long)]
     pub reader_tokens_namespace: Option<String>,
-    /// Answer GET /v1/route from the controller's mcp-routing-table ConfigMaps.
-    #[arg(long)]
-    pub routes_from_configmaps: bool,
+    /// Answer GET /v1/route from the registrations and the routing status the controller writes
+    /// (what it also publishes as mcp-routing-table ConfigMaps, which are not trusted).
+    #[arg(long, alias = "routes-from-configmaps")]
+    pub routes_from_registrations: bool,
     /// Answer GET /v1/route from this routing-table JSON file (reloaded when it changes).
-    #[arg(long, conflicts_with = "routes_from_configmaps")]
+    #[arg(long, conflicts_with = "routes_from_registrations")]
     pub routing_table_file: Option<std::path::PathBuf>,
     /// Key (≥ 32 bytes) for user pseudonyms (HMAC-SHA256 of request_data.user_id). Default:
     /// <data-dir>/privacy.key, created on first start; give every replica the same key.

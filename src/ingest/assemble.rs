@@ -145,9 +145,9 @@ pub async fn assemble(args: &IngestArgs, mode: Mode) -> Result<IngestParts, Asse
         }
     }
     let router = Arc::new(Router::default());
-    if args.routes_from_configmaps {
-        let client = kube_client("--routes-from-configmaps").await?;
-        tokio::spawn(super::routes::watch_configmaps(
+    if args.routes_from_registrations {
+        let client = kube_client("--routes-from-registrations").await?;
+        tokio::spawn(super::routes::watch_registrations(
             client,
             args.namespace.clone(),
             router.clone(),

@@ -1,18 +1,18 @@
-//! Where the route endpoint's candidates come from: the controller's `mcp-routing-table`
-//! ConfigMaps (every namespace, or one), or a JSON file in the same format (standalone use).
+//! Where the route endpoint's candidates come from: the registrations (every namespace, or one),
+//! or a routing-table JSON file (standalone use).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::{reflector, WatchStreamExt};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client};
 
+use crate::crd::MCPRegistration;
 use crate::routing::router::Router;
-use crate::routing::table::{RoutingTable, CONFIGMAP_KEY, CONFIGMAP_NAME};
+use crate::routing::table::{build, RoutingTable};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RoutesError {
@@ -69,41 +69,35 @@ pub async fn follow_file(path: PathBuf, router: Arc<Router>) -> Result<(), Route
     Ok(())
 }
 
-/// Keeps `router` in step with the `mcp-routing-table` ConfigMaps, merged across namespaces.
-pub async fn watch_configmaps(client: Client, namespace: Option<String>, router: Arc<Router>) {
-    let api: Api<ConfigMap> = match &namespace {
+/// Keeps `router` in step with the registrations themselves (every namespace, or one): their
+/// spec and the routing status the controller writes, the same table it publishes in the
+/// `mcp-routing-table` ConfigMaps. The ConfigMaps are not read: anyone who can write a ConfigMap
+/// could name one that way, while only the controller writes a registration's status.
+pub async fn watch_registrations(client: Client, namespace: Option<String>, router: Arc<Router>) {
+    let api: Api<MCPRegistration> = match &namespace {
         Some(ns) => Api::namespaced(client, ns),
         None => Api::all(client),
     };
-    let config = watcher::Config::default().fields(&format!("metadata.name={CONFIGMAP_NAME}"));
     let (store, writer) = reflector::store();
-    let mut events = watcher::watcher(api, config)
+    let mut events = watcher::watcher(api, watcher::Config::default())
         .default_backoff()
         .reflect(writer)
         .boxed();
+    let mut installed: Option<RoutingTable> = None;
     while let Some(event) = events.next().await {
         match event {
             Ok(Event::InitApply(_) | Event::Init) => {}
             Ok(_) => {
-                let tables: Vec<RoutingTable> = store
-                    .state()
-                    .iter()
-                    .filter_map(|cm| {
-                        let text = cm.data.as_ref()?.get(CONFIGMAP_KEY)?;
-                        let origin = format!(
-                            "ConfigMap {}/{}",
-                            cm.namespace().unwrap_or_default(),
-                            cm.name_any()
-                        );
-                        parse(text, &origin)
-                            .inspect_err(|e| tracing::warn!(error = %e, "ignoring a routing table"))
-                            .ok()
-                    })
-                    .collect();
-                router.install(&RoutingTable::merge(&tables));
+                let registrations = store.state();
+                let tables = build(registrations.iter().map(|r| r.as_ref()));
+                let merged = RoutingTable::merge(tables.values());
+                if installed.as_ref() != Some(&merged) {
+                    router.install(&merged);
+                    installed = Some(merged);
+                }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "watching routing-table ConfigMaps failed; retrying with backoff")
+                tracing::warn!(error = %e, "watching registrations for routes failed; retrying with backoff")
             }
         }
     }
