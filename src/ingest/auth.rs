@@ -120,6 +120,16 @@ impl KeyRing {
     }
 
     /// Keys in force (including ones in their grace period).
+    /// Whether any key (not past its grace period) belongs to `mcp_id`.
+    pub fn knows(&self, mcp_id: &str) -> bool {
+        let now = Instant::now();
+        self.keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .any(|e| e.id == mcp_id && e.expires.is_none_or(|t| t > now))
+    }
+
     pub fn len(&self) -> usize {
         let now = Instant::now();
         self.keys

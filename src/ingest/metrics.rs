@@ -76,6 +76,30 @@ impl IngestMetrics {
         })
     }
 
+    /// Drops the per-MCP series of MCPs `keep` says are gone (their key was removed), so a
+    /// coordinator that saw many MCPs come and go does not export them forever.
+    pub fn forget_mcps_except(&self, keep: impl Fn(&str) -> bool) {
+        use prometheus::core::Collector;
+        let mut gone: std::collections::BTreeSet<Vec<String>> = Default::default();
+        for family in self.received.collect() {
+            for metric in family.get_metric() {
+                let labels: Vec<String> = metric
+                    .get_label()
+                    .iter()
+                    .map(|l| l.value().to_string())
+                    .collect();
+                if labels.first().is_some_and(|id| !keep(id)) {
+                    gone.insert(labels);
+                }
+            }
+        }
+        for labels in &gone {
+            let values: Vec<&str> = labels.iter().map(String::as_str).collect();
+            let _ = self.received.remove_label_values(&values);
+            let _ = self.processing_time.remove_label_values(&values[..1]);
+        }
+    }
+
     /// Text exposition, with the spool gauges brought up to date.
     pub fn render(&self, spool: SpoolStats, now_ms: i64) -> String {
         self.spool_records.set(spool.records as i64);
@@ -87,5 +111,23 @@ impl IngestMetrics {
                 .unwrap_or(0.0),
         );
         crate::telemetry::render(&self.registry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_of_mcps_that_are_gone_are_dropped() {
+        let m = IngestMetrics::new().unwrap();
+        for id in ["kept_mcp_001", "gone_mcp_001"] {
+            m.received.with_label_values(&[id, "start"]).inc();
+            m.processing_time.with_label_values(&[id]).observe(0.1);
+        }
+        m.forget_mcps_except(|id| id == "kept_mcp_001");
+        let text = m.render(SpoolStats::default(), 0);
+        assert!(text.contains("kept_mcp_001"), "{text}");
+        assert!(!text.contains("gone_mcp_001"), "{text}");
     }
 }

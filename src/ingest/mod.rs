@@ -132,7 +132,7 @@ pub async fn start(
         &config,
         spool,
         store.clone(),
-        keys,
+        keys.clone(),
         readers,
         metrics.clone(),
     ));
@@ -163,12 +163,17 @@ pub async fn start(
     ));
     let router = config.router.clone();
     let mut router_stop = stop_tx.subscribe();
+    let (sweep_metrics, sweep_keys) = (metrics.clone(), keys.clone());
     tokio::spawn(async move {
-        // Starts whose end was never reported must not hold capacity forever.
+        // Starts whose end was never reported must not hold capacity forever, and the series of
+        // MCPs whose key is gone must not be exported forever.
         let mut tick = tokio::time::interval(Duration::from_secs(30));
         loop {
             tokio::select! {
-                _ = tick.tick() => router.expire_in_flight(router.now()),
+                _ = tick.tick() => {
+                    router.expire_in_flight(router.now());
+                    sweep_metrics.forget_mcps_except(|id| sweep_keys.knows(id));
+                }
                 _ = router_stop.changed() => return,
             }
         }
