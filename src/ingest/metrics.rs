@@ -80,23 +80,27 @@ impl IngestMetrics {
     /// coordinator that saw many MCPs come and go does not export them forever.
     pub fn forget_mcps_except(&self, keep: impl Fn(&str) -> bool) {
         use prometheus::core::Collector;
-        let mut gone: std::collections::BTreeSet<Vec<String>> = Default::default();
+        // Label pairs come back sorted by name; the series are addressed in declared order.
+        let mut gone: std::collections::BTreeSet<(String, String)> = Default::default();
         for family in self.received.collect() {
             for metric in family.get_metric() {
-                let labels: Vec<String> = metric
-                    .get_label()
-                    .iter()
-                    .map(|l| l.value().to_string())
-                    .collect();
-                if labels.first().is_some_and(|id| !keep(id)) {
-                    gone.insert(labels);
+                let label = |name: &str| {
+                    metric
+                        .get_label()
+                        .iter()
+                        .find(|l| l.name() == name)
+                        .map(|l| l.value().to_string())
+                };
+                if let (Some(id), Some(event)) = (label("mcp_id"), label("event")) {
+                    if !keep(&id) {
+                        gone.insert((id, event));
+                    }
                 }
             }
         }
-        for labels in &gone {
-            let values: Vec<&str> = labels.iter().map(String::as_str).collect();
-            let _ = self.received.remove_label_values(&values);
-            let _ = self.processing_time.remove_label_values(&values[..1]);
+        for (id, event) in &gone {
+            let _ = self.received.remove_label_values(&[id, event]);
+            let _ = self.processing_time.remove_label_values(&[id]);
         }
     }
 
