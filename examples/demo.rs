@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use mcp_coordinator::controller::status::ReportingSettings;
 use mcp_coordinator::example_mcp::{self, ExampleMcp};
+use mcp_coordinator::ingest::assemble::IngestParts;
 use mcp_coordinator::ingest::auth::{KeyRing, ReaderTokens};
 use mcp_coordinator::ingest::IngestConfig;
 use mcp_coordinator::standalone::{self, StandaloneConfig};
@@ -51,14 +52,19 @@ async fn main() -> anyhow::Result<()> {
     let store = Arc::new(SqliteStore::open(&data_dir.join("interactions.db"))?);
     let readers = ReaderTokens::default();
     readers.add_admin("demo", TOKEN);
+    let ingest = IngestParts {
+        config: IngestConfig::new(LISTEN.parse()?, data_dir.join("spool"))?,
+        store,
+        store_name: "SQLite".into(),
+        keys: Arc::new(KeyRing::default()),
+        readers: Arc::new(readers),
+        retention_days: Arc::default(),
+    };
     let coordinator = standalone::start(
         StandaloneConfig {
             registrations: registrations.clone(),
             data_dir: data_dir.clone(),
-            ingest: IngestConfig::new(LISTEN.parse()?, data_dir.join("spool"))?,
-            store,
-            keys: Arc::new(KeyRing::default()),
-            readers: Arc::new(readers),
+            ingest,
             reporting: ReportingSettings {
                 interaction_log_endpoint: String::new(),
                 heartbeat_interval_seconds: 5,
@@ -69,7 +75,6 @@ async fn main() -> anyhow::Result<()> {
             poll_interval: Duration::from_millis(500),
             allow_link_local_probes: false,
             probe_concurrency: 8,
-            retention: Arc::default(),
         },
         stopped(stop_rx.clone()),
     )

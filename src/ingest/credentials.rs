@@ -261,6 +261,17 @@ mod tests {
 
     const ID: &str = "ocr_workflow_mcp_001";
 
+    /// The key Secret the controller wrote for `ocr` in `team`.
+    fn real_secret() -> Secret {
+        secret(
+            "team",
+            "ocr-mcp-key",
+            ID,
+            "real-key",
+            Some(("ocr", "uid-1")),
+        )
+    }
+
     fn with_real_registration() -> Credentials {
         let mut c = Credentials::default();
         c.see(Seen::Registration(&registration(
@@ -269,13 +280,7 @@ mod tests {
             "uid-1",
             Some(ID),
         )));
-        c.see(Seen::Secret(&secret(
-            "team",
-            "ocr-mcp-key",
-            ID,
-            "real-key",
-            Some(("ocr", "uid-1")),
-        )));
+        c.see(Seen::Secret(&real_secret()));
         c
     }
 
@@ -320,13 +325,7 @@ mod tests {
         let mut c = Credentials::default();
         let reg = registration("team", "ocr", "uid-1", None);
         c.see(Seen::Registration(&reg));
-        c.see(Seen::Secret(&secret(
-            "team",
-            "ocr-mcp-key",
-            ID,
-            "real-key",
-            Some(("ocr", "uid-1")),
-        )));
+        c.see(Seen::Secret(&real_secret()));
         assert!(c.accepted().is_empty(), "no MCP ID in status yet");
         c.see(Seen::Registration(&registration(
             "team",

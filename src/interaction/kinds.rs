@@ -69,25 +69,20 @@ fn number(value: Value) -> Result<f64, Refusal> {
         .ok_or_else(|| wrong_type::<f64>(&value, "a number"))
 }
 
-/// Free text, up to [`MAX_TEXT_BYTES`].
-pub struct Text;
-impl Kind for Text {
+/// Text of at most `MAX` bytes.
+pub struct Bounded<const MAX: usize>;
+impl<const MAX: usize> Kind for Bounded<MAX> {
     type Value = String;
     const COLUMN: &'static str = "String";
     fn read(value: Value) -> Result<Option<String>, Refusal> {
-        bounded(text(value)?, MAX_TEXT_BYTES).map(Some)
+        bounded(text(value)?, MAX).map(Some)
     }
 }
 
-/// A name: an ID, a type, a version, a region; up to [`MAX_NAME_BYTES`].
-pub struct Name;
-impl Kind for Name {
-    type Value = String;
-    const COLUMN: &'static str = "String";
-    fn read(value: Value) -> Result<Option<String>, Refusal> {
-        bounded(text(value)?, MAX_NAME_BYTES).map(Some)
-    }
-}
+/// Free text (an error message).
+pub type Text = Bounded<MAX_TEXT_BYTES>;
+/// A name: an ID, a type, a version, a region.
+pub type Name = Bounded<MAX_NAME_BYTES>;
 
 /// A size: a whole number, not negative.
 pub struct Count;
@@ -124,9 +119,10 @@ impl Kind for Unit {
     type Value = f64;
     const COLUMN: &'static str = "Float64";
     fn read(value: Value) -> Result<Option<f64>, Refusal> {
-        let v = number(value)?;
-        check_range(v, 0.0, 1.0).map_err(Refusal::Invalid)?;
-        Ok(Some(v))
+        let score = number(value)?;
+        check_range(score, 0.0, 1.0)
+            .map(|()| Some(score))
+            .map_err(Refusal::Invalid)
     }
 }
 
@@ -226,10 +222,10 @@ impl Kind for Label {
     type Value = String;
     const COLUMN: &'static str = "String";
     fn read(value: Value) -> Result<Option<String>, Refusal> {
-        match value {
-            Value::String(s) => bounded(s, MAX_NAME_BYTES).map(Some),
-            _ => Ok(None),
-        }
+        let Value::String(label) = value else {
+            return Ok(None);
+        };
+        bounded(label, MAX_NAME_BYTES).map(Some)
     }
     fn show(value: Option<&String>) -> Option<Value> {
         value.cloned().map(Value::String)

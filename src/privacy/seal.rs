@@ -273,25 +273,19 @@ mod tests {
     fn a_sealed_value_copied_to_another_owner_does_not_open() {
         let sealer = sealer();
         let sealed = sealer.seal("card 4111 declined", OWNER).unwrap();
-        for other in [
-            Owner {
-                mcp_id: "evil_mcp_001",
-                ..OWNER
-            },
-            Owner {
-                interaction_id: "int_2",
-                ..OWNER
-            },
-            Owner {
-                field: "error_message",
-                ..OWNER
-            },
-        ] {
-            assert_eq!(
-                sealer.unseal(&sealed, other),
-                Some(Unsealed::Erased),
-                "{other:?}"
-            );
+        let others = [
+            ("evil_mcp_001", "int_1", "parameters"),
+            ("ocr_mcp_001", "int_2", "parameters"),
+            ("ocr_mcp_001", "int_1", "error_message"),
+        ];
+        for (mcp_id, interaction_id, field) in others {
+            let other = Owner {
+                mcp_id,
+                interaction_id,
+                field,
+            };
+            let opened = sealer.unseal(&sealed, other);
+            assert_eq!(opened, Some(Unsealed::Erased), "{other:?}");
         }
     }
 

@@ -20,11 +20,9 @@ use serde_json::json;
 use crate::controller::metrics::Metrics;
 use crate::controller::prober::Prober;
 use crate::controller::status::ReportingSettings;
-use crate::ingest::auth::{KeyRing, ReaderTokens};
+use crate::ingest::assemble::IngestParts;
 use crate::ingest::state::RegistrationsView;
-use crate::ingest::{IngestConfig, IngestError};
-use crate::store::retention::RetentionDays;
-use crate::store::InteractionStore;
+use crate::ingest::IngestError;
 use ports::Shared;
 use registrations::Registrations;
 use registry::{write_private, Registry};
@@ -84,10 +82,7 @@ pub async fn run_from_args(
     let config = StandaloneConfig {
         registrations: args.registrations.clone(),
         data_dir: args.ingest.data_dir.clone(),
-        ingest: parts.config,
-        store: parts.store,
-        keys: parts.keys,
-        readers: parts.readers,
+        ingest: parts,
         reporting: args
             .registry
             .reporting(args.interaction_log_endpoint.clone().unwrap_or_default()),
@@ -96,9 +91,9 @@ pub async fn run_from_args(
         poll_interval: Duration::from_millis(args.poll_interval_ms.max(100)),
         probe_concurrency: args.registry.probe_concurrency,
         allow_link_local_probes: args.registry.allow_link_local_probes,
-        retention: parts.retention_days,
     };
-    Ok((start(config, shutdown).await?, parts.store_name))
+    let store_name = config.ingest.store_name.clone();
+    Ok((start(config, shutdown).await?, store_name))
 }
 
 pub struct StandaloneConfig {
@@ -106,11 +101,8 @@ pub struct StandaloneConfig {
     pub registrations: PathBuf,
     /// IDs, keys (`keys/<namespace>/<name>-mcp-key`), status files (`status/`), the routing table.
     pub data_dir: PathBuf,
-    /// The ingest server; its router and registrations view are fed from here.
-    pub ingest: IngestConfig,
-    pub store: Arc<dyn InteractionStore>,
-    pub keys: Arc<KeyRing>,
-    pub readers: Arc<ReaderTokens>,
+    /// The ingest server, assembled; its router, keys and registrations view are fed from here.
+    pub ingest: IngestParts,
     /// What MCPs are told through status; an empty endpoint means "this ingest server".
     pub reporting: ReportingSettings,
     pub routing_interval: Duration,
@@ -120,7 +112,6 @@ pub struct StandaloneConfig {
     pub probe_concurrency: usize,
     /// Let probes reach link-local addresses (cloud metadata services live there).
     pub allow_link_local_probes: bool,
-    pub retention: Arc<RetentionDays>,
 }
 
 pub struct RunningStandalone {
@@ -137,17 +128,21 @@ pub async fn start(
     let StandaloneConfig {
         registrations: manifest_dir,
         data_dir,
-        ingest: mut ingest_config,
-        store,
-        keys,
-        readers,
+        ingest:
+            IngestParts {
+                config: mut ingest_config,
+                store,
+                keys,
+                readers,
+                retention_days: retention,
+                ..
+            },
         mut reporting,
         routing_interval,
         routing_window,
         poll_interval,
         probe_concurrency,
         allow_link_local_probes,
-        retention,
     } = config;
     let metrics = Arc::new(Metrics::new()?);
     metrics.leader.set(1);

@@ -389,13 +389,19 @@ mod tests {
         )
     }
 
-    #[tokio::test]
-    async fn damaged_records_are_passed_over_reported_and_no_longer_counted() {
-        let d = dir("damaged");
-        let (spool, mut reader) = Spool::open(config(&d)).unwrap();
-        for i in 0..60 {
+    /// A spool in a fresh directory named for the test, holding `n` events one by one.
+    async fn spool_with(tag: &str, n: usize) -> (PathBuf, Spool, SpoolReader) {
+        let d = dir(tag);
+        let (spool, reader) = Spool::open(config(&d)).unwrap();
+        for i in 0..n {
             spool.append(vec![event(i)]).await.unwrap();
         }
+        (d, spool, reader)
+    }
+
+    #[tokio::test]
+    async fn damaged_records_are_passed_over_reported_and_no_longer_counted() {
+        let (d, spool, mut reader) = spool_with("damaged", 60).await;
         let all = segments(&d).unwrap();
         assert!(all.len() >= 3, "{all:?}");
         // Damage on disk: one byte of the first record's payload in the first segment.
@@ -456,11 +462,7 @@ mod tests {
     #[tokio::test]
     async fn spool_files_are_readable_by_their_owner_only() {
         use std::os::unix::fs::PermissionsExt;
-        let d = dir("private");
-        let (spool, mut reader) = Spool::open(config(&d)).unwrap();
-        for i in 0..40 {
-            spool.append(vec![event(i)]).await.unwrap();
-        }
+        let (d, _spool, mut reader) = spool_with("private", 40).await;
         let (events, next) = reader.read_batch(100).unwrap();
         let bytes = SpoolReader::framed_size(&events);
         reader.commit(next, events.len() as u64, bytes).unwrap();
