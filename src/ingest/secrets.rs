@@ -160,7 +160,6 @@ pub async fn watch_reader_tokens(client: Client, namespace: String, readers: Arc
         reader_token,
         id,
         readers.ring(),
-        |_, _| {},
     )
     .await
 }
@@ -173,7 +172,6 @@ async fn watch_labelled(
     extract: fn(&Secret) -> Option<(String, String)>,
     id_of: impl Fn(&Secret) -> Option<String>,
     ring: &KeyRing,
-    on_change: impl Fn(&Secret, bool),
 ) {
     let api: Api<Secret> = match &namespace {
         Some(ns) => Api::namespaced(client, ns),
@@ -187,7 +185,6 @@ async fn watch_labelled(
         match event {
             Ok(Event::Init) => seen_in_relist.clear(),
             Ok(Event::InitApply(secret)) | Ok(Event::Apply(secret)) => {
-                on_change(&secret, false);
                 if let Some((id, key)) = extract(&secret) {
                     ring.set(&id, &key);
                     seen_in_relist.insert(id.clone());
@@ -210,7 +207,6 @@ async fn watch_labelled(
                 );
             }
             Ok(Event::Delete(secret)) => {
-                on_change(&secret, true);
                 if let Some(id) = id_of(&secret) {
                     ring.remove(&id);
                     known.remove(&id);
