@@ -24,8 +24,18 @@ async fn eventually(what: &str, check: impl Fn() -> bool) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keys_follow_the_credentials_secrets() {
+/// The test API server, the controller, the ingest server's key watch, and a registration
+/// `ocr` that is Ready (its key Secret written).
+struct World {
+    server: fake_apiserver::FakeApiServer,
+    _mcp: FakeMcp,
+    _controller: RunningController,
+    keys: Arc<KeyRing>,
+    retention: Arc<mcp_coordinator::store::retention::RetentionDays>,
+    api: Api<MCPRegistration>,
+}
+
+async fn registered_ocr() -> World {
     let server = api_server().await;
     let mcp = FakeMcp::start().await;
     let _controller = start_controller(&server);
@@ -38,7 +48,6 @@ async fn keys_follow_the_credentials_secrets() {
         retention.clone(),
         Default::default(),
     ));
-
     let api: Api<MCPRegistration> = Api::namespaced(client(&server), "default");
     api.create(&PostParams::default(), &registration("ocr", &mcp.url(), ""))
         .await
@@ -47,6 +56,26 @@ async fn keys_follow_the_credentials_secrets() {
         phase(r) == Some(Phase::Ready)
     })
     .await;
+    World {
+        server,
+        _mcp: mcp,
+        _controller,
+        keys,
+        retention,
+        api,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_follow_the_credentials_secrets() {
+    let World {
+        server,
+        _controller,
+        keys,
+        retention,
+        api,
+        ..
+    } = registered_ocr().await;
     let secrets: Api<Secret> = Api::namespaced(client(&server), "default");
     let key_of = |s: Secret| String::from_utf8(s.data.unwrap()["api-key"].0.clone()).unwrap();
     let key = key_of(secrets.get("ocr-mcp-key").await.unwrap());
@@ -137,26 +166,13 @@ async fn reader_tokens_follow_their_secrets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_labelled_secret_the_controller_does_not_own_mints_no_key_and_revokes_none() {
-    let server = api_server().await;
-    let mcp = FakeMcp::start().await;
-    let _controller = start_controller(&server);
-    let keys = Arc::new(KeyRing::default());
-    let retention = Arc::new(mcp_coordinator::store::retention::RetentionDays::default());
-    tokio::spawn(mcp_coordinator::ingest::secrets::watch(
-        client(&server),
-        None,
-        keys.clone(),
-        retention.clone(),
-        Default::default(),
-    ));
-    let api: Api<MCPRegistration> = Api::namespaced(client(&server), "default");
-    api.create(&PostParams::default(), &registration("ocr", &mcp.url(), ""))
-        .await
-        .unwrap();
-    wait_for(&api, "ocr", Duration::from_secs(20), "Ready", |r| {
-        phase(r) == Some(Phase::Ready)
-    })
-    .await;
+    let World {
+        server,
+        _controller,
+        keys,
+        retention,
+        ..
+    } = registered_ocr().await;
     let secrets: Api<Secret> = Api::namespaced(client(&server), "default");
     let real = secrets.get("ocr-mcp-key").await.unwrap();
     let real_key = String::from_utf8(real.data.unwrap()["api-key"].0.clone()).unwrap();
