@@ -57,9 +57,9 @@ pub const API_CALLS: &[ApiPermission] = &[
     ApiPermission {
         group: "events.k8s.io",
         resource: "events",
-        verbs: &["create", "patch"],
+        verbs: &["create"],
         component: "controller",
-        why: "Events on registrations (the recorder patches event series)",
+        why: "Events on registration transitions (each its own Event)",
     },
     ApiPermission {
         group: "mcp.coordinator.dev",

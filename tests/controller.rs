@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
+use mcp_coordinator::controller::ids;
 use mcp_coordinator::crd::{MCPRegistration, Phase, CREDENTIALS_LABEL, MCP_ID_LABEL};
 use serde_json::json;
 
@@ -244,12 +245,8 @@ async fn delete_and_recreate_gets_a_new_id_and_cleans_up() {
         "key Secret removed"
     );
     let ledger: Api<ConfigMap> = Api::namespaced(c.clone(), STATE_NAMESPACE);
-    let data = ledger
-        .get("mcp-coordinator-ids")
-        .await
-        .unwrap()
-        .data
-        .unwrap();
+    let shard = ids::shard_name("mcp-coordinator-ids", ids::shard_of("ocr_workflow"));
+    let data = ledger.get(&shard).await.unwrap().data.unwrap();
     assert!(
         !data.contains_key(&format!("uid.{first_uid}")),
         "ID retired from the ledger"
@@ -289,6 +286,53 @@ async fn ids_survive_a_controller_restart() {
     let _second = start_controller(&server);
     let after = wait_for(&api, "keep", WAIT, "Ready", ready).await;
     assert_eq!(after.status.unwrap().mcp_id, before.status.unwrap().mcp_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_from_before_sharding_keeps_counting_and_edits_keep_ids() {
+    let server = api_server().await;
+    let mcp = FakeMcp::start().await;
+    let c = client(&server);
+    let ledger: Api<ConfigMap> = Api::namespaced(c.clone(), STATE_NAMESPACE);
+    // One ConfigMap, as earlier versions kept it: `ocr_workflow` already issued 41 IDs.
+    let old: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "mcp-coordinator-ids", "namespace": STATE_NAMESPACE},
+        "data": {"next.ocr_workflow": "42", "uid.gone": "ocr_workflow_mcp_041"},
+    }))
+    .unwrap();
+    ledger.create(&PostParams::default(), &old).await.unwrap();
+    let first = start_controller(&server);
+    let api: Api<MCPRegistration> = Api::namespaced(c.clone(), "default");
+    api.create(&PostParams::default(), &registration("ocr", &mcp.url(), ""))
+        .await
+        .unwrap();
+    let reg = wait_for(&api, "ocr", WAIT, "Ready", ready).await;
+    let id = reg.status.unwrap().mcp_id.unwrap();
+    assert_eq!(
+        id, "ocr_workflow_mcp_042",
+        "no number of the old ledger is issued again"
+    );
+
+    // Changing the type changes the prefix, not the ID the MCP already reports under; a fresh
+    // controller (nothing remembered in memory) must find it in the ledger.
+    first.stop().await;
+    let retype = json!({"spec": {"type": "tool"}});
+    api.patch("ocr", &PatchParams::default(), &Patch::Merge(&retype))
+        .await
+        .unwrap();
+    let _second = start_controller(&server);
+    let edited = wait_for(&api, "ocr", WAIT, "observing the edit", |r| {
+        r.status.as_ref().and_then(|s| s.observed_generation) == Some(2)
+    })
+    .await;
+    assert_eq!(edited.status.unwrap().mcp_id.as_deref(), Some(id.as_str()));
+    let shard = ids::shard_name("mcp-coordinator-ids", ids::shard_of("ocr_tool"));
+    let new_prefix_shard = ledger.get_opt(&shard).await.unwrap();
+    assert!(
+        new_prefix_shard
+            .is_none_or(|cm| !cm.data.unwrap_or_default().contains_key("next.ocr_tool")),
+        "no ID was spent under the new prefix"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,8 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("MCP ID allocation in ConfigMap {ledger} did not settle after {attempts} attempts (concurrent writers)")]
     IdLedgerContention { ledger: String, attempts: u32 },
+    #[error("MCP ID ledger shard ConfigMap {ledger} would grow to {bytes} bytes, past what one object may hold; this many registrations share one name and type across namespaces: give new ones another name")]
+    IdLedgerFull { ledger: String, bytes: usize },
     #[error("MCP ID ledger ConfigMap {ledger} holds an unreadable counter {key}={value:?}; fix or remove that entry")]
     IdLedgerCorrupt {
         ledger: String,
@@ -33,7 +35,9 @@ impl Error {
             Error::Kube(kube::Error::Api(status)) if status.code == 409 => "conflict",
             Error::Kube(kube::Error::Api(_)) => "api",
             Error::Kube(_) => "transport",
-            Error::IdLedgerContention { .. } | Error::IdLedgerCorrupt { .. } => "id_ledger",
+            Error::IdLedgerContention { .. }
+            | Error::IdLedgerCorrupt { .. }
+            | Error::IdLedgerFull { .. } => "id_ledger",
             Error::Randomness(_) => "randomness",
             Error::ForeignSecret { .. } => "foreign_secret",
             Error::MissingNamespace(_) | Error::MissingUid(_) => "malformed_object",

@@ -1,22 +1,37 @@
 //! MCP IDs: `<name>_<type>_mcp_<NNN>`, in the seed's style (`ocr_workflow_mcp_001`).
 //!
-//! The ledger is one ConfigMap. It keeps a counter per prefix that only ever grows, so an ID is never
-//! issued twice, even after its registration is deleted (logs of a deleted MCP must never mix with a
-//! new one), and the ID of every live registration keyed by the registration's UID, so IDs survive
-//! controller restarts. Writes carry the resourceVersion they read, so two controller replicas racing
-//! for the same counter cannot both win; inside one process a mutex keeps the replicas of this
-//! process from conflicting with themselves.
+//! The ledger keeps a counter per prefix that only ever grows, so an ID is never issued twice,
+//! even after its registration is deleted (logs of a deleted MCP must never mix with a new one),
+//! and the ID of every live registration keyed by the registration's UID, so IDs survive
+//! controller restarts.
+//!
+//! It is split into [`SHARDS`] ConfigMaps (`<ledger>-<shard>`, created when first needed); a
+//! prefix's counter and the UIDs holding its IDs always live in the shard its name hashes to, so
+//! every decision about a prefix is made on one object. A write costs the size of one shard, not
+//! of the fleet, and unrelated prefixes never wait for each other. Writes carry the
+//! resourceVersion they read, so two controller replicas racing for the same counter cannot both
+//! win; each process keeps the last copy of each shard it saw and reads it again only after
+//! losing such a race. A ledger from before sharding (one ConfigMap named `<ledger>`) is read once
+//! and its entries carried into each shard when that shard is first created.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex as SyncMutex, PoisonError};
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ObjectMeta, PostParams};
 use kube::Api;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OnceCell};
 
 use super::error::{Error, Result};
 
 const MAX_ATTEMPTS: u32 = 20;
+
+/// Number of ledger shards. Fixed for good: a prefix's shard must never move.
+pub const SHARDS: usize = 256;
+
+/// A shard refuses entries past this size, well below Kubernetes' 1 MiB object limit, with an
+/// error that says so instead of the API server's.
+pub const MAX_SHARD_BYTES: usize = 900 * 1024;
 
 /// The prefix an ID is counted under: the registration's name and type, lower-case, `_`-separated.
 /// A name that already ends in its type (`ocr-workflow` of type `workflow`) is not repeated.
@@ -56,6 +71,51 @@ pub fn id_prefix(name: &str, mcp_type: &str) -> String {
 /// distinct (prefix, n) pairs can never yield the same ID.
 pub fn format_id(prefix: &str, n: u64) -> String {
     format!("{prefix}_mcp_{n:03}")
+}
+
+/// The shard holding `prefix`'s counter and IDs. FNV-1a, so it is the same in every version and
+/// on every platform.
+pub fn shard_of(prefix: &str) -> usize {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in prefix.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash % SHARDS as u64) as usize
+}
+
+/// The ConfigMap of one shard of the ledger `ledger`.
+pub fn shard_name(ledger: &str, shard: usize) -> String {
+    format!("{ledger}-{shard:02x}")
+}
+
+/// The prefix an ID was issued under (the text before its last `_mcp_<digits>`).
+pub fn prefix_of_id(id: &str) -> Option<&str> {
+    let (prefix, number) = id.rsplit_once("_mcp_")?;
+    let valid =
+        !prefix.is_empty() && !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit());
+    valid.then_some(prefix)
+}
+
+/// The entries of a ledger from before sharding that belong in `shard`.
+pub fn legacy_entries(legacy: &BTreeMap<String, String>, shard: usize) -> BTreeMap<String, String> {
+    legacy
+        .iter()
+        .filter(|(key, value)| {
+            if let Some(prefix) = key.strip_prefix("next.") {
+                shard_of(prefix) == shard
+            } else if key.starts_with("uid.") {
+                prefix_of_id(value).is_some_and(|p| shard_of(p) == shard)
+            } else {
+                false
+            }
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+fn data_bytes(data: &BTreeMap<String, String>) -> usize {
+    data.iter().map(|(k, v)| k.len() + v.len()).sum()
 }
 
 fn counter_key(prefix: &str) -> String {
@@ -113,14 +173,18 @@ fn parse_number(id: &str, prefix: &str) -> Option<u64> {
     id.strip_prefix(prefix)?.strip_prefix("_mcp_")?.parse().ok()
 }
 
-/// Allocates and retires IDs in the ledger ConfigMap.
+/// Allocates and retires IDs in the ledger's shards.
 pub struct IdLedger {
     api: Api<ConfigMap>,
     name: String,
-    lock: Mutex<()>,
+    /// The last copy of each shard this process read or wrote (`None`: read it first). Holding a
+    /// shard's lock serializes this process's changes to it.
+    shards: Vec<Mutex<Option<ConfigMap>>>,
+    /// The entries of a ledger from before sharding, read once.
+    legacy: OnceCell<BTreeMap<String, String>>,
     /// uid → ID pairs already confirmed by the ledger. A live registration's ID never changes,
     /// so these stay true and spare a ledger read on every reconcile.
-    confirmed: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    confirmed: SyncMutex<HashMap<String, String>>,
 }
 
 impl IdLedger {
@@ -128,7 +192,8 @@ impl IdLedger {
         Self {
             api,
             name: name.into(),
-            lock: Mutex::new(()),
+            shards: (0..SHARDS).map(|_| Mutex::new(None)).collect(),
+            legacy: OnceCell::new(),
             confirmed: Default::default(),
         }
     }
@@ -138,43 +203,90 @@ impl IdLedger {
         if let Some(id) = self.confirmed_id(uid) {
             return Ok(id);
         }
+        // A registration whose name or type no longer gives the prefix of the ID it holds (its
+        // type was edited) keeps that ID: it is recorded in the old prefix's shard.
+        if let Some(old) = known.and_then(prefix_of_id).filter(|old| *old != prefix) {
+            let held = self
+                .update(shard_of(old), |data| {
+                    Ok((data.get(&uid_key(uid)).cloned(), false))
+                })
+                .await?;
+            if let Some(id) = held {
+                self.confirm(uid, &id);
+                return Ok(id);
+            }
+        }
+        let shard = shard_of(prefix);
+        let shard_cm = shard_name(&self.name, shard);
         let id = self
-            .update(|data| allocate(data, uid, prefix, known, &self.name))
+            .update(shard, |data| allocate(data, uid, prefix, known, &shard_cm))
             .await?;
         self.confirm(uid, &id);
         Ok(id)
     }
 
-    /// Forgets the registration's ID; its counter stays, so the number is never issued again.
-    pub async fn retire(&self, uid: &str) -> Result<()> {
-        self.confirmed
+    /// Forgets the registration's ID (its counter stays, so the number is never issued again),
+    /// looking in the shards of `prefixes` and of the ID this process confirmed.
+    pub async fn retire<'p>(
+        &self,
+        uid: &str,
+        prefixes: impl IntoIterator<Item = &'p str>,
+    ) -> Result<()> {
+        let confirmed = self
+            .confirmed
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
             .remove(uid);
-        self.update(|data| Ok(((), release(data, uid)))).await
+        let mut shards: Vec<usize> = prefixes.into_iter().map(shard_of).collect();
+        shards.extend(confirmed.as_deref().and_then(prefix_of_id).map(shard_of));
+        shards.sort_unstable();
+        shards.dedup();
+        for shard in shards {
+            self.update(shard, |data| Ok(((), release(data, uid))))
+                .await?;
+        }
+        Ok(())
     }
 
-    /// Read-modify-write of the ledger's data, retried on conflicting writes. `change` returns its
+    /// Read-modify-write of one shard's data, retried on conflicting writes. `change` returns its
     /// result and whether it changed the data (no write otherwise).
     async fn update<T>(
         &self,
+        shard: usize,
         change: impl Fn(&mut BTreeMap<String, String>) -> Result<(T, bool)>,
     ) -> Result<T> {
-        let _serialized = self.lock.lock().await;
+        let name = shard_name(&self.name, shard);
+        let mut cached = self.shards[shard].lock().await;
         for _ in 0..MAX_ATTEMPTS {
-            let mut ledger = self.load().await?;
-            let (result, changed) = change(ledger.data.get_or_insert_with(BTreeMap::new))?;
+            // A failed or lost write leaves nothing cached, so the next attempt reads afresh.
+            let mut ledger = match cached.take() {
+                Some(ledger) => ledger,
+                None => self.load(&name, shard).await?,
+            };
+            let data = ledger.data.get_or_insert_with(BTreeMap::new);
+            let (result, changed) = change(data)?;
             if !changed {
+                *cached = Some(ledger);
                 return Ok(result);
             }
-            match self.store(&ledger).await {
-                Ok(()) => return Ok(result),
+            let bytes = data_bytes(data);
+            if bytes > MAX_SHARD_BYTES {
+                return Err(Error::IdLedgerFull {
+                    ledger: name,
+                    bytes,
+                });
+            }
+            match self.store(&name, &ledger).await {
+                Ok(stored) => {
+                    *cached = Some(stored);
+                    return Ok(result);
+                }
                 Err(kube::Error::Api(s)) if s.code == 409 => continue,
                 Err(e) => return Err(e.into()),
             }
         }
         Err(Error::IdLedgerContention {
-            ledger: self.name.clone(),
+            ledger: name,
             attempts: MAX_ATTEMPTS,
         })
     }
@@ -182,7 +294,7 @@ impl IdLedger {
     fn confirmed_id(&self, uid: &str) -> Option<String> {
         self.confirmed
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
             .get(uid)
             .cloned()
     }
@@ -190,42 +302,48 @@ impl IdLedger {
     fn confirm(&self, uid: &str, id: &str) {
         self.confirmed
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
             .insert(uid.to_string(), id.to_string());
     }
 
-    async fn load(&self) -> Result<ConfigMap> {
-        match self.api.get_opt(&self.name).await? {
-            Some(cm) => Ok(cm),
-            None => Ok(ConfigMap {
-                metadata: ObjectMeta {
-                    name: Some(self.name.clone()),
-                    labels: Some(BTreeMap::from([(
-                        "app.kubernetes.io/managed-by".to_string(),
-                        "mcp-coordinator".to_string(),
-                    )])),
-                    annotations: Some(BTreeMap::from([(
-                        crate::crd::PURPOSE_ANNOTATION.to_string(),
-                        "MCP ID ledger: do not edit or delete, IDs could be issued twice"
-                            .to_string(),
-                    )])),
-                    ..Default::default()
-                },
-                ..Default::default()
-            }),
+    /// A shard as stored, or a new one seeded from the ledger of before sharding.
+    async fn load(&self, name: &str, shard: usize) -> Result<ConfigMap> {
+        if let Some(existing) = self.api.get_opt(name).await? {
+            return Ok(existing);
         }
+        let legacy = self
+            .legacy
+            .get_or_try_init(|| async {
+                let old = self.api.get_opt(&self.name).await?;
+                Ok::<_, Error>(old.and_then(|cm| cm.data).unwrap_or_default())
+            })
+            .await?;
+        Ok(ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.to_string()),
+                labels: Some(BTreeMap::from([(
+                    "app.kubernetes.io/managed-by".to_string(),
+                    "mcp-coordinator".to_string(),
+                )])),
+                annotations: Some(BTreeMap::from([(
+                    crate::crd::PURPOSE_ANNOTATION.to_string(),
+                    "MCP ID ledger shard: do not edit or delete, IDs could be issued twice"
+                        .to_string(),
+                )])),
+                ..Default::default()
+            },
+            data: Some(legacy_entries(legacy, shard)),
+            ..Default::default()
+        })
     }
 
-    async fn store(&self, ledger: &ConfigMap) -> Result<(), kube::Error> {
+    async fn store(&self, name: &str, ledger: &ConfigMap) -> Result<ConfigMap, kube::Error> {
         let params = PostParams::default();
         if ledger.metadata.resource_version.is_some() {
-            self.api
-                .replace(&self.name, &params, ledger)
-                .await
-                .map(drop)
+            self.api.replace(name, &params, ledger).await
         } else {
             // A concurrent creator makes this 409 AlreadyExists, which retries like a stale write.
-            self.api.create(&params, ledger).await.map(drop)
+            self.api.create(&params, ledger).await
         }
     }
 }
@@ -282,6 +400,65 @@ mod tests {
         // A status copied from another registration does not make two share an ID.
         let (c, _) = allocate(&mut data, "u3", "x_tool", Some(&a), "l").unwrap();
         assert_eq!(c, "x_tool_mcp_009");
+    }
+
+    #[test]
+    fn shards_are_stable_and_spread() {
+        // Fixed forever: a prefix moving to another shard would restart its counter.
+        assert_eq!(shard_of("ocr_workflow"), shard_of("ocr_workflow"));
+        assert_eq!(
+            shard_name("mcp-coordinator-ids", 5),
+            "mcp-coordinator-ids-05"
+        );
+        let used: std::collections::HashSet<usize> = (0..10_000)
+            .map(|i| shard_of(&format!("mcp_{i}_tool")))
+            .collect();
+        assert_eq!(used.len(), SHARDS, "10,000 prefixes reach every shard");
+        let mut per_shard = vec![0usize; SHARDS];
+        for i in 0..10_000 {
+            per_shard[shard_of(&format!("mcp_{i}_tool"))] += 1;
+        }
+        let fullest = per_shard.iter().max().copied().unwrap_or(0);
+        assert!(
+            fullest < 80,
+            "no shard takes far more than its share: {fullest}"
+        );
+    }
+
+    #[test]
+    fn an_id_names_its_prefix() {
+        assert_eq!(prefix_of_id("ocr_workflow_mcp_001"), Some("ocr_workflow"));
+        assert_eq!(prefix_of_id("a_mcp_b_tool_mcp_12"), Some("a_mcp_b_tool"));
+        assert_eq!(prefix_of_id("ocr_workflow_mcp_"), None);
+        assert_eq!(prefix_of_id("ocr_workflow_mcp_x1"), None);
+        assert_eq!(prefix_of_id("_mcp_1"), None);
+    }
+
+    #[test]
+    fn a_ledger_from_before_sharding_splits_without_losing_an_entry() {
+        let mut legacy = BTreeMap::new();
+        for i in 0..500 {
+            let prefix = format!("p{i}_tool");
+            allocate(&mut legacy, &format!("u{i}"), &prefix, None, "old").unwrap();
+            allocate(&mut legacy, &format!("v{i}"), &prefix, None, "old").unwrap();
+        }
+        legacy.insert("uid.broken".into(), "not-an-id".into());
+        let mut carried = BTreeMap::new();
+        for shard in 0..SHARDS {
+            let part = legacy_entries(&legacy, shard);
+            for key in part.keys() {
+                if let Some(prefix) = key.strip_prefix("next.") {
+                    assert_eq!(shard_of(prefix), shard);
+                }
+            }
+            carried.extend(part);
+        }
+        legacy.remove("uid.broken");
+        assert_eq!(carried, legacy);
+        // Counting goes on where the old ledger stopped.
+        let mut shard = legacy_entries(&legacy, shard_of("p7_tool"));
+        let (id, _) = allocate(&mut shard, "new", "p7_tool", None, "s").unwrap();
+        assert_eq!(id, "p7_tool_mcp_003");
     }
 
     #[test]

@@ -121,20 +121,22 @@ impl Metrics {
         }
     }
 
+    /// Moves the registration between phase counts: constant work per call, whatever the fleet.
     fn set_phase(&self, key: ObjectRef<MCPRegistration>, phase: Option<Phase>) {
+        // The lock spans the gauge updates, so concurrent moves never leave a count off by one.
         let mut phases = self.phases.lock().unwrap_or_else(PoisonError::into_inner);
-        match phase {
+        let before = match phase {
             Some(p) => phases.insert(key, p),
             None => phases.remove(&key),
         };
-        let mut counts: HashMap<Phase, i64> = Phase::ALL.iter().map(|p| (*p, 0)).collect();
-        for p in phases.values() {
-            *counts.entry(*p).or_default() += 1;
+        if before == phase {
+            return;
         }
-        for (phase, n) in counts {
-            self.registrations
-                .with_label_values(&[phase.as_str()])
-                .set(n);
+        if let Some(old) = before {
+            self.registrations.with_label_values(&[old.as_str()]).dec();
+        }
+        if let Some(new) = phase {
+            self.registrations.with_label_values(&[new.as_str()]).inc();
         }
     }
 

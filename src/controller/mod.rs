@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod error;
+pub mod events;
 pub mod health;
 pub mod ids;
 pub mod keys;
@@ -26,7 +27,7 @@ use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client};
@@ -78,7 +79,7 @@ pub struct Context {
     pub settings: Settings,
     pub ids: IdLedger,
     pub prober: Arc<Prober>,
-    pub recorder: Recorder,
+    pub events: events::Events,
     pub metrics: Arc<Metrics>,
     /// Logged performance by MCP ID, refreshed by the routing loop.
     pub performance: routing::PerformanceBoard,
@@ -163,7 +164,7 @@ pub async fn run(
     };
     let context = Arc::new(Context {
         ids: IdLedger::new(ledger_api, settings.id_ledger_name.clone()),
-        recorder: Recorder::new(client.clone(), reporter),
+        events: events::Events::new(client.clone(), reporter),
         client,
         prober,
         metrics,

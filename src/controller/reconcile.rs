@@ -13,6 +13,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use super::error::{Error, Result};
+use super::ids::{id_prefix, prefix_of_id};
 use super::keys::{self, KeyAction};
 use super::probe::ProbeTarget;
 use super::register::{register, Ports, Step};
@@ -176,7 +177,11 @@ async fn cleanup(
         return Ok(Action::await_change());
     };
     delete_own_key_secret(ctx, reg, namespace, uid).await?;
-    ctx.ids.retire(uid).await?;
+    let prefix = id_prefix(&reg.name_any(), &reg.spec.mcp_type);
+    let issued_under = mcp_id.and_then(prefix_of_id);
+    ctx.ids
+        .retire(uid, std::iter::once(prefix.as_str()).chain(issued_under))
+        .await?;
     let patch: json_patch::Patch = serde_json::from_value(json!([
         {"op": "test", "path": format!("/metadata/finalizers/{index}"), "value": FINALIZER},
         {"op": "remove", "path": format!("/metadata/finalizers/{index}")},
@@ -417,7 +422,5 @@ async fn publish(
         action: "Reconcile".into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &reg.event_reference()).await {
-        tracing::warn!(error = %e, reason, registration = %reg.name_any(), "could not publish event");
-    }
+    ctx.events.publish(reg, &event).await;
 }

@@ -15,6 +15,9 @@ use serde_json::json;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::status::routing_status;
+
+/// A routing table larger than this is not written: Kubernetes refuses objects over 1 MiB.
+const MAX_TABLE_BYTES: usize = 900 * 1024;
 use super::{Context, MANAGER};
 use crate::api_client::{ApiClient, ApiClientError};
 use crate::crd::MCPRegistration;
@@ -265,7 +268,19 @@ async fn write_table(
     table: &RoutingTable,
 ) -> Result<(), kube::Error> {
     let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
-    let text = serde_json::to_string_pretty(table).map_err(kube::Error::SerdeError)?;
+    let mut text = serde_json::to_string_pretty(table).map_err(kube::Error::SerdeError)?;
+    if text.len() > MAX_TABLE_BYTES {
+        text = serde_json::to_string(table).map_err(kube::Error::SerdeError)?;
+    }
+    if text.len() > MAX_TABLE_BYTES {
+        // The API server would refuse it; keep the last table instead of failing every round.
+        tracing::warn!(
+            namespace,
+            bytes = text.len(),
+            "the routing table is larger than a ConfigMap may hold and was not written; run the ingest server with --routes-from-registrations to route from the registrations themselves"
+        );
+        return Ok(());
+    }
     let patch = json!({
         "apiVersion": "v1",
         "kind": "ConfigMap",

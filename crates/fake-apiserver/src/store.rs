@@ -57,7 +57,7 @@ struct Inner {
 pub struct Store {
     inner: Mutex<Inner>,
     /// Every (verb, group, resource) clients used, for checking RBAC rules against real usage.
-    calls: Mutex<BTreeSet<(String, String, String)>>,
+    calls: Mutex<BTreeMap<(String, String, String), u64>>,
     changes: broadcast::Sender<Arc<Change>>,
     /// While set, new requests wait (a test's way to make the API server stop answering).
     stalled: std::sync::atomic::AtomicBool,
@@ -91,7 +91,9 @@ impl Store {
         self.calls
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert((verb.to_string(), group.to_string(), resource.to_string()));
+            .entry((verb.to_string(), group.to_string(), resource.to_string()))
+            .and_modify(|n| *n += 1)
+            .or_insert(1);
     }
 
     /// Makes new requests wait until `stall(false)` (requests already answered are not affected).
@@ -116,7 +118,20 @@ impl Store {
         self.calls
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// How many requests used `verb` on `resource` (as RBAC names it, e.g. `mcpregistrations/status`).
+    pub fn call_count(&self, verb: &str, resource: &str) -> u64 {
+        self.calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|((v, _, r), _)| v == verb && r == resource)
+            .map(|(_, n)| n)
+            .sum()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
