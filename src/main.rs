@@ -48,10 +48,17 @@ fn init_tracing(format: &str) {
 }
 
 async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
-    let settings = args.settings()?;
-    let client = kube::Client::try_default()
+    let mut settings = args.settings()?;
+    let config = kube::Config::infer()
         .await
         .context("no Kubernetes configuration found: set KUBECONFIG or run inside a cluster")?;
+    if !args.allow_api_server_probes {
+        settings.probe_policy = settings
+            .probe_policy
+            .refusing_api_server(&config.cluster_url.to_string());
+    }
+    let client = kube::Client::try_from(config)
+        .context("cannot build a Kubernetes client from the configuration found")?;
     let metrics = Arc::new(Metrics::new().context("could not register metrics")?);
     let ready = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -578,6 +578,29 @@ async fn controller_serves_its_metrics() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_do_not_go_to_the_api_server() {
+    let server = api_server().await;
+    let _controller = start_controller(&server);
+    let api: Api<MCPRegistration> = Api::namespaced(client(&server), "default");
+    // A registration aiming the controller's probes at the API server itself.
+    api.create(
+        &PostParams::default(),
+        &registration("apiserver", &server.url(), ""),
+    )
+    .await
+    .unwrap();
+    let refused = wait_for(&api, "apiserver", WAIT, "refused as the API server", |r| {
+        r.status
+            .as_ref()
+            .and_then(|s| s.health.as_ref())
+            .and_then(|h| h.last_error.as_deref())
+            .is_some_and(|e| e.contains("API server"))
+    })
+    .await;
+    assert_ne!(phase(&refused), Some(Phase::Ready));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probes_do_not_go_to_link_local_addresses() {
     let server = api_server().await;
     let _controller = start_controller(&server);

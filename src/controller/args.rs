@@ -60,6 +60,10 @@ pub struct ControllerArgs {
     /// Reconcile every registration at least this often, in seconds.
     #[arg(long, default_value_t = 300)]
     pub resync_seconds: u64,
+    /// Let health probes reach the Kubernetes API server's own address (refused by default: a
+    /// registration could otherwise point the controller's probes, and probe headers, at it).
+    #[arg(long)]
+    pub allow_api_server_probes: bool,
     /// Name this instance reports Events as (set to the pod name by the chart).
     #[arg(long)]
     pub instance: Option<String>,
@@ -135,7 +139,10 @@ impl ControllerArgs {
                 .registry
                 .reporting(self.interaction_log_endpoint.clone()),
             probe_concurrency: self.registry.probe_concurrency,
-            allow_link_local_probes: self.registry.allow_link_local_probes,
+            probe_policy: crate::controller::probe::ProbePolicy {
+                allow_link_local: self.registry.allow_link_local_probes,
+                api_server: Vec::new(),
+            },
             reconcile_concurrency: self.reconcile_concurrency,
             resync: Duration::from_secs(self.resync_seconds.max(1)),
             leader_election: self.leader_elect.then(|| leader::LeaderElection {

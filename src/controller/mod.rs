@@ -59,8 +59,8 @@ pub struct Settings {
     /// Name this instance reports Events as (its pod name in a cluster).
     pub instance: Option<String>,
     pub routing: routing::RoutingSettings,
-    /// Let probes reach link-local addresses (cloud metadata services live there).
-    pub allow_link_local_probes: bool,
+    /// Where probes may not go (link-local addresses, the API server).
+    pub probe_policy: probe::ProbePolicy,
     /// Elect a leader among replicas on a Lease in the state namespace; `None` runs as the only one.
     pub leader_election: Option<leader::LeaderElection>,
 }
@@ -148,7 +148,7 @@ pub async fn run(
     } else {
         metrics.leader.set(1);
     }
-    let http = probe::client(settings.allow_link_local_probes)?;
+    let http = probe::client(&settings.probe_policy)?;
     let (prober, health_changes) = Prober::new(http, settings.probe_concurrency, metrics.clone());
     let (registrations, secrets): (Api<MCPRegistration>, Api<Secret>) = match &settings.namespace {
         Some(ns) => (

@@ -63,7 +63,7 @@ async fn reconcile_one(
         prober: &ctx.prober,
         reporting: &ctx.settings.reporting,
         metrics: &ctx.metrics,
-        allow_link_local_probes: ctx.settings.allow_link_local_probes,
+        probes: &ctx.settings.probe_policy,
     };
     let done = register(reg, &step, &mut ports).await?;
     if done.invalid {

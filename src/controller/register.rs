@@ -12,7 +12,7 @@ use kube::ResourceExt;
 
 use super::ids::id_prefix;
 use super::metrics::Metrics;
-use super::probe::ProbeTarget;
+use super::probe::{ProbePolicy, ProbeTarget};
 use super::prober::Prober;
 use super::status::{self, Compatibility, Observation, ReportingSettings};
 use crate::crd::validate::validate_spec;
@@ -61,8 +61,8 @@ pub struct Step<'a> {
     pub prober: &'a Prober,
     pub reporting: &'a ReportingSettings,
     pub metrics: &'a Metrics,
-    /// Probes may go to link-local addresses (otherwise a target there is refused in status).
-    pub allow_link_local_probes: bool,
+    /// Where probes may not go (a target there is refused in status).
+    pub probes: &'a ProbePolicy,
 }
 
 /// What one step decided.
@@ -115,8 +115,8 @@ pub async fn register<P: Ports>(
         None
     } else {
         let mut target = ports.probe_target(reg, &namespace).await?;
-        if !step.allow_link_local_probes && target.setup_error.is_none() {
-            target.setup_error = super::probe::refused_target(&target.url);
+        if target.setup_error.is_none() {
+            target.setup_error = step.probes.refusal(&target.url);
         }
         if target.setup_error.is_some() {
             recheck_after = Some(target.interval);

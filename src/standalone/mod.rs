@@ -182,7 +182,12 @@ pub async fn start(
         sensitive,
         reporting,
     };
-    let http = crate::controller::probe::client(allow_link_local_probes)?;
+    // No API server in standalone mode: only link-local addresses are refused.
+    let probe_policy = crate::controller::probe::ProbePolicy {
+        allow_link_local: allow_link_local_probes,
+        api_server: Vec::new(),
+    };
+    let http = crate::controller::probe::client(&probe_policy)?;
     let (prober, mut changes) = Prober::new(http, probe_concurrency, metrics.clone());
     let mut state = Registrations {
         manifest_dir,
@@ -196,7 +201,7 @@ pub async fn start(
         metrics,
         routing_interval,
         routing_window,
-        allow_link_local_probes,
+        probe_policy,
         entries: BTreeMap::new(),
         invalid: Vec::new(),
         fingerprint: None,

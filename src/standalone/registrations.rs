@@ -2,6 +2,7 @@
 //! the registration step, and what they feed (the router, `routing-table.json`, the view served
 //! at `GET /v1/registrations`).
 
+use crate::controller::probe::ProbePolicy;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -44,7 +45,7 @@ pub(super) struct Registrations {
     /// The controller's series, served on the ingest server's `/metrics`.
     pub(super) metrics: Arc<Metrics>,
     pub(super) routing_interval: Duration,
-    pub(super) allow_link_local_probes: bool,
+    pub(super) probe_policy: ProbePolicy,
     pub(super) routing_window: String,
     pub(super) entries: BTreeMap<String, Entry>,
     pub(super) invalid: Vec<Problem>,
@@ -113,7 +114,7 @@ impl Registrations {
             prober: &self.prober,
             reporting: &self.shared.reporting,
             metrics: &self.metrics,
-            allow_link_local_probes: self.allow_link_local_probes,
+            probes: &self.probe_policy,
         };
         let mut ports = FilePorts {
             registry: &mut self.registry,

@@ -71,7 +71,7 @@ pub fn settings() -> Settings {
             data_report_interval_seconds: 60,
         },
         probe_concurrency: 64,
-        allow_link_local_probes: false,
+        probe_policy: Default::default(),
         reconcile_concurrency: 16,
         resync: Duration::from_secs(300),
         instance: Some("test".into()),
@@ -80,8 +80,11 @@ pub fn settings() -> Settings {
     }
 }
 
+/// A controller as `main` starts it: probes to the API server it talks to are refused.
 pub fn start_controller(server: &FakeApiServer) -> RunningController {
-    start_controller_with(server, settings())
+    let mut settings = settings();
+    settings.probe_policy = settings.probe_policy.refusing_api_server(&server.url());
+    start_controller_with(server, settings)
 }
 
 pub fn start_controller_with(server: &FakeApiServer, settings: Settings) -> RunningController {
