@@ -175,28 +175,63 @@ fn kinds(docs: &[Value]) -> Vec<String> {
 
 const EVERYTHING: &str = "replicaCount=2,clickhouse.url=http://clickhouse:8123,clickhouse.passwordSecret.name=ch,metrics.serviceMonitor.enabled=true,grafanaDashboard.enabled=true,watchNamespace=mcps,ingest.tls.secretName=ingest-tls";
 
-/// The rules of every Role and ClusterRole the chart renders.
-fn rbac_rules() -> Vec<(BTreeSet<String>, BTreeSet<String>, BTreeSet<String>)> {
-    let set = |v: &Value| -> BTreeSet<String> {
+type Grant = (String, String, String);
+
+/// What each ServiceAccount may do, by following the rendered bindings to their roles:
+/// ServiceAccount name → every (API group, resource, verb) granted.
+fn grants_by_identity(docs: &[Value]) -> std::collections::BTreeMap<String, BTreeSet<Grant>> {
+    let strings = |v: &Value| -> Vec<String> {
         v.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str().map(str::to_string))
+            .collect()
     };
-    let mut rules = Vec::new();
-    for doc in render("").0 {
-        for rule in doc["rules"].as_array().into_iter().flatten() {
-            rules.push((
-                set(&rule["apiGroups"]),
-                set(&rule["resources"]),
-                set(&rule["verbs"]),
-            ));
+    let mut grants: std::collections::BTreeMap<String, BTreeSet<Grant>> = Default::default();
+    for binding in docs.iter().filter(|d| {
+        d["kind"]
+            .as_str()
+            .is_some_and(|k| k.ends_with("RoleBinding"))
+    }) {
+        let role = docs
+            .iter()
+            .find(|d| {
+                d["kind"] == binding["roleRef"]["kind"]
+                    && d["metadata"]["name"] == binding["roleRef"]["name"]
+            })
+            .unwrap_or_else(|| panic!("binding to a role the chart does not render: {binding}"));
+        for subject in binding["subjects"].as_array().into_iter().flatten() {
+            assert_eq!(subject["kind"], "ServiceAccount", "{subject}");
+            let name = subject["name"].as_str().unwrap_or_default().to_string();
+            for rule in role["rules"].as_array().into_iter().flatten() {
+                for group in strings(&rule["apiGroups"]) {
+                    for resource in strings(&rule["resources"]) {
+                        for verb in strings(&rule["verbs"]) {
+                            grants.entry(name.clone()).or_default().insert((
+                                group.clone(),
+                                resource.clone(),
+                                verb,
+                            ));
+                        }
+                    }
+                }
+            }
         }
     }
-    rules
+    grants
+}
+
+/// What src/rbac.rs says `component` needs.
+fn needed_by(component: &str) -> BTreeSet<Grant> {
+    API_CALLS
+        .iter()
+        .filter(|c| c.component == component)
+        .flat_map(|c| {
+            c.verbs
+                .iter()
+                .map(|v| (c.group.to_string(), c.resource.to_string(), v.to_string()))
+        })
+        .collect()
 }
 
 #[test]
@@ -206,14 +241,18 @@ fn the_chart_renders_the_documented_objects() {
         kinds(&docs),
         [
             "ClusterRole",
+            "ClusterRole",
+            "ClusterRoleBinding",
             "ClusterRoleBinding",
             "Deployment",
             "Role",
             "RoleBinding",
             "Secret",
             "Secret",
+            "Secret",
             "Service",
             "Service",
+            "ServiceAccount",
             "ServiceAccount"
         ]
     );
@@ -233,12 +272,16 @@ fn the_chart_renders_the_documented_objects() {
             "PodDisruptionBudget",
             "Role",
             "Role",
+            "Role",
+            "RoleBinding",
             "RoleBinding",
             "RoleBinding",
             "Secret",
             "Secret",
+            "Secret",
             "Service",
             "Service",
+            "ServiceAccount",
             "ServiceAccount",
             "ServiceMonitor"
         ]
@@ -345,39 +388,77 @@ fn the_pod_is_locked_down_probed_and_passes_only_flags_the_binary_knows() {
 }
 
 #[test]
-fn rbac_grants_exactly_the_calls_the_code_makes() {
-    let rules = rbac_rules();
-    assert!(rules.len() >= 5, "{rules:?}");
-    for call in API_CALLS {
-        for verb in call.verbs {
-            assert!(
-                rules
-                    .iter()
-                    .any(|(groups, resources, verbs)| groups.contains(call.group)
-                        && resources.contains(call.resource)
-                        && verbs.contains(*verb)),
-                "the chart does not grant {verb} {}/{} ({}: {})",
-                call.group,
-                call.resource,
-                call.component,
-                call.why
-            );
-        }
-    }
-    // Least privilege: nothing granted that the code does not use.
-    for (groups, resources, verbs) in &rules {
-        for group in groups {
-            for resource in resources {
-                for verb in verbs {
-                    assert!(
-                        API_CALLS.iter().any(|c| c.group == group
-                            && c.resource == resource
-                            && c.verbs.contains(&verb.as_str())),
-                        "the chart grants {verb} {group}/{resource}, which no code path uses"
-                    );
-                }
-            }
-        }
+fn each_container_gets_exactly_the_rbac_its_code_uses_and_only_its_own_token() {
+    for set in ["", EVERYTHING] {
+        let (docs, _) = render(set);
+        let grants = grants_by_identity(&docs);
+        let controller_sa = "test-mcp-coordinator";
+        let ingest_sa = "test-mcp-coordinator-ingest";
+        assert_eq!(
+            grants.keys().collect::<Vec<_>>(),
+            [controller_sa, ingest_sa],
+            "{set}"
+        );
+        // Exactly: nothing the code does not use (least privilege), nothing it uses missing.
+        assert_eq!(grants[controller_sa], needed_by("controller"), "{set}");
+        assert_eq!(grants[ingest_sa], needed_by("ingest"), "{set}");
+        assert!(
+            grants[ingest_sa]
+                .iter()
+                .all(|(_, _, verb)| ["get", "list", "watch"].contains(&verb.as_str())),
+            "the network-facing ingest server only reads"
+        );
+
+        let pod = &docs
+            .iter()
+            .find(|d| d["kind"] == "Deployment")
+            .expect("deployment")["spec"]["template"]["spec"];
+        assert_eq!(pod["serviceAccountName"], controller_sa);
+        assert_eq!(
+            pod["automountServiceAccountToken"], false,
+            "no token for every container"
+        );
+        let token_volume = |container: &Value| -> String {
+            let mount = container["volumeMounts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|m| m["mountPath"] == "/var/run/secrets/kubernetes.io/serviceaccount")
+                .unwrap_or_else(|| panic!("{} mounts no API token", container["name"]));
+            mount["name"].as_str().unwrap_or_default().to_string()
+        };
+        let volume = |name: &str| -> Value {
+            pod["volumes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|v| v["name"] == name)
+                .cloned()
+                .unwrap_or_else(|| panic!("no volume {name}"))
+        };
+        let containers = pod["containers"].as_array().expect("containers");
+        assert_eq!(containers.len(), 2);
+        let controller = volume(&token_volume(&containers[0]));
+        assert!(
+            controller["projected"]["sources"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|s| s["serviceAccountToken"]["path"] == "token"),
+            "the controller gets the pod's own ServiceAccount token: {controller}"
+        );
+        let ingest = volume(&token_volume(&containers[1]));
+        let secret_name = ingest["secret"]["secretName"].as_str().expect("a Secret");
+        let token_secret = docs
+            .iter()
+            .find(|d| d["kind"] == "Secret" && d["metadata"]["name"] == secret_name)
+            .expect("the ingest token Secret is rendered");
+        assert_eq!(token_secret["type"], "kubernetes.io/service-account-token");
+        assert_eq!(
+            token_secret["metadata"]["annotations"]["kubernetes.io/service-account.name"],
+            ingest_sa,
+            "the ingest container's token is the read-only identity's"
+        );
     }
 }
 

@@ -1,5 +1,6 @@
-//! The code makes no Kubernetes API call outside `rbac::API_CALLS`: every call the controller and
-//! the ingest key watcher make against the test API server in a full scenario is in the list.
+//! The code makes no Kubernetes API call outside `rbac::API_CALLS`: every call the controller
+//! makes in a full scenario is in the controller's part of the list, and every call the ingest
+//! server's watchers make is in the ingest's (read-only) part.
 
 mod common;
 
@@ -40,16 +41,7 @@ async fn every_api_call_is_in_the_rbac_list() {
     // The test's own set-up calls are not the code's.
     server.store().clear_calls();
 
-    let _controller = start_controller(&server);
-    let keys = Arc::new(mcp_coordinator::ingest::auth::KeyRing::default());
-    let retention = Arc::new(mcp_coordinator::store::retention::RetentionDays::default());
-    tokio::spawn(mcp_coordinator::ingest::secrets::watch(
-        client(&server),
-        None,
-        keys.clone(),
-        retention.clone(),
-        Default::default(),
-    ));
+    let controller = start_controller(&server);
     wait_for(&api, "rbac", Duration::from_secs(20), "Ready", |r| {
         phase(r) == Some(Phase::Ready)
     })
@@ -66,24 +58,76 @@ async fn every_api_call_is_in_the_rbac_list() {
         assert!(tokio::time::Instant::now() < deadline, "not deleted");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-
-    let made: Vec<_> = server.store().calls().into_iter().collect();
-    assert!(made.len() >= 8, "the scenario exercised the code: {made:?}");
-    let outside: Vec<_> = made
+    controller.stop().await;
+    let by_controller: Vec<_> = server.store().calls().into_iter().collect();
+    assert!(
+        by_controller.len() >= 8,
+        "the scenario exercised the controller: {by_controller:?}"
+    );
+    let outside: Vec<_> = by_controller
         .iter()
-        // The test itself gets and deletes registrations; the code does not.
+        // The test itself gets, patches and deletes registrations; the controller also patches them.
         .filter(|(verb, group, resource)| {
             !(group == "mcp.coordinator.dev"
                 && resource == "mcpregistrations"
                 && matches!(verb.as_str(), "get" | "delete"))
         })
-        .filter(|(verb, group, resource)| {
-            !allowed("controller", verb, group, resource)
-                && !allowed("ingest", verb, group, resource)
-        })
+        .filter(|(verb, group, resource)| !allowed("controller", verb, group, resource))
         .collect();
     assert!(
         outside.is_empty(),
-        "API calls missing from rbac::API_CALLS: {outside:?}"
+        "controller calls missing from its part of rbac::API_CALLS: {outside:?}"
+    );
+
+    // The ingest server's watchers, alone, with the chart's flags: each call is in the ingest's
+    // read-only part of the list (the identity the chart gives the ingest container).
+    api.create(
+        &PostParams::default(),
+        &registration("again", &mcp.url(), ""),
+    )
+    .await
+    .unwrap();
+    server.store().clear_calls();
+    let keys = Arc::new(mcp_coordinator::ingest::auth::KeyRing::default());
+    let retention = Arc::new(mcp_coordinator::store::retention::RetentionDays::default());
+    let readers = Arc::new(mcp_coordinator::ingest::auth::ReaderTokens::default());
+    let router = Arc::new(mcp_coordinator::routing::router::Router::new(
+        Default::default(),
+    ));
+    let watchers = [
+        tokio::spawn(mcp_coordinator::ingest::secrets::watch(
+            client(&server),
+            None,
+            keys,
+            retention,
+            Default::default(),
+        )),
+        tokio::spawn(mcp_coordinator::ingest::secrets::watch_reader_tokens(
+            client(&server),
+            STATE_NAMESPACE.into(),
+            readers,
+        )),
+        tokio::spawn(mcp_coordinator::ingest::routes::watch_registrations(
+            client(&server),
+            None,
+            router,
+        )),
+    ];
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for watcher in watchers {
+        watcher.abort();
+    }
+    let by_ingest: Vec<_> = server.store().calls().into_iter().collect();
+    assert!(
+        by_ingest.len() >= 3,
+        "the ingest watchers ran: {by_ingest:?}"
+    );
+    let outside: Vec<_> = by_ingest
+        .iter()
+        .filter(|(verb, group, resource)| !allowed("ingest", verb, group, resource))
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "ingest calls missing from its part of rbac::API_CALLS: {outside:?}"
     );
 }

@@ -32,6 +32,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
+{{/* The ingest server's own, read-only identity. */}}
+{{- define "mcp-coordinator.ingestServiceAccountName" -}}
+{{- default (printf "%s-ingest" (include "mcp-coordinator.serviceAccountName" .)) .Values.serviceAccount.ingestName }}
+{{- end }}
+
 {{- define "mcp-coordinator.image" -}}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end }}
