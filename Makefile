@@ -34,8 +34,8 @@ run: ## Run the controller against the current kubeconfig (install the CRD first
 demo: ## Try it without a cluster: standalone mode with examples/standalone and three example MCPs (DEMO_SECONDS=40)
 	$(CARGO) run --quiet --example demo
 
-bench: ## Benchmarks, printed as tables (controller scale, ingest throughput, routing simulation)
-	$(CARGO) bench --bench controller_scale --bench ingest_throughput --bench routing_simulation
+bench: ## Benchmarks, printed as tables (controller scale, ingest throughput, routing simulation, store scale)
+	$(CARGO) bench --bench controller_scale --bench ingest_throughput --bench routing_simulation --bench store_scale
 
 e2e: ## End to end on a kind cluster with the chart (needs docker, kind, helm, kubectl)
 	./scripts/e2e-kind.sh

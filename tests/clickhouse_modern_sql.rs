@@ -2,6 +2,10 @@
 //! from PyPI, installed by .ci/run), as the production servers will see them.
 
 use mcp_coordinator::store::clickhouse::{create_table_sql, merged_sql, metrics_sql, TIME};
+
+/// The filter the store puts on every windowed read: the MCP, receive times, and the `Date`
+/// partition column compared with day strings.
+const WINDOWED: &str = "mcp_id = 'ocr_workflow_mcp_001' AND received_ms >= 0 AND event_date >= '2025-12-31' AND received_ms < 9999999 AND event_date <= '2026-01-02'";
 use serde_json::Value;
 
 fn run_chdb(statements: &[String]) -> Vec<Value> {
@@ -49,15 +53,15 @@ fn schema_and_merge_query_work_on_current_clickhouse() {
         ),
         format!(
             "SELECT * FROM ({}) WHERE {TIME} >= 0 AND {TIME} < 9999999999999 ORDER BY {TIME} DESC, interaction_id DESC LIMIT 10",
-            merged_sql("mcp", "mcp_id = 'ocr_workflow_mcp_001'")
+            merged_sql("mcp", WINDOWED)
         ),
     ];
     let mut aggregate = statements[..3].to_vec();
-    aggregate.push(
-        metrics_sql("mcp", "mcp_id = 'ocr_workflow_mcp_001'")
-            .replacen('?', "0", 1)
-            .replacen('?', "9999999999999", 1),
-    );
+    aggregate.push(metrics_sql("mcp", WINDOWED).replacen('?', "0", 1).replacen(
+        '?',
+        "9999999999999",
+        1,
+    ));
     let metrics = run_chdb(&aggregate);
     assert_eq!(metrics.len(), 1, "{metrics:?}");
     let m = &metrics[0];

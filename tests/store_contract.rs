@@ -363,3 +363,71 @@ async fn retention_follows_the_receive_time_not_the_clients_timestamp() {
         }
     }
 }
+
+#[tokio::test]
+async fn recent_history_and_windows_read_newest_first_across_days() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let hour = 3_600_000;
+    for (name, store) in stores().await {
+        // Interactions 40 days, 2 days, 2 hours and 10 minutes old, each started and completed.
+        let ages = [
+            ("month", 40 * 24 * hour),
+            ("days", 48 * hour),
+            ("hours", 2 * hour),
+            ("minutes", hour / 6),
+        ];
+        for (id, age) in ages {
+            let at = now - age;
+            store
+                .insert(&[start(id, "m", at), complete(id, "m", at + 2_000, 2.0, 0.5)])
+                .await
+                .unwrap();
+        }
+        let newest = |limit: usize| {
+            let mut q = history("m");
+            q.limit = limit;
+            q
+        };
+        let ids = |found: Vec<mcp_coordinator::interaction::Interaction>| -> Vec<String> {
+            found.into_iter().map(|i| i.interaction_id).collect()
+        };
+        assert_eq!(
+            ids(store.history(&newest(1)).await.unwrap()),
+            ["minutes"],
+            "{name}"
+        );
+        assert_eq!(
+            ids(store.history(&newest(3)).await.unwrap()),
+            ["minutes", "hours", "days"],
+            "{name}"
+        );
+        assert_eq!(
+            ids(store.history(&newest(10)).await.unwrap()),
+            ["minutes", "hours", "days", "month"],
+            "{name}: a short page does not hide older history"
+        );
+        let mut bounded = newest(10);
+        bounded.since_ms = Some(now - 3 * hour);
+        assert_eq!(
+            ids(store.history(&bounded).await.unwrap()),
+            ["minutes", "hours"],
+            "{name}"
+        );
+
+        let last_15m = TimeRange {
+            since_ms: now - hour / 4,
+            until_ms: now + 1,
+        };
+        let metrics = store.metrics(Some("m"), last_15m).await.unwrap();
+        assert_eq!((metrics[0].count, metrics[0].completed), (1, 1), "{name}");
+        let last_7d = TimeRange {
+            since_ms: now - 7 * 24 * hour,
+            until_ms: now + 1,
+        };
+        let all = store.metrics(None, last_7d).await.unwrap();
+        assert_eq!(all.iter().map(|m| m.count).sum::<u64>(), 3, "{name}");
+    }
+}

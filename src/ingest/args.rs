@@ -110,4 +110,9 @@ pub struct IngestArgs {
     /// Prefer the environment variable to keep the password out of process listings.
     #[arg(long, hide_env_values = true)]
     pub clickhouse_password: Option<String>,
+    /// How long after it started an interaction's last report may arrive (and how far a client's
+    /// clock may be off) and still count in time windows: a window's reads cover the events
+    /// received this long before and after it, never all history.
+    #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    pub max_interaction_seconds: u64,
 }

@@ -218,6 +218,9 @@ fn store(args: &IngestArgs) -> Result<(Arc<dyn InteractionStore>, String), Assem
                 database: args.clickhouse_database.clone(),
                 user: args.clickhouse_user.clone(),
                 password: args.clickhouse_password.clone(),
+                max_interaction_ms: i64::try_from(args.max_interaction_seconds)
+                    .unwrap_or(i64::MAX / 1000)
+                    .saturating_mul(1000),
             };
             let name = format!(
                 "ClickHouse {} database {}",

@@ -9,6 +9,7 @@
 //! LowCardinality for the low-cardinality columns.
 
 mod lazy;
+mod migrate;
 mod rows;
 mod sql;
 
@@ -19,8 +20,12 @@ use super::metrics::{self, McpMetrics, TimeRange};
 use super::{AuditEntry, HistoryQuery, InteractionStore, StoreError};
 use crate::interaction::{Interaction, InteractionEvent};
 pub use lazy::LazyClickHouseStore;
+pub use migrate::KEPT_TABLE;
 use rows::{AuditRow, EventRow, MergedRow, MetricsRow};
-pub use sql::{create_audit_table_sql, create_table_sql, merged_sql, metrics_sql, TIME};
+pub use sql::{
+    create_audit_table_sql, create_table_sql, merged_sql, metrics_sql, DEFAULT_MAX_INTERACTION_MS,
+    TIME,
+};
 use sql::{AUDIT_TABLE, TABLE};
 
 /// Connection settings (`--clickhouse-*` flags).
@@ -30,6 +35,9 @@ pub struct ClickHouseConfig {
     pub database: String,
     pub user: Option<String>,
     pub password: Option<String>,
+    /// Reads of a time window also read events received this long before and after it (see
+    /// [`sql::received_bounds`]).
+    pub max_interaction_ms: i64,
 }
 
 impl ClickHouseConfig {
@@ -49,6 +57,7 @@ impl ClickHouseConfig {
 pub struct ClickHouseStore {
     client: clickhouse::Client,
     database: String,
+    max_interaction_ms: i64,
     /// `major.minor` of the server, as detected at start.
     pub server_version: (u32, u32),
 }
@@ -122,6 +131,7 @@ impl ClickHouseStore {
             .execute()
             .await
             .map_err(classify)?;
+        migrate::ensure_layout(&client, &config.database, server_version).await?;
         client
             .query(&create_audit_table_sql(&config.database))
             .execute()
@@ -131,6 +141,7 @@ impl ClickHouseStore {
         Ok(Self {
             client: client.with_database(&config.database),
             database: config.database.clone(),
+            max_interaction_ms: config.max_interaction_ms.max(0),
             server_version,
         })
     }
@@ -184,6 +195,45 @@ impl ClickHouseStore {
 enum Bind {
     Text(String),
     Int(i64),
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The spans of receive time history looks back over, newest first, before reading everything.
+const HISTORY_SPANS_MS: [i64; 4] = [
+    3_600_000,
+    24 * 3_600_000,
+    7 * 24 * 3_600_000,
+    30 * 24 * 3_600_000,
+];
+
+impl ClickHouseStore {
+    /// The events that can belong to interactions filed in `[since, until)`: a condition on the
+    /// receive time, and on the day column that partitions the table, so the server reads only
+    /// the partitions and rows of the window (plus the slack) instead of merging all history.
+    fn received_filter(&self, since: Option<i64>, until: Option<i64>) -> (String, Vec<Bind>) {
+        let (from, to) = sql::received_bounds(since, until, self.max_interaction_ms);
+        let mut clauses = Vec::new();
+        let mut binds = Vec::new();
+        if let Some(from) = from {
+            clauses.push("received_ms >= ? AND event_date >= ?");
+            binds.push(Bind::Int(from));
+            binds.push(Bind::Text(sql::day_of_ms(from)));
+        }
+        if let Some(to) = to {
+            clauses.push("received_ms < ? AND event_date <= ?");
+            binds.push(Bind::Int(to));
+            binds.push(Bind::Text(sql::day_of_ms(to)));
+        }
+        if clauses.is_empty() {
+            clauses.push("1");
+        }
+        (clauses.join(" AND "), binds)
+    }
 }
 
 impl InteractionStore for ClickHouseStore {
@@ -240,17 +290,34 @@ impl InteractionStore for ClickHouseStore {
         q: &'a HistoryQuery,
     ) -> BoxFuture<'a, Result<Vec<Interaction>, StoreError>> {
         async move {
-            let outer = format!("WHERE {TIME} >= ? AND {TIME} < ? ORDER BY {TIME} DESC, interaction_id DESC LIMIT {}", q.limit);
-            self.merged(
-                "mcp_id = ?",
-                &outer,
-                vec![
-                    Bind::Text(q.mcp_id.clone()),
-                    Bind::Int(q.since_ms.unwrap_or(i64::MIN)),
-                    Bind::Int(q.until_ms.unwrap_or(i64::MAX)),
-                ],
-            )
-            .await
+            // Newest first: look back over growing spans of receive time and stop as soon as one
+            // holds `limit` interactions, so a page of recent history does not read all of it.
+            let anchor = q.until_ms.unwrap_or_else(now_ms);
+            let spans = HISTORY_SPANS_MS
+                .iter()
+                .map(|span| Some(anchor.saturating_sub(*span)))
+                .filter(|from| q.since_ms.is_none_or(|since| from.is_some_and(|f| f > since)))
+                .chain([None]);
+            for from in spans {
+                let since = from.or(q.since_ms);
+                let (received, received_binds) = self.received_filter(since, q.until_ms);
+                let outer = format!(
+                    "WHERE {TIME} >= ? AND {TIME} < ? ORDER BY {TIME} DESC, interaction_id DESC LIMIT {}",
+                    q.limit
+                );
+                let mut binds = vec![Bind::Text(q.mcp_id.clone())];
+                binds.extend(received_binds);
+                binds.push(Bind::Int(since.unwrap_or(i64::MIN)));
+                binds.push(Bind::Int(q.until_ms.unwrap_or(i64::MAX)));
+                let rows = self
+                    .merged(&format!("mcp_id = ? AND {received}"), &outer, binds)
+                    .await?;
+                // A narrowed span answers when it is full; otherwise a wider one may hold more.
+                if from.is_none() || rows.len() >= q.limit {
+                    return Ok(rows);
+                }
+            }
+            Ok(Vec::new())
         }
         .boxed()
     }
@@ -261,14 +328,18 @@ impl InteractionStore for ClickHouseStore {
         range: TimeRange,
     ) -> BoxFuture<'a, Result<Vec<McpMetrics>, StoreError>> {
         async move {
-            let (filter, mut binds) = match mcp_id {
+            let (mcp, mut binds) = match mcp_id {
                 Some(id) => ("mcp_id = ?", vec![Bind::Text(id.to_string())]),
                 None => ("1", vec![]),
             };
+            let (received, received_binds) =
+                self.received_filter(Some(range.since_ms), Some(range.until_ms));
+            binds.extend(received_binds);
+            let filter = format!("{mcp} AND {received}");
             binds.push(Bind::Int(range.since_ms));
             binds.push(Bind::Int(range.until_ms));
             let rows: Vec<MetricsRow> = self
-                .query(&metrics_sql(&self.database, filter), binds)
+                .query(&metrics_sql(&self.database, &filter), binds)
                 .fetch_all()
                 .await
                 .map_err(classify)?;
@@ -295,6 +366,7 @@ mod tests {
             database: "d".into(),
             user: None,
             password: None,
+            max_interaction_ms: DEFAULT_MAX_INTERACTION_MS,
         }
     }
 

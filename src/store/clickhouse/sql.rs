@@ -6,8 +6,19 @@ use crate::interaction::FIELDS;
 pub(super) const TABLE: &str = "interaction_events";
 pub(super) const AUDIT_TABLE: &str = "audit_log";
 
-/// The DDL of the events table for a server of `version`.
+/// How the events table is laid out: a partition per day of receive time, so a window reads the
+/// partitions of its days and retention drops whole days; inside them sorted by MCP and receive
+/// time, so a window reads only the granules of its time. Replaying an event repeats its
+/// `received_ms`, so the sort key still makes replays one row.
+pub const LAYOUT: &str = "PARTITION BY event_date ORDER BY (mcp_id, received_ms, event_id)";
+
+/// The DDL of the events table for a server of `version`, named `table`.
 pub fn create_table_sql(database: &str, version: (u32, u32)) -> String {
+    create_events_table_sql(database, TABLE, version)
+}
+
+/// The events table's DDL under another name (a migration builds the new layout beside the old).
+pub fn create_events_table_sql(database: &str, table: &str, version: (u32, u32)) -> String {
     let modern = version.0 >= 20;
     let low = |ty: &str, low_cardinality: bool| {
         if modern && low_cardinality {
@@ -34,7 +45,7 @@ pub fn create_table_sql(database: &str, version: (u32, u32)) -> String {
         columns.push(format!("{name} {ty}"));
     }
     format!(
-        "CREATE TABLE IF NOT EXISTS {database}.{TABLE} ({}) ENGINE = ReplacingMergeTree PARTITION BY toYYYYMM(event_date) ORDER BY (mcp_id, interaction_id, event_id)",
+        "CREATE TABLE IF NOT EXISTS {database}.{table} ({}) ENGINE = ReplacingMergeTree {LAYOUT}",
         columns.join(", ")
     )
 }
@@ -64,6 +75,32 @@ pub fn merged_sql(database: &str, filter: &str) -> String {
         "SELECT {} FROM {database}.{TABLE} WHERE {filter} GROUP BY mcp_id, interaction_id",
         columns.join(", ")
     )
+}
+
+/// How far outside a time window the events of its interactions may have been received: a
+/// report of the same interaction that came later (its completion), or a client clock that is off.
+pub const DEFAULT_MAX_INTERACTION_MS: i64 = 15 * 60 * 1000;
+
+/// The receive times `[from, to)` to read for interactions filed in `[since, until)` (open where
+/// `None`), widened by `slack_ms` on both sides.
+pub fn received_bounds(
+    since: Option<i64>,
+    until: Option<i64>,
+    slack_ms: i64,
+) -> (Option<i64>, Option<i64>) {
+    (
+        since.map(|s| s.saturating_sub(slack_ms)),
+        until.map(|u| u.saturating_add(slack_ms)),
+    )
+}
+
+/// The UTC day of `ms`, as ClickHouse compares it with a `Date` column (whose range ends in 2105).
+pub fn day_of_ms(ms: i64) -> String {
+    const LAST_DAY_MS: i64 = 4_291_660_800_000; // 2105-12-31T00:00:00Z
+    match jiff::Timestamp::from_millisecond(ms.clamp(0, LAST_DAY_MS)) {
+        Ok(ts) => ts.strftime("%Y-%m-%d").to_string(),
+        Err(_) => "1970-01-01".to_string(),
+    }
 }
 
 /// The time an interaction is filed under, over merged rows (see `store::interaction_time_ms`).
@@ -97,4 +134,32 @@ pub fn metrics_sql(database: &str, filter: &str) -> String {
         gpu = mean("gpu_usage"),
         merged = merged_sql(database, filter),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_widen_by_the_slack_and_stay_open_where_asked() {
+        assert_eq!(
+            received_bounds(Some(10_000), Some(20_000), 1_000),
+            (Some(9_000), Some(21_000))
+        );
+        assert_eq!(received_bounds(None, Some(5), 1), (None, Some(6)));
+        assert_eq!(
+            received_bounds(Some(i64::MIN), Some(i64::MAX), 1_000),
+            (Some(i64::MIN), Some(i64::MAX))
+        );
+    }
+
+    #[test]
+    fn days_are_utc_dates_and_out_of_range_times_clamp() {
+        assert_eq!(day_of_ms(0), "1970-01-01");
+        assert_eq!(day_of_ms(1_764_633_599_999), "2025-12-01");
+        assert_eq!(day_of_ms(1_764_633_600_000), "2025-12-02");
+        assert_eq!(day_of_ms(i64::MIN), "1970-01-01");
+        assert_eq!(day_of_ms(i64::MAX), "2105-12-31");
+        assert_eq!(day_of_ms(4_891_660_800_000), "2105-12-31");
+    }
 }

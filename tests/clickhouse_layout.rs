@@ -1,0 +1,106 @@
+//! An events table written by an earlier release (partitioned by month, sorted by interaction) is
+//! moved to the day-partitioned layout when the store connects, on a real ClickHouse 18.16, with
+//! every row kept.
+
+mod clickhouse_support;
+
+use mcp_coordinator::store::clickhouse::{ClickHouseStore, KEPT_TABLE};
+use mcp_coordinator::store::{HistoryQuery, InteractionStore, TimeRange};
+
+const OLD_DDL: &str = "CREATE TABLE {db}.interaction_events (event_id String, mcp_id String, interaction_id String, kind String, received_ms Int64, event_date Date, timestamp_ms Nullable(Int64), success Nullable(UInt8), processing_time Nullable(Float64), error_code Nullable(String)) ENGINE = ReplacingMergeTree PARTITION BY toYYYYMM(event_date) ORDER BY (mcp_id, interaction_id, event_id)";
+
+async fn sql(server: &clickhouse_support::ClickHouseServer, statement: &str) -> String {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let response = reqwest::Client::new()
+        .post(server.url())
+        .body(statement.to_string())
+        .send()
+        .await
+        .expect("ClickHouse answers");
+    let ok = response.status().is_success();
+    let text = response.text().await.unwrap_or_default();
+    assert!(ok, "{statement}\n→ {text}");
+    text
+}
+
+#[tokio::test]
+async fn a_table_of_the_month_layout_moves_to_days_with_every_row() {
+    let server = tokio::task::spawn_blocking(clickhouse_support::shared)
+        .await
+        .unwrap();
+    let config = server.config();
+    let db = &config.database;
+    sql(server, &format!("CREATE DATABASE {db}")).await;
+    sql(server, &OLD_DDL.replace("{db}", db)).await;
+    let day = 86_400_000i64;
+    let now = jiff::Timestamp::now().as_millisecond();
+    // 300 interactions over 60 days, each a start and a completion (a failure every tenth), in
+    // three inserts, so the old table has several parts and two or three months.
+    for chunk in 0..3 {
+        let mut values = Vec::new();
+        for i in (chunk * 100)..(chunk * 100 + 100) {
+            let at = now - (i as i64 % 60) * day - 1_000;
+            let date = format!("toDate(toDateTime(intDiv({at}, 1000)))");
+            values.push(format!(
+                "('s{i}', 'mcp_a', 'i{i}', 'start', {at}, {date}, {at}, NULL, NULL, NULL)"
+            ));
+            values.push(format!(
+                "('c{i}', 'mcp_a', 'i{i}', 'complete', {}, {date}, NULL, {}, 0.5, NULL)",
+                at + 1,
+                u8::from(i % 10 != 0)
+            ));
+        }
+        sql(
+            server,
+            &format!(
+                "INSERT INTO {db}.interaction_events (event_id, mcp_id, interaction_id, kind, received_ms, event_date, timestamp_ms, success, processing_time, error_code) VALUES {}",
+                values.join(", ")
+            ),
+        )
+        .await;
+    }
+
+    let store = ClickHouseStore::connect(&config)
+        .await
+        .expect("connects and moves the table");
+
+    let engine = sql(
+        server,
+        &format!("SELECT engine_full FROM system.tables WHERE database = '{db}' AND name = 'interaction_events'"),
+    )
+    .await;
+    assert!(
+        engine.contains("PARTITION BY event_date ORDER BY (mcp_id, received_ms, event_id)"),
+        "{engine}"
+    );
+    let kept = sql(server, &format!("SELECT count() FROM {db}.{KEPT_TABLE}")).await;
+    assert_eq!(kept.trim(), "600", "the old table is kept whole");
+
+    let all = TimeRange {
+        since_ms: now - 61 * day,
+        until_ms: now + 1,
+    };
+    let metrics = store.metrics(Some("mcp_a"), all).await.unwrap();
+    assert_eq!(metrics[0].count, 300);
+    assert_eq!(metrics[0].failed, 30);
+    assert_eq!(metrics[0].completed, 270);
+    let page = store
+        .history(&HistoryQuery {
+            mcp_id: "mcp_a".into(),
+            limit: 1_000,
+            since_ms: None,
+            until_ms: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 300);
+
+    // Connecting again (another replica, a restart) finds the new layout and copies nothing.
+    ClickHouseStore::connect(&config).await.expect("reconnects");
+    let rows = sql(
+        server,
+        &format!("SELECT count() FROM {db}.interaction_events"),
+    )
+    .await;
+    assert_eq!(rows.trim(), "600");
+}
