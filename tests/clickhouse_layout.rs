@@ -104,3 +104,119 @@ async fn a_table_of_the_month_layout_moves_to_days_with_every_row() {
     .await;
     assert_eq!(rows.trim(), "600");
 }
+
+#[tokio::test]
+async fn retention_drops_whole_days_and_mutates_only_days_a_longer_retention_keeps() {
+    use mcp_coordinator::interaction::{EventKind, Fields, InteractionEvent};
+    use mcp_coordinator::store::retention::plan;
+    let server = tokio::task::spawn_blocking(clickhouse_support::shared)
+        .await
+        .unwrap();
+    let config = server.config();
+    let db = config.database.clone();
+    let store = ClickHouseStore::connect(&config).await.unwrap();
+    let day = 86_400_000i64;
+    let now = jiff::Timestamp::now().as_millisecond();
+    let start = |id: &str, mcp: &str, at: i64| {
+        InteractionEvent::new(
+            id.into(),
+            mcp.into(),
+            EventKind::Start,
+            at,
+            Fields::default(),
+        )
+    };
+    store
+        .insert(&[
+            // A day only default-retention MCPs used: dropped as a whole partition.
+            start("a_40", "a", now - 40 * day),
+            start("b_40", "b", now - 40 * day),
+            // A day that "long" (90 days) also used: only the others' events go.
+            start("a_50", "a", now - 50 * day),
+            start("long_50", "long", now - 50 * day),
+            start("a_1", "a", now - day),
+        ])
+        .await
+        .unwrap();
+    let partitions = |day_ms: i64| {
+        let db = db.clone();
+        async move {
+            sql(
+                server,
+                &format!(
+                    "SELECT count() FROM system.parts WHERE database = '{db}' AND table = 'interaction_events' AND active AND partition_id = formatDateTime(toDate(toDateTime(intDiv({day_ms}, 1000))), '%Y%m%d')"
+                ),
+            )
+            .await
+            .trim()
+            .parse::<u32>()
+            .unwrap()
+        }
+    };
+    assert!(partitions(now - 40 * day).await > 0);
+
+    let per_mcp = std::collections::BTreeMap::from([("long".to_string(), 90u32)]);
+    for expiry in plan(now, 30, &per_mcp) {
+        store.expire(&expiry).await.unwrap();
+    }
+
+    assert_eq!(
+        partitions(now - 40 * day).await,
+        0,
+        "the day 40 days ago is dropped"
+    );
+    let mutations = sql(
+        server,
+        &format!("SELECT command FROM system.mutations WHERE database = '{db}'"),
+    )
+    .await;
+    assert_eq!(
+        mutations.lines().count(),
+        1,
+        "one mutation, for the day 'long' keeps: {mutations}"
+    );
+    let ids = |mcp: &'static str| {
+        let store = &store;
+        async move {
+            let mut ids: Vec<String> = store
+                .history(&HistoryQuery {
+                    mcp_id: mcp.into(),
+                    limit: 100,
+                    since_ms: None,
+                    until_ms: None,
+                })
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|i| i.interaction_id)
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while ids("a").await != ["a_1"]
+        || ids("long").await != ["long_50"]
+        || !ids("b").await.is_empty()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a={:?} b={:?} long={:?}",
+            ids("a").await,
+            ids("b").await,
+            ids("long").await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    // Runs again within the day queue nothing new.
+    for expiry in plan(now, 30, &per_mcp) {
+        store.expire(&expiry).await.unwrap();
+    }
+    let again = sql(
+        server,
+        &format!("SELECT count() FROM system.mutations WHERE database = '{db}'"),
+    )
+    .await;
+    assert_eq!(again.trim(), "1");
+}

@@ -43,20 +43,28 @@ pub struct Expiry {
     pub cutoff_ms: i64,
 }
 
-/// The deletions that enforce `default_days` and the per-MCP days at `now_ms`.
+/// The deletions that enforce `default_days` and the per-MCP days at `now_ms`. An MCP whose days
+/// equal the default needs nothing of its own; only MCPs that keep data longer than the default are
+/// kept out of the default's deletion (so a store may drop whole days that hold none of theirs).
 pub fn plan(now_ms: i64, default_days: u32, per_mcp: &BTreeMap<String, u32>) -> Vec<Expiry> {
+    let cutoff = |days: u32| now_ms - i64::from(days) * DAY_MS;
     let mut out: Vec<Expiry> = per_mcp
         .iter()
+        .filter(|(_, days)| **days != default_days)
         .map(|(id, days)| Expiry {
             mcp_id: Some(id.clone()),
             except: Vec::new(),
-            cutoff_ms: now_ms - i64::from(*days) * DAY_MS,
+            cutoff_ms: cutoff(*days),
         })
         .collect();
     out.push(Expiry {
         mcp_id: None,
-        except: per_mcp.keys().cloned().collect(),
-        cutoff_ms: now_ms - i64::from(default_days) * DAY_MS,
+        except: per_mcp
+            .iter()
+            .filter(|(_, days)| **days > default_days)
+            .map(|(id, _)| id.clone())
+            .collect(),
+        cutoff_ms: cutoff(default_days),
     });
     out
 }
@@ -89,7 +97,11 @@ mod tests {
 
     #[test]
     fn per_mcp_days_override_the_default() {
-        let per = BTreeMap::from([("long".to_string(), 90u32)]);
+        let per = BTreeMap::from([
+            ("long".to_string(), 90u32),
+            ("same".to_string(), 30u32),
+            ("short".to_string(), 7u32),
+        ]);
         let p = plan(100 * DAY_MS, 30, &per);
         assert_eq!(
             p,
@@ -99,6 +111,12 @@ mod tests {
                     except: vec![],
                     cutoff_ms: 10 * DAY_MS
                 },
+                Expiry {
+                    mcp_id: Some("short".into()),
+                    except: vec![],
+                    cutoff_ms: 93 * DAY_MS
+                },
+                // Only an MCP that keeps data longer holds back the default's deletion.
                 Expiry {
                     mcp_id: None,
                     except: vec!["long".into()],

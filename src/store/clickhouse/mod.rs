@@ -8,6 +8,7 @@
 //! crate, rows travel as plain RowBinary) and on current releases, where the schema uses
 //! LowCardinality for the low-cardinality columns.
 
+mod expire;
 mod lazy;
 mod migrate;
 mod rows;
@@ -192,6 +193,7 @@ impl ClickHouseStore {
     }
 }
 
+#[derive(Clone)]
 enum Bind {
     Text(String),
     Int(i64),
@@ -245,24 +247,7 @@ impl InteractionStore for ClickHouseStore {
         &'a self,
         e: &'a super::retention::Expiry,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        async move {
-            // A mutation (ALTER … DELETE, on every supported version) removes the expired events;
-            // the server applies it in the background.
-            let (filter, binds) = match &e.mcp_id {
-                Some(id) => ("mcp_id = ?".to_string(), vec![Bind::Text(id.clone())]),
-                None if e.except.is_empty() => ("1".to_string(), vec![]),
-                None => (
-                    format!("mcp_id NOT IN ({})", vec!["?"; e.except.len()].join(", ")),
-                    e.except.iter().cloned().map(Bind::Text).collect(),
-                ),
-            };
-            let sql = format!(
-                "ALTER TABLE {}.{TABLE} DELETE WHERE received_ms < {} AND {filter}",
-                self.database, e.cutoff_ms
-            );
-            self.query(&sql, binds).execute().await.map_err(classify)
-        }
-        .boxed()
+        self.expire_days(e).boxed()
     }
 
     fn audit_log(&self, limit: usize) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>> {
