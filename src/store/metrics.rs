@@ -72,23 +72,64 @@ pub struct McpMetrics {
     pub mean_gpu_usage: Option<f64>,
 }
 
+/// What a store counts for one MCP over a window; the rates follow from it the same way for every
+/// store ([`Tally::into_metrics`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tally {
+    pub count: u64,
+    pub completed: u64,
+    pub failed: u64,
+    pub errors_by_code: BTreeMap<String, u64>,
+    pub p50: Option<f64>,
+    pub p95: Option<f64>,
+    pub p99: Option<f64>,
+    pub mean_quality_score: Option<f64>,
+    pub mean_confidence: Option<f64>,
+    pub mean_cpu_usage: Option<f64>,
+    pub mean_memory_usage: Option<f64>,
+    pub mean_gpu_usage: Option<f64>,
+}
+
+impl Tally {
+    pub fn into_metrics(self, mcp_id: String, range: TimeRange) -> McpMetrics {
+        let finished = self.completed + self.failed;
+        McpMetrics {
+            mcp_id,
+            count: self.count,
+            completed: self.completed,
+            failed: self.failed,
+            in_progress: self.count.saturating_sub(finished),
+            success_rate: (finished > 0).then(|| self.completed as f64 / finished as f64),
+            error_rate: (finished > 0).then(|| self.failed as f64 / finished as f64),
+            errors_by_code: self.errors_by_code,
+            p50_processing_time: self.p50,
+            p95_processing_time: self.p95,
+            p99_processing_time: self.p99,
+            interactions_per_minute: self.count as f64 / range.minutes(),
+            mean_quality_score: self.mean_quality_score,
+            mean_confidence: self.mean_confidence,
+            mean_cpu_usage: self.mean_cpu_usage,
+            mean_memory_usage: self.mean_memory_usage,
+            mean_gpu_usage: self.mean_gpu_usage,
+        }
+    }
+}
+
 /// Metrics of `interactions` (all of one MCP, already limited to `range`).
 pub fn compute(mcp_id: &str, interactions: &[Interaction], range: TimeRange) -> McpMetrics {
-    let mut completed = 0;
-    let mut failed = 0;
-    let mut errors_by_code = BTreeMap::new();
+    let mut tally = Tally::default();
     let mut times = Vec::new();
     for i in interactions {
         match i.status() {
-            InteractionStatus::Completed => completed += 1,
+            InteractionStatus::Completed => tally.completed += 1,
             InteractionStatus::Failed => {
-                failed += 1;
+                tally.failed += 1;
                 let code = i
                     .fields
                     .error_code
                     .clone()
                     .unwrap_or_else(|| "unknown".into());
-                *errors_by_code.entry(code).or_insert(0) += 1;
+                *tally.errors_by_code.entry(code).or_insert(0) += 1;
             }
             InteractionStatus::InProgress => {}
         }
@@ -97,31 +138,25 @@ pub fn compute(mcp_id: &str, interactions: &[Interaction], range: TimeRange) -> 
         }
     }
     times.sort_by(f64::total_cmp);
-    let finished = completed + failed;
-    let count = interactions.len() as u64;
+    tally.count = interactions.len() as u64;
     let mean = |get: fn(&Interaction) -> Option<f64>| {
         let values: Vec<f64> = interactions.iter().filter_map(get).collect();
         (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
     };
-    McpMetrics {
-        mcp_id: mcp_id.to_string(),
-        count,
-        completed,
-        failed,
-        in_progress: count - finished,
-        success_rate: (finished > 0).then(|| completed as f64 / finished as f64),
-        error_rate: (finished > 0).then(|| failed as f64 / finished as f64),
-        errors_by_code,
-        p50_processing_time: percentile(&times, 0.50),
-        p95_processing_time: percentile(&times, 0.95),
-        p99_processing_time: percentile(&times, 0.99),
-        interactions_per_minute: count as f64 / range.minutes(),
-        mean_quality_score: mean(|i| i.fields.quality_score),
-        mean_confidence: mean(|i| i.fields.confidence),
-        mean_cpu_usage: mean(|i| i.fields.cpu_usage),
-        mean_memory_usage: mean(|i| i.fields.memory_usage),
-        mean_gpu_usage: mean(|i| i.fields.gpu_usage),
-    }
+    tally.p50 = percentile(&times, 0.50);
+    tally.p95 = percentile(&times, 0.95);
+    tally.p99 = percentile(&times, 0.99);
+    tally.mean_quality_score = mean(|i| i.fields.quality_score);
+    tally.mean_confidence = mean(|i| i.fields.confidence);
+    tally.mean_cpu_usage = mean(|i| i.fields.cpu_usage);
+    tally.mean_memory_usage = mean(|i| i.fields.memory_usage);
+    tally.mean_gpu_usage = mean(|i| i.fields.gpu_usage);
+    tally.into_metrics(mcp_id.to_string(), range)
+}
+
+/// The 1-based nearest rank of the `p` percentile among `n` sorted values (`n` ≥ 1).
+pub fn nearest_rank(n: usize, p: f64) -> usize {
+    ((p * n as f64).ceil() as usize).clamp(1, n.max(1))
 }
 
 /// Nearest-rank percentile of sorted values.
@@ -129,8 +164,7 @@ pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     if sorted.is_empty() {
         return None;
     }
-    let rank = (p * sorted.len() as f64).ceil() as usize;
-    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+    Some(sorted[nearest_rank(sorted.len(), p) - 1])
 }
 
 #[cfg(test)]

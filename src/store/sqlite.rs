@@ -3,6 +3,8 @@
 //! One row per interaction holds its merged fields; `applied_events` remembers which events were
 //! merged, so replays from the spool and duplicate deliveries are no-ops.
 
+mod aggregate;
+
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -10,7 +12,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::metrics::{self, McpMetrics, TimeRange};
+use super::metrics::{McpMetrics, TimeRange};
 use super::{interaction_time_ms, AuditEntry, HistoryQuery, InteractionStore, StoreError};
 use crate::interaction::{Fields, Interaction, InteractionEvent};
 
@@ -233,9 +235,15 @@ impl InteractionStore for SqliteStore {
             // not keep an interaction forever.
             let sql = format!("DELETE FROM interactions WHERE last_received_ms < ?1 AND {filter}");
             let refs: Vec<&dyn rusqlite::ToSql> = values.iter().map(|v| v.as_ref()).collect();
-            conn.execute(&sql, refs.as_slice())
-                .map(drop)
-                .map_err(unavailable)
+            conn.execute(&sql, refs.as_slice()).map_err(unavailable)?;
+            // An event received before the oldest interaction still kept belongs to none that is
+            // kept, so remembering it is no longer needed to keep replays out.
+            conn.execute(
+                "DELETE FROM applied_events WHERE received_ms < min(?1, coalesce((SELECT min(first_received_ms) FROM interactions), ?1))",
+                params![e.cutoff_ms],
+            )
+            .map(drop)
+            .map_err(unavailable)
         })
         .boxed()
     }
@@ -300,43 +308,157 @@ impl InteractionStore for SqliteStore {
         range: TimeRange,
     ) -> BoxFuture<'a, Result<Vec<McpMetrics>, StoreError>> {
         let mcp = mcp_id.map(str::to_string);
-        self.blocking(move |conn| {
-            let rows = match &mcp {
-                Some(id) => {
-                    let mut stmt = conn
-                        .prepare(
-                            "SELECT mcp_id, interaction_id, first_received_ms, last_received_ms, fields FROM interactions
-                             WHERE mcp_id = ?1 AND time_ms >= ?2 AND time_ms < ?3",
-                        )
-                        .map_err(unavailable)?;
-                    read_rows(&mut stmt, &[id, &range.since_ms, &range.until_ms])?
-                }
-                None => {
-                    let mut stmt = conn
-                        .prepare(
-                            "SELECT mcp_id, interaction_id, first_received_ms, last_received_ms, fields FROM interactions
-                             WHERE time_ms >= ?1 AND time_ms < ?2 ORDER BY mcp_id",
-                        )
-                        .map_err(unavailable)?;
-                    read_rows(&mut stmt, &[&range.since_ms, &range.until_ms])?
-                }
-            };
-            let mut by_mcp: std::collections::BTreeMap<String, Vec<Interaction>> = Default::default();
-            for row in rows {
-                by_mcp.entry(row.mcp_id.clone()).or_default().push(row);
-            }
-            if let Some(id) = &mcp {
-                by_mcp.entry(id.clone()).or_default();
-            }
-            Ok(by_mcp.iter().map(|(id, rows)| metrics::compute(id, rows, range)).collect())
-        })
-        .boxed()
+        self.blocking(move |conn| aggregate::metrics(conn, mcp.as_deref(), range))
+            .boxed()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::interaction::EventKind;
+    use crate::store::metrics;
+
+    /// A varied log: several MCPs, missing and present fields, failures with and without codes,
+    /// repeated processing times, interactions outside the window.
+    fn varied_events() -> Vec<InteractionEvent> {
+        let mut seed = 0x2545_f491_u64;
+        let mut next = move |m: u64| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (seed >> 33) % m
+        };
+        let mut events = Vec::new();
+        for i in 0..2_000 {
+            let mcp = format!("m{}", next(4));
+            let at = 1_000_000 + next(200_000) as i64;
+            let mut fields = Fields {
+                timestamp_ms: Some(at),
+                ..Default::default()
+            };
+            match next(5) {
+                0 => {}
+                1 => fields.success = Some(false),
+                2 => fields.error_code = Some(["TIMEOUT", "BAD"][next(2) as usize].into()),
+                _ => fields.success = Some(true),
+            }
+            if next(4) > 0 {
+                fields.processing_time = Some(next(40) as f64 / 4.0);
+            }
+            if next(3) > 0 {
+                fields.quality_score = Some(next(100) as f64 / 100.0);
+            }
+            if next(2) > 0 {
+                fields.cpu_usage = Some(next(1000) as f64 / 10.0);
+            }
+            events.push(InteractionEvent::new(
+                format!("i{i}"),
+                mcp,
+                EventKind::Complete,
+                at,
+                fields,
+            ));
+        }
+        events
+    }
+
+    #[tokio::test]
+    async fn metrics_in_sql_equal_metrics_computed_from_the_interactions() {
+        let store = SqliteStore::in_memory().unwrap();
+        store.insert(&varied_events()).await.unwrap();
+        let range = TimeRange {
+            since_ms: 1_050_000,
+            until_ms: 1_150_000,
+        };
+        let in_sql = store.metrics(None, range).await.unwrap();
+        assert_eq!(in_sql.len(), 4);
+        for got in &in_sql {
+            let rows = store
+                .history(&HistoryQuery {
+                    mcp_id: got.mcp_id.clone(),
+                    limit: 10_000,
+                    since_ms: Some(range.since_ms),
+                    until_ms: Some(range.until_ms),
+                })
+                .await
+                .unwrap();
+            let want = metrics::compute(&got.mcp_id, &rows, range);
+            let close = |a: Option<f64>, b: Option<f64>| match (a, b) {
+                (Some(a), Some(b)) => (a - b).abs() < 1e-9,
+                (a, b) => a == b,
+            };
+            assert!(got.count > 100);
+            assert_eq!(
+                (got.count, got.completed, got.failed, got.in_progress),
+                (want.count, want.completed, want.failed, want.in_progress)
+            );
+            assert_eq!(got.errors_by_code, want.errors_by_code);
+            assert_eq!(
+                (
+                    got.p50_processing_time,
+                    got.p95_processing_time,
+                    got.p99_processing_time
+                ),
+                (
+                    want.p50_processing_time,
+                    want.p95_processing_time,
+                    want.p99_processing_time
+                )
+            );
+            assert!(close(got.mean_quality_score, want.mean_quality_score));
+            assert!(close(got.mean_cpu_usage, want.mean_cpu_usage));
+            assert_eq!(got.mean_gpu_usage, None);
+            assert_eq!(got.success_rate, want.success_rate);
+        }
+    }
+
+    #[tokio::test]
+    async fn retention_forgets_the_replay_guard_of_what_it_removed_only() {
+        let store = SqliteStore::in_memory().unwrap();
+        let event = |id: &str, at: i64| {
+            InteractionEvent::new(
+                id.into(),
+                "m".into(),
+                EventKind::Start,
+                at,
+                Fields::default(),
+            )
+        };
+        store
+            .insert(&[event("old", 1_000), event("kept", 5_000)])
+            .await
+            .unwrap();
+        let expiry = crate::store::retention::Expiry {
+            mcp_id: None,
+            except: vec![],
+            cutoff_ms: 3_000,
+        };
+        store.expire(&expiry).await.unwrap();
+        let guarded = store
+            .blocking(|conn| {
+                let mut stmt = conn
+                    .prepare("SELECT received_ms FROM applied_events ORDER BY received_ms")
+                    .map_err(unavailable)?;
+                let rows = stmt
+                    .query_map([], |r| r.get::<_, i64>(0))
+                    .map_err(unavailable)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
+            })
+            .await
+            .unwrap();
+        assert_eq!(guarded, [5_000]);
+        // The kept interaction's events are still guarded: a replay changes nothing.
+        store.insert(&[event("kept", 5_000)]).await.unwrap();
+        let rows = store
+            .history(&HistoryQuery {
+                mcp_id: "m".into(),
+                limit: 10,
+                since_ms: None,
+                until_ms: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 1);
+    }
 
     #[cfg(unix)]
     #[tokio::test]

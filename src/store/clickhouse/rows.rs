@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::super::metrics::{McpMetrics, TimeRange};
+use super::super::metrics::{McpMetrics, Tally, TimeRange};
 use super::super::AuditEntry;
 use crate::interaction::{Fields, Interaction, InteractionEvent};
 
@@ -138,25 +138,20 @@ impl MetricsRow {
         for code in self.error_codes {
             *errors_by_code.entry(code).or_insert(0) += 1;
         }
-        let finished = self.completed + self.failed;
-        McpMetrics {
-            mcp_id: self.mcp_id,
+        Tally {
             count: self.count,
             completed: self.completed,
             failed: self.failed,
-            in_progress: self.count - finished,
-            success_rate: (finished > 0).then(|| self.completed as f64 / finished as f64),
-            error_rate: (finished > 0).then(|| self.failed as f64 / finished as f64),
             errors_by_code,
-            p50_processing_time: self.p50,
-            p95_processing_time: self.p95,
-            p99_processing_time: self.p99,
-            interactions_per_minute: self.count as f64 / range.minutes(),
+            p50: self.p50,
+            p95: self.p95,
+            p99: self.p99,
             mean_quality_score: finite(self.mean_quality_score),
             mean_confidence: finite(self.mean_confidence),
             mean_cpu_usage: finite(self.mean_cpu_usage),
             mean_memory_usage: finite(self.mean_memory_usage),
             mean_gpu_usage: finite(self.mean_gpu_usage),
         }
+        .into_metrics(self.mcp_id, range)
     }
 }
