@@ -91,7 +91,7 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
 
 async fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
     let parts = assemble(&args, Mode::Ingest).await?;
-    parts.start_retention(&args);
+    parts.start_store_jobs(&args);
     let running = mcp_coordinator::ingest::start(
         parts.config,
         parts.store,

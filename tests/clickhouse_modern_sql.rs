@@ -1,7 +1,9 @@
 //! The ClickHouse store's DDL and merge query on a current ClickHouse (chdb, an embedded ClickHouse
 //! from PyPI, installed by .ci/run), as the production servers will see them.
 
-use mcp_coordinator::store::clickhouse::{create_table_sql, merged_sql, metrics_sql, TIME};
+use mcp_coordinator::store::clickhouse::{
+    create_rollup_table_sql, create_table_sql, merged_sql, metrics_sql, roll_sql, TIME,
+};
 
 /// The filter the store puts on every windowed read: the MCP, receive times, and the `Date`
 /// partition column compared with day strings.
@@ -90,4 +92,38 @@ fn schema_and_merge_query_work_on_current_clickhouse() {
     assert_eq!(rows[1]["success"], 1);
     assert_eq!(rows[1]["processing_time"], 5.5);
     assert_eq!(rows[1]["first_received_ms"], 1000);
+}
+
+#[test]
+fn rollups_roll_on_current_clickhouse() {
+    let columns = "event_id, mcp_id, interaction_id, kind, received_ms, event_date, timestamp_ms, request_type, success, processing_time, error_code";
+    let roll = |generation: i64| {
+        roll_sql("mcp", WINDOWED, generation)
+            .replacen('?', "0", 1)
+            .replacen('?', "9999999999999", 1)
+    };
+    let rows = run_chdb(&[
+        "CREATE DATABASE IF NOT EXISTS mcp".to_string(),
+        create_table_sql("mcp", (25, 8)),
+        create_rollup_table_sql("mcp", (25, 8)),
+        format!(
+            "INSERT INTO mcp.interaction_events ({columns}) VALUES \
+             ('e1', 'ocr_workflow_mcp_001', 'i1', 'start', 1000, toDate('2026-01-01'), 1000, 'ocr', NULL, NULL, NULL), \
+             ('e2', 'ocr_workflow_mcp_001', 'i1', 'complete', 2000, toDate('2026-01-01'), NULL, NULL, 1, 5.5, NULL), \
+             ('e3', 'ocr_workflow_mcp_001', 'i2', 'error', 3000, toDate('2026-01-01'), 61000, 'ocr', 0, 1.0, 'TIMEOUT')"
+        ),
+        roll(1),
+        // A second generation of the same minutes, as a re-roll writes it.
+        roll(2),
+        "SELECT minute, request_type, error_code, interactions, completed, failed, length(time_buckets) AS buckets, rolled_at \
+         FROM mcp.interaction_rollups WHERE rolled_at = 2 ORDER BY minute".to_string(),
+    ]);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[0]["minute"], 0);
+    assert_eq!(rows[0]["request_type"], "ocr");
+    assert_eq!(rows[0]["completed"], 1);
+    assert_eq!(rows[0]["buckets"], 1);
+    assert_eq!(rows[1]["minute"], 60000);
+    assert_eq!(rows[1]["error_code"], "TIMEOUT");
+    assert_eq!(rows[1]["failed"], 1);
 }

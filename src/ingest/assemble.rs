@@ -71,15 +71,25 @@ pub struct IngestParts {
 }
 
 impl IngestParts {
-    /// Starts the retention loop over the store (every `--retention-interval-seconds`, at least a
-    /// minute).
-    pub fn start_retention(&self, args: &IngestArgs) {
+    /// Starts the store's background jobs: retention (every `--retention-interval-seconds`, at
+    /// least a minute) and upkeep such as ClickHouse rollups (every minute).
+    pub fn start_store_jobs(&self, args: &IngestArgs) {
         tokio::spawn(crate::store::retention::run(
             self.store.clone(),
             self.retention_days.clone(),
             args.retention_days,
             Duration::from_secs(args.retention_interval_seconds.max(60)),
         ));
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                if let Err(e) = store.maintain().await {
+                    tracing::warn!(error = %e, "store upkeep (rollups) failed; retrying in a minute");
+                }
+            }
+        });
     }
 }
 
@@ -221,6 +231,7 @@ fn store(args: &IngestArgs) -> Result<(Arc<dyn InteractionStore>, String), Assem
                 max_interaction_ms: i64::try_from(args.max_interaction_seconds)
                     .unwrap_or(i64::MAX / 1000)
                     .saturating_mul(1000),
+                read_rollups: true,
             };
             let name = format!(
                 "ClickHouse {} database {}",

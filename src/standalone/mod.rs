@@ -78,7 +78,7 @@ pub async fn run_from_args(
         parts.readers.add_admin("local", &token);
         tracing::info!(path = %path.display(), "admin token for `mcp-coordinator status` and queries");
     }
-    parts.start_retention(&args.ingest);
+    parts.start_store_jobs(&args.ingest);
     let config = StandaloneConfig {
         registrations: args.registrations.clone(),
         data_dir: args.ingest.data_dir.clone(),

@@ -4,6 +4,7 @@
 pub mod clickhouse;
 pub mod metrics;
 pub mod retention;
+pub mod sketch;
 pub mod sqlite;
 
 use futures::future::BoxFuture;
@@ -68,6 +69,11 @@ pub trait InteractionStore: Send + Sync {
         &'a self,
         query: &'a HistoryQuery,
     ) -> BoxFuture<'a, Result<Vec<Interaction>, StoreError>>;
+
+    /// Periodic upkeep (ClickHouse rolls completed minutes into rollups); nothing by default.
+    fn maintain(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
 
     /// Performance of one MCP (or of every MCP that has interactions in range, when `mcp_id` is None).
     fn metrics<'a>(

@@ -172,6 +172,7 @@ impl ClickHouseServer {
             user: None,
             password: None,
             max_interaction_ms: mcp_coordinator::store::clickhouse::DEFAULT_MAX_INTERACTION_MS,
+            read_rollups: true,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Retention on ClickHouse: whole days are dropped as partitions, and mutations (`ALTER … DELETE`)
+//! Retention on ClickHouse, for the events and their rollups alike: whole days are dropped as partitions, and mutations (`ALTER … DELETE`)
 //! are left for what a partition drop cannot do: an MCP whose retention is shorter than the
 //! default, and days that also hold data of an MCP that keeps its data longer.
 //!
@@ -7,38 +7,48 @@
 //! event up to a day longer than its retention.
 
 use super::super::retention::Expiry;
-use super::sql::{self, TABLE};
+use super::sql;
 use super::{classify, Bind, ClickHouseStore, StoreError};
 
 impl ClickHouseStore {
-    pub(super) async fn expire_days(&self, e: &Expiry) -> Result<(), StoreError> {
+    pub(super) async fn expire_days(&self, table: &str, e: &Expiry) -> Result<(), StoreError> {
         // Days strictly before the cutoff's day are wholly expired.
         let cutoff_day = sql::day_of_ms(e.cutoff_ms);
         match &e.mcp_id {
             Some(id) => {
-                self.delete_where("mcp_id = ?", vec![Bind::Text(id.clone())], &cutoff_day)
-                    .await
+                self.delete_where(
+                    table,
+                    "mcp_id = ?",
+                    vec![Bind::Text(id.clone())],
+                    &cutoff_day,
+                )
+                .await
             }
             None => {
-                let kept_days = self.days_holding(&e.except, &cutoff_day).await?;
-                for (partition_id, day) in self.expired_partitions(&cutoff_day).await? {
+                let kept_days = self.days_holding(table, &e.except, &cutoff_day).await?;
+                for (partition_id, day) in self.expired_partitions(table, &cutoff_day).await? {
                     if kept_days.contains(&day) {
                         continue;
                     }
                     let drop = format!(
-                        "ALTER TABLE {}.{TABLE} DROP PARTITION ID '{partition_id}'",
+                        "ALTER TABLE {}.{table} DROP PARTITION ID '{partition_id}'",
                         self.database
                     );
                     self.client.query(&drop).execute().await.map_err(classify)?;
-                    tracing::info!(day, "retention dropped a day of interaction events");
+                    tracing::info!(day, table, "retention dropped a day");
                 }
                 if kept_days.is_empty() {
                     return Ok(());
                 }
                 let marks = vec!["?"; e.except.len()].join(", ");
                 let binds = e.except.iter().cloned().map(Bind::Text).collect();
-                self.delete_where(&format!("mcp_id NOT IN ({marks})"), binds, &cutoff_day)
-                    .await
+                self.delete_where(
+                    table,
+                    &format!("mcp_id NOT IN ({marks})"),
+                    binds,
+                    &cutoff_day,
+                )
+                .await
             }
         }
     }
@@ -46,6 +56,7 @@ impl ClickHouseStore {
     /// The active partitions whose every event was received before `cutoff_day`, with their day.
     async fn expired_partitions(
         &self,
+        table: &str,
         cutoff_day: &str,
     ) -> Result<Vec<(String, String)>, StoreError> {
         self.client
@@ -54,7 +65,7 @@ impl ClickHouseStore {
                  WHERE database = ? AND table = ? AND active AND max_date < toDate(?)",
             )
             .bind(&self.database)
-            .bind(TABLE)
+            .bind(table)
             .bind(cutoff_day)
             .fetch_all()
             .await
@@ -64,6 +75,7 @@ impl ClickHouseStore {
     /// The days before `cutoff_day` that hold events of any of `mcp_ids`.
     async fn days_holding(
         &self,
+        table: &str,
         mcp_ids: &[String],
         cutoff_day: &str,
     ) -> Result<Vec<String>, StoreError> {
@@ -72,7 +84,7 @@ impl ClickHouseStore {
         }
         let marks = vec!["?"; mcp_ids.len()].join(", ");
         let sql = format!(
-            "SELECT DISTINCT toString(event_date) FROM {}.{TABLE} WHERE event_date < toDate(?) AND mcp_id IN ({marks})",
+            "SELECT DISTINCT toString(event_date) FROM {}.{table} WHERE event_date < toDate(?) AND mcp_id IN ({marks})",
             self.database
         );
         let mut binds = vec![Bind::Text(cutoff_day.to_string())];
@@ -85,6 +97,7 @@ impl ClickHouseStore {
     /// of that day queue nothing that would rewrite parts for nothing.
     async fn delete_where(
         &self,
+        table: &str,
         filter: &str,
         binds: Vec<Bind>,
         cutoff_day: &str,
@@ -95,7 +108,7 @@ impl ClickHouseStore {
         let matching: u64 = self
             .query(
                 &format!(
-                    "SELECT count() FROM {}.{TABLE} WHERE {condition}",
+                    "SELECT count() FROM {}.{table} WHERE {condition}",
                     self.database
                 ),
                 all_binds.clone(),
@@ -107,7 +120,7 @@ impl ClickHouseStore {
             return Ok(());
         }
         let delete = format!(
-            "ALTER TABLE {}.{TABLE} DELETE WHERE {condition}",
+            "ALTER TABLE {}.{table} DELETE WHERE {condition}",
             self.database
         );
         self.query(&delete, all_binds)

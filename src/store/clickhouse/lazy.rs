@@ -35,6 +35,10 @@ impl InteractionStore for LazyClickHouseStore {
         async move { self.get().await?.record_access(e).await }.boxed()
     }
 
+    fn maintain(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        async move { self.get().await?.maintain().await }.boxed()
+    }
+
     fn audit_log(&self, limit: usize) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>> {
         async move { self.get().await?.audit_log(limit).await }.boxed()
     }

@@ -11,6 +11,7 @@
 mod expire;
 mod lazy;
 mod migrate;
+mod rollup;
 mod rows;
 mod sql;
 
@@ -22,6 +23,7 @@ use super::{AuditEntry, HistoryQuery, InteractionStore, StoreError};
 use crate::interaction::{Interaction, InteractionEvent};
 pub use lazy::LazyClickHouseStore;
 pub use migrate::KEPT_TABLE;
+pub use rollup::{create_rollup_table_sql, roll_sql, ROLLUP_WINDOWS_OVER_MS};
 use rows::{AuditRow, EventRow, MergedRow, MetricsRow};
 pub use sql::{
     create_audit_table_sql, create_table_sql, merged_sql, metrics_sql, DEFAULT_MAX_INTERACTION_MS,
@@ -39,6 +41,8 @@ pub struct ClickHouseConfig {
     /// Reads of a time window also read events received this long before and after it (see
     /// [`sql::received_bounds`]).
     pub max_interaction_ms: i64,
+    /// Long windows read per-minute rollups (always, but for a comparison in the benchmark).
+    pub read_rollups: bool,
 }
 
 impl ClickHouseConfig {
@@ -59,6 +63,7 @@ pub struct ClickHouseStore {
     client: clickhouse::Client,
     database: String,
     max_interaction_ms: i64,
+    read_rollups: bool,
     /// `major.minor` of the server, as detected at start.
     pub server_version: (u32, u32),
 }
@@ -133,6 +138,12 @@ impl ClickHouseStore {
             .await
             .map_err(classify)?;
         migrate::ensure_layout(&client, &config.database, server_version).await?;
+        for ddl in [
+            rollup::create_rollup_table_sql(&config.database, server_version),
+            rollup::create_progress_table_sql(&config.database),
+        ] {
+            client.query(&ddl).execute().await.map_err(classify)?;
+        }
         client
             .query(&create_audit_table_sql(&config.database))
             .execute()
@@ -143,6 +154,7 @@ impl ClickHouseStore {
             client: client.with_database(&config.database),
             database: config.database.clone(),
             max_interaction_ms: config.max_interaction_ms.max(0),
+            read_rollups: config.read_rollups,
             server_version,
         })
     }
@@ -247,7 +259,15 @@ impl InteractionStore for ClickHouseStore {
         &'a self,
         e: &'a super::retention::Expiry,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.expire_days(e).boxed()
+        async move {
+            self.expire_days(TABLE, e).await?;
+            self.expire_days(rollup::ROLLUP_TABLE, e).await
+        }
+        .boxed()
+    }
+
+    fn maintain(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.roll_up().boxed()
     }
 
     fn audit_log(&self, limit: usize) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>> {
@@ -266,8 +286,16 @@ impl InteractionStore for ClickHouseStore {
         &'a self,
         events: &'a [InteractionEvent],
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.write_rows(TABLE, events.iter().map(EventRow::of))
-            .boxed()
+        async move {
+            self.write_rows(TABLE, events.iter().map(EventRow::of))
+                .await?;
+            let received = events.iter().map(|e| e.received_ms);
+            if let (Some(oldest), Some(newest)) = (received.clone().min(), received.max()) {
+                self.reroll_after_insert(oldest, newest).await?;
+            }
+            Ok(())
+        }
+        .boxed()
     }
 
     fn history<'a>(
@@ -313,6 +341,11 @@ impl InteractionStore for ClickHouseStore {
         range: TimeRange,
     ) -> BoxFuture<'a, Result<Vec<McpMetrics>, StoreError>> {
         async move {
+            if self.read_rollups
+                && range.until_ms.saturating_sub(range.since_ms) > ROLLUP_WINDOWS_OVER_MS
+            {
+                return self.metrics_from_rollups(mcp_id, range).await;
+            }
             let (mcp, mut binds) = match mcp_id {
                 Some(id) => ("mcp_id = ?", vec![Bind::Text(id.to_string())]),
                 None => ("1", vec![]),
@@ -352,6 +385,7 @@ mod tests {
             user: None,
             password: None,
             max_interaction_ms: DEFAULT_MAX_INTERACTION_MS,
+            read_rollups: true,
         }
     }
 

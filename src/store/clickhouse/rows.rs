@@ -155,3 +155,38 @@ impl MetricsRow {
         .into_metrics(self.mcp_id, range)
     }
 }
+
+/// Partial aggregates of one MCP and error code over a window (see `rollup.rs`).
+#[derive(Debug, clickhouse::Row, Deserialize)]
+pub(super) struct RollupRow {
+    pub mcp_id: String,
+    pub error_code: String,
+    pub interactions: u64,
+    pub completed: u64,
+    pub failed: u64,
+    /// Processing-time buckets and their counts.
+    pub histogram: (Vec<i16>, Vec<u64>),
+    quality_score_sum: f64,
+    quality_score_n: u64,
+    confidence_sum: f64,
+    confidence_n: u64,
+    cpu_usage_sum: f64,
+    cpu_usage_n: u64,
+    memory_usage_sum: f64,
+    memory_usage_n: u64,
+    gpu_usage_sum: f64,
+    gpu_usage_n: u64,
+}
+
+impl RollupRow {
+    /// Sum and count of quality score, confidence, CPU, memory and GPU usage, in that order.
+    pub fn means(&self) -> [(f64, u64); 5] {
+        [
+            (self.quality_score_sum, self.quality_score_n),
+            (self.confidence_sum, self.confidence_n),
+            (self.cpu_usage_sum, self.cpu_usage_n),
+            (self.memory_usage_sum, self.memory_usage_n),
+            (self.gpu_usage_sum, self.gpu_usage_n),
+        ]
+    }
+}
