@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use mcp_coordinator::interaction::{EventKind, Fields, InteractionEvent};
 use mcp_coordinator::store::clickhouse::{ClickHouseStore, DEFAULT_MAX_INTERACTION_MS};
-use mcp_coordinator::store::{HistoryQuery, InteractionStore, TimeRange};
+use mcp_coordinator::store::{Breakdown, HistoryQuery, InteractionStore, TimeRange};
 
 const MCPS: usize = 20;
 const RECENT_PER_MCP: usize = 1_000;
@@ -109,15 +109,20 @@ async fn main() {
     for ((name, at_empty, _), ((_, at_first, before), (_, at_full, _))) in
         empty.iter().zip(first.iter().zip(&full))
     {
-        let before = before.unwrap_or_default();
+        let before = match before {
+            Some(before) => format!(
+                "{:.1} ms | {:.1}×",
+                ms(*before),
+                ms(*before) / ms(*at_empty).max(0.001)
+            ),
+            None => "— | —".to_string(),
+        };
         println!(
-            "| {name} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1}× | {:.1} ms | {:.1}× |",
+            "| {name} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1}× | {before} |",
             ms(*at_empty),
             ms(*at_first),
             ms(*at_full),
             ms(*at_full) / ms(*at_empty).max(0.001),
-            ms(before),
-            ms(before) / ms(*at_empty).max(0.001),
         );
     }
 }
@@ -196,11 +201,15 @@ async fn measure(
         ("metrics, all MCPs, 24 h", Read::Metrics(None, 24 * HOUR)),
         ("metrics, all MCPs, 7 d", Read::Metrics(None, 7 * 24 * HOUR)),
         ("history, one MCP, limit=100", Read::History),
+        ("series, one MCP, 24 h in 5 m steps", Read::Series),
     ] {
         let a = median_of_5(windowed, &read, now).await;
-        let b = match whole {
-            Some(whole) => Some(median_of_5(whole, &read, now).await),
-            None => None,
+        // The series endpoint is new: there is no "before" to compare with.
+        let b = match (whole, &read) {
+            (Some(whole), Read::Metrics(..) | Read::History) => {
+                Some(median_of_5(whole, &read, now).await)
+            }
+            _ => None,
         };
         rows.push((name, a, b));
     }
@@ -218,6 +227,20 @@ async fn median_of_5(store: &ClickHouseStore, read: &Read, now: i64) -> Duration
                     until_ms: now + 1,
                 };
                 store.metrics(*mcp, range).await.expect("metrics");
+            }
+            Read::Series => {
+                let range = TimeRange {
+                    since_ms: now - 24 * HOUR,
+                    until_ms: now + 1,
+                };
+                let by = Breakdown {
+                    group_by: None,
+                    step_ms: Some(5 * 60_000),
+                };
+                store
+                    .breakdown(Some("mcp_3"), range, by)
+                    .await
+                    .expect("series");
             }
             Read::History => {
                 let page = HistoryQuery {
@@ -238,6 +261,7 @@ async fn median_of_5(store: &ClickHouseStore, read: &Read, now: i64) -> Duration
 enum Read {
     Metrics(Option<&'static str>, i64),
     History,
+    Series,
 }
 
 fn ms(d: Duration) -> f64 {

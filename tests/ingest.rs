@@ -81,6 +81,14 @@ impl InteractionStore for Switchable {
     ) -> BoxFuture<'a, Result<Vec<McpMetrics>, StoreError>> {
         self.inner.metrics(m, r)
     }
+    fn breakdown<'a>(
+        &'a self,
+        m: Option<&'a str>,
+        r: TimeRange,
+        by: mcp_coordinator::store::Breakdown,
+    ) -> BoxFuture<'a, Result<Vec<mcp_coordinator::store::MetricsCell>, StoreError>> {
+        self.inner.breakdown(m, r, by)
+    }
 }
 
 struct Ingest {
@@ -686,5 +694,140 @@ async fn a_record_too_large_to_store_is_refused_before_the_spool_and_the_rest_ar
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    ingest.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn series_and_breakdowns_cut_metrics_by_time_and_request_type() {
+    let ingest = start("series").await;
+    let base = &ingest.base;
+    let now = jiff::Timestamp::now().as_millisecond();
+    // Twelve interactions, one every 10 minutes of the last two hours: even ones "ocr" and
+    // completed, odd ones "translate" and failed.
+    for i in 0..12i64 {
+        let at = now - 115 * 60_000 + i * 10 * 60_000;
+        let at_text = jiff::Timestamp::from_millisecond(at).unwrap().to_string();
+        let (request_type, result) = if i % 2 == 0 {
+            ("ocr", json!({"success": true}))
+        } else {
+            ("translate", json!({"success": false, "error_code": "BAD"}))
+        };
+        let (status, body) = post(
+            base,
+            "/v1/interactions",
+            Some(KEY),
+            json!({"interaction_id": format!("int_series_{i}"), "timestamp": at_text,
+                   "request_data": {"request_type": request_type},
+                   "processing_data": {"processing_time": 1.0 + i as f64},
+                   "result_data": result}),
+        )
+        .await;
+        assert_eq!(status, 202, "{body}");
+    }
+    wait_for_history(base, "ocr_workflow_mcp_001", 12).await;
+
+    let path = "/v1/mcps/ocr_workflow_mcp_001/metrics/series?range=2h&step=30m";
+    let (status, body) = get(base, path, Some(READER)).await;
+    assert_eq!(status, 200, "{body}");
+    let points = body["series"][0]["points"].as_array().unwrap();
+    // 2 h in 30 m steps from the whole minute the window starts in: four buckets, and a fifth
+    // for the seconds of the current minute.
+    assert!((4..=5).contains(&points.len()), "{body}");
+    let counts: Vec<u64> = points
+        .iter()
+        .map(|p| p["metrics"]["count"].as_u64().unwrap())
+        .collect();
+    assert_eq!(counts.iter().sum::<u64>(), 12, "{body}");
+    assert!(
+        counts[..4].iter().all(|n| (2..=4).contains(n)),
+        "{counts:?}"
+    );
+    assert_eq!(
+        points[1]["metrics"]["failed"].as_u64().unwrap()
+            + points[1]["metrics"]["completed"].as_u64().unwrap(),
+        counts[1]
+    );
+
+    let path =
+        "/v1/mcps/ocr_workflow_mcp_001/metrics/series?range=2h&step=1h&group_by=request_type";
+    let (status, body) = get(base, path, Some(READER)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["group_by"], "request_type");
+    let series = body["series"].as_array().unwrap();
+    assert_eq!(series.len(), 2, "{body}");
+    let ocr = series.iter().find(|s| s["value"] == "ocr").unwrap();
+    let total: u64 = ocr["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["metrics"]["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 6);
+    assert!(ocr["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["metrics"]["failed"] == 0));
+
+    let (status, body) = get(
+        base,
+        "/v1/mcps/ocr_workflow_mcp_001/metrics?range=3h&group_by=request_type",
+        Some(READER),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["metrics"]["count"], 12);
+    let translate = body["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["value"] == "translate")
+        .unwrap();
+    assert_eq!(translate["metrics"]["failed"], 6);
+    assert_eq!(translate["metrics"]["errors_by_code"]["BAD"], 6);
+    let (status, all) = get(
+        base,
+        "/v1/metrics?range=3h&group_by=request_type",
+        Some(READER),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(all["groups"].as_array().unwrap().len(), 2, "{all}");
+
+    for (path, field) in [
+        (
+            "/v1/mcps/ocr_workflow_mcp_001/metrics/series?range=1h&step=30s",
+            "step",
+        ),
+        (
+            "/v1/mcps/ocr_workflow_mcp_001/metrics/series?range=7d&step=1m",
+            "step",
+        ),
+        (
+            "/v1/mcps/ocr_workflow_mcp_001/metrics?group_by=user_id",
+            "group_by",
+        ),
+    ] {
+        let (status, body) = get(base, path, Some(READER)).await;
+        assert_eq!(
+            (status, body["error"]["field"].as_str()),
+            (400, Some(field)),
+            "{path}: {body}"
+        );
+    }
+    // Another MCP's key may not read this MCP's series.
+    let (status, _) = get(
+        base,
+        "/v1/mcps/ocr_workflow_mcp_001/metrics/series?range=1h",
+        Some(OTHER_KEY),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (_, audit) = get(base, "/v1/audit?limit=100", Some(ADMIN)).await;
+    assert!(audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["query"] == "series"));
     ingest.stop().await;
 }

@@ -431,3 +431,71 @@ async fn recent_history_and_windows_read_newest_first_across_days() {
         assert_eq!(all.iter().map(|m| m.count).sum::<u64>(), 3, "{name}");
     }
 }
+
+#[tokio::test]
+async fn breakdowns_cut_by_region_and_time_bucket() {
+    use mcp_coordinator::store::{Breakdown, Dimension};
+    let minute = 60_000;
+    for (name, store) in stores().await {
+        let mut events = Vec::new();
+        // 30 interactions a minute apart; regions alternate, every third one fails.
+        for i in 0..30i64 {
+            let id = format!("r{i}");
+            let at = T0 + i * minute;
+            let mut s = start(&id, "m", at);
+            s.fields.region = Some(["eu", "us"][(i % 2) as usize].into());
+            events.push(s);
+            events.push(if i % 3 == 0 {
+                failure(&id, "m", at + 1, "TIMEOUT")
+            } else {
+                complete(&id, "m", at + 1, (i + 1) as f64, 0.5)
+            });
+        }
+        store.insert(&events).await.unwrap();
+        let range = TimeRange {
+            since_ms: T0,
+            until_ms: T0 + 30 * minute,
+        };
+        let by = Breakdown {
+            group_by: Some(Dimension::Region),
+            step_ms: Some(10 * minute),
+        };
+        let mut cells = store.breakdown(Some("m"), range, by).await.unwrap();
+        cells.sort_by(|a, b| (&a.group, a.bucket).cmp(&(&b.group, b.bucket)));
+        let shape: Vec<(Option<&str>, i64, u64, u64)> = cells
+            .iter()
+            .map(|c| {
+                (
+                    c.group.as_deref(),
+                    c.bucket,
+                    c.metrics.count,
+                    c.metrics.failed,
+                )
+            })
+            .collect();
+        // Bucket 0 holds minutes 0–9: eu 0,2,4,6,8 (0 and 6 fail), us 1,3,5,7,9 (3 and 9 fail).
+        assert_eq!(
+            shape,
+            [
+                (Some("eu"), 0, 5, 2),
+                (Some("eu"), 1, 5, 2),
+                (Some("eu"), 2, 5, 1),
+                (Some("us"), 0, 5, 2),
+                (Some("us"), 1, 5, 1),
+                (Some("us"), 2, 5, 2),
+            ],
+            "{name}"
+        );
+        assert_eq!(
+            cells[0].metrics.errors_by_code.get("TIMEOUT"),
+            Some(&2),
+            "{name}"
+        );
+        assert_eq!(cells[0].metrics.interactions_per_minute, 0.5, "{name}");
+        // eu, minutes 10–19: 11, 15 and 17 s, and 12 and 18 failed (1 s each).
+        let p95 = cells[1].metrics.p95_processing_time.unwrap();
+        assert!((p95 - 17.0).abs() <= 17.0 * 0.01, "{name}: {p95}");
+        let nobody = store.breakdown(Some("nobody"), range, by).await.unwrap();
+        assert!(nobody.is_empty(), "{name}");
+    }
+}

@@ -130,6 +130,11 @@ async fn ship(
                 }
                 return true;
             }
+            Err(e @ StoreError::TooLarge(_)) => {
+                // Inserts never answer this; if one did, retrying would not help either.
+                tracing::error!(error = %e, "the store refused a batch");
+                return true;
+            }
             Err(StoreError::Rejected(why)) => {
                 metrics.store_errors.with_label_values(&["rejected"]).inc();
                 for event in batch {

@@ -48,6 +48,78 @@ impl TimeRange {
     }
 }
 
+/// What a metrics read can be broken down by: a field of the interaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dimension {
+    RequestType,
+    AdapterUsed,
+    Region,
+    Environment,
+}
+
+impl Dimension {
+    pub const ALL: [Dimension; 4] = [
+        Dimension::RequestType,
+        Dimension::AdapterUsed,
+        Dimension::Region,
+        Dimension::Environment,
+    ];
+
+    /// The field (and column) name, as `group_by=` takes it.
+    pub fn field(self) -> &'static str {
+        match self {
+            Dimension::RequestType => "request_type",
+            Dimension::AdapterUsed => "adapter_used",
+            Dimension::Region => "region",
+            Dimension::Environment => "environment",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|d| d.field() == text)
+            .ok_or_else(|| {
+                format!("group_by {text:?} is not one of request_type, adapter_used, region, environment")
+            })
+    }
+}
+
+/// How a metrics read is cut: by a dimension, into time buckets of `step_ms` from the window's
+/// start, both, or neither.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Breakdown {
+    pub group_by: Option<Dimension>,
+    pub step_ms: Option<i64>,
+}
+
+/// The most cells (groups × buckets × MCPs) one breakdown answers.
+pub const MAX_CELLS: usize = 20_000;
+
+/// One cell of a breakdown: an MCP, a value of the dimension (None where the interactions did not
+/// say, or without `group_by`), and a time bucket (index from the window's start; 0 without a step).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsCell {
+    pub mcp_id: String,
+    pub group: Option<String>,
+    pub bucket: i64,
+    pub metrics: McpMetrics,
+}
+
+/// The window of bucket `bucket` of `range` cut in steps of `step_ms` (the last may be shorter).
+pub fn bucket_range(range: TimeRange, step_ms: Option<i64>, bucket: i64) -> TimeRange {
+    match step_ms {
+        None => range,
+        Some(step) => {
+            let since_ms = range.since_ms.saturating_add(bucket.saturating_mul(step));
+            TimeRange {
+                since_ms,
+                until_ms: since_ms.saturating_add(step).min(range.until_ms),
+            }
+        }
+    }
+}
+
 /// What `GET /v1/mcps/{id}/metrics` answers.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct McpMetrics {

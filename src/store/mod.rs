@@ -10,7 +10,7 @@ pub mod sqlite;
 use futures::future::BoxFuture;
 
 use crate::interaction::{Interaction, InteractionEvent};
-pub use metrics::{McpMetrics, TimeRange};
+pub use metrics::{Breakdown, Dimension, McpMetrics, MetricsCell, TimeRange};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -19,6 +19,9 @@ pub enum StoreError {
     /// The store refused these rows for what they contain; retrying will not help.
     #[error("the interaction store rejected the rows: {0}")]
     Rejected(String),
+    /// A breakdown would answer more cells than allowed.
+    #[error("the answer would have more than {0} cells (groups × time buckets × MCPs); narrow the range, widen the step or leave out group_by")]
+    TooLarge(usize),
 }
 
 /// Interactions of one MCP, newest first.
@@ -74,6 +77,15 @@ pub trait InteractionStore: Send + Sync {
     fn maintain(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async { Ok(()) })
     }
+
+    /// Performance cut by `by`: per MCP (one, or every MCP with interactions in range), per value
+    /// of a dimension and per time bucket. Only cells holding interactions are answered.
+    fn breakdown<'a>(
+        &'a self,
+        mcp_id: Option<&'a str>,
+        range: TimeRange,
+        by: Breakdown,
+    ) -> BoxFuture<'a, Result<Vec<MetricsCell>, StoreError>>;
 
     /// Performance of one MCP (or of every MCP that has interactions in range, when `mcp_id` is None).
     fn metrics<'a>(

@@ -12,7 +12,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::metrics::{McpMetrics, TimeRange};
+use super::metrics::{Breakdown, McpMetrics, MetricsCell, TimeRange};
 use super::{interaction_time_ms, AuditEntry, HistoryQuery, InteractionStore, StoreError};
 use crate::interaction::{Fields, Interaction, InteractionEvent};
 
@@ -309,6 +309,17 @@ impl InteractionStore for SqliteStore {
     ) -> BoxFuture<'a, Result<Vec<McpMetrics>, StoreError>> {
         let mcp = mcp_id.map(str::to_string);
         self.blocking(move |conn| aggregate::metrics(conn, mcp.as_deref(), range))
+            .boxed()
+    }
+
+    fn breakdown<'a>(
+        &'a self,
+        mcp_id: Option<&'a str>,
+        range: TimeRange,
+        by: Breakdown,
+    ) -> BoxFuture<'a, Result<Vec<MetricsCell>, StoreError>> {
+        let mcp = mcp_id.map(str::to_string);
+        self.blocking(move |conn| aggregate::breakdown(conn, mcp.as_deref(), range, by))
             .boxed()
     }
 }

@@ -217,6 +217,9 @@ where
         (&Method::GET, ["v1", "mcps", mcp_id, "metrics"]) => {
             reading().mcp_metrics(mcp_id).await.map(ok)
         }
+        (&Method::GET, ["v1", "mcps", mcp_id, "metrics", "series"]) => {
+            reading().series(mcp_id).await.map(ok)
+        }
         (&Method::GET, ["v1", "metrics"]) => reading().all_metrics().await.map(ok),
         (
             _,
@@ -225,6 +228,7 @@ where
             | "audit"]
             | ["v1", "interactions", _, _]
             | ["v1", "mcps", _, "interactions" | "metrics"]
+            | ["v1", "mcps", _, "metrics", "series"]
             | ["v1", "route" | "registrations"]
             | ["metrics" | "healthz" | "readyz"],
         ) => Err(ApiError::new(

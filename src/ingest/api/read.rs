@@ -2,7 +2,7 @@
 //! may see them, and an audit record of every read of interaction data (a read whose audit
 //! record cannot be written is refused). Each read answers a JSON value, without HTTP.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{json, Value};
 
@@ -13,7 +13,21 @@ use super::now_ms;
 use super::reply::{ApiError, ErrorCode};
 use crate::interaction::{check_id, format_ms, parse_rfc3339_ms, Interaction};
 use crate::privacy::seal::{Owner, Sealer, Unsealed};
-use crate::store::{AuditEntry, HistoryQuery, McpMetrics, TimeRange};
+use crate::store::metrics::{bucket_range, Tally};
+use crate::store::{
+    AuditEntry, Breakdown, Dimension, HistoryQuery, McpMetrics, MetricsCell, TimeRange,
+};
+
+/// A metrics answer: the range as given, per-MCP metrics, and the cells per group when asked.
+type MetricsAnswer = (
+    String,
+    Vec<McpMetrics>,
+    Option<(Dimension, Vec<MetricsCell>)>,
+);
+
+const MINUTE_MS: i64 = 60_000;
+/// The most points a series answers.
+const MAX_POINTS: i64 = 2_000;
 
 /// The decoded query string.
 pub type Params = HashMap<String, String>;
@@ -65,37 +79,120 @@ impl Reading<'_> {
         Ok(json!({"mcp_id": mcp_id, "count": items.len(), "interactions": items}))
     }
 
-    /// `GET /v1/mcps/{id}/metrics?range=`.
+    /// `GET /v1/mcps/{id}/metrics?range=&group_by=`.
     pub async fn mcp_metrics(&self, mcp_id: &str) -> Result<Value, ApiError> {
-        let (text, mut metrics) = self.metrics_over(Some(mcp_id)).await?;
+        let (text, mut metrics, groups) = self.metrics_over(Some(mcp_id)).await?;
         let one = metrics
             .pop()
             .map(|m| serde_json::to_value(m).unwrap_or(Value::Null))
             .unwrap_or(Value::Null);
-        Ok(json!({"range": text, "metrics": one}))
+        let mut body = json!({"range": text, "metrics": one});
+        if let Some((dimension, cells)) = groups {
+            body["group_by"] = json!(dimension.field());
+            body["groups"] = cells
+                .into_iter()
+                .map(|c| json!({"value": c.group, "metrics": c.metrics}))
+                .collect();
+        }
+        Ok(body)
     }
 
-    /// `GET /v1/metrics?range=`: every MCP with interactions in range.
+    /// `GET /v1/metrics?range=&group_by=`: every MCP with interactions in range.
     pub async fn all_metrics(&self) -> Result<Value, ApiError> {
-        let (text, all) = self.metrics_over(None).await?;
-        Ok(json!({"range": text, "mcps": all}))
+        let (text, all, groups) = self.metrics_over(None).await?;
+        let mut body = json!({"range": text, "mcps": all});
+        if let Some((dimension, cells)) = groups {
+            body["group_by"] = json!(dimension.field());
+            body["groups"] = cells
+                .into_iter()
+                .map(|c| json!({"mcp_id": c.mcp_id, "value": c.group, "metrics": c.metrics}))
+                .collect();
+        }
+        Ok(body)
     }
 
-    /// Metrics of one MCP (or all) over the `range` parameter, audited.
-    async fn metrics_over(
-        &self,
-        mcp_id: Option<&str>,
-    ) -> Result<(String, Vec<McpMetrics>), ApiError> {
+    /// `GET /v1/mcps/{id}/metrics/series?range=&step=&group_by=`: the window (from the whole
+    /// minute it starts in) in buckets of `step`, every bucket answered, per group if asked.
+    pub async fn series(&self, mcp_id: &str) -> Result<Value, ApiError> {
+        let role = self.reader_of(Some(mcp_id))?;
+        let (text, range) = range(&self.params)?;
+        let range = TimeRange {
+            since_ms: range.since_ms.div_euclid(MINUTE_MS) * MINUTE_MS,
+            until_ms: range.until_ms,
+        };
+        let (step_text, step_ms) = step(&self.params, range)?;
+        let group_by = group_by(&self.params)?;
+        let by = Breakdown {
+            group_by,
+            step_ms: Some(step_ms),
+        };
+        let cells = self.state.store.breakdown(Some(mcp_id), range, by).await?;
+        let rows = cells.iter().map(|c| c.metrics.count).sum();
+        self.audit(&role, Read::over(mcp_id, "series", range), rows)
+            .await?;
+        let buckets = (range.until_ms - range.since_ms + step_ms - 1) / step_ms;
+        let mut by_group: BTreeMap<Option<String>, BTreeMap<i64, McpMetrics>> = BTreeMap::new();
+        for cell in cells {
+            by_group
+                .entry(cell.group)
+                .or_default()
+                .insert(cell.bucket, cell.metrics);
+        }
+        if by_group.is_empty() && group_by.is_none() {
+            by_group.insert(None, BTreeMap::new());
+        }
+        let series: Vec<Value> = by_group
+            .into_iter()
+            .map(|(group, mut points)| {
+                let points: Vec<Value> = (0..buckets)
+                    .map(|b| {
+                        let window = bucket_range(range, Some(step_ms), b);
+                        let metrics = points.remove(&b).unwrap_or_else(|| {
+                            Tally::default().into_metrics(mcp_id.to_string(), window)
+                        });
+                        json!({"start": format_ms(window.since_ms), "metrics": metrics})
+                    })
+                    .collect();
+                json!({"value": group, "points": points})
+            })
+            .collect();
+        Ok(json!({
+            "mcp_id": mcp_id,
+            "range": text,
+            "step": step_text,
+            "start": format_ms(range.since_ms),
+            "group_by": group_by.map(Dimension::field),
+            "series": series,
+        }))
+    }
+
+    /// Metrics of one MCP (or all) over the `range` parameter, and per value of `group_by` when
+    /// asked, audited.
+    async fn metrics_over(&self, mcp_id: Option<&str>) -> Result<MetricsAnswer, ApiError> {
         let role = self.reader_of(mcp_id)?;
         let (text, range) = range(&self.params)?;
+        let group_by = group_by(&self.params)?;
         let metrics = self.state.store.metrics(mcp_id, range).await?;
+        let groups = match group_by {
+            Some(dimension) => {
+                let by = Breakdown {
+                    group_by: Some(dimension),
+                    step_ms: None,
+                };
+                Some((
+                    dimension,
+                    self.state.store.breakdown(mcp_id, range, by).await?,
+                ))
+            }
+            None => None,
+        };
         let rows = metrics.iter().map(|m| m.count).sum();
         let read = match mcp_id {
             Some(id) => Read::over(id, "metrics", range),
             None => Read::over("*", "all_metrics", range),
         };
         self.audit(&role, read, rows).await?;
-        Ok((text, metrics))
+        Ok((text, metrics, groups))
     }
 
     /// `GET /v1/audit?limit=`: admins only.
@@ -257,6 +354,39 @@ fn range(params: &Params) -> Result<(String, TimeRange), ApiError> {
     let text = params.get("range").cloned().unwrap_or_else(|| "1h".into());
     let range = TimeRange::parse(&text, now_ms()).map_err(|p| ApiError::query("range", &p))?;
     Ok((text, range))
+}
+
+/// The `group_by` parameter, if given.
+fn group_by(params: &Params) -> Result<Option<Dimension>, ApiError> {
+    params
+        .get("group_by")
+        .map(|text| Dimension::parse(text).map_err(|p| ApiError::query("group_by", &p)))
+        .transpose()
+}
+
+/// The `step` parameter (whole minutes; by default the range in about 60 points) as given and in
+/// milliseconds.
+fn step(params: &Params, range: TimeRange) -> Result<(String, i64), ApiError> {
+    let span = range.until_ms - range.since_ms;
+    let Some(text) = params.get("step") else {
+        let minutes = ((span + 60 * MINUTE_MS - 1) / (60 * MINUTE_MS)).max(1);
+        return Ok((format!("{minutes}m"), minutes * MINUTE_MS));
+    };
+    let parsed = TimeRange::parse(text, 0).map_err(|p| ApiError::query("step", &p))?;
+    let step_ms = parsed.until_ms - parsed.since_ms;
+    if step_ms % MINUTE_MS != 0 {
+        return Err(ApiError::query(
+            "step",
+            "must be whole minutes, such as 1m, 5m or 1h",
+        ));
+    }
+    if (span + step_ms - 1) / step_ms > MAX_POINTS {
+        return Err(ApiError::query(
+            "step",
+            &format!("gives more than {MAX_POINTS} points over this range; widen it"),
+        ));
+    }
+    Ok((text.clone(), step_ms))
 }
 
 #[cfg(test)]

@@ -183,7 +183,10 @@ impl From<SpoolError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        ApiError::new(ErrorCode::StoreUnavailable, e.to_string())
+        match e {
+            StoreError::TooLarge(_) => ApiError::new(ErrorCode::InvalidQuery, e.to_string()),
+            _ => ApiError::new(ErrorCode::StoreUnavailable, e.to_string()),
+        }
     }
 }
 

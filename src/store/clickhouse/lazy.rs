@@ -3,7 +3,7 @@
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
-use super::super::metrics::{McpMetrics, TimeRange};
+use super::super::metrics::{Breakdown, McpMetrics, MetricsCell, TimeRange};
 use super::super::{AuditEntry, HistoryQuery, InteractionStore, StoreError};
 use super::{ClickHouseConfig, ClickHouseStore};
 use crate::interaction::{Interaction, InteractionEvent};
@@ -33,6 +33,15 @@ impl LazyClickHouseStore {
 impl InteractionStore for LazyClickHouseStore {
     fn record_access<'a>(&'a self, e: &'a AuditEntry) -> BoxFuture<'a, Result<(), StoreError>> {
         async move { self.get().await?.record_access(e).await }.boxed()
+    }
+
+    fn breakdown<'a>(
+        &'a self,
+        mcp_id: Option<&'a str>,
+        range: TimeRange,
+        by: Breakdown,
+    ) -> BoxFuture<'a, Result<Vec<MetricsCell>, StoreError>> {
+        async move { self.get().await?.breakdown(mcp_id, range, by).await }.boxed()
     }
 
     fn maintain(&self) -> BoxFuture<'_, Result<(), StoreError>> {

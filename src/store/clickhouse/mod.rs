@@ -18,7 +18,7 @@ mod sql;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
-use super::metrics::{self, McpMetrics, TimeRange};
+use super::metrics::{self, Breakdown, McpMetrics, MetricsCell, TimeRange};
 use super::{AuditEntry, HistoryQuery, InteractionStore, StoreError};
 use crate::interaction::{Interaction, InteractionEvent};
 pub use lazy::LazyClickHouseStore;
@@ -268,6 +268,15 @@ impl InteractionStore for ClickHouseStore {
 
     fn maintain(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         self.roll_up().boxed()
+    }
+
+    fn breakdown<'a>(
+        &'a self,
+        mcp_id: Option<&'a str>,
+        range: TimeRange,
+        by: Breakdown,
+    ) -> BoxFuture<'a, Result<Vec<MetricsCell>, StoreError>> {
+        self.breakdown_from_rollups(mcp_id, range, by).boxed()
     }
 
     fn audit_log(&self, limit: usize) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>> {

@@ -19,7 +19,9 @@
 
 use std::collections::BTreeMap;
 
-use super::super::metrics::{McpMetrics, Tally, TimeRange};
+use super::super::metrics::{
+    bucket_range, Breakdown, Dimension, McpMetrics, MetricsCell, Tally, TimeRange, MAX_CELLS,
+};
 use super::super::sketch::{self, Histogram};
 use super::rows::RollupRow;
 use super::sql::{merged_sql, TIME};
@@ -129,12 +131,15 @@ fn rollup_columns_as_partials() -> String {
         .join(", ")
 }
 
-/// How finely [`partials_sql`] groups: per minute and dimension (rollup rows), or per MCP and
-/// error code only (the partial minute and tail of a read, which are summed right away).
+/// How finely [`partials_sql`] groups: per minute and every dimension (rollup rows), or, for the
+/// partial minute and the tail of a read, per MCP and error code and only what the read cuts by.
 #[derive(Clone, Copy, PartialEq)]
 pub enum Grouping {
     Rollup,
-    Read,
+    Read {
+        dimension: Option<Dimension>,
+        per_minute: bool,
+    },
 }
 
 /// Partial aggregates, in [`partial_columns`], of the interactions filed in `[?, ?)` among the
@@ -150,10 +155,19 @@ pub fn partials_sql(database: &str, filter: &str, grouping: Grouping) -> String 
 fn partials_with_helpers_sql(database: &str, filter: &str, grouping: Grouping) -> String {
     let failed = "(ifNull(success, 2) = 0 OR isNotNull(error_code))";
     let completed = "(ifNull(success, 2) = 1 AND isNull(error_code))";
-    let per_minute = grouping == Grouping::Rollup;
+    let (per_minute, kept): (bool, Vec<&str>) = match grouping {
+        Grouping::Rollup => (true, DIMENSIONS.to_vec()),
+        Grouping::Read {
+            dimension,
+            per_minute,
+        } => (
+            per_minute,
+            dimension.map(|d| d.field()).into_iter().collect(),
+        ),
+    };
     let dims: Vec<String> = DIMENSIONS
         .iter()
-        .map(|d| match per_minute {
+        .map(|d| match kept.contains(d) {
             true => format!("ifNull({d}, '') AS p_{d}"),
             false => format!("'' AS p_{d}"),
         })
@@ -161,8 +175,8 @@ fn partials_with_helpers_sql(database: &str, filter: &str, grouping: Grouping) -
     let mut group_by = vec!["p_mcp_id".to_string()];
     if per_minute {
         group_by.push("p_minute".into());
-        group_by.extend(DIMENSIONS.iter().map(|d| format!("p_{d}")));
     }
+    group_by.extend(kept.iter().map(|d| format!("p_{d}")));
     group_by.push("p_error_code".into());
     let minute = match per_minute {
         true => format!("intDiv(p_time, {MINUTE_MS}) * {MINUTE_MS}"),
@@ -345,12 +359,41 @@ impl ClickHouseStore {
         mcp_id: Option<&str>,
         range: TimeRange,
     ) -> Result<Vec<McpMetrics>, StoreError> {
+        let cells = self
+            .breakdown_from_rollups(mcp_id, range, Breakdown::default())
+            .await?;
+        let mut out: Vec<McpMetrics> = cells.into_iter().map(|c| c.metrics).collect();
+        if let (Some(id), true) = (mcp_id, out.is_empty()) {
+            out.push(Tally::default().into_metrics(id.to_string(), range));
+        }
+        Ok(out)
+    }
+
+    /// Metrics cut by `by`: rolled minutes from rollups, the rest from events. A series starts at
+    /// the whole minute its window starts in, so every bucket holds whole minutes.
+    pub(super) async fn breakdown_from_rollups(
+        &self,
+        mcp_id: Option<&str>,
+        range: TimeRange,
+        by: Breakdown,
+    ) -> Result<Vec<MetricsCell>, StoreError> {
+        let range = match by.step_ms {
+            Some(_) => TimeRange {
+                since_ms: floor_minute(range.since_ms),
+                until_ms: range.until_ms,
+            },
+            None => range,
+        };
         let [head, rolled, tail] = split_window(range, self.rolled_through().await?);
         let mcp_filter = match mcp_id {
             Some(_) => "mcp_id = ?",
             None => "1",
         };
         let mcp_bind = || mcp_id.map(|id| Bind::Text(id.to_string()));
+        let grouping = Grouping::Read {
+            dimension: by.group_by,
+            per_minute: by.step_ms.is_some(),
+        };
         let mut branches = Vec::new();
         let mut binds = Vec::new();
         for (from, to) in [head, tail].into_iter().flatten() {
@@ -362,7 +405,7 @@ impl ClickHouseStore {
             branches.push(partials_sql(
                 &self.database,
                 &format!("{mcp_filter} AND {received}"),
-                Grouping::Read,
+                grouping,
             ));
         }
         if let Some((from, to)) = rolled {
@@ -388,30 +431,46 @@ impl ClickHouseStore {
             binds.extend(mcp_bind());
             binds.extend(bound_binds());
         }
+        if branches.is_empty() {
+            return Ok(Vec::new());
+        }
+        let group = by
+            .group_by
+            .map_or("''".to_string(), |d| format!("p_{}", d.field()));
+        let bucket = by.step_ms.map_or("toInt64(0)".to_string(), |step| {
+            format!("intDiv(p_minute - ({}), {})", range.since_ms, step.max(1))
+        });
         let sums: Vec<String> = MEANS
             .iter()
             .map(|m| format!("sum(p_{m}_sum), sum(p_{m}_n)"))
             .collect();
+        // Rows are cells × error codes; more than this many cells is refused, not truncated.
+        let row_limit = MAX_CELLS * 10 + 1;
         let sql = format!(
-            "SELECT p_mcp_id, p_error_code, sum(p_interactions), sum(p_completed), sum(p_failed), \
-             sumMap(p_time_buckets, p_time_counts), {sums} FROM ({union}) GROUP BY p_mcp_id, p_error_code",
+            "SELECT p_mcp_id, p_error_code, {group} AS p_group, {bucket} AS p_bucket, sum(p_interactions), \
+             sum(p_completed), sum(p_failed), sumMap(p_time_buckets, p_time_counts), {sums} \
+             FROM ({union}) GROUP BY p_mcp_id, p_error_code, p_group, p_bucket LIMIT {row_limit}",
             sums = sums.join(", "),
             union = branches.join(" UNION ALL "),
         );
-        let rows: Vec<RollupRow> = if branches.is_empty() {
-            Vec::new()
-        } else {
-            self.query(&sql, binds)
-                .fetch_all()
-                .await
-                .map_err(classify)?
-        };
-        Ok(fold(rows, mcp_id, range))
+        let rows: Vec<RollupRow> = self
+            .query(&sql, binds)
+            .fetch_all()
+            .await
+            .map_err(classify)?;
+        if rows.len() >= row_limit {
+            return Err(StoreError::TooLarge(MAX_CELLS));
+        }
+        let cells = fold(rows, range, by.step_ms);
+        if cells.len() > MAX_CELLS {
+            return Err(StoreError::TooLarge(MAX_CELLS));
+        }
+        Ok(cells)
     }
 }
 
-/// Per-MCP metrics from partial rows (one per MCP and error code).
-fn fold(rows: Vec<RollupRow>, mcp_id: Option<&str>, range: TimeRange) -> Vec<McpMetrics> {
+/// One cell per MCP, group and bucket, from partial rows (one per cell and error code).
+fn fold(rows: Vec<RollupRow>, range: TimeRange, step_ms: Option<i64>) -> Vec<MetricsCell> {
     #[derive(Default)]
     struct Acc {
         tally: Tally,
@@ -419,12 +478,10 @@ fn fold(rows: Vec<RollupRow>, mcp_id: Option<&str>, range: TimeRange) -> Vec<Mcp
         sums: [f64; 5],
         counts: [u64; 5],
     }
-    let mut by_mcp: BTreeMap<String, Acc> = BTreeMap::new();
-    if let Some(id) = mcp_id {
-        by_mcp.entry(id.to_string()).or_default();
-    }
+    let mut cells: BTreeMap<(String, String, i64), Acc> = BTreeMap::new();
     for row in rows {
-        let acc = by_mcp.entry(row.mcp_id.clone()).or_default();
+        let key = (row.mcp_id.clone(), row.group.clone(), row.bucket);
+        let acc = cells.entry(key).or_default();
         for (i, (sum, n)) in row.means().into_iter().enumerate() {
             acc.sums[i] += sum;
             acc.counts[i] += n;
@@ -439,9 +496,9 @@ fn fold(rows: Vec<RollupRow>, mcp_id: Option<&str>, range: TimeRange) -> Vec<Mcp
             acc.times.add(*bucket, *count);
         }
     }
-    by_mcp
+    cells
         .into_iter()
-        .map(|(id, mut acc)| {
+        .map(|((mcp_id, group, bucket), mut acc)| {
             let mean = |i: usize| (acc.counts[i] > 0).then(|| acc.sums[i] / acc.counts[i] as f64);
             acc.tally.p50 = acc.times.percentile(0.50);
             acc.tally.p95 = acc.times.percentile(0.95);
@@ -451,7 +508,14 @@ fn fold(rows: Vec<RollupRow>, mcp_id: Option<&str>, range: TimeRange) -> Vec<Mcp
             acc.tally.mean_cpu_usage = mean(2);
             acc.tally.mean_memory_usage = mean(3);
             acc.tally.mean_gpu_usage = mean(4);
-            acc.tally.into_metrics(id, range)
+            MetricsCell {
+                metrics: acc
+                    .tally
+                    .into_metrics(mcp_id.clone(), bucket_range(range, step_ms, bucket)),
+                mcp_id,
+                group: (!group.is_empty()).then_some(group),
+                bucket,
+            }
         })
         .collect()
 }

@@ -156,11 +156,15 @@ impl MetricsRow {
     }
 }
 
-/// Partial aggregates of one MCP and error code over a window (see `rollup.rs`).
+/// Partial aggregates of one MCP, group, time bucket and error code (see `rollup.rs`).
 #[derive(Debug, clickhouse::Row, Deserialize)]
 pub(super) struct RollupRow {
     pub mcp_id: String,
     pub error_code: String,
+    /// The value of the dimension cut by ('' without one, or where interactions did not say).
+    pub group: String,
+    /// The time bucket (0 without a step).
+    pub bucket: i64,
     pub interactions: u64,
     pub completed: u64,
     pub failed: u64,

@@ -7,12 +7,14 @@ use std::collections::BTreeMap;
 use rusqlite::{Connection, ToSql};
 
 use super::unavailable;
-use crate::store::metrics::{nearest_rank, McpMetrics, Tally, TimeRange};
+use crate::store::metrics::{
+    bucket_range, nearest_rank, Breakdown, McpMetrics, MetricsCell, Tally, TimeRange, MAX_CELLS,
+};
 use crate::store::StoreError;
 
 /// The window's interactions with the fields metrics need, and their status as
 /// `Interaction::status` decides it (0 in progress, 1 completed, 2 failed).
-const WINDOW: &str = "WITH w AS (SELECT mcp_id, \
+const WINDOW: &str = "WITH w AS (SELECT mcp_id, {group} AS g, {bucket} AS b, \
      CASE WHEN json_extract(fields, '$.success') = 0 OR json_extract(fields, '$.error_code') IS NOT NULL THEN 2 \
           WHEN json_extract(fields, '$.success') = 1 THEN 1 ELSE 0 END AS status, \
      json_extract(fields, '$.error_code') AS error_code, \
@@ -37,58 +39,91 @@ pub(super) fn metrics(
     mcp_id: Option<&str>,
     range: TimeRange,
 ) -> Result<Vec<McpMetrics>, StoreError> {
-    let window = WINDOW.replace(
-        "{mcp}",
-        if mcp_id.is_some() {
-            "mcp_id = ?3 AND"
-        } else {
-            ""
-        },
-    );
+    let cells = breakdown(conn, mcp_id, range, Breakdown::default())?;
+    let mut out: Vec<McpMetrics> = cells.into_iter().map(|c| c.metrics).collect();
+    if let Some(id) = mcp_id {
+        if out.is_empty() {
+            out.push(Tally::default().into_metrics(id.to_string(), range));
+        }
+    }
+    Ok(out)
+}
+
+type Key = (String, String, i64);
+
+pub(super) fn breakdown(
+    conn: &Connection,
+    mcp_id: Option<&str>,
+    range: TimeRange,
+    by: Breakdown,
+) -> Result<Vec<MetricsCell>, StoreError> {
+    let group = by.group_by.map_or("''".to_string(), |d| {
+        format!("coalesce(json_extract(fields, '$.{}'), '')", d.field())
+    });
+    let bucket = by.step_ms.map_or("0".to_string(), |step| {
+        format!("(time_ms - ?1) / {}", step.max(1))
+    });
+    let window = WINDOW
+        .replace(
+            "{mcp}",
+            if mcp_id.is_some() {
+                "mcp_id = ?3 AND"
+            } else {
+                ""
+            },
+        )
+        .replace("{group}", &group)
+        .replace("{bucket}", &bucket);
     let mut binds: Vec<&dyn ToSql> = vec![&range.since_ms, &range.until_ms];
     if let Some(id) = &mcp_id {
         binds.push(id);
     }
-    let mut tallies: BTreeMap<String, Tally> = BTreeMap::new();
-    if let Some(id) = mcp_id {
-        tallies.insert(id.to_string(), Tally::default());
-    }
+    let mut tallies: BTreeMap<Key, Tally> = BTreeMap::new();
+    let key = |row: &rusqlite::Row<'_>| -> Result<Key, StoreError> {
+        Ok((
+            row.get(0).map_err(unavailable)?,
+            row.get(1).map_err(unavailable)?,
+            row.get(2).map_err(unavailable)?,
+        ))
+    };
 
     let mut totals = conn
         .prepare(&format!(
-            "{window} SELECT mcp_id, count(*), sum(status = 1), sum(status = 2), avg(quality_score), \
-             avg(confidence), avg(cpu_usage), avg(memory_usage), avg(gpu_usage) FROM w GROUP BY mcp_id"
+            "{window} SELECT mcp_id, g, b, count(*), sum(status = 1), sum(status = 2), avg(quality_score), \
+             avg(confidence), avg(cpu_usage), avg(memory_usage), avg(gpu_usage) FROM w GROUP BY mcp_id, g, b \
+             LIMIT {}",
+            MAX_CELLS + 1
         ))
         .map_err(unavailable)?;
     let mut rows = totals.query(binds.as_slice()).map_err(unavailable)?;
     while let Some(row) = rows.next().map_err(unavailable)? {
         let count = |i| row.get::<_, i64>(i).map(|v| v.max(0) as u64);
-        let tally = tallies.entry(row.get(0).map_err(unavailable)?).or_default();
-        tally.count = count(1).map_err(unavailable)?;
-        tally.completed = count(2).map_err(unavailable)?;
-        tally.failed = count(3).map_err(unavailable)?;
-        tally.mean_quality_score = row.get(4).map_err(unavailable)?;
-        tally.mean_confidence = row.get(5).map_err(unavailable)?;
-        tally.mean_cpu_usage = row.get(6).map_err(unavailable)?;
-        tally.mean_memory_usage = row.get(7).map_err(unavailable)?;
-        tally.mean_gpu_usage = row.get(8).map_err(unavailable)?;
+        let tally = tallies.entry(key(row)?).or_default();
+        tally.count = count(3).map_err(unavailable)?;
+        tally.completed = count(4).map_err(unavailable)?;
+        tally.failed = count(5).map_err(unavailable)?;
+        tally.mean_quality_score = row.get(6).map_err(unavailable)?;
+        tally.mean_confidence = row.get(7).map_err(unavailable)?;
+        tally.mean_cpu_usage = row.get(8).map_err(unavailable)?;
+        tally.mean_memory_usage = row.get(9).map_err(unavailable)?;
+        tally.mean_gpu_usage = row.get(10).map_err(unavailable)?;
+    }
+    if tallies.len() > MAX_CELLS {
+        return Err(StoreError::TooLarge(MAX_CELLS));
     }
 
     let mut errors = conn
         .prepare(&format!(
-            "{window} SELECT mcp_id, coalesce(error_code, 'unknown'), count(*) FROM w WHERE status = 2 GROUP BY 1, 2"
+            "{window} SELECT mcp_id, g, b, coalesce(error_code, 'unknown'), count(*) FROM w WHERE status = 2 GROUP BY 1, 2, 3, 4"
         ))
         .map_err(unavailable)?;
     let mut rows = errors.query(binds.as_slice()).map_err(unavailable)?;
     while let Some(row) = rows.next().map_err(unavailable)? {
-        let mcp: String = row.get(0).map_err(unavailable)?;
-        let code: String = row.get(1).map_err(unavailable)?;
-        let n: i64 = row.get(2).map_err(unavailable)?;
-        tallies
-            .entry(mcp)
-            .or_default()
-            .errors_by_code
-            .insert(code, n.max(0) as u64);
+        let code: String = row.get(3).map_err(unavailable)?;
+        let n: i64 = row.get(4).map_err(unavailable)?;
+        if let Some(tally) = tallies.get_mut(&key(row)?) {
+            tally.errors_by_code.insert(code, n.max(0) as u64);
+        }
     }
 
     // Only the rows at the three ranks leave SQLite.
@@ -99,19 +134,20 @@ pub(super) fn metrics(
         .join(" OR ");
     let mut ranked = conn
         .prepare(&format!(
-            "{window} SELECT mcp_id, rn, n, processing_time FROM (SELECT mcp_id, processing_time, \
-             row_number() OVER (PARTITION BY mcp_id ORDER BY processing_time) AS rn, \
-             count(*) OVER (PARTITION BY mcp_id) AS n FROM w WHERE processing_time IS NOT NULL) \
+            "{window} SELECT mcp_id, g, b, rn, n, processing_time FROM (SELECT mcp_id, g, b, processing_time, \
+             row_number() OVER (PARTITION BY mcp_id, g, b ORDER BY processing_time) AS rn, \
+             count(*) OVER (PARTITION BY mcp_id, g, b) AS n FROM w WHERE processing_time IS NOT NULL) \
              WHERE {at_ranks}"
         ))
         .map_err(unavailable)?;
     let mut rows = ranked.query(binds.as_slice()).map_err(unavailable)?;
     while let Some(row) = rows.next().map_err(unavailable)? {
-        let mcp: String = row.get(0).map_err(unavailable)?;
-        let rank: i64 = row.get(1).map_err(unavailable)?;
-        let n: i64 = row.get(2).map_err(unavailable)?;
-        let value: f64 = row.get(3).map_err(unavailable)?;
-        let tally = tallies.entry(mcp).or_default();
+        let rank: i64 = row.get(3).map_err(unavailable)?;
+        let n: i64 = row.get(4).map_err(unavailable)?;
+        let value: f64 = row.get(5).map_err(unavailable)?;
+        let Some(tally) = tallies.get_mut(&key(row)?) else {
+            continue;
+        };
         let n = usize::try_from(n).unwrap_or(0);
         let rank = usize::try_from(rank).unwrap_or(0);
         for (p, slot) in PERCENTILES
@@ -126,7 +162,12 @@ pub(super) fn metrics(
 
     Ok(tallies
         .into_iter()
-        .map(|(mcp, tally)| tally.into_metrics(mcp, range))
+        .map(|((mcp_id, group, bucket), tally)| MetricsCell {
+            metrics: tally.into_metrics(mcp_id.clone(), bucket_range(range, by.step_ms, bucket)),
+            mcp_id,
+            group: (!group.is_empty()).then_some(group),
+            bucket,
+        })
         .collect())
 }
 
