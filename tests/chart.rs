@@ -164,6 +164,11 @@ fn render(set: &str) -> (Vec<Value>, String) {
     (docs, notes.to_string())
 }
 
+/// The Deployment or StatefulSet that runs the pods.
+fn is_workload(doc: &Value) -> bool {
+    doc["kind"] == "Deployment" || doc["kind"] == "StatefulSet"
+}
+
 fn kinds(docs: &[Value]) -> Vec<String> {
     let mut k: Vec<String> = docs
         .iter()
@@ -244,7 +249,6 @@ fn the_chart_renders_the_documented_objects() {
             "ClusterRole",
             "ClusterRoleBinding",
             "ClusterRoleBinding",
-            "Deployment",
             "Role",
             "RoleBinding",
             "Secret",
@@ -253,7 +257,8 @@ fn the_chart_renders_the_documented_objects() {
             "Service",
             "Service",
             "ServiceAccount",
-            "ServiceAccount"
+            "ServiceAccount",
+            "StatefulSet"
         ]
     );
     assert!(
@@ -268,7 +273,6 @@ fn the_chart_renders_the_documented_objects() {
         kinds(&docs),
         [
             "ConfigMap",
-            "Deployment",
             "PodDisruptionBudget",
             "Role",
             "Role",
@@ -283,7 +287,8 @@ fn the_chart_renders_the_documented_objects() {
             "Service",
             "ServiceAccount",
             "ServiceAccount",
-            "ServiceMonitor"
+            "ServiceMonitor",
+            "StatefulSet"
         ]
     );
     let dashboard = docs
@@ -299,8 +304,8 @@ fn the_chart_renders_the_documented_objects() {
     );
     let deployment = docs
         .iter()
-        .find(|d| d["kind"] == "Deployment")
-        .expect("deployment");
+        .find(|d| is_workload(d))
+        .expect("the pods' workload");
     let ingest = &deployment["spec"]["template"]["spec"]["containers"][1];
     let args: Vec<&str> = ingest["args"]
         .as_array()
@@ -324,14 +329,27 @@ fn the_pod_is_locked_down_probed_and_passes_only_flags_the_binary_knows() {
         let (docs, _) = render(set);
         let pod = &docs
             .iter()
-            .find(|d| d["kind"] == "Deployment")
-            .expect("deployment")["spec"]["template"]["spec"];
+            .find(|d| is_workload(d))
+            .expect("the pods' workload")["spec"]["template"]["spec"];
         assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+        // Volumes of the pod, and the claims a StatefulSet makes for each replica.
+        let claims = docs
+            .iter()
+            .filter(|d| is_workload(d))
+            .flat_map(|d| {
+                d["spec"]["volumeClaimTemplates"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter_map(|c| c["metadata"]["name"].as_str().map(str::to_string))
+            .collect::<Vec<_>>();
         let volumes: Vec<&str> = pod["volumes"]
             .as_array()
             .expect("volumes")
             .iter()
             .filter_map(|v| v["name"].as_str())
+            .chain(claims.iter().map(String::as_str))
             .collect();
         let containers = pod["containers"].as_array().expect("containers");
         assert_eq!(
@@ -411,8 +429,8 @@ fn each_container_gets_exactly_the_rbac_its_code_uses_and_only_its_own_token() {
 
         let pod = &docs
             .iter()
-            .find(|d| d["kind"] == "Deployment")
-            .expect("deployment")["spec"]["template"]["spec"];
+            .find(|d| is_workload(d))
+            .expect("the pods' workload")["spec"]["template"]["spec"];
         assert_eq!(pod["serviceAccountName"], controller_sa);
         assert_eq!(
             pod["automountServiceAccountToken"], false,
@@ -485,4 +503,70 @@ fn the_dashboard_is_valid_json_and_queries_the_projects_series() {
             "no panel shows {series}"
         );
     }
+}
+
+#[test]
+fn the_spool_and_store_persist_on_a_claim_per_replica_unless_told_otherwise() {
+    let workload = |set: &str| -> Value {
+        let (docs, _) = render(set);
+        docs.into_iter()
+            .find(is_workload)
+            .expect("the pods' workload")
+    };
+    let data_volume = |w: &Value| -> Option<Value> {
+        w["spec"]["template"]["spec"]["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|v| v["name"] == "data")
+            .cloned()
+    };
+
+    // By default every replica gets a claim of its own.
+    let stateful = workload(
+        "replicaCount=3,ingest.persistence.size=50Gi,ingest.persistence.storageClass=fast",
+    );
+    assert_eq!(stateful["kind"], "StatefulSet");
+    assert_eq!(stateful["spec"]["replicas"], 3);
+    let claim = &stateful["spec"]["volumeClaimTemplates"][0];
+    assert_eq!(claim["metadata"]["name"], "data");
+    assert_eq!(claim["spec"]["resources"]["requests"]["storage"], "50Gi");
+    assert_eq!(claim["spec"]["storageClassName"], "fast");
+    assert_eq!(claim["spec"]["accessModes"][0], "ReadWriteOnce");
+    assert!(stateful["spec"]["serviceName"]
+        .as_str()
+        .is_some_and(|s| s.ends_with("-ingest")));
+    assert_eq!(
+        data_volume(&stateful),
+        None,
+        "the claim template provides the volume"
+    );
+
+    // Without persistence: a Deployment on an emptyDir, as before.
+    let ephemeral = workload("ingest.persistence.enabled=false");
+    assert_eq!(ephemeral["kind"], "Deployment");
+    assert_eq!(
+        data_volume(&ephemeral).unwrap()["emptyDir"]["sizeLimit"],
+        "2Gi"
+    );
+
+    // An existing claim: one replica, replaced (not rolled) so two pods never share the claim.
+    let existing = workload("ingest.spool.existingClaim=mine");
+    assert_eq!(existing["kind"], "Deployment");
+    assert_eq!(existing["spec"]["strategy"]["type"], "Recreate");
+    assert_eq!(
+        data_volume(&existing).unwrap()["persistentVolumeClaim"]["claimName"],
+        "mine"
+    );
+    let out = std::process::Command::new(renderer())
+        .arg(chart())
+        .args(["--set", "ingest.spool.existingClaim=mine,replicaCount=2"])
+        .output()
+        .expect("renderer runs");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("replicaCount 1"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
