@@ -110,6 +110,11 @@ pub struct IngestArgs {
     /// Prefer the environment variable to keep the password out of process listings.
     #[arg(long, hide_env_values = true)]
     pub clickhouse_password: Option<String>,
+    /// A ClickHouse cluster (a `remote_servers` entry of the server, with ZooKeeper and the
+    /// `{shard}`/`{replica}` macros): tables are created ON CLUSTER as replicated tables on every
+    /// shard, behind Distributed tables sharded by MCP.
+    #[arg(long, requires = "clickhouse_url")]
+    pub clickhouse_cluster: Option<String>,
     /// How long after it started an interaction's last report may arrive (and how far a client's
     /// clock may be off) and still count in time windows: a window's reads cover the events
     /// received this long before and after it, never all history.

@@ -232,6 +232,7 @@ fn store(args: &IngestArgs) -> Result<(Arc<dyn InteractionStore>, String), Assem
                     .unwrap_or(i64::MAX / 1000)
                     .saturating_mul(1000),
                 read_rollups: true,
+                cluster: args.clickhouse_cluster.clone(),
             };
             let name = format!(
                 "ClickHouse {} database {}",

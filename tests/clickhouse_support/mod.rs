@@ -17,6 +17,7 @@ pub struct ClickHouseServer {
     interserver_port: u16,
     pub dir: PathBuf,
     watchdog: Option<Child>,
+    config_file: PathBuf,
 }
 
 fn free_port() -> u16 {
@@ -47,6 +48,7 @@ impl ClickHouseServer {
             interserver_port: free_port(),
             dir,
             watchdog: None,
+            config_file: PathBuf::from("/etc/clickhouse-server/config.xml"),
         };
         // A port picked free can be taken by another test process before ClickHouse binds it:
         // then start again on fresh ports.
@@ -76,9 +78,10 @@ impl ClickHouseServer {
         let _ = std::fs::remove_file(self.dir.join("pid"));
         let d = self.dir.display();
         let command = format!(
-            "{bin} --config-file=/etc/clickhouse-server/config.xml -- --http_port={http} --tcp_port={tcp} --interserver_http_port={inter} --listen_host=127.0.0.1 --path={d}/ --tmp_path={d}/tmp/ --user_files_path={d}/user_files/ --format_schema_path={d}/format_schemas/ --logger.log={d}/log --logger.errorlog={d}/err > {d}/stdout 2>&1 & \
+            "{bin} --config-file={config} -- --http_port={http} --tcp_port={tcp} --interserver_http_port={inter} --listen_host=127.0.0.1 --path={d}/ --tmp_path={d}/tmp/ --user_files_path={d}/user_files/ --format_schema_path={d}/format_schemas/ --logger.log={d}/log --logger.errorlog={d}/err > {d}/stdout 2>&1 & \
              ch=$!; echo $ch > {d}/pid; while kill -0 $PPID 2>/dev/null && kill -0 $ch 2>/dev/null; do sleep 0.5; done; kill -9 $ch 2>/dev/null",
             bin = binary(),
+            config = self.config_file.display(),
             http = self.http_port,
             tcp = self.tcp_port,
             inter = self.interserver_port,
@@ -173,6 +176,7 @@ impl ClickHouseServer {
             password: None,
             max_interaction_ms: mcp_coordinator::store::clickhouse::DEFAULT_MAX_INTERACTION_MS,
             read_rollups: true,
+            cluster: None,
         }
     }
 }
@@ -193,4 +197,120 @@ fn tail(text: &str) -> String {
 pub fn shared() -> &'static ClickHouseServer {
     static SERVER: OnceLock<ClickHouseServer> = OnceLock::new();
     SERVER.get_or_init(|| ClickHouseServer::start("shared"))
+}
+
+/// The cluster [`ClickHouseCluster`] defines.
+pub const CLUSTER: &str = "mcp_cluster";
+
+/// ZooKeeper (Debian's `zookeeper`) and two ClickHouse servers on loopback, each one shard of
+/// cluster [`CLUSTER`] with one replica, as `--clickhouse-cluster` expects a cluster to be.
+pub struct ClickHouseCluster {
+    pub servers: Vec<ClickHouseServer>,
+    zookeeper: Child,
+    dir: PathBuf,
+}
+
+impl ClickHouseCluster {
+    pub fn start(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("mcp-chc-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("zk/data")).expect("ZooKeeper dir");
+        let zk_port = free_port();
+        std::fs::write(
+            dir.join("zk/zoo.cfg"),
+            format!(
+                "tickTime=500\ndataDir={}\nclientPort={zk_port}\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\n",
+                dir.join("zk/data").display()
+            ),
+        )
+        .expect("zoo.cfg");
+        let d = dir.display();
+        let zookeeper = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "java -cp '/usr/share/java/*' org.apache.zookeeper.server.quorum.QuorumPeerMain {d}/zk/zoo.cfg > {d}/zk/out.log 2>&1 & \
+                 zk=$!; echo $zk > {d}/zk/pid; while kill -0 $PPID 2>/dev/null && kill -0 $zk 2>/dev/null; do sleep 0.5; done; kill -9 $zk 2>/dev/null"
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sh runs (ZooKeeper: apt-get install zookeeper; .ci/run does)");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", zk_port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "ZooKeeper did not listen on {zk_port}: {}",
+                std::fs::read_to_string(dir.join("zk/out.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let ports: Vec<(u16, u16, u16)> = (0..2)
+            .map(|_| (free_port(), free_port(), free_port()))
+            .collect();
+        let shards: String = ports
+            .iter()
+            .map(|(_, tcp, _)| {
+                format!("<shard><internal_replication>true</internal_replication><replica><host>127.0.0.1</host><port>{tcp}</port></replica></shard>")
+            })
+            .collect();
+        let mut servers = Vec::new();
+        for (i, (http, tcp, inter)) in ports.into_iter().enumerate() {
+            let server_dir = dir.join(format!("s{i}"));
+            std::fs::create_dir_all(server_dir.join("config.d")).expect("server dir");
+            std::fs::create_dir_all(server_dir.join("tmp")).expect("server dir");
+            for file in ["config.xml", "users.xml"] {
+                std::fs::copy(
+                    Path::new("/etc/clickhouse-server").join(file),
+                    server_dir.join(file),
+                )
+                .expect("ClickHouse's configuration is readable");
+            }
+            std::fs::write(
+                server_dir.join("config.d/cluster.xml"),
+                format!(
+                    "<yandex><remote_servers><{CLUSTER}>{shards}</{CLUSTER}></remote_servers>\
+                     <zookeeper><node><host>127.0.0.1</host><port>{zk_port}</port></node></zookeeper>\
+                     <macros><shard>0{n}</shard><replica>r{n}</replica></macros></yandex>",
+                    n = i + 1
+                ),
+            )
+            .expect("cluster.xml");
+            let mut server = ClickHouseServer {
+                http_port: http,
+                tcp_port: tcp,
+                interserver_port: inter,
+                config_file: server_dir.join("config.xml"),
+                dir: server_dir,
+                watchdog: None,
+            };
+            server.launch();
+            servers.push(server);
+        }
+        Self {
+            servers,
+            zookeeper,
+            dir,
+        }
+    }
+
+    /// Settings for the store on the first server, in a database of its own, on the cluster.
+    pub fn config(&self) -> ClickHouseConfig {
+        ClickHouseConfig {
+            cluster: Some(CLUSTER.to_string()),
+            ..self.servers[0].config()
+        }
+    }
+}
+
+impl Drop for ClickHouseCluster {
+    fn drop(&mut self) {
+        self.servers.clear();
+        if let Ok(pid) = std::fs::read_to_string(self.dir.join("zk/pid")) {
+            let _ = Command::new("kill").args(["-9", pid.trim()]).status();
+        }
+        let _ = self.zookeeper.kill();
+        let _ = self.zookeeper.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

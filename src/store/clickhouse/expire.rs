@@ -31,8 +31,10 @@ impl ClickHouseStore {
                         continue;
                     }
                     let drop = format!(
-                        "ALTER TABLE {}.{table} DROP PARTITION ID '{partition_id}'",
-                        self.database
+                        "ALTER TABLE {}.{}{} DROP PARTITION ID '{partition_id}'",
+                        self.database,
+                        self.topology.local(table),
+                        self.topology.on_cluster()
                     );
                     self.client.query(&drop).execute().await.map_err(classify)?;
                     tracing::info!(day, table, "retention dropped a day");
@@ -59,17 +61,24 @@ impl ClickHouseStore {
         table: &str,
         cutoff_day: &str,
     ) -> Result<Vec<(String, String)>, StoreError> {
-        self.client
-            .query(
-                "SELECT DISTINCT partition_id, toString(max_date) FROM system.parts \
-                 WHERE database = ? AND table = ? AND active AND max_date < toDate(?)",
-            )
-            .bind(&self.database)
-            .bind(table)
-            .bind(cutoff_day)
-            .fetch_all()
-            .await
-            .map_err(classify)
+        let query = match self.topology.cluster() {
+            None => self
+                .client
+                .query(
+                    "SELECT DISTINCT partition_id, toString(max_date) FROM system.parts \
+                     WHERE database = ? AND table = ? AND active AND max_date < toDate(?)",
+                )
+                .bind(&self.database)
+                .bind(table),
+            // The parts are on the shards: ask the table for its days (the ID of a day's
+            // partition is its date as YYYYMMDD).
+            Some(_) => self.client.query(&format!(
+                "SELECT DISTINCT toString(toYYYYMMDD(event_date)), toString(event_date) FROM {}.{table} \
+                 WHERE event_date < toDate(?)",
+                self.database
+            )),
+        };
+        query.bind(cutoff_day).fetch_all().await.map_err(classify)
     }
 
     /// The days before `cutoff_day` that hold events of any of `mcp_ids`.
@@ -120,8 +129,10 @@ impl ClickHouseStore {
             return Ok(());
         }
         let delete = format!(
-            "ALTER TABLE {}.{table} DELETE WHERE {condition}",
-            self.database
+            "ALTER TABLE {}.{}{} DELETE WHERE {condition}",
+            self.database,
+            self.topology.local(table),
+            self.topology.on_cluster()
         );
         self.query(&delete, all_binds)
             .execute()

@@ -14,6 +14,7 @@ mod migrate;
 mod rollup;
 mod rows;
 mod sql;
+mod topology;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -30,6 +31,7 @@ pub use sql::{
     TIME,
 };
 use sql::{AUDIT_TABLE, TABLE};
+use topology::Topology;
 
 /// Connection settings (`--clickhouse-*` flags).
 #[derive(Debug, Clone)]
@@ -43,6 +45,9 @@ pub struct ClickHouseConfig {
     pub max_interaction_ms: i64,
     /// Long windows read per-minute rollups (always, but for a comparison in the benchmark).
     pub read_rollups: bool,
+    /// `--clickhouse-cluster`: replicated tables on every shard of this cluster, behind
+    /// Distributed tables.
+    pub cluster: Option<String>,
 }
 
 impl ClickHouseConfig {
@@ -64,6 +69,7 @@ pub struct ClickHouseStore {
     database: String,
     max_interaction_ms: i64,
     read_rollups: bool,
+    topology: Topology,
     /// `major.minor` of the server, as detected at start.
     pub server_version: (u32, u32),
 }
@@ -124,37 +130,65 @@ impl ClickHouseStore {
             })?;
         let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
         let server_version = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-        client
-            .query(&format!(
-                "CREATE DATABASE IF NOT EXISTS {}",
-                config.database
-            ))
-            .execute()
-            .await
-            .map_err(classify)?;
-        client
-            .query(&create_table_sql(&config.database, server_version))
-            .execute()
-            .await
-            .map_err(classify)?;
-        migrate::ensure_layout(&client, &config.database, server_version).await?;
-        for ddl in [
-            rollup::create_rollup_table_sql(&config.database, server_version),
-            rollup::create_progress_table_sql(&config.database),
-        ] {
-            client.query(&ddl).execute().await.map_err(classify)?;
+        let topology = match &config.cluster {
+            Some(name) if !valid_identifier(name) => {
+                return Err(StoreError::Rejected(format!(
+                    "ClickHouse cluster name {name:?} must be letters, digits and '_' (not starting with a digit)"
+                )))
+            }
+            Some(name) => {
+                // An insert into a Distributed table returns once every shard has its rows, so an
+                // acknowledged batch is stored, not queued on the server we talk to.
+                client = client.with_setting("insert_distributed_sync", "1");
+                Topology::Cluster(name.clone())
+            }
+            None => Topology::Single,
+        };
+        let db = &config.database;
+        let mut ddl = vec![format!(
+            "CREATE DATABASE IF NOT EXISTS {db}{}",
+            topology.on_cluster()
+        )];
+        ddl.extend(topology.create_table(
+            &create_table_sql(db, server_version),
+            db,
+            TABLE,
+            "cityHash64(mcp_id)",
+        ));
+        for statement in ddl {
+            client.query(&statement).execute().await.map_err(classify)?;
         }
-        client
-            .query(&create_audit_table_sql(&config.database))
-            .execute()
-            .await
-            .map_err(classify)?;
+        if topology == Topology::Single {
+            migrate::ensure_layout(&client, db, server_version).await?;
+        }
+        let mut ddl = topology.create_table(
+            &rollup::create_rollup_table_sql(db, server_version),
+            db,
+            rollup::ROLLUP_TABLE,
+            "cityHash64(mcp_id)",
+        );
+        ddl.extend(topology.create_table(
+            &rollup::create_progress_table_sql(db),
+            db,
+            rollup::PROGRESS_TABLE,
+            "rand()",
+        ));
+        ddl.extend(topology.create_table(
+            &create_audit_table_sql(db),
+            db,
+            AUDIT_TABLE,
+            "cityHash64(mcp_id)",
+        ));
+        for statement in ddl {
+            client.query(&statement).execute().await.map_err(classify)?;
+        }
         tracing::info!(url = %config.shown_url(), database = %config.database, version = %version, "ClickHouse store ready");
         Ok(Self {
             client: client.with_database(&config.database),
             database: config.database.clone(),
             max_interaction_ms: config.max_interaction_ms.max(0),
             read_rollups: config.read_rollups,
+            topology,
             server_version,
         })
     }
@@ -395,6 +429,7 @@ mod tests {
             password: None,
             max_interaction_ms: DEFAULT_MAX_INTERACTION_MS,
             read_rollups: true,
+            cluster: None,
         }
     }
 

@@ -28,7 +28,7 @@ use super::sql::{merged_sql, TIME};
 use super::{classify, now_ms, Bind, ClickHouseStore, StoreError};
 
 pub(super) const ROLLUP_TABLE: &str = "interaction_rollups";
-const PROGRESS_TABLE: &str = "rollup_progress";
+pub(super) const PROGRESS_TABLE: &str = "rollup_progress";
 const MINUTE_MS: i64 = 60_000;
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 86_400_000;
@@ -340,17 +340,23 @@ impl ClickHouseStore {
 
     /// The start of the first day the events table holds.
     async fn first_day_ms(&self) -> Result<Option<i64>, StoreError> {
-        let (day, parts): (u16, u64) = self
-            .client
-            .query(
-                "SELECT toUInt16(min(min_date)), count() FROM system.parts WHERE database = ? AND table = ? AND active",
-            )
-            .bind(&self.database)
-            .bind(super::sql::TABLE)
-            .fetch_one()
-            .await
-            .map_err(classify)?;
-        Ok((parts > 0).then_some(i64::from(day) * DAY_MS))
+        // One server lists its parts; a cluster's are on its shards, so ask the table itself.
+        let query = match self.topology.cluster() {
+            None => self
+                .client
+                .query(
+                    "SELECT toUInt16(min(min_date)), count() FROM system.parts WHERE database = ? AND table = ? AND active",
+                )
+                .bind(&self.database)
+                .bind(super::sql::TABLE),
+            Some(_) => self.client.query(&format!(
+                "SELECT toUInt16(min(event_date)), count() FROM {}.{}",
+                self.database,
+                super::sql::TABLE
+            )),
+        };
+        let (day, rows): (u16, u64) = query.fetch_one().await.map_err(classify)?;
+        Ok((rows > 0).then_some(i64::from(day) * DAY_MS))
     }
 
     /// Metrics over a long window: rolled minutes from rollups, the rest from events.
@@ -421,7 +427,7 @@ impl ClickHouseStore {
             // The newest generation of each hour.
             branches.push(format!(
                 "SELECT {columns} FROM {db}.{ROLLUP_TABLE} WHERE {mcp_filter} AND {bounds} \
-                 AND (intDiv(minute, {HOUR_MS}), rolled_at) IN (SELECT intDiv(minute, {HOUR_MS}), max(rolled_at) \
+                 AND (intDiv(minute, {HOUR_MS}), rolled_at) GLOBAL IN (SELECT intDiv(minute, {HOUR_MS}), max(rolled_at) \
                  FROM {db}.{ROLLUP_TABLE} WHERE {mcp_filter} AND {bounds} GROUP BY intDiv(minute, {HOUR_MS}))",
                 columns = rollup_columns_as_partials(),
                 db = self.database,
