@@ -1,12 +1,13 @@
 //! The interaction log at volume: how the reads the controller and dashboards make grow with the
-//! history behind them, on a real ClickHouse (started as the tests start it).
+//! history behind them, on a real ClickHouse (started as the tests start it), timed through the
+//! ingest API (the release binary, `mcp-coordinator ingest`, on loopback).
 //!
 //! 20 MCPs with 1,000 interactions each in the last 10 minutes; then old events, 1 hour to 30 days
 //! old (so today's partition holds old events too), generated inside ClickHouse
 //! (`INSERT … SELECT … FROM system.numbers`): first a tenth of `MCP_BENCH_HISTORY`, then the rest
-//! (default 10,000,000 events in all). Each read is timed (median of 5) as the store reads now
-//! (events received within `--max-interaction-seconds` of the window), and, at the first size,
-//! also over all history (what every read did before windowed reads). Run with `make bench`.
+//! (default 10,000,000 events in all). Each read is timed (median of 5). At the first size the
+//! store is also read over all history (what every read did before windowed reads); at the last,
+//! each read's peak memory on the server comes from `system.query_log`. Run with `make bench`.
 
 #[path = "../tests/clickhouse_support/mod.rs"]
 mod clickhouse_support;
@@ -78,20 +79,22 @@ async fn main() {
     }
 
     roll_from_scratch(&server, &config.database, &windowed).await;
-    let empty = measure(&windowed, None, now).await;
+    let api = Api::start(&config).await;
+    let empty = measure(&api, &server, None, now).await;
     let generate_first = generate_history(&server, &config.database, now, 0, first_step).await;
     roll_from_scratch(&server, &config.database, &windowed).await;
-    let first = measure(&windowed, Some(&whole), now).await;
+    let first = measure(&api, &server, Some(&whole), now).await;
     let rest = history - first_step;
     let generate_rest = generate_history(&server, &config.database, now, first_step, rest).await;
     // History generated inside ClickHouse bypasses the store, so roll it all again: the backfill
     // a first start after an upgrade does.
     let (rolled_in, rollup_rows) = roll_from_scratch(&server, &config.database, &windowed).await;
-    let full = measure(&windowed, None, now).await;
+    let full = measure(&api, &server, None, now).await;
+    let memory = peak_memory(&server, &full).await;
 
     println!();
     println!(
-        "interaction log reads (ClickHouse 18.16, {MCPS} MCPs, {} recent events; then events 1 h–30 days old generated in the server: {first_step} in {:.1} s, {} more in {:.1} s; median of 5)",
+        "interaction log reads through the ingest API (ClickHouse 18.16, {MCPS} MCPs, {} recent events; then events 1 h–30 days old generated in the server: {first_step} in {:.1} s, {} more in {:.1} s; median of 5)",
         MCPS * RECENT_PER_MCP * 2,
         generate_first.as_secs_f64(),
         history - first_step,
@@ -102,29 +105,141 @@ async fn main() {
         rolled_in.as_secs_f64()
     );
     println!(
-        "| read | no history | {} events | {} events | growth | {} events, all read (before) | growth |",
-        first_step, history, first_step
+        "| read | no history | {} events | {} events | growth | server memory at {} (query_log peak) | {} events, store reading all (before) |",
+        first_step, history, history, first_step
     );
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
-    for ((name, at_empty, _), ((_, at_first, before), (_, at_full, _))) in
-        empty.iter().zip(first.iter().zip(&full))
+    for (((name, at_empty, _, _), ((_, at_first, before, _), (_, at_full, _, _))), memory) in
+        empty.iter().zip(first.iter().zip(&full)).zip(&memory)
     {
         let before = match before {
-            Some(before) => format!(
-                "{:.1} ms | {:.1}×",
-                ms(*before),
-                ms(*before) / ms(*at_empty).max(0.001)
-            ),
-            None => "— | —".to_string(),
+            Some(before) => format!("{:.1} ms", ms(*before)),
+            None => "—".to_string(),
         };
         println!(
-            "| {name} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1}× | {before} |",
+            "| {name} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1}× | {memory} | {before} |",
             ms(*at_empty),
             ms(*at_first),
             ms(*at_full),
             ms(*at_full) / ms(*at_empty).max(0.001),
         );
     }
+}
+
+/// The release binary's ingest server over the bench's ClickHouse database, with every query
+/// logged (`system.query_log`), stopped when dropped.
+struct Api {
+    base: String,
+    token: String,
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+    http: reqwest::Client,
+}
+
+impl Api {
+    async fn start(config: &mcp_coordinator::store::clickhouse::ClickHouseConfig) -> Self {
+        let dir = std::env::temp_dir().join(format!("mcp-store-scale-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        let token = "bench-admin-token-0123456789".to_string();
+        std::fs::write(dir.join("admins.yaml"), format!("bench: {token}\n")).expect("token file");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_mcp-coordinator"))
+            .arg("ingest")
+            .arg(format!("--listen=127.0.0.1:{port}"))
+            .arg(format!("--data-dir={}", dir.join("data").display()))
+            .arg(format!(
+                "--admin-tokens-file={}",
+                dir.join("admins.yaml").display()
+            ))
+            .arg(format!("--clickhouse-url={}", config.url))
+            .arg(format!("--clickhouse-database={}", config.database))
+            .arg("--clickhouse-setting=log_queries=1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the ingest server starts");
+        let api = Self {
+            base: format!("http://127.0.0.1:{port}"),
+            token,
+            child,
+            dir,
+            http: reqwest::Client::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = api.http.get(format!("{}/readyz", api.base)).send().await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                return api;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the ingest server did not get ready"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn get(&self, path: &str) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("the ingest server answers");
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        assert!(status.is_success(), "{path}: {status} {body}");
+    }
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The largest `memory_usage` (and rows read) of the queries each read made, found by the
+/// seconds its runs took.
+async fn peak_memory(server: &clickhouse_support::ClickHouseServer, rows: &[Row]) -> Vec<String> {
+    // The query log is written every few seconds; ask for it now where the server can.
+    if server.try_sql("SYSTEM FLUSH LOGS").await.is_err() {
+        tokio::time::sleep(Duration::from_secs(8)).await;
+    }
+    let mut out = Vec::new();
+    for (_, _, _, (from, to)) in rows {
+        let answer = server
+            .sql(&format!(
+                "SELECT max(memory_usage), max(read_rows) FROM system.query_log \
+                 WHERE toString(type) IN ('2', 'QueryFinish') AND event_time >= toDateTime({from}) AND event_time <= toDateTime({to}) \
+                 AND query NOT LIKE 'INSERT%' AND query NOT LIKE '%system.%'"
+            ))
+            .await;
+        let mut fields = answer.split_whitespace();
+        let bytes: f64 = fields.next().and_then(|b| b.parse().ok()).unwrap_or(0.0);
+        let rows_read: u64 = fields.next().and_then(|r| r.parse().ok()).unwrap_or(0);
+        out.push(format!(
+            "{:.1} MiB ({rows_read} rows read)",
+            bytes / (1024.0 * 1024.0)
+        ));
+    }
+    out
+}
+
+/// The server's clock, in seconds.
+async fn server_now(server: &clickhouse_support::ClickHouseServer) -> u32 {
+    server
+        .sql("SELECT toUInt32(now())")
+        .await
+        .trim()
+        .parse()
+        .unwrap_or(0)
 }
 
 /// Forgets the rollups and rolls everything again; returns how long that took and the rows made.
@@ -134,30 +249,19 @@ async fn roll_from_scratch(
     store: &ClickHouseStore,
 ) -> (Duration, u64) {
     for table in ["interaction_rollups", "rollup_progress"] {
-        sql(server, &format!("TRUNCATE TABLE {database}.{table}")).await;
+        server
+            .sql(&format!("TRUNCATE TABLE {database}.{table}"))
+            .await;
     }
     let started = Instant::now();
     store.maintain().await.expect("rolls up");
     let took = started.elapsed();
-    let rows = sql(
-        server,
-        &format!("SELECT count() FROM {database}.interaction_rollups"),
-    )
-    .await;
+    let rows = server
+        .sql(&format!(
+            "SELECT count() FROM {database}.interaction_rollups"
+        ))
+        .await;
     (took, rows.trim().parse().unwrap_or(0))
-}
-
-async fn sql(server: &clickhouse_support::ClickHouseServer, statement: &str) -> String {
-    let response = reqwest::Client::new()
-        .post(server.url())
-        .body(statement.to_string())
-        .send()
-        .await
-        .expect("ClickHouse answers");
-    let ok = response.status().is_success();
-    let text = response.text().await.unwrap_or_default();
-    assert!(ok, "{statement}: {text}");
-    text
 }
 
 /// Adds `count` old events, numbered from `offset`, spread over 1 hour to 30 days before `now`.
@@ -177,45 +281,87 @@ async fn generate_history(
         span = 30 * 24 * HOUR - HOUR,
     );
     let started = Instant::now();
-    sql(server, &generate).await;
+    server.sql(&generate).await;
     started.elapsed()
 }
 
-type Row = (&'static str, Duration, Option<Duration>);
+/// A read's median time through the API, its time reading all history from the store (where
+/// asked), and the server seconds its API runs took.
+type Row = (&'static str, Duration, Option<Duration>, (u32, u32));
 
 async fn measure(
-    windowed: &ClickHouseStore,
+    api: &Api,
+    server: &clickhouse_support::ClickHouseServer,
     whole: Option<&ClickHouseStore>,
     now: i64,
 ) -> Vec<Row> {
     let mut rows = Vec::new();
-    for (name, read) in [
+    for (name, path, read) in [
         (
             "metrics, all MCPs, 15 m (controller poll)",
+            "/v1/metrics?range=15m",
             Read::Metrics(None, HOUR / 4),
         ),
         (
             "metrics, one MCP, 15 m",
+            "/v1/mcps/mcp_3/metrics?range=15m",
             Read::Metrics(Some("mcp_3"), HOUR / 4),
         ),
-        ("metrics, all MCPs, 24 h", Read::Metrics(None, 24 * HOUR)),
-        ("metrics, all MCPs, 7 d", Read::Metrics(None, 7 * 24 * HOUR)),
-        ("history, one MCP, limit=100", Read::History),
-        ("series, one MCP, 24 h in 5 m steps", Read::Series),
+        (
+            "metrics, one MCP, 24 h",
+            "/v1/mcps/mcp_3/metrics?range=24h",
+            Read::Metrics(Some("mcp_3"), 24 * HOUR),
+        ),
+        (
+            "metrics, all MCPs, 24 h",
+            "/v1/metrics?range=24h",
+            Read::Metrics(None, 24 * HOUR),
+        ),
+        (
+            "metrics, one MCP, 7 d",
+            "/v1/mcps/mcp_3/metrics?range=7d",
+            Read::Metrics(Some("mcp_3"), 7 * 24 * HOUR),
+        ),
+        (
+            "metrics, all MCPs, 7 d",
+            "/v1/metrics?range=7d",
+            Read::Metrics(None, 7 * 24 * HOUR),
+        ),
+        (
+            "history, one MCP, limit=100",
+            "/v1/mcps/mcp_3/interactions?limit=100",
+            Read::History,
+        ),
+        (
+            "series, one MCP, 24 h in 5 m steps",
+            "/v1/mcps/mcp_3/metrics/series?range=24h&step=5m",
+            Read::Series,
+        ),
     ] {
-        let a = median_of_5(windowed, &read, now).await;
+        // Each read's queries in seconds of their own, for the query log.
+        let from = server_now(server).await + 1;
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        let mut samples = Vec::new();
+        for _ in 0..5 {
+            let started = Instant::now();
+            api.get(path).await;
+            samples.push(started.elapsed());
+        }
+        samples.sort();
+        let to = server_now(server).await;
         // The series endpoint is new: there is no "before" to compare with.
-        let b = match (whole, &read) {
+        let before = match (whole, &read) {
             (Some(whole), Read::Metrics(..) | Read::History) => {
                 Some(median_of_5(whole, &read, now).await)
             }
             _ => None,
         };
-        rows.push((name, a, b));
+        rows.push((name, samples[2], before, (from, to)));
     }
     rows
 }
 
+/// The median of five reads straight from `store`.
 async fn median_of_5(store: &ClickHouseStore, read: &Read, now: i64) -> Duration {
     let mut samples = Vec::new();
     for _ in 0..5 {

@@ -11,20 +11,6 @@ use mcp_coordinator::store::{Breakdown, Dimension, HistoryQuery, InteractionStor
 const HOUR: i64 = 3_600_000;
 const DAY: i64 = 24 * HOUR;
 
-async fn sql(url: &str, statement: &str) -> String {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let response = reqwest::Client::new()
-        .post(url)
-        .body(statement.to_string())
-        .send()
-        .await
-        .expect("ClickHouse answers");
-    let ok = response.status().is_success();
-    let text = response.text().await.unwrap_or_default();
-    assert!(ok, "{statement}: {text}");
-    text
-}
-
 /// 30 MCPs, each with interactions over the last three hours, and some 40 days old.
 fn events(now: i64) -> Vec<InteractionEvent> {
     let mut out = Vec::new();
@@ -108,20 +94,20 @@ async fn a_cluster_answers_as_one_server_does() {
     // Both shards hold events, and the acknowledged ones are all there, counted once.
     let mut per_shard = Vec::new();
     for server in &cluster.servers {
-        let local = sql(
-            &server.url(),
-            &format!("SELECT uniqExact(event_id) FROM {db}.interaction_events_local"),
-        )
-        .await;
+        let local = server
+            .sql(&format!(
+                "SELECT uniqExact(event_id) FROM {db}.interaction_events_local"
+            ))
+            .await;
         per_shard.push(local.trim().parse::<u64>().unwrap());
     }
     assert!(per_shard.iter().all(|n| *n > 0), "{per_shard:?}");
     assert_eq!(per_shard.iter().sum::<u64>(), all.len() as u64);
-    let rolled = sql(
-        &cluster.servers[1].url(),
-        &format!("SELECT count() FROM {db}.interaction_rollups_local"),
-    )
-    .await;
+    let rolled = cluster.servers[1]
+        .sql(&format!(
+            "SELECT count() FROM {db}.interaction_rollups_local"
+        ))
+        .await;
     assert!(
         rolled.trim().parse::<u64>().unwrap() > 0,
         "the second shard holds rollups"
@@ -176,13 +162,11 @@ async fn a_cluster_answers_as_one_server_does() {
     }
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let old = sql(
-            &cluster.servers[0].url(),
-            &format!(
+        let old = cluster.servers[0]
+            .sql(&format!(
                 "SELECT count() FROM {db}.interaction_events WHERE interaction_id LIKE '%_old'"
-            ),
-        )
-        .await;
+            ))
+            .await;
         if old.trim() == "1" {
             break;
         }

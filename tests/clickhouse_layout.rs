@@ -9,20 +9,6 @@ use mcp_coordinator::store::{HistoryQuery, InteractionStore, TimeRange};
 
 const OLD_DDL: &str = "CREATE TABLE {db}.interaction_events (event_id String, mcp_id String, interaction_id String, kind String, received_ms Int64, event_date Date, timestamp_ms Nullable(Int64), success Nullable(UInt8), processing_time Nullable(Float64), error_code Nullable(String)) ENGINE = ReplacingMergeTree PARTITION BY toYYYYMM(event_date) ORDER BY (mcp_id, interaction_id, event_id)";
 
-async fn sql(server: &clickhouse_support::ClickHouseServer, statement: &str) -> String {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let response = reqwest::Client::new()
-        .post(server.url())
-        .body(statement.to_string())
-        .send()
-        .await
-        .expect("ClickHouse answers");
-    let ok = response.status().is_success();
-    let text = response.text().await.unwrap_or_default();
-    assert!(ok, "{statement}\n→ {text}");
-    text
-}
-
 #[tokio::test]
 async fn a_table_of_the_month_layout_moves_to_days_with_every_row() {
     let server = tokio::task::spawn_blocking(clickhouse_support::shared)
@@ -30,8 +16,8 @@ async fn a_table_of_the_month_layout_moves_to_days_with_every_row() {
         .unwrap();
     let config = server.config();
     let db = &config.database;
-    sql(server, &format!("CREATE DATABASE {db}")).await;
-    sql(server, &OLD_DDL.replace("{db}", db)).await;
+    server.sql(&format!("CREATE DATABASE {db}")).await;
+    server.sql(&OLD_DDL.replace("{db}", db)).await;
     let day = 86_400_000i64;
     let now = jiff::Timestamp::now().as_millisecond();
     // 300 interactions over 60 days, each a start and a completion (a failure every tenth), in
@@ -50,9 +36,7 @@ async fn a_table_of_the_month_layout_moves_to_days_with_every_row() {
                 u8::from(i % 10 != 0)
             ));
         }
-        sql(
-            server,
-            &format!(
+        server.sql(&format!(
                 "INSERT INTO {db}.interaction_events (event_id, mcp_id, interaction_id, kind, received_ms, event_date, timestamp_ms, success, processing_time, error_code) VALUES {}",
                 values.join(", ")
             ),
@@ -64,16 +48,16 @@ async fn a_table_of_the_month_layout_moves_to_days_with_every_row() {
         .await
         .expect("connects and moves the table");
 
-    let engine = sql(
-        server,
-        &format!("SELECT engine_full FROM system.tables WHERE database = '{db}' AND name = 'interaction_events'"),
+    let engine = server.sql(&format!("SELECT engine_full FROM system.tables WHERE database = '{db}' AND name = 'interaction_events'"),
     )
     .await;
     assert!(
         engine.contains("PARTITION BY event_date ORDER BY (mcp_id, received_ms, event_id)"),
         "{engine}"
     );
-    let kept = sql(server, &format!("SELECT count() FROM {db}.{KEPT_TABLE}")).await;
+    let kept = server
+        .sql(&format!("SELECT count() FROM {db}.{KEPT_TABLE}"))
+        .await;
     assert_eq!(kept.trim(), "600", "the old table is kept whole");
 
     let all = TimeRange {
@@ -97,11 +81,9 @@ async fn a_table_of_the_month_layout_moves_to_days_with_every_row() {
 
     // Connecting again (another replica, a restart) finds the new layout and copies nothing.
     ClickHouseStore::connect(&config).await.expect("reconnects");
-    let rows = sql(
-        server,
-        &format!("SELECT count() FROM {db}.interaction_events"),
-    )
-    .await;
+    let rows = server
+        .sql(&format!("SELECT count() FROM {db}.interaction_events"))
+        .await;
     assert_eq!(rows.trim(), "600");
 }
 
@@ -141,9 +123,7 @@ async fn retention_drops_whole_days_and_mutates_only_days_a_longer_retention_kee
     let partitions = |day_ms: i64| {
         let db = db.clone();
         async move {
-            sql(
-                server,
-                &format!(
+            server.sql(&format!(
                     "SELECT count() FROM system.parts WHERE database = '{db}' AND table = 'interaction_events' AND active AND partition_id = formatDateTime(toDate(toDateTime(intDiv({day_ms}, 1000))), '%Y%m%d')"
                 ),
             )
@@ -165,11 +145,11 @@ async fn retention_drops_whole_days_and_mutates_only_days_a_longer_retention_kee
         0,
         "the day 40 days ago is dropped"
     );
-    let mutations = sql(
-        server,
-        &format!("SELECT command FROM system.mutations WHERE database = '{db}'"),
-    )
-    .await;
+    let mutations = server
+        .sql(&format!(
+            "SELECT command FROM system.mutations WHERE database = '{db}'"
+        ))
+        .await;
     assert_eq!(
         mutations.lines().count(),
         1,
@@ -213,10 +193,10 @@ async fn retention_drops_whole_days_and_mutates_only_days_a_longer_retention_kee
     for expiry in plan(now, 30, &per_mcp) {
         store.expire(&expiry).await.unwrap();
     }
-    let again = sql(
-        server,
-        &format!("SELECT count() FROM system.mutations WHERE database = '{db}'"),
-    )
-    .await;
+    let again = server
+        .sql(&format!(
+            "SELECT count() FROM system.mutations WHERE database = '{db}'"
+        ))
+        .await;
     assert_eq!(again.trim(), "1");
 }

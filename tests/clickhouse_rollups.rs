@@ -83,16 +83,9 @@ fn assert_agrees(got: &McpMetrics, want: &McpMetrics) {
 }
 
 async fn rollup_rows(server: &clickhouse_support::ClickHouseServer, db: &str) -> u64 {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let text = reqwest::Client::new()
-        .post(server.url())
-        .body(format!("SELECT count() FROM {db}.interaction_rollups"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server
+        .sql(&format!("SELECT count() FROM {db}.interaction_rollups"))
+        .await;
     text.trim().parse().unwrap()
 }
 

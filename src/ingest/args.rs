@@ -110,6 +110,10 @@ pub struct IngestArgs {
     /// Prefer the environment variable to keep the password out of process listings.
     #[arg(long, hide_env_values = true)]
     pub clickhouse_password: Option<String>,
+    /// A ClickHouse setting for every query, `NAME=VALUE` (e.g. `max_memory_usage=4000000000`,
+    /// `log_queries=1`); repeatable.
+    #[arg(long = "clickhouse-setting", value_name = "NAME=VALUE", value_parser = parse_setting)]
+    pub clickhouse_settings: Vec<(String, String)>,
     /// A ClickHouse cluster (a `remote_servers` entry of the server, with ZooKeeper and the
     /// `{shard}`/`{replica}` macros): tables are created ON CLUSTER as replicated tables on every
     /// shard, behind Distributed tables sharded by MCP.
@@ -120,4 +124,40 @@ pub struct IngestArgs {
     /// received this long before and after it, never all history.
     #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=604_800))]
     pub max_interaction_seconds: u64,
+}
+
+/// `NAME=VALUE`, the name a ClickHouse setting name.
+fn parse_setting(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not NAME=VALUE"))?;
+    let valid = !name.is_empty()
+        && name.len() <= 128
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !valid {
+        return Err(format!(
+            "{name:?} is not a setting name (letters, digits and '_')"
+        ));
+    }
+    Ok((name.to_string(), value.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clickhouse_settings_are_name_equals_value_with_a_plain_name() {
+        assert_eq!(
+            parse_setting("max_memory_usage=4000000000"),
+            Ok(("max_memory_usage".into(), "4000000000".into()))
+        );
+        assert_eq!(
+            parse_setting("log_comment=a=b"),
+            Ok(("log_comment".into(), "a=b".into()))
+        );
+        for bad in ["novalue", "=1", "a b=1", "x&y=1"] {
+            assert!(parse_setting(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -233,6 +233,7 @@ fn store(args: &IngestArgs) -> Result<(Arc<dyn InteractionStore>, String), Assem
                     .saturating_mul(1000),
                 read_rollups: true,
                 cluster: args.clickhouse_cluster.clone(),
+                settings: args.clickhouse_settings.clone(),
             };
             let name = format!(
                 "ClickHouse {} database {}",

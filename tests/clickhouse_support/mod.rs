@@ -162,6 +162,33 @@ impl ClickHouseServer {
         format!("http://127.0.0.1:{}", self.http_port)
     }
 
+    /// Runs one statement over HTTP and answers its output (TSV); panics with the server's
+    /// message if it fails.
+    pub async fn sql(&self, statement: &str) -> String {
+        match self.try_sql(statement).await {
+            Ok(text) => text,
+            Err(problem) => panic!("{statement}\n→ {problem}"),
+        }
+    }
+
+    /// Runs one statement over HTTP: its output, or the server's message.
+    pub async fn try_sql(&self, statement: &str) -> Result<String, String> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let response = reqwest::Client::new()
+            .post(self.url())
+            .body(statement.to_string())
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let ok = response.status().is_success();
+        let text = response.text().await.unwrap_or_default();
+        if ok {
+            Ok(text)
+        } else {
+            Err(text)
+        }
+    }
+
     /// Connection settings for a database of its own (tests share the server, not the data).
     pub fn config(&self) -> ClickHouseConfig {
         static N: AtomicU32 = AtomicU32::new(0);
@@ -177,6 +204,7 @@ impl ClickHouseServer {
             max_interaction_ms: mcp_coordinator::store::clickhouse::DEFAULT_MAX_INTERACTION_MS,
             read_rollups: true,
             cluster: None,
+            settings: Vec::new(),
         }
     }
 }

@@ -48,6 +48,8 @@ pub struct ClickHouseConfig {
     /// `--clickhouse-cluster`: replicated tables on every shard of this cluster, behind
     /// Distributed tables.
     pub cluster: Option<String>,
+    /// Settings sent with every query (`--clickhouse-setting`).
+    pub settings: Vec<(String, String)>,
 }
 
 impl ClickHouseConfig {
@@ -117,6 +119,9 @@ impl ClickHouseStore {
         }
         if let Some(password) = &config.password {
             client = client.with_password(password);
+        }
+        for (name, value) in &config.settings {
+            client = client.with_setting(name, value);
         }
         let version: String = client
             .query("SELECT version()")
@@ -430,6 +435,7 @@ mod tests {
             max_interaction_ms: DEFAULT_MAX_INTERACTION_MS,
             read_rollups: true,
             cluster: None,
+            settings: Vec::new(),
         }
     }
 
