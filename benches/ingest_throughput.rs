@@ -1,7 +1,13 @@
 //! Ingest throughput: acknowledged reports per second over HTTP at several client concurrencies,
 //! with every acknowledgement fsynced. Group commit should make throughput grow with concurrency
 //! (one fsync covers every waiting request) instead of staying at the disk's fsync rate.
-//! Run with `make bench`.
+//! Then batched reports end to end: 200,000 unique records in the seed's standard format (~0.9 KB)
+//! in batches of 500 from 4 clients, acknowledged (fsynced) and then stored, in ClickHouse and in
+//! SQLite, beside ClickHouse's own JSONEachRow insert of the very same rows in the same run.
+//! `MCP_BENCH_BATCH_RECORDS` changes the count. Run with `make bench`.
+
+#[path = "../tests/clickhouse_support/mod.rs"]
+mod clickhouse_support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -125,5 +131,234 @@ async fn main() {
             pct(0.99)
         );
     }
+    batched(&dir).await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+const BATCH: usize = 500;
+const CLIENTS: usize = 4;
+
+/// Record `i` in the seed's standard format, about 0.9 KB.
+fn seed_record(i: usize, base_ms: i64) -> serde_json::Value {
+    let at = base_ms + i as i64;
+    let request_type = ["ocr_processing", "translation", "summarize"][i % 3];
+    let failed = i.is_multiple_of(20);
+    let time = |ms: i64| {
+        jiff::Timestamp::from_millisecond(ms)
+            .map(|t| t.to_string())
+            .unwrap_or_default()
+    };
+    serde_json::json!({
+        "interaction_id": format!("int_20261202_120000_{i:016x}"),
+        "mcp_id": "bench_tool_mcp_001",
+        "timestamp": time(at),
+        "request_data": {
+            "user_id": format!("user_{}", i % 5000),
+            "request_type": request_type,
+            "input_size": 1_024_000 + i % 4096,
+            "parameters": {"quality_level": "high", "language": "en", "output_format": "json", "dpi": 300}
+        },
+        "processing_data": {
+            "start_time": time(at),
+            "end_time": time(at + 5_333),
+            "processing_time": 5.333 + (i % 100) as f64 / 100.0,
+            "adapter_used": "tesseract_v5_adapter",
+            "steps_executed": ["validation", "preprocessing", "ocr", "postprocessing", "formatting"],
+            "resource_usage": {"cpu_usage": 45.2, "memory_usage": 512.5, "gpu_usage": 0.0}
+        },
+        "result_data": {
+            "success": !failed,
+            "output_size": 2048 + i % 1000,
+            "quality_score": 0.95,
+            "confidence": 0.92,
+            "error_code": if failed { serde_json::json!("OCR_TIMEOUT") } else { serde_json::Value::Null },
+            "error_message": if failed { serde_json::json!("processing took longer than the 30 s limit") } else { serde_json::Value::Null }
+        },
+        "metadata": {
+            "mcp_version": "1.2.3",
+            "coordinator_version": "0.1.0",
+            "environment": "production",
+            "region": "eu-west-1"
+        }
+    })
+}
+
+/// Acknowledged and stored rates of `records` batches through a fresh ingest server over `store`;
+/// `stored` counts what the store holds.
+async fn through_ingest<F, Fut>(
+    dir: &std::path::Path,
+    name: &str,
+    store: Arc<dyn mcp_coordinator::store::InteractionStore>,
+    bodies: &[Vec<u8>],
+    records: usize,
+    stored: F,
+) -> (f64, f64)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = usize>,
+{
+    let keys = mcp_coordinator::ingest::auth::KeyRing::default();
+    keys.set("bench_tool_mcp_001", KEY);
+    let running = mcp_coordinator::ingest::start(
+        mcp_coordinator::ingest::IngestConfig {
+            batch_max: 5000,
+            flush_interval: Duration::from_millis(200),
+            drain_timeout: Duration::from_secs(10),
+            signing: mcp_coordinator::ingest::signing::SigningPolicy::Off,
+            ..mcp_coordinator::ingest::IngestConfig::new(
+                "127.0.0.1:0".parse().expect("addr"),
+                dir.join(format!("spool-{name}")),
+            )
+            .unwrap()
+        },
+        store,
+        Arc::new(keys),
+        Arc::new(mcp_coordinator::ingest::auth::ReaderTokens::default()),
+        futures::future::pending(),
+    )
+    .await
+    .expect("ingest starts");
+    let url = format!("http://{}/v1/interactions:batch", running.addr);
+    let http = reqwest::Client::builder().build().expect("client");
+    let started = Instant::now();
+    futures::stream::iter(bodies)
+        .map(|body| {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                let r = http
+                    .post(&url)
+                    .bearer_auth(KEY)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .expect("send");
+                assert_eq!(
+                    r.status().as_u16(),
+                    200,
+                    "{}",
+                    r.text().await.unwrap_or_default()
+                );
+            }
+        })
+        .buffer_unordered(CLIENTS)
+        .collect::<Vec<_>>()
+        .await;
+    let acked = started.elapsed().as_secs_f64();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while stored().await < records {
+        assert!(
+            Instant::now() < deadline,
+            "{name}: not all records were stored"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let done = started.elapsed().as_secs_f64();
+    (records as f64 / acked, records as f64 / done)
+}
+
+async fn batched(dir: &std::path::Path) {
+    let records: usize = std::env::var("MCP_BENCH_BATCH_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let base_ms = jiff::Timestamp::now().as_millisecond() - 3_600_000;
+    let all: Vec<serde_json::Value> = (0..records).map(|i| seed_record(i, base_ms)).collect();
+    let bodies: Vec<Vec<u8>> = all
+        .chunks(BATCH)
+        .map(|c| serde_json::to_vec(c).expect("JSON"))
+        .collect();
+    let record_bytes = bodies.iter().map(Vec::len).sum::<usize>() / records;
+
+    let server = clickhouse_support::ClickHouseServer::start("ingest-bench");
+    let config = server.config();
+    let database = config.database.clone();
+    let clickhouse = mcp_coordinator::store::clickhouse::ClickHouseStore::connect(&config)
+        .await
+        .expect("ClickHouse");
+    let count_sql = format!("SELECT count() FROM {database}.interaction_events");
+    let (ch_acked, ch_stored) = through_ingest(
+        dir,
+        "clickhouse",
+        Arc::new(clickhouse),
+        &bodies,
+        records,
+        || async { server.sql(&count_sql).await.trim().parse().unwrap_or(0) },
+    )
+    .await;
+
+    // ClickHouse inserting the very same rows itself: exported as JSONEachRow, inserted again in
+    // 5,000-row inserts into a table of the same layout, from 1 and from 4 clients.
+    let rows: Vec<String> = server
+        .sql(&format!(
+            "SELECT * FROM {database}.interaction_events FORMAT JSONEachRow"
+        ))
+        .await
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let mut own = Vec::new();
+    for clients in [1usize, 4] {
+        let copy = format!("{database}.copy_{clients}");
+        server
+            .sql(&format!(
+                "CREATE TABLE {copy} AS {database}.interaction_events"
+            ))
+            .await;
+        let inserts: Vec<String> = rows.chunks(5_000).map(|c| c.join("\n")).collect();
+        let started = Instant::now();
+        futures::stream::iter(&inserts)
+            .map(|body| {
+                let server = &server;
+                let copy = &copy;
+                async move {
+                    server
+                        .sql(&format!("INSERT INTO {copy} FORMAT JSONEachRow\n{body}"))
+                        .await;
+                }
+            })
+            .buffer_unordered(clients)
+            .collect::<Vec<_>>()
+            .await;
+        own.push(rows.len() as f64 / started.elapsed().as_secs_f64());
+    }
+
+    let sqlite_path = dir.join("batched.db");
+    let sqlite = mcp_coordinator::store::sqlite::SqliteStore::open(&sqlite_path).expect("SQLite");
+    let (sq_acked, sq_stored) =
+        through_ingest(dir, "sqlite", Arc::new(sqlite), &bodies, records, || {
+            let path = sqlite_path.clone();
+            async move {
+                rusqlite::Connection::open(&path)
+                    .and_then(|c| {
+                        c.query_row("SELECT count(*) FROM interactions", [], |r| {
+                            r.get::<_, i64>(0)
+                        })
+                    })
+                    .map_or(0, |n| n as usize)
+            }
+        })
+        .await;
+
+    println!();
+    println!(
+        "batched reports: {records} unique records in the seed's format (~{record_bytes} bytes each), batches of {BATCH}, {CLIENTS} clients, every acknowledgement fsynced"
+    );
+    println!("| path | events/s | of ClickHouse's own insert (4 clients) |");
+    println!("| --- | ---: | ---: |");
+    println!(
+        "| ClickHouse 18.16 inserting the same rows itself (JSONEachRow, 5,000-row inserts, 1 / 4 clients) | {:.0} / {:.0} | 1.00 |",
+        own[0], own[1]
+    );
+    let ratio = |x: f64| x / own[1];
+    println!(
+        "| ingest → ClickHouse, acknowledged | {ch_acked:.0} | {:.2} |",
+        ratio(ch_acked)
+    );
+    println!(
+        "| ingest → ClickHouse, stored end to end | {ch_stored:.0} | {:.2} |",
+        ratio(ch_stored)
+    );
+    println!("| ingest → SQLite, acknowledged | {sq_acked:.0} | |");
+    println!("| ingest → SQLite, stored end to end | {sq_stored:.0} | |");
 }

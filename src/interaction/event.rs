@@ -53,14 +53,13 @@ impl InteractionEvent {
         received_ms: i64,
         fields: Fields,
     ) -> Self {
-        let digest_input =
-            serde_json::json!([interaction_id, mcp_id, kind.as_str(), fields]).to_string();
-        let event_id = format!(
-            "{}:{}:{:016x}",
-            interaction_id,
-            kind.as_str(),
-            fnv1a64(digest_input.as_bytes())
-        );
+        // The digest of the report as a JSON array, hashed as it is written: no copy of the
+        // fields, no text kept (this runs for every report).
+        let mut digest = Fnv1a::default();
+        let what = (&interaction_id, &mcp_id, kind.as_str(), &fields);
+        // Writing into the hasher cannot fail, nor can serializing these plain values.
+        let _ = serde_json::to_writer(&mut digest, &what);
+        let event_id = format!("{}:{}:{:016x}", interaction_id, kind.as_str(), digest.0);
         Self {
             event_id,
             interaction_id,
@@ -74,12 +73,38 @@ impl InteractionEvent {
 
 /// FNV-1a: stable across builds and platforms, unlike std's hasher.
 pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        hash ^= u64::from(*b);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    let mut hash = Fnv1a::default();
+    hash.update(bytes);
+    hash.0
+}
+
+/// FNV-1a over whatever is written into it.
+struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
     }
-    hash
+}
+
+impl Fnv1a {
+    fn update(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+impl std::io::Write for Fnv1a {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

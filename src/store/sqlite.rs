@@ -114,22 +114,26 @@ impl SqliteStore {
 fn apply(conn: &mut Connection, events: &[InteractionEvent]) -> Result<(), StoreError> {
     let tx = conn.transaction().map_err(unavailable)?;
     for event in events {
+        // Cached statements: parsing SQL once per batch, not three times per event.
         let fresh = tx
-            .execute(
+            .prepare_cached(
                 "INSERT OR IGNORE INTO applied_events (event_id, received_ms) VALUES (?1, ?2)",
-                params![event.event_id, event.received_ms],
             )
+            .and_then(|mut s| s.execute(params![event.event_id, event.received_ms]))
             .map_err(unavailable)?;
         if fresh == 0 {
             continue;
         }
         let existing: Option<(String, i64, i64)> = tx
-            .query_row(
+            .prepare_cached(
                 "SELECT fields, first_received_ms, last_received_ms FROM interactions WHERE mcp_id = ?1 AND interaction_id = ?2",
-                params![event.mcp_id, event.interaction_id],
-                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
             )
-            .optional()
+            .and_then(|mut s| {
+                s.query_row(params![event.mcp_id, event.interaction_id], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                })
+                .optional()
+            })
             .map_err(unavailable)?;
         let (mut fields, first, last) = match existing {
             Some((text, first, last)) => {
@@ -153,10 +157,12 @@ fn apply(conn: &mut Connection, events: &[InteractionEvent]) -> Result<(), Store
         };
         let text = serde_json::to_string(&merged.fields)
             .map_err(|e| StoreError::Rejected(e.to_string()))?;
-        tx.execute(
+        tx.prepare_cached(
             "INSERT OR REPLACE INTO interactions (mcp_id, interaction_id, time_ms, first_received_ms, last_received_ms, fields) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![merged.mcp_id, merged.interaction_id, interaction_time_ms(&merged), first, last, text],
         )
+        .and_then(|mut s| {
+            s.execute(params![merged.mcp_id, merged.interaction_id, interaction_time_ms(&merged), first, last, text])
+        })
         .map_err(unavailable)?;
     }
     tx.commit().map_err(unavailable)
