@@ -66,7 +66,7 @@ pub async fn run(
             }
             continue;
         }
-        let bytes = SpoolReader::framed_size(&batch);
+        let bytes = reader.last_batch_bytes();
         if !ship(
             &*store,
             &batch,

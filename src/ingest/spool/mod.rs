@@ -212,6 +212,7 @@ impl Spool {
                 },
             },
             skipped: Default::default(),
+            last_batch_bytes: 0,
         };
         Ok((Spool { inner, appends }, reader))
     }
@@ -412,6 +413,11 @@ mod tests {
         let waiting = spool.stats().bytes;
 
         let (events, next) = reader.read_batch(5).unwrap();
+        assert_eq!(
+            reader.last_batch_bytes(),
+            SpoolReader::framed_size(&events),
+            "the reader counts what it read as the writer framed it"
+        );
         assert_eq!(events.len(), 5, "reading goes on in the next segment");
         let skipped = reader.skipped_before(next);
         assert_eq!(skipped.len(), 1);

@@ -18,6 +18,8 @@ pub struct SpoolReader {
     pub(super) position: Position,
     /// Corrupt regions read past and not yet committed, by where they start.
     pub(super) skipped: BTreeMap<Position, Skipped>,
+    /// The spool bytes of the records the last `read_batch` returned.
+    pub(super) last_batch_bytes: u64,
 }
 
 /// A region of a segment that could not be read back (damage on disk): what the reader passed
@@ -40,6 +42,7 @@ impl SpoolReader {
         let dir = self.inner.config.dir.clone();
         let mut out = Vec::new();
         let mut pos = self.position;
+        let mut bytes = 0;
         while out.len() < max {
             let (active, durable) = {
                 let s = self.inner.state();
@@ -76,6 +79,7 @@ impl SpoolReader {
                 match read_frame(&mut file, pos.offset, limit).map_err(io_err(&path))? {
                     Frame::Record(event, next) => {
                         out.push(*event);
+                        bytes += next - pos.offset;
                         pos.offset = next;
                     }
                     Frame::End => break,
@@ -93,7 +97,14 @@ impl SpoolReader {
                 }
             }
         }
+        self.last_batch_bytes = bytes;
         Ok((out, pos))
+    }
+
+    /// The spool bytes of the records the last [`Self::read_batch`] returned (what
+    /// [`Self::framed_size`] computes, without encoding them again).
+    pub fn last_batch_bytes(&self) -> u64 {
+        self.last_batch_bytes
     }
 
     /// Records that everything before `to` reached the store: moves the checkpoint and deletes
