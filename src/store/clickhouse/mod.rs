@@ -179,6 +179,12 @@ impl ClickHouseStore {
             "rand()",
         ));
         ddl.extend(topology.create_table(
+            &rollup::create_dirty_table_sql(db),
+            db,
+            rollup::DIRTY_TABLE,
+            "rand()",
+        ));
+        ddl.extend(topology.create_table(
             &create_audit_table_sql(db),
             db,
             AUDIT_TABLE,
@@ -299,8 +305,10 @@ impl InteractionStore for ClickHouseStore {
         e: &'a super::retention::Expiry,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         async move {
-            self.expire_days(TABLE, e).await?;
-            self.expire_days(rollup::ROLLUP_TABLE, e).await
+            for table in [TABLE, rollup::ROLLUP_TABLE, rollup::DIRTY_TABLE] {
+                self.expire_days(table, e).await?;
+            }
+            Ok(())
         }
         .boxed()
     }
@@ -339,7 +347,7 @@ impl InteractionStore for ClickHouseStore {
                 .await?;
             let received = events.iter().map(|e| e.received_ms);
             if let (Some(oldest), Some(newest)) = (received.clone().min(), received.max()) {
-                self.reroll_after_insert(oldest, newest).await?;
+                self.mark_late_insert(oldest, newest).await?;
             }
             Ok(())
         }

@@ -29,6 +29,8 @@ use super::{classify, now_ms, Bind, ClickHouseStore, StoreError};
 
 pub(super) const ROLLUP_TABLE: &str = "interaction_rollups";
 pub(super) const PROGRESS_TABLE: &str = "rollup_progress";
+/// Hours that took late events after they were rolled, to be rolled again by the upkeep loop.
+pub(super) const DIRTY_TABLE: &str = "rollup_dirty";
 const MINUTE_MS: i64 = 60_000;
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 86_400_000;
@@ -86,6 +88,15 @@ pub fn create_progress_table_sql(database: &str) -> String {
     format!(
         "CREATE TABLE IF NOT EXISTS {database}.{PROGRESS_TABLE} (name String, rolled_through Int64, at_ms Int64) \
          ENGINE = ReplacingMergeTree(at_ms) ORDER BY name"
+    )
+}
+
+/// The DDL of the table of hours to roll again (with `event_date` and `mcp_id`, so retention
+/// drops its old days like the others').
+pub fn create_dirty_table_sql(database: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {database}.{DIRTY_TABLE} (event_date Date, mcp_id String, from_ms Int64, to_ms Int64, at_ms Int64) \
+         ENGINE = MergeTree PARTITION BY event_date ORDER BY at_ms"
     )
 }
 
@@ -263,7 +274,7 @@ impl ClickHouseStore {
         let (through, rows): (i64, u64) = self
             .client
             .query(&format!(
-                "SELECT max(rolled_through), count() FROM {}.{PROGRESS_TABLE}",
+                "SELECT max(rolled_through), count() FROM {}.{PROGRESS_TABLE} WHERE name = 'minutes'",
                 self.database
             ))
             .fetch_one()
@@ -273,7 +284,7 @@ impl ClickHouseStore {
     }
 
     /// Rolls the hours whose interactions are complete, continuing from the last run (or, the
-    /// first time, from the first day the log holds).
+    /// first time, from the first day the log holds), then the hours marked for rolling again.
     pub(super) async fn roll_up(&self) -> Result<(), StoreError> {
         let sealed = floor_hour(now_ms() - self.max_interaction_ms - MINUTE_MS);
         let mut from = match self.rolled_through().await? {
@@ -286,18 +297,20 @@ impl ClickHouseStore {
             }
             let to = (from + DAY_MS).min(sealed);
             self.roll(from, to).await?;
-            self.record_progress(to).await?;
+            self.record_progress("minutes", to).await?;
             from = to;
         }
         if from >= sealed {
-            self.record_progress(from.max(sealed)).await?;
+            self.record_progress("minutes", from.max(sealed)).await?;
         }
-        Ok(())
+        self.reroll_marked().await
     }
 
-    /// After events were inserted: when some were received so long ago that their minutes may
-    /// already be rolled (a spool catching up after an outage), roll those minutes again.
-    pub(super) async fn reroll_after_insert(
+    /// After events were inserted: when some were received so long ago that their hours may
+    /// already be rolled (a spool catching up after an outage), marks those hours for the upkeep
+    /// loop to roll again, once for however many batches touch them. The mark is written before
+    /// the insert is confirmed, so a crash cannot lose it.
+    pub(super) async fn mark_late_insert(
         &self,
         oldest_received: i64,
         newest_received: i64,
@@ -309,14 +322,59 @@ impl ClickHouseStore {
         let Some(through) = self.rolled_through().await? else {
             return Ok(());
         };
-        let mut from = floor_hour(oldest_received.saturating_sub(slack));
+        let from = floor_hour(oldest_received.saturating_sub(slack));
         let to = ceil_hour(newest_received.saturating_add(slack)).min(through);
-        while from < to {
-            let end = (from + DAY_MS).min(to);
-            self.roll(from, end).await?;
-            from = end;
+        if from >= to {
+            return Ok(());
         }
-        Ok(())
+        let at = now_ms();
+        let sql = format!(
+            "INSERT INTO {}.{DIRTY_TABLE} (event_date, mcp_id, from_ms, to_ms, at_ms) VALUES (toDate(?), '', ?, ?, ?)",
+            self.database
+        );
+        let binds = vec![
+            Bind::Text(super::sql::day_of_ms(at)),
+            Bind::Int(from),
+            Bind::Int(to),
+            Bind::Int(at),
+        ];
+        self.query(&sql, binds).execute().await.map_err(classify)
+    }
+
+    /// Rolls again the hours marked since the last run. Marks of the last minute before it are
+    /// read again the next time (rolling twice is harmless), so a mark another replica wrote
+    /// just as this run read is not missed.
+    async fn reroll_marked(&self) -> Result<(), StoreError> {
+        let (done, _): (i64, u64) = self
+            .client
+            .query(&format!(
+                "SELECT max(rolled_through), count() FROM {}.{PROGRESS_TABLE} WHERE name = 'marks'",
+                self.database
+            ))
+            .fetch_one()
+            .await
+            .map_err(classify)?;
+        let started = now_ms();
+        let marks: Vec<(i64, i64)> = self
+            .query(
+                &format!(
+                    "SELECT from_ms, to_ms FROM {}.{DIRTY_TABLE} WHERE at_ms >= ? ORDER BY from_ms LIMIT 100000",
+                    self.database
+                ),
+                vec![Bind::Int(done)],
+            )
+            .fetch_all()
+            .await
+            .map_err(classify)?;
+        for (from, to) in coalesce(marks) {
+            let mut at = from;
+            while at < to {
+                let end = (at + DAY_MS).min(to);
+                self.roll(at, end).await?;
+                at = end;
+            }
+        }
+        self.record_progress("marks", started - MINUTE_MS).await
     }
 
     async fn roll(&self, from: i64, to: i64) -> Result<(), StoreError> {
@@ -327,15 +385,17 @@ impl ClickHouseStore {
         self.query(&sql, binds).execute().await.map_err(classify)
     }
 
-    async fn record_progress(&self, through: i64) -> Result<(), StoreError> {
+    async fn record_progress(&self, name: &str, through: i64) -> Result<(), StoreError> {
         let sql = format!(
-            "INSERT INTO {}.{PROGRESS_TABLE} (name, rolled_through, at_ms) VALUES ('minutes', ?, ?)",
+            "INSERT INTO {}.{PROGRESS_TABLE} (name, rolled_through, at_ms) VALUES (?, ?, ?)",
             self.database
         );
-        self.query(&sql, vec![Bind::Int(through), Bind::Int(now_ms())])
-            .execute()
-            .await
-            .map_err(classify)
+        let binds = vec![
+            Bind::Text(name.to_string()),
+            Bind::Int(through),
+            Bind::Int(now_ms()),
+        ];
+        self.query(&sql, binds).execute().await.map_err(classify)
     }
 
     /// The start of the first day the events table holds.
@@ -475,6 +535,19 @@ impl ClickHouseStore {
     }
 }
 
+/// Overlapping or touching ranges merged, in order.
+fn coalesce(mut ranges: Vec<(i64, i64)>) -> Vec<(i64, i64)> {
+    ranges.sort_unstable();
+    let mut out: Vec<(i64, i64)> = Vec::new();
+    for (from, to) in ranges {
+        match out.last_mut() {
+            Some(last) if from <= last.1 => last.1 = last.1.max(to),
+            _ => out.push((from, to)),
+        }
+    }
+    out
+}
+
 /// One cell per MCP, group and bucket, from partial rows (one per cell and error code).
 fn fold(rows: Vec<RollupRow>, range: TimeRange, step_ms: Option<i64>) -> Vec<MetricsCell> {
     #[derive(Default)]
@@ -532,6 +605,22 @@ mod tests {
 
     fn range(since_ms: i64, until_ms: i64) -> TimeRange {
         TimeRange { since_ms, until_ms }
+    }
+
+    #[test]
+    fn marked_hours_are_rolled_once_however_many_batches_mark_them() {
+        let h = HOUR_MS;
+        assert_eq!(
+            coalesce(vec![
+                (3 * h, 5 * h),
+                (h, 2 * h),
+                (2 * h, 3 * h),
+                (4 * h, 6 * h),
+                (9 * h, 10 * h)
+            ]),
+            [(h, 6 * h), (9 * h, 10 * h)]
+        );
+        assert_eq!(coalesce(vec![]), []);
     }
 
     #[test]
