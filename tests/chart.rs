@@ -139,7 +139,13 @@ fn renderer() -> &'static Path {
 
 /// The chart rendered with `--set` overrides: the manifests and NOTES.txt.
 fn render(set: &str) -> (Vec<Value>, String) {
+    render_as("test", set)
+}
+
+/// [`render`] for a release of another name.
+fn render_as(release: &str, set: &str) -> (Vec<Value>, String) {
     let mut command = std::process::Command::new(renderer());
+    command.env("RELEASE_NAME", release);
     command.arg(chart());
     if !set.is_empty() {
         command.args(["--set", set]);
@@ -568,5 +574,74 @@ fn the_spool_and_store_persist_on_a_claim_per_replica_unless_told_otherwise() {
         String::from_utf8_lossy(&out.stderr).contains("replicaCount 1"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_long_release_name_still_gives_valid_names() {
+    // Helm allows release names of up to 53 characters.
+    let release = "a-release-name-of-fifty-characters-for-the-coordin";
+    assert_eq!(release.len(), 50);
+    for set in ["", "ingest.persistence.enabled=false"] {
+        let (docs, notes) = render_as(release, set);
+        for doc in &docs {
+            let name = doc["metadata"]["name"].as_str().unwrap_or_default();
+            let kind = doc["kind"].as_str().unwrap_or_default();
+            let limit = match kind {
+                // DNS labels; a StatefulSet's pods carry its name and an 11-character revision hash.
+                "Service" => 63,
+                "StatefulSet" => 52,
+                _ => 253,
+            };
+            assert!(
+                !name.is_empty() && name.len() <= limit,
+                "{kind} {name} ({} characters, at most {limit})",
+                name.len()
+            );
+        }
+        let ingest_service = docs
+            .iter()
+            .find(|d| {
+                d["kind"] == "Service"
+                    && d["metadata"]["name"]
+                        .as_str()
+                        .is_some_and(|n| n.ends_with("-ingest"))
+            })
+            .expect("the ingest Service");
+        let name = ingest_service["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            notes.contains(&format!("://{name}.")),
+            "NOTES names the Service: {notes}"
+        );
+        let workload = docs.iter().find(|d| is_workload(d)).expect("workload");
+        if workload["kind"] == "StatefulSet" {
+            assert_eq!(workload["spec"]["serviceName"], name);
+        }
+        let args = workload["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .expect("controller args");
+        assert!(
+            args.iter()
+                .filter_map(Value::as_str)
+                .any(|a| a.contains(&format!("://{name}."))),
+            "the controller reaches the ingest Service by its name: {args:?}"
+        );
+    }
+    // Names that fitted before keep their names.
+    let (docs, _) = render("");
+    let names: Vec<&str> = docs
+        .iter()
+        .filter(|d| d["kind"] == "Service" || is_workload(d))
+        .filter_map(|d| d["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(
+        names.iter().copied().collect::<BTreeSet<_>>(),
+        BTreeSet::from([
+            "test-mcp-coordinator",
+            "test-mcp-coordinator-ingest",
+            "test-mcp-coordinator-metrics"
+        ])
     );
 }

@@ -32,6 +32,22 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
+{{/* Service names are DNS labels: at most 63 characters with their suffix. Names that fitted
+before stay as they were. */}}
+{{- define "mcp-coordinator.ingestServiceName" -}}
+{{- printf "%s-ingest" (include "mcp-coordinator.fullname" . | trunc 56 | trimSuffix "-") }}
+{{- end }}
+
+{{- define "mcp-coordinator.metricsServiceName" -}}
+{{- printf "%s-metrics" (include "mcp-coordinator.fullname" . | trunc 55 | trimSuffix "-") }}
+{{- end }}
+
+{{/* The StatefulSet's (or Deployment's) name: a StatefulSet labels its pods with its name and an
+11-character revision hash, which must fit in 63. */}}
+{{- define "mcp-coordinator.workloadName" -}}
+{{- include "mcp-coordinator.fullname" . | trunc 52 | trimSuffix "-" }}
+{{- end }}
+
 {{/* The ingest server's own, read-only identity. */}}
 {{- define "mcp-coordinator.ingestServiceAccountName" -}}
 {{- default (printf "%s-ingest" (include "mcp-coordinator.serviceAccountName" .)) .Values.serviceAccount.ingestName }}

@@ -148,10 +148,14 @@ func main() {
 		names = append(names, e.Name())
 	}
 	sort.Strings(names)
+	release := os.Getenv("RELEASE_NAME")
+	if release == "" {
+		release = "test"
+	}
 	context := map[string]interface{}{
 		"Values":       values,
 		"Chart":        map[string]interface{}{"Name": name, "Version": chart["version"], "AppVersion": chart["appVersion"]},
-		"Release":      map[string]interface{}{"Name": "test", "Namespace": "mcp-coordinator", "Service": "Helm", "IsInstall": true},
+		"Release":      map[string]interface{}{"Name": release, "Namespace": "mcp-coordinator", "Service": "Helm", "IsInstall": true},
 		"Capabilities": map[string]interface{}{"KubeVersion": map[string]interface{}{"Version": "v1.32.0"}},
 		"Template":     map[string]interface{}{"BasePath": name + "/templates"},
 		"Files":        files{root: chartDir},
