@@ -68,29 +68,9 @@ async fn main() {
     }
 
     // Over HTTP, through the whole ingest server with the embedded store.
-    let keys = mcp_coordinator::ingest::auth::KeyRing::default();
-    keys.set("bench_tool_mcp_001", KEY);
     let store = mcp_coordinator::store::sqlite::SqliteStore::open(&dir.join("interactions.db"))
         .expect("store");
-    let running = mcp_coordinator::ingest::start(
-        mcp_coordinator::ingest::IngestConfig {
-            batch_max: 5000,
-            flush_interval: Duration::from_millis(200),
-            drain_timeout: Duration::from_secs(10),
-            signing: mcp_coordinator::ingest::signing::SigningPolicy::Off,
-            ..mcp_coordinator::ingest::IngestConfig::new(
-                "127.0.0.1:0".parse().expect("addr"),
-                dir.join("spool-http"),
-            )
-            .unwrap()
-        },
-        Arc::new(store),
-        Arc::new(keys),
-        Arc::new(mcp_coordinator::ingest::auth::ReaderTokens::default()),
-        futures::future::pending(),
-    )
-    .await
-    .expect("ingest starts");
+    let running = start_ingest(&dir, "http", Arc::new(store)).await;
     let url = format!("http://{}/v1/interactions", running.addr);
     let http = reqwest::Client::builder().build().expect("client");
     println!();
@@ -183,6 +163,36 @@ fn seed_record(i: usize, base_ms: i64) -> serde_json::Value {
     })
 }
 
+/// An in-process ingest server over `store`, spooling in `dir/spool-<name>`, with the bench's
+/// key and no signatures.
+async fn start_ingest(
+    dir: &std::path::Path,
+    name: &str,
+    store: Arc<dyn mcp_coordinator::store::InteractionStore>,
+) -> mcp_coordinator::ingest::RunningIngest {
+    let keys = mcp_coordinator::ingest::auth::KeyRing::default();
+    keys.set("bench_tool_mcp_001", KEY);
+    mcp_coordinator::ingest::start(
+        mcp_coordinator::ingest::IngestConfig {
+            batch_max: 5000,
+            flush_interval: Duration::from_millis(200),
+            drain_timeout: Duration::from_secs(10),
+            signing: mcp_coordinator::ingest::signing::SigningPolicy::Off,
+            ..mcp_coordinator::ingest::IngestConfig::new(
+                "127.0.0.1:0".parse().expect("addr"),
+                dir.join(format!("spool-{name}")),
+            )
+            .expect("ingest config")
+        },
+        store,
+        Arc::new(keys),
+        Arc::new(mcp_coordinator::ingest::auth::ReaderTokens::default()),
+        futures::future::pending(),
+    )
+    .await
+    .expect("ingest starts")
+}
+
 /// Acknowledged and stored rates of `records` batches through a fresh ingest server over `store`;
 /// `stored` counts what the store holds.
 async fn through_ingest<F, Fut>(
@@ -197,27 +207,7 @@ where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = usize>,
 {
-    let keys = mcp_coordinator::ingest::auth::KeyRing::default();
-    keys.set("bench_tool_mcp_001", KEY);
-    let running = mcp_coordinator::ingest::start(
-        mcp_coordinator::ingest::IngestConfig {
-            batch_max: 5000,
-            flush_interval: Duration::from_millis(200),
-            drain_timeout: Duration::from_secs(10),
-            signing: mcp_coordinator::ingest::signing::SigningPolicy::Off,
-            ..mcp_coordinator::ingest::IngestConfig::new(
-                "127.0.0.1:0".parse().expect("addr"),
-                dir.join(format!("spool-{name}")),
-            )
-            .unwrap()
-        },
-        store,
-        Arc::new(keys),
-        Arc::new(mcp_coordinator::ingest::auth::ReaderTokens::default()),
-        futures::future::pending(),
-    )
-    .await
-    .expect("ingest starts");
+    let running = start_ingest(dir, name, store).await;
     let url = format!("http://{}/v1/interactions:batch", running.addr);
     let http = reqwest::Client::builder().build().expect("client");
     let started = Instant::now();

@@ -89,13 +89,23 @@ async fn rollup_rows(server: &clickhouse_support::ClickHouseServer, db: &str) ->
     text.trim().parse().unwrap()
 }
 
-#[tokio::test]
-async fn long_windows_read_rollups_and_answer_as_the_events_do() {
+/// The shared server, a database of the test's own, and a store over it.
+async fn fresh_store() -> (
+    &'static clickhouse_support::ClickHouseServer,
+    mcp_coordinator::store::clickhouse::ClickHouseConfig,
+    ClickHouseStore,
+) {
     let server = tokio::task::spawn_blocking(clickhouse_support::shared)
         .await
         .unwrap();
     let config = server.config();
     let store = ClickHouseStore::connect(&config).await.unwrap();
+    (server, config, store)
+}
+
+#[tokio::test]
+async fn long_windows_read_rollups_and_answer_as_the_events_do() {
+    let (server, config, store) = fresh_store().await;
     let now = now_ms();
     // Three hours of interactions for two MCPs, the newest a minute old (not yet rollable).
     let mut events = Vec::new();
@@ -132,11 +142,7 @@ async fn long_windows_read_rollups_and_answer_as_the_events_do() {
 
 #[tokio::test]
 async fn events_that_reach_the_store_late_are_rolled_in_without_counting_twice() {
-    let server = tokio::task::spawn_blocking(clickhouse_support::shared)
-        .await
-        .unwrap();
-    let config = server.config();
-    let store = ClickHouseStore::connect(&config).await.unwrap();
+    let (server, config, store) = fresh_store().await;
     let now = now_ms();
     let two_hours_ago = now - 2 * 3_600_000;
     // Started two hours ago; the completion and another interaction sit in a spool meanwhile.
