@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::metrics::IngestMetrics;
-use super::spool::SpoolReader;
+use super::spool::{Position, SpoolReader};
 use crate::interaction::InteractionEvent;
 use crate::store::{InteractionStore, StoreError};
 
@@ -33,17 +33,22 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut drain_deadline: Option<Instant> = None;
+    // The batch read while the store was taking the one before it.
+    let mut ahead: Option<(Vec<InteractionEvent>, Position, u64)> = None;
     loop {
         if drain_deadline.is_none() && *shutdown.borrow() {
             drain_deadline = Some(Instant::now() + config.drain_timeout);
         }
-        let (batch, next) = match reader.read_batch(config.batch_max) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read the spool; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
+        let (batch, next, bytes) = match ahead.take() {
+            Some(read) => read,
+            None => match reader.read_batch(config.batch_max) {
+                Ok((batch, next)) => (batch, next, reader.last_batch_bytes()),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the spool; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            },
         };
         for skipped in reader.skipped_before(next) {
             metrics.poison.inc();
@@ -66,24 +71,51 @@ pub async fn run(
             }
             continue;
         }
-        let bytes = reader.last_batch_bytes();
-        if !ship(
+        let full = batch.len() >= config.batch_max;
+        let shipping = ship(
             &*store,
             &batch,
             &metrics,
             &config,
             &mut drain_deadline,
             &shutdown,
-        )
-        .await
-        {
+        );
+        let shipped = if full {
+            // A full batch means more is waiting: decode the next one on the blocking pool while
+            // the store takes this one, instead of leaving the store idle during the read.
+            let max = config.batch_max;
+            let reading = tokio::task::spawn_blocking(move || {
+                let read = reader.read_batch_from(next, max);
+                let bytes = reader.last_batch_bytes();
+                (reader, read.map(|(batch, next)| (batch, next, bytes)))
+            });
+            let (shipped, read) = tokio::join!(shipping, reading);
+            match read {
+                Ok((back, read)) => {
+                    reader = back;
+                    match read {
+                        Ok(read) => ahead = Some(read),
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot read the spool ahead; reading again")
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the spool read ahead failed; the shipper stops and the spool keeps every unshipped event");
+                    return;
+                }
+            }
+            shipped
+        } else {
+            shipping.await
+        };
+        if !shipped {
             return; // shutting down with the store still away: the spool keeps the rest
         }
         if let Err(e) = reader.commit(next, batch.len() as u64, bytes) {
             tracing::error!(error = %e, "cannot record shipping progress; events will be shipped again (harmlessly)");
         }
-        let partial = batch.len() < config.batch_max;
-        if partial && drain_deadline.is_none() {
+        if !full && drain_deadline.is_none() {
             tokio::select! {
                 _ = tokio::time::sleep(config.flush_interval) => {}
                 _ = shutdown.changed() => {}
@@ -206,5 +238,141 @@ fn append_line(path: &PathBuf, line: &str, what: &str) {
         });
     if let Err(e) = written {
         tracing::error!(error = %e, file = %path.display(), "could not write the poison file; {what} could not be set aside");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use futures::future::BoxFuture;
+    use futures::FutureExt;
+
+    use super::*;
+    use crate::ingest::spool::{Spool, SpoolConfig};
+    use crate::interaction::Interaction;
+    use crate::interaction::{EventKind, Fields};
+    use crate::store::{
+        retention, AuditEntry, Breakdown, HistoryQuery, McpMetrics, MetricsCell, TimeRange,
+    };
+
+    /// Keeps the interaction ids of every insert, and fails the first one as an outage would.
+    #[derive(Default)]
+    struct Recording {
+        inserted: Mutex<Vec<String>>,
+        failed_once: Mutex<bool>,
+    }
+
+    fn not_here<'a, T: Send + 'a>() -> BoxFuture<'a, Result<T, StoreError>> {
+        async { Err(StoreError::Unavailable("not part of this test".into())) }.boxed()
+    }
+
+    impl InteractionStore for Recording {
+        fn record_access<'a>(&'a self, _: &'a AuditEntry) -> BoxFuture<'a, Result<(), StoreError>> {
+            not_here()
+        }
+        fn expire<'a>(&'a self, _: &'a retention::Expiry) -> BoxFuture<'a, Result<(), StoreError>> {
+            not_here()
+        }
+        fn audit_log(&self, _: usize) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>> {
+            not_here()
+        }
+        fn insert<'a>(
+            &'a self,
+            events: &'a [InteractionEvent],
+        ) -> BoxFuture<'a, Result<(), StoreError>> {
+            async move {
+                let mut failed = self.failed_once.lock().unwrap_or_else(|p| p.into_inner());
+                if !*failed {
+                    *failed = true;
+                    return Err(StoreError::Unavailable("restarting".into()));
+                }
+                let mut inserted = self.inserted.lock().unwrap_or_else(|p| p.into_inner());
+                inserted.extend(events.iter().map(|e| e.interaction_id.clone()));
+                Ok(())
+            }
+            .boxed()
+        }
+        fn history<'a>(
+            &'a self,
+            _: &'a HistoryQuery,
+        ) -> BoxFuture<'a, Result<Vec<Interaction>, StoreError>> {
+            not_here()
+        }
+        fn breakdown<'a>(
+            &'a self,
+            _: Option<&'a str>,
+            _: TimeRange,
+            _: Breakdown,
+        ) -> BoxFuture<'a, Result<Vec<MetricsCell>, StoreError>> {
+            not_here()
+        }
+        fn metrics<'a>(
+            &'a self,
+            _: Option<&'a str>,
+            _: TimeRange,
+        ) -> BoxFuture<'a, Result<Vec<McpMetrics>, StoreError>> {
+            not_here()
+        }
+    }
+
+    /// Full batches are shipped while the next is read ahead: across many segments and an outage,
+    /// every event arrives once, in spool order, and the spool ends empty.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reading_ahead_ships_every_event_once_and_in_order() {
+        let dir = std::env::temp_dir().join(format!("mcp-shipper-ahead-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (spool, reader) = Spool::open(SpoolConfig {
+            dir: dir.join("spool"),
+            segment_bytes: 4096,
+            max_bytes: 64 << 20,
+        })
+        .unwrap();
+        let total = 1_050;
+        for chunk in (0..total).collect::<Vec<_>>().chunks(70) {
+            let events = chunk
+                .iter()
+                .map(|i| {
+                    InteractionEvent::new(
+                        format!("i{i:05}"),
+                        "m".into(),
+                        EventKind::Start,
+                        *i as i64,
+                        Fields::default(),
+                    )
+                })
+                .collect();
+            spool.append(events).await.unwrap();
+        }
+        let store = Arc::new(Recording::default());
+        let (stop, shutdown) = watch::channel(false);
+        let shipper = tokio::spawn(run(
+            reader,
+            store.clone(),
+            Arc::new(IngestMetrics::new().unwrap()),
+            ShipperConfig {
+                batch_max: 100,
+                flush_interval: Duration::from_millis(20),
+                poison_file: dir.join("poison.ndjson"),
+                drain_timeout: Duration::from_secs(5),
+            },
+            shutdown,
+        ));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while spool.stats().records > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "not shipped: {:?}",
+                spool.stats()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.send(true).unwrap();
+        shipper.await.unwrap();
+        let inserted = store.inserted.lock().unwrap().clone();
+        let expected: Vec<String> = (0..total).map(|i| format!("i{i:05}")).collect();
+        assert_eq!(inserted, expected);
+        assert!(!dir.join("poison.ndjson").exists());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -120,16 +120,18 @@ impl Spool {
         let active = match existing.last().copied() {
             Some(last) => {
                 let path = segment_path(&dir, last);
-                let mut file = OpenOptions::new()
+                let file = OpenOptions::new()
                     .read(true)
                     .write(true)
                     .open(&path)
                     .map_err(io_err(&path))?;
                 let len = file.metadata().map_err(io_err(&path))?.len();
-                let mut offset = 0;
+                let read = file.try_clone().map_err(io_err(&path))?;
+                let mut frames = Frames::new(read, 0).map_err(io_err(&path))?;
                 loop {
-                    match read_frame(&mut file, offset, len).map_err(io_err(&path))? {
-                        Frame::Record(_, next) => offset = next,
+                    let offset = frames.offset();
+                    match frames.next(len).map_err(io_err(&path))? {
+                        Frame::Record(..) => {}
                         Frame::End => break,
                         Frame::Bad(why) => {
                             tracing::warn!(segment = %path.display(), offset, reason = %why, "cutting a torn record off the spool tail (it was never acknowledged)");
@@ -161,16 +163,16 @@ impl Spool {
         let mut stats = SpoolStats::default();
         for &n in existing.iter().filter(|&&n| n >= checkpoint.segment) {
             let path = segment_path(&dir, n);
-            let mut file = File::open(&path).map_err(io_err(&path))?;
+            let file = File::open(&path).map_err(io_err(&path))?;
             let len = file.metadata().map_err(io_err(&path))?.len();
-            let mut offset = if n == checkpoint.segment {
+            let offset = if n == checkpoint.segment {
                 checkpoint.offset.min(len)
             } else {
                 0
             };
-            while let Frame::Record(event, next) =
-                read_frame(&mut file, offset, len).map_err(io_err(&path))?
-            {
+            let mut frames = Frames::new(file, offset).map_err(io_err(&path))?;
+            let mut offset = frames.offset();
+            while let Frame::Record(event, next) = frames.next(len).map_err(io_err(&path))? {
                 stats.records += 1;
                 stats.bytes += next - offset;
                 stats.oldest_ms.get_or_insert(event.received_ms);

@@ -6,9 +6,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::Arc;
 
-use super::segments::{
-    encode, io_err, read_frame, segment_path, segments, store_checkpoint, Frame,
-};
+use super::segments::{encode, io_err, segment_path, segments, store_checkpoint, Frame, Frames};
 use super::{Inner, Position, SpoolError};
 use crate::interaction::InteractionEvent;
 
@@ -39,9 +37,19 @@ impl SpoolReader {
         &mut self,
         max: usize,
     ) -> Result<(Vec<InteractionEvent>, Position), SpoolError> {
+        self.read_batch_from(self.position, max)
+    }
+
+    /// Like [`Self::read_batch`], from `from` (at or after the position): how the shipper reads
+    /// the next batch while the store still takes the one before it.
+    pub fn read_batch_from(
+        &mut self,
+        from: Position,
+        max: usize,
+    ) -> Result<(Vec<InteractionEvent>, Position), SpoolError> {
         let dir = self.inner.config.dir.clone();
-        let mut out = Vec::new();
-        let mut pos = self.position;
+        let mut out = Vec::with_capacity(max.min(READ_AHEAD_CAPACITY));
+        let mut pos = from;
         let mut bytes = 0;
         while out.len() < max {
             let (active, durable) = {
@@ -74,9 +82,10 @@ impl SpoolReader {
                 }
                 break;
             }
-            let mut file = File::open(&path).map_err(io_err(&path))?;
+            let file = File::open(&path).map_err(io_err(&path))?;
+            let mut frames = Frames::new(file, pos.offset).map_err(io_err(&path))?;
             while out.len() < max {
-                match read_frame(&mut file, pos.offset, limit).map_err(io_err(&path))? {
+                match frames.next(limit).map_err(io_err(&path))? {
                     Frame::Record(event, next) => {
                         out.push(*event);
                         bytes += next - pos.offset;
@@ -163,6 +172,9 @@ impl SpoolReader {
         events.iter().map(|e| encode(e).len() as u64).sum()
     }
 }
+
+/// Room reserved for a batch up front; larger batches grow as they are read.
+const READ_AHEAD_CAPACITY: usize = 10_000;
 
 /// The bytes of `path` from `from` to `to` (a region that could not be read as records).
 fn read_region(path: &Path, from: u64, to: u64) -> io::Result<Vec<u8>> {

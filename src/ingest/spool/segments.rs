@@ -2,7 +2,7 @@
 //! shipper's checkpoint.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::{Position, SpoolError};
@@ -66,37 +66,74 @@ pub(super) enum Frame {
     Bad(String),
 }
 
-pub(super) fn read_frame(file: &mut File, offset: u64, limit: u64) -> io::Result<Frame> {
-    if offset + HEADER as u64 > limit {
-        return Ok(if offset == limit {
-            Frame::End
-        } else {
-            Frame::Bad("truncated header".into())
-        });
+/// Frames read in order from one segment, through a buffer: one read call per megabyte instead
+/// of a seek and two reads per record, which is what the shipper spent its time on.
+pub(super) struct Frames {
+    file: BufReader<File>,
+    offset: u64,
+}
+
+impl Frames {
+    /// Reads `file` from `offset` on.
+    pub(super) fn new(mut file: File, offset: u64) -> io::Result<Self> {
+        file.seek(SeekFrom::Start(offset))?;
+        Ok(Self {
+            file: BufReader::with_capacity(READ_BUFFER, file),
+            offset,
+        })
     }
-    file.seek(SeekFrom::Start(offset))?;
-    let mut header = [0u8; HEADER];
-    file.read_exact(&mut header)?;
-    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    if len > MAX_RECORD || offset + (HEADER + len) as u64 > limit {
-        return Ok(Frame::Bad(format!("record length {len} runs past the end")));
+
+    /// Where the next frame starts.
+    pub(super) fn offset(&self) -> u64 {
+        self.offset
     }
-    let mut payload = vec![0u8; len];
-    file.read_exact(&mut payload)?;
-    if crc32fast::hash(&payload) != crc {
-        return Ok(Frame::Bad("checksum mismatch".into()));
+
+    /// The frame at [`Self::offset`]; `limit` is where the readable bytes end. A bad frame leaves
+    /// the offset where that frame starts.
+    pub(super) fn next(&mut self, limit: u64) -> io::Result<Frame> {
+        let offset = self.offset;
+        if offset + HEADER as u64 > limit {
+            return Ok(if offset == limit {
+                Frame::End
+            } else {
+                Frame::Bad("truncated header".into())
+            });
+        }
+        let mut header = [0u8; HEADER];
+        self.file.read_exact(&mut header)?;
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        if len > MAX_RECORD || offset + (HEADER + len) as u64 > limit {
+            self.rewind()?;
+            return Ok(Frame::Bad(format!("record length {len} runs past the end")));
+        }
+        let mut payload = vec![0u8; len];
+        self.file.read_exact(&mut payload)?;
+        if crc32fast::hash(&payload) != crc {
+            self.rewind()?;
+            return Ok(Frame::Bad("checksum mismatch".into()));
+        }
+        match serde_json::from_slice(&payload) {
+            Ok(event) => {
+                self.offset = offset + (HEADER + len) as u64;
+                Ok(Frame::Record(Box::new(event), self.offset))
+            }
+            Err(e) => {
+                self.rewind()?;
+                Ok(Frame::Bad(format!("undecodable record: {e}")))
+            }
+        }
     }
-    match serde_json::from_slice(&payload) {
-        Ok(event) => Ok(Frame::Record(
-            Box::new(event),
-            offset + (HEADER + len) as u64,
-        )),
-        Err(e) => Ok(Frame::Bad(format!("undecodable record: {e}"))),
+
+    /// Back to the start of the frame just tried, so the offset stays true.
+    fn rewind(&mut self) -> io::Result<()> {
+        self.file.seek(SeekFrom::Start(self.offset)).map(|_| ())
     }
 }
 
-/// Where shipping resumes; missing means from the first segment.
+/// How much of a segment one read takes in.
+const READ_BUFFER: usize = 1 << 20;
+
 pub(super) fn load_checkpoint(dir: &Path) -> Position {
     fs::read_to_string(dir.join("checkpoint"))
         .ok()
