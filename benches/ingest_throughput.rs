@@ -77,7 +77,7 @@ async fn main() {
     println!("HTTP POST /v1/interactions (ingest server, SQLite store, 2-core machine)");
     println!("| concurrency | reports | reports/s | p50 ack ms | p99 ack ms |");
     println!("|------------:|--------:|----------:|-----------:|-----------:|");
-    for concurrency in [1usize, 16, 64] {
+    for concurrency in [1usize, 4, 16, 64] {
         let total = 500 * concurrency.min(8);
         let started = Instant::now();
         let mut latencies: Vec<f64> = futures::stream::iter(0..total)

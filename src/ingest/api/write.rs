@@ -2,7 +2,7 @@
 //! A report is pseudonymized and sealed before it exists anywhere but in this request's memory,
 //! acknowledged only once the spool has it on disk, and then taught to the router.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use warp::http::StatusCode;
 
@@ -10,7 +10,7 @@ use super::super::spool::SpoolError;
 use super::super::state::IngestState;
 use super::guards::{parse_json, utf8};
 use super::now_ms;
-use super::reply::{json_reply, ApiError, ErrorCode, Response};
+use super::reply::{bytes_reply, json_reply, ApiError, ErrorCode, Response};
 use crate::interaction::{
     format_ms, new_interaction_id, parse_report, BadReport, EventKind, Fields, InteractionEvent,
 };
@@ -160,16 +160,10 @@ pub async fn batch(
             .and_then(|value| record(state, key_mcp, value, received));
         match outcome {
             Ok(event) => {
-                results.push(json!({"index": index, "accepted": true, "interaction_id": event.interaction_id}));
+                results.push(RecordOutcome::accepted(index, &event.interaction_id));
                 events.push((index, event));
             }
-            Err(bad) => {
-                let mut r = json!({"index": index, "accepted": false, "error": bad.to_string()});
-                if !bad.field.is_empty() {
-                    r["field"] = json!(bad.field);
-                }
-                results.push(r);
-            }
+            Err(bad) => results.push(RecordOutcome::refused(index, bad.to_string(), bad.field)),
         }
     }
     let events = spool_batch(state, events, &mut results).await?;
@@ -190,10 +184,59 @@ pub async fn batch(
     } else {
         StatusCode::OK
     };
-    Ok(json_reply(
+    let body = BatchReply {
+        accepted,
+        rejected,
+        results,
+    };
+    Ok(bytes_reply(
         status,
-        &json!({"accepted": accepted, "rejected": rejected, "results": results}),
+        serde_json::to_vec(&body).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?,
+        "application/json",
     ))
+}
+
+/// The answer to a batch: one outcome per record, in order. Written as a type rather than built
+/// as JSON values, because building 500 small maps per batch showed in the ingest profile.
+#[derive(Serialize)]
+struct BatchReply {
+    accepted: usize,
+    rejected: usize,
+    results: Vec<RecordOutcome>,
+}
+
+#[derive(Serialize)]
+struct RecordOutcome {
+    index: usize,
+    accepted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    interaction_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<String>,
+}
+
+impl RecordOutcome {
+    fn accepted(index: usize, interaction_id: &str) -> Self {
+        Self {
+            index,
+            accepted: true,
+            interaction_id: Some(interaction_id.to_string()),
+            error: None,
+            field: None,
+        }
+    }
+
+    fn refused(index: usize, error: String, field: String) -> Self {
+        Self {
+            index,
+            accepted: false,
+            interaction_id: None,
+            error: Some(error),
+            field: (!field.is_empty()).then_some(field),
+        }
+    }
 }
 
 /// Spools the accepted records of a batch; one too large to store is turned into a rejection of
@@ -201,7 +244,7 @@ pub async fn batch(
 async fn spool_batch(
     state: &IngestState,
     mut events: Vec<(usize, InteractionEvent)>,
-    results: &mut [Value],
+    results: &mut [RecordOutcome],
 ) -> Result<Vec<InteractionEvent>, ApiError> {
     while !events.is_empty() {
         let batch: Vec<InteractionEvent> = events.iter().map(|(_, e)| e.clone()).collect();
@@ -209,9 +252,9 @@ async fn spool_batch(
             Ok(()) => break,
             Err(SpoolError::TooLarge { index, size, limit }) => {
                 let (at, _) = events.remove(index);
-                results[at] = json!({"index": at, "accepted": false, "error": format!(
+                results[at] = RecordOutcome::refused(at, format!(
                     "the record is {size} bytes once stored (fields holding JSON text are escaped again); at most {limit}"
-                )});
+                ), String::new());
             }
             Err(other) => return Err(other.into()),
         }
