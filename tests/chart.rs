@@ -3,7 +3,6 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use mcp_coordinator::rbac::API_CALLS;
 use serde_json::Value;
@@ -73,10 +72,10 @@ fn the_charts_crd_is_the_generated_one() {
         .output()
         .expect("crdgen runs");
     let chart_crd =
-        std::fs::read_to_string(chart().join("crds/mcpregistration.yaml")).expect("chart CRD");
+        std::fs::read_to_string(chart().join("files/mcpregistration.yaml")).expect("chart CRD");
     assert!(
         chart_crd == String::from_utf8_lossy(&out.stdout),
-        "charts/mcp-coordinator/crds/mcpregistration.yaml is stale: run `make crds`"
+        "charts/mcp-coordinator/files/mcpregistration.yaml is stale: run `make crds`"
     );
 }
 
@@ -117,24 +116,31 @@ fn every_value_the_templates_use_exists_in_values_yaml() {
     assert!(value_paths("{{ .Values.a.b }} {{ .Values.c }}").len() == 2);
 }
 
-/// Builds `tests/go/render-chart` (once) with Debian's Go and sprig: `helm template` without helm.
-fn renderer() -> &'static Path {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("render-chart");
-        let status = std::process::Command::new("go")
-            .args(["build", "-o"])
-            .arg(&out)
-            .arg(".")
-            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/go/render-chart"))
-            .env("GO111MODULE", "off")
-            .env("GOPATH", "/usr/share/gocode")
-            .env("GOCACHE", PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("gocache"))
-            .status()
-            .expect("go runs (apt-get install golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v3-dev; .ci/run does)");
-        assert!(status.success(), "building the chart renderer failed");
-        out
-    })
+/// The real `helm` (v4): on PATH, or where `scripts/install-kube-tools.sh` put it (`.ci/run` and
+/// `make test` run it).
+fn helm() -> std::process::Command {
+    let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/helm");
+    let program = if tools.exists() {
+        tools
+    } else {
+        PathBuf::from("helm")
+    };
+    std::process::Command::new(program)
+}
+
+/// Runs helm with `args` and answers its standard output; fails the test with helm's own words.
+fn run_helm(args: &[&str]) -> String {
+    let out = helm()
+        .args(args)
+        .output()
+        .expect("helm runs (scripts/install-kube-tools.sh installs it; .ci/run and make test do)");
+    assert!(
+        out.status.success(),
+        "helm {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The chart rendered with `--set` overrides: the manifests and NOTES.txt.
@@ -142,32 +148,43 @@ fn render(set: &str) -> (Vec<Value>, String) {
     render_as("test", set)
 }
 
-/// [`render`] for a release of another name.
+/// [`render`] for a release of another name: `helm install --dry-run=client`, which renders
+/// like `helm template` (no cluster, `lookup` finds nothing) and also answers the notes.
 fn render_as(release: &str, set: &str) -> (Vec<Value>, String) {
-    let mut command = std::process::Command::new(renderer());
-    command.env("RELEASE_NAME", release);
-    command.arg(chart());
+    let chart = chart();
+    let mut args = vec![
+        "install",
+        release,
+        chart.to_str().expect("UTF-8 path"),
+        "--dry-run=client",
+        "--namespace",
+        "mcp-coordinator",
+        "--output",
+        "json",
+    ];
     if !set.is_empty() {
-        command.args(["--set", set]);
+        args.extend(["--set", set]);
     }
-    let out = command.output().expect("renderer runs");
-    assert!(
-        out.status.success(),
-        "rendering failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (manifests, notes) = text.split_once("# NOTES\n").expect("notes marker");
-    let docs = manifests
-        .split("\n---\n")
+    let release: Value =
+        serde_json::from_str(&run_helm(&args)).expect("helm answers a JSON release");
+    let manifests = release["manifest"].as_str().expect("a manifest");
+    let notes = release["info"]["notes"].as_str().unwrap_or_default();
+    (parse_manifests(manifests), notes.to_string())
+}
+
+/// The YAML documents of a rendered manifest.
+fn parse_manifests(text: &str) -> Vec<Value> {
+    text.split("\n---\n")
         .map(|d| d.trim_start_matches("---\n"))
-        .filter(|d| !d.trim().is_empty())
+        .filter(|d| {
+            d.lines()
+                .any(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        })
         .map(|d| {
             serde_saphyr::from_str::<Value>(d)
                 .unwrap_or_else(|e| panic!("rendered YAML does not parse: {e}\n{d}"))
         })
-        .collect();
-    (docs, notes.to_string())
+        .collect()
 }
 
 /// The Deployment or StatefulSet that runs the pods.
@@ -255,6 +272,7 @@ fn the_chart_renders_the_documented_objects() {
             "ClusterRole",
             "ClusterRoleBinding",
             "ClusterRoleBinding",
+            "CustomResourceDefinition",
             "Role",
             "RoleBinding",
             "Secret",
@@ -279,6 +297,7 @@ fn the_chart_renders_the_documented_objects() {
         kinds(&docs),
         [
             "ConfigMap",
+            "CustomResourceDefinition",
             "PodDisruptionBudget",
             "Role",
             "Role",
@@ -327,6 +346,29 @@ fn the_chart_renders_the_documented_objects() {
     assert_eq!(ingest["env"][0]["valueFrom"]["secretKeyRef"]["name"], "ch");
     assert_eq!(ingest["readinessProbe"]["httpGet"]["scheme"], "HTTPS");
     assert!(notes.contains("watching only mcps"), "{notes}");
+}
+
+#[test]
+fn the_crd_is_upgraded_with_the_release_and_kept_when_it_is_uninstalled() {
+    let crd_of = |set: &str| {
+        render(set)
+            .0
+            .into_iter()
+            .find(|d| d["kind"] == "CustomResourceDefinition")
+    };
+    let crd = crd_of("").expect("the CRD is a release object, so `helm upgrade` applies it");
+    let generated: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(chart().join("files/mcpregistration.yaml")).expect("CRD file"),
+    )
+    .expect("CRD YAML");
+    assert_eq!(crd["spec"], generated["spec"]);
+    assert_eq!(crd["metadata"]["name"], generated["metadata"]["name"]);
+    assert_eq!(
+        crd["metadata"]["annotations"]["helm.sh/resource-policy"],
+        "keep"
+    );
+    assert!(crd_of("crds.keep=false").expect("CRD")["metadata"]["annotations"].is_null());
+    assert!(crd_of("crds.install=false").is_none());
 }
 
 #[test]
@@ -564,11 +606,12 @@ fn the_spool_and_store_persist_on_a_claim_per_replica_unless_told_otherwise() {
         data_volume(&existing).unwrap()["persistentVolumeClaim"]["claimName"],
         "mine"
     );
-    let out = std::process::Command::new(renderer())
+    let out = helm()
+        .args(["template", "test"])
         .arg(chart())
         .args(["--set", "ingest.spool.existingClaim=mine,replicaCount=2"])
         .output()
-        .expect("renderer runs");
+        .expect("helm runs");
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("replicaCount 1"),
@@ -644,4 +687,163 @@ fn a_long_release_name_still_gives_valid_names() {
             "test-mcp-coordinator-metrics"
         ])
     );
+}
+
+/// The plain `helm template` output for `args` (a release named "test").
+fn template(args: &[&str]) -> String {
+    let chart = chart();
+    let mut all = vec!["template", "test", chart.to_str().expect("UTF-8 path")];
+    all.extend(args);
+    run_helm(&all)
+}
+
+#[test]
+fn helm_lint_strict_passes_with_defaults_and_with_every_option() {
+    let chart = chart();
+    for set in [
+        "",
+        EVERYTHING,
+        "keys.existingSecret=k,readerToken.existingSecret=t,crds.install=false",
+    ] {
+        let mut args = vec!["lint", "--strict", chart.to_str().expect("UTF-8 path")];
+        if !set.is_empty() {
+            args.extend(["--set", set]);
+        }
+        let out = run_helm(&args);
+        assert!(out.contains("0 chart(s) failed"), "{out}");
+    }
+}
+
+#[test]
+fn gitops_renders_are_identical_when_the_keys_come_from_existing_secrets() {
+    let set = "keys.existingSecret=mcp-keys,readerToken.existingSecret=mcp-reader";
+    let first = template(&["--set", set]);
+    assert_eq!(
+        first,
+        template(&["--set", set]),
+        "two renders of the same values must not differ (Argo CD would sync forever)"
+    );
+    let docs = parse_manifests(&first);
+    assert!(
+        !docs.iter().any(|d| d["kind"] == "Secret"
+            && [
+                "test-mcp-coordinator-keys",
+                "test-mcp-coordinator-reader-token"
+            ]
+            .contains(&d["metadata"]["name"].as_str().unwrap_or_default())),
+        "no generated key Secrets when existing ones are named"
+    );
+    let workload = docs.iter().find(|d| is_workload(d)).expect("workload");
+    let secrets: BTreeSet<&str> = workload["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .filter_map(|v| v["secret"]["secretName"].as_str())
+        .collect();
+    assert!(
+        secrets.contains("mcp-keys") && secrets.contains("mcp-reader"),
+        "{secrets:?}"
+    );
+    // Without them, `helm template` generates new keys each time: what `lookup` prevents only
+    // for `helm install` and `helm upgrade`, and why the README sends GitOps users here.
+    assert_ne!(template(&[]), template(&[]));
+}
+
+#[test]
+fn numbers_from_a_values_file_render_as_integers() {
+    // Helm reads numbers in a values file as floats and prints those of a million or more as
+    // 2e+06. Every integer value has a maximum below that in the schema, and the templates print
+    // them as integers anyway.
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(chart().join("values.schema.json")).expect("schema"),
+    )
+    .expect("schema JSON");
+    let mut unbounded = Vec::new();
+    integers_without_a_small_maximum(&schema, "", &mut unbounded);
+    assert!(
+        unbounded.is_empty(),
+        "integers without a maximum below 1,000,000: {unbounded:?}"
+    );
+    let file = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("large-numbers.yaml");
+    std::fs::write(
+        &file,
+        "controller:\n  resyncSeconds: 86400\n  routingIntervalSeconds: 3600\n  probeConcurrency: 10000\n\
+         ingest:\n  retentionDays: 3650\n  drainTimeoutSeconds: 3600\n\
+         terminationGracePeriodSeconds: 3600\nservice:\n  ingestPort: 18081\n",
+    )
+    .expect("values file");
+    let text = template(&["-f", file.to_str().expect("UTF-8 path")]);
+    for expected in [
+        "--resync-seconds=86400",
+        "--routing-interval-seconds=3600",
+        "--probe-concurrency=10000",
+        "--retention-days=3650",
+        "--drain-timeout-seconds=3600",
+        "terminationGracePeriodSeconds: 3600",
+        "port: 18081",
+    ] {
+        assert!(text.contains(expected), "{expected} missing");
+    }
+    assert!(!text.contains("e+0"), "a number rendered as a float");
+    // Beyond the schema's maxima, helm refuses before rendering.
+    let chart = chart();
+    let out = helm()
+        .args(["template", "test"])
+        .arg(&chart)
+        .args(["--set", "controller.resyncSeconds=2000000"])
+        .output()
+        .expect("helm runs");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("resyncSeconds"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Paths of integer values in `schema` whose maximum is missing or a million or more.
+fn integers_without_a_small_maximum(schema: &Value, path: &str, out: &mut Vec<String>) {
+    let is_integer = schema["type"] == "integer"
+        || schema["type"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t == "integer"));
+    if is_integer && schema["maximum"].as_f64().is_none_or(|m| m >= 1e6) {
+        out.push(path.to_string());
+    }
+    if let Some(properties) = schema["properties"].as_object() {
+        for (key, child) in properties {
+            integers_without_a_small_maximum(child, &format!("{path}.{key}"), out);
+        }
+    }
+}
+
+#[test]
+fn every_rendered_object_passes_kubernetes_strict_validation_on_the_oldest_and_newest_supported() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    for (name, set) in [
+        ("defaults", ""),
+        ("everything", EVERYTHING),
+        ("ephemeral", "ingest.persistence.enabled=false"),
+    ] {
+        let file = dir.join(format!("rendered-{name}.yaml"));
+        let args: Vec<&str> = if set.is_empty() {
+            vec![]
+        } else {
+            vec!["--set", set]
+        };
+        std::fs::write(&file, template(&args)).expect("rendered file");
+        for version in ["1.26.0", "1.35.0"] {
+            let out = std::process::Command::new("kubernetes-validate")
+                .args(["--strict", "--quiet", "--kubernetes-version", version])
+                .arg(&file)
+                .output()
+                .expect("kubernetes-validate runs (pip install kubernetes-validate; .ci/run does)");
+            let said = String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success() && !said.contains("ERROR"),
+                "{name} on {version}: {said}"
+            );
+        }
+    }
 }

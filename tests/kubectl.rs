@@ -11,12 +11,21 @@ use kube::Api;
 use mcp_coordinator::crd::MCPRegistration;
 
 async fn kubectl(kubeconfig: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = tokio::process::Command::new("kubectl")
+    // Upstream kubectl from scripts/install-kube-tools.sh when it is there, else the one on PATH.
+    let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/kubectl");
+    let program = if tools.exists() {
+        tools
+    } else {
+        "kubectl".into()
+    };
+    let out = tokio::process::Command::new(program)
         .args(args)
         .env("KUBECONFIG", kubeconfig)
         .output()
         .await
-        .expect("kubectl runs (apt-get install kubectl; .ci/run installs it)");
+        .expect(
+            "kubectl runs (scripts/install-kube-tools.sh installs it; .ci/run and make test do)",
+        );
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
