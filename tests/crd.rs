@@ -39,6 +39,10 @@ fn crd_names_and_printer_columns() {
         crd["spec"]["names"]["shortNames"],
         serde_json::json!(["mcpreg"])
     );
+    assert_eq!(
+        crd["spec"]["names"]["categories"],
+        serde_json::json!(["mcp"])
+    );
     let version = &crd["spec"]["versions"][0];
     assert_eq!(version["name"], "v1alpha1");
     assert!(version["subresources"]["status"].is_object());
@@ -48,7 +52,7 @@ fn crd_names_and_printer_columns() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(columns, ["ID", "Phase", "Weight", "Age"]);
+    assert_eq!(columns, ["ID", "Ready", "Phase", "Weight", "Age"]);
 }
 
 fn documents(path: &std::path::Path) -> Vec<Value> {

@@ -92,6 +92,24 @@ async fn kubectl_applies_the_examples_rejects_bad_manifests_and_shows_the_column
         "the schema's message: {err}"
     );
 
+    // The CRD's CEL rules, as a 1.25+ API server evaluates them.
+    let slow = dir.join("slow.yaml");
+    std::fs::write(
+        &slow,
+        "apiVersion: mcp.coordinator.dev/v1alpha1\nkind: MCPRegistration\nmetadata:\n  name: slow\n  namespace: default\nspec:\n  version: 1.0.0\n  type: workflow\n  capabilities: [ocr]\n  endpoint:\n    url: http://slow:8080\n  healthCheck:\n    intervalSeconds: 5\n    timeoutSeconds: 30\n",
+    )
+    .expect("write");
+    let (ok, out, err) = kubectl(&kubeconfig, &["apply", "-f", &slow.to_string_lossy()]).await;
+    assert!(
+        !ok,
+        "a probe timeout longer than its interval was accepted: {out}"
+    );
+    assert!(
+        err.contains("spec.healthCheck")
+            && err.contains("timeoutSeconds must not exceed intervalSeconds"),
+        "the rule's message: {err}"
+    );
+
     let _controller = start_controller(&server);
     // The example Services do not exist here, so they stay Pending or turn Unavailable with
     // weight 0; what matters is that kubectl shows the columns the controller fills in.
@@ -105,17 +123,22 @@ async fn kubectl_applies_the_examples_rejects_bad_manifests_and_shows_the_column
             .unwrap_or_default()
             .split_whitespace()
             .collect();
-        assert_eq!(header, ["NAME", "ID", "PHASE", "WEIGHT", "AGE"], "{out}");
+        assert_eq!(
+            header,
+            ["NAME", "ID", "READY", "PHASE", "WEIGHT", "AGE"],
+            "{out}"
+        );
         let row = out
             .lines()
             .find(|l| l.starts_with("ocr-workflow"))
             .unwrap_or_default()
             .to_string();
         let cells: Vec<&str> = row.split_whitespace().collect();
-        if cells.len() == 5
+        if cells.len() == 6
             && cells[1] == "ocr_workflow_mcp_001"
-            && matches!(cells[2], "Pending" | "Unavailable")
-            && cells[3] == "0"
+            && cells[2] == "False"
+            && matches!(cells[3], "Pending" | "Unavailable")
+            && cells[4] == "0"
         {
             break;
         }
@@ -125,6 +148,12 @@ async fn kubectl_applies_the_examples_rejects_bad_manifests_and_shows_the_column
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    // The category lists them too.
+    let (ok, out, err) = kubectl(&kubeconfig, &["get", "mcp", "-A"]).await;
+    assert!(
+        ok && out.contains("ocr-workflow"),
+        "kubectl get mcp: {out}{err}"
+    );
     let (ok, out, _) = kubectl(
         &kubeconfig,
         &[

@@ -4,6 +4,7 @@
 //! schema attributes, so `kubectl apply` rejects bad objects before the controller sees them.
 //! What a schema cannot express (semver ranges that parse, absolute URLs) is checked in [`validate`].
 
+mod conventions;
 mod names;
 mod status;
 pub mod validate;
@@ -25,9 +26,11 @@ pub use status::*;
     kind = "MCPRegistration",
     plural = "mcpregistrations",
     shortname = "mcpreg",
+    category = "mcp",
     namespaced,
     status = "MCPRegistrationStatus",
     printcolumn = r#"{"name":"ID","type":"string","jsonPath":".status.mcpId"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Weight","type":"integer","jsonPath":".status.routing.effectiveWeight"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
@@ -87,7 +90,13 @@ pub struct ResourceRequirements {
 /// Where the MCP listens: exactly one of `service` or `url`.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-#[schemars(extend("oneOf" = [{"required": ["service"]}, {"required": ["url"]}]))]
+#[schemars(extend(
+    "oneOf" = [{"required": ["service"]}, {"required": ["url"]}],
+    "x-kubernetes-validations" = [{
+        "rule": "has(self.service) != has(self.url)",
+        "message": "set exactly one of service (a Kubernetes Service) or url"
+    }]
+))]
 pub struct Endpoint {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<ServiceRef>,
@@ -177,6 +186,10 @@ fn default_status_path() -> String {
 /// How the controller decides whether the MCP is healthy.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.timeoutSeconds <= self.intervalSeconds",
+    "message": "timeoutSeconds must not exceed intervalSeconds: a probe cannot outlast the interval between probes"
+}]))]
 pub struct HealthCheck {
     /// `http`: GET the health path, expect 2xx. `mcp`: speak MCP over Streamable HTTP at the
     /// process path (initialize, ping, tools/list).
@@ -333,7 +346,7 @@ impl MCPRegistration {
 pub fn crd(
 ) -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
     use kube::CustomResourceExt;
-    MCPRegistration::crd()
+    conventions::apply(MCPRegistration::crd())
 }
 
 /// The CRD as YAML, exactly as `crds/mcpregistration.yaml` holds it.

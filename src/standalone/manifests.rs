@@ -327,13 +327,16 @@ mod tests {
             "{problems:?}"
         );
 
-        let semantic = GOOD.replace(
+        // The CRD's CEL rule, evaluated as the API server would.
+        let slow = GOOD.replace(
             "version: 1.0.0",
             "version: 1.0.0\n  healthCheck:\n    intervalSeconds: 5\n    timeoutSeconds: 10",
         );
-        let (_, problems) = check(&semantic);
+        let (_, problems) = check(&slow);
         assert!(
-            problems.iter().any(|p| p.field.contains("timeoutSeconds")),
+            problems.iter().any(|p| p.field == "spec.healthCheck"
+                && p.reason
+                    .contains("timeoutSeconds must not exceed intervalSeconds")),
             "{problems:?}"
         );
 

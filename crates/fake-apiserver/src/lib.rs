@@ -692,6 +692,31 @@ fn resource_list(store: &Store, group: &str, version: &str) -> Value {
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources})
 }
 
+/// The value a printer column's JSONPath picks: field steps (`.status.phase`) and the one filter
+/// CRDs use for conditions (`.conditions[?(@.type=="Ready")]`).
+fn printer_cell<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
+    let mut current = obj;
+    let mut rest = path;
+    while !rest.is_empty() {
+        rest = rest.strip_prefix('.').unwrap_or(rest);
+        if let Some(filter) = rest.strip_prefix("[?(@.") {
+            let (condition, after) = filter.split_once(")]")?;
+            let (key, wanted) = condition.split_once("==")?;
+            let wanted = wanted.trim_matches(|c| c == '"' || c == '\'');
+            current = current
+                .as_array()?
+                .iter()
+                .find(|item| item.get(key).and_then(Value::as_str) == Some(wanted))?;
+            rest = after;
+            continue;
+        }
+        let end = rest.find(['.', '[']).unwrap_or(rest.len());
+        current = current.get(&rest[..end])?;
+        rest = &rest[end..];
+    }
+    Some(current)
+}
+
 /// A `meta.k8s.io/v1` Table, as `kubectl get` asks for, with the CRD's printer columns.
 fn table(rt: &resources::ResourceType, items: Vec<Value>, list_meta: &Value) -> Value {
     let mut columns =
@@ -716,8 +741,7 @@ fn table(rt: &resources::ResourceType, items: Vec<Value>, list_meta: &Value) -> 
         .map(|obj| {
             let mut cells = vec![obj.pointer("/metadata/name").cloned().unwrap_or(Value::Null)];
             for p in &paths {
-                let pointer = p.replace('.', "/");
-                cells.push(obj.pointer(&pointer).cloned().unwrap_or(json!("")));
+                cells.push(printer_cell(&obj, p).cloned().unwrap_or(json!("")));
             }
             cells.push(obj.pointer("/metadata/creationTimestamp").cloned().unwrap_or(Value::Null));
             json!({"cells": cells, "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"].clone()}})

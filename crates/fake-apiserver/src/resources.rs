@@ -15,6 +15,8 @@ pub struct ResourceType {
     pub custom: bool,
     pub schema: Option<Value>,
     pub short_names: Vec<String>,
+    /// Groups `kubectl get <category>` lists together (`spec.names.categories`).
+    pub categories: Vec<String>,
     pub printer_columns: Vec<Value>,
 }
 
@@ -48,6 +50,7 @@ impl ResourceType {
             custom: false,
             schema: None,
             short_names: Vec::new(),
+            categories: Vec::new(),
             printer_columns: Vec::new(),
         }
     }
@@ -71,6 +74,7 @@ impl ResourceType {
             "kind": self.kind,
             "verbs": verbs,
             "shortNames": self.short_names,
+            "categories": self.categories,
         })];
         if self.status_subresource {
             out.push(json!({
@@ -138,6 +142,15 @@ pub fn from_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
                 .collect()
         })
         .unwrap_or_default();
+    let categories: Vec<String> = names
+        .get("categories")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
     let namespaced = spec.get("scope").and_then(Value::as_str) != Some("Cluster");
     let versions = spec
         .get("versions")
@@ -163,6 +176,7 @@ pub fn from_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
             custom: true,
             schema: v.pointer("/schema/openAPIV3Schema").cloned(),
             short_names: short_names.clone(),
+            categories: categories.clone(),
             printer_columns: v
                 .get("additionalPrinterColumns")
                 .and_then(Value::as_array)

@@ -315,6 +315,7 @@ pub fn validate(schema: &Value, value: &Value, path: &str, causes: &mut Vec<Caus
     if let Some(map) = value.as_object() {
         validate_object(schema, map, path, causes);
     }
+    check_rules(schema, value, path, causes);
     for (keyword, exactly_one) in [("oneOf", true), ("anyOf", false)] {
         if let Some(branches) = schema.get(keyword).and_then(Value::as_array) {
             let passing = branches
@@ -355,6 +356,44 @@ pub fn validate(schema: &Value, value: &Value, path: &str, causes: &mut Vec<Caus
                 format!("{path} in body must not validate the schema (not)"),
             ));
         }
+    }
+}
+
+/// The CEL rules of `x-kubernetes-validations`, with `self` bound to `value`, as the API server
+/// evaluates them: a rule that is false fails with its `message` (or "failed rule: <rule>"); one
+/// that cannot be compiled or evaluated fails with the reason, as a CRD with a broken rule would be
+/// refused outright.
+fn check_rules(schema: &Value, value: &Value, path: &str, causes: &mut Vec<Cause>) {
+    let Some(rules) = schema
+        .get("x-kubernetes-validations")
+        .and_then(Value::as_array)
+    else {
+        return;
+    };
+    for rule in rules {
+        let text = rule.get("rule").and_then(Value::as_str).unwrap_or_default();
+        let failure = match evaluate(text, value) {
+            Ok(true) => continue,
+            Ok(false) => rule
+                .get("message")
+                .and_then(Value::as_str)
+                .map_or_else(|| format!("failed rule: {text}"), str::to_string),
+            Err(why) => format!("compilation or evaluation of rule {text:?} failed: {why}"),
+        };
+        causes.push(Cause::invalid(path, value, failure));
+    }
+}
+
+/// One CEL rule over `value`: true, false, or why it could not say.
+fn evaluate(rule: &str, value: &Value) -> Result<bool, String> {
+    let program = cel::Program::compile(rule).map_err(|e| e.to_string())?;
+    let mut context = cel::Context::default();
+    context
+        .add_variable("self", value)
+        .map_err(|e| e.to_string())?;
+    match program.execute(&context).map_err(|e| e.to_string())? {
+        cel::Value::Bool(holds) => Ok(holds),
+        other => Err(format!("the rule answers {other:?}, not a bool")),
     }
 }
 
@@ -570,5 +609,35 @@ mod tests {
         let v = structural_violations(&bad);
         assert!(v.iter().any(|m| m.contains("properties[a].type")), "{v:?}");
         assert!(v.iter().any(|m| m.contains("mutual exclusive")), "{v:?}");
+    }
+
+    #[test]
+    fn cel_rules_fail_with_their_message_and_pass_when_they_hold() {
+        let schema = json!({
+            "type": "object",
+            "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+            "x-kubernetes-validations": [
+                {"rule": "self.a <= self.b", "message": "a must not exceed b"},
+                {"rule": "has(self.a) == has(self.b)"}
+            ]
+        });
+        let mut causes = Vec::new();
+        validate(&schema, &json!({"a": 1, "b": 2}), "spec", &mut causes);
+        assert!(causes.is_empty(), "{causes:?}");
+        validate(&schema, &json!({"a": 3, "b": 2}), "spec", &mut causes);
+        assert_eq!(causes.len(), 1);
+        assert_eq!(causes[0].field, "spec");
+        assert_eq!(
+            causes[0].message,
+            "Invalid value: \"object\": a must not exceed b"
+        );
+        causes.clear();
+        validate(&schema, &json!({"b": 2}), "spec", &mut causes);
+        assert!(
+            causes.iter().any(|c| c
+                .message
+                .contains("failed rule: has(self.a) == has(self.b)")),
+            "{causes:?}"
+        );
     }
 }
