@@ -13,9 +13,38 @@ pub const SECONDS_BUCKETS: &[f64] = &[
 ];
 
 /// Makes series and registers them in its registry.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Series {
     pub registry: Registry,
+}
+
+impl Default for Series {
+    /// A registry that already holds the process's own series (`process_cpu_seconds_total`,
+    /// `process_resident_memory_bytes`, open file descriptors, start time) and
+    /// `mcp_coordinator_build_info`, so every endpoint says what runs and what it costs.
+    fn default() -> Self {
+        let registry = Registry::new();
+        if let Err(e) = registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        )) {
+            tracing::debug!(error = %e, "process metrics are not available here");
+        }
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "mcp_coordinator_build_info",
+                "Always 1; the labels say which build runs.",
+            ),
+            &["version"],
+        )
+        .and_then(|info| {
+            info.with_label_values(&[crate::COORDINATOR_VERSION]).set(1);
+            registry.register(Box::new(info))
+        });
+        if let Err(e) = build_info {
+            tracing::debug!(error = %e, "cannot register mcp_coordinator_build_info");
+        }
+        Self { registry }
+    }
 }
 
 type Made<T> = Result<T, prometheus::Error>;

@@ -138,6 +138,20 @@ async fn prometheus_scrapes_both_components_and_their_metrics_follow_the_convent
             clean,
             "promtool check metrics on the {name}'s /metrics:\n{complaints}"
         );
+        let build = format!(
+            "mcp_coordinator_build_info{{version=\"{}\"}} 1",
+            mcp_coordinator::COORDINATOR_VERSION
+        );
+        for series in [
+            build.as_str(),
+            "process_resident_memory_bytes ",
+            "process_cpu_seconds_total ",
+        ] {
+            assert!(
+                text.contains(series),
+                "the {name}'s /metrics lacks {series}"
+            );
+        }
     }
     // The check is real: a counter without _total is reported.
     let (clean, _) = promtool_check(
