@@ -31,6 +31,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Status(args) => run_status(args).await,
         Command::Query(args) => run_query(args).await,
         Command::ExampleMcp(args) => run_example_mcp(args).await,
+        Command::Ready(args) => {
+            api_client::check_ready(&args.urls, args.ca_file.as_deref()).await?;
+            println!("ready: {}", args.urls.join(", "));
+            Ok(())
+        }
     }
 }
 

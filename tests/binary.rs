@@ -104,6 +104,39 @@ async fn controller_process_reconciles_and_serves_metrics() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // What the chart's `helm test` runs: ready against a ready endpoint, not against a closed one.
+    let ready = |urls: Vec<String>| {
+        let mut args = vec!["ready".to_string()];
+        for url in urls {
+            args.extend(["--url".to_string(), url]);
+        }
+        std::process::Command::new(BIN)
+            .args(args)
+            .output()
+            .expect("ready runs")
+    };
+    let out = ready(vec![base.clone()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let closed = format!(
+        "http://127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    );
+    let out = ready(vec![base.clone(), closed.clone()]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains(&format!("cannot reach the coordinator at {closed}/readyz")),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let metrics = http
         .get(format!("{base}/metrics"))
         .send()

@@ -12,20 +12,24 @@ fn chart() -> PathBuf {
 }
 
 fn templates() -> Vec<(String, String)> {
-    let mut files: Vec<(String, String)> = std::fs::read_dir(chart().join("templates"))
-        .expect("templates directory")
-        .map(|e| e.expect("entry").path())
-        .map(|p| {
-            let text = std::fs::read_to_string(&p).expect("template reads");
-            (
-                p.file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned(),
-                text,
-            )
-        })
-        .collect();
+    let mut files = Vec::new();
+    let mut dirs = vec![chart().join("templates")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("templates directory") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("template reads");
+            let name = path
+                .strip_prefix(chart().join("templates"))
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .into_owned();
+            files.push((name, text));
+        }
+    }
     files.sort();
     files
 }
@@ -540,15 +544,54 @@ fn the_dashboard_is_valid_json_and_queries_the_projects_series() {
         .flat_map(|p| p["targets"].as_array().into_iter().flatten())
         .filter_map(|t| t["expr"].as_str())
         .collect();
-    for series in [
-        "mcp_coordinator_registrations",
+    // Every series either component registers has a panel (vectors without labels yet included).
+    let controller = mcp_coordinator::controller::metrics::Metrics::new().expect("metrics");
+    let ingest = mcp_coordinator::ingest::metrics::IngestMetrics::new().expect("metrics");
+    let families: BTreeSet<String> = [controller.registry.gather(), ingest.registry.gather()]
+        .into_iter()
+        .flatten()
+        .map(|f| f.name().to_string())
+        // The process collector's series: the panels show memory and CPU of them.
+        .filter(|name| {
+            !name.starts_with("process_")
+                || name == "process_resident_memory_bytes"
+                || name == "process_cpu_seconds_total"
+        })
+        .collect();
+    let mut registered: BTreeSet<String> = families;
+    // Vectors appear in a gather only once they have a child; name them from the code's types.
+    for name in [
+        "mcp_coordinator_reconcile_errors_total",
+        "mcp_coordinator_probe_duration_seconds",
         "mcp_up",
+        "mcp_coordinator_effective_weight",
         "mcp_ingest_events_received_total",
+        "mcp_ingest_requests_rejected_total",
+        "mcp_ingest_store_errors_total",
+        "mcp_ingest_processing_time_seconds",
         "mcp_ingest_route_decisions_total",
     ] {
+        registered.insert(name.to_string());
+    }
+    assert!(registered.len() > 20, "{registered:?}");
+    for series in &registered {
         assert!(
-            exprs.iter().any(|e| e.contains(series)),
+            exprs.iter().any(|e| e.contains(series.as_str())),
             "no panel shows {series}"
+        );
+    }
+    // Each query is scoped by the namespace and job variables.
+    let variables: Vec<&str> = dashboard["templating"]["list"]
+        .as_array()
+        .expect("variables")
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    assert_eq!(variables, ["datasource", "namespace", "job"]);
+    for expr in &exprs {
+        assert!(
+            expr.contains(r#"namespace=~"$namespace", job=~"$job""#),
+            "not scoped by $namespace and $job: {expr}"
         );
     }
 }
@@ -832,18 +875,447 @@ fn every_rendered_object_passes_kubernetes_strict_validation_on_the_oldest_and_n
             vec!["--set", set]
         };
         std::fs::write(&file, template(&args)).expect("rendered file");
-        for version in ["1.26.0", "1.35.0"] {
-            let out = std::process::Command::new("kubernetes-validate")
-                .args(["--strict", "--quiet", "--kubernetes-version", version])
-                .arg(&file)
-                .output()
-                .expect("kubernetes-validate runs (pip install kubernetes-validate; .ci/run does)");
-            let said = String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr);
-            assert!(
-                out.status.success() && !said.contains("ERROR"),
-                "{name} on {version}: {said}"
+        kubernetes_validate(&file);
+    }
+}
+
+/// The standard values a platform team sets, from a values file.
+const STANDARD_VALUES: &str = r#"
+image:
+  digest: sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+commonLabels:
+  team: platform
+podLabels:
+  sidecar.istio.io/inject: "false"
+priorityClassName: system-cluster-critical
+topologySpreadConstraints:
+  - maxSkew: 1
+    topologyKey: topology.kubernetes.io/zone
+    whenUnsatisfiable: ScheduleAnyway
+    labelSelector:
+      matchLabels:
+        app.kubernetes.io/name: mcp-coordinator
+controller:
+  extraEnv:
+    - name: RUST_LOG
+      value: debug
+  extraVolumeMounts:
+    - name: scratch
+      mountPath: /scratch
+ingest:
+  extraEnv:
+    - name: RUST_BACKTRACE
+      value: "1"
+  extraVolumeMounts:
+    - name: scratch
+      mountPath: /scratch
+extraVolumes:
+  - name: scratch
+    emptyDir: {}
+updateStrategy:
+  type: OnDelete
+service:
+  annotations:
+    service.beta.kubernetes.io/aws-load-balancer-internal: "true"
+metrics:
+  service:
+    annotations:
+      prometheus.io/scrape: "false"
+networkPolicy:
+  enabled: true
+  ingestFrom:
+    - namespaceSelector:
+        matchLabels:
+          mcp: allowed
+"#;
+
+#[test]
+fn the_standard_values_reach_the_objects_they_belong_to() {
+    let file = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("standard-values.yaml");
+    std::fs::write(&file, STANDARD_VALUES).expect("values file");
+    let path = file.to_str().expect("UTF-8 path");
+    let docs = parse_manifests(&template(&["-f", path]));
+    for doc in &docs {
+        assert_eq!(
+            doc["metadata"]["labels"]["team"], "platform",
+            "{} {} lacks commonLabels",
+            doc["kind"], doc["metadata"]["name"]
+        );
+    }
+    let workload = docs.iter().find(|d| is_workload(d)).expect("workload");
+    assert_eq!(workload["kind"], "StatefulSet");
+    assert_eq!(workload["spec"]["updateStrategy"]["type"], "OnDelete");
+    let pod = &workload["spec"]["template"];
+    assert_eq!(pod["metadata"]["labels"]["team"], "platform");
+    assert_eq!(
+        pod["metadata"]["labels"]["sidecar.istio.io/inject"],
+        "false"
+    );
+    let spec = &pod["spec"];
+    assert_eq!(spec["priorityClassName"], "system-cluster-critical");
+    assert_eq!(
+        spec["topologySpreadConstraints"][0]["topologyKey"],
+        "topology.kubernetes.io/zone"
+    );
+    assert!(spec["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .any(|v| v["name"] == "scratch"));
+    for (container, variable) in [(0, "RUST_LOG"), (1, "RUST_BACKTRACE")] {
+        let c = &spec["containers"][container];
+        assert!(
+            c["image"].as_str().is_some_and(|i| i.ends_with(
+                "@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+            )),
+            "{}",
+            c["image"]
+        );
+        assert!(
+            c["env"]
+                .as_array()
+                .expect("env")
+                .iter()
+                .any(|e| e["name"] == variable),
+            "{} lacks {variable}",
+            c["name"]
+        );
+        assert!(c["volumeMounts"]
+            .as_array()
+            .expect("mounts")
+            .iter()
+            .any(|m| m["mountPath"] == "/scratch"));
+    }
+    let service = |component: &str| {
+        docs.iter()
+            .find(|d| {
+                d["kind"] == "Service"
+                    && d["metadata"]["labels"]["app.kubernetes.io/component"] == component
+            })
+            .expect("service")
+            .clone()
+    };
+    assert_eq!(
+        service("ingest")["metadata"]["annotations"]
+            ["service.beta.kubernetes.io/aws-load-balancer-internal"],
+        "true"
+    );
+    assert_eq!(
+        service("metrics")["metadata"]["annotations"]["prometheus.io/scrape"],
+        "false"
+    );
+    let policy = docs
+        .iter()
+        .find(|d| d["kind"] == "NetworkPolicy")
+        .expect("NetworkPolicy");
+    assert_eq!(
+        policy["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]["mcp"],
+        "allowed"
+    );
+    assert!(
+        policy["spec"]["ingress"][1]["from"].is_null(),
+        "metrics from anywhere by default"
+    );
+
+    // Without persistence the pods are a Deployment, and `strategy` applies.
+    let deployment = parse_manifests(&template(&[
+        "--set",
+        "ingest.persistence.enabled=false,strategy.type=Recreate",
+    ]))
+    .into_iter()
+    .find(is_workload)
+    .expect("workload");
+    assert_eq!(deployment["kind"], "Deployment");
+    assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate");
+
+    // And all of it is valid Kubernetes.
+    let rendered = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("rendered-standard.yaml");
+    std::fs::write(&rendered, template(&["-f", path])).expect("rendered file");
+    kubernetes_validate(&rendered);
+}
+
+#[test]
+fn the_service_monitor_verifies_tls_instead_of_skipping_it() {
+    let monitor = |set: &str| {
+        parse_manifests(&template(&["--set", set]))
+            .into_iter()
+            .find(|d| d["kind"] == "ServiceMonitor")
+            .expect("ServiceMonitor")
+    };
+    let tls = monitor("metrics.serviceMonitor.enabled=true,ingest.tls.secretName=ingest-tls,metrics.serviceMonitor.scrapeTimeout=10s");
+    let ingest = &tls["spec"]["endpoints"][1];
+    assert_eq!(ingest["scheme"], "https");
+    assert_eq!(ingest["scrapeTimeout"], "10s");
+    assert_eq!(ingest["tlsConfig"]["ca"]["secret"]["name"], "ingest-tls");
+    assert_eq!(ingest["tlsConfig"]["ca"]["secret"]["key"], "ca.crt");
+    assert_eq!(
+        ingest["tlsConfig"]["serverName"],
+        "test-mcp-coordinator-ingest.default.svc"
+    );
+    assert!(ingest["tlsConfig"]["insecureSkipVerify"].is_null());
+    let own = monitor("metrics.serviceMonitor.enabled=true,ingest.tls.secretName=ingest-tls,metrics.serviceMonitor.tlsConfig.serverName=mcp.example.com");
+    assert_eq!(
+        own["spec"]["endpoints"][1]["tlsConfig"]["serverName"],
+        "mcp.example.com"
+    );
+    assert!(own["spec"]["endpoints"][1]["tlsConfig"]["ca"].is_null());
+    let plain = monitor("metrics.serviceMonitor.enabled=true");
+    assert_eq!(plain["spec"]["endpoints"][1]["scheme"], "http");
+    assert!(plain["spec"]["endpoints"][1]["tlsConfig"].is_null());
+}
+
+#[test]
+fn helm_test_checks_both_containers_with_flags_the_binary_knows() {
+    let docs = parse_manifests(&template(&["--set", "ingest.tls.secretName=ingest-tls"]));
+    let pod = docs
+        .iter()
+        .find(|d| d["kind"] == "Pod")
+        .expect("the helm test Pod");
+    assert_eq!(pod["metadata"]["annotations"]["helm.sh/hook"], "test");
+    let args: Vec<&str> = pod["spec"]["containers"][0]["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(
+        args,
+        [
+            "ready",
+            "--url=http://test-mcp-coordinator-metrics.default.svc:8080",
+            "--url=https://test-mcp-coordinator-metrics.default.svc:8081",
+            "--ca-file=/etc/mcp-coordinator/tls/ca.crt",
+        ]
+    );
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_mcp-coordinator"))
+        .args(["ready", "--help"])
+        .output()
+        .expect("help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in args.iter().skip(1) {
+        let name = flag.split('=').next().unwrap_or_default();
+        assert!(help.contains(name), "`ready` does not know {name}");
+    }
+}
+
+/// `kubernetes-validate --strict` of `file` on the oldest and newest Kubernetes the chart supports.
+fn kubernetes_validate(file: &Path) {
+    for version in ["1.26.0", "1.35.0"] {
+        let out = std::process::Command::new("kubernetes-validate")
+            .args(["--strict", "--quiet", "--kubernetes-version", version])
+            .arg(file)
+            .output()
+            .expect("kubernetes-validate runs (pip install kubernetes-validate; .ci/run does)");
+        let said = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && !said.contains("ERROR"),
+            "{} on {version}: {said}",
+            file.display()
+        );
+    }
+}
+
+/// The alert's annotations as Prometheus renders them for `labels` (the rules use only
+/// `{{ $labels.name }}`).
+fn rendered_annotations(rule: &Value, labels: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    for (key, text) in rule["annotations"].as_object().expect("annotations") {
+        let mut text = text.as_str().expect("text").to_string();
+        for (name, value) in labels.as_object().expect("labels") {
+            text = text.replace(
+                &format!("{{{{ $labels.{name} }}}}"),
+                value.as_str().unwrap_or_default(),
             );
         }
+        out.insert(key.clone(), Value::String(text));
+    }
+    Value::Object(out)
+}
+
+#[test]
+fn the_alerts_fire_on_trouble_in_this_release_only_and_stay_quiet_otherwise() {
+    let docs = parse_manifests(&template(&["--set", "metrics.prometheusRule.enabled=true"]));
+    let rule = docs
+        .iter()
+        .find(|d| d["kind"] == "PrometheusRule")
+        .expect("PrometheusRule");
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("alerts");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let rules_file = dir.join("rules.json");
+    std::fs::write(
+        &rules_file,
+        serde_json::json!({"groups": rule["spec"]["groups"]}).to_string(),
+    )
+    .expect("rules");
+    let rules: Vec<&Value> = rule["spec"]["groups"][0]["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .collect();
+
+    let release = r#"namespace="default",job="test-mcp-coordinator-metrics",pod="p0""#;
+    let other = r#"namespace="other",job="test-mcp-coordinator-metrics",pod="p9""#;
+    let series = |name: &str, labels: &str, values: &str| serde_json::json!({"series": format!("{name}{{{labels}}}"), "values": values});
+    let trouble = vec![
+        series(
+            "mcp_up",
+            &format!(r#"{release},mcp_id="ocr_mcp_001""#),
+            "1 1 0x30",
+        ),
+        series(
+            "mcp_up",
+            &format!(r#"{release},mcp_id="fine_mcp_001""#),
+            "1x32",
+        ),
+        series(
+            "mcp_up",
+            &format!(r#"{other},mcp_id="theirs_mcp_001""#),
+            "0x32",
+        ),
+        series(
+            "mcp_coordinator_registrations",
+            &format!(r#"{release},phase="Invalid""#),
+            "1x32",
+        ),
+        series(
+            "mcp_coordinator_registrations",
+            &format!(r#"{release},phase="Ready""#),
+            "3x32",
+        ),
+        series(
+            "mcp_ingest_spool_oldest_unshipped_age_seconds",
+            release,
+            "0+60x32",
+        ),
+        series(
+            "mcp_ingest_store_errors_total",
+            &format!(r#"{release},kind="unavailable""#),
+            "0+5x32",
+        ),
+        series("mcp_ingest_poison_events_total", release, "0x15 3x17"),
+        series(
+            "mcp_coordinator_reconcile_errors_total",
+            &format!(r#"{release},kind="api""#),
+            "0+1x32",
+        ),
+        series("mcp_coordinator_leader", release, "1x5 0x27"),
+    ];
+    let healthy = vec![
+        series(
+            "mcp_up",
+            &format!(r#"{release},mcp_id="ocr_mcp_001""#),
+            "1x32",
+        ),
+        series(
+            "mcp_coordinator_registrations",
+            &format!(r#"{release},phase="Invalid""#),
+            "0x32",
+        ),
+        series(
+            "mcp_coordinator_registrations",
+            &format!(r#"{release},phase="Ready""#),
+            "3x32",
+        ),
+        series(
+            "mcp_ingest_spool_oldest_unshipped_age_seconds",
+            release,
+            "0x32",
+        ),
+        series(
+            "mcp_ingest_store_errors_total",
+            &format!(r#"{release},kind="unavailable""#),
+            "0x32",
+        ),
+        series("mcp_ingest_poison_events_total", release, "0x32"),
+        series(
+            "mcp_coordinator_reconcile_errors_total",
+            &format!(r#"{release},kind="api""#),
+            "0x32",
+        ),
+        series("mcp_coordinator_leader", release, "1x32"),
+    ];
+    let expected: Vec<(&str, Value)> = vec![
+        (
+            "MCPDown",
+            serde_json::json!({"namespace": "default", "mcp_id": "ocr_mcp_001"}),
+        ),
+        (
+            "MCPRegistrationsNotReady",
+            serde_json::json!({"namespace": "default", "phase": "Invalid"}),
+        ),
+        (
+            "MCPCoordinatorSpoolBehind",
+            serde_json::json!({"namespace": "default", "pod": "p0"}),
+        ),
+        (
+            "MCPCoordinatorStoreErrors",
+            serde_json::json!({"namespace": "default", "pod": "p0", "kind": "unavailable"}),
+        ),
+        (
+            "MCPCoordinatorPoisonEvents",
+            serde_json::json!({"namespace": "default", "pod": "p0"}),
+        ),
+        (
+            "MCPCoordinatorReconcileErrors",
+            serde_json::json!({"namespace": "default", "kind": "api"}),
+        ),
+        (
+            "MCPCoordinatorNoLeader",
+            serde_json::json!({"namespace": "default"}),
+        ),
+    ];
+    assert_eq!(rules.len(), expected.len(), "every alert is tested");
+    let mut firing = Vec::new();
+    let mut quiet = Vec::new();
+    for (alert, labels) in &expected {
+        let rule = rules
+            .iter()
+            .find(|r| r["alert"] == *alert)
+            .unwrap_or_else(|| panic!("no alert {alert}"));
+        let mut all_labels = labels.clone();
+        for (k, v) in rule["labels"].as_object().expect("labels") {
+            all_labels[k] = v.clone();
+        }
+        firing.push(serde_json::json!({
+            "eval_time": "20m",
+            "alertname": alert,
+            "exp_alerts": [{"exp_labels": all_labels, "exp_annotations": rendered_annotations(rule, labels)}],
+        }));
+        quiet.push(serde_json::json!({"eval_time": "20m", "alertname": alert, "exp_alerts": []}));
+    }
+    let tests = serde_json::json!({
+        "rule_files": [rules_file],
+        "evaluation_interval": "1m",
+        "tests": [
+            {"interval": "1m", "input_series": trouble, "alert_rule_test": firing},
+            {"interval": "1m", "input_series": healthy, "alert_rule_test": quiet},
+        ],
+    });
+    let tests_file = dir.join("tests.json");
+    std::fs::write(&tests_file, tests.to_string()).expect("tests");
+    for args in [
+        vec![
+            "check".to_string(),
+            "rules".to_string(),
+            rules_file.display().to_string(),
+        ],
+        vec![
+            "test".to_string(),
+            "rules".to_string(),
+            tests_file.display().to_string(),
+        ],
+    ] {
+        let out = std::process::Command::new("promtool")
+            .args(&args)
+            .output()
+            .expect("promtool runs (apt-get install prometheus; .ci/run does)");
+        assert!(
+            out.status.success(),
+            "promtool {}:\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

@@ -23,6 +23,8 @@ pub enum ApiClientError {
     },
     #[error("{url} answered something unexpected: {source}")]
     Unexpected { url: String, source: reqwest::Error },
+    #[error("cannot use {path} as the CA certificate: {problem}")]
+    CaFile { path: String, problem: String },
 }
 
 /// The API at `base`, asked with `token` when there is one.
@@ -43,6 +45,24 @@ impl ApiClient {
 
     /// `GET {base}{path}`, answered within 10 s with a 2xx and a `T`.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiClientError> {
+        let (url, response) = self.answered(path).await?;
+        response
+            .json()
+            .await
+            .map_err(|source| ApiClientError::Unexpected { url, source })
+    }
+
+    /// `GET {base}{path}`, answered within 10 s with a 2xx; the body as text.
+    pub async fn get_text(&self, path: &str) -> Result<String, ApiClientError> {
+        let (url, response) = self.answered(path).await?;
+        response
+            .text()
+            .await
+            .map_err(|source| ApiClientError::Unexpected { url, source })
+    }
+
+    /// The 2xx response to `GET {base}{path}` and its URL, or what the server refused with.
+    async fn answered(&self, path: &str) -> Result<(String, reqwest::Response), ApiClientError> {
         let url = format!("{}{path}", self.base);
         let mut request = self.http.get(&url).timeout(Duration::from_secs(10));
         if let Some(token) = &self.token {
@@ -68,10 +88,7 @@ impl ApiClient {
                 message,
             });
         }
-        response
-            .json()
-            .await
-            .map_err(|source| ApiClientError::Unexpected { url, source })
+        Ok((url, response))
     }
 }
 
@@ -88,4 +105,35 @@ pub async fn get_json(base: &str, path: &str, token: &str) -> Result<Value, ApiC
     ApiClient::new(http, base, Some(token.to_string()))
         .get(path)
         .await
+}
+
+/// `GET {base}/readyz` of each endpoint: Ok when every one answers 2xx within 5 s, else the
+/// first refusal. With `ca_file`, HTTPS endpoints are verified against that CA (PEM).
+pub async fn check_ready(
+    bases: &[String],
+    ca_file: Option<&std::path::Path>,
+) -> Result<(), ApiClientError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(5));
+    if let Some(path) = ca_file {
+        let ca_error = |problem: String| ApiClientError::CaFile {
+            path: path.display().to_string(),
+            problem,
+        };
+        let pem = std::fs::read(path).map_err(|e| ca_error(e.to_string()))?;
+        let ca = reqwest::Certificate::from_pem(&pem).map_err(|e| ca_error(e.to_string()))?;
+        builder = builder.add_root_certificate(ca);
+    }
+    let http = builder
+        .build()
+        .map_err(|source| ApiClientError::Unreachable {
+            url: bases.join(", "),
+            source,
+        })?;
+    for base in bases {
+        ApiClient::new(http.clone(), base, None)
+            .get_text("/readyz")
+            .await?;
+    }
+    Ok(())
 }

@@ -39,6 +39,20 @@ pub enum Command {
     Query(QueryArgs),
     /// A small example MCP that serves /health, /process and /status and reports its interactions.
     ExampleMcp(ExampleMcpArgs),
+    /// Check that endpoints are ready (`GET <url>/readyz`); exits non-zero when one is not. The
+    /// chart's `helm test` runs it against both containers.
+    Ready(ReadyArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ReadyArgs {
+    /// Base URL of an endpoint: the controller's metrics port or the ingest API. Repeat for
+    /// several.
+    #[arg(long = "url", required = true)]
+    pub urls: Vec<String>,
+    /// PEM file of the CA that signed the ingest server's certificate (with TLS).
+    #[arg(long)]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// Flags that only make sense on a command line (what to query, how to refresh).

@@ -22,6 +22,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{ include "mcp-coordinator.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{- define "mcp-coordinator.serviceAccountName" -}}
@@ -53,8 +56,13 @@ before stay as they were. */}}
 {{- default (printf "%s-ingest" (include "mcp-coordinator.serviceAccountName" .)) .Values.serviceAccount.ingestName }}
 {{- end }}
 
+{{/* A digest pins the image whatever its tag says. */}}
 {{- define "mcp-coordinator.image" -}}
-{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- if .Values.image.digest }}
+{{- .Values.image.repository }}@{{ .Values.image.digest }}
+{{- else }}
+{{- .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end }}
 {{- end }}
 
 {{- define "mcp-coordinator.ingestScheme" -}}
