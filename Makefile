@@ -49,8 +49,10 @@ e2e: ## End to end on a kind cluster with the chart (needs docker, kind, helm, k
 	./scripts/e2e-kind.sh
 
 IMAGE ?= mcp-coordinator:dev
-image: ## Build the container image (IMAGE=mcp-coordinator:dev)
-	docker build -t $(IMAGE) .
+image: ## Build the container image (IMAGE=mcp-coordinator:dev; BuildKit)
+	DOCKER_BUILDKIT=1 docker build -t $(IMAGE) \
+	  --build-arg VERSION=$$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1) \
+	  --build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown) .
 
 chart-lint: tools ## helm lint --strict and helm template of the chart (the chart tests run more)
 	helm lint --strict charts/mcp-coordinator

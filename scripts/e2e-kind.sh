@@ -2,12 +2,18 @@
 # End to end on a kind cluster with the Helm chart: build and load the image, install the chart,
 # run two sample MCPs, register them (examples/ plus one inline), wait for Ready, report
 # interactions, query metrics and a route, delete, and tear down. Prints every check it makes.
-# Needs docker, kind, helm, kubectl and curl. KEEP_CLUSTER=1 keeps the cluster for a look around.
+# Needs docker (BuildKit), kind, helm 4, kubectl and curl (`make tools` installs helm and kubectl
+# into .tools/bin, which comes first on PATH here). KEEP_CLUSTER=1 keeps the cluster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export PATH="$PWD/.tools/bin:$PATH"
 for tool in docker kind helm kubectl curl; do
   command -v "$tool" >/dev/null || { echo "e2e needs $tool on PATH" >&2; exit 1; }
 done
+case "$(helm version --short)" in
+  v4.*) ;;
+  *) echo "e2e needs helm 4 (found $(helm version --short)); run make tools" >&2; exit 1 ;;
+esac
 CLUSTER=${CLUSTER:-mcp-coordinator-e2e}
 NS=mcp-coordinator
 IMAGE=mcp-coordinator:e2e
@@ -22,15 +28,23 @@ echo "==> kind cluster $CLUSTER"
 kind create cluster --name "$CLUSTER" --wait 120s
 
 echo "==> image $IMAGE"
-docker build -t "$IMAGE" .
+DOCKER_BUILDKIT=1 docker build -t "$IMAGE" .
 kind load docker-image "$IMAGE" --name "$CLUSTER"
 
 echo "==> helm install"
 helm install mcp-coordinator charts/mcp-coordinator --namespace "$NS" --create-namespace \
   --set image.repository=mcp-coordinator --set image.tag=e2e --set image.pullPolicy=Never \
   --set controller.routingIntervalSeconds=5 --wait --timeout 180s
-kubectl -n "$NS" rollout status deployment/mcp-coordinator --timeout=120s
+kubectl -n "$NS" rollout status statefulset/mcp-coordinator --timeout=120s
 checked "the chart installs and both containers become ready"
+helm test mcp-coordinator --namespace "$NS" --timeout 120s
+checked "helm test: both containers answer /readyz"
+KEYS_BEFORE=$(kubectl -n "$NS" get secret mcp-coordinator-keys -o jsonpath='{.data}')
+helm upgrade mcp-coordinator charts/mcp-coordinator --namespace "$NS" --reuse-values \
+  --set podAnnotations.upgraded=yes --wait --timeout 180s
+[ "$(kubectl -n "$NS" get secret mcp-coordinator-keys -o jsonpath='{.data}')" = "$KEYS_BEFORE" ] \
+  || { echo "helm upgrade changed the privacy/encryption keys" >&2; exit 1; }
+checked "helm upgrade keeps the keys"
 
 echo "==> two sample MCPs (http-echo answers 200 on every path)"
 for name in ocr-workflow ocr-backup; do
@@ -86,4 +100,6 @@ fi
 checked "deleting a registration removes its key Secret"
 helm uninstall mcp-coordinator --namespace "$NS" --wait
 checked "helm uninstall"
+kubectl get crd mcpregistrations.mcp.coordinator.dev >/dev/null
+checked "the CRD stays after uninstall (crds.keep)"
 echo "e2e passed"
