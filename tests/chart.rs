@@ -758,6 +758,38 @@ fn helm_lint_strict_passes_with_defaults_and_with_every_option() {
 }
 
 #[test]
+fn the_packaged_chart_renders_like_the_source_tree() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("package");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let chart = chart();
+    run_helm(&[
+        "package",
+        chart.to_str().expect("UTF-8 path"),
+        "--destination",
+        dir.to_str().expect("UTF-8 path"),
+    ]);
+    let version: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(chart.join("Chart.yaml")).expect("Chart.yaml"),
+    )
+    .expect("Chart.yaml YAML");
+    let package = dir.join(format!(
+        "mcp-coordinator-{}.tgz",
+        version["version"].as_str().expect("version")
+    ));
+    assert!(package.exists(), "{} missing", package.display());
+    let set = "keys.existingSecret=k,readerToken.existingSecret=t,grafanaDashboard.enabled=true";
+    let from_package = run_helm(&[
+        "template",
+        "test",
+        package.to_str().expect("UTF-8 path"),
+        "--set",
+        set,
+    ]);
+    assert_eq!(from_package, template(&["--set", set]));
+}
+
+#[test]
 fn gitops_renders_are_identical_when_the_keys_come_from_existing_secrets() {
     let set = "keys.existingSecret=mcp-keys,readerToken.existingSecret=mcp-reader";
     let first = template(&["--set", set]);
