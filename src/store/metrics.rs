@@ -16,10 +16,14 @@ pub struct TimeRange {
 impl TimeRange {
     /// `15m`, `1h`, `24h`, `7d` (or any `<n><s|m|h|d>`) ending at `now_ms`.
     pub fn parse(text: &str, now_ms: i64) -> Result<Self, String> {
-        let err = || format!("range {text:?} is not a duration such as 15m, 1h, 24h or 7d");
+        let err = || {
+            format!("range {text:?} is not a duration such as 15m, 1h, 24h or 7d (or the seed's last_24h, last_7d)")
+        };
+        // The seed's data protocol names ranges `last_24h`, `last_7d`, ...
+        let duration = text.strip_prefix("last_").unwrap_or(text);
         // The unit is the last character; the text comes from a URL, so it may be anything.
-        let unit_at = text.char_indices().last().map_or(0, |(i, _)| i);
-        let (number, unit) = text.split_at(unit_at);
+        let unit_at = duration.char_indices().last().map_or(0, |(i, _)| i);
+        let (number, unit) = duration.split_at(unit_at);
         let n: i64 = number.parse().map_err(|_| err())?;
         let unit_ms = match unit {
             "s" => 1_000,
@@ -258,6 +262,17 @@ mod tests {
         assert!(TimeRange::parse("1w", 0).is_err());
         assert!(TimeRange::parse("", 0).is_err());
         assert!(TimeRange::parse("-1h", 0).is_err());
+        // The seed's names.
+        assert_eq!(
+            TimeRange::parse("last_24h", 0).unwrap().since_ms,
+            -86_400_000
+        );
+        assert_eq!(
+            TimeRange::parse("last_7d", 0).unwrap(),
+            TimeRange::parse("7d", 0).unwrap()
+        );
+        assert!(TimeRange::parse("last_", 0).is_err());
+        assert!(TimeRange::parse("last_week", 0).is_err());
     }
 
     #[test]
