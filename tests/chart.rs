@@ -1188,85 +1188,84 @@ fn the_alerts_fire_on_trouble_in_this_release_only_and_stay_quiet_otherwise() {
 
     let release = r#"namespace="default",job="test-mcp-coordinator-metrics",pod="p0""#;
     let other = r#"namespace="other",job="test-mcp-coordinator-metrics",pod="p9""#;
-    let series = |name: &str, labels: &str, values: &str| serde_json::json!({"series": format!("{name}{{{labels}}}"), "values": values});
-    let trouble = vec![
-        series(
+    // Each series with its extra labels, its values in trouble, and its values when all is well
+    // (None: absent then). Samples are a minute apart; the alerts are evaluated at 20 minutes.
+    let histories: &[(&str, &str, &str, &str, Option<&str>)] = &[
+        (
             "mcp_up",
-            &format!(r#"{release},mcp_id="ocr_mcp_001""#),
+            release,
+            r#"mcp_id="ocr_mcp_001""#,
             "1 1 0x30",
+            Some("1x32"),
         ),
-        series(
-            "mcp_up",
-            &format!(r#"{release},mcp_id="fine_mcp_001""#),
-            "1x32",
-        ),
-        series(
-            "mcp_up",
-            &format!(r#"{other},mcp_id="theirs_mcp_001""#),
-            "0x32",
-        ),
-        series(
+        ("mcp_up", release, r#"mcp_id="fine_mcp_001""#, "1x32", None),
+        ("mcp_up", other, r#"mcp_id="theirs_mcp_001""#, "0x32", None),
+        (
             "mcp_coordinator_registrations",
-            &format!(r#"{release},phase="Invalid""#),
+            release,
+            r#"phase="Invalid""#,
             "1x32",
+            Some("0x32"),
         ),
-        series(
+        (
             "mcp_coordinator_registrations",
-            &format!(r#"{release},phase="Ready""#),
+            release,
+            r#"phase="Ready""#,
             "3x32",
+            Some("3x32"),
         ),
-        series(
+        (
             "mcp_ingest_spool_oldest_unshipped_age_seconds",
             release,
+            "",
             "0+60x32",
+            Some("0x32"),
         ),
-        series(
+        (
             "mcp_ingest_store_errors_total",
-            &format!(r#"{release},kind="unavailable""#),
-            "0+5x32",
-        ),
-        series("mcp_ingest_poison_events_total", release, "0x15 3x17"),
-        series(
-            "mcp_coordinator_reconcile_errors_total",
-            &format!(r#"{release},kind="api""#),
-            "0+1x32",
-        ),
-        series("mcp_coordinator_leader", release, "1x5 0x27"),
-    ];
-    let healthy = vec![
-        series(
-            "mcp_up",
-            &format!(r#"{release},mcp_id="ocr_mcp_001""#),
-            "1x32",
-        ),
-        series(
-            "mcp_coordinator_registrations",
-            &format!(r#"{release},phase="Invalid""#),
-            "0x32",
-        ),
-        series(
-            "mcp_coordinator_registrations",
-            &format!(r#"{release},phase="Ready""#),
-            "3x32",
-        ),
-        series(
-            "mcp_ingest_spool_oldest_unshipped_age_seconds",
             release,
-            "0x32",
+            r#"kind="unavailable""#,
+            "0+5x32",
+            Some("0x32"),
         ),
-        series(
-            "mcp_ingest_store_errors_total",
-            &format!(r#"{release},kind="unavailable""#),
-            "0x32",
+        (
+            "mcp_ingest_poison_events_total",
+            release,
+            "",
+            "0x15 3x17",
+            Some("0x32"),
         ),
-        series("mcp_ingest_poison_events_total", release, "0x32"),
-        series(
+        (
             "mcp_coordinator_reconcile_errors_total",
-            &format!(r#"{release},kind="api""#),
-            "0x32",
+            release,
+            r#"kind="api""#,
+            "0+1x32",
+            Some("0x32"),
         ),
-        series("mcp_coordinator_leader", release, "1x32"),
+        (
+            "mcp_coordinator_leader",
+            release,
+            "",
+            "1x5 0x27",
+            Some("1x32"),
+        ),
     ];
+    let series = |name: &str, scope: &str, extra: &str, values: &str| {
+        let labels = if extra.is_empty() {
+            scope.to_string()
+        } else {
+            format!("{scope},{extra}")
+        };
+        serde_json::json!({"series": format!("{name}{{{labels}}}"), "values": values})
+    };
+    let trouble: Vec<Value> = histories
+        .iter()
+        .map(|(name, scope, extra, values, _)| series(name, scope, extra, values))
+        .collect();
+    let healthy: Vec<Value> = histories
+        .iter()
+        .filter_map(|(name, scope, extra, _, values)| Some(series(name, scope, extra, (*values)?)))
+        .collect();
     let expected: Vec<(&str, Value)> = vec![
         (
             "MCPDown",

@@ -133,24 +133,8 @@ pub fn from_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
         .and_then(Value::as_str)
         .map(str::to_string)
         .unwrap_or_else(|| kind.to_lowercase());
-    let short_names: Vec<String> = names
-        .get("shortNames")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    let categories: Vec<String> = names
-        .get("categories")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let short_names = strings(names.get("shortNames"));
+    let categories = strings(names.get("categories"));
     let namespaced = spec.get("scope").and_then(Value::as_str) != Some("Cluster");
     let versions = spec
         .get("versions")
@@ -185,4 +169,15 @@ pub fn from_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
         });
     }
     Ok(out)
+}
+
+/// The strings of a JSON array (none when it is absent or not an array).
+fn strings(list: Option<&Value>) -> Vec<String> {
+    list.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }
