@@ -74,6 +74,23 @@ impl InteractionStore for Switchable {
     ) -> BoxFuture<'a, Result<Vec<Interaction>, StoreError>> {
         self.inner.history(q)
     }
+    fn record_heartbeats<'a>(
+        &'a self,
+        beats: &'a [(String, i64)],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move {
+            if !self.up.load(Ordering::Relaxed) {
+                return Err(StoreError::Unavailable("switched off by the test".into()));
+            }
+            self.inner.record_heartbeats(beats).await
+        }
+        .boxed()
+    }
+    fn heartbeats(
+        &self,
+    ) -> BoxFuture<'_, Result<std::collections::HashMap<String, i64>, StoreError>> {
+        self.inner.heartbeats()
+    }
     fn metrics<'a>(
         &'a self,
         m: Option<&'a str>,

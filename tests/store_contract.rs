@@ -499,3 +499,23 @@ async fn breakdowns_cut_by_region_and_time_bucket() {
         assert!(nobody.is_empty(), "{name}");
     }
 }
+
+#[tokio::test]
+async fn heartbeats_keep_each_mcps_latest() {
+    for (name, store) in stores().await {
+        let (a, b) = (format!("beat_a_{name}"), format!("beat_b_{name}"));
+        store
+            .record_heartbeats(&[(a.clone(), T0 + 2_000), (b.clone(), T0)])
+            .await
+            .expect("recorded");
+        // Another replica's older heartbeat of `a` arrives later: it must not win.
+        store
+            .record_heartbeats(&[(a.clone(), T0 + 1_000), (b.clone(), T0 + 5_000)])
+            .await
+            .expect("recorded");
+        let beats = store.heartbeats().await.expect("read");
+        assert_eq!(beats.get(&a), Some(&(T0 + 2_000)), "{name}");
+        assert_eq!(beats.get(&b), Some(&(T0 + 5_000)), "{name}");
+        assert!(!beats.contains_key("never_beat"), "{name}");
+    }
+}

@@ -202,6 +202,7 @@ pub async fn assemble(args: &IngestArgs, mode: Mode) -> Result<IngestParts, Asse
         router,
         registrations: None,
         extra_metrics: None,
+        heartbeat_save_interval: super::HEARTBEAT_SAVE_INTERVAL,
     };
     Ok(IngestParts {
         config,

@@ -30,6 +30,9 @@ use state::{IngestState, Limits, RegistrationsView};
 
 use crate::store::InteractionStore;
 
+/// How often an ingest server writes the heartbeats it received to the store.
+pub const HEARTBEAT_SAVE_INTERVAL: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
     pub listen: SocketAddr,
@@ -55,6 +58,8 @@ pub struct IngestConfig {
     pub registrations: Option<Arc<RegistrationsView>>,
     /// More series for `/metrics` (standalone mode adds the controller's).
     pub extra_metrics: Option<prometheus::Registry>,
+    /// How often heartbeats are written to the store, where every replica reads them.
+    pub heartbeat_save_interval: Duration,
 }
 
 impl IngestConfig {
@@ -92,6 +97,7 @@ impl IngestConfig {
             router: Arc::default(),
             registrations: None,
             extra_metrics: None,
+            heartbeat_save_interval: HEARTBEAT_SAVE_INTERVAL,
         })
     }
 }
@@ -178,6 +184,11 @@ pub async fn start(
             }
         }
     });
+    tokio::spawn(save_heartbeats(
+        state.clone(),
+        config.heartbeat_save_interval,
+        stop_tx.subscribe(),
+    ));
     let server_state = state.clone();
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let http_stop = async move {
@@ -215,6 +226,34 @@ pub async fn start(
         metrics,
         done,
     })
+}
+
+/// Writes the heartbeats received since the last tick to the store, in one insert per tick (not
+/// one per heartbeat: thousands of MCPs beat every few seconds); what the store refuses is kept
+/// for the next tick. A last write on shutdown.
+async fn save_heartbeats(
+    state: Arc<IngestState>,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopping = tokio::select! {
+            _ = tick.tick() => false,
+            _ = stop.changed() => true,
+        };
+        let beats = state.take_unsaved_heartbeats();
+        if !beats.is_empty() {
+            if let Err(e) = state.store.record_heartbeats(&beats).await {
+                tracing::warn!(error = %e, mcps = beats.len(), "cannot store heartbeats; retrying");
+                state.keep_unsaved_heartbeats(beats);
+            }
+        }
+        if stopping {
+            return;
+        }
+    }
 }
 
 /// Default spool location under a data directory.

@@ -299,6 +299,17 @@ mod tests {
         ) -> BoxFuture<'a, Result<Vec<Interaction>, StoreError>> {
             not_here()
         }
+        fn record_heartbeats<'a>(
+            &'a self,
+            _: &'a [(String, i64)],
+        ) -> BoxFuture<'a, Result<(), StoreError>> {
+            not_here()
+        }
+        fn heartbeats(
+            &self,
+        ) -> BoxFuture<'_, Result<std::collections::HashMap<String, i64>, StoreError>> {
+            not_here()
+        }
         fn breakdown<'a>(
             &'a self,
             _: Option<&'a str>,

@@ -73,6 +73,8 @@ pub struct IngestState {
     /// One permit per request being served (see `Limits::max_concurrent_requests`).
     pub in_flight: Arc<Semaphore>,
     heartbeats: Mutex<HashMap<String, i64>>,
+    /// Heartbeats not yet written to the store, where every replica sees them.
+    unsaved_heartbeats: Mutex<HashMap<String, i64>>,
     /// When each MCP last reported anything (a heartbeat or an interaction), epoch ms.
     last_seen: Mutex<HashMap<String, i64>>,
 }
@@ -104,6 +106,7 @@ impl IngestState {
             ready: AtomicBool::new(true),
             in_flight: Arc::new(Semaphore::new(config.limits.max_concurrent_requests.max(1))),
             heartbeats: Mutex::default(),
+            unsaved_heartbeats: Mutex::default(),
             last_seen: Mutex::default(),
         }
     }
@@ -120,7 +123,35 @@ impl IngestState {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(mcp_id.to_string(), at_ms);
+        self.unsaved_heartbeats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(mcp_id.to_string(), at_ms);
         self.saw(mcp_id, at_ms);
+    }
+
+    /// The heartbeats received since the last call, for the store; one per MCP, the latest.
+    pub fn take_unsaved_heartbeats(&self) -> Vec<(String, i64)> {
+        std::mem::take(
+            &mut *self
+                .unsaved_heartbeats
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+        .into_iter()
+        .collect()
+    }
+
+    /// Heartbeats the store did not take, kept for the next try (newer ones win).
+    pub fn keep_unsaved_heartbeats(&self, beats: Vec<(String, i64)>) {
+        let mut unsaved = self
+            .unsaved_heartbeats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for (mcp_id, at_ms) in beats {
+            let kept = unsaved.entry(mcp_id).or_insert(at_ms);
+            *kept = (*kept).max(at_ms);
+        }
     }
 
     /// The last heartbeat of each MCP, epoch ms.

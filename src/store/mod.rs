@@ -7,6 +7,8 @@ pub mod retention;
 pub mod sketch;
 pub mod sqlite;
 
+use std::collections::HashMap;
+
 use futures::future::BoxFuture;
 
 use crate::interaction::{Interaction, InteractionEvent};
@@ -72,6 +74,16 @@ pub trait InteractionStore: Send + Sync {
         &'a self,
         query: &'a HistoryQuery,
     ) -> BoxFuture<'a, Result<Vec<Interaction>, StoreError>>;
+
+    /// Records heartbeats as `(mcp_id, epoch ms)`; an MCP's older heartbeat never replaces a newer
+    /// one. Stored so that every ingest replica (and the controller, through any of them) sees them.
+    fn record_heartbeats<'a>(
+        &'a self,
+        beats: &'a [(String, i64)],
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// The latest heartbeat of every MCP that sent one, epoch ms.
+    fn heartbeats(&self) -> BoxFuture<'_, Result<HashMap<String, i64>, StoreError>>;
 
     /// Periodic upkeep (ClickHouse rolls completed minutes into rollups); nothing by default.
     fn maintain(&self) -> BoxFuture<'_, Result<(), StoreError>> {

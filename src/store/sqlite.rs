@@ -5,6 +5,7 @@
 
 mod aggregate;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -42,6 +43,10 @@ CREATE INDEX IF NOT EXISTS audit_by_time ON audit_log (at_ms);
 CREATE TABLE IF NOT EXISTS applied_events (
     event_id TEXT PRIMARY KEY,
     received_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS heartbeats (
+    mcp_id TEXT PRIMARY KEY,
+    at_ms INTEGER NOT NULL
 );
 ";
 
@@ -285,6 +290,40 @@ impl InteractionStore for SqliteStore {
         let mut sorted = events.to_vec();
         sorted.sort_by_key(|e| e.received_ms);
         self.blocking(move |conn| apply(conn, &sorted)).boxed()
+    }
+
+    fn record_heartbeats<'a>(
+        &'a self,
+        beats: &'a [(String, i64)],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let beats = beats.to_vec();
+        self.blocking(move |conn| {
+            let tx = conn.transaction().map_err(unavailable)?;
+            for (mcp_id, at_ms) in &beats {
+                tx.prepare_cached(
+                    "INSERT INTO heartbeats (mcp_id, at_ms) VALUES (?1, ?2)
+                     ON CONFLICT (mcp_id) DO UPDATE SET at_ms = max(at_ms, excluded.at_ms)",
+                )
+                .and_then(|mut s| s.execute(params![mcp_id, at_ms]))
+                .map_err(unavailable)?;
+            }
+            tx.commit().map_err(unavailable)
+        })
+        .boxed()
+    }
+
+    fn heartbeats(&self) -> BoxFuture<'_, Result<HashMap<String, i64>, StoreError>> {
+        self.blocking(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT mcp_id, at_ms FROM heartbeats")
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(unavailable)?;
+            rows.collect::<Result<HashMap<_, _>, _>>()
+                .map_err(unavailable)
+        })
+        .boxed()
     }
 
     fn history<'a>(

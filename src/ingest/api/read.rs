@@ -210,10 +210,17 @@ impl Reading<'_> {
         Ok(json!({"count": entries.len(), "entries": entries}))
     }
 
-    /// `GET /v1/heartbeats`: each MCP's last heartbeat.
+    /// `GET /v1/heartbeats`: each MCP's last heartbeat, as every replica stored it, and the ones
+    /// this replica has not stored yet.
     pub async fn heartbeats(&self) -> Result<Value, ApiError> {
         let role = self.reader_of(None)?;
-        let body: serde_json::Map<String, Value> = (self.state.heartbeats().into_iter())
+        let mut latest = self.state.store.heartbeats().await?;
+        for (mcp_id, at_ms) in self.state.heartbeats() {
+            let kept = latest.entry(mcp_id).or_insert(at_ms);
+            *kept = (*kept).max(at_ms);
+        }
+        let body: serde_json::Map<String, Value> = latest
+            .into_iter()
             .map(|(k, v)| (k, json!(format_ms(v))))
             .collect();
         self.audit(&role, Read::all("heartbeats"), body.len() as u64)

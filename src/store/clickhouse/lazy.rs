@@ -1,5 +1,7 @@
 //! Connecting on first use, so the ingest server starts (and spools) while ClickHouse is down.
 
+use std::collections::HashMap;
+
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
@@ -71,6 +73,17 @@ impl InteractionStore for LazyClickHouseStore {
         q: &'a HistoryQuery,
     ) -> BoxFuture<'a, Result<Vec<Interaction>, StoreError>> {
         async move { self.get().await?.history(q).await }.boxed()
+    }
+
+    fn record_heartbeats<'a>(
+        &'a self,
+        beats: &'a [(String, i64)],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move { self.get().await?.record_heartbeats(beats).await }.boxed()
+    }
+
+    fn heartbeats(&self) -> BoxFuture<'_, Result<HashMap<String, i64>, StoreError>> {
+        async move { self.get().await?.heartbeats().await }.boxed()
     }
 
     fn metrics<'a>(

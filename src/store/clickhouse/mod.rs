@@ -16,6 +16,8 @@ mod rows;
 mod sql;
 mod topology;
 
+use std::collections::HashMap;
+
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
@@ -25,12 +27,12 @@ use crate::interaction::{Interaction, InteractionEvent};
 pub use lazy::LazyClickHouseStore;
 pub use migrate::KEPT_TABLE;
 pub use rollup::{create_rollup_table_sql, roll_sql, ROLLUP_WINDOWS_OVER_MS};
-use rows::{AuditRow, EventRow, MergedRow, MetricsRow};
+use rows::{AuditRow, EventRow, HeartbeatRow, MergedRow, MetricsRow};
 pub use sql::{
     create_audit_table_sql, create_table_sql, merged_sql, metrics_sql, DEFAULT_MAX_INTERACTION_MS,
     TIME,
 };
-use sql::{AUDIT_TABLE, TABLE};
+use sql::{create_heartbeat_table_sql, AUDIT_TABLE, HEARTBEAT_TABLE, TABLE};
 use topology::Topology;
 
 /// Connection settings (`--clickhouse-*` flags).
@@ -188,6 +190,12 @@ impl ClickHouseStore {
             &create_audit_table_sql(db),
             db,
             AUDIT_TABLE,
+            "cityHash64(mcp_id)",
+        ));
+        ddl.extend(topology.create_table(
+            &create_heartbeat_table_sql(db),
+            db,
+            HEARTBEAT_TABLE,
             "cityHash64(mcp_id)",
         ));
         for statement in ddl {
@@ -350,6 +358,41 @@ impl InteractionStore for ClickHouseStore {
                 self.mark_late_insert(oldest, newest).await?;
             }
             Ok(())
+        }
+        .boxed()
+    }
+
+    fn record_heartbeats<'a>(
+        &'a self,
+        beats: &'a [(String, i64)],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move {
+            let rows: Vec<HeartbeatRow> = beats
+                .iter()
+                .map(|(mcp_id, at_ms)| HeartbeatRow {
+                    mcp_id: mcp_id.clone(),
+                    at_ms: *at_ms,
+                })
+                .collect();
+            self.write_rows(HEARTBEAT_TABLE, rows).await
+        }
+        .boxed()
+    }
+
+    fn heartbeats(&self) -> BoxFuture<'_, Result<HashMap<String, i64>, StoreError>> {
+        async move {
+            // max() rather than FINAL: merges may not have run, and 18.16 has no FINAL on
+            // Distributed tables.
+            let sql = format!(
+                "SELECT mcp_id, max(at_ms) AS at_ms FROM {HEARTBEAT_TABLE} GROUP BY mcp_id"
+            );
+            let rows: Vec<HeartbeatRow> = self
+                .client
+                .query(&sql)
+                .fetch_all()
+                .await
+                .map_err(classify)?;
+            Ok(rows.into_iter().map(|r| (r.mcp_id, r.at_ms)).collect())
         }
         .boxed()
     }

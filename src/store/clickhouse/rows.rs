@@ -194,3 +194,10 @@ impl RollupRow {
         ]
     }
 }
+
+/// One heartbeat: written as it came, read back as each MCP's latest.
+#[derive(Debug, clickhouse::Row, Serialize, Deserialize)]
+pub(super) struct HeartbeatRow {
+    pub mcp_id: String,
+    pub at_ms: i64,
+}

@@ -5,6 +5,8 @@ use crate::interaction::FIELDS;
 
 pub(super) const TABLE: &str = "interaction_events";
 pub(super) const AUDIT_TABLE: &str = "audit_log";
+/// Each MCP's heartbeats; merges keep the latest per MCP.
+pub(super) const HEARTBEAT_TABLE: &str = "mcp_heartbeats";
 
 /// How the events table is laid out: a partition per day of receive time, so a window reads the
 /// partitions of its days and retention drops whole days; inside them sorted by MCP and receive
@@ -54,6 +56,13 @@ pub fn create_events_table_sql(database: &str, table: &str, version: (u32, u32))
 pub fn create_audit_table_sql(database: &str) -> String {
     format!(
         "CREATE TABLE IF NOT EXISTS {database}.{AUDIT_TABLE} (at_ms Int64, at_date Date, who String, role String, mcp_id String, query String, since_ms Nullable(Int64), until_ms Nullable(Int64), rows UInt64) ENGINE = MergeTree PARTITION BY toYYYYMM(at_date) ORDER BY at_ms"
+    )
+}
+
+/// The DDL of the heartbeat table (the same on every version).
+pub fn create_heartbeat_table_sql(database: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {database}.{HEARTBEAT_TABLE} (mcp_id String, at_ms Int64) ENGINE = ReplacingMergeTree(at_ms) ORDER BY mcp_id"
     )
 }
 
