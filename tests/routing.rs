@@ -502,3 +502,69 @@ async fn the_route_endpoint_fails_over_when_a_tier_is_saturated_and_learns_from_
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn an_mcp_whose_heartbeats_stop_is_degraded_at_half_weight_until_the_next_one() {
+    let server = api_server().await;
+    let ingest = start_ingest("heartbeats").await;
+    let mcp = FakeMcp::start().await;
+    let mut settings = settings();
+    settings.routing = RoutingSettings {
+        interval: Duration::from_millis(300),
+        window: "15m".into(),
+        ingest_url: Some(ingest.url.clone()),
+        ingest_token: Some(READER.into()),
+    };
+    let interval_ms = i64::from(settings.reporting.heartbeat_interval_seconds) * 1000;
+    let _controller = start_controller_with(&server, settings);
+    let api: Api<MCPRegistration> = Api::namespaced(client(&server), "default");
+    api.create(
+        &PostParams::default(),
+        &registration("beats", &mcp.url(), ""),
+    )
+    .await
+    .expect("create");
+    let ready = wait_for(&api, "beats", Duration::from_secs(20), "Ready", |r| {
+        phase(r) == Some(Phase::Ready)
+    })
+    .await;
+    let id = ready.status.and_then(|s| s.mcp_id).expect("id");
+    let heartbeat_condition = |r: &MCPRegistration| {
+        r.status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "HeartbeatMissing"))
+            .map(|c| c.status.clone())
+    };
+
+    // Its last heartbeat, as any ingest replica stored it, is four intervals old.
+    let now = jiff::Timestamp::now().as_millisecond();
+    ingest
+        .store
+        .record_heartbeats(&[(id.clone(), now - 4 * interval_ms)])
+        .await
+        .expect("heartbeat stored");
+    let degraded = wait_for(&api, "beats", Duration::from_secs(20), "Degraded", |r| {
+        phase(r) == Some(Phase::Degraded) && heartbeat_condition(r).as_deref() == Some("True")
+    })
+    .await;
+    let (weight, reason) = routing_of(&degraded);
+    assert_eq!(weight, 50, "half of 100: {reason}");
+    assert!(reason.contains("heartbeats missing"), "{reason}");
+    assert!(degraded
+        .status
+        .as_ref()
+        .and_then(|s| s.last_heartbeat.as_ref())
+        .is_some());
+
+    // The next heartbeat brings it back to full weight.
+    ingest
+        .store
+        .record_heartbeats(&[(id, jiff::Timestamp::now().as_millisecond())])
+        .await
+        .expect("heartbeat stored");
+    let back = wait_for(&api, "beats", Duration::from_secs(20), "Ready again", |r| {
+        phase(r) == Some(Phase::Ready) && heartbeat_condition(r).as_deref() == Some("False")
+    })
+    .await;
+    assert_eq!(routing_of(&back).0, 100);
+}

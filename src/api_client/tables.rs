@@ -72,6 +72,16 @@ fn ago(v: &Value, now_ms: i64) -> String {
     }
 }
 
+/// When the last heartbeat came, and `MISSING` once three intervals passed without one.
+fn heartbeat(r: &Value, now_ms: i64) -> String {
+    let when = ago(&r["last_heartbeat"], now_ms);
+    if r["heartbeat_missing"] == true {
+        format!("MISSING ({when})")
+    } else {
+        when
+    }
+}
+
 /// The `status` table from a `GET /v1/registrations` answer, then the skipped manifests.
 pub fn status_table(view: &Value, now_ms: i64) -> String {
     let rows = rows_of(&view["registrations"], |r| {
@@ -82,6 +92,7 @@ pub fn status_table(view: &Value, now_ms: i64) -> String {
             text(&r["effective_weight"]),
             millis(&r["p95_processing_time"]),
             percent(&r["success_rate"]),
+            heartbeat(r, now_ms),
             ago(&r["last_seen"], now_ms),
         ]
     });
@@ -93,6 +104,7 @@ pub fn status_table(view: &Value, now_ms: i64) -> String {
             "WEIGHT",
             "P95",
             "SUCCESS",
+            "HEARTBEAT",
             "LAST SEEN",
         ],
         &rows,
@@ -179,7 +191,11 @@ mod tests {
         let view = json!({
             "registrations": [
                 {"name": "ocr-fast", "mcp_id": "ocr_fast_workflow_mcp_001", "phase": "Ready", "effective_weight": 141,
-                 "p95_processing_time": 0.0423, "success_rate": 0.995, "last_seen": "2026-11-24T10:00:00Z"},
+                 "p95_processing_time": 0.0423, "success_rate": 0.995, "last_seen": "2026-11-24T10:00:00Z",
+                 "last_heartbeat": "2026-11-24T10:00:00Z", "heartbeat_missing": false},
+                {"name": "quiet", "mcp_id": "quiet_tool_mcp_001", "phase": "Degraded", "effective_weight": 50,
+                 "p95_processing_time": null, "success_rate": null, "last_seen": "2026-11-24T09:58:00Z",
+                 "last_heartbeat": "2026-11-24T09:58:00Z", "heartbeat_missing": true},
                 {"name": "new", "mcp_id": null, "phase": "Pending", "effective_weight": null,
                  "p95_processing_time": null, "success_rate": null, "last_seen": null}
             ],
@@ -193,18 +209,22 @@ mod tests {
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(
             lines[0],
-            "NAME       ID                          PHASE     WEIGHT   P95    SUCCESS   LAST SEEN"
+            "NAME       ID                          PHASE      WEIGHT   P95    SUCCESS   HEARTBEAT          LAST SEEN"
         );
         assert_eq!(
             lines[1],
-            "ocr-fast   ocr_fast_workflow_mcp_001   Ready     141      42ms   99.5%     5s ago"
+            "ocr-fast   ocr_fast_workflow_mcp_001   Ready      141      42ms   99.5%     5s ago             5s ago"
         );
         assert_eq!(
             lines[2],
-            "new        -                           Pending   -        -      -         -"
+            "quiet      quiet_tool_mcp_001          Degraded   50       -      -         MISSING (2m ago)   2m ago"
         );
         assert_eq!(
             lines[3],
+            "new        -                           Pending    -        -      -         -                  -"
+        );
+        assert_eq!(
+            lines[4],
             "skipped regs/bad.yaml (document 1): spec.routing.weight: too big"
         );
     }

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::status::routing_status;
+use super::status::{heartbeat_missing, routing_status};
 
 /// A routing table larger than this is not written: Kubernetes refuses objects over 1 MiB.
 const MAX_TABLE_BYTES: usize = 900 * 1024;
@@ -99,11 +99,25 @@ pub async fn fetch(
         .collect())
 }
 
+/// `GET {ingest}/v1/heartbeats`: each MCP's latest heartbeat, epoch ms (entries that are not
+/// timestamps are left out).
+pub async fn fetch_heartbeats(api: &ApiClient) -> Result<HashMap<String, i64>, FetchError> {
+    let page: HashMap<String, serde_json::Value> = api.get("/v1/heartbeats").await?;
+    Ok(page
+        .into_iter()
+        .filter_map(|(mcp_id, at)| {
+            let ms = crate::interaction::parse_rfc3339_ms(at.as_str()?)?;
+            Some((mcp_id, ms))
+        })
+        .collect())
+}
+
 /// Each registration's performance, with the median p95 of its peers (the MCPs it shares a
-/// capability with). Pure.
+/// capability with), and its latest heartbeat. Pure.
 pub fn board(
     registrations: &[Arc<MCPRegistration>],
     metrics: &HashMap<String, (Option<f64>, Option<f64>)>,
+    heartbeats: &HashMap<String, i64>,
 ) -> HashMap<String, Observed> {
     let mcps: Vec<McpPerformance> = registrations
         .iter()
@@ -129,16 +143,20 @@ pub fn board(
                     success_rate: m.success_rate,
                     p95_processing_time: m.p95_processing_time,
                     peer_p95: weights::peer_p95(m, &mcps),
+                    last_heartbeat_ms: heartbeats.get(&m.mcp_id).copied(),
                 },
             )
         })
         .collect()
 }
 
-/// Registrations whose routing status `board` would change. Pure.
+/// Registrations whose routing status `board` would change, or whose heartbeats stopped or
+/// resumed (at `now_ms`, for heartbeats due every `heartbeat_interval_seconds`). Pure.
 pub fn stale(
     registrations: &[Arc<MCPRegistration>],
     board: &HashMap<String, Observed>,
+    now_ms: i64,
+    heartbeat_interval_seconds: u32,
 ) -> Vec<ObjectRef<MCPRegistration>> {
     registrations
         .iter()
@@ -149,7 +167,20 @@ pub fn stale(
             let (Some(id), Some(current)) = (&status.mcp_id, &status.routing) else {
                 return false;
             };
-            let next = routing_status(&reg.spec, status.phase, board.get(id), Some(current));
+            let observed = board.get(id);
+            let missing = heartbeat_missing(
+                observed.and_then(|o| o.last_heartbeat_ms),
+                now_ms,
+                heartbeat_interval_seconds,
+            );
+            let recorded = status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "HeartbeatMissing" && c.status == "True");
+            if missing != recorded {
+                return true;
+            }
+            let next = routing_status(&reg.spec, status.phase, observed, Some(current), missing);
             next.effective_weight != current.effective_weight
         })
         .map(|reg| ObjectRef::from(reg.as_ref()))
@@ -190,11 +221,20 @@ pub async fn refresh_weights(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        match fetch(&api, &settings).await {
-            Ok(metrics) => {
+        let fetched = match fetch(&api, &settings).await {
+            Ok(metrics) => fetch_heartbeats(&api).await.map(|beats| (metrics, beats)),
+            Err(e) => Err(e),
+        };
+        match fetched {
+            Ok((metrics, heartbeats)) => {
                 let registrations = store.state();
-                let next = board(&registrations, &metrics);
-                let moved = stale(&registrations, &next);
+                let next = board(&registrations, &metrics, &heartbeats);
+                let moved = stale(
+                    &registrations,
+                    &next,
+                    k8s_openapi::jiff::Timestamp::now().as_millisecond(),
+                    ctx.settings.reporting.heartbeat_interval_seconds,
+                );
                 ctx.performance.replace(next);
                 ctx.metrics
                     .routing_refreshes

@@ -93,7 +93,13 @@ pub fn desired_status(
     reporting: &ReportingSettings,
     now: Timestamp,
 ) -> MCPRegistrationStatus {
-    let phase = phase_of(obs);
+    let last_heartbeat_ms = obs.observed.and_then(|o| o.last_heartbeat_ms);
+    let missing = heartbeat_missing(
+        last_heartbeat_ms,
+        now.as_millisecond(),
+        reporting.heartbeat_interval_seconds,
+    );
+    let phase = with_heartbeats(phase_of(obs), missing);
     let previous_conditions = previous
         .map(|p| p.conditions.as_slice())
         .unwrap_or_default();
@@ -161,7 +167,33 @@ pub fn desired_status(
         obs.generation,
         now,
     ));
-    let (ready_reason, ready_message) = ready_explanation(phase, &problems_text, obs);
+    if let Some(last) = last_heartbeat_ms {
+        let (reason, message) = if missing {
+            (
+                "HeartbeatsMissed",
+                format!(
+                    "no heartbeat since {} (more than 3 intervals of {} s); routed at half weight until the next one",
+                    crate::interaction::format_ms(last),
+                    reporting.heartbeat_interval_seconds
+                ),
+            )
+        } else {
+            (
+                "HeartbeatsArriving",
+                "heartbeats arrive on time".to_string(),
+            )
+        };
+        conditions.push(condition(
+            previous_conditions,
+            "HeartbeatMissing",
+            missing,
+            reason,
+            message,
+            obs.generation,
+            now,
+        ));
+    }
+    let (ready_reason, ready_message) = ready_explanation(phase, &problems_text, obs, missing);
     conditions.push(condition(
         previous_conditions,
         "Ready",
@@ -187,7 +219,7 @@ pub fn desired_status(
         .or_else(|| previous.and_then(|p| p.discovered.clone()));
 
     let previous_routing = previous.and_then(|p| p.routing.as_ref());
-    let mut routing = routing_status(spec, phase, obs.observed, previous_routing);
+    let mut routing = routing_status(spec, phase, obs.observed, previous_routing, missing);
     routing.last_updated = match previous_routing {
         Some(p) if same_routing(p, &routing) => p.last_updated.clone(),
         _ => Some(Time(now)),
@@ -213,6 +245,26 @@ pub fn desired_status(
         }),
         routing: Some(routing),
         discovered,
+        last_heartbeat: last_heartbeat_ms
+            .and_then(|ms| Timestamp::from_millisecond(ms).ok())
+            .map(Time)
+            .or_else(|| previous.and_then(|p| p.last_heartbeat.clone())),
+    }
+}
+
+/// Whether an MCP that has sent heartbeats has missed more than three intervals of them. One
+/// that never sent any is judged by its probes alone. Pure.
+pub fn heartbeat_missing(last_ms: Option<i64>, now_ms: i64, interval_seconds: u32) -> bool {
+    last_ms.is_some_and(|last| now_ms - last > 3 * 1000 * i64::from(interval_seconds.max(1)))
+}
+
+/// The phase once heartbeats are counted: a Ready MCP whose heartbeats stopped is Degraded
+/// (half weight) even while its probes pass. Pure.
+pub fn with_heartbeats(phase: Phase, missing: bool) -> Phase {
+    if missing && phase == Phase::Ready {
+        Phase::Degraded
+    } else {
+        phase
     }
 }
 
@@ -248,8 +300,13 @@ fn ready_explanation(
     phase: Phase,
     problems: &str,
     obs: &Observation<'_>,
+    heartbeat_missing: bool,
 ) -> (&'static str, String) {
     match phase {
+        Phase::Degraded if heartbeat_missing => (
+            "HeartbeatMissing",
+            "health probes pass but heartbeats stopped; routed at half weight".into(),
+        ),
         Phase::Ready => (
             "Ready",
             "registered, compatible and healthy; receiving traffic".into(),
@@ -283,6 +340,7 @@ pub fn routing_status(
     phase: Phase,
     observed: Option<&Observed>,
     previous: Option<&RoutingStatus>,
+    heartbeat_missing: bool,
 ) -> RoutingStatus {
     let weight = spec.routing.weight;
     let health_factor = match phase {
@@ -313,6 +371,9 @@ pub fn routing_status(
                     && !p.reason.contains("not routable") =>
             {
                 p.reason.clone()
+            }
+            _ if phase == Phase::Degraded && heartbeat_missing => {
+                format!("degraded (heartbeats missing); {}", decision.reason)
             }
             _ if phase == Phase::Degraded => {
                 format!("degraded (probe refused); {}", decision.reason)
@@ -391,6 +452,8 @@ fn strip_volatile(mut status: MCPRegistrationStatus) -> MCPRegistrationStatus {
     if let Some(r) = status.routing.as_mut() {
         r.last_updated = None;
     }
+    // Moves with every heartbeat: written along with other changes, never on its own.
+    status.last_heartbeat = None;
     status
 }
 
@@ -568,5 +631,76 @@ mod tests {
             check_compatibility(&spec(), "0.1.0"),
             Compatibility::NoConstraint
         );
+    }
+
+    #[test]
+    fn an_mcp_whose_heartbeats_stop_is_degraded_at_half_weight_and_recovers_on_the_next() {
+        let health = tracker(&[true, true, true]);
+        let now = Timestamp::now();
+        let now_ms = now.as_millisecond();
+        let status_with = |last: Option<i64>, previous: Option<&MCPRegistrationStatus>| {
+            let observed = Observed {
+                last_heartbeat_ms: last,
+                ..Default::default()
+            };
+            let obs = Observation {
+                observed: Some(&observed),
+                ..observe(Some(&health), &[])
+            };
+            desired_status(&spec(), previous, &obs, &reporting(), now)
+        };
+
+        // Never heartbeated: probes alone decide, and no heartbeat condition appears.
+        let never = status_with(None, None);
+        assert_eq!(never.phase, Phase::Ready);
+        assert!(never
+            .conditions
+            .iter()
+            .all(|c| c.type_ != "HeartbeatMissing"));
+        let full = never.routing.as_ref().unwrap().effective_weight;
+
+        // Heartbeats on time (the last 80 s ago, interval 30 s: within 3 intervals).
+        let on_time = status_with(Some(now_ms - 80_000), Some(&never));
+        assert_eq!(on_time.phase, Phase::Ready);
+        assert_eq!(condition_of(&on_time, "HeartbeatMissing").status, "False");
+        assert!(on_time.last_heartbeat.is_some());
+
+        // Missed three intervals while probes pass: Degraded, half weight, and why.
+        let missed = status_with(Some(now_ms - 100_000), Some(&on_time));
+        assert_eq!(missed.phase, Phase::Degraded);
+        assert_eq!(condition_of(&missed, "HeartbeatMissing").status, "True");
+        assert_eq!(condition_of(&missed, "Ready").reason, "HeartbeatMissing");
+        assert_eq!(condition_of(&missed, "Healthy").status, "True");
+        let routing = missed.routing.as_ref().unwrap();
+        assert_eq!(routing.effective_weight, full / 2, "{routing:?}");
+        assert!(
+            routing.reason.contains("heartbeats missing"),
+            "{}",
+            routing.reason
+        );
+        assert!(meaningful_change(Some(&on_time), &missed));
+
+        // The next heartbeat brings it back.
+        let back = status_with(Some(now_ms - 1_000), Some(&missed));
+        assert_eq!(back.phase, Phase::Ready);
+        assert_eq!(condition_of(&back, "HeartbeatMissing").status, "False");
+        assert_eq!(back.routing.as_ref().unwrap().effective_weight, full);
+
+        // A newer heartbeat alone does not rewrite the status.
+        let later = status_with(Some(now_ms - 500), Some(&back));
+        assert!(!meaningful_change(Some(&back), &later));
+    }
+
+    #[test]
+    fn heartbeats_count_as_missing_after_three_intervals() {
+        assert!(!heartbeat_missing(None, 1_000_000, 30));
+        assert!(!heartbeat_missing(Some(910_000), 1_000_000, 30));
+        assert!(heartbeat_missing(Some(909_999), 1_000_000, 30));
+        assert_eq!(with_heartbeats(Phase::Ready, true), Phase::Degraded);
+        assert_eq!(
+            with_heartbeats(Phase::Unavailable, true),
+            Phase::Unavailable
+        );
+        assert_eq!(with_heartbeats(Phase::Ready, false), Phase::Ready);
     }
 }

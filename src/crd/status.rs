@@ -26,6 +26,10 @@ pub struct MCPRegistrationStatus {
     pub routing: Option<RoutingStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub discovered: Option<Discovered>,
+    /// The MCP's latest heartbeat the ingest servers received (`POST /v1/heartbeat`). Refreshed
+    /// whenever the status is written; a missed heartbeat shows in the `HeartbeatMissing` condition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat: Option<Time>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]

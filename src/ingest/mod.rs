@@ -184,7 +184,7 @@ pub async fn start(
             }
         }
     });
-    tokio::spawn(save_heartbeats(
+    let heartbeat_saver = tokio::spawn(save_heartbeats(
         state.clone(),
         config.heartbeat_save_interval,
         stop_tx.subscribe(),
@@ -213,6 +213,8 @@ pub async fn start(
         let _ = server.await;
         let _ = stop_tx.send(true);
         let _ = shipper.await;
+        // Its last write done, nothing touches the store after `done`.
+        let _ = heartbeat_saver.await;
         let left = state.spool.stats().records;
         if left > 0 {
             tracing::warn!(

@@ -128,6 +128,8 @@ pub struct Observed {
     pub p95_processing_time: Option<f64>,
     /// The median p95 of the MCPs sharing a capability with it (see [`peer_p95`]).
     pub peer_p95: Option<f64>,
+    /// The MCP's latest heartbeat as the ingest servers stored it, epoch ms.
+    pub last_heartbeat_ms: Option<i64>,
 }
 
 #[cfg(test)]

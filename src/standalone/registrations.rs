@@ -78,7 +78,8 @@ impl Registrations {
         );
     }
 
-    /// Every routing interval: each MCP's success rate and p95 over the window, with its peers'.
+    /// Every routing interval: each MCP's success rate and p95 over the window, with its peers',
+    /// and its latest heartbeat.
     pub(super) async fn refresh_performance_if_due(&mut self) {
         if tokio::time::Instant::now() < self.routing_due {
             return;
@@ -91,8 +92,12 @@ impl Registrations {
             Ok(range) => range,
             Err(e) => return tracing::warn!(error = %e, "bad routing window"),
         };
-        match self.store.metrics(None, range).await {
-            Ok(rows) => {
+        let read = match self.store.metrics(None, range).await {
+            Ok(rows) => self.store.heartbeats().await.map(|beats| (rows, beats)),
+            Err(e) => Err(e),
+        };
+        match read {
+            Ok((rows, heartbeats)) => {
                 let by_id = rows
                     .into_iter()
                     .map(|m| (m.mcp_id, (m.success_rate, m.p95_processing_time)))
@@ -102,7 +107,7 @@ impl Registrations {
                     .values()
                     .map(|e| Arc::new(e.registration.clone()))
                     .collect();
-                self.performance = board(&regs, &by_id);
+                self.performance = board(&regs, &by_id, &heartbeats);
             }
             Err(e) => tracing::warn!(error = %e, "cannot read performance; keeping the last known"),
         }
@@ -246,6 +251,13 @@ pub(super) fn render_view(
                 "effective_weight": status.and_then(|s| s.routing.as_ref()).map(|r| r.effective_weight),
                 "success_rate": observed.and_then(|o| o.success_rate),
                 "p95_processing_time": observed.and_then(|o| o.p95_processing_time),
+                "last_heartbeat": observed
+                    .and_then(|o| o.last_heartbeat_ms)
+                    .map(crate::interaction::format_ms),
+                "heartbeat_missing": status.is_some_and(|s| s
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == "HeartbeatMissing" && c.status == "True")),
                 "status": status,
             })
         })
