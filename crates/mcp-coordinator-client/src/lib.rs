@@ -1,0 +1,460 @@
+//! Reports an MCP server's interactions and heartbeats to mcp-coordinator's ingest API.
+//!
+//! Reports are queued (bounded) and sent in order by a background task, retried with backoff
+//! while the coordinator is unreachable or busy (no answer, 5xx, 429 with `Retry-After`), and
+//! dropped after a number of attempts or when a 4xx says they never will be accepted. A full
+//! queue drops the new report. Either way [`Stats::dropped`] counts it: the MCP's own work never
+//! waits for its reporting. Interaction IDs are made here, so a retried start stays one
+//! interaction.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, Notify};
+
+/// Backoff between attempts grows to this.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Where the MCP's API key comes from.
+#[derive(Debug, Clone)]
+pub enum Key {
+    /// This key.
+    Fixed(String),
+    /// The key in this file (a mounted Secret), read again whenever the coordinator refuses the
+    /// key it holds, so a rotated key is picked up without a restart.
+    File(PathBuf),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("the coordinator URL must start with http:// or https://, not {0:?}")]
+    BadUrl(String),
+    #[error("the client needs a Tokio runtime to send from (build it inside one)")]
+    NoRuntime,
+    #[error("no API key: {0}")]
+    NoKey(String),
+    #[error("cannot reach the coordinator at {url}: {source}")]
+    Unreachable { url: String, source: reqwest::Error },
+    #[error("{url} answered {status}: {body}")]
+    Refused {
+        url: String,
+        status: u16,
+        body: String,
+    },
+}
+
+/// What the client sent and what it had to drop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    pub sent: u64,
+    pub dropped: u64,
+}
+
+/// Settings of a [`Client`]; [`Client::builder`] starts one.
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    url: String,
+    key: Key,
+    sign: bool,
+    queue: usize,
+    max_attempts: u32,
+    heartbeat: Option<Duration>,
+    timeout: Duration,
+}
+
+impl ClientBuilder {
+    /// Sign every request (`X-MCP-Timestamp`, `X-MCP-Signature`), as `--require-signatures
+    /// writes` demands.
+    pub fn sign_requests(mut self, sign: bool) -> Self {
+        self.sign = sign;
+        self
+    }
+    /// At most this many reports wait to be sent (default 10,000).
+    pub fn queue(mut self, reports: usize) -> Self {
+        self.queue = reports.max(1);
+        self
+    }
+    /// Attempts per report before it is dropped (default 8).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+    /// Send a heartbeat this often (use `status.coordinatorConfig.heartbeatIntervalSeconds`).
+    pub fn heartbeat_every(mut self, every: Duration) -> Self {
+        self.heartbeat = Some(every.max(Duration::from_millis(100)));
+        self
+    }
+    /// How long one request may take (default 5 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The client, with its sender task running on the current Tokio runtime.
+    pub fn build(self) -> Result<Client, ClientError> {
+        if !self.url.starts_with("http://") && !self.url.starts_with("https://") {
+            return Err(ClientError::BadUrl(self.url));
+        }
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| ClientError::NoRuntime)?;
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(self.timeout)
+            .build()
+            .map_err(|source| ClientError::Unreachable {
+                url: self.url.clone(),
+                source,
+            })?;
+        let (sender, receiver) = mpsc::channel(self.queue);
+        let shared = Arc::new(Shared {
+            http,
+            base: self.url.trim_end_matches('/').to_string(),
+            key_source: self.key,
+            key: Mutex::new(None),
+            sign: self.sign,
+            max_attempts: self.max_attempts,
+            sent: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            pending: AtomicU64::new(0),
+            idle: Notify::new(),
+        });
+        runtime.spawn(send_loop(shared.clone(), receiver, self.heartbeat));
+        Ok(Client { shared, sender })
+    }
+}
+
+/// Reports an MCP's interactions; cheap to clone (clones share the queue).
+#[derive(Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+    sender: mpsc::Sender<Report>,
+}
+
+struct Shared {
+    http: reqwest::Client,
+    base: String,
+    key_source: Key,
+    key: Mutex<Option<String>>,
+    sign: bool,
+    max_attempts: u32,
+    sent: AtomicU64,
+    dropped: AtomicU64,
+    /// Reports queued or being sent.
+    pending: AtomicU64,
+    idle: Notify,
+}
+
+struct Report {
+    path: String,
+    body: Vec<u8>,
+}
+
+impl Client {
+    /// A client of the ingest API at `url` (e.g. `status.coordinatorConfig.interactionLogEndpoint`).
+    pub fn builder(url: impl Into<String>, key: Key) -> ClientBuilder {
+        ClientBuilder {
+            url: url.into(),
+            key,
+            sign: false,
+            queue: 10_000,
+            max_attempts: 8,
+            heartbeat: None,
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Reports the start of an interaction of `request_type`; `request_data` adds the seed's
+    /// request fields (`input_size`, `parameters`, `user_id`, ...). Answers its ID.
+    pub fn start(&self, request_type: &str, request_data: Value) -> String {
+        let id = new_interaction_id();
+        let mut data = match request_data {
+            Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        };
+        data.insert("request_type".into(), json!(request_type));
+        self.enqueue(
+            "/v1/interactions".into(),
+            &json!({"interaction_id": id, "request_data": data}),
+        );
+        id
+    }
+
+    /// Reports how far an interaction got (`progress` within 0–1).
+    pub fn progress(&self, interaction_id: &str, progress: Option<f64>, message: Option<&str>) {
+        let mut body = serde_json::Map::new();
+        if let Some(p) = progress {
+            body.insert("progress".into(), json!(p.clamp(0.0, 1.0)));
+        }
+        if let Some(m) = message {
+            body.insert("message".into(), json!(m));
+        }
+        self.enqueue(
+            format!("/v1/interactions/{interaction_id}/progress"),
+            &Value::Object(body),
+        );
+    }
+
+    /// Reports success with the seed's result fields (`processing_time` in seconds,
+    /// `quality_score`, `output_size`, `steps_executed`, ...).
+    pub fn complete(&self, interaction_id: &str, fields: Value) {
+        let mut body = match fields {
+            Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        };
+        body.entry("success").or_insert(json!(true));
+        self.enqueue(
+            format!("/v1/interactions/{interaction_id}/complete"),
+            &Value::Object(body),
+        );
+    }
+
+    /// Reports a failure with its code (e.g. `OCR_TIMEOUT`), a message and more fields.
+    pub fn fail(&self, interaction_id: &str, error_code: &str, message: &str, fields: Value) {
+        let mut body = match fields {
+            Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        };
+        body.insert("error_code".into(), json!(error_code));
+        body.insert("error_message".into(), json!(message));
+        self.enqueue(
+            format!("/v1/interactions/{interaction_id}/error"),
+            &Value::Object(body),
+        );
+    }
+
+    /// Sends a heartbeat now (the background task also sends them, with `heartbeat_every`).
+    pub async fn heartbeat(&self) -> Result<Value, ClientError> {
+        self.shared.post("/v1/heartbeat", b"{}").await
+    }
+
+    /// Waits until every queued report was sent or dropped; false if `timeout` passed first.
+    pub async fn flush(&self, timeout: Duration) -> bool {
+        let drained = async {
+            while self.shared.pending.load(Ordering::SeqCst) > 0 {
+                let notified = self.shared.idle.notified();
+                if self.shared.pending.load(Ordering::SeqCst) == 0 {
+                    break;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(timeout, drained).await.is_ok()
+    }
+
+    pub fn stats(&self) -> Stats {
+        Stats {
+            sent: self.shared.sent.load(Ordering::Relaxed),
+            dropped: self.shared.dropped.load(Ordering::Relaxed),
+        }
+    }
+
+    fn enqueue(&self, path: String, body: &Value) {
+        let body = serde_json::to_vec(body).unwrap_or_default();
+        self.shared.pending.fetch_add(1, Ordering::SeqCst);
+        if self.sender.try_send(Report { path, body }).is_err() {
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            self.shared.done();
+            tracing::warn!("mcp-coordinator report queue full (or closed); a report was dropped");
+        }
+    }
+}
+
+impl Shared {
+    fn done(&self) {
+        if self.pending.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
+    fn key(&self) -> Result<String, ClientError> {
+        let mut key = self.key.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(k) = key.as_ref() {
+            return Ok(k.clone());
+        }
+        let fresh = match &self.key_source {
+            Key::Fixed(k) => k.clone(),
+            Key::File(path) => std::fs::read_to_string(path)
+                .map_err(|e| ClientError::NoKey(format!("{}: {e}", path.display())))?
+                .trim()
+                .to_string(),
+        };
+        if fresh.is_empty() {
+            return Err(ClientError::NoKey("the key is empty".into()));
+        }
+        *key = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    async fn post(&self, path: &str, body: &[u8]) -> Result<Value, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let key = self.key()?;
+        let mut request = self
+            .http
+            .post(&url)
+            .bearer_auth(&key)
+            .header("content-type", "application/json")
+            .body(body.to_vec());
+        if self.sign {
+            let timestamp = jiff::Timestamp::now().as_second().to_string();
+            request = request.header("x-mcp-timestamp", &timestamp).header(
+                "x-mcp-signature",
+                sign(&key, "POST", path, &timestamp, body),
+            );
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                url: url.clone(),
+                source,
+            })?;
+        let status = response.status().as_u16();
+        if status == 401 {
+            // Perhaps rotated: read the key again next time.
+            *self.key.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        }
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let text = response.text().await.unwrap_or_default();
+        if (200..300).contains(&status) {
+            return Ok(serde_json::from_str(&text).unwrap_or(Value::Null));
+        }
+        let body = match retry_after {
+            Some(secs) => format!("{text} (retry after {secs} s)"),
+            None => text,
+        };
+        Err(ClientError::Refused { url, status, body })
+    }
+}
+
+/// Sends queued reports in order, and heartbeats on their interval, until every client is gone.
+async fn send_loop(
+    shared: Arc<Shared>,
+    mut reports: mpsc::Receiver<Report>,
+    heartbeat: Option<Duration>,
+) {
+    let mut beat = heartbeat.map(tokio::time::interval);
+    loop {
+        let report = match beat.as_mut() {
+            Some(beat) => tokio::select! {
+                _ = beat.tick() => {
+                    if let Err(e) = shared.post("/v1/heartbeat", b"{}").await {
+                        tracing::warn!(error = %e, "heartbeat failed");
+                    }
+                    continue;
+                }
+                report = reports.recv() => report,
+            },
+            None => reports.recv().await,
+        };
+        let Some(report) = report else {
+            return;
+        };
+        deliver(&shared, &report).await;
+        shared.done();
+    }
+}
+
+async fn deliver(shared: &Shared, report: &Report) {
+    let mut backoff = Duration::from_millis(100);
+    for attempt in 1..=shared.max_attempts {
+        let wait = match shared.post(&report.path, &report.body).await {
+            Ok(_) => {
+                shared.sent.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Err(ClientError::Refused { status, body, .. })
+                if status != 429 && status != 401 && status < 500 =>
+            {
+                tracing::warn!(path = %report.path, status, body = %body, "the coordinator refused a report; dropped");
+                break;
+            }
+            Err(ClientError::NoKey(why)) => {
+                tracing::warn!(reason = %why, "no API key; report dropped");
+                break;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, attempt, "report not delivered yet");
+                backoff
+            }
+        };
+        if attempt < shared.max_attempts {
+            tokio::time::sleep(wait).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+    shared.dropped.fetch_add(1, Ordering::Relaxed);
+}
+
+/// An interaction ID in the coordinator's format: `int_YYYYMMDD_HHMMSS_<16 hex digits>`.
+pub fn new_interaction_id() -> String {
+    let mut random = [0u8; 8];
+    // Without randomness the time alone still orders IDs; collisions need the same second.
+    let _ = getrandom::fill(&mut random);
+    let now = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC);
+    format!(
+        "int_{}_{}",
+        now.strftime("%Y%m%d_%H%M%S"),
+        random
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    )
+}
+
+/// The `X-MCP-Signature` of a request: hex HMAC-SHA256, keyed with SHA-256 of the API key, of
+/// `METHOD "\n" PATH "\n" TIMESTAMP "\n" hex(SHA-256(body))`.
+pub fn sign(api_key: &str, method: &str, path: &str, timestamp: &str, body: &[u8]) -> String {
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let message = format!(
+        "{method}\n{path}\n{timestamp}\n{}",
+        hex(&Sha256::digest(body))
+    );
+    let key = Sha256::digest(api_key.as_bytes());
+    let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(&key) else {
+        return String::new();
+    };
+    mac.update(message.as_bytes());
+    hex(&mac.finalize().into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interaction_ids_have_the_coordinators_shape() {
+        let id = new_interaction_id();
+        assert_eq!(
+            id.len(),
+            "int_20261202_083653_9dd47a65bd1426a2".len(),
+            "{id}"
+        );
+        assert!(id.starts_with("int_20"), "{id}");
+        assert_ne!(id, new_interaction_id());
+    }
+
+    #[test]
+    fn signatures_match_the_python_clients() {
+        // The same vector clients/python's sign() gives.
+        assert_eq!(
+            sign("k", "POST", "/v1/interactions", "1700000000", b"{}"),
+            "4157bab5b40bdb30f856a0a5e37935ed481cc198a7baa853f0c171e077f16f02"
+        );
+    }
+
+    #[test]
+    fn a_client_needs_a_runtime_and_a_real_url() {
+        let no_runtime = Client::builder("http://x", Key::Fixed("k".into())).build();
+        assert!(matches!(no_runtime, Err(ClientError::NoRuntime)));
+        let bad = Client::builder("x:8081", Key::Fixed("k".into())).build();
+        assert!(matches!(bad, Err(ClientError::BadUrl(_))));
+    }
+}
