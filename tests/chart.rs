@@ -1350,3 +1350,53 @@ fn the_alerts_fire_on_trouble_in_this_release_only_and_stay_quiet_otherwise() {
         );
     }
 }
+
+/// Runs tests/node/validate-monitoring.mjs over `objects`: (passed, what it printed).
+fn validate_monitoring(objects: &[Value]) -> (bool, String) {
+    use std::io::Write as _;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut child = std::process::Command::new("node")
+        .arg(root.join("tests/node/validate-monitoring.mjs"))
+        .env(
+            "PROMETHEUS_OPERATOR_MODELS",
+            root.join(".tools/npm/node_modules/@kubernetes-models/prometheus-operator"),
+        )
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("node runs (apt-get install nodejs npm; scripts/install-kube-tools.sh installs the schemas)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&serde_json::to_vec(objects).expect("JSON"))
+        .expect("write");
+    let out = child.wait_with_output().expect("node ends");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn the_service_monitor_and_rules_pass_the_prometheus_operators_own_schemas() {
+    for set in [
+        "metrics.serviceMonitor.enabled=true,metrics.prometheusRule.enabled=true",
+        "metrics.serviceMonitor.enabled=true,metrics.prometheusRule.enabled=true,ingest.tls.secretName=ingest-tls,metrics.serviceMonitor.scrapeTimeout=10s,metrics.serviceMonitor.honorLabels=true",
+    ] {
+        let docs = parse_manifests(&template(&["--set", set]));
+        let (valid, said) = validate_monitoring(&docs);
+        assert!(valid, "{set}: {said}");
+        assert!(said.contains("checked 2"), "{said}");
+    }
+    // The check is real: a malformed endpoint is refused.
+    let bad = serde_json::json!([{
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": {"name": "bad"},
+        "spec": {"selector": {}, "endpoints": [{"port": "ingest", "interval": "thirty seconds", "tlsConfig": {"insecureSkipVerify": "yes"}}]}
+    }]);
+    let (valid, said) = validate_monitoring(bad.as_array().expect("array"));
+    assert!(!valid && said.contains("insecureSkipVerify"), "{said}");
+}
