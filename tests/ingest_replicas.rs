@@ -11,7 +11,6 @@ use common::*;
 use mcp_coordinator::ingest::auth::ReaderTokens;
 use mcp_coordinator::store::clickhouse::ClickHouseStore;
 use mcp_coordinator::store::InteractionStore;
-use serde_json::Value;
 
 const MCP: &str = "beating_mcp_001";
 const KEY: &str = "mcpk_replicas_key_0123456789abcdef";
@@ -53,15 +52,7 @@ async fn a_heartbeat_sent_to_one_replica_is_answered_by_every_replica() {
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let answer: Value = http_client()
-            .get(format!("{}/v1/heartbeats", replicas[1].base))
-            .bearer_auth(READER)
-            .send()
-            .await
-            .expect("GET")
-            .json()
-            .await
-            .expect("JSON");
+        let answer = get_json_as(&format!("{}/v1/heartbeats", replicas[1].base), READER).await;
         if answer[MCP].is_string() {
             break;
         }

@@ -27,15 +27,7 @@ fn python(script: &str) -> tokio::process::Command {
 }
 
 async fn get(url: &str) -> Value {
-    http_client()
-        .get(url)
-        .bearer_auth(READER)
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("JSON")
+    get_json_as(url, READER).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

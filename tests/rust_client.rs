@@ -13,7 +13,7 @@ use mcp_coordinator::ingest::auth::ReaderTokens;
 use mcp_coordinator::ingest::signing::SigningPolicy;
 use mcp_coordinator::store::sqlite::SqliteStore;
 use mcp_coordinator_client::{Client, Key};
-use serde_json::{json, Value};
+use serde_json::json;
 
 const MCP: &str = "rusty_tool_mcp_001";
 const KEY: &str = "mcpk_rust_client_key_0123456789abcdef";
@@ -66,15 +66,11 @@ async fn signed_reports_and_heartbeats_arrive_and_a_rotated_key_is_read_again() 
     let base = ingest.base.clone();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let items = loop {
-        let body: Value = http_client()
-            .get(format!("{base}/v1/mcps/{MCP}/interactions?limit=10"))
-            .bearer_auth(READER)
-            .send()
-            .await
-            .expect("GET")
-            .json()
-            .await
-            .expect("JSON");
+        let body = get_json_as(
+            &format!("{base}/v1/mcps/{MCP}/interactions?limit=10"),
+            READER,
+        )
+        .await;
         let items = body["interactions"].as_array().cloned().unwrap_or_default();
         if items.len() == 2 && items.iter().all(|i| i["status"] != "in_progress") {
             break items;
@@ -91,15 +87,7 @@ async fn signed_reports_and_heartbeats_arrive_and_a_rotated_key_is_read_again() 
     assert_eq!(bad["status"], "failed");
     assert_eq!(bad["result_data"]["error_code"], "OCR_TIMEOUT");
 
-    let beats: Value = http_client()
-        .get(format!("{base}/v1/heartbeats"))
-        .bearer_auth(READER)
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("JSON");
+    let beats = get_json_as(&format!("{base}/v1/heartbeats"), READER).await;
     assert!(beats[MCP].is_string(), "{beats}");
     ingest.stop().await;
 }

@@ -229,3 +229,16 @@ pub fn http_client() -> reqwest::Client {
         .build()
         .expect("HTTP client builds")
 }
+
+/// `GET url` with a bearer `token`, answered as JSON.
+pub async fn get_json_as(url: &str, token: &str) -> serde_json::Value {
+    http_client()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("a JSON answer")
+}
