@@ -1,5 +1,6 @@
-//! `make demo`: the coordinator in standalone mode with `examples/standalone/` and three example
-//! MCPs of different quality (fast, slow, flaky). A client asks `GET /v1/route` for every request
+//! `make demo`: the coordinator in standalone mode with three example MCPs of different quality
+//! (fast, slow, flaky): two declared by the manifests of `examples/standalone/`, the flaky one
+//! registering itself when it starts (the seed's `register_mcp`, with a registrar token). A client asks `GET /v1/route` for every request
 //! and sends it to the chosen MCP; the MCPs report their interactions. Every few seconds the
 //! status table is printed: IDs assigned, interactions flowing, weights moving toward the better
 //! MCP. Stops after DEMO_SECONDS (default 40) or on Ctrl-C.
@@ -14,12 +15,16 @@ use mcp_coordinator::controller::status::ReportingSettings;
 use mcp_coordinator::example_mcp::{self, ExampleMcp};
 use mcp_coordinator::ingest::assemble::IngestParts;
 use mcp_coordinator::ingest::auth::{KeyRing, ReaderTokens};
+use mcp_coordinator::ingest::registrar::RegistrarTokens;
 use mcp_coordinator::ingest::IngestConfig;
 use mcp_coordinator::standalone::{self, StandaloneConfig};
 use mcp_coordinator::store::sqlite::SqliteStore;
 
 const LISTEN: &str = "127.0.0.1:18081";
 const TOKEN: &str = "demo-admin-token-0123456789";
+const REGISTRAR_TOKEN: &str = "demo-registrar-token-0123456789";
+/// The example MCP that registers itself instead of having a manifest.
+const SELF_REGISTERED: &str = "ocr-flaky";
 
 /// (name in examples/standalone, port, median latency ms, failure rate)
 const MCPS: [(&str, u16, u64, f64); 3] = [
@@ -43,7 +48,14 @@ async fn main() -> anyhow::Result<()> {
     let data_dir =
         std::env::temp_dir().join(format!("mcp-coordinator-demo-{}", std::process::id()));
     std::fs::create_dir_all(&data_dir)?;
-    let registrations = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/standalone");
+    // The examples' manifests, copied: self-registration writes its manifest beside them.
+    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/standalone");
+    let registrations = data_dir.join("registrations");
+    std::fs::create_dir_all(&registrations)?;
+    for (name, ..) in MCPS.iter().filter(|(name, ..)| *name != SELF_REGISTERED) {
+        let file = format!("{name}.yaml");
+        std::fs::copy(examples.join(&file), registrations.join(&file))?;
+    }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -59,6 +71,11 @@ async fn main() -> anyhow::Result<()> {
         keys: Arc::new(KeyRing::default()),
         readers: Arc::new(readers),
         retention_days: Arc::default(),
+        registrar_tokens: Some(Arc::new({
+            let mut tokens = RegistrarTokens::default();
+            tokens.add("demo", REGISTRAR_TOKEN, vec!["default".into()]);
+            tokens
+        })),
     };
     let coordinator = standalone::start(
         StandaloneConfig {
@@ -75,6 +92,7 @@ async fn main() -> anyhow::Result<()> {
             poll_interval: Duration::from_millis(500),
             allow_link_local_probes: false,
             probe_concurrency: 8,
+            registration_wait: Duration::from_secs(20),
         },
         stopped(stop_rx.clone()),
     )
@@ -99,14 +117,20 @@ async fn main() -> anyhow::Result<()> {
                         .join("keys/default")
                         .join(format!("{name}-mcp-key")),
                 ),
+                registrar_token: (name == SELF_REGISTERED).then(|| REGISTRAR_TOKEN.to_string()),
                 heartbeat: Duration::from_secs(5),
             },
             stopped(stop_rx.clone()),
         )
         .await?;
         println!(
-            "example MCP {name} on 127.0.0.1:{port}: ~{latency_ms} ms, {:.0}% failures",
-            failure_rate * 100.0
+            "example MCP {name} on 127.0.0.1:{port}: ~{latency_ms} ms, {:.0}% failures{}",
+            failure_rate * 100.0,
+            if name == SELF_REGISTERED {
+                " (registered itself: register_mcp)"
+            } else {
+                ""
+            }
         );
     }
 

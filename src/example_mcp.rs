@@ -29,6 +29,9 @@ pub struct ExampleMcp {
     /// File holding this MCP's API key (standalone writes `<data-dir>/keys/<ns>/<name>-mcp-key`);
     /// read again when the coordinator refuses the key (it was rotated).
     pub key_file: Option<PathBuf>,
+    /// A registrar token: the MCP registers itself (`register_mcp`) when it starts and reports
+    /// with the key the coordinator answers, instead of reading `key_file`.
+    pub registrar_token: Option<String>,
     pub heartbeat: Duration,
 }
 
@@ -43,9 +46,18 @@ pub async fn serve(
     mcp: ExampleMcp,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(mcp.listen).await?;
+    let addr = listener.local_addr()?;
     // Reports go through the client crate's queue: the MCP answers without waiting for them.
-    let reporter = match (&mcp.coordinator, &mcp.key_file) {
-        (Some(url), Some(key_file)) => {
+    let reporter = match (&mcp.coordinator, &mcp.registrar_token, &mcp.key_file) {
+        (Some(url), Some(token), _) => {
+            let registration = register(url, token, &mcp.name, addr)
+                .await
+                .map_err(std::io::Error::other)?;
+            tracing::info!(mcp_id = %registration.mcp_id, "registered itself with the coordinator");
+            Some(registration.client().map_err(std::io::Error::other)?)
+        }
+        (Some(url), None, Some(key_file)) => {
             let mut builder = Client::builder(url.clone(), Key::File(key_file.clone()))
                 .heartbeat_every(mcp.heartbeat);
             builder = builder.timeout(Duration::from_secs(5));
@@ -54,8 +66,6 @@ pub async fn serve(
         _ => None,
     };
     let counters = Arc::new(Counters::default());
-    let listener = tokio::net::TcpListener::bind(mcp.listen).await?;
-    let addr = listener.local_addr()?;
 
     let health = warp::path!("health")
         .and(warp::get())
@@ -89,6 +99,27 @@ pub async fn serve(
             .await;
     });
     Ok((addr, task))
+}
+
+/// Registers the example MCP listening on `addr` as the seed's `register_mcp` describes it.
+async fn register(
+    coordinator: &str,
+    token: &str,
+    name: &str,
+    addr: SocketAddr,
+) -> Result<mcp_coordinator_client::Registration, mcp_coordinator_client::ClientError> {
+    let info = mcp_coordinator_client::McpInfo {
+        name: name.to_string(),
+        version: crate::COORDINATOR_VERSION.to_string(),
+        mcp_type: "workflow".into(),
+        capabilities: vec!["text_extraction".into()],
+        supported_formats: vec!["image/png".into(), "application/pdf".into()],
+        min_memory: Some("256MB".into()),
+        min_cpu: Some("0.5 cores".into()),
+        url: format!("http://{addr}"),
+        ..Default::default()
+    };
+    mcp_coordinator_client::register(coordinator, token, &info, false).await
 }
 
 async fn process(

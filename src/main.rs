@@ -161,7 +161,12 @@ async fn run_query(args: QueryArgs) -> anyhow::Result<()> {
 }
 
 async fn run_example_mcp(args: ExampleMcpArgs) -> anyhow::Result<()> {
-    let mcp = args.example_mcp()?;
+    let mut mcp = args.example_mcp()?;
+    if let Some(path) = &args.registrar_token_file {
+        let token = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the registrar token {}", path.display()))?;
+        mcp.registrar_token = Some(token.trim().to_string());
+    }
     let (addr, task) = mcp_coordinator::example_mcp::serve(mcp, wait_for_signal())
         .await
         .context("cannot start the example MCP")?;

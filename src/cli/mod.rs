@@ -188,6 +188,9 @@ pub struct ExampleMcpArgs {
     /// File with this MCP's API key (standalone writes <data-dir>/keys/<namespace>/<name>-mcp-key).
     #[arg(long)]
     pub key_file: Option<std::path::PathBuf>,
+    /// File with a registrar token: the MCP registers itself when it starts (instead of --key-file).
+    #[arg(long, conflicts_with = "key_file")]
+    pub registrar_token_file: Option<std::path::PathBuf>,
     #[arg(long, default_value_t = 10)]
     pub heartbeat_seconds: u64,
 }
@@ -209,6 +212,7 @@ impl ExampleMcpArgs {
             failure_rate: self.failure_rate,
             coordinator: self.coordinator.clone(),
             key_file: self.key_file.clone(),
+            registrar_token: None,
             heartbeat: std::time::Duration::from_secs(self.heartbeat_seconds.max(1)),
         })
     }

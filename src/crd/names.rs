@@ -23,6 +23,9 @@ owned_names! {
     FINALIZER = "cleanup";
     /// Annotation on a registration: a new value asks for a new API key.
     ROTATE_KEY_ANNOTATION = "rotate-key";
+    /// Annotation on a registration made by self-registration (`register_mcp`): the registrar
+    /// token's name. Self-registration changes and retires only registrations that carry it.
+    REGISTERED_BY_ANNOTATION = "registered-by";
     /// Label (`true`) on the key Secrets the controller writes.
     CREDENTIALS_LABEL = "credentials";
     /// Label on a key Secret: the MCP ID its key belongs to.

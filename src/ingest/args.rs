@@ -66,6 +66,20 @@ pub struct IngestArgs {
     /// YAML map of reader name: token; these tokens may query history and metrics.
     #[arg(long)]
     pub reader_tokens_file: Option<std::path::PathBuf>,
+    /// YAML map of registrar name: {token, namespaces}; these tokens may self-register MCPs
+    /// (`register_mcp`) in their namespaces. Self-registration is off without it (in standalone
+    /// mode a token for namespace `default` is kept in `<data-dir>/registrar.token` instead).
+    #[arg(long)]
+    pub registrar_tokens_file: Option<std::path::PathBuf>,
+    /// The Kubernetes API token self-registration uses (the registrar ServiceAccount's, which may
+    /// create MCPRegistrations in the allowed namespaces); the ingest server's own identity when
+    /// absent. Read again on every request, so a rotated token is picked up.
+    #[arg(long)]
+    pub registrar_kube_token_file: Option<std::path::PathBuf>,
+    /// How long `register_mcp` waits for the registration's ID and key before answering 503
+    /// (send the same message again: registering is idempotent).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub registration_wait_seconds: u64,
     /// Largest single report body, in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     pub max_body_bytes: usize,

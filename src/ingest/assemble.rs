@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use super::args::IngestArgs;
 use super::auth::{AuthFileError, KeyRing, ReaderTokens};
+use super::registrar::kubernetes::KubernetesRegistrations;
+use super::registrar::{Registrar, RegistrarTokens};
 use super::routes::RoutesError;
 use super::spool::SpoolConfig;
 use super::state::Limits;
@@ -68,6 +70,8 @@ pub struct IngestParts {
     pub keys: Arc<KeyRing>,
     pub readers: Arc<ReaderTokens>,
     pub retention_days: Arc<RetentionDays>,
+    /// Registrar tokens from `--registrar-tokens-file`, if given.
+    pub registrar_tokens: Option<Arc<RegistrarTokens>>,
 }
 
 impl IngestParts {
@@ -154,6 +158,21 @@ pub async fn assemble(args: &IngestArgs, mode: Mode) -> Result<IngestParts, Asse
             tracing::warn!("no reader tokens configured (--reader-tokens-file, --keys-from-secrets): queries will be refused");
         }
     }
+    let registrar_tokens = match &args.registrar_tokens_file {
+        Some(path) => Some(Arc::new(RegistrarTokens::from_file(path)?)),
+        None => None,
+    };
+    let registrar = match (&registrar_tokens, mode) {
+        (Some(tokens), Mode::Ingest) => {
+            let client = registrar_client(args).await?;
+            Some(Arc::new(Registrar::new(
+                tokens.clone(),
+                Arc::new(KubernetesRegistrations::new(client)),
+                Duration::from_secs(args.registration_wait_seconds),
+            )))
+        }
+        _ => None,
+    };
     let router = Arc::new(Router::default());
     if args.routes_from_registrations {
         let client = kube_client("--routes-from-registrations").await?;
@@ -203,6 +222,7 @@ pub async fn assemble(args: &IngestArgs, mode: Mode) -> Result<IngestParts, Asse
         registrations: None,
         extra_metrics: None,
         heartbeat_save_interval: super::HEARTBEAT_SAVE_INTERVAL,
+        registrar,
     };
     Ok(IngestParts {
         config,
@@ -211,7 +231,26 @@ pub async fn assemble(args: &IngestArgs, mode: Mode) -> Result<IngestParts, Asse
         keys,
         readers,
         retention_days,
+        registrar_tokens,
     })
+}
+
+/// The client self-registration uses: the cluster of the ingest server's own configuration, with
+/// the registrar's token when `--registrar-kube-token-file` is given.
+async fn registrar_client(args: &IngestArgs) -> Result<kube::Client, AssembleError> {
+    const FLAG: &str = "--registrar-tokens-file";
+    let Some(token_file) = &args.registrar_kube_token_file else {
+        return kube_client(FLAG).await;
+    };
+    let fail = |source: kube::Error| AssembleError::Kubernetes { flag: FLAG, source };
+    let mut config = kube::Config::infer()
+        .await
+        .map_err(|e| fail(kube::Error::InferConfig(e)))?;
+    config.auth_info = kube::config::AuthInfo {
+        token_file: Some(token_file.display().to_string()),
+        ..kube::config::AuthInfo::default()
+    };
+    kube::Client::try_from(config).map_err(fail)
 }
 
 async fn kube_client(flag: &'static str) -> Result<kube::Client, AssembleError> {

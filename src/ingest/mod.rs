@@ -7,6 +7,7 @@ pub mod assemble;
 pub mod auth;
 pub mod credentials;
 pub mod metrics;
+pub mod registrar;
 pub mod routes;
 pub mod secrets;
 pub mod serve;
@@ -60,6 +61,8 @@ pub struct IngestConfig {
     pub extra_metrics: Option<prometheus::Registry>,
     /// How often heartbeats are written to the store, where every replica reads them.
     pub heartbeat_save_interval: Duration,
+    /// Self-registration (`register_mcp`), when registrar tokens are configured.
+    pub registrar: Option<Arc<registrar::Registrar>>,
 }
 
 impl IngestConfig {
@@ -98,6 +101,7 @@ impl IngestConfig {
             registrations: None,
             extra_metrics: None,
             heartbeat_save_interval: HEARTBEAT_SAVE_INTERVAL,
+            registrar: None,
         })
     }
 }

@@ -68,6 +68,7 @@ pub struct IngestState {
     pub limits: Limits,
     pub router: Arc<Router>,
     pub registrations: Option<Arc<RegistrationsView>>,
+    pub registrar: Option<Arc<super::registrar::Registrar>>,
     pub extra_metrics: Option<prometheus::Registry>,
     pub ready: AtomicBool,
     /// One permit per request being served (see `Limits::max_concurrent_requests`).
@@ -102,6 +103,7 @@ impl IngestState {
             limits: config.limits,
             router: config.router.clone(),
             registrations: config.registrations.clone(),
+            registrar: config.registrar.clone(),
             extra_metrics: config.extra_metrics.clone(),
             ready: AtomicBool::new(true),
             in_flight: Arc::new(Semaphore::new(config.limits.max_concurrent_requests.max(1))),

@@ -55,7 +55,8 @@ impl fmt::Display for Problem {
     }
 }
 
-fn schema() -> Value {
+/// The CRD's OpenAPI schema, which every manifest is checked against.
+pub fn schema() -> Value {
     let crd = crate::crd::crd();
     crd.spec
         .versions

@@ -9,6 +9,7 @@ pub mod manifests;
 mod ports;
 mod registrations;
 pub mod registry;
+mod self_registration;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -64,19 +65,20 @@ pub async fn run_from_args(
     if !args.registrations.is_dir() {
         return Err(StandaloneError::NotADirectory(args.registrations.clone()));
     }
-    let parts = assemble(&args.ingest, Mode::Standalone).await?;
+    let mut parts = assemble(&args.ingest, Mode::Standalone).await?;
     if args.ingest.admin_tokens_file.is_none() && args.ingest.reader_tokens_file.is_none() {
         let path = args.ingest.data_dir.join("admin.token");
-        let token = match std::fs::read_to_string(&path) {
-            Ok(t) => t.trim().to_string(),
-            Err(_) => {
-                let token = crate::controller::keys::generate_key()?.replacen("mcpk_", "admin_", 1);
-                write_private(&path, token.as_bytes())?;
-                token
-            }
-        };
+        let token = local_token(&path, "admin_")?;
         parts.readers.add_admin("local", &token);
         tracing::info!(path = %path.display(), "admin token for `mcp-coordinator status` and queries");
+    }
+    if parts.registrar_tokens.is_none() {
+        let path = args.ingest.data_dir.join("registrar.token");
+        let token = local_token(&path, "registrar_")?;
+        let mut tokens = crate::ingest::registrar::RegistrarTokens::default();
+        tokens.add("local", &token, vec!["default".into()]);
+        parts.registrar_tokens = Some(Arc::new(tokens));
+        tracing::info!(path = %path.display(), "registrar token for self-registration (register_mcp) in namespace default");
     }
     parts.start_store_jobs(&args.ingest);
     let config = StandaloneConfig {
@@ -91,9 +93,24 @@ pub async fn run_from_args(
         poll_interval: Duration::from_millis(args.poll_interval_ms.max(100)),
         probe_concurrency: args.registry.probe_concurrency,
         allow_link_local_probes: args.registry.allow_link_local_probes,
+        registration_wait: Duration::from_secs(args.ingest.registration_wait_seconds),
     };
     let store_name = config.ingest.store_name.clone();
     Ok((start(config, shutdown).await?, store_name))
+}
+
+/// A token kept in `path` (made on first use, readable only by this user), starting with `prefix`.
+fn local_token(path: &std::path::Path, prefix: &str) -> Result<String, StandaloneError> {
+    match std::fs::read_to_string(path) {
+        Ok(t) if t.trim().len() >= crate::ingest::auth::MIN_SECRET_BYTES => {
+            Ok(t.trim().to_string())
+        }
+        _ => {
+            let token = crate::controller::keys::generate_key()?.replacen("mcpk_", prefix, 1);
+            write_private(path, token.as_bytes())?;
+            Ok(token)
+        }
+    }
 }
 
 pub struct StandaloneConfig {
@@ -112,6 +129,8 @@ pub struct StandaloneConfig {
     pub probe_concurrency: usize,
     /// Let probes reach link-local addresses (cloud metadata services live there).
     pub allow_link_local_probes: bool,
+    /// How long `register_mcp` waits for the loop to assign an ID and key.
+    pub registration_wait: Duration,
 }
 
 pub struct RunningStandalone {
@@ -135,6 +154,7 @@ pub async fn start(
                 keys,
                 readers,
                 retention_days: retention,
+                registrar_tokens,
                 ..
             },
         mut reporting,
@@ -143,6 +163,7 @@ pub async fn start(
         poll_interval,
         probe_concurrency,
         allow_link_local_probes,
+        registration_wait,
     } = config;
     let metrics = Arc::new(Metrics::new()?);
     metrics.leader.set(1);
@@ -151,6 +172,17 @@ pub async fn start(
         Arc::new(RwLock::new(json!({"registrations": [], "invalid": []})));
     ingest_config.registrations = Some(view.clone());
     let router = ingest_config.router.clone();
+    // Self-registration reaches the loop below, which owns the registry, through this channel.
+    let (commands_tx, mut commands) = tokio::sync::mpsc::channel(16);
+    if let Some(tokens) = registrar_tokens {
+        ingest_config.registrar = Some(Arc::new(crate::ingest::registrar::Registrar::new(
+            tokens,
+            Arc::new(self_registration::LoopPort {
+                commands: commands_tx,
+            }),
+            registration_wait,
+        )));
+    }
     let sensitive = ingest_config.sensitive_mcps.clone();
     let scheme = if ingest_config.tls.is_some() {
         "https"
@@ -216,10 +248,16 @@ pub async fn start(
     let done = tokio::spawn(async move {
         let mut tick = tokio::time::interval(poll_interval);
         loop {
+            let mut command_received = None;
             tokio::select! {
                 _ = tick.tick() => {}
                 Some(_) = changes.recv() => {}
+                Some(command) = commands.recv() => command_received = Some(command),
                 _ = stop_rx.wait_for(|s| *s) => break,
+            }
+            if let Some(command) = command_received {
+                state.handle(command).await;
+                continue;
             }
             while changes.try_recv().is_ok() {}
             state.reload_if_changed();

@@ -95,6 +95,12 @@ impl Registry {
         Ok(value)
     }
 
+    /// Replaces the registration's API key with a new one (self-registration's `rotate_key`).
+    pub fn rotate_key(&mut self, namespace: &str, name: &str) -> Result<String, StandaloneError> {
+        self.state.keys.remove(&format!("{namespace}/{name}"));
+        self.key_for(namespace, name)
+    }
+
     /// Where an MCP finds its key: `<data-dir>/keys/<namespace>/<name>-mcp-key`.
     pub fn key_file(&self, namespace: &str, name: &str) -> PathBuf {
         self.keys_dir

@@ -7,6 +7,10 @@
 //! waits for its reporting. Interaction IDs are made here, so a retried start stays one
 //! interaction.
 
+mod registration;
+
+pub use registration::{register, unregister, McpInfo, Registration};
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};

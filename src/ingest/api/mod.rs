@@ -4,6 +4,7 @@
 
 pub mod guards;
 pub mod read;
+pub mod register;
 pub mod reply;
 pub mod route;
 pub mod write;
@@ -147,8 +148,21 @@ where
         (&Method::GET, ["metrics"]) => Ok(metrics(state)),
         (&Method::GET, ["v1", "route"]) => route::route(state, auth, req.query),
         (&Method::GET, ["v1", "registrations"]) => reading().registrations().map(ok),
+        (&Method::POST, ["api", "register"]) => {
+            require_json(req.headers)?;
+            let (registrar, grant) = register::grant(state, bearer(auth))?;
+            let body =
+                read_body(body, state.limits.single_bytes, state.limits.body_timeout).await?;
+            register::handle(registrar, &grant, &body).await
+        }
         (&Method::POST, ["api", "interactions"]) => {
             require_json(req.headers)?;
+            // The seed sends every action to one endpoint: a registrar token means registration.
+            if let Ok((registrar, grant)) = register::grant(state, bearer(auth)) {
+                let body =
+                    read_body(body, state.limits.single_bytes, state.limits.body_timeout).await?;
+                return register::handle(registrar, &grant, &body).await;
+            }
             // The seed's envelope may carry its key in the body; a key in the header is checked
             // before the body is read.
             if let Some(key) = bearer(auth) {
@@ -223,7 +237,7 @@ where
         (&Method::GET, ["v1", "metrics"]) => reading().all_metrics().await.map(ok),
         (
             _,
-            ["api", "interactions"]
+            ["api", "interactions" | "register"]
             | ["v1", "interactions" | "interactions:batch" | "heartbeat" | "heartbeats" | "metrics"
             | "audit"]
             | ["v1", "interactions", _, _]

@@ -35,6 +35,10 @@ pub enum ErrorCode {
     UnknownCapability,
     NoneReady,
     Saturated,
+    /// The name is taken by something self-registration may not change.
+    Conflict,
+    /// A registration was declared but has no ID and key yet.
+    RegistrationPending,
     Internal,
 }
 
@@ -63,6 +67,8 @@ impl ErrorCode {
             ErrorCode::UnknownCapability => "unknown_capability",
             ErrorCode::NoneReady => "none_ready",
             ErrorCode::Saturated => "saturated",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::RegistrationPending => "registration_pending",
             ErrorCode::Internal => "internal",
         }
     }
@@ -80,6 +86,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::NotFound | ErrorCode::UnknownCapability => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::Conflict => StatusCode::CONFLICT,
             ErrorCode::SpoolFull => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::NotReady
             | ErrorCode::SpoolUnavailable
@@ -87,7 +94,8 @@ impl ErrorCode {
             | ErrorCode::EncryptionUnavailable
             | ErrorCode::NoneReady
             | ErrorCode::Overloaded
-            | ErrorCode::Saturated => StatusCode::SERVICE_UNAVAILABLE,
+            | ErrorCode::Saturated
+            | ErrorCode::RegistrationPending => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -98,7 +106,8 @@ impl ErrorCode {
             ErrorCode::SpoolFull
             | ErrorCode::SpoolUnavailable
             | ErrorCode::StoreUnavailable
-            | ErrorCode::NoneReady => Some(5),
+            | ErrorCode::NoneReady
+            | ErrorCode::RegistrationPending => Some(5),
             ErrorCode::Saturated | ErrorCode::Overloaded => Some(1),
             _ => None,
         }

@@ -29,7 +29,16 @@ pub struct Envelope {
 
 impl Envelope {
     pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
-        serde_path_to_error::deserialize(parse_json(body)?).map_err(|e| {
+        let value = parse_json(body)?;
+        if let Some(action @ ("register_mcp" | "unregister_mcp")) =
+            value.get("action").and_then(Value::as_str)
+        {
+            return Err(ApiError::new(
+                ErrorCode::Unauthorized,
+                format!("{action} needs a registrar token (Authorization: Bearer <token>), not an MCP key"),
+            ));
+        }
+        serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
             ApiError::bad(BadReport::new(
                 if path == "." { String::new() } else { path },

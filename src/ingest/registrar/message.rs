@@ -1,0 +1,620 @@
+//! The seed's `register_mcp` and `unregister_mcp` messages, and the answer: pure translation
+//! between what an MCP says about itself and the MCPRegistration that declares it. The seed's own
+//! values (`"1GB"`, `"2 cores"`, endpoints as paths) are translated into Kubernetes terms, not
+//! refused; what cannot be translated is refused with the field named.
+
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::api::ObjectMeta;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::crd::validate::validate_spec;
+use crate::crd::{
+    Endpoint, MCPRegistration, MCPRegistrationSpec, MCPRegistrationStatus, Paths,
+    ResourceRequirements, REGISTERED_BY_ANNOTATION, ROTATE_KEY_ANNOTATION,
+};
+
+/// A message that cannot become a registration: the field at fault and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub field: String,
+    pub problem: String,
+}
+
+impl Refused {
+    fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// `{"action": "register_mcp", "mcp_info": {...}}`, with two additions of ours: `rotate_key` asks
+/// for a new API key, and `mcp_info.namespace` / `mcp_info.url` say where the registration goes and
+/// where the coordinator reaches the MCP.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterMessage {
+    pub action: String,
+    pub mcp_info: McpInfo,
+    #[serde(default)]
+    pub rotate_key: bool,
+}
+
+/// What an MCP says about itself: the seed's fields.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpInfo {
+    pub name: String,
+    pub version: String,
+    #[serde(rename = "type")]
+    pub mcp_type: String,
+    pub capabilities: Vec<String>,
+    #[serde(default)]
+    pub supported_formats: Vec<String>,
+    #[serde(default)]
+    pub resource_requirements: Option<SeedResources>,
+    #[serde(default)]
+    pub endpoints: Option<SeedEndpoints>,
+    /// The MCP's base URL (where `endpoints` paths are relative to).
+    #[serde(default, alias = "base_url")]
+    pub url: Option<String>,
+    /// The namespace of the registration; the token's first allowed namespace when absent.
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedResources {
+    #[serde(default)]
+    pub min_memory: Option<Value>,
+    #[serde(default)]
+    pub min_cpu: Option<Value>,
+    #[serde(default)]
+    pub gpu_required: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedEndpoints {
+    #[serde(default)]
+    pub health_check: Option<String>,
+    #[serde(default)]
+    pub process: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
+/// `{"action": "unregister_mcp", "name": ..., "namespace": ...}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnregisterMessage {
+    pub action: String,
+    pub name: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+/// A registration as a message declares it: where it goes and what it says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Declared {
+    pub namespace: String,
+    pub name: String,
+    pub spec: MCPRegistrationSpec,
+    pub rotate_key: bool,
+}
+
+impl Declared {
+    /// The MCPRegistration object, marked as made by self-registration for `registrar` (the
+    /// token's name); `rotation` is the `rotate-key` value to ask for, if any.
+    pub fn object(&self, registrar: &str, rotation: Option<&str>) -> MCPRegistration {
+        let mut annotations = std::collections::BTreeMap::new();
+        annotations.insert(REGISTERED_BY_ANNOTATION.to_string(), registrar.to_string());
+        if let Some(value) = rotation {
+            annotations.insert(ROTATE_KEY_ANNOTATION.to_string(), value.to_string());
+        }
+        MCPRegistration {
+            metadata: ObjectMeta {
+                name: Some(self.name.clone()),
+                namespace: Some(self.namespace.clone()),
+                annotations: Some(annotations),
+                ..ObjectMeta::default()
+            },
+            spec: self.spec.clone(),
+            status: None,
+        }
+    }
+}
+
+/// What the registry assigned: the answer's content.
+#[derive(Debug, Clone)]
+pub struct Assigned {
+    pub namespace: String,
+    pub name: String,
+    pub mcp_id: String,
+    pub api_key: String,
+    pub status: MCPRegistrationStatus,
+}
+
+/// The registration's name: the seed's MCP name made a Kubernetes name (`ocr_workflow_mcp` →
+/// `ocr-workflow-mcp`).
+pub fn registration_name(seed_name: &str) -> Result<String, Refused> {
+    let mut name = String::with_capacity(seed_name.len());
+    for c in seed_name.trim().chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            name.push(c);
+        } else if matches!(c, '-' | '_' | '.' | ' ') && !name.ends_with('-') {
+            name.push('-');
+        } else if !matches!(c, '-' | '_' | '.' | ' ') {
+            return Err(Refused::new(
+                "mcp_info.name",
+                format!("{seed_name:?} holds {c:?}; use letters, digits, '-', '_' or '.'"),
+            ));
+        }
+    }
+    let name = name.trim_matches('-').to_string();
+    if name.is_empty() || name.len() > 63 {
+        return Err(Refused::new(
+            "mcp_info.name",
+            format!("{seed_name:?} must become a name of 1 to 63 letters, digits and '-'"),
+        ));
+    }
+    Ok(name)
+}
+
+/// A namespace as a message names it: an RFC 1123 label.
+pub fn check_namespace(namespace: &str, field: &str) -> Result<(), Refused> {
+    let valid = !namespace.is_empty()
+        && namespace.len() <= 63
+        && namespace
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !namespace.starts_with('-')
+        && !namespace.ends_with('-');
+    if valid {
+        Ok(())
+    } else {
+        Err(Refused::new(
+            field,
+            format!("{namespace:?} is not a namespace name (lowercase letters, digits, '-', at most 63)"),
+        ))
+    }
+}
+
+/// A memory size as the seed writes it (`"1GB"`, `"512 MB"`, `"2GiB"`, a number of bytes) as a
+/// Kubernetes quantity (`1G`, `512M`, `2Gi`).
+pub fn memory_quantity(value: &Value, field: &str) -> Result<Quantity, Refused> {
+    let refused = || {
+        Refused::new(
+            field,
+            format!("{value} is not a memory size; use e.g. \"512MB\", \"1GB\" or \"2Gi\""),
+        )
+    };
+    let text = match value {
+        Value::Number(n) if n.as_u64().is_some() => return Ok(Quantity(n.to_string())),
+        Value::String(s) => s.trim(),
+        _ => return Err(refused()),
+    };
+    let (number, unit) = split_number(text).ok_or_else(refused)?;
+    let unit = unit.trim();
+    let lower = unit.to_ascii_lowercase();
+    let suffix = match lower.as_str() {
+        "" | "b" | "byte" | "bytes" => "",
+        "k" | "kb" => "k",
+        "m" | "mb" => "M",
+        "g" | "gb" => "G",
+        "t" | "tb" => "T",
+        "p" | "pb" => "P",
+        "ki" | "kib" => "Ki",
+        "mi" | "mib" => "Mi",
+        "gi" | "gib" => "Gi",
+        "ti" | "tib" => "Ti",
+        "pi" | "pib" => "Pi",
+        _ => return Err(refused()),
+    };
+    Ok(Quantity(format!("{number}{suffix}")))
+}
+
+/// A CPU amount as the seed writes it (`"2 cores"`, `"0.5 vCPU"`, `"500m"`, `2`) as a Kubernetes
+/// quantity (`2`, `0.5`, `500m`).
+pub fn cpu_quantity(value: &Value, field: &str) -> Result<Quantity, Refused> {
+    let refused = || {
+        Refused::new(
+            field,
+            format!("{value} is not a CPU amount; use e.g. \"2 cores\", \"0.5\" or \"500m\""),
+        )
+    };
+    let text = match value {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.trim().to_string(),
+        _ => return Err(refused()),
+    };
+    let (number, unit) = split_number(&text).ok_or_else(refused)?;
+    let suffix = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "core" | "cores" | "cpu" | "cpus" | "vcpu" | "vcpus" => "",
+        "m" | "millicore" | "millicores" | "millicpu" => "m",
+        _ => return Err(refused()),
+    };
+    Ok(Quantity(format!("{number}{suffix}")))
+}
+
+/// `"1.5 GB"` → (`"1.5"`, `" GB"`): a non-negative decimal number and what follows it.
+fn split_number(text: &str) -> Option<(&str, &str)> {
+    let end = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let number = &text[..end];
+    let valid = !number.is_empty()
+        && number.len() <= 20
+        && number.bytes().filter(|b| *b == b'.').count() <= 1
+        && !number.starts_with('.')
+        && !number.ends_with('.');
+    valid.then(|| (number, &text[end..]))
+}
+
+/// The MCP's base URL and paths: endpoints may be paths (relative to `url`) or absolute URLs,
+/// which then must share one origin.
+fn endpoint_and_paths(info: &McpInfo) -> Result<(Endpoint, Paths), Refused> {
+    let mut paths = Paths::default();
+    let mut origin = info
+        .url
+        .as_deref()
+        .map(|u| u.trim_end_matches('/').to_string());
+    if let Some(endpoints) = &info.endpoints {
+        let fields = [
+            (
+                "health_check",
+                &endpoints.health_check,
+                &mut paths.health_check,
+            ),
+            ("process", &endpoints.process, &mut paths.process),
+            ("status", &endpoints.status, &mut paths.status),
+        ];
+        for (name, given, path) in fields {
+            let Some(given) = given else { continue };
+            let field = format!("mcp_info.endpoints.{name}");
+            if given.starts_with('/') {
+                *path = given.clone();
+                continue;
+            }
+            let (base, rest) = split_url(given).ok_or_else(|| {
+                Refused::new(
+                    &field,
+                    format!("{given:?} is neither a path (\"/health\") nor an http(s) URL"),
+                )
+            })?;
+            match &origin {
+                Some(o) if o != base => {
+                    return Err(Refused::new(
+                        field,
+                        format!(
+                        "{given:?} is not under {o}: every endpoint of an MCP shares one base URL"
+                    ),
+                    ))
+                }
+                Some(_) => {}
+                None => origin = Some(base.to_string()),
+            }
+            *path = if rest.is_empty() {
+                "/".into()
+            } else {
+                rest.into()
+            };
+        }
+    }
+    let Some(url) = origin else {
+        return Err(Refused::new(
+            "mcp_info.url",
+            "where does the coordinator reach this MCP? Give mcp_info.url (e.g. \"http://ocr.example:8080\") or endpoints as full URLs",
+        ));
+    };
+    if split_url(&url).is_none_or(|(base, rest)| base.len() + rest.len() != url.len()) {
+        return Err(Refused::new(
+            "mcp_info.url",
+            format!("{url:?} is not an http(s) URL"),
+        ));
+    }
+    Ok((
+        Endpoint {
+            service: None,
+            url: Some(url),
+        },
+        paths,
+    ))
+}
+
+/// `http://host:port/path` → (`http://host:port`, `/path`).
+fn split_url(url: &str) -> Option<(&str, &str)> {
+    let after_scheme = url
+        .strip_prefix("http://")
+        .map(|r| (r, 7))
+        .or_else(|| url.strip_prefix("https://").map(|r| (r, 8)))?;
+    let (rest, scheme_len) = after_scheme;
+    let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    if host_end == 0 || rest[..host_end].contains(char::is_whitespace) {
+        return None;
+    }
+    Some(url.split_at(scheme_len + host_end))
+}
+
+/// A `register_mcp` message as a registration in `namespace`.
+pub fn declare(message: RegisterMessage, namespace: String) -> Result<Declared, Refused> {
+    if message.action != "register_mcp" {
+        return Err(Refused::new("action", "expected register_mcp"));
+    }
+    let info = message.mcp_info;
+    let name = registration_name(&info.name)?;
+    check_namespace(&namespace, "mcp_info.namespace")?;
+    let (endpoint, paths) = endpoint_and_paths(&info)?;
+    let resource_requirements = match &info.resource_requirements {
+        None => None,
+        Some(r) => {
+            let at = "mcp_info.resource_requirements";
+            Some(ResourceRequirements {
+                min_memory: r
+                    .min_memory
+                    .as_ref()
+                    .map(|v| memory_quantity(v, &format!("{at}.min_memory")))
+                    .transpose()?,
+                min_cpu: r
+                    .min_cpu
+                    .as_ref()
+                    .map(|v| cpu_quantity(v, &format!("{at}.min_cpu")))
+                    .transpose()?,
+                gpu_required: r.gpu_required,
+            })
+        }
+    };
+    let spec = MCPRegistrationSpec {
+        version: info.version,
+        mcp_type: info.mcp_type,
+        capabilities: info.capabilities,
+        supported_formats: info.supported_formats,
+        resource_requirements,
+        endpoint,
+        paths,
+        health_check: Default::default(),
+        routing: Default::default(),
+        privacy: Default::default(),
+        compatibility: None,
+    };
+    check_against_schema(&spec)?;
+    if let Some(problem) = validate_spec(&spec).into_iter().next() {
+        return Err(Refused::new(seed_field(problem.field), problem.message));
+    }
+    Ok(Declared {
+        namespace,
+        name,
+        spec,
+        rotate_key: message.rotate_key,
+    })
+}
+
+/// The checks the API server applies (the CRD's schema, CEL rules included), made here so that
+/// both modes refuse the same messages with the same words, before anything is written.
+fn check_against_schema(spec: &MCPRegistrationSpec) -> Result<(), Refused> {
+    static SCHEMA: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    let schema = SCHEMA.get_or_init(|| {
+        crate::crd::crd()
+            .spec
+            .versions
+            .first()
+            .and_then(|v| v.schema.as_ref())
+            .and_then(|s| s.open_api_v3_schema.as_ref())
+            .and_then(|s| serde_json::to_value(s).ok())
+            .unwrap_or(Value::Null)
+    });
+    let spec_schema = &schema["properties"]["spec"];
+    let value = serde_json::to_value(spec).map_err(|e| Refused::new("mcp_info", e.to_string()))?;
+    let mut causes = Vec::new();
+    structural_schema::validate(spec_schema, &value, "spec", &mut causes);
+    match causes.into_iter().next() {
+        Some(cause) => Err(Refused::new(seed_field(&cause.field), cause.message)),
+        None => Ok(()),
+    }
+}
+
+/// The message's name for a spec field, so errors point at what the MCP sent.
+fn seed_field(spec_field: &str) -> String {
+    let field = spec_field.trim_start_matches("spec.");
+    let seed = if field.starts_with("endpoint") {
+        "url".to_string()
+    } else if let Some(rest) = field.strip_prefix("supportedFormats") {
+        format!("supported_formats{rest}")
+    } else if let Some(rest) = field.strip_prefix("resourceRequirements") {
+        format!("resource_requirements{rest}")
+    } else {
+        field.to_string()
+    };
+    format!("mcp_info.{seed}")
+}
+
+/// The seed's answer: the ID, the key, where and how often to report, and the routing config.
+pub fn answer(assigned: &Assigned) -> Value {
+    let status = &assigned.status;
+    let config = status.coordinator_config.as_ref();
+    let routing = status.routing.as_ref();
+    json!({
+        "success": true,
+        "mcp_id": assigned.mcp_id,
+        "api_key": assigned.api_key,
+        "registration": {"namespace": assigned.namespace, "name": assigned.name},
+        "phase": status.phase.as_str(),
+        "coordinator_config": {
+            "interaction_log_endpoint": config.map(|c| c.interaction_log_endpoint.as_str()),
+            "heartbeat_interval": config.map(|c| c.heartbeat_interval_seconds),
+            "data_report_interval": config.map(|c| c.data_report_interval_seconds),
+            "api_key": assigned.api_key,
+        },
+        "routing_config": {
+            "priority": routing.map(|r| r.priority),
+            "weight": routing.map(|r| r.weight),
+            "effective_weight": routing.map(|r| r.effective_weight),
+            "max_concurrent_requests": routing.map(|r| r.max_concurrent_requests),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seed_message() -> RegisterMessage {
+        serde_json::from_value(json!({
+            "action": "register_mcp",
+            "mcp_info": {
+                "name": "ocr_workflow_mcp",
+                "version": "1.0.0",
+                "type": "workflow",
+                "capabilities": ["ocr_processing", "document_analysis"],
+                "supported_formats": ["image/jpeg", "image/png", "application/pdf"],
+                "resource_requirements": {"min_memory": "1GB", "min_cpu": "2 cores", "gpu_required": false},
+                "endpoints": {"health_check": "/health", "process": "/process", "status": "/status"},
+                "url": "http://ocr.example:8080/"
+            }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_seeds_own_message_becomes_a_registration() {
+        let declared = declare(seed_message(), "mcps".into()).unwrap();
+        assert_eq!(declared.name, "ocr-workflow-mcp");
+        assert_eq!(declared.namespace, "mcps");
+        let spec = &declared.spec;
+        assert_eq!(
+            spec.endpoint.url.as_deref(),
+            Some("http://ocr.example:8080")
+        );
+        assert_eq!(spec.paths.health_check, "/health");
+        let resources = spec.resource_requirements.as_ref().unwrap();
+        assert_eq!(resources.min_memory, Some(Quantity("1G".into())));
+        assert_eq!(resources.min_cpu, Some(Quantity("2".into())));
+        let object = declared.object("ci", Some("r1"));
+        let annotations = object.metadata.annotations.unwrap();
+        assert_eq!(annotations[REGISTERED_BY_ANNOTATION], "ci");
+        assert_eq!(annotations[ROTATE_KEY_ANNOTATION], "r1");
+    }
+
+    #[test]
+    fn seed_sizes_translate_to_quantities() {
+        let mem = |v: Value| memory_quantity(&v, "m").map(|q| q.0);
+        assert_eq!(mem(json!("1GB")).unwrap(), "1G");
+        assert_eq!(mem(json!("512 MB")).unwrap(), "512M");
+        assert_eq!(mem(json!("2GiB")).unwrap(), "2Gi");
+        assert_eq!(mem(json!("1.5gb")).unwrap(), "1.5G");
+        assert_eq!(mem(json!(1048576)).unwrap(), "1048576");
+        assert!(mem(json!("lots"))
+            .unwrap_err()
+            .problem
+            .contains("not a memory size"));
+        assert!(mem(json!("1 XB")).is_err());
+        assert!(mem(json!("-1GB")).is_err());
+        let cpu = |v: Value| cpu_quantity(&v, "c").map(|q| q.0);
+        assert_eq!(cpu(json!("2 cores")).unwrap(), "2");
+        assert_eq!(cpu(json!("1 core")).unwrap(), "1");
+        assert_eq!(cpu(json!("0.5 vCPU")).unwrap(), "0.5");
+        assert_eq!(cpu(json!("500m")).unwrap(), "500m");
+        assert_eq!(cpu(json!(4)).unwrap(), "4");
+        assert_eq!(cpu(json!("two")).unwrap_err().field, "c");
+    }
+
+    #[test]
+    fn endpoints_may_be_full_urls_of_one_origin() {
+        let mut message = seed_message();
+        message.mcp_info.url = None;
+        message.mcp_info.endpoints = Some(SeedEndpoints {
+            health_check: Some("https://ocr.example/healthz".into()),
+            process: Some("https://ocr.example/run".into()),
+            status: None,
+        });
+        let declared = declare(message, "mcps".into()).unwrap();
+        assert_eq!(
+            declared.spec.endpoint.url.as_deref(),
+            Some("https://ocr.example")
+        );
+        assert_eq!(declared.spec.paths.health_check, "/healthz");
+        assert_eq!(declared.spec.paths.status, "/status");
+
+        let mut message = seed_message();
+        message.mcp_info.endpoints = Some(SeedEndpoints {
+            health_check: Some("https://elsewhere.example/health".into()),
+            process: None,
+            status: None,
+        });
+        let refused = declare(message, "mcps".into()).unwrap_err();
+        assert_eq!(refused.field, "mcp_info.endpoints.health_check");
+
+        let mut message = seed_message();
+        message.mcp_info.url = None;
+        let refused = declare(message, "mcps".into()).unwrap_err();
+        assert_eq!(refused.field, "mcp_info.url");
+        assert!(refused.problem.contains("where does the coordinator reach"));
+    }
+
+    #[test]
+    fn names_and_bad_values_are_refused_with_the_field() {
+        assert_eq!(
+            registration_name("OCR Workflow_MCP").unwrap(),
+            "ocr-workflow-mcp"
+        );
+        assert_eq!(registration_name("__x__").unwrap(), "x");
+        assert_eq!(registration_name("a/b").unwrap_err().field, "mcp_info.name");
+        assert!(registration_name("___").is_err());
+        assert!(registration_name(&"a".repeat(64)).is_err());
+        assert!(check_namespace("Team", "ns").is_err());
+        assert!(check_namespace("../x", "ns").is_err());
+        let mut message = seed_message();
+        message.mcp_info.version = "one".into();
+        let refused = declare(message, "mcps".into()).unwrap_err();
+        assert_eq!(refused.field, "mcp_info.version", "{refused:?}");
+        let mut message = seed_message();
+        message.mcp_info.mcp_type = "Work Flow".into();
+        let refused = declare(message, "mcps".into()).unwrap_err();
+        assert_eq!(
+            refused.field, "mcp_info.type",
+            "the CRD's own pattern: {refused:?}"
+        );
+        let mut message = seed_message();
+        message.mcp_info.capabilities.clear();
+        let refused = declare(message, "mcps".into()).unwrap_err();
+        assert_eq!(refused.field, "mcp_info.capabilities", "{refused:?}");
+        let mut message = seed_message();
+        message.mcp_info.url = Some("ftp://x".into());
+        assert_eq!(
+            declare(message, "mcps".into()).unwrap_err().field,
+            "mcp_info.url"
+        );
+    }
+
+    #[test]
+    fn the_answer_has_the_seeds_shape() {
+        let status: MCPRegistrationStatus = serde_json::from_value(json!({
+            "mcpId": "ocr_workflow_mcp_001",
+            "phase": "Ready",
+            "coordinatorConfig": {
+                "interactionLogEndpoint": "http://coordinator:8081",
+                "heartbeatIntervalSeconds": 30,
+                "dataReportIntervalSeconds": 10,
+                "apiKeySecretRef": {"name": "ocr-workflow-mcp-mcp-key", "key": "api-key"}
+            },
+            "routing": {"priority": 1, "weight": 100, "effectiveWeight": 100, "maxConcurrentRequests": 10, "reason": "healthy"}
+        }))
+        .unwrap();
+        let answer = answer(&Assigned {
+            namespace: "mcps".into(),
+            name: "ocr-workflow-mcp".into(),
+            mcp_id: "ocr_workflow_mcp_001".into(),
+            api_key: "mcpk_x".into(),
+            status,
+        });
+        assert_eq!(answer["success"], true);
+        assert_eq!(answer["mcp_id"], "ocr_workflow_mcp_001");
+        assert_eq!(answer["coordinator_config"]["heartbeat_interval"], 30);
+        assert_eq!(answer["coordinator_config"]["api_key"], "mcpk_x");
+        assert_eq!(answer["routing_config"]["max_concurrent_requests"], 10);
+    }
+}

@@ -1,0 +1,88 @@
+//! Self-registration (the seed's `register_mcp`): an MCP outside the cluster, or without kubectl
+//! rights, declares itself with a registrar token and gets its ID, API key and configuration back.
+//! The message is translated here (`message`), the token says where it may register (`tokens`),
+//! and a port does the declaring: Kubernetes (`kubernetes`, with its own narrow identity) or
+//! standalone mode's manifest directory.
+
+pub mod kubernetes;
+pub mod message;
+pub mod tokens;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::sync::Semaphore;
+
+pub use message::{Assigned, Declared, Refused};
+pub use tokens::{Grant, RegistrarTokens};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistrarError {
+    /// The name is taken by a registration self-registration did not make, or is being deleted.
+    #[error("{0}")]
+    Conflict(String),
+    /// The registry refused the registration (the API server's validation).
+    #[error("{field}: {problem}")]
+    Refused { field: String, problem: String },
+    #[error("no self-registered MCP {0}")]
+    NotFound(String),
+    /// The registry could not be reached or answered an error; trying again may work.
+    #[error("the registry is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Where registrations are declared and their ID and key read back.
+pub trait RegistrationPort: Send + Sync {
+    /// Creates or updates the registration (marked as made by `registrar`) and waits until the
+    /// registry assigned its ID and a key (a new one when `declared.rotate_key`). The caller bounds
+    /// the wait.
+    fn register<'a>(
+        &'a self,
+        declared: &'a Declared,
+        registrar: &'a str,
+    ) -> BoxFuture<'a, Result<Assigned, RegistrarError>>;
+
+    /// Deletes a self-registered registration: its ID is retired, its key revoked.
+    fn unregister<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<(), RegistrarError>>;
+}
+
+/// Self-registration as the ingest server offers it.
+pub struct Registrar {
+    pub tokens: Arc<RegistrarTokens>,
+    pub port: Arc<dyn RegistrationPort>,
+    /// How long a registration waits for its ID and key before answering "try again".
+    pub wait: Duration,
+    /// Registrations in progress at once; more are refused (each may wait `wait`).
+    pub at_once: Arc<Semaphore>,
+}
+
+/// Registrations that may wait at once for their ID and key.
+pub const REGISTRATIONS_AT_ONCE: usize = 16;
+
+impl std::fmt::Debug for Registrar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registrar")
+            .field("wait", &self.wait)
+            .finish()
+    }
+}
+
+impl Registrar {
+    pub fn new(
+        tokens: Arc<RegistrarTokens>,
+        port: Arc<dyn RegistrationPort>,
+        wait: Duration,
+    ) -> Self {
+        Self {
+            tokens,
+            port,
+            wait,
+            at_once: Arc::new(Semaphore::new(REGISTRATIONS_AT_ONCE)),
+        }
+    }
+}

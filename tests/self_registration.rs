@@ -1,0 +1,300 @@
+//! Self-registration (the seed's `register_mcp`) end to end: in Kubernetes (the controller over
+//! the test API server, the registrar's port creating the registration and reading the key back)
+//! and in standalone mode (the real binary, a manifest written into the registrations directory).
+//! The ID and key answered are the ones the registry holds, and the key reports.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::ingest::{free_port, test_config, InProcessIngest, ScratchDir, BIN};
+use common::*;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::PostParams;
+use kube::{Api, ResourceExt};
+use mcp_coordinator::crd::{MCPRegistration, REGISTERED_BY_ANNOTATION};
+use mcp_coordinator::ingest::auth::{KeyRing, ReaderTokens};
+use mcp_coordinator::ingest::registrar::kubernetes::KubernetesRegistrations;
+use mcp_coordinator::ingest::registrar::{Registrar, RegistrarTokens};
+use mcp_coordinator::store::sqlite::SqliteStore;
+use serde_json::{json, Value};
+
+const TOKEN: &str = "registrar-token-0123456789";
+
+fn seed_message(url: &str) -> Value {
+    json!({
+        "action": "register_mcp",
+        "mcp_info": {
+            "name": "ocr_workflow_mcp",
+            "version": "1.0.0",
+            "type": "workflow",
+            "capabilities": ["ocr_processing", "document_analysis"],
+            "supported_formats": ["image/jpeg", "image/png", "application/pdf"],
+            "resource_requirements": {"min_memory": "1GB", "min_cpu": "2 cores", "gpu_required": false},
+            "endpoints": {"health_check": "/health", "process": "/process", "status": "/status"},
+            "url": url
+        }
+    })
+}
+
+async fn post(base: &str, path: &str, token: &str, body: &Value) -> (u16, Value) {
+    let response = http_client()
+        .post(format!("{base}{path}"))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn report(base: &str, key: &str) -> u16 {
+    http_client()
+        .post(format!("{base}/v1/interactions"))
+        .bearer_auth(key)
+        .json(&json!({"request_data": {"request_type": "ocr_processing"}, "processing_time": 0.05, "success": true}))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mcp_registers_itself_in_kubernetes_and_gets_its_id_and_key() {
+    let server = api_server().await;
+    let controller = start_controller(&server);
+    let mcp = FakeMcp::start().await;
+    let dir = ScratchDir::new("self-registration");
+    let mut tokens = RegistrarTokens::default();
+    tokens.add("ci", TOKEN, vec!["mcps".into(), "team-a".into()]);
+    let mut config = test_config(dir.path());
+    config.registrar = Some(Arc::new(Registrar::new(
+        Arc::new(tokens),
+        Arc::new(KubernetesRegistrations::new(client(&server))),
+        Duration::from_secs(20),
+    )));
+    let store = Arc::new(SqliteStore::open(&dir.path().join("interactions.db")).unwrap());
+    let mut ingest = InProcessIngest::start(
+        config,
+        store,
+        Arc::new(KeyRing::default()),
+        Arc::new(ReaderTokens::default()),
+    )
+    .await;
+    let base = ingest.base.clone();
+
+    let (status, answer) = post(&base, "/api/register", TOKEN, &seed_message(&mcp.url())).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["success"], true);
+    assert_eq!(answer["mcp_id"], "ocr_workflow_mcp_001", "{answer}");
+    assert_eq!(
+        answer["registration"],
+        json!({"namespace": "mcps", "name": "ocr-workflow-mcp"})
+    );
+    assert_eq!(
+        answer["coordinator_config"]["interaction_log_endpoint"],
+        "http://ingest.test:8081"
+    );
+    assert_eq!(answer["coordinator_config"]["heartbeat_interval"], 30);
+    assert_eq!(answer["routing_config"]["weight"], 100);
+    assert_eq!(answer["routing_config"]["max_concurrent_requests"], 100);
+
+    // The registration is an ordinary one, marked as self-registered, with the seed's sizes
+    // translated; the key answered is the one in the Secret the controller owns.
+    let api: Api<MCPRegistration> = Api::namespaced(client(&server), "mcps");
+    let reg = api.get("ocr-workflow-mcp").await.unwrap();
+    assert_eq!(reg.annotations()[REGISTERED_BY_ANNOTATION], "ci");
+    let resources = reg.spec.resource_requirements.clone().unwrap();
+    assert_eq!(resources.min_memory.unwrap().0, "1G");
+    assert_eq!(resources.min_cpu.unwrap().0, "2");
+    let secrets: Api<Secret> = Api::namespaced(client(&server), "mcps");
+    let secret = secrets.get(&reg.key_secret_name()).await.unwrap();
+    let stored = String::from_utf8(secret.data.unwrap()["api-key"].0.clone()).unwrap();
+    assert_eq!(answer["api_key"], stored.as_str());
+    assert_eq!(answer["coordinator_config"]["api_key"], stored.as_str());
+
+    // Again: the same ID and key, through the seed's single endpoint too.
+    let (status, again) = post(&base, "/api/interactions", TOKEN, &seed_message(&mcp.url())).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["mcp_id"], answer["mcp_id"]);
+    assert_eq!(again["api_key"], answer["api_key"]);
+
+    // A rotation asked for: a new key, issued by the controller.
+    let mut rotate = seed_message(&mcp.url());
+    rotate["rotate_key"] = json!(true);
+    let (status, rotated) = post(&base, "/api/register", TOKEN, &rotate).await;
+    assert_eq!(status, 200, "{rotated}");
+    assert_eq!(rotated["mcp_id"], answer["mcp_id"]);
+    assert_ne!(rotated["api_key"], answer["api_key"], "a new key");
+    let secret = secrets.get(&reg.key_secret_name()).await.unwrap();
+    let stored = String::from_utf8(secret.data.unwrap()["api-key"].0.clone()).unwrap();
+    assert_eq!(rotated["api_key"], stored.as_str());
+
+    // Refusals a user can act on.
+    let (status, body) = post(
+        &base,
+        "/api/register",
+        "not-a-registrar-token",
+        &seed_message(&mcp.url()),
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    let mut elsewhere = seed_message(&mcp.url());
+    elsewhere["mcp_info"]["namespace"] = json!("kube-system");
+    let (status, body) = post(&base, "/api/register", TOKEN, &elsewhere).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("mcps, team-a only"),
+        "{body}"
+    );
+    let mut bad_size = seed_message(&mcp.url());
+    bad_size["mcp_info"]["resource_requirements"]["min_memory"] = json!("lots");
+    let (status, body) = post(&base, "/api/register", TOKEN, &bad_size).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body["error"]["field"],
+        "mcp_info.resource_requirements.min_memory"
+    );
+    // A name kubectl already uses is not taken over.
+    api.create(&PostParams::default(), &{
+        let mut r = registration("taken", &mcp.url(), "");
+        r.metadata.namespace = Some("mcps".into());
+        r
+    })
+    .await
+    .unwrap();
+    let mut taken = seed_message(&mcp.url());
+    taken["mcp_info"]["name"] = json!("taken");
+    let (status, body) = post(&base, "/api/register", TOKEN, &taken).await;
+    assert_eq!(status, 409, "{body}");
+    let (status, _) = post(
+        &base,
+        "/api/register",
+        TOKEN,
+        &json!({"action": "unregister_mcp", "name": "taken"}),
+    )
+    .await;
+    assert_eq!(
+        status, 409,
+        "kubectl's registration is not retired by self-registration"
+    );
+
+    // Retired: the registration goes (its ID with it), and so does a second attempt.
+    let unregister = json!({"action": "unregister_mcp", "name": "ocr_workflow_mcp"});
+    let (status, body) = post(&base, "/api/register", TOKEN, &unregister).await;
+    assert_eq!(status, 200, "{body}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while api.get_opt("ocr-workflow-mcp").await.unwrap().is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "not deleted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, body) = post(&base, "/api/register", TOKEN, &unregister).await;
+    assert_eq!(status, 404, "{body}");
+
+    ingest.stop().await;
+    controller.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mcp_registers_itself_in_standalone_mode_and_reports_with_its_key() {
+    let dir = ScratchDir::new("standalone-self-registration");
+    let (regs, data) = (dir.path().join("registrations"), dir.path().join("data"));
+    std::fs::create_dir_all(&regs).unwrap();
+    let port = free_port();
+    let _standalone = tokio::process::Command::new(BIN)
+        .args([
+            "standalone",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--poll-interval-ms",
+            "200",
+        ])
+        .arg("--registrations")
+        .arg(&regs)
+        .arg("--data-dir")
+        .arg(&data)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("standalone starts");
+    let base = format!("http://127.0.0.1:{port}");
+    common::ingest::wait_healthy(&base).await;
+    let token = std::fs::read_to_string(data.join("registrar.token"))
+        .expect("a registrar token is kept in the data directory");
+    let mcp = FakeMcp::start().await;
+
+    let (status, answer) = post(&base, "/api/register", &token, &seed_message(&mcp.url())).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["mcp_id"], "ocr_workflow_mcp_001");
+    assert_eq!(answer["registration"]["namespace"], "default");
+    assert_eq!(
+        answer["coordinator_config"]["interaction_log_endpoint"],
+        base.as_str()
+    );
+    let key = answer["api_key"].as_str().unwrap().to_string();
+    assert_eq!(
+        report(&base, &key).await,
+        202,
+        "the key answered reports at once"
+    );
+    let manifest = regs.join("self-registered.default.ocr-workflow-mcp.yaml");
+    assert!(
+        manifest.is_file(),
+        "the registration is a manifest in the directory"
+    );
+
+    let (_, again) = post(&base, "/api/register", &token, &seed_message(&mcp.url())).await;
+    assert_eq!(
+        (again["mcp_id"].clone(), again["api_key"].clone()),
+        (answer["mcp_id"].clone(), answer["api_key"].clone())
+    );
+    let mut rotate = seed_message(&mcp.url());
+    rotate["rotate_key"] = json!(true);
+    let (status, rotated) = post(&base, "/api/register", &token, &rotate).await;
+    assert_eq!(status, 200, "{rotated}");
+    let new_key = rotated["api_key"].as_str().unwrap().to_string();
+    assert_ne!(new_key, key);
+    assert_eq!(report(&base, &new_key).await, 202);
+
+    // A manifest of the user's own keeps its name.
+    std::fs::write(
+        regs.join("mine.yaml"),
+        format!("apiVersion: mcp.coordinator.dev/v1alpha1\nkind: MCPRegistration\nmetadata:\n  name: mine\nspec:\n  version: 1.0.0\n  type: workflow\n  capabilities: [ocr]\n  endpoint:\n    url: {}\n", mcp.url()),
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut mine = seed_message(&mcp.url());
+    mine["mcp_info"]["name"] = json!("mine");
+    let (status, body) = post(&base, "/api/register", &token, &mine).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("mine.yaml"),
+        "{body}"
+    );
+
+    let (status, body) = post(
+        &base,
+        "/api/register",
+        &token,
+        &json!({"action": "unregister_mcp", "name": "ocr_workflow_mcp"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!manifest.exists(), "its manifest is gone");
+    assert_eq!(report(&base, &new_key).await, 401, "its key is revoked");
+    let (status, again) = post(&base, "/api/register", &token, &seed_message(&mcp.url())).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(
+        again["mcp_id"], "ocr_workflow_mcp_002",
+        "a retired ID is never handed out again"
+    );
+}
