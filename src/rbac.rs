@@ -75,6 +75,20 @@ pub const API_CALLS: &[ApiPermission] = &[
         component: "ingest",
         why: "API keys and reader tokens from labelled Secrets (--keys-from-secrets)",
     },
+    ApiPermission {
+        group: "mcp.coordinator.dev",
+        resource: "mcpregistrations",
+        verbs: &["get", "create", "update", "delete"],
+        component: "registrar",
+        why: "self-registration (register_mcp, registrar.enabled): declare, update and retire the registrations it made, in registrar.namespaces only",
+    },
+    ApiPermission {
+        group: "",
+        resource: "secrets",
+        verbs: &["get"],
+        component: "registrar",
+        why: "self-registration: read back the key of the registration it made (trusted only when that registration owns the Secret)",
+    },
 ];
 
 /// Whether `component` may `verb` the `resource` of `group`.

@@ -1400,3 +1400,124 @@ fn the_service_monitor_and_rules_pass_the_prometheus_operators_own_schemas() {
     let (valid, said) = validate_monitoring(bad.as_array().expect("array"));
     assert!(!valid && said.contains("insecureSkipVerify"), "{said}");
 }
+
+#[test]
+fn self_registration_gets_its_own_identity_with_create_rights_only_in_its_namespaces() {
+    let (docs, _) = render("registrar.enabled=true,registrar.namespaces={mcps,team-a}");
+    let grants = grants_by_identity(&docs);
+    let registrar_sa = "test-mcp-coordinator-registrar";
+    assert_eq!(
+        grants.keys().collect::<Vec<_>>(),
+        [
+            "test-mcp-coordinator",
+            "test-mcp-coordinator-ingest",
+            registrar_sa
+        ]
+    );
+    assert_eq!(grants[registrar_sa], needed_by("registrar"));
+    for (identity, granted) in &grants {
+        let creates = granted
+            .iter()
+            .any(|(_, resource, verb)| resource == "mcpregistrations" && verb == "create");
+        assert_eq!(
+            creates,
+            identity == registrar_sa,
+            "only self-registration creates registrations: {identity}"
+        );
+    }
+    let mut role_namespaces: Vec<&str> = docs
+        .iter()
+        .filter(|d| d["kind"] == "Role" && d["metadata"]["name"] == registrar_sa)
+        .filter_map(|d| d["metadata"]["namespace"].as_str())
+        .collect();
+    role_namespaces.sort_unstable();
+    assert_eq!(
+        role_namespaces,
+        ["mcps", "team-a"],
+        "a Role in each allowed namespace, nowhere else"
+    );
+    assert!(
+        !docs.iter().any(|d| d["kind"] == "ClusterRoleBinding"
+            && d["subjects"].to_string().contains(registrar_sa)),
+        "never cluster-wide"
+    );
+
+    // The ingest container holds the registrar's token for that one code path, and its tokens file.
+    let pod = &docs.iter().find(|d| is_workload(d)).expect("workload")["spec"]["template"]["spec"];
+    let ingest = &pod["containers"][1];
+    let args = ingest["args"].to_string();
+    assert!(
+        args.contains("--registrar-tokens-file=/etc/mcp-coordinator/registrar/registrars.yaml"),
+        "{args}"
+    );
+    assert!(
+        args.contains(
+            "--registrar-kube-token-file=/var/run/secrets/mcp-coordinator/registrar/token"
+        ),
+        "{args}"
+    );
+    let api_token_secret = pod["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["name"] == "registrar-api-token")
+        .expect("the registrar token volume")["secret"]["secretName"]
+        .clone();
+    let api_token = docs
+        .iter()
+        .find(|d| d["kind"] == "Secret" && d["metadata"]["name"] == api_token_secret)
+        .expect("its Secret is rendered");
+    assert_eq!(api_token["type"], "kubernetes.io/service-account-token");
+    assert_eq!(
+        api_token["metadata"]["annotations"]["kubernetes.io/service-account.name"],
+        registrar_sa
+    );
+
+    // The generated tokens file is what the ingest server reads: one token for both namespaces.
+    let tokens = docs
+        .iter()
+        .find(|d| {
+            d["kind"] == "Secret"
+                && d["metadata"]["name"] == "test-mcp-coordinator-registrar-tokens"
+        })
+        .expect("the registrar tokens Secret");
+    let decode = |key: &str| {
+        use base64::Engine;
+        let text = tokens["data"][key].as_str().expect(key);
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .expect("base64"),
+        )
+        .expect("UTF-8")
+    };
+    let dir = std::env::temp_dir().join(format!("chart-registrars-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("registrars.yaml");
+    std::fs::write(&file, decode("registrars.yaml")).unwrap();
+    let parsed = mcp_coordinator::ingest::registrar::RegistrarTokens::from_file(&file)
+        .expect("the ingest server accepts the file");
+    let grant = parsed
+        .grant(&decode("token"))
+        .expect("the token in the Secret is the one in the file");
+    assert_eq!(grant.namespaces, ["mcps", "team-a"]);
+    let _ = std::fs::remove_dir_all(dir);
+
+    // Off by default; on without namespaces is refused, with what to set.
+    assert!(!render("")
+        .0
+        .iter()
+        .any(|d| d["metadata"]["name"] == registrar_sa));
+    let out = helm()
+        .args(["template", "test"])
+        .arg(chart())
+        .args(["--set", "registrar.enabled=true"])
+        .output()
+        .expect("helm runs");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("registrar.namespaces"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -130,4 +130,41 @@ async fn every_api_call_is_in_the_rbac_list() {
         outside.is_empty(),
         "ingest calls missing from its part of rbac::API_CALLS: {outside:?}"
     );
+
+    // Self-registration, alone: declare, change, retire. No controller runs, so the wait for an
+    // ID is cut short; the calls made are what counts.
+    use mcp_coordinator::ingest::registrar::message::{declare, RegisterMessage};
+    use mcp_coordinator::ingest::registrar::{
+        kubernetes::KubernetesRegistrations, RegistrationPort,
+    };
+    server.store().clear_calls();
+    let port = KubernetesRegistrations::new(client(&server));
+    let mut message = serde_json::json!({"action": "register_mcp", "mcp_info": {
+        "name": "self", "version": "1.0.0", "type": "workflow", "capabilities": ["ocr"], "url": mcp.url()
+    }});
+    for version in ["1.0.0", "1.1.0"] {
+        message["mcp_info"]["version"] = serde_json::json!(version);
+        let parsed: RegisterMessage = serde_json::from_value(message.clone()).unwrap();
+        let declared = declare(parsed, "default".into()).unwrap();
+        let _ =
+            tokio::time::timeout(Duration::from_millis(500), port.register(&declared, "ci")).await;
+    }
+    port.unregister("default", "self").await.unwrap();
+    let by_registrar: Vec<_> = server.store().calls().into_iter().collect();
+    for verb in ["create", "update", "delete"] {
+        assert!(
+            by_registrar
+                .iter()
+                .any(|(v, _, r)| v == verb && r == "mcpregistrations"),
+            "the scenario exercised the registrar's {verb}: {by_registrar:?}"
+        );
+    }
+    let outside: Vec<_> = by_registrar
+        .iter()
+        .filter(|(verb, group, resource)| !allowed("registrar", verb, group, resource))
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "registrar calls missing from its part of rbac::API_CALLS: {outside:?}"
+    );
 }

@@ -298,3 +298,66 @@ async fn an_mcp_registers_itself_in_standalone_mode_and_reports_with_its_key() {
         "a retired ID is never handed out again"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_client_registers_and_reports_with_the_key_it_got() {
+    let dir = ScratchDir::new("python-self-registration");
+    let (regs, data) = (dir.path().join("registrations"), dir.path().join("data"));
+    std::fs::create_dir_all(&regs).unwrap();
+    let port = free_port();
+    let _standalone = tokio::process::Command::new(BIN)
+        .args(["standalone", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--registrations")
+        .arg(&regs)
+        .arg("--data-dir")
+        .arg(&data)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("standalone starts");
+    let base = format!("http://127.0.0.1:{port}");
+    common::ingest::wait_healthy(&base).await;
+    let token = std::fs::read_to_string(data.join("registrar.token")).unwrap();
+    let mcp = FakeMcp::start().await;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = tokio::process::Command::new("python3")
+        .arg(root.join("tests/python/self_register.py"))
+        .args([&base, &token, &mcp.url()])
+        .env("PYTHONPATH", root.join("clients/python/src"))
+        .output()
+        .await
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        printed["mcp_id"], "python_ocr_workflow_mcp_001",
+        "{printed}"
+    );
+    assert_eq!(printed["name"], "python-ocr-mcp");
+
+    // The interaction it reported with that key is in the MCP's history.
+    let admin = std::fs::read_to_string(data.join("admin.token")).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let history = get_json_as(
+            &format!("{base}/v1/mcps/python_ocr_workflow_mcp_001/interactions"),
+            admin.trim(),
+        )
+        .await;
+        // Start and complete are two events: wait until both are stored.
+        let found = history["interactions"].as_array().map_or(0, Vec::len);
+        if found == 1 && history["interactions"][0]["result_data"]["quality_score"] == 0.9 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not in history: {history}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
