@@ -200,3 +200,73 @@ async fn retention_drops_whole_days_and_mutates_only_days_a_longer_retention_kee
         .await;
     assert_eq!(again.trim(), "1");
 }
+
+#[tokio::test]
+async fn fields_added_since_the_table_was_made_become_columns_and_old_rows_read_them_as_absent() {
+    use mcp_coordinator::interaction::{EventKind, Fields, InteractionEvent};
+    let server = tokio::task::spawn_blocking(clickhouse_support::shared)
+        .await
+        .unwrap();
+    let config = server.config();
+    let db = &config.database;
+    server.sql(&format!("CREATE DATABASE {db}")).await;
+    // The events table of the release before progress notes were kept: today's layout, without
+    // the `progress` and `progress_message` columns.
+    let today = mcp_coordinator::store::clickhouse::create_table_sql(db, (18, 16));
+    let earlier = today
+        .replace(", progress Nullable(Float64)", "")
+        .replace(", progress_message Nullable(String)", "");
+    assert_ne!(earlier, today, "the test removes the newer columns");
+    server.sql(&earlier).await;
+    let now = jiff::Timestamp::now().as_millisecond();
+    server
+        .sql(&format!(
+            "INSERT INTO {db}.interaction_events (event_id, mcp_id, interaction_id, kind, received_ms, event_date, timestamp_ms) \
+             VALUES ('s1', 'mcp_a', 'old', 'start', {now}, today(), {now})"
+        ))
+        .await;
+
+    let store = ClickHouseStore::connect(&config)
+        .await
+        .expect("connects and adds the columns");
+    let columns = server
+        .sql(&format!(
+            "SELECT name FROM system.columns WHERE database = '{db}' AND table = 'interaction_events' AND name LIKE 'progress%' ORDER BY name"
+        ))
+        .await;
+    assert_eq!(
+        columns.split_whitespace().collect::<Vec<_>>(),
+        ["progress", "progress_message"]
+    );
+    let progress = Fields {
+        progress: Some(0.5),
+        progress_message: Some("half way".into()),
+        ..Default::default()
+    };
+    store
+        .insert(&[InteractionEvent::new(
+            "new".into(),
+            "mcp_a".into(),
+            EventKind::Progress,
+            now + 1,
+            progress,
+        )])
+        .await
+        .expect("an event with the new fields is stored");
+    let found = store
+        .history(&HistoryQuery {
+            mcp_id: "mcp_a".into(),
+            limit: 10,
+            since_ms: None,
+            until_ms: None,
+        })
+        .await
+        .unwrap();
+    let by_id = |id: &str| found.iter().find(|i| i.interaction_id == id).expect(id);
+    assert_eq!(by_id("old").fields.progress, None);
+    assert!(by_id("old").timeline.is_empty());
+    assert_eq!(
+        by_id("new").timeline[0].message.as_deref(),
+        Some("half way")
+    );
+}

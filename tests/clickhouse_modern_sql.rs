@@ -2,7 +2,8 @@
 //! from PyPI, installed by .ci/run), as the production servers will see them.
 
 use mcp_coordinator::store::clickhouse::{
-    create_rollup_table_sql, create_table_sql, merged_sql, metrics_sql, roll_sql, TIME,
+    create_rollup_table_sql, create_table_sql, merged_with_timeline_sql, metrics_sql, roll_sql,
+    TIME,
 };
 
 /// The filter the store puts on every windowed read: the MCP, receive times, and the `Date`
@@ -55,7 +56,7 @@ fn schema_and_merge_query_work_on_current_clickhouse() {
         ),
         format!(
             "SELECT * FROM ({}) WHERE {TIME} >= 0 AND {TIME} < 9999999999999 ORDER BY {TIME} DESC, interaction_id DESC LIMIT 10",
-            merged_sql("mcp", WINDOWED)
+            merged_with_timeline_sql("mcp", WINDOWED)
         ),
     ];
     let mut aggregate = statements[..3].to_vec();

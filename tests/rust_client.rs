@@ -83,6 +83,11 @@ async fn signed_reports_and_heartbeats_arrive_and_a_rotated_key_is_read_again() 
     assert_eq!(good["status"], "completed");
     assert_eq!(good["processing_data"]["processing_time"], 0.42);
     assert_eq!(good["request_data"]["input_size"], 2048);
+    // The progress report is kept: the interaction's timeline in history.
+    assert_eq!(good["timeline"].as_array().map(Vec::len), Some(1), "{good}");
+    assert_eq!(good["timeline"][0]["progress"], 0.5);
+    assert_eq!(good["timeline"][0]["message"], "half the pages");
+    assert!(good["timeline"][0]["time"].is_string(), "{good}");
     let bad = of(&bad).expect("the failed interaction");
     assert_eq!(bad["status"], "failed");
     assert_eq!(bad["result_data"]["error_code"], "OCR_TIMEOUT");

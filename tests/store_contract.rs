@@ -519,3 +519,68 @@ async fn heartbeats_keep_each_mcps_latest() {
         assert!(!beats.contains_key("never_beat"), "{name}");
     }
 }
+
+#[tokio::test]
+async fn progress_reports_make_a_timeline_and_steps_accumulate() {
+    for (name, store) in stores().await {
+        let progress = |at: i64, p: f64, message: &str, steps: &str| {
+            event(
+                "i1",
+                "m",
+                EventKind::Progress,
+                at,
+                Fields {
+                    progress: Some(p),
+                    progress_message: Some(message.into()),
+                    steps_executed: Some(steps.into()),
+                    ..Default::default()
+                },
+            )
+        };
+        let first = progress(T0 + 10, 0.25, "pages split", "[\"split\"]");
+        store.insert(&[start("i1", "m", T0)]).await.unwrap();
+        store.insert(std::slice::from_ref(&first)).await.unwrap();
+        // A client retry of the first report (its acknowledgement was lost): the same event,
+        // received again later, before the client's next report.
+        let mut retried = first.clone();
+        retried.received_ms = T0 + 15;
+        store.insert(&[retried]).await.unwrap();
+        store
+            .insert(&[progress(T0 + 20, 0.75, "text read", "[\"split\",\"ocr\"]")])
+            .await
+            .unwrap();
+        let mut done = complete("i1", "m", T0 + 30, 0.03, 0.9);
+        done.fields.steps_executed = Some("[\"layout\"]".into());
+        store.insert(&[done]).await.unwrap();
+
+        let found = store.history(&history("m")).await.unwrap();
+        assert_eq!(found.len(), 1, "{name}");
+        let interaction = &found[0];
+        let notes: Vec<(i64, Option<f64>, Option<&str>)> = interaction
+            .timeline
+            .iter()
+            .map(|n| (n.at_ms, n.progress, n.message.as_deref()))
+            .collect();
+        assert_eq!(
+            notes,
+            [
+                (T0 + 10, Some(0.25), Some("pages split")),
+                (T0 + 20, Some(0.75), Some("text read"))
+            ],
+            "{name}: each progress report once, in order"
+        );
+        assert_eq!(
+            interaction.fields.progress,
+            Some(0.75),
+            "{name}: the latest"
+        );
+        let json = interaction.to_json();
+        assert_eq!(
+            json["processing_data"]["steps_executed"],
+            serde_json::json!(["split", "ocr", "layout"]),
+            "{name}: steps accumulate across reports, each once"
+        );
+        assert_eq!(json["timeline"][1]["message"], "text read", "{name}");
+        assert_eq!(json["status"], "completed", "{name}");
+    }
+}

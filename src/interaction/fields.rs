@@ -42,11 +42,21 @@ macro_rules! define_fields {
         }),*];
 
         impl Fields {
-            /// Overlays `later` on `self`: every field `later` sets wins.
+            /// Overlays `later` on `self`: every field `later` sets wins, except lists, which
+            /// accumulate (see each kind's `merge`).
             pub fn merge(&mut self, later: &Fields) {
-                $(if later.$name.is_some() {
-                    self.$name = later.$name.clone();
-                })*
+                $(<kinds::$kind as Kind>::merge(&mut self.$name, &later.$name);)*
+            }
+
+            /// The SELECT expressions that merge each field over an interaction's events, in
+            /// storage order, each `AS` its column.
+            pub fn merged_sql() -> Vec<String> {
+                vec![$(format!("{} AS {}", <kinds::$kind as Kind>::merged_sql(stringify!($name)), stringify!($name))),*]
+            }
+
+            /// Fields as a store's own merge answered them, made what [`Fields::merge`] makes.
+            pub fn normalize(self) -> Fields {
+                Fields { $($name: <kinds::$kind as Kind>::normalize(self.$name),)* }
             }
 
             /// Sets the field at `key` of `section` from a report's value found `at`; hands the

@@ -31,6 +31,24 @@ pub trait Kind {
     {
         Some(value.cloned().map_or(Value::Null, Into::into))
     }
+    /// Merges a later event's value into the interaction's: by default the later value wins.
+    fn merge(into: &mut Option<Self::Value>, later: &Option<Self::Value>)
+    where
+        Self::Value: Clone,
+    {
+        if later.is_some() {
+            into.clone_from(later);
+        }
+    }
+    /// The ClickHouse expression that merges the column `name` over an interaction's events the
+    /// way [`Kind::merge`] does (the events grouped, `received_ms` their order).
+    fn merged_sql(name: &str) -> String {
+        format!("argMaxIf({name}, received_ms, isNotNull({name}))")
+    }
+    /// A value as [`Kind::merged_sql`] answers it, made what [`Kind::merge`] would have made.
+    fn normalize(value: Option<Self::Value>) -> Option<Self::Value> {
+        value
+    }
 }
 
 /// The refusal serde gives when `value` is not a `T` (worked out only once it is known not to be).
@@ -209,6 +227,44 @@ impl Kind for List {
     fn show(value: Option<&String>) -> Option<Value> {
         Some(json_text(value).unwrap_or_else(|| Value::Array(Vec::new())))
     }
+    /// Lists accumulate across reports (`steps_executed` of a progress report and of the
+    /// completion): each item once, in the order first reported.
+    fn merge(into: &mut Option<String>, later: &Option<String>) {
+        let Some(later) = later else { return };
+        let Some(earlier) = into.as_deref() else {
+            *into = Some(later.clone());
+            return;
+        };
+        *into = Some(union_of_lists(&[earlier, later]));
+    }
+    /// Every event's list, oldest first, joined into one JSON array (duplicates are removed by
+    /// [`Kind::normalize`]).
+    fn merged_sql(name: &str) -> String {
+        let items = format!(
+            "arrayMap(x -> substring(tupleElement(x, 2), 2, length(tupleElement(x, 2)) - 2), \
+             arraySort(x -> tupleElement(x, 1), groupArrayIf((received_ms, assumeNotNull({name})), isNotNull({name}))))"
+        );
+        format!(
+            "if(countIf(isNotNull({name})) = 0, NULL, concat('[', arrayStringConcat(arrayFilter(s -> s != '', {items}), ','), ']'))"
+        )
+    }
+    fn normalize(value: Option<String>) -> Option<String> {
+        value.map(|text| union_of_lists(&[&text]))
+    }
+}
+
+/// The items of JSON string arrays, each once, in the order first seen, as a JSON array.
+fn union_of_lists(lists: &[&str]) -> String {
+    let mut seen: Vec<String> = Vec::new();
+    for list in lists {
+        let items: Vec<String> = serde_json::from_str(list).unwrap_or_default();
+        for item in items {
+            if !seen.contains(&item) {
+                seen.push(item);
+            }
+        }
+    }
+    Value::from(seen).to_string()
 }
 
 fn json_text(value: Option<&String>) -> Option<Value> {

@@ -18,7 +18,7 @@ pub mod wire;
 pub use checks::{check_id, BadReport};
 pub use event::{fnv1a64, EventKind, InteractionEvent};
 pub use fields::{FieldSpec, Fields, FIELDS};
-pub use record::{Interaction, InteractionStatus};
+pub use record::{timeline, Interaction, InteractionStatus, ProgressNote, MAX_TIMELINE};
 pub use section::Section;
 pub use time::{format_ms, parse_rfc3339_ms};
 pub use wire::{new_interaction_id, parse_report, ParsedReport};
@@ -63,6 +63,10 @@ macro_rules! interaction_fields {
             coordinator_version: String = Name       @ Metadata       "coordinator_version" | true;
             environment:         String = Name       @ Metadata       "environment"         | true;
             region:              String = Name       @ Metadata       "region"              | true;
+            // A progress report's notes: how far along (0–1) and what it says. The latest are
+            // here; every one is in the interaction's timeline.
+            progress:            f64    = Unit       @ Top            "progress"            | false;
+            progress_message:    String = Text       @ Top            "message"             | false;
         }
     };
 }

@@ -22,6 +22,48 @@ pub struct Interaction {
     pub fields: Fields,
     pub first_received_ms: i64,
     pub last_received_ms: i64,
+    /// Its progress reports, oldest first (at most [`MAX_TIMELINE`], the latest).
+    pub timeline: Vec<ProgressNote>,
+}
+
+/// One progress report: when it was received, how far along, what it said.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct ProgressNote {
+    pub at_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The progress notes an interaction keeps: the latest, when a long task reports more.
+pub const MAX_TIMELINE: usize = 100;
+
+impl ProgressNote {
+    /// The note a progress event makes, if it says anything.
+    pub fn of(event: &super::InteractionEvent) -> Option<Self> {
+        let says = event.fields.progress.is_some() || event.fields.progress_message.is_some();
+        (event.kind == super::EventKind::Progress && says).then(|| Self {
+            at_ms: event.received_ms,
+            progress: event.fields.progress,
+            message: event.fields.progress_message.clone(),
+        })
+    }
+}
+
+/// `notes` in time order, each once, the latest [`MAX_TIMELINE`] of them.
+pub fn timeline(mut notes: Vec<ProgressNote>) -> Vec<ProgressNote> {
+    notes.sort_by(|a, b| {
+        a.at_ms.cmp(&b.at_ms).then_with(|| {
+            a.progress
+                .partial_cmp(&b.progress)
+                .unwrap_or(std::cmp::Ordering::Equal)
+        })
+    });
+    notes.dedup();
+    let excess = notes.len().saturating_sub(MAX_TIMELINE);
+    notes.drain(..excess);
+    notes
 }
 
 impl Interaction {
@@ -41,6 +83,17 @@ impl Interaction {
             "status": self.status(),
         });
         self.fields.show(&mut record);
+        record["timeline"] = self
+            .timeline
+            .iter()
+            .map(|note| {
+                serde_json::json!({
+                    "time": super::format_ms(note.at_ms),
+                    "progress": note.progress,
+                    "message": note.message,
+                })
+            })
+            .collect();
         record
     }
 }
@@ -65,6 +118,11 @@ mod tests {
             },
             first_received_ms: 1,
             last_received_ms: 2,
+            timeline: vec![ProgressNote {
+                at_ms: 1_750_016_701_000,
+                progress: Some(0.5),
+                message: Some("half".into()),
+            }],
         };
         let json = interaction.to_json();
         assert_eq!(json["timestamp"], "2025-06-15T19:45:00.123Z");
@@ -81,5 +139,23 @@ mod tests {
         );
         assert_eq!(json["result_data"]["success"], true);
         assert_eq!(json["metadata"]["region"], "eu");
+        assert_eq!(
+            json["timeline"],
+            serde_json::json!([{"time": "2025-06-15T19:45:01.000Z", "progress": 0.5, "message": "half"}])
+        );
+    }
+
+    #[test]
+    fn a_timeline_is_ordered_once_and_bounded() {
+        let note = |at_ms: i64| ProgressNote {
+            at_ms,
+            progress: Some(0.1),
+            message: None,
+        };
+        let notes = timeline(vec![note(3), note(1), note(3), note(2)]);
+        assert_eq!(notes.iter().map(|n| n.at_ms).collect::<Vec<_>>(), [1, 2, 3]);
+        let many = timeline((0..(MAX_TIMELINE as i64 + 20)).rev().map(note).collect());
+        assert_eq!(many.len(), MAX_TIMELINE);
+        assert_eq!(many[0].at_ms, 20, "the latest are kept");
     }
 }

@@ -6,7 +6,7 @@
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use super::checks::{check_id, check_range, BadReport};
+use super::checks::{check_id, BadReport};
 use super::event::EventKind;
 use super::fields::{Fields, FIELDS};
 use super::kinds::{wrong_type, Refusal};
@@ -80,15 +80,6 @@ fn read_top(
         match key.as_str() {
             "interaction_id" => identity.interaction_id = typed(value, at)?,
             "mcp_id" => identity.mcp_id = typed(value, at)?,
-            // Progress reports may say how far along they are; accepted, not stored.
-            "progress" => {
-                if let Some(p) = typed::<Option<f64>>(value, at)? {
-                    check_range(p, 0.0, 1.0).map_err(|p| BadReport::new(at.found_at(), p))?;
-                }
-            }
-            "message" => {
-                typed::<Option<String>>(value, at)?;
-            }
             _ => {
                 let Some(value) = fields.set(Section::Top, &key, value, at)? else {
                     continue;
@@ -207,8 +198,6 @@ fn unknown(section: Section, key: &str, at: At<'_>) -> BadReport {
             "result_data",
             "metadata",
             "resource_usage",
-            "progress",
-            "message",
         ][..],
         Section::ProcessingData => &["resource_usage"][..],
         _ => &[][..],
@@ -357,6 +346,7 @@ mod tests {
                 fields: parsed.fields,
                 first_received_ms: 0,
                 last_received_ms: 0,
+                timeline: Vec::new(),
             }
             .to_json();
             let mut at = &shown;

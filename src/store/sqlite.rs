@@ -15,7 +15,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::metrics::{Breakdown, McpMetrics, MetricsCell, TimeRange};
 use super::{interaction_time_ms, AuditEntry, HistoryQuery, InteractionStore, StoreError};
-use crate::interaction::{Fields, Interaction, InteractionEvent};
+use crate::interaction::{timeline, Fields, Interaction, InteractionEvent, ProgressNote};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS interactions (
@@ -25,6 +25,8 @@ CREATE TABLE IF NOT EXISTS interactions (
     first_received_ms INTEGER NOT NULL,
     last_received_ms INTEGER NOT NULL,
     fields TEXT NOT NULL,
+    -- Progress notes (JSON array), absent until the first progress report.
+    timeline TEXT,
     PRIMARY KEY (mcp_id, interaction_id)
 );
 CREATE INDEX IF NOT EXISTS interactions_by_time ON interactions (mcp_id, time_ms);
@@ -97,6 +99,7 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(unavailable)?;
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
+        add_missing_columns(&conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -116,6 +119,22 @@ impl SqliteStore {
     }
 }
 
+/// Columns later versions added, for a database an earlier version created.
+fn add_missing_columns(conn: &Connection) -> Result<(), StoreError> {
+    let mut stmt = conn
+        .prepare("SELECT name FROM pragma_table_info('interactions')")
+        .map_err(unavailable)?;
+    let columns: Vec<String> = stmt
+        .query_map([], |row| row.get(0))
+        .and_then(Iterator::collect)
+        .map_err(unavailable)?;
+    if !columns.iter().any(|c| c == "timeline") {
+        conn.execute_batch("ALTER TABLE interactions ADD COLUMN timeline TEXT")
+            .map_err(unavailable)?;
+    }
+    Ok(())
+}
+
 fn apply(conn: &mut Connection, events: &[InteractionEvent]) -> Result<(), StoreError> {
     let tx = conn.transaction().map_err(unavailable)?;
     for event in events {
@@ -129,48 +148,62 @@ fn apply(conn: &mut Connection, events: &[InteractionEvent]) -> Result<(), Store
         if fresh == 0 {
             continue;
         }
-        let existing: Option<(String, i64, i64)> = tx
+        let existing: Option<(String, i64, i64, Option<String>)> = tx
             .prepare_cached(
-                "SELECT fields, first_received_ms, last_received_ms FROM interactions WHERE mcp_id = ?1 AND interaction_id = ?2",
+                "SELECT fields, first_received_ms, last_received_ms, timeline FROM interactions WHERE mcp_id = ?1 AND interaction_id = ?2",
             )
             .and_then(|mut s| {
                 s.query_row(params![event.mcp_id, event.interaction_id], |row| {
-                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
                 })
                 .optional()
             })
             .map_err(unavailable)?;
-        let (mut fields, first, last) = match existing {
-            Some((text, first, last)) => {
-                let fields: Fields =
-                    serde_json::from_str(&text).map_err(|e| StoreError::Rejected(e.to_string()))?;
-                (
-                    fields,
-                    first.min(event.received_ms),
-                    last.max(event.received_ms),
-                )
-            }
-            None => (Fields::default(), event.received_ms, event.received_ms),
+        let (mut fields, first, last, mut notes) = match existing {
+            Some((text, first, last, timeline)) => (
+                serde_json::from_str(&text).map_err(|e| StoreError::Rejected(e.to_string()))?,
+                first.min(event.received_ms),
+                last.max(event.received_ms),
+                read_timeline(timeline.as_deref())?,
+            ),
+            None => (
+                Fields::default(),
+                event.received_ms,
+                event.received_ms,
+                Vec::new(),
+            ),
         };
         fields.merge(&event.fields);
+        notes.extend(ProgressNote::of(event));
         let merged = Interaction {
             interaction_id: event.interaction_id.clone(),
             mcp_id: event.mcp_id.clone(),
             fields,
             first_received_ms: first,
             last_received_ms: last,
+            timeline: timeline(notes),
         };
         let text = serde_json::to_string(&merged.fields)
             .map_err(|e| StoreError::Rejected(e.to_string()))?;
+        let notes = (!merged.timeline.is_empty())
+            .then(|| serde_json::to_string(&merged.timeline))
+            .transpose()
+            .map_err(|e| StoreError::Rejected(e.to_string()))?;
         tx.prepare_cached(
-            "INSERT OR REPLACE INTO interactions (mcp_id, interaction_id, time_ms, first_received_ms, last_received_ms, fields) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT OR REPLACE INTO interactions (mcp_id, interaction_id, time_ms, first_received_ms, last_received_ms, fields, timeline) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )
         .and_then(|mut s| {
-            s.execute(params![merged.mcp_id, merged.interaction_id, interaction_time_ms(&merged), first, last, text])
+            s.execute(params![merged.mcp_id, merged.interaction_id, interaction_time_ms(&merged), first, last, text, notes])
         })
         .map_err(unavailable)?;
     }
     tx.commit().map_err(unavailable)
+}
+
+fn read_timeline(text: Option<&str>) -> Result<Vec<ProgressNote>, StoreError> {
+    text.map_or(Ok(Vec::new()), |t| {
+        serde_json::from_str(t).map_err(|e| StoreError::Rejected(e.to_string()))
+    })
 }
 
 fn read_rows(
@@ -185,12 +218,13 @@ fn read_rows(
                 row.get::<_, i64>(2)?,
                 row.get::<_, i64>(3)?,
                 row.get::<_, String>(4)?,
+                row.get::<_, Option<String>>(5)?,
             ))
         })
         .map_err(unavailable)?;
     let mut out = Vec::new();
     for row in rows {
-        let (mcp_id, interaction_id, first, last, text) = row.map_err(unavailable)?;
+        let (mcp_id, interaction_id, first, last, text, notes) = row.map_err(unavailable)?;
         let fields: Fields =
             serde_json::from_str(&text).map_err(|e| StoreError::Rejected(e.to_string()))?;
         out.push(Interaction {
@@ -199,6 +233,7 @@ fn read_rows(
             fields,
             first_received_ms: first,
             last_received_ms: last,
+            timeline: read_timeline(notes.as_deref())?,
         });
     }
     Ok(out)
@@ -334,7 +369,7 @@ impl InteractionStore for SqliteStore {
         self.blocking(move |conn| {
             let mut stmt = conn
                 .prepare(
-                    "SELECT mcp_id, interaction_id, first_received_ms, last_received_ms, fields FROM interactions
+                    "SELECT mcp_id, interaction_id, first_received_ms, last_received_ms, fields, timeline FROM interactions
                      WHERE mcp_id = ?1 AND time_ms >= ?2 AND time_ms < ?3
                      ORDER BY time_ms DESC, interaction_id DESC LIMIT ?4",
                 )
@@ -465,6 +500,46 @@ mod tests {
             assert_eq!(got.mean_gpu_usage, None);
             assert_eq!(got.success_rate, want.success_rate);
         }
+    }
+
+    #[tokio::test]
+    async fn a_database_of_an_earlier_release_gains_the_timeline_and_keeps_its_rows() {
+        let conn = Connection::open_in_memory().unwrap();
+        let earlier = SCHEMA.replace("    timeline TEXT,\n", "");
+        assert_ne!(earlier, SCHEMA, "the test removes the newer column");
+        conn.execute_batch(&earlier).unwrap();
+        conn.execute(
+            "INSERT INTO interactions (mcp_id, interaction_id, time_ms, first_received_ms, last_received_ms, fields) VALUES ('m', 'old', 1, 1, 1, '{}')",
+            [],
+        )
+        .unwrap();
+        let store = SqliteStore::init(conn).unwrap();
+        let progress = Fields {
+            progress: Some(0.5),
+            ..Default::default()
+        };
+        store
+            .insert(&[InteractionEvent::new(
+                "old".into(),
+                "m".into(),
+                EventKind::Progress,
+                2,
+                progress,
+            )])
+            .await
+            .unwrap();
+        let found = store
+            .history(&HistoryQuery {
+                mcp_id: "m".into(),
+                limit: 10,
+                since_ms: None,
+                until_ms: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].timeline.len(), 1);
+        assert_eq!(found[0].timeline[0].at_ms, 2);
     }
 
     #[tokio::test]

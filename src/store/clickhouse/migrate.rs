@@ -8,7 +8,47 @@
 //! twice is harmless: reads merge an interaction's events, and the sort key makes them one row.
 
 use super::sql::{self, LAYOUT, TABLE};
+use super::topology::Topology;
 use super::{classify, StoreError};
+use crate::interaction::FIELDS;
+
+/// Adds the columns of fields declared since `database.interaction_events` was created (an
+/// earlier release's table lacks them, and inserts name every field). Existing rows read them as
+/// NULL: "this event does not say".
+pub(super) async fn add_field_columns(
+    client: &clickhouse::Client,
+    database: &str,
+    topology: &Topology,
+    version: (u32, u32),
+) -> Result<(), StoreError> {
+    let mut tables = vec![topology.local(TABLE)];
+    if topology.cluster().is_some() {
+        tables.push(TABLE.to_string());
+    }
+    for table in tables {
+        let existing: Vec<String> = client
+            .query("SELECT name FROM system.columns WHERE database = ? AND table = ?")
+            .bind(database)
+            .bind(&table)
+            .fetch_all()
+            .await
+            .map_err(classify)?;
+        for field in FIELDS
+            .iter()
+            .filter(|f| !existing.iter().any(|c| c == f.name))
+        {
+            tracing::info!(database, table = %table, column = field.name, "adding the column of a field this release added");
+            let sql = format!(
+                "ALTER TABLE {database}.{table}{} ADD COLUMN {} {}",
+                topology.on_cluster(),
+                field.name,
+                sql::field_column_type(field, version)
+            );
+            client.query(&sql).execute().await.map_err(classify)?;
+        }
+    }
+    Ok(())
+}
 
 /// Where the old table is kept after the move.
 pub const KEPT_TABLE: &str = "interaction_events_month_layout";

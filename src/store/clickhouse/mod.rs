@@ -29,8 +29,8 @@ pub use migrate::KEPT_TABLE;
 pub use rollup::{create_rollup_table_sql, roll_sql, ROLLUP_WINDOWS_OVER_MS};
 use rows::{AuditRow, EventRow, HeartbeatRow, MergedRow, MetricsRow};
 pub use sql::{
-    create_audit_table_sql, create_table_sql, merged_sql, metrics_sql, DEFAULT_MAX_INTERACTION_MS,
-    TIME,
+    create_audit_table_sql, create_table_sql, merged_sql, merged_with_timeline_sql, metrics_sql,
+    DEFAULT_MAX_INTERACTION_MS, TIME,
 };
 use sql::{create_heartbeat_table_sql, AUDIT_TABLE, HEARTBEAT_TABLE, TABLE};
 use topology::Topology;
@@ -168,6 +168,7 @@ impl ClickHouseStore {
         if topology == Topology::Single {
             migrate::ensure_layout(&client, db, server_version).await?;
         }
+        migrate::add_field_columns(&client, db, &topology, server_version).await?;
         let mut ddl = topology.create_table(
             &rollup::create_rollup_table_sql(db, server_version),
             db,
@@ -247,7 +248,7 @@ impl ClickHouseStore {
     ) -> Result<Vec<Interaction>, StoreError> {
         let sql = format!(
             "SELECT * FROM ({}) {outer}",
-            merged_sql(&self.database, filter)
+            merged_with_timeline_sql(&self.database, filter)
         );
         let rows: Vec<MergedRow> = self
             .query(&sql, binds)

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::super::metrics::{McpMetrics, Tally, TimeRange};
 use super::super::AuditEntry;
-use crate::interaction::{Fields, Interaction, InteractionEvent};
+use crate::interaction::{timeline, Fields, Interaction, InteractionEvent, ProgressNote};
 
 macro_rules! define_rows {
     ($($name:ident: $ty:ty = $kind:ident @ $section:ident $key:literal | $low:literal;)*) => {
@@ -45,6 +45,7 @@ macro_rules! define_rows {
             first_received_ms: i64,
             last_received_ms: i64,
             $($name: Option<$ty>,)*
+            timeline: Vec<(i64, Option<f64>, Option<String>, String)>,
         }
 
         impl From<MergedRow> for Interaction {
@@ -54,13 +55,29 @@ macro_rules! define_rows {
                     mcp_id: r.mcp_id,
                     first_received_ms: r.first_received_ms,
                     last_received_ms: r.last_received_ms,
-                    fields: Fields { $($name: r.$name,)* },
+                    fields: Fields { $($name: r.$name,)* }.normalize(),
+                    timeline: notes(r.timeline),
                 }
             }
         }
     };
 }
 crate::interaction::interaction_fields!(define_rows);
+
+/// The timeline from its rows, oldest first: each event once (the first time it was received).
+fn notes(rows: Vec<(i64, Option<f64>, Option<String>, String)>) -> Vec<ProgressNote> {
+    let mut seen = std::collections::HashSet::new();
+    let kept = rows
+        .into_iter()
+        .filter(|(.., event_id)| seen.insert(event_id.clone()))
+        .map(|(at_ms, progress, message, _)| ProgressNote {
+            at_ms,
+            progress,
+            message,
+        })
+        .collect();
+    timeline(kept)
+}
 
 /// ClickHouse `Date`: days since the epoch.
 pub(super) fn days_since_epoch(ms: i64) -> u16 {

@@ -1,7 +1,7 @@
 //! The SQL of the ClickHouse store: the tables, and the SELECTs that merge an interaction's events
 //! and aggregate metrics on the server. It runs on 18.16 and on current servers.
 
-use crate::interaction::FIELDS;
+use crate::interaction::{Fields, FIELDS};
 
 pub(super) const TABLE: &str = "interaction_events";
 pub(super) const AUDIT_TABLE: &str = "audit_log";
@@ -38,18 +38,26 @@ pub fn create_events_table_sql(database: &str, table: &str, version: (u32, u32))
         "event_date Date".to_string(),
     ];
     for field in FIELDS {
-        let (name, ty) = (field.name, field.column_type);
-        let ty = if modern && field.low_cardinality {
-            format!("LowCardinality(Nullable({ty}))")
-        } else {
-            format!("Nullable({ty})")
-        };
-        columns.push(format!("{name} {ty}"));
+        columns.push(format!(
+            "{} {}",
+            field.name,
+            field_column_type(field, version)
+        ));
     }
     format!(
         "CREATE TABLE IF NOT EXISTS {database}.{table} ({}) ENGINE = ReplacingMergeTree {LAYOUT}",
         columns.join(", ")
     )
+}
+
+/// The column type of `field` on a server of `version`.
+pub fn field_column_type(field: &crate::interaction::FieldSpec, version: (u32, u32)) -> String {
+    let ty = field.column_type;
+    if version.0 >= 20 && field.low_cardinality {
+        format!("LowCardinality(Nullable({ty}))")
+    } else {
+        format!("Nullable({ty})")
+    }
 }
 
 /// The DDL of the audit log (the same on every version).
@@ -66,24 +74,41 @@ pub fn create_heartbeat_table_sql(database: &str) -> String {
     )
 }
 
+/// [`merged_sql`] with each interaction's progress notes (`timeline`: (received_ms, progress,
+/// message, event_id) of its progress events, oldest first), as history answers them. A report a
+/// client sent twice is two rows with one event_id: the reader keeps the first.
+pub fn merged_with_timeline_sql(database: &str, filter: &str) -> String {
+    // The notes' columns under other names: 18.16 would read `progress` inside an aggregate as
+    // the merged field of that alias, qualified or not.
+    let events = format!(
+        "(SELECT *, progress AS note_progress, progress_message AS note_message FROM {database}.{TABLE} WHERE {filter})"
+    );
+    let notes = "kind = 'progress' AND (isNotNull(note_progress) OR isNotNull(note_message))";
+    format!(
+        "SELECT {}, arraySort(x -> tupleElement(x, 1), groupArrayIf((received_ms, note_progress, note_message, event_id), {notes})) AS timeline \
+         FROM {events} GROUP BY mcp_id, interaction_id",
+        merged_columns().join(", ")
+    )
+}
+
 /// The SELECT that merges events into interactions, for events matching `filter`.
 pub fn merged_sql(database: &str, filter: &str) -> String {
+    format!(
+        "SELECT {} FROM {database}.{TABLE} WHERE {filter} GROUP BY mcp_id, interaction_id",
+        merged_columns().join(", ")
+    )
+}
+
+/// What [`merged_sql`] selects: an interaction's identity, receive times and merged fields.
+fn merged_columns() -> Vec<String> {
     let mut columns = vec![
         "mcp_id".to_string(),
         "interaction_id".to_string(),
         "min(received_ms) AS first_received_ms".to_string(),
         "max(received_ms) AS last_received_ms".to_string(),
     ];
-    for field in FIELDS {
-        let name = field.name;
-        columns.push(format!(
-            "argMaxIf({name}, received_ms, isNotNull({name})) AS {name}"
-        ));
-    }
-    format!(
-        "SELECT {} FROM {database}.{TABLE} WHERE {filter} GROUP BY mcp_id, interaction_id",
-        columns.join(", ")
-    )
+    columns.extend(Fields::merged_sql());
+    columns
 }
 
 /// How far outside a time window the events of its interactions may have been received: a
