@@ -91,6 +91,12 @@ impl InteractionStore for Switchable {
     ) -> BoxFuture<'_, Result<std::collections::HashMap<String, i64>, StoreError>> {
         self.inner.heartbeats()
     }
+    fn reported_versions(
+        &self,
+        range: TimeRange,
+    ) -> BoxFuture<'_, Result<Vec<mcp_coordinator::store::VersionCount>, StoreError>> {
+        self.inner.reported_versions(range)
+    }
     fn metrics<'a>(
         &'a self,
         m: Option<&'a str>,

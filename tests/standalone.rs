@@ -395,3 +395,69 @@ async fn the_example_mcp_serves_and_reports_like_a_real_one() {
         "heartbeats and reports mark it seen"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reported_version_other_than_the_spec_shows_as_a_condition_with_its_count() {
+    let dirs = Dirs::new();
+    let mcp = FakeMcp::start().await;
+    write(
+        &dirs.regs.join("ocr.yaml"),
+        &manifest("ocr", &mcp.url(), 100),
+    );
+    let port = free_port();
+    let _child = tokio::process::Command::new(BIN)
+        .args(["standalone", "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "--poll-interval-ms",
+            "200",
+            "--routing-interval-seconds",
+            "1",
+        ])
+        .arg("--registrations")
+        .arg(&dirs.regs)
+        .arg("--data-dir")
+        .arg(&dirs.data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("standalone starts");
+    let base = format!("http://127.0.0.1:{port}");
+    wait_view(&dirs, &base, "ocr has an ID", |v| {
+        find(v, "ocr").is_some_and(|r| r["mcp_id"].is_string())
+    })
+    .await;
+    let key = std::fs::read_to_string(key_file(&dirs, "ocr")).expect("key");
+    let versioned = |version: &str| json!({"request_data": {"request_type": "ocr"}, "metadata": {"mcp_version": version}});
+    for version in ["1.0.0", "1.2.0", "1.2.0", "1.3.0"] {
+        let status = http_client()
+            .post(format!("{base}/v1/interactions"))
+            .bearer_auth(&key)
+            .json(&versioned(version))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0);
+        assert_eq!(status, 202);
+    }
+    let condition = |v: &Value| -> Option<Value> {
+        find(v, "ocr")?["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "VersionMismatch")
+            .cloned()
+    };
+    let seen = wait_view(&dirs, &base, "the VersionMismatch condition", |v| {
+        condition(v).is_some_and(|c| c["status"] == "True")
+    })
+    .await;
+    let found = condition(&seen).unwrap();
+    assert_eq!(found["reason"], "ReportedVersionDiffers");
+    let message = found["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("3 interactions")
+            && message.contains("1.2.0 (2), 1.3.0 (1)")
+            && message.contains("spec.version 1.0.0"),
+        "{message}"
+    );
+}

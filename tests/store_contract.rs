@@ -584,3 +584,56 @@ async fn progress_reports_make_a_timeline_and_steps_accumulate() {
         assert_eq!(json["status"], "completed", "{name}");
     }
 }
+
+#[tokio::test]
+async fn the_versions_mcps_report_are_counted_per_mcp() {
+    for (name, store) in stores().await {
+        let versioned = |id: &str, mcp: &str, at: i64, version: Option<&str>| {
+            let mut e = start(id, mcp, at);
+            e.fields.mcp_version = version.map(str::to_string);
+            e
+        };
+        store
+            .insert(&[
+                versioned("i1", "a", T0, Some("1.0.0")),
+                versioned("i2", "a", T0 + 1, Some("1.1.0")),
+                versioned("i3", "a", T0 + 2, Some("1.1.0")),
+                versioned("i4", "a", T0 + 3, None),
+                versioned("i5", "b", T0 + 4, Some("2.0.0")),
+                versioned("old", "b", T0 - 3_600_000, Some("0.9.0")),
+            ])
+            .await
+            .unwrap();
+        // The same interaction reporting its version again counts once.
+        store
+            .insert(&[event(
+                "i2",
+                "a",
+                EventKind::Complete,
+                T0 + 5,
+                Fields {
+                    mcp_version: Some("1.1.0".into()),
+                    success: Some(true),
+                    ..Default::default()
+                },
+            )])
+            .await
+            .unwrap();
+        let counted = store
+            .reported_versions(TimeRange {
+                since_ms: T0 - 1000,
+                until_ms: T0 + 1000,
+            })
+            .await
+            .unwrap();
+        let got: Vec<(&str, &str, u64)> = counted
+            .iter()
+            .map(|v| (v.mcp_id.as_str(), v.version.as_str(), v.interactions))
+            .collect();
+        assert_eq!(
+            got,
+            [("a", "1.0.0", 1), ("a", "1.1.0", 2), ("b", "2.0.0", 1)],
+            "{name}"
+        );
+    }
+}

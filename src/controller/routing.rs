@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::status::{heartbeat_missing, routing_status};
+use super::status::{heartbeat_missing, routing_status, version_mismatch};
 
 /// A routing table larger than this is not written: Kubernetes refuses objects over 1 MiB.
 const MAX_TABLE_BYTES: usize = 900 * 1024;
@@ -112,13 +112,56 @@ pub async fn fetch_heartbeats(api: &ApiClient) -> Result<HashMap<String, i64>, F
         .collect())
 }
 
+#[derive(Debug, Deserialize)]
+struct VersionsPage {
+    mcps: HashMap<String, BTreeMap<String, u64>>,
+}
+
+/// `GET {ingest}/v1/versions?range={window}`: the versions each MCP's interactions reported.
+pub async fn fetch_versions(
+    api: &ApiClient,
+    settings: &RoutingSettings,
+) -> Result<HashMap<String, BTreeMap<String, u64>>, FetchError> {
+    let page: VersionsPage = api
+        .get(&format!("/v1/versions?range={}", settings.window))
+        .await?;
+    Ok(page.mcps)
+}
+
+/// What one refresh read from the interaction log.
+#[derive(Debug, Default)]
+pub struct Readings {
+    /// (success rate, p95 seconds) by MCP ID.
+    pub metrics: HashMap<String, (Option<f64>, Option<f64>)>,
+    /// Latest heartbeat by MCP ID, epoch ms.
+    pub heartbeats: HashMap<String, i64>,
+    /// Reported `mcp_version`s and their interactions, by MCP ID.
+    pub versions: HashMap<String, BTreeMap<String, u64>>,
+}
+
+/// Reads metrics, heartbeats and versions; versions are optional (an ingest server of an
+/// earlier release has no `/v1/versions`), the rest is not.
+pub async fn read_all(api: &ApiClient, settings: &RoutingSettings) -> Result<Readings, FetchError> {
+    let metrics = fetch(api, settings).await?;
+    let heartbeats = fetch_heartbeats(api).await?;
+    let versions = fetch_versions(api, settings).await.unwrap_or_else(|e| {
+        tracing::debug!(error = %e, "no reported versions; the VersionMismatch condition waits");
+        HashMap::new()
+    });
+    Ok(Readings {
+        metrics,
+        heartbeats,
+        versions,
+    })
+}
+
 /// Each registration's performance, with the median p95 of its peers (the MCPs it shares a
-/// capability with), and its latest heartbeat. Pure.
+/// capability with), its latest heartbeat and the versions it reported. Pure.
 pub fn board(
     registrations: &[Arc<MCPRegistration>],
-    metrics: &HashMap<String, (Option<f64>, Option<f64>)>,
-    heartbeats: &HashMap<String, i64>,
+    readings: &Readings,
 ) -> HashMap<String, Observed> {
+    let (metrics, heartbeats) = (&readings.metrics, &readings.heartbeats);
     let mcps: Vec<McpPerformance> = registrations
         .iter()
         .filter_map(|reg| {
@@ -144,6 +187,11 @@ pub fn board(
                     p95_processing_time: m.p95_processing_time,
                     peer_p95: weights::peer_p95(m, &mcps),
                     last_heartbeat_ms: heartbeats.get(&m.mcp_id).copied(),
+                    reported_versions: readings
+                        .versions
+                        .get(&m.mcp_id)
+                        .cloned()
+                        .unwrap_or_default(),
                 },
             )
         })
@@ -178,6 +226,15 @@ pub fn stale(
                 .iter()
                 .any(|c| c.type_ == "HeartbeatMissing" && c.status == "True");
             if missing != recorded {
+                return true;
+            }
+            let versions_differ =
+                observed.is_some_and(|o| version_mismatch(&reg.spec.version, &o.reported_versions));
+            let recorded_difference = status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "VersionMismatch" && c.status == "True");
+            if versions_differ != recorded_difference {
                 return true;
             }
             let next = routing_status(&reg.spec, status.phase, observed, Some(current), missing);
@@ -221,14 +278,10 @@ pub async fn refresh_weights(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let fetched = match fetch(&api, &settings).await {
-            Ok(metrics) => fetch_heartbeats(&api).await.map(|beats| (metrics, beats)),
-            Err(e) => Err(e),
-        };
-        match fetched {
-            Ok((metrics, heartbeats)) => {
+        match read_all(&api, &settings).await {
+            Ok(readings) => {
                 let registrations = store.state();
-                let next = board(&registrations, &metrics, &heartbeats);
+                let next = board(&registrations, &readings);
                 let moved = stale(
                     &registrations,
                     &next,

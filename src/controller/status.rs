@@ -193,6 +193,19 @@ pub fn desired_status(
             now,
         ));
     }
+    if let Some(reported) = obs.observed.map(|o| &o.reported_versions) {
+        if let Some(check) = version_check(&spec.version, reported) {
+            conditions.push(condition(
+                previous_conditions,
+                "VersionMismatch",
+                check.mismatched > 0,
+                check.reason,
+                check.message,
+                obs.generation,
+                now,
+            ));
+        }
+    }
     let (ready_reason, ready_message) = ready_explanation(phase, &problems_text, obs, missing);
     conditions.push(condition(
         previous_conditions,
@@ -250,6 +263,53 @@ pub fn desired_status(
             .map(Time)
             .or_else(|| previous.and_then(|p| p.last_heartbeat.clone())),
     }
+}
+
+/// What the versions an MCP's interactions reported say about `spec.version`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionCheck {
+    /// Interactions that reported another version.
+    pub mismatched: u64,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// Compares the reported versions with `spec.version` (`v1.0.0` and `1.0.0` are one version);
+/// `None` when no interaction reported one. Pure.
+pub fn version_check(
+    spec_version: &str,
+    reported: &std::collections::BTreeMap<String, u64>,
+) -> Option<VersionCheck> {
+    if reported.is_empty() {
+        return None;
+    }
+    let same = |v: &str| v.trim_start_matches('v') == spec_version.trim_start_matches('v');
+    let others: Vec<(&String, &u64)> = reported.iter().filter(|(v, _)| !same(v)).collect();
+    let mismatched: u64 = others.iter().map(|(_, n)| **n).sum();
+    if others.is_empty() {
+        return Some(VersionCheck {
+            mismatched: 0,
+            reason: "VersionsMatch",
+            message: format!("interactions report spec.version {spec_version}"),
+        });
+    }
+    let listed: Vec<String> = others.iter().map(|(v, n)| format!("{v} ({n})")).collect();
+    Some(VersionCheck {
+        mismatched,
+        reason: "ReportedVersionDiffers",
+        message: format!(
+            "{mismatched} interactions in the routing window reported mcp_version {}, not spec.version {spec_version}: update spec.version, or the MCP",
+            listed.join(", ")
+        ),
+    })
+}
+
+/// Whether the reported versions differ from `spec.version` (see [`version_check`]). Pure.
+pub fn version_mismatch(
+    spec_version: &str,
+    reported: &std::collections::BTreeMap<String, u64>,
+) -> bool {
+    version_check(spec_version, reported).is_some_and(|c| c.mismatched > 0)
 }
 
 /// Whether an MCP that has sent heartbeats has missed more than three intervals of them. One
@@ -630,6 +690,52 @@ mod tests {
         assert_eq!(
             check_compatibility(&spec(), "0.1.0"),
             Compatibility::NoConstraint
+        );
+    }
+
+    #[test]
+    fn reported_versions_other_than_the_specs_are_counted_in_a_condition() {
+        let versions = |pairs: &[(&str, u64)]| -> std::collections::BTreeMap<String, u64> {
+            pairs.iter().map(|(v, n)| (v.to_string(), *n)).collect()
+        };
+        assert_eq!(
+            version_check("1.0.0", &versions(&[])),
+            None,
+            "nothing reported, nothing said"
+        );
+        let same = version_check("1.0.0", &versions(&[("v1.0.0", 5)])).unwrap();
+        assert_eq!((same.mismatched, same.reason), (0, "VersionsMatch"));
+        let differ = version_check(
+            "1.0.0",
+            &versions(&[("1.0.0", 5), ("1.1.0", 3), ("2.0.0", 1)]),
+        )
+        .unwrap();
+        assert_eq!(differ.mismatched, 4);
+        assert!(
+            differ.message.contains("1.1.0 (3), 2.0.0 (1)"),
+            "{}",
+            differ.message
+        );
+
+        let health = tracker(&[true, true, true]);
+        let observed = Observed {
+            reported_versions: versions(&[("1.1.0", 3)]),
+            ..Default::default()
+        };
+        let obs = Observation {
+            observed: Some(&observed),
+            ..observe(Some(&health), &[])
+        };
+        let status = desired_status(&spec(), None, &obs, &reporting(), Timestamp::now());
+        let c = condition_of(&status, "VersionMismatch");
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "ReportedVersionDiffers")
+        );
+        assert_eq!(
+            status.phase,
+            Phase::Ready,
+            "a condition to act on, not a reason to stop routing"
         );
     }
 

@@ -310,6 +310,12 @@ mod tests {
         ) -> BoxFuture<'_, Result<std::collections::HashMap<String, i64>, StoreError>> {
             not_here()
         }
+        fn reported_versions(
+            &self,
+            _: TimeRange,
+        ) -> BoxFuture<'_, Result<Vec<crate::store::VersionCount>, StoreError>> {
+            not_here()
+        }
         fn breakdown<'a>(
             &'a self,
             _: Option<&'a str>,

@@ -130,6 +130,9 @@ pub struct Observed {
     pub peer_p95: Option<f64>,
     /// The MCP's latest heartbeat as the ingest servers stored it, epoch ms.
     pub last_heartbeat_ms: Option<i64>,
+    /// The `metadata.mcp_version`s its interactions in the window reported, with how many
+    /// reported each.
+    pub reported_versions: std::collections::BTreeMap<String, u64>,
 }
 
 #[cfg(test)]

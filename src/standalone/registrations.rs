@@ -18,7 +18,7 @@ use super::registry::{write_private, Registry};
 use crate::controller::metrics::Metrics;
 use crate::controller::prober::Prober;
 use crate::controller::register::{register, Step};
-use crate::controller::routing::board;
+use crate::controller::routing::{board, Readings};
 use crate::crd::MCPRegistration;
 use crate::ingest::auth::KeyRing;
 use crate::ingest::state::RegistrationsView;
@@ -92,22 +92,35 @@ impl Registrations {
             Ok(range) => range,
             Err(e) => return tracing::warn!(error = %e, "bad routing window"),
         };
-        let read = match self.store.metrics(None, range).await {
-            Ok(rows) => self.store.heartbeats().await.map(|beats| (rows, beats)),
-            Err(e) => Err(e),
+        let read = async {
+            let rows = self.store.metrics(None, range).await?;
+            let heartbeats = self.store.heartbeats().await?;
+            let versions = self.store.reported_versions(range).await?;
+            Ok::<_, crate::store::StoreError>((rows, heartbeats, versions))
         };
-        match read {
-            Ok((rows, heartbeats)) => {
-                let by_id = rows
-                    .into_iter()
-                    .map(|m| (m.mcp_id, (m.success_rate, m.p95_processing_time)))
-                    .collect();
+        match read.await {
+            Ok((rows, heartbeats, versions)) => {
+                let mut readings = Readings {
+                    metrics: rows
+                        .into_iter()
+                        .map(|m| (m.mcp_id, (m.success_rate, m.p95_processing_time)))
+                        .collect(),
+                    heartbeats,
+                    versions: HashMap::new(),
+                };
+                for v in versions {
+                    readings
+                        .versions
+                        .entry(v.mcp_id)
+                        .or_default()
+                        .insert(v.version, v.interactions);
+                }
                 let regs: Vec<Arc<MCPRegistration>> = self
                     .entries
                     .values()
                     .map(|e| Arc::new(e.registration.clone()))
                     .collect();
-                self.performance = board(&regs, &by_id, &heartbeats);
+                self.performance = board(&regs, &readings);
             }
             Err(e) => tracing::warn!(error = %e, "cannot read performance; keeping the last known"),
         }

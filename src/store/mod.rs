@@ -26,6 +26,14 @@ pub enum StoreError {
     TooLarge(usize),
 }
 
+/// How many interactions of an MCP reported one `metadata.mcp_version`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VersionCount {
+    pub mcp_id: String,
+    pub version: String,
+    pub interactions: u64,
+}
+
 /// Interactions of one MCP, newest first.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HistoryQuery {
@@ -84,6 +92,13 @@ pub trait InteractionStore: Send + Sync {
 
     /// The latest heartbeat of every MCP that sent one, epoch ms.
     fn heartbeats(&self) -> BoxFuture<'_, Result<HashMap<String, i64>, StoreError>>;
+
+    /// For each MCP, the `metadata.mcp_version`s its interactions in `range` reported, and how
+    /// many interactions reported each (interactions that said none are left out).
+    fn reported_versions(
+        &self,
+        range: TimeRange,
+    ) -> BoxFuture<'_, Result<Vec<VersionCount>, StoreError>>;
 
     /// Periodic upkeep (ClickHouse rolls completed minutes into rollups); nothing by default.
     fn maintain(&self) -> BoxFuture<'_, Result<(), StoreError>> {

@@ -14,7 +14,9 @@ use futures::FutureExt;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::metrics::{Breakdown, McpMetrics, MetricsCell, TimeRange};
-use super::{interaction_time_ms, AuditEntry, HistoryQuery, InteractionStore, StoreError};
+use super::{
+    interaction_time_ms, AuditEntry, HistoryQuery, InteractionStore, StoreError, VersionCount,
+};
 use crate::interaction::{timeline, Fields, Interaction, InteractionEvent, ProgressNote};
 
 const SCHEMA: &str = "
@@ -343,6 +345,32 @@ impl InteractionStore for SqliteStore {
                 .map_err(unavailable)?;
             }
             tx.commit().map_err(unavailable)
+        })
+        .boxed()
+    }
+
+    fn reported_versions(
+        &self,
+        range: TimeRange,
+    ) -> BoxFuture<'_, Result<Vec<VersionCount>, StoreError>> {
+        self.blocking(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT mcp_id, json_extract(fields, '$.mcp_version') AS version, count(*) FROM interactions
+                     WHERE time_ms >= ?1 AND time_ms < ?2 AND version IS NOT NULL
+                     GROUP BY mcp_id, version ORDER BY mcp_id, version",
+                )
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map(params![range.since_ms, range.until_ms], |r| {
+                    Ok(VersionCount {
+                        mcp_id: r.get(0)?,
+                        version: r.get(1)?,
+                        interactions: r.get::<_, i64>(2)?.max(0) as u64,
+                    })
+                })
+                .map_err(unavailable)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
         })
         .boxed()
     }

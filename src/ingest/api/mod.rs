@@ -225,6 +225,7 @@ where
         }
         (&Method::GET, ["v1", "audit"]) => reading().audit_log().await.map(ok),
         (&Method::GET, ["v1", "heartbeats"]) => reading().heartbeats().await.map(ok),
+        (&Method::GET, ["v1", "versions"]) => reading().versions().await.map(ok),
         (&Method::GET, ["v1", "mcps", mcp_id, "interactions"]) => {
             reading().history(mcp_id).await.map(ok)
         }
@@ -239,7 +240,7 @@ where
             _,
             ["api", "interactions" | "register"]
             | ["v1", "interactions" | "interactions:batch" | "heartbeat" | "heartbeats" | "metrics"
-            | "audit"]
+            | "audit" | "versions"]
             | ["v1", "interactions", _, _]
             | ["v1", "mcps", _, "interactions" | "metrics"]
             | ["v1", "mcps", _, "metrics", "series"]

@@ -210,6 +210,26 @@ impl Reading<'_> {
         Ok(json!({"count": entries.len(), "entries": entries}))
     }
 
+    /// `GET /v1/versions?range=`: for each MCP, the `metadata.mcp_version`s its interactions in
+    /// the window reported, with how many reported each (the controller compares them with
+    /// `spec.version`).
+    pub async fn versions(&self) -> Result<Value, ApiError> {
+        let role = self.reader_of(None)?;
+        let (text, range) = range(&self.params)?;
+        let counted = self.state.store.reported_versions(range).await?;
+        let mut mcps = serde_json::Map::new();
+        for v in &counted {
+            let entry = mcps
+                .entry(v.mcp_id.clone())
+                .or_insert_with(|| Value::Object(serde_json::Map::new()));
+            entry[v.version.as_str()] = json!(v.interactions);
+        }
+        let rows = counted.iter().map(|v| v.interactions).sum();
+        self.audit(&role, Read::over("*", "versions", range), rows)
+            .await?;
+        Ok(json!({"range": text, "mcps": mcps}))
+    }
+
     /// `GET /v1/heartbeats`: each MCP's last heartbeat, as every replica stored it, and the ones
     /// this replica has not stored yet.
     pub async fn heartbeats(&self) -> Result<Value, ApiError> {

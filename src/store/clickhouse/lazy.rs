@@ -6,7 +6,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 
 use super::super::metrics::{Breakdown, McpMetrics, MetricsCell, TimeRange};
-use super::super::{AuditEntry, HistoryQuery, InteractionStore, StoreError};
+use super::super::{AuditEntry, HistoryQuery, InteractionStore, StoreError, VersionCount};
 use super::{ClickHouseConfig, ClickHouseStore};
 use crate::interaction::{Interaction, InteractionEvent};
 
@@ -84,6 +84,13 @@ impl InteractionStore for LazyClickHouseStore {
 
     fn heartbeats(&self) -> BoxFuture<'_, Result<HashMap<String, i64>, StoreError>> {
         async move { self.get().await?.heartbeats().await }.boxed()
+    }
+
+    fn reported_versions(
+        &self,
+        range: TimeRange,
+    ) -> BoxFuture<'_, Result<Vec<VersionCount>, StoreError>> {
+        async move { self.get().await?.reported_versions(range).await }.boxed()
     }
 
     fn metrics<'a>(

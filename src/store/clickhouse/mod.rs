@@ -22,12 +22,12 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 
 use super::metrics::{self, Breakdown, McpMetrics, MetricsCell, TimeRange};
-use super::{AuditEntry, HistoryQuery, InteractionStore, StoreError};
+use super::{AuditEntry, HistoryQuery, InteractionStore, StoreError, VersionCount};
 use crate::interaction::{Interaction, InteractionEvent};
 pub use lazy::LazyClickHouseStore;
 pub use migrate::KEPT_TABLE;
 pub use rollup::{create_rollup_table_sql, roll_sql, ROLLUP_WINDOWS_OVER_MS};
-use rows::{AuditRow, EventRow, HeartbeatRow, MergedRow, MetricsRow};
+use rows::{AuditRow, EventRow, HeartbeatRow, MergedRow, MetricsRow, VersionRow};
 pub use sql::{
     create_audit_table_sql, create_table_sql, merged_sql, merged_with_timeline_sql, metrics_sql,
     DEFAULT_MAX_INTERACTION_MS, TIME,
@@ -376,6 +376,40 @@ impl InteractionStore for ClickHouseStore {
                 })
                 .collect();
             self.write_rows(HEARTBEAT_TABLE, rows).await
+        }
+        .boxed()
+    }
+
+    fn reported_versions(
+        &self,
+        range: TimeRange,
+    ) -> BoxFuture<'_, Result<Vec<VersionCount>, StoreError>> {
+        async move {
+            // The events received in the window: a version is what an MCP says while it works.
+            let sql = format!(
+                "SELECT mcp_id, assumeNotNull(mcp_version) AS version, uniqExact(interaction_id) AS interactions \
+                 FROM {TABLE} WHERE received_ms >= ? AND received_ms < ? AND event_date >= ? AND event_date <= ? \
+                 AND isNotNull(mcp_version) GROUP BY mcp_id, version ORDER BY mcp_id, version"
+            );
+            let binds = vec![
+                Bind::Int(range.since_ms),
+                Bind::Int(range.until_ms),
+                Bind::Text(sql::day_of_ms(range.since_ms)),
+                Bind::Text(sql::day_of_ms(range.until_ms)),
+            ];
+            let rows: Vec<VersionRow> = self
+                .query(&sql, binds)
+                .fetch_all()
+                .await
+                .map_err(classify)?;
+            Ok(rows
+                .into_iter()
+                .map(|r| VersionCount {
+                    mcp_id: r.mcp_id,
+                    version: r.version,
+                    interactions: r.interactions,
+                })
+                .collect())
         }
         .boxed()
     }

@@ -212,6 +212,14 @@ impl RollupRow {
     }
 }
 
+/// How many interactions of an MCP reported a version.
+#[derive(Debug, clickhouse::Row, Deserialize)]
+pub(super) struct VersionRow {
+    pub mcp_id: String,
+    pub version: String,
+    pub interactions: u64,
+}
+
 /// One heartbeat: written as it came, read back as each MCP's latest.
 #[derive(Debug, clickhouse::Row, Serialize, Deserialize)]
 pub(super) struct HeartbeatRow {
