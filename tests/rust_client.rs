@@ -122,3 +122,107 @@ async fn a_coordinator_that_does_not_answer_never_blocks_the_caller() {
     assert_eq!(client.stats().dropped, 50, "{:?}", client.stats());
     drop(silent);
 }
+
+/// A small rmcp server: `ocr` works, `jammed` answers a tool error, and anything else is a
+/// protocol error.
+struct Scanner;
+
+impl rmcp::ServerHandler for Scanner {
+    fn get_info(&self) -> rmcp::model::ServerConfig {
+        let mut info = rmcp::model::ServerConfig::default();
+        info.capabilities = rmcp::model::ServerCapabilities::builder()
+            .enable_tools()
+            .build();
+        info
+    }
+
+    async fn call_tool(
+        &self,
+        request: rmcp::model::CallToolRequestParams,
+        _: rmcp::service::RequestContext<rmcp::RoleServer>,
+    ) -> Result<rmcp::model::CallToolResponse, rmcp::ErrorData> {
+        use rmcp::model::{CallToolResult, ContentBlock};
+        match request.name.as_ref() {
+            "ocr" => {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                Ok(CallToolResult::success(vec![ContentBlock::text("42 words")]).into())
+            }
+            "jammed" => Ok(CallToolResult::error(vec![ContentBlock::text("paper jam")]).into()),
+            other => Err(rmcp::ErrorData::invalid_params(
+                format!("no tool {other}"),
+                None,
+            )),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rmcp_server_wrapped_in_reporting_reports_every_tool_call() {
+    use mcp_coordinator_client::rmcp_server::Reporting;
+    use rmcp::ServiceExt;
+    let dir = ScratchDir::new("rmcp-reporting");
+    let store = Arc::new(SqliteStore::open(&dir.path().join("db.sqlite")).expect("store"));
+    let mut ingest = InProcessIngest::start(
+        test_config(dir.path()),
+        store,
+        key_ring(&[(MCP, KEY)]),
+        Arc::new(ReaderTokens::from_tokens([READER])),
+    )
+    .await;
+    let reporter = Client::builder(ingest.base.clone(), Key::Fixed(KEY.into()))
+        .build()
+        .expect("client");
+
+    // The server and the official client over an in-memory pipe.
+    let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+    let server = tokio::spawn(Reporting::new(Scanner, reporter.clone()).serve(server_io));
+    let client = ().serve(client_io).await.expect("the client connects");
+    let server = server.await.expect("task").expect("the server starts");
+    let call = |name: &'static str| rmcp::model::CallToolRequestParams::new(name);
+    let ocr = client.call_tool(call("ocr")).await.expect("ocr answers");
+    assert_ne!(ocr.is_error, Some(true));
+    let jammed = client
+        .call_tool(call("jammed"))
+        .await
+        .expect("jammed answers");
+    assert_eq!(jammed.is_error, Some(true));
+    assert!(client.call_tool(call("missing")).await.is_err());
+    assert!(reporter.flush(Duration::from_secs(20)).await);
+
+    let base = ingest.base.clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let items = loop {
+        let body = get_json_as(
+            &format!("{base}/v1/mcps/{MCP}/interactions?limit=10"),
+            READER,
+        )
+        .await;
+        let items = body["interactions"].as_array().cloned().unwrap_or_default();
+        if items.len() == 3 && items.iter().all(|i| i["status"] != "in_progress") {
+            break items;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not stored: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let of = |tool: &str| {
+        items
+            .iter()
+            .find(|i| i["request_data"]["request_type"] == tool)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {tool} call in {items:?}"))
+    };
+    let ocr = of("ocr");
+    assert_eq!(ocr["status"], "completed");
+    let seconds = ocr["processing_data"]["processing_time"].as_f64().unwrap();
+    assert!(seconds >= 0.03, "the call's own time: {seconds}");
+    let jammed = of("jammed");
+    assert_eq!(jammed["status"], "failed");
+    assert_eq!(jammed["result_data"]["error_code"], "TOOL_ERROR");
+    assert_eq!(jammed["result_data"]["error_message"], "paper jam");
+    let missing = of("missing");
+    assert_eq!(missing["result_data"]["error_code"], "MCP_ERROR_32602");
+
+    let _ = client.cancel().await;
+    let _ = server.cancel().await;
+    ingest.stop().await;
+}

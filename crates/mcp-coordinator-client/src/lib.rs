@@ -8,6 +8,8 @@
 //! interaction.
 
 mod registration;
+#[cfg(feature = "rmcp")]
+pub mod rmcp_server;
 
 pub use registration::{register, unregister, McpInfo, Registration};
 
