@@ -151,16 +151,26 @@ where
         (&Method::POST, ["api", "register"]) => {
             require_json(req.headers)?;
             let (registrar, grant) = register::grant(state, bearer(auth))?;
-            let body =
-                read_body(body, state.limits.single_bytes, state.limits.body_timeout).await?;
+            let body = read_body(
+                body,
+                req.headers,
+                state.limits.single_bytes,
+                state.limits.body_timeout,
+            )
+            .await?;
             register::handle(registrar, &grant, &body).await
         }
         (&Method::POST, ["api", "interactions"]) => {
             require_json(req.headers)?;
             // The seed sends every action to one endpoint: a registrar token means registration.
             if let Ok((registrar, grant)) = register::grant(state, bearer(auth)) {
-                let body =
-                    read_body(body, state.limits.single_bytes, state.limits.body_timeout).await?;
+                let body = read_body(
+                    body,
+                    req.headers,
+                    state.limits.single_bytes,
+                    state.limits.body_timeout,
+                )
+                .await?;
                 return register::handle(registrar, &grant, &body).await;
             }
             // The seed's envelope may carry its key in the body; a key in the header is checked
@@ -168,8 +178,13 @@ where
             if let Some(key) = bearer(auth) {
                 authenticate(state, Some(key))?;
             }
-            let body =
-                read_body(body, state.limits.single_bytes, state.limits.body_timeout).await?;
+            let body = read_body(
+                body,
+                req.headers,
+                state.limits.single_bytes,
+                state.limits.body_timeout,
+            )
+            .await?;
             let envelope = write::Envelope::parse(&body)?;
             let key = envelope.api_key.as_deref().or(bearer(auth));
             let key_mcp = authenticate(state, key)?;
@@ -286,7 +301,7 @@ where
         ),
         Write::Batch => (state.limits.batch_bytes, state.signing.required_for_batch()),
     };
-    let body = read_body(body, limit, state.limits.body_timeout).await?;
+    let body = read_body(body, req.headers, limit, state.limits.body_timeout).await?;
     check_signature(state, required, key, &req.signed(&body))?;
     Ok((key_mcp, body))
 }
