@@ -19,6 +19,24 @@ const MCP: &str = "rusty_tool_mcp_001";
 const KEY: &str = "mcpk_rust_client_key_0123456789abcdef";
 const READER: &str = "rust-client-reader-token";
 
+/// The MCP's history once it holds `count` interactions, none still in progress.
+async fn finished_interactions(base: &str, count: usize) -> Vec<serde_json::Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let body = get_json_as(
+            &format!("{base}/v1/mcps/{MCP}/interactions?limit=10"),
+            READER,
+        )
+        .await;
+        let items = body["interactions"].as_array().cloned().unwrap_or_default();
+        if items.len() == count && items.iter().all(|i| i["status"] != "in_progress") {
+            return items;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not stored: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_reports_and_heartbeats_arrive_and_a_rotated_key_is_read_again() {
     let dir = ScratchDir::new("rust-client");
@@ -64,20 +82,7 @@ async fn signed_reports_and_heartbeats_arrive_and_a_rotated_key_is_read_again() 
     assert_eq!(client.stats().dropped, 0, "{:?}", client.stats());
 
     let base = ingest.base.clone();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let items = loop {
-        let body = get_json_as(
-            &format!("{base}/v1/mcps/{MCP}/interactions?limit=10"),
-            READER,
-        )
-        .await;
-        let items = body["interactions"].as_array().cloned().unwrap_or_default();
-        if items.len() == 2 && items.iter().all(|i| i["status"] != "in_progress") {
-            break items;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "not stored: {body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let items = finished_interactions(&base, 2).await;
     let of = |id: &str| items.iter().find(|i| i["interaction_id"] == id).cloned();
     let good = of(&good).expect("the good interaction");
     assert_eq!(good["status"], "completed");
@@ -190,20 +195,7 @@ async fn an_rmcp_server_wrapped_in_reporting_reports_every_tool_call() {
     assert!(reporter.flush(Duration::from_secs(20)).await);
 
     let base = ingest.base.clone();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let items = loop {
-        let body = get_json_as(
-            &format!("{base}/v1/mcps/{MCP}/interactions?limit=10"),
-            READER,
-        )
-        .await;
-        let items = body["interactions"].as_array().cloned().unwrap_or_default();
-        if items.len() == 3 && items.iter().all(|i| i["status"] != "in_progress") {
-            break items;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "not stored: {body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let items = finished_interactions(&base, 3).await;
     let of = |tool: &str| {
         items
             .iter()

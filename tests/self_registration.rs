@@ -51,14 +51,38 @@ async fn post(base: &str, path: &str, token: &str, body: &Value) -> (u16, Value)
 }
 
 async fn report(base: &str, key: &str) -> u16 {
-    http_client()
-        .post(format!("{base}/v1/interactions"))
-        .bearer_auth(key)
-        .json(&json!({"request_data": {"request_type": "ocr_processing"}, "processing_time": 0.05, "success": true}))
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
+    let completed = json!({"request_data": {"request_type": "ocr_processing"}, "processing_time": 0.05, "success": true});
+    post_report(base, key, &completed).await
+}
+
+/// The standalone binary over `dir/registrations` and `dir/data`: its URL and data directory.
+async fn standalone(
+    dir: &ScratchDir,
+    flags: &[&str],
+) -> (
+    tokio::process::Child,
+    String,
+    std::path::PathBuf,
+    std::path::PathBuf,
+) {
+    let (regs, data) = (dir.path().join("registrations"), dir.path().join("data"));
+    std::fs::create_dir_all(&regs).unwrap();
+    let port = free_port();
+    let child = tokio::process::Command::new(BIN)
+        .args(["standalone", "--listen", &format!("127.0.0.1:{port}")])
+        .args(flags)
+        .arg("--registrations")
+        .arg(&regs)
+        .arg("--data-dir")
+        .arg(&data)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("standalone starts");
+    let base = format!("http://127.0.0.1:{port}");
+    common::ingest::wait_healthy(&base).await;
+    (child, base, regs, data)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,28 +227,7 @@ async fn an_mcp_registers_itself_in_kubernetes_and_gets_its_id_and_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_mcp_registers_itself_in_standalone_mode_and_reports_with_its_key() {
     let dir = ScratchDir::new("standalone-self-registration");
-    let (regs, data) = (dir.path().join("registrations"), dir.path().join("data"));
-    std::fs::create_dir_all(&regs).unwrap();
-    let port = free_port();
-    let _standalone = tokio::process::Command::new(BIN)
-        .args([
-            "standalone",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--poll-interval-ms",
-            "200",
-        ])
-        .arg("--registrations")
-        .arg(&regs)
-        .arg("--data-dir")
-        .arg(&data)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("standalone starts");
-    let base = format!("http://127.0.0.1:{port}");
-    common::ingest::wait_healthy(&base).await;
+    let (_standalone, base, regs, data) = standalone(&dir, &["--poll-interval-ms", "200"]).await;
     let token = std::fs::read_to_string(data.join("registrar.token"))
         .expect("a registrar token is kept in the data directory");
     let mcp = FakeMcp::start().await;
@@ -302,22 +305,7 @@ async fn an_mcp_registers_itself_in_standalone_mode_and_reports_with_its_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_client_registers_and_reports_with_the_key_it_got() {
     let dir = ScratchDir::new("python-self-registration");
-    let (regs, data) = (dir.path().join("registrations"), dir.path().join("data"));
-    std::fs::create_dir_all(&regs).unwrap();
-    let port = free_port();
-    let _standalone = tokio::process::Command::new(BIN)
-        .args(["standalone", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--registrations")
-        .arg(&regs)
-        .arg("--data-dir")
-        .arg(&data)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("standalone starts");
-    let base = format!("http://127.0.0.1:{port}");
-    common::ingest::wait_healthy(&base).await;
+    let (_standalone, base, _, data) = standalone(&dir, &[]).await;
     let token = std::fs::read_to_string(data.join("registrar.token")).unwrap();
     let mcp = FakeMcp::start().await;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));

@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::ingest::{free_port, BIN};
-use common::{http_client, FakeMcp};
+use common::{http_client, post_report, FakeMcp};
 use serde_json::{json, Value};
 
 struct Dirs {
@@ -38,6 +38,11 @@ fn manifest(name: &str, url: &str, weight: u32) -> String {
 }
 
 fn spawn(dirs: &Dirs, port: u16) -> tokio::process::Child {
+    spawn_with(dirs, port, &[])
+}
+
+/// [`spawn`] with more flags.
+fn spawn_with(dirs: &Dirs, port: u16, flags: &[&str]) -> tokio::process::Child {
     tokio::process::Command::new(BIN)
         .args([
             "standalone",
@@ -46,6 +51,7 @@ fn spawn(dirs: &Dirs, port: u16) -> tokio::process::Child {
             "--poll-interval-ms",
             "200",
         ])
+        .args(flags)
         .arg("--registrations")
         .arg(&dirs.regs)
         .arg("--data-dir")
@@ -109,14 +115,8 @@ async fn cli(args: &[&str], base: &str, dirs: &Dirs) -> (bool, String, String) {
 }
 
 async fn report(base: &str, key: &str) -> u16 {
-    http_client()
-        .post(format!("{base}/v1/interactions"))
-        .bearer_auth(key)
-        .json(&json!({"request_data": {"request_type": "ocr_processing"}, "processing_time": 0.05, "success": true}))
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
+    let completed = json!({"request_data": {"request_type": "ocr_processing"}, "processing_time": 0.05, "success": true});
+    post_report(base, key, &completed).await
 }
 
 fn key_file(dirs: &Dirs, name: &str) -> PathBuf {
@@ -405,23 +405,7 @@ async fn a_reported_version_other_than_the_spec_shows_as_a_condition_with_its_co
         &manifest("ocr", &mcp.url(), 100),
     );
     let port = free_port();
-    let _child = tokio::process::Command::new(BIN)
-        .args(["standalone", "--listen", &format!("127.0.0.1:{port}")])
-        .args([
-            "--poll-interval-ms",
-            "200",
-            "--routing-interval-seconds",
-            "1",
-        ])
-        .arg("--registrations")
-        .arg(&dirs.regs)
-        .arg("--data-dir")
-        .arg(&dirs.data)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("standalone starts");
+    let _child = spawn_with(&dirs, port, &["--routing-interval-seconds", "1"]);
     let base = format!("http://127.0.0.1:{port}");
     wait_view(&dirs, &base, "ocr has an ID", |v| {
         find(v, "ocr").is_some_and(|r| r["mcp_id"].is_string())
@@ -430,15 +414,7 @@ async fn a_reported_version_other_than_the_spec_shows_as_a_condition_with_its_co
     let key = std::fs::read_to_string(key_file(&dirs, "ocr")).expect("key");
     let versioned = |version: &str| json!({"request_data": {"request_type": "ocr"}, "metadata": {"mcp_version": version}});
     for version in ["1.0.0", "1.2.0", "1.2.0", "1.3.0"] {
-        let status = http_client()
-            .post(format!("{base}/v1/interactions"))
-            .bearer_auth(&key)
-            .json(&versioned(version))
-            .send()
-            .await
-            .map(|r| r.status().as_u16())
-            .unwrap_or(0);
-        assert_eq!(status, 202);
+        assert_eq!(post_report(&base, &key, &versioned(version)).await, 202);
     }
     let condition = |v: &Value| -> Option<Value> {
         find(v, "ocr")?["status"]["conditions"]

@@ -349,6 +349,18 @@ pub fn crd(
     conventions::apply(MCPRegistration::crd())
 }
 
+/// The CRD's OpenAPI schema (of its one version), as the API server checks objects against it.
+pub fn openapi_schema() -> serde_json::Value {
+    crd()
+        .spec
+        .versions
+        .first()
+        .and_then(|v| v.schema.as_ref())
+        .and_then(|s| s.open_api_v3_schema.as_ref())
+        .and_then(|s| serde_json::to_value(s).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
 /// The CRD as YAML, exactly as `crds/mcpregistration.yaml` holds it.
 pub fn crd_yaml() -> Result<String, serde_saphyr::SerializeError> {
     serde_saphyr::to_string(&crd())

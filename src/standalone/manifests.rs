@@ -57,14 +57,7 @@ impl fmt::Display for Problem {
 
 /// The CRD's OpenAPI schema, which every manifest is checked against.
 pub fn schema() -> Value {
-    let crd = crate::crd::crd();
-    crd.spec
-        .versions
-        .first()
-        .and_then(|v| v.schema.as_ref())
-        .and_then(|s| s.open_api_v3_schema.as_ref())
-        .and_then(|s| serde_json::to_value(s).ok())
-        .unwrap_or(Value::Null)
+    crate::crd::openapi_schema()
 }
 
 /// Reads every `*.yaml` / `*.yml` file of `dir` (not recursively), in name order.

@@ -242,3 +242,15 @@ pub async fn get_json_as(url: &str, token: &str) -> serde_json::Value {
         .await
         .expect("a JSON answer")
 }
+
+/// `POST {base}/v1/interactions` with `key`: the status it answered (0 when it did not answer).
+pub async fn post_report(base: &str, key: &str, report: &serde_json::Value) -> u16 {
+    http_client()
+        .post(format!("{base}/v1/interactions"))
+        .bearer_auth(key)
+        .json(report)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}

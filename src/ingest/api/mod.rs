@@ -151,26 +151,13 @@ where
         (&Method::POST, ["api", "register"]) => {
             require_json(req.headers)?;
             let (registrar, grant) = register::grant(state, bearer(auth))?;
-            let body = read_body(
-                body,
-                req.headers,
-                state.limits.single_bytes,
-                state.limits.body_timeout,
-            )
-            .await?;
-            register::handle(registrar, &grant, &body).await
+            register::handle(registrar, &grant, &single_body(state, req, body).await?).await
         }
         (&Method::POST, ["api", "interactions"]) => {
             require_json(req.headers)?;
             // The seed sends every action to one endpoint: a registrar token means registration.
             if let Ok((registrar, grant)) = register::grant(state, bearer(auth)) {
-                let body = read_body(
-                    body,
-                    req.headers,
-                    state.limits.single_bytes,
-                    state.limits.body_timeout,
-                )
-                .await?;
+                let body = single_body(state, req, body).await?;
                 return register::handle(registrar, &grant, &body).await;
             }
             // The seed's envelope may carry its key in the body; a key in the header is checked
@@ -178,13 +165,7 @@ where
             if let Some(key) = bearer(auth) {
                 authenticate(state, Some(key))?;
             }
-            let body = read_body(
-                body,
-                req.headers,
-                state.limits.single_bytes,
-                state.limits.body_timeout,
-            )
-            .await?;
+            let body = single_body(state, req, body).await?;
             let envelope = write::Envelope::parse(&body)?;
             let key = envelope.api_key.as_deref().or(bearer(auth));
             let key_mcp = authenticate(state, key)?;
@@ -270,6 +251,25 @@ where
             format!("no such endpoint {}", req.path),
         )),
     }
+}
+
+/// The body of a request with one report or message in it, within that size and time.
+async fn single_body<S, B>(
+    state: &IngestState,
+    req: &Request<'_>,
+    body: S,
+) -> Result<Vec<u8>, ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    read_body(
+        body,
+        req.headers,
+        state.limits.single_bytes,
+        state.limits.body_timeout,
+    )
+    .await
 }
 
 /// Which kind of write a request is: its body limit and signature policy follow.

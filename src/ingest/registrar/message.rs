@@ -397,16 +397,7 @@ pub fn declare(message: RegisterMessage, namespace: String) -> Result<Declared, 
 /// both modes refuse the same messages with the same words, before anything is written.
 fn check_against_schema(spec: &MCPRegistrationSpec) -> Result<(), Refused> {
     static SCHEMA: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
-    let schema = SCHEMA.get_or_init(|| {
-        crate::crd::crd()
-            .spec
-            .versions
-            .first()
-            .and_then(|v| v.schema.as_ref())
-            .and_then(|s| s.open_api_v3_schema.as_ref())
-            .and_then(|s| serde_json::to_value(s).ok())
-            .unwrap_or(Value::Null)
-    });
+    let schema = SCHEMA.get_or_init(crate::crd::openapi_schema);
     let spec_schema = &schema["properties"]["spec"];
     let value = serde_json::to_value(spec).map_err(|e| Refused::new("mcp_info", e.to_string()))?;
     let mut causes = Vec::new();
