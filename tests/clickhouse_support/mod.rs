@@ -76,9 +76,10 @@ impl ClickHouseServer {
     fn try_launch(&mut self) -> Result<(), String> {
         // The previous run's pid must not be taken for this one's.
         let _ = std::fs::remove_file(self.dir.join("pid"));
+        let started_before = self.times_ready();
         let d = self.dir.display();
         let command = format!(
-            "{bin} --config-file={config} -- --http_port={http} --tcp_port={tcp} --interserver_http_port={inter} --listen_host=127.0.0.1 --path={d}/ --tmp_path={d}/tmp/ --user_files_path={d}/user_files/ --format_schema_path={d}/format_schemas/ --logger.log={d}/log --logger.errorlog={d}/err > {d}/stdout 2>&1 & \
+            "{bin} --config-file={config} -- --http_port={http} --tcp_port={tcp} --interserver_http_port={inter} --listen_host=127.0.0.1 --path={d}/ --tmp_path={d}/tmp/ --user_files_path={d}/user_files/ --format_schema_path={d}/format_schemas/ --logger.log={d}/log --logger.level=information --logger.errorlog={d}/err > {d}/stdout 2>&1 & \
              ch=$!; echo $ch > {d}/pid; while kill -0 $PPID 2>/dev/null && kill -0 $ch 2>/dev/null; do sleep 0.5; done; kill -9 $ch 2>/dev/null",
             bin = binary(),
             config = self.config_file.display(),
@@ -95,7 +96,16 @@ impl ClickHouseServer {
             .spawn()
             .expect("sh runs");
         self.watchdog = Some(child);
-        self.wait_ready()
+        self.wait_ready(started_before)
+    }
+
+    /// How often this server's own log says it finished starting. A free port can be taken by
+    /// another test's server between choosing it and binding it, and that server answers /ping
+    /// too: only our log tells that ours is the one listening.
+    fn times_ready(&self) -> usize {
+        std::fs::read_to_string(self.dir.join("log"))
+            .map(|log| log.matches("Ready for connections").count())
+            .unwrap_or(0)
     }
 
     /// False only once the server's process is known to be gone (the pid file may not be
@@ -113,7 +123,7 @@ impl ClickHouseServer {
         })
     }
 
-    fn wait_ready(&self) -> Result<(), String> {
+    fn wait_ready(&self, started_before: usize) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut dead_polls = 0;
         loop {
@@ -122,7 +132,7 @@ impl ClickHouseServer {
                 let _ = s.write_all(b"GET /ping HTTP/1.0\r\n\r\n");
                 let mut answer = String::new();
                 let _ = s.read_to_string(&mut answer);
-                if answer.contains("Ok.") {
+                if answer.contains("Ok.") && self.times_ready() > started_before {
                     return Ok(());
                 }
             }

@@ -97,6 +97,24 @@ fn classify(e: clickhouse::error::Error) -> StoreError {
     }
 }
 
+/// Runs one of the store's DDL statements (each idempotent), again when the connection failed
+/// rather than the server refusing: a server busy with `ON CLUSTER` DDL may close a pooled
+/// connection the next statement was about to use.
+async fn execute_ddl(client: &clickhouse::Client, sql: &str) -> Result<(), StoreError> {
+    let mut attempt = 0;
+    loop {
+        match client.query(sql).execute().await {
+            Ok(()) => return Ok(()),
+            Err(clickhouse::error::Error::Network(e)) if attempt < 2 => {
+                attempt += 1;
+                tracing::debug!(error = %e, "DDL hit a closed connection; trying again");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(classify(e)),
+        }
+    }
+}
+
 fn valid_identifier(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
@@ -163,7 +181,7 @@ impl ClickHouseStore {
             "cityHash64(mcp_id)",
         ));
         for statement in ddl {
-            client.query(&statement).execute().await.map_err(classify)?;
+            execute_ddl(&client, &statement).await?;
         }
         if topology == Topology::Single {
             migrate::ensure_layout(&client, db, server_version).await?;
@@ -200,7 +218,7 @@ impl ClickHouseStore {
             "cityHash64(mcp_id)",
         ));
         for statement in ddl {
-            client.query(&statement).execute().await.map_err(classify)?;
+            execute_ddl(&client, &statement).await?;
         }
         tracing::info!(url = %config.shown_url(), database = %config.database, version = %version, "ClickHouse store ready");
         Ok(Self {
