@@ -144,7 +144,12 @@ pub async fn run(
         }
         ready.store(false, Ordering::Relaxed);
         metrics.leader.set(1);
-        background.spawn(keep_leading(leases.clone(), election.clone(), lost_tx));
+        background.spawn(keep_leading(
+            leases.clone(),
+            election.clone(),
+            lost_tx,
+            metrics.leader.clone(),
+        ));
     } else {
         metrics.leader.set(1);
     }
@@ -243,12 +248,19 @@ pub async fn run(
 }
 
 /// Renews the Lease every retry period; if it cannot for two thirds of the Lease's duration (or
-/// someone else holds it), reports the leadership lost before a standby can take it over.
+/// someone else holds it), reports the leadership lost before a standby can take it over. The
+/// `leader` gauge drops at once: the controller may still be starting, waiting on the same API
+/// server, when it learns it.
 async fn keep_leading(
     leases: Api<Lease>,
     election: leader::LeaderElection,
     lost: tokio::sync::watch::Sender<bool>,
+    leader: prometheus::IntGauge,
 ) {
+    let give_up = |lost: &tokio::sync::watch::Sender<bool>| {
+        leader.set(0);
+        let _ = lost.send(true);
+    };
     let mut renewed = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(election.retry_period()).await;
@@ -264,7 +276,7 @@ async fn keep_leading(
         match attempt.await {
             Ok(Ok(true)) => renewed = tokio::time::Instant::now(),
             Ok(Ok(false)) => {
-                let _ = lost.send(true);
+                give_up(&lost);
                 return;
             }
             Ok(Err(e)) => tracing::warn!(error = %e, "could not renew the leader Lease"),
@@ -274,7 +286,7 @@ async fn keep_leading(
             ),
         }
         if renewed.elapsed() > election.lease_duration * 2 / 3 {
-            let _ = lost.send(true);
+            give_up(&lost);
             return;
         }
     }
