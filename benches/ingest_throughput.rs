@@ -53,7 +53,7 @@ async fn main() {
                         0,
                         Fields::default(),
                     );
-                    spool.append(vec![e]).await.expect("append");
+                    spool.append(&[e]).await.expect("append");
                 }
             })
             .buffer_unordered(concurrency)
@@ -174,7 +174,6 @@ async fn start_ingest(
     keys.set("bench_tool_mcp_001", KEY);
     mcp_coordinator::ingest::start(
         mcp_coordinator::ingest::IngestConfig {
-            batch_max: 5000,
             flush_interval: Duration::from_millis(200),
             drain_timeout: Duration::from_secs(10),
             signing: mcp_coordinator::ingest::signing::SigningPolicy::Off,
@@ -193,16 +192,67 @@ async fn start_ingest(
     .expect("ingest starts")
 }
 
+/// CPU seconds (user and system) a process has used so far, from `/proc/<pid>/stat`; 0 where
+/// that cannot be read. Ticks are 1/100 s on Linux.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which may hold spaces), which ends at the last ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU used by this process (the bench's clients and the ingest server) and by ClickHouse.
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    ours: f64,
+    clickhouse: f64,
+}
+
+impl Cpu {
+    fn now(clickhouse: Option<u32>) -> Self {
+        Cpu {
+            ours: cpu_seconds("self"),
+            clickhouse: clickhouse.map_or(0.0, |pid| cpu_seconds(&pid.to_string())),
+        }
+    }
+
+    /// Milliseconds of CPU per 1,000 events since `before`.
+    fn per_thousand(self, before: Cpu, events: usize) -> Cpu {
+        let per = |a: f64, b: f64| (a - b) * 1_000.0 * 1_000.0 / events as f64;
+        Cpu {
+            ours: per(self.ours, before.ours),
+            clickhouse: per(self.clickhouse, before.clickhouse),
+        }
+    }
+}
+
+/// What one path through the ingest server measured.
+struct Through {
+    acked: f64,
+    stored: f64,
+    /// CPU per 1,000 events, from the first request until all were stored.
+    cpu: Cpu,
+}
+
 /// Acknowledged and stored rates of `records` batches through a fresh ingest server over `store`;
-/// `stored` counts what the store holds.
+/// `stored` counts what the store holds; `clickhouse` is the server whose CPU counts too.
 async fn through_ingest<F, Fut>(
     dir: &std::path::Path,
     name: &str,
     store: Arc<dyn mcp_coordinator::store::InteractionStore>,
     bodies: &[Vec<u8>],
     records: usize,
+    clickhouse: Option<u32>,
     stored: F,
-) -> (f64, f64)
+) -> Through
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = usize>,
@@ -210,6 +260,7 @@ where
     let running = start_ingest(dir, name, store).await;
     let url = format!("http://{}/v1/interactions:batch", running.addr);
     let http = reqwest::Client::builder().build().expect("client");
+    let cpu_before = Cpu::now(clickhouse);
     let started = Instant::now();
     futures::stream::iter(bodies)
         .map(|body| {
@@ -244,7 +295,11 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let done = started.elapsed().as_secs_f64();
-    (records as f64 / acked, records as f64 / done)
+    Through {
+        acked: records as f64 / acked,
+        stored: records as f64 / done,
+        cpu: Cpu::now(clickhouse).per_thousand(cpu_before, records),
+    }
 }
 
 async fn batched(dir: &std::path::Path) {
@@ -267,12 +322,14 @@ async fn batched(dir: &std::path::Path) {
         .await
         .expect("ClickHouse");
     let count_sql = format!("SELECT count() FROM {database}.interaction_events");
-    let (ch_acked, ch_stored) = through_ingest(
+    let clickhouse_pid = server.pid();
+    let through_clickhouse = through_ingest(
         dir,
         "clickhouse",
         Arc::new(clickhouse),
         &bodies,
         records,
+        clickhouse_pid,
         || async { server.sql(&count_sql).await.trim().parse().unwrap_or(0) },
     )
     .await;
@@ -288,6 +345,7 @@ async fn batched(dir: &std::path::Path) {
         .map(str::to_string)
         .collect();
     let mut own = Vec::new();
+    let mut own_cpu = Cpu::default();
     for clients in [1usize, 4] {
         let copy = format!("{database}.copy_{clients}");
         server
@@ -296,6 +354,7 @@ async fn batched(dir: &std::path::Path) {
             ))
             .await;
         let inserts: Vec<String> = rows.chunks(5_000).map(|c| c.join("\n")).collect();
+        let cpu_before = Cpu::now(clickhouse_pid);
         let started = Instant::now();
         futures::stream::iter(&inserts)
             .map(|body| {
@@ -311,12 +370,19 @@ async fn batched(dir: &std::path::Path) {
             .collect::<Vec<_>>()
             .await;
         own.push(rows.len() as f64 / started.elapsed().as_secs_f64());
+        own_cpu = Cpu::now(clickhouse_pid).per_thousand(cpu_before, rows.len());
     }
 
     let sqlite_path = dir.join("batched.db");
     let sqlite = mcp_coordinator::store::sqlite::SqliteStore::open(&sqlite_path).expect("SQLite");
-    let (sq_acked, sq_stored) =
-        through_ingest(dir, "sqlite", Arc::new(sqlite), &bodies, records, || {
+    let through_sqlite = through_ingest(
+        dir,
+        "sqlite",
+        Arc::new(sqlite),
+        &bodies,
+        records,
+        None,
+        || {
             let path = sqlite_path.clone();
             async move {
                 rusqlite::Connection::open(&path)
@@ -327,28 +393,37 @@ async fn batched(dir: &std::path::Path) {
                     })
                     .map_or(0, |n| n as usize)
             }
-        })
-        .await;
+        },
+    )
+    .await;
 
     println!();
     println!(
         "batched reports: {records} unique records in the seed's format (~{record_bytes} bytes each), batches of {BATCH}, {CLIENTS} clients, every acknowledgement fsynced"
     );
-    println!("| path | events/s | of ClickHouse's own insert (4 clients) |");
-    println!("| --- | ---: | ---: |");
+    println!("CPU: milliseconds per 1,000 events, of this process (the bench's clients and the ingest server) and of ClickHouse; ClickHouse's figure for its own insert is at 4 clients");
+    println!("| path | events/s | of ClickHouse's own insert (4 clients) | CPU ms/1k: bench process | CPU ms/1k: ClickHouse |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
     println!(
-        "| ClickHouse 18.16 inserting the same rows itself (JSONEachRow, 5,000-row inserts, 1 / 4 clients) | {:.0} / {:.0} | 1.00 |",
-        own[0], own[1]
+        "| ClickHouse 18.16 inserting the same rows itself (JSONEachRow, 5,000-row inserts, 1 / 4 clients) | {:.0} / {:.0} | 1.00 | {:.0} | {:.0} |",
+        own[0], own[1], own_cpu.ours, own_cpu.clickhouse
     );
     let ratio = |x: f64| x / own[1];
+    let Through { acked, stored, cpu } = through_clickhouse;
     println!(
-        "| ingest → ClickHouse, acknowledged | {ch_acked:.0} | {:.2} |",
-        ratio(ch_acked)
+        "| ingest → ClickHouse, acknowledged | {acked:.0} | {:.2} | | |",
+        ratio(acked)
     );
     println!(
-        "| ingest → ClickHouse, stored end to end | {ch_stored:.0} | {:.2} |",
-        ratio(ch_stored)
+        "| ingest → ClickHouse, stored end to end | {stored:.0} | {:.2} | {:.0} | {:.0} |",
+        ratio(stored),
+        cpu.ours,
+        cpu.clickhouse
     );
-    println!("| ingest → SQLite, acknowledged | {sq_acked:.0} | |");
-    println!("| ingest → SQLite, stored end to end | {sq_stored:.0} | |");
+    let Through { acked, stored, cpu } = through_sqlite;
+    println!("| ingest → SQLite, acknowledged | {acked:.0} | | | |");
+    println!(
+        "| ingest → SQLite, stored end to end | {stored:.0} | | {:.0} | |",
+        cpu.ours
+    );
 }

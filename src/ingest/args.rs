@@ -104,9 +104,12 @@ pub struct IngestArgs {
     /// Size at which the spool starts a new segment file.
     #[arg(long, default_value_t = 16 << 20)]
     pub spool_segment_bytes: u64,
-    /// Events per store insert.
-    #[arg(long, default_value_t = 5000)]
+    /// Events per store insert, at most.
+    #[arg(long, default_value_t = super::DEFAULT_BATCH_MAX)]
     pub batch_max: usize,
+    /// Spool bytes per store insert, at most.
+    #[arg(long, default_value_t = super::DEFAULT_BATCH_MAX_BYTES)]
+    pub batch_max_bytes: u64,
     /// A partial batch is shipped after at most this many milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub flush_interval_ms: u64,

@@ -211,6 +211,7 @@ pub async fn assemble(args: &IngestArgs, mode: Mode) -> Result<IngestParts, Asse
             max_concurrent_requests: args.max_concurrent_requests as usize,
         },
         batch_max: args.batch_max.max(1),
+        batch_max_bytes: args.batch_max_bytes.max(1),
         flush_interval: Duration::from_millis(args.flush_interval_ms),
         drain_timeout: Duration::from_secs(args.drain_timeout_seconds),
         privacy,

@@ -31,6 +31,13 @@ use state::{IngestState, Limits, RegistrationsView};
 
 use crate::store::InteractionStore;
 
+/// Events per store insert, at most. Large: each ClickHouse insert writes a new part (a file
+/// per column), which costs the server far more than the rows in it.
+pub const DEFAULT_BATCH_MAX: usize = 20_000;
+/// Spool bytes per store insert, at most (a batch is held in memory while it is read and while
+/// it is inserted, and up to three are at once).
+pub const DEFAULT_BATCH_MAX_BYTES: u64 = 16 << 20;
+
 /// How often an ingest server writes the heartbeats it received to the store.
 pub const HEARTBEAT_SAVE_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -39,7 +46,10 @@ pub struct IngestConfig {
     pub listen: SocketAddr,
     pub spool: SpoolConfig,
     pub limits: Limits,
+    /// Events per store insert, at most.
     pub batch_max: usize,
+    /// Spool bytes per store insert, at most.
+    pub batch_max_bytes: u64,
     pub flush_interval: Duration,
     pub drain_timeout: Duration,
     /// Pseudonymizes `request_data.user_id` before anything is spooled.
@@ -86,7 +96,8 @@ impl IngestConfig {
                 max_bytes: 1 << 30,
             },
             limits: Limits::default(),
-            batch_max: 5000,
+            batch_max: DEFAULT_BATCH_MAX,
+            batch_max_bytes: DEFAULT_BATCH_MAX_BYTES,
             flush_interval: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(20),
             privacy: crate::privacy::Pseudonymizer::new(privacy_key)?,
@@ -165,6 +176,7 @@ pub async fn start(
         metrics.clone(),
         shipper::ShipperConfig {
             batch_max: config.batch_max,
+            batch_max_bytes: config.batch_max_bytes,
             flush_interval: config.flush_interval,
             poison_file: config.spool.dir.join("poison.ndjson"),
             drain_timeout: config.drain_timeout,

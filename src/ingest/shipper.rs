@@ -1,12 +1,14 @@
 //! Moves spooled events to the store: in batches, retrying with backoff while the store is down,
 //! setting aside events the store rejects (poison) instead of blocking the rest.
 
+use std::collections::VecDeque;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use super::metrics::IngestMetrics;
 use super::spool::{Position, SpoolReader};
@@ -16,6 +18,9 @@ use crate::store::{InteractionStore, StoreError};
 #[derive(Debug, Clone)]
 pub struct ShipperConfig {
     pub batch_max: usize,
+    /// A batch also ends once its records take this many spool bytes (bounds memory when records
+    /// are large: a batch is held in memory while it is read, and while it is inserted).
+    pub batch_max_bytes: u64,
     /// A partial batch waits at most this long for company.
     pub flush_interval: Duration,
     /// Where rejected events are set aside (NDJSON).
@@ -24,7 +29,83 @@ pub struct ShipperConfig {
     pub drain_timeout: Duration,
 }
 
+/// When shipping gives up on shutdown: set once, the first time anyone sees the shutdown.
+struct Drain {
+    timeout: Duration,
+    deadline: Mutex<Option<Instant>>,
+}
+
+impl Drain {
+    fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            deadline: Mutex::new(None),
+        }
+    }
+
+    fn deadline(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.deadline.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts the drain clock, unless it runs already.
+    fn begin(&self) {
+        let mut deadline = self.deadline();
+        if deadline.is_none() {
+            *deadline = Some(Instant::now() + self.timeout);
+        }
+    }
+
+    fn begun(&self) -> bool {
+        self.deadline().is_some()
+    }
+
+    fn passed(&self) -> bool {
+        self.deadline().is_some_and(|d| Instant::now() >= d)
+    }
+}
+
+/// A batch handed to the store, not yet confirmed: committed in spool order once it is.
+struct InFlight {
+    /// `None` for a read that passed over damaged records only.
+    insert: Option<JoinHandle<bool>>,
+    next: Position,
+    records: u64,
+    bytes: u64,
+}
+
+/// What the shipper shares with the inserts it starts.
+#[derive(Clone)]
+struct Shipping {
+    store: Arc<dyn InteractionStore>,
+    metrics: Arc<IngestMetrics>,
+    config: Arc<ShipperConfig>,
+    drain: Arc<Drain>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Shipping {
+    fn start(&self, batch: Vec<InteractionEvent>) -> JoinHandle<bool> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            ship(
+                &*this.store,
+                &batch,
+                &this.metrics,
+                &this.config,
+                &this.drain,
+                &this.shutdown,
+            )
+            .await
+        })
+    }
+}
+
 /// Runs until `shutdown` turns true and the spool is drained (or the drain timeout passes).
+///
+/// The next batch is read (on the blocking pool) while the store takes the ones before it, and a
+/// store that merges by receive time whatever the order rows arrive in takes more than one insert
+/// at a time ([`InteractionStore::inserts_in_flight`]). The checkpoint moves in spool order, past
+/// a batch only once it and every batch before it are confirmed.
 pub async fn run(
     mut reader: SpoolReader,
     store: Arc<dyn InteractionStore>,
@@ -32,94 +113,129 @@ pub async fn run(
     config: ShipperConfig,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut drain_deadline: Option<Instant> = None;
-    // The batch read while the store was taking the one before it.
-    let mut ahead: Option<(Vec<InteractionEvent>, Position, u64)> = None;
+    let most_in_flight = store.inserts_in_flight().max(1);
+    let shipping = Shipping {
+        store,
+        metrics: metrics.clone(),
+        config: Arc::new(config.clone()),
+        drain: Arc::new(Drain::new(config.drain_timeout)),
+        shutdown: shutdown.clone(),
+    };
+    let drain = shipping.drain.clone();
+    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+    // Where the next read starts: after the last batch handed to the store.
+    let mut read_from = reader.position();
     loop {
-        if drain_deadline.is_none() && *shutdown.borrow() {
-            drain_deadline = Some(Instant::now() + config.drain_timeout);
+        if *shutdown.borrow() {
+            drain.begin();
         }
-        let (batch, next, bytes) = match ahead.take() {
-            Some(read) => read,
-            None => match reader.read_batch(config.batch_max) {
-                Ok((batch, next)) => (batch, next, reader.last_batch_bytes()),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read the spool; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
+        let (max, max_bytes) = (config.batch_max, config.batch_max_bytes);
+        let reading = tokio::task::spawn_blocking(move || {
+            let read = reader.read_batch_within(read_from, max, max_bytes);
+            let bytes = reader.last_batch_bytes();
+            (reader, read.map(|(batch, next)| (batch, next, bytes)))
+        });
+        let (batch, next, bytes) = match reading.await {
+            Ok((back, read)) => {
+                reader = back;
+                match read {
+                    Ok(read) => read,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot read the spool; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
                 }
-            },
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the spool read failed; the shipper stops and the spool keeps every unshipped event");
+                abandon(in_flight);
+                return;
+            }
         };
-        for skipped in reader.skipped_before(next) {
+        for skipped in reader.skipped_between(read_from, next) {
             metrics.poison.inc();
             set_aside_region(&config.poison_file, &skipped);
         }
-        if batch.is_empty() && next != reader.position() {
-            // Only damaged records were read past: record that they are behind us.
-            if let Err(e) = reader.commit(next, 0, 0) {
-                tracing::error!(error = %e, "cannot record shipping progress past damaged records");
-            }
-            continue;
-        }
-        if batch.is_empty() {
-            if drain_deadline.is_some() {
+        let read_anything = next != read_from;
+        let full = batch.len() >= config.batch_max || bytes >= config.batch_max_bytes;
+        let had_events = !batch.is_empty();
+        if read_anything {
+            if in_flight.len() >= most_in_flight
+                && !settle_oldest(&mut reader, &mut in_flight).await
+            {
                 return;
             }
-            tokio::select! {
-                _ = reader.wait_for_more(config.flush_interval) => {}
-                _ = shutdown.changed() => {}
+            let records = batch.len() as u64;
+            in_flight.push_back(InFlight {
+                insert: had_events.then(|| shipping.start(batch)),
+                next,
+                records,
+                bytes,
+            });
+            read_from = next;
+            if full || !had_events {
+                continue; // more is waiting: read it while the store works
+            }
+        }
+        // Read up to the end of what is durable: confirm what is out before waiting for more.
+        while !in_flight.is_empty() {
+            if !settle_oldest(&mut reader, &mut in_flight).await {
+                return;
+            }
+        }
+        if drain.begun() {
+            if !had_events {
+                return;
             }
             continue;
         }
-        let full = batch.len() >= config.batch_max;
-        let shipping = ship(
-            &*store,
-            &batch,
-            &metrics,
-            &config,
-            &mut drain_deadline,
-            &shutdown,
-        );
-        let shipped = if full {
-            // A full batch means more is waiting: decode the next one on the blocking pool while
-            // the store takes this one, instead of leaving the store idle during the read.
-            let max = config.batch_max;
-            let reading = tokio::task::spawn_blocking(move || {
-                let read = reader.read_batch_from(next, max);
-                let bytes = reader.last_batch_bytes();
-                (reader, read.map(|(batch, next)| (batch, next, bytes)))
-            });
-            let (shipped, read) = tokio::join!(shipping, reading);
-            match read {
-                Ok((back, read)) => {
-                    reader = back;
-                    match read {
-                        Ok(read) => ahead = Some(read),
-                        Err(e) => {
-                            tracing::error!(error = %e, "cannot read the spool ahead; reading again")
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "the spool read ahead failed; the shipper stops and the spool keeps every unshipped event");
-                    return;
-                }
-            }
-            shipped
-        } else {
-            shipping.await
-        };
-        if !shipped {
-            return; // shutting down with the store still away: the spool keeps the rest
-        }
-        if let Err(e) = reader.commit(next, batch.len() as u64, bytes) {
-            tracing::error!(error = %e, "cannot record shipping progress; events will be shipped again (harmlessly)");
-        }
-        if !full && drain_deadline.is_none() {
+        if had_events {
+            // A partial batch was shipped: let the next one fill for a while.
             tokio::select! {
                 _ = tokio::time::sleep(config.flush_interval) => {}
                 _ = shutdown.changed() => {}
             }
+        } else {
+            tokio::select! {
+                _ = reader.wait_for_more(config.flush_interval) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+}
+
+/// Waits for the oldest batch in flight and commits past it; false when shipping must stop (the
+/// store was still away when the drain timed out): what is not committed stays in the spool.
+async fn settle_oldest(reader: &mut SpoolReader, in_flight: &mut VecDeque<InFlight>) -> bool {
+    let Some(oldest) = in_flight.pop_front() else {
+        return true;
+    };
+    let shipped = match oldest.insert {
+        None => true,
+        Some(insert) => match insert.await {
+            Ok(shipped) => shipped,
+            Err(e) => {
+                tracing::error!(error = %e, "an insert task failed; the shipper stops and the spool keeps every unshipped event");
+                false
+            }
+        },
+    };
+    if !shipped {
+        abandon(std::mem::take(in_flight));
+        return false;
+    }
+    if let Err(e) = reader.commit(oldest.next, oldest.records, oldest.bytes) {
+        tracing::error!(error = %e, "cannot record shipping progress; events will be shipped again (harmlessly)");
+    }
+    true
+}
+
+/// Stops the inserts still out; their events stay in the spool and are shipped at the next start.
+fn abandon(in_flight: VecDeque<InFlight>) {
+    for batch in in_flight {
+        if let Some(insert) = batch.insert {
+            insert.abort();
         }
     }
 }
@@ -130,7 +246,7 @@ async fn ship(
     batch: &[InteractionEvent],
     metrics: &IngestMetrics,
     config: &ShipperConfig,
-    deadline: &mut Option<Instant>,
+    drain: &Drain,
     shutdown: &watch::Receiver<bool>,
 ) -> bool {
     let mut backoff = Duration::from_millis(100);
@@ -152,7 +268,7 @@ async fn ship(
                         std::slice::from_ref(event),
                         metrics,
                         config,
-                        deadline,
+                        drain,
                         shutdown,
                     ))
                     .await
@@ -181,10 +297,10 @@ async fn ship(
                     .store_errors
                     .with_label_values(&["unavailable"])
                     .inc();
-                if deadline.is_none() && *shutdown.borrow() {
-                    *deadline = Some(Instant::now() + config.drain_timeout);
+                if *shutdown.borrow() {
+                    drain.begin();
                 }
-                if deadline.is_some_and(|d| Instant::now() >= d) {
+                if drain.passed() {
                     tracing::warn!(reason = %why, "store still unavailable at shutdown; unshipped events stay in the spool");
                     return false;
                 }
@@ -243,8 +359,6 @@ fn append_line(path: &PathBuf, line: &str, what: &str) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-
     use futures::future::BoxFuture;
     use futures::FutureExt;
 
@@ -358,8 +472,8 @@ mod tests {
                         Fields::default(),
                     )
                 })
-                .collect();
-            spool.append(events).await.unwrap();
+                .collect::<Vec<_>>();
+            spool.append(&events).await.unwrap();
         }
         let store = Arc::new(Recording::default());
         let (stop, shutdown) = watch::channel(false);
@@ -369,6 +483,7 @@ mod tests {
             Arc::new(IngestMetrics::new().unwrap()),
             ShipperConfig {
                 batch_max: 100,
+                batch_max_bytes: 64 << 10,
                 flush_interval: Duration::from_millis(20),
                 poison_file: dir.join("poison.ndjson"),
                 drain_timeout: Duration::from_secs(5),

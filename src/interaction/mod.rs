@@ -12,6 +12,7 @@ mod fields;
 pub mod kinds;
 mod record;
 mod section;
+mod streamed;
 mod time;
 pub mod wire;
 
@@ -20,6 +21,7 @@ pub use event::{fnv1a64, EventKind, InteractionEvent};
 pub use fields::{FieldSpec, Fields, FIELDS};
 pub use record::{timeline, Interaction, InteractionStatus, ProgressNote, MAX_TIMELINE};
 pub use section::Section;
+pub use streamed::{parse_record, parse_records, Record};
 pub use time::{format_ms, parse_rfc3339_ms};
 pub use wire::{new_interaction_id, parse_report, ParsedReport};
 

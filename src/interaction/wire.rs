@@ -22,9 +22,9 @@ pub struct ParsedReport {
 
 /// What a report says besides its fields.
 #[derive(Default)]
-struct Identity {
-    interaction_id: Option<String>,
-    mcp_id: Option<String>,
+pub(super) struct Identity {
+    pub(super) interaction_id: Option<String>,
+    pub(super) mcp_id: Option<String>,
 }
 
 /// Parses one report of `kind` from `value`; `path` prefixes field names in errors (e.g. `data`).
@@ -35,6 +35,16 @@ pub fn parse_report(value: Value, kind: EventKind, path: &str) -> Result<ParsedR
     let mut fields = Fields::default();
     let mut identity = Identity::default();
     read_top(report, path, &mut fields, &mut identity)?;
+    finish(fields, identity, kind, path)
+}
+
+/// What a report of `kind` implies beyond what it says, and the checks of its identity.
+pub(super) fn finish(
+    mut fields: Fields,
+    identity: Identity,
+    kind: EventKind,
+    path: &str,
+) -> Result<ParsedReport, BadReport> {
     let at = |f: &str| join(path, f);
     match kind {
         EventKind::Complete if fields.success.is_none() => {
@@ -118,7 +128,7 @@ fn read_top(
 }
 
 /// One nested section (an object, or null for "not given").
-fn read_section(
+pub(super) fn read_section(
     section: Section,
     value: Value,
     at: At<'_>,
@@ -151,7 +161,11 @@ fn read_section(
 }
 
 /// The parameters are free-form; the keys that are also fields are read as such.
-fn read_parameters(value: &Value, at: At<'_>, fields: &mut Fields) -> Result<(), BadReport> {
+pub(super) fn read_parameters(
+    value: &Value,
+    at: At<'_>,
+    fields: &mut Fields,
+) -> Result<(), BadReport> {
     let Some(parameters) = value.as_object() else {
         return Ok(());
     };
@@ -163,7 +177,7 @@ fn read_parameters(value: &Value, at: At<'_>, fields: &mut Fields) -> Result<(),
     Ok(())
 }
 
-fn subsection(section: Section, key: &str) -> Option<Section> {
+pub(super) fn subsection(section: Section, key: &str) -> Option<Section> {
     match (section, key) {
         (Section::Top, "request_data" | "request_info") => Some(Section::RequestData),
         (Section::Top, "processing_data") => Some(Section::ProcessingData),
@@ -175,15 +189,15 @@ fn subsection(section: Section, key: &str) -> Option<Section> {
     }
 }
 
-fn has_field(section: Section, key: &str) -> bool {
+pub(super) fn has_field(section: Section, key: &str) -> bool {
     FIELDS.iter().any(|f| f.section == section && f.key == key)
 }
 
-fn typed<T: DeserializeOwned>(value: Value, at: At<'_>) -> Result<T, BadReport> {
+pub(super) fn typed<T: DeserializeOwned>(value: Value, at: At<'_>) -> Result<T, BadReport> {
     T::deserialize(value).map_err(|e| BadReport::new(at.found_at(), e.to_string()))
 }
 
-fn unknown(section: Section, key: &str, at: At<'_>) -> BadReport {
+pub(super) fn unknown(section: Section, key: &str, at: At<'_>) -> BadReport {
     let mut expected: Vec<&str> = FIELDS
         .iter()
         .filter(|f| f.section == section)

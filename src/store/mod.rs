@@ -100,6 +100,12 @@ pub trait InteractionStore: Send + Sync {
         range: TimeRange,
     ) -> BoxFuture<'_, Result<Vec<VersionCount>, StoreError>>;
 
+    /// How many inserts the shipper may have out at once. One by default: the embedded store
+    /// merges events in the order it applies them, so batches must arrive in spool order.
+    fn inserts_in_flight(&self) -> usize {
+        1
+    }
+
     /// Periodic upkeep (ClickHouse rolls completed minutes into rollups); nothing by default.
     fn maintain(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async { Ok(()) })

@@ -168,6 +168,13 @@ impl ClickHouseServer {
         self.launch();
     }
 
+    /// The server process, while it runs (for benchmarks that read its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.dir.join("pid"))
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+    }
+
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.http_port)
     }

@@ -12,7 +12,8 @@ use super::guards::{parse_json, utf8};
 use super::now_ms;
 use super::reply::{bytes_reply, json_reply, ApiError, ErrorCode, Response};
 use crate::interaction::{
-    format_ms, new_interaction_id, parse_report, BadReport, EventKind, Fields, InteractionEvent,
+    format_ms, new_interaction_id, parse_record, parse_records, parse_report, BadReport, EventKind,
+    Fields, InteractionEvent, ParsedReport, Record,
 };
 use crate::privacy::seal::{Owner, Sealer, SEALED};
 use crate::routing::router::{Outcome, Router};
@@ -115,7 +116,7 @@ pub async fn report(
         now_ms(),
         fields,
     );
-    state.spool.append(vec![event.clone()]).await?;
+    state.spool.append(std::slice::from_ref(&event)).await?;
     observe(state, &event);
     Ok(json_reply(
         StatusCode::ACCEPTED,
@@ -130,22 +131,27 @@ pub async fn batch(
     body: &[u8],
     ndjson: bool,
 ) -> Result<Response, ApiError> {
-    let items: Vec<Result<Value, String>> = if ndjson {
-        utf8(body)?
-            .lines()
+    // Read straight from the text into records (no JSON value of the whole batch is built).
+    let text = utf8(body)?;
+    let items: Vec<Record> = if ndjson {
+        text.lines()
             .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).map_err(|e| format!("not valid JSON: {e}")))
+            .map(|l| {
+                parse_record(l, EventKind::Record)
+                    .unwrap_or_else(|e| Err(BadReport::new("", format!("not valid JSON: {e}"))))
+            })
             .collect()
     } else {
-        match parse_json(body)? {
-            Value::Array(values) => values.into_iter().map(Ok).collect(),
-            _ => {
-                return Err(ApiError::bad(BadReport::new(
-                    "",
-                    "a JSON batch must be an array of interaction records",
-                )))
-            }
-        }
+        parse_records(text, EventKind::Record).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => ApiError::bad(BadReport::new(
+                "",
+                "a JSON batch must be an array of interaction records",
+            )),
+            _ => ApiError::new(
+                ErrorCode::InvalidJson,
+                format!("the body is not valid JSON: {e}"),
+            ),
+        })?
     };
     if items.is_empty() {
         return Err(ApiError::bad(BadReport::new("", "the batch is empty")));
@@ -164,9 +170,7 @@ pub async fn batch(
     let mut events = Vec::new();
     let mut results = Vec::with_capacity(items.len());
     for (index, item) in items.into_iter().enumerate() {
-        let outcome = item
-            .map_err(|problem| BadReport::new("", problem))
-            .and_then(|value| record(state, key_mcp, value, received));
+        let outcome = item.and_then(|parsed| record(state, key_mcp, parsed, received));
         match outcome {
             Ok(event) => {
                 results.push(RecordOutcome::accepted(index, &event.interaction_id));
@@ -252,15 +256,17 @@ impl RecordOutcome {
 /// that record (in `results`) and the rest are spooled without it.
 async fn spool_batch(
     state: &IngestState,
-    mut events: Vec<(usize, InteractionEvent)>,
+    accepted: Vec<(usize, InteractionEvent)>,
     results: &mut [RecordOutcome],
 ) -> Result<Vec<InteractionEvent>, ApiError> {
+    let (mut indices, mut events): (Vec<usize>, Vec<InteractionEvent>) =
+        accepted.into_iter().unzip();
     while !events.is_empty() {
-        let batch: Vec<InteractionEvent> = events.iter().map(|(_, e)| e.clone()).collect();
-        match state.spool.append(batch).await {
+        match state.spool.append(&events).await {
             Ok(()) => break,
             Err(SpoolError::TooLarge { index, size, limit }) => {
-                let (at, _) = events.remove(index);
+                let at = indices.remove(index);
+                events.remove(index);
                 results[at] = RecordOutcome::refused(at, format!(
                     "the record is {size} bytes once stored (fields holding JSON text are escaped again); at most {limit}"
                 ), String::new());
@@ -268,17 +274,16 @@ async fn spool_batch(
             Err(other) => return Err(other.into()),
         }
     }
-    Ok(events.into_iter().map(|(_, e)| e).collect())
+    Ok(events)
 }
 
 /// One record of a batch.
 fn record(
     state: &IngestState,
     key_mcp: &str,
-    value: Value,
+    mut parsed: ParsedReport,
     received: i64,
 ) -> Result<InteractionEvent, BadReport> {
-    let mut parsed = parse_report(value, EventKind::Record, "")?;
     refuse_sealed_lookalikes(&parsed.fields, "")?;
     let id = parsed
         .interaction_id

@@ -47,11 +47,23 @@ impl SpoolReader {
         from: Position,
         max: usize,
     ) -> Result<(Vec<InteractionEvent>, Position), SpoolError> {
+        self.read_batch_within(from, max, u64::MAX)
+    }
+
+    /// Like [`Self::read_batch_from`], stopping also once the records read take `max_bytes` of
+    /// the spool (at least one record is read): what bounds the shipper's memory when records
+    /// are large.
+    pub fn read_batch_within(
+        &mut self,
+        from: Position,
+        max: usize,
+        max_bytes: u64,
+    ) -> Result<(Vec<InteractionEvent>, Position), SpoolError> {
         let dir = self.inner.config.dir.clone();
         let mut out = Vec::with_capacity(max.min(READ_AHEAD_CAPACITY));
         let mut pos = from;
         let mut bytes = 0;
-        while out.len() < max {
+        while out.len() < max && bytes < max_bytes {
             let (active, durable) = {
                 let s = self.inner.state();
                 (s.active, s.durable_len)
@@ -84,7 +96,7 @@ impl SpoolReader {
             }
             let file = File::open(&path).map_err(io_err(&path))?;
             let mut frames = Frames::new(file, pos.offset).map_err(io_err(&path))?;
-            while out.len() < max {
+            while out.len() < max && bytes < max_bytes {
                 match frames.next(limit).map_err(io_err(&path))? {
                     Frame::Record(event, next) => {
                         out.push(*event);
@@ -157,9 +169,13 @@ impl SpoolReader {
         self.position
     }
 
-    /// The corrupt regions read past before `to`, to set aside before committing `to`.
-    pub fn skipped_before(&self, to: Position) -> Vec<Skipped> {
-        self.skipped.range(..to).map(|(_, s)| s.clone()).collect()
+    /// The corrupt regions read past from `from` up to `to`: what one read passed over, to set
+    /// aside before committing `to`.
+    pub fn skipped_between(&self, from: Position, to: Position) -> Vec<Skipped> {
+        self.skipped
+            .range(from..to)
+            .map(|(_, s)| s.clone())
+            .collect()
     }
 
     /// Waits until the writer commits something new (or `timeout` passes).

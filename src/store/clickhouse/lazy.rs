@@ -61,6 +61,10 @@ impl InteractionStore for LazyClickHouseStore {
         async move { self.get().await?.expire(e).await }.boxed()
     }
 
+    fn inserts_in_flight(&self) -> usize {
+        super::INSERTS_IN_FLIGHT
+    }
+
     fn insert<'a>(
         &'a self,
         events: &'a [InteractionEvent],

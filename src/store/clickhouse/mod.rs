@@ -283,6 +283,11 @@ enum Bind {
     Int(i64),
 }
 
+/// Inserts the shipper may have out at once. Reads merge an interaction's events by receive time,
+/// whatever order the rows arrived in, and an insert spends much of its time in the server
+/// (writing a new part), so a second one keeps both sides busy.
+pub(super) const INSERTS_IN_FLIGHT: usize = 2;
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -363,6 +368,10 @@ impl InteractionStore for ClickHouseStore {
             Ok(rows.into_iter().map(AuditEntry::from).collect())
         }
         .boxed()
+    }
+
+    fn inserts_in_flight(&self) -> usize {
+        INSERTS_IN_FLIGHT
     }
 
     fn insert<'a>(
