@@ -669,9 +669,9 @@ async fn a_record_too_large_to_store_is_refused_before_the_spool_and_the_rest_ar
         ..Limits::default()
     };
     let ingest = start_with(dir, store, limits).await;
-    // Backslashes in a free-form field are escaped twice when stored: 5 MiB of them is a
-    // 10 MiB body, and a record of more than 16 MiB.
-    let blob = "\\".repeat(5 << 20);
+    // Free-form parameters are kept as JSON text, escapes included: 9 MiB of backslashes is an
+    // 18 MiB body, and a record of more than 16 MiB.
+    let blob = "\\".repeat(9 << 20);
     let records = json!([
         {"interaction_id": "huge", "request_data": {"parameters": {"blob": blob}}},
         {"interaction_id": "small", "result_data": {"success": true}},

@@ -53,13 +53,18 @@ impl InteractionEvent {
         received_ms: i64,
         fields: Fields,
     ) -> Self {
-        // The digest of the report as a JSON array, hashed as it is written: no copy of the
-        // fields, no text kept (this runs for every report).
-        let mut digest = Fnv1a::default();
-        let what = (&interaction_id, &mcp_id, kind.as_str(), &fields);
-        // Writing into the hasher cannot fail, nor can serializing these plain values.
-        let _ = serde_json::to_writer(&mut digest, &what);
-        let event_id = format!("{}:{}:{:016x}", interaction_id, kind.as_str(), digest.0);
+        // The digest of what the report says in its compact form, written into a buffer this
+        // thread keeps (this runs for every report).
+        thread_local! {
+            static CONTENT: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let digest = CONTENT.with(|content| {
+            let mut content = content.borrow_mut();
+            content.clear();
+            super::compact::put_content(&interaction_id, &mcp_id, kind, &fields, &mut content);
+            fnv1a64(&content)
+        });
+        let event_id = format!("{}:{}:{:016x}", interaction_id, kind.as_str(), digest);
         Self {
             event_id,
             interaction_id,
@@ -73,38 +78,9 @@ impl InteractionEvent {
 
 /// FNV-1a: stable across builds and platforms, unlike std's hasher.
 pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut hash = Fnv1a::default();
-    hash.update(bytes);
-    hash.0
-}
-
-/// FNV-1a over whatever is written into it.
-struct Fnv1a(u64);
-
-impl Default for Fnv1a {
-    fn default() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Fnv1a {
-    fn update(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 ^= u64::from(*b);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-}
-
-impl std::io::Write for Fnv1a {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.update(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
+        (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 #[cfg(test)]

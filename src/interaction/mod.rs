@@ -7,6 +7,7 @@
 //! merge, the report parser, the standard JSON shape and the ClickHouse columns follow from it.
 
 mod checks;
+pub mod compact;
 mod event;
 mod fields;
 pub mod kinds;

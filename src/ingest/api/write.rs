@@ -268,7 +268,7 @@ async fn spool_batch(
                 let at = indices.remove(index);
                 events.remove(index);
                 results[at] = RecordOutcome::refused(at, format!(
-                    "the record is {size} bytes once stored (fields holding JSON text are escaped again); at most {limit}"
+                    "the record is {size} bytes once stored (free-form parameters are kept as JSON text, escapes included); at most {limit}"
                 ), String::new());
             }
             Err(other) => return Err(other.into()),

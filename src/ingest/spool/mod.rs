@@ -1,9 +1,11 @@
 //! The write-ahead spool between the HTTP acknowledgement and the store.
 //!
 //! Accepted events are appended to segment files (`seg-<n>.log`), each record framed as
-//! `[length u32][crc32 u32][JSON]`, and fsynced before the request is acknowledged. Appends from
-//! concurrent requests are committed together (group commit): one fsync covers every request
-//! waiting at that moment, so throughput grows with concurrency instead of collapsing.
+//! `[length u32][crc32 u32][record]` (the compact form of `interaction::compact`; JSON in spools
+//! an earlier version wrote, which are still read), and fsynced before the request is
+//! acknowledged. Appends from concurrent requests are committed together (group commit): one
+//! fsync covers every request waiting at that moment, so throughput grows with concurrency
+//! instead of collapsing.
 //!
 //! The shipper reads records in order from a checkpoint (`checkpoint`, replaced atomically),
 //! hands batches to the store, moves the checkpoint only after the store confirmed, and deletes a
@@ -21,7 +23,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use crate::interaction::InteractionEvent;
 pub use reader::{Skipped, SpoolReader};
 use segments::*;
-pub use segments::{encode, private_file};
+pub use segments::{encode, encode_into, private_file};
 
 mod reader;
 mod segments;
@@ -35,7 +37,7 @@ pub enum SpoolError {
     #[error("the spool is shutting down")]
     Closed,
     /// Refused before anything was written: a frame this large could not be read back.
-    #[error("record {index} is {size} bytes once stored (fields holding JSON text are escaped again); a record may be at most {limit} bytes")]
+    #[error("record {index} is {size} bytes once stored (free-form parameters are kept as JSON text, escapes included); a record may be at most {limit} bytes")]
     TooLarge {
         index: usize,
         size: usize,
@@ -233,15 +235,14 @@ impl Spool {
         }
         let mut frames = Vec::new();
         for (index, event) in events.iter().enumerate() {
-            let frame = encode(event);
-            if frame.len() - HEADER > MAX_RECORD {
+            let size = encode_into(event, &mut frames);
+            if size > MAX_RECORD {
                 return Err(SpoolError::TooLarge {
                     index,
-                    size: frame.len() - HEADER,
+                    size,
                     limit: MAX_RECORD,
                 });
             }
-            frames.extend_from_slice(&frame);
         }
         let (done, wait) = oneshot::channel();
         let request = AppendRequest {
@@ -457,7 +458,7 @@ mod tests {
         let d = dir("too-large");
         let (spool, mut reader) = Spool::open(config(&d)).unwrap();
         let mut huge = event(0);
-        huge.fields.error_message = Some("\\".repeat(MAX_RECORD / 2 + 1));
+        huge.fields.error_message = Some("x".repeat(MAX_RECORD + 1));
         let err = spool.append(&[event(1), huge]).await.unwrap_err();
         assert!(
             matches!(err, SpoolError::TooLarge { index: 1, .. }),
@@ -547,11 +548,38 @@ mod tests {
         let _ = fs::remove_dir_all(&d);
     }
 
+    /// A spool an earlier version wrote (records as JSON) is read after the upgrade, before and
+    /// beside the compact records appended after it.
+    #[tokio::test]
+    async fn records_an_earlier_version_wrote_as_json_are_still_read() {
+        let d = dir("json");
+        create_private_dir(&d).unwrap();
+        let old = InteractionEvent {
+            fields: Fields {
+                user_id: Some("u".into()),
+                processing_time: Some(1.5),
+                ..Fields::default()
+            },
+            ..event(1)
+        };
+        let payload = serde_json::to_vec(&old).unwrap();
+        let mut frame = (payload.len() as u32).to_le_bytes().to_vec();
+        frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        frame.extend_from_slice(&payload);
+        fs::write(segment_path(&d, 1), &frame).unwrap();
+        let (spool, mut reader) = Spool::open(config(&d)).unwrap();
+        assert_eq!(spool.stats().records, 1, "counted, not cut as a torn tail");
+        spool.append(&[event(2)]).await.unwrap();
+        let (events, _) = reader.read_batch(10).unwrap();
+        assert_eq!(events, [old, event(2)]);
+        let _ = fs::remove_dir_all(&d);
+    }
+
     #[tokio::test]
     async fn a_full_spool_refuses_instead_of_growing() {
         let d = dir("full");
         let (spool, _reader) = Spool::open(SpoolConfig {
-            max_bytes: 100,
+            max_bytes: 20,
             ..config(&d)
         })
         .unwrap();

@@ -1,4 +1,5 @@
-//! The spool's files: segments of framed records (`[length u32][crc32 u32][JSON]`), and the
+//! The spool's files: segments of framed records (`[length u32][crc32 u32][record]`, the record in
+//! the compact form of `interaction::compact`, or JSON where an earlier version wrote it), and the
 //! shipper's checkpoint.
 
 use std::fs::{self, File};
@@ -6,7 +7,7 @@ use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::{Position, SpoolError};
-use crate::interaction::InteractionEvent;
+use crate::interaction::{compact, InteractionEvent};
 
 pub(super) const HEADER: usize = 8;
 /// One record may not exceed this (a batch request is split into records per event).
@@ -47,14 +48,32 @@ pub(super) fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
         .map_err(io_err(dir))
 }
 
+/// Appends `event` framed to `out`; answers the size of its payload.
+pub fn encode_into(event: &InteractionEvent, out: &mut Vec<u8>) -> usize {
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER]);
+    compact::encode_into(event, out);
+    let len = out.len() - start - HEADER;
+    let crc = crc32fast::hash(&out[start + HEADER..]);
+    out[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
+    out[start + 4..start + HEADER].copy_from_slice(&crc.to_le_bytes());
+    len
+}
+
+/// `event` framed.
 pub fn encode(event: &InteractionEvent) -> Vec<u8> {
-    // Serializing our own plain-data type cannot fail.
-    let payload = serde_json::to_vec(event).unwrap_or_default();
-    let mut frame = Vec::with_capacity(HEADER + payload.len());
-    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    frame.extend_from_slice(&payload);
+    let mut frame = Vec::new();
+    encode_into(event, &mut frame);
     frame
+}
+
+/// Reads a frame's payload: the compact form, or JSON as versions before it wrote.
+fn decode(payload: &[u8]) -> Result<InteractionEvent, String> {
+    if payload.first() == Some(&b'{') {
+        serde_json::from_slice(payload).map_err(|e| e.to_string())
+    } else {
+        compact::decode(payload).map_err(|e| e.to_string())
+    }
 }
 
 /// Result of reading one frame.
@@ -113,7 +132,7 @@ impl Frames {
             self.rewind()?;
             return Ok(Frame::Bad("checksum mismatch".into()));
         }
-        match serde_json::from_slice(&payload) {
+        match decode(&payload) {
             Ok(event) => {
                 self.offset = offset + (HEADER + len) as u64;
                 Ok(Frame::Record(Box::new(event), self.offset))
