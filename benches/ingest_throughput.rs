@@ -316,61 +316,35 @@ async fn batched(dir: &std::path::Path) {
     let record_bytes = bodies.iter().map(Vec::len).sum::<usize>() / records;
 
     let server = clickhouse_support::ClickHouseServer::start("ingest-bench");
-    let config = server.config();
-    let database = config.database.clone();
-    let clickhouse = mcp_coordinator::store::clickhouse::ClickHouseStore::connect(&config)
-        .await
-        .expect("ClickHouse");
-    let count_sql = format!("SELECT count() FROM {database}.interaction_events");
     let clickhouse_pid = server.pid();
-    let through_clickhouse = through_ingest(
-        dir,
-        "clickhouse",
-        Arc::new(clickhouse),
-        &bodies,
-        records,
-        clickhouse_pid,
-        || async { server.sql(&count_sql).await.trim().parse().unwrap_or(0) },
-    )
-    .await;
-
-    // ClickHouse inserting the very same rows itself: exported as JSONEachRow, inserted again in
-    // 5,000-row inserts into a table of the same layout, from 1 and from 4 clients.
-    let rows: Vec<String> = server
-        .sql(&format!(
-            "SELECT * FROM {database}.interaction_events FORMAT JSONEachRow"
-        ))
-        .await
-        .lines()
-        .map(str::to_string)
-        .collect();
-    let mut own = Vec::new();
-    let mut own_cpu = Cpu::default();
-    for clients in [1usize, 4] {
-        let copy = format!("{database}.copy_{clients}");
-        server
-            .sql(&format!(
-                "CREATE TABLE {copy} AS {database}.interaction_events"
-            ))
-            .await;
-        let inserts: Vec<String> = rows.chunks(5_000).map(|c| c.join("\n")).collect();
-        let cpu_before = Cpu::now(clickhouse_pid);
-        let started = Instant::now();
-        futures::stream::iter(&inserts)
-            .map(|body| {
-                let server = &server;
-                let copy = &copy;
-                async move {
-                    server
-                        .sql(&format!("INSERT INTO {copy} FORMAT JSONEachRow\n{body}"))
-                        .await;
-                }
-            })
-            .buffer_unordered(clients)
-            .collect::<Vec<_>>()
-            .await;
-        own.push(rows.len() as f64 / started.elapsed().as_secs_f64());
-        own_cpu = Cpu::now(clickhouse_pid).per_thousand(cpu_before, rows.len());
+    let rounds: usize = std::env::var("MCP_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        .max(1);
+    // The machine's speed drifts by several times from one minute to the next (ClickHouse's own
+    // insert above all: creating a part's files is most of its work here), so each round puts
+    // the pipeline and ClickHouse's own insert side by side, and the ratio is taken per round.
+    let mut measured = Vec::new();
+    for round in 1..=rounds {
+        let config = server.config();
+        let database = config.database.clone();
+        let clickhouse = mcp_coordinator::store::clickhouse::ClickHouseStore::connect(&config)
+            .await
+            .expect("ClickHouse");
+        let count_sql = format!("SELECT count() FROM {database}.interaction_events");
+        let through = through_ingest(
+            dir,
+            &format!("clickhouse-{round}"),
+            Arc::new(clickhouse),
+            &bodies,
+            records,
+            clickhouse_pid,
+            || async { server.sql(&count_sql).await.trim().parse().unwrap_or(0) },
+        )
+        .await;
+        let own = own_insert(&server, &database, clickhouse_pid).await;
+        measured.push((through, own));
     }
 
     let sqlite_path = dir.join("batched.db");
@@ -399,31 +373,102 @@ async fn batched(dir: &std::path::Path) {
 
     println!();
     println!(
-        "batched reports: {records} unique records in the seed's format (~{record_bytes} bytes each), batches of {BATCH}, {CLIENTS} clients, every acknowledgement fsynced"
+        "batched reports: {records} unique records in the seed's format (~{record_bytes} bytes each), batches of {BATCH}, {CLIENTS} clients, every acknowledgement fsynced; {rounds} rounds, each the pipeline into a fresh database and then ClickHouse 18.16 inserting the very same rows itself (JSONEachRow, 5,000-row inserts, 1 / 4 clients)"
     );
-    println!("CPU: milliseconds per 1,000 events, of this process (the bench's clients and the ingest server) and of ClickHouse; ClickHouse's figure for its own insert is at 4 clients");
-    println!("| path | events/s | of ClickHouse's own insert (4 clients) | CPU ms/1k: bench process | CPU ms/1k: ClickHouse |");
-    println!("| --- | ---: | ---: | ---: | ---: |");
+    println!("CPU: milliseconds per 1,000 events, of this process (the bench's clients and the ingest server) and of ClickHouse");
+    println!("| round | ClickHouse's own insert, 1 / 4 clients (events/s) | ingest → ClickHouse, acknowledged | stored end to end | stored ÷ own (4 clients) | CPU ms/1k: bench process | CPU ms/1k: ClickHouse (pipeline / own insert) |");
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let mut ratios = Vec::new();
+    for (round, (through, own)) in measured.iter().enumerate() {
+        let ratio = through.stored / own.four;
+        ratios.push(ratio);
+        println!(
+            "| {} | {:.0} / {:.0} | {:.0} | {:.0} | {ratio:.2} | {:.0} | {:.0} / {:.0} |",
+            round + 1,
+            own.one,
+            own.four,
+            through.acked,
+            through.stored,
+            through.cpu.ours,
+            through.cpu.clickhouse,
+            own.cpu.clickhouse
+        );
+    }
+    let median = |mut values: Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
     println!(
-        "| ClickHouse 18.16 inserting the same rows itself (JSONEachRow, 5,000-row inserts, 1 / 4 clients) | {:.0} / {:.0} | 1.00 | {:.0} | {:.0} |",
-        own[0], own[1], own_cpu.ours, own_cpu.clickhouse
+        "| median | {:.0} / {:.0} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} / {:.0} |",
+        median(measured.iter().map(|(_, o)| o.one).collect()),
+        median(measured.iter().map(|(_, o)| o.four).collect()),
+        median(measured.iter().map(|(t, _)| t.acked).collect()),
+        median(measured.iter().map(|(t, _)| t.stored).collect()),
+        median(ratios),
+        median(measured.iter().map(|(t, _)| t.cpu.ours).collect()),
+        median(measured.iter().map(|(t, _)| t.cpu.clickhouse).collect()),
+        median(measured.iter().map(|(_, o)| o.cpu.clickhouse).collect()),
     );
-    let ratio = |x: f64| x / own[1];
-    let Through { acked, stored, cpu } = through_clickhouse;
-    println!(
-        "| ingest → ClickHouse, acknowledged | {acked:.0} | {:.2} | | |",
-        ratio(acked)
-    );
-    println!(
-        "| ingest → ClickHouse, stored end to end | {stored:.0} | {:.2} | {:.0} | {:.0} |",
-        ratio(stored),
-        cpu.ours,
-        cpu.clickhouse
-    );
+    println!();
+    println!("| ingest → SQLite | events/s | CPU ms/1k: bench process |");
+    println!("| --- | ---: | ---: |");
     let Through { acked, stored, cpu } = through_sqlite;
-    println!("| ingest → SQLite, acknowledged | {acked:.0} | | | |");
-    println!(
-        "| ingest → SQLite, stored end to end | {stored:.0} | | {:.0} | |",
-        cpu.ours
-    );
+    println!("| acknowledged | {acked:.0} | |");
+    println!("| stored end to end | {stored:.0} | {:.0} |", cpu.ours);
+}
+
+/// ClickHouse's own insert of the rows in `database`: exported as JSONEachRow, inserted again in
+/// 5,000-row inserts into a table of the same layout, from 1 and then from 4 clients.
+struct OwnInsert {
+    one: f64,
+    four: f64,
+    /// At 4 clients.
+    cpu: Cpu,
+}
+
+async fn own_insert(
+    server: &clickhouse_support::ClickHouseServer,
+    database: &str,
+    clickhouse_pid: Option<u32>,
+) -> OwnInsert {
+    let rows: Vec<String> = server
+        .sql(&format!(
+            "SELECT * FROM {database}.interaction_events FORMAT JSONEachRow"
+        ))
+        .await
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let mut rates = Vec::new();
+    let mut cpu = Cpu::default();
+    for clients in [1usize, 4] {
+        let copy = format!("{database}.copy_{clients}");
+        server
+            .sql(&format!(
+                "CREATE TABLE {copy} AS {database}.interaction_events"
+            ))
+            .await;
+        let inserts: Vec<String> = rows.chunks(5_000).map(|c| c.join("\n")).collect();
+        let cpu_before = Cpu::now(clickhouse_pid);
+        let started = Instant::now();
+        futures::stream::iter(&inserts)
+            .map(|body| {
+                let copy = &copy;
+                async move {
+                    server
+                        .sql(&format!("INSERT INTO {copy} FORMAT JSONEachRow\n{body}"))
+                        .await;
+                }
+            })
+            .buffer_unordered(clients)
+            .collect::<Vec<_>>()
+            .await;
+        rates.push(rows.len() as f64 / started.elapsed().as_secs_f64());
+        cpu = Cpu::now(clickhouse_pid).per_thousand(cpu_before, rows.len());
+    }
+    OwnInsert {
+        one: rates[0],
+        four: rates[1],
+        cpu,
+    }
 }

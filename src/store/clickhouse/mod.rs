@@ -379,8 +379,15 @@ impl InteractionStore for ClickHouseStore {
         events: &'a [InteractionEvent],
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         async move {
-            self.write_rows(TABLE, events.iter().map(EventRow::of))
-                .await?;
+            let mut insert = self
+                .client
+                .insert::<EventRow<'_>>(TABLE)
+                .await
+                .map_err(classify)?;
+            for event in events {
+                insert.write(&EventRow::of(event)).await.map_err(classify)?;
+            }
+            insert.end().await.map_err(classify)?;
             let received = events.iter().map(|e| e.received_ms);
             if let (Some(oldest), Some(newest)) = (received.clone().min(), received.max()) {
                 self.mark_late_insert(oldest, newest).await?;

@@ -9,30 +9,31 @@ use crate::interaction::{timeline, Fields, Interaction, InteractionEvent, Progre
 
 macro_rules! define_rows {
     ($($name:ident: $ty:ty = $kind:ident @ $section:ident $key:literal | $low:literal;)*) => {
-        /// One event, as `interaction_events` stores it.
+        /// One event, as `interaction_events` stores it, borrowed from the event (serialized
+        /// as it is, without a copy of its texts).
         #[derive(Debug, clickhouse::Row, Serialize)]
-        pub(super) struct EventRow {
-            event_id: String,
-            mcp_id: String,
-            interaction_id: String,
-            kind: String,
+        pub(super) struct EventRow<'a> {
+            event_id: &'a str,
+            mcp_id: &'a str,
+            interaction_id: &'a str,
+            kind: &'a str,
             received_ms: i64,
             /// Days since the epoch (ClickHouse `Date`), the partition key.
             event_date: u16,
-            $($name: Option<$ty>,)*
+            $($name: Option<&'a $ty>,)*
         }
 
-        impl EventRow {
-            pub(super) fn of(e: &InteractionEvent) -> Self {
-                let f = e.fields.clone();
+        impl<'a> EventRow<'a> {
+            pub(super) fn of(e: &'a InteractionEvent) -> Self {
+                let f = &e.fields;
                 EventRow {
-                    event_id: e.event_id.clone(),
-                    mcp_id: e.mcp_id.clone(),
-                    interaction_id: e.interaction_id.clone(),
-                    kind: e.kind.as_str().to_string(),
+                    event_id: &e.event_id,
+                    mcp_id: &e.mcp_id,
+                    interaction_id: &e.interaction_id,
+                    kind: e.kind.as_str(),
                     received_ms: e.received_ms,
                     event_date: days_since_epoch(e.received_ms),
-                    $($name: f.$name,)*
+                    $($name: f.$name.as_ref(),)*
                 }
             }
         }
