@@ -3,8 +3,9 @@
 //! (one fsync covers every waiting request) instead of staying at the disk's fsync rate.
 //! Then batched reports end to end: 200,000 unique records in the seed's standard format (~0.9 KB)
 //! in batches of 500 from 4 clients, acknowledged (fsynced) and then stored, in ClickHouse and in
-//! SQLite, beside ClickHouse's own JSONEachRow insert of the very same rows in the same run.
-//! `MCP_BENCH_BATCH_RECORDS` changes the count. Run with `make bench`.
+//! SQLite. Each of three rounds puts the ClickHouse pipeline beside ClickHouse's own JSONEachRow
+//! insert of the very same rows, with the CPU each used per 1,000 events. `MCP_BENCH_BATCH_RECORDS`
+//! changes the count, `MCP_BENCH_ROUNDS` the rounds. Run with `make bench`.
 
 #[path = "../tests/clickhouse_support/mod.rs"]
 mod clickhouse_support;

@@ -36,7 +36,7 @@ use crate::store::InteractionStore;
 pub const DEFAULT_BATCH_MAX: usize = 20_000;
 /// Spool bytes per store insert, at most (a batch is held in memory while it is read and while
 /// it is inserted, and up to three are at once).
-pub const DEFAULT_BATCH_MAX_BYTES: u64 = 16 << 20;
+pub const DEFAULT_BATCH_MAX_BYTES: u64 = 8 << 20;
 
 /// How often an ingest server writes the heartbeats it received to the store.
 pub const HEARTBEAT_SAVE_INTERVAL: Duration = Duration::from_secs(5);
