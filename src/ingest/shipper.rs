@@ -507,4 +507,158 @@ mod tests {
         assert!(!dir.join("poison.ndjson").exists());
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    /// Holds its first insert until released; takes two at once, as ClickHouse does.
+    #[derive(Default)]
+    struct Gated {
+        release_first: tokio::sync::Notify,
+        calls: std::sync::atomic::AtomicUsize,
+        confirmed: Mutex<Vec<String>>,
+    }
+
+    impl InteractionStore for Gated {
+        fn inserts_in_flight(&self) -> usize {
+            2
+        }
+        fn insert<'a>(
+            &'a self,
+            events: &'a [InteractionEvent],
+        ) -> BoxFuture<'a, Result<(), StoreError>> {
+            async move {
+                let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if call == 0 {
+                    self.release_first.notified().await;
+                }
+                let mut confirmed = self.confirmed.lock().unwrap_or_else(|p| p.into_inner());
+                confirmed.extend(events.iter().map(|e| e.interaction_id.clone()));
+                Ok(())
+            }
+            .boxed()
+        }
+        fn record_access<'a>(&'a self, _: &'a AuditEntry) -> BoxFuture<'a, Result<(), StoreError>> {
+            not_here()
+        }
+        fn expire<'a>(&'a self, _: &'a retention::Expiry) -> BoxFuture<'a, Result<(), StoreError>> {
+            not_here()
+        }
+        fn audit_log(&self, _: usize) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>> {
+            not_here()
+        }
+        fn history<'a>(
+            &'a self,
+            _: &'a HistoryQuery,
+        ) -> BoxFuture<'a, Result<Vec<Interaction>, StoreError>> {
+            not_here()
+        }
+        fn record_heartbeats<'a>(
+            &'a self,
+            _: &'a [(String, i64)],
+        ) -> BoxFuture<'a, Result<(), StoreError>> {
+            not_here()
+        }
+        fn heartbeats(
+            &self,
+        ) -> BoxFuture<'_, Result<std::collections::HashMap<String, i64>, StoreError>> {
+            not_here()
+        }
+        fn reported_versions(
+            &self,
+            _: TimeRange,
+        ) -> BoxFuture<'_, Result<Vec<crate::store::VersionCount>, StoreError>> {
+            not_here()
+        }
+        fn breakdown<'a>(
+            &'a self,
+            _: Option<&'a str>,
+            _: TimeRange,
+            _: Breakdown,
+        ) -> BoxFuture<'a, Result<Vec<MetricsCell>, StoreError>> {
+            not_here()
+        }
+        fn metrics<'a>(
+            &'a self,
+            _: Option<&'a str>,
+            _: TimeRange,
+        ) -> BoxFuture<'a, Result<Vec<McpMetrics>, StoreError>> {
+            not_here()
+        }
+    }
+
+    /// With two inserts out, a later batch confirmed first does not move the checkpoint: the
+    /// spool keeps everything from the unconfirmed batch on, and a restart would ship it again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_confirmed_early_waits_for_the_one_before_it() {
+        let dir = std::env::temp_dir().join(format!("mcp-shipper-order-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (spool, reader) = Spool::open(SpoolConfig {
+            dir: dir.join("spool"),
+            segment_bytes: 1 << 20,
+            max_bytes: 64 << 20,
+        })
+        .unwrap();
+        let events: Vec<InteractionEvent> = (0..30)
+            .map(|i| {
+                InteractionEvent::new(
+                    format!("i{i:02}"),
+                    "m".into(),
+                    EventKind::Start,
+                    i,
+                    Fields::default(),
+                )
+            })
+            .collect();
+        spool.append(&events).await.unwrap();
+        let store = Arc::new(Gated::default());
+        let (stop, shutdown) = watch::channel(false);
+        let shipper = tokio::spawn(run(
+            reader,
+            store.clone(),
+            Arc::new(IngestMetrics::new().unwrap()),
+            ShipperConfig {
+                batch_max: 10,
+                batch_max_bytes: 1 << 20,
+                flush_interval: Duration::from_millis(20),
+                poison_file: dir.join("poison.ndjson"),
+                drain_timeout: Duration::from_secs(5),
+            },
+            shutdown,
+        ));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while store.confirmed.lock().unwrap().len() < 10 {
+            assert!(Instant::now() < deadline, "the second batch was not sent");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            store.confirmed.lock().unwrap().clone(),
+            (10..20).map(|i| format!("i{i:02}")).collect::<Vec<_>>(),
+            "the second batch went out while the first was held, and no third"
+        );
+        assert_eq!(
+            spool.stats().records,
+            30,
+            "nothing is committed past an unconfirmed batch"
+        );
+        store.release_first.notify_one();
+        while spool.stats().records > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "not shipped: {:?}",
+                spool.stats()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop.send(true).unwrap();
+        shipper.await.unwrap();
+        let mut confirmed = store.confirmed.lock().unwrap().clone();
+        confirmed.sort();
+        assert_eq!(
+            confirmed,
+            events
+                .iter()
+                .map(|e| e.interaction_id.clone())
+                .collect::<Vec<_>>()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
