@@ -62,7 +62,17 @@ pub enum PrivacyKeyError {
 /// Turns user ids into stable pseudonyms.
 #[derive(Clone)]
 pub struct Pseudonymizer {
-    key: Vec<u8>,
+    /// The HMAC with the key already absorbed: each pseudonym starts from a copy of it instead of
+    /// hashing the key again (this runs for every report that names a user).
+    keyed: Hmac<Sha256>,
+}
+
+/// The HMAC keyed with `key` (HMAC takes keys of any length).
+fn keyed(key: &[u8]) -> Hmac<Sha256> {
+    <Hmac<Sha256> as KeyInit>::new_from_slice(key).unwrap_or_else(|_| {
+        // Unreachable: HMAC hashes keys longer than a block and pads shorter ones.
+        <Hmac<Sha256> as KeyInit>::new(&Default::default())
+    })
 }
 
 impl std::fmt::Debug for Pseudonymizer {
@@ -79,7 +89,7 @@ impl Pseudonymizer {
                 len: key.len(),
             });
         }
-        Ok(Self { key })
+        Ok(Self { keyed: keyed(&key) })
     }
 
     /// Reads the key from `path`, or, when `create` and the file is missing, makes a random one
@@ -88,7 +98,7 @@ impl Pseudonymizer {
     pub fn from_file(path: &Path, create: bool) -> Result<Self, PrivacyKeyError> {
         let shown = path.display().to_string();
         match std::fs::read(path) {
-            Ok(key) if key.len() >= MIN_KEY_BYTES => Ok(Self { key }),
+            Ok(key) if key.len() >= MIN_KEY_BYTES => Ok(Self { keyed: keyed(&key) }),
             Ok(key) => Err(PrivacyKeyError::TooShort {
                 path: shown,
                 len: key.len(),
@@ -102,7 +112,7 @@ impl Pseudonymizer {
                     source,
                 })?;
                 tracing::info!(path = %path.display(), "created a privacy key for user pseudonyms; share it between ingest replicas");
-                Ok(Self { key })
+                Ok(Self { keyed: keyed(&key) })
             }
             Err(source) => Err(PrivacyKeyError::Read {
                 path: shown,
@@ -113,17 +123,15 @@ impl Pseudonymizer {
 
     /// `u_` and 32 hex digits (128 bits of HMAC-SHA256): same user, same pseudonym.
     pub fn pseudonym(&self, user_id: &str) -> String {
-        // HMAC accepts keys of any length, so this cannot fail.
-        let mut mac = match <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key) {
-            Ok(m) => m,
-            Err(_) => return String::from("u_unavailable"),
-        };
+        let mut mac = self.keyed.clone();
         mac.update(user_id.as_bytes());
         let digest = mac.finalize().into_bytes();
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut out = String::with_capacity(34);
         out.push_str("u_");
         for b in &digest[..16] {
-            out.push_str(&format!("{b:02x}"));
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0x0f)]));
         }
         out
     }
@@ -167,6 +175,19 @@ mod tests {
             "{p}"
         );
         assert!(Pseudonymizer::new(vec![0; 16]).is_err());
+    }
+
+    /// Pseudonyms already stored must keep matching: HMAC-SHA256 as any other implementation
+    /// computes it (these from Python's `hmac`), keys shorter and longer than a block.
+    #[test]
+    fn pseudonyms_are_the_standard_hmac() {
+        for (key, expected) in [
+            (vec![b'k'; 32], "u_e1281d9e8bbfa6da7b93d71fadf112db"),
+            (vec![b'k'; 100], "u_e19012e289ba8213e3e1248cff76973c"),
+        ] {
+            let pseudonymizer = Pseudonymizer::new(key).unwrap();
+            assert_eq!(pseudonymizer.pseudonym("user_12345"), expected);
+        }
     }
 
     #[test]
