@@ -370,11 +370,25 @@ mod tests {
         retention, AuditEntry, Breakdown, HistoryQuery, McpMetrics, MetricsCell, TimeRange,
     };
 
-    /// Keeps the interaction ids of every insert, and fails the first one as an outage would.
+    /// What a test store does with its first insert.
+    #[derive(Default)]
+    enum FirstInsert {
+        /// Fails it, as an outage would.
+        #[default]
+        Fails,
+        /// Holds it until `release_first` is notified.
+        Held,
+    }
+
+    /// Keeps the interaction ids of every insert it confirms.
     #[derive(Default)]
     struct Recording {
         inserted: Mutex<Vec<String>>,
-        failed_once: Mutex<bool>,
+        calls: std::sync::atomic::AtomicUsize,
+        first: FirstInsert,
+        release_first: tokio::sync::Notify,
+        /// Inserts the shipper may have out at once (one when zero).
+        at_once: usize,
     }
 
     fn not_here<'a, T: Send + 'a>() -> BoxFuture<'a, Result<T, StoreError>> {
@@ -391,15 +405,22 @@ mod tests {
         fn audit_log(&self, _: usize) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>> {
             not_here()
         }
+        fn inserts_in_flight(&self) -> usize {
+            self.at_once.max(1)
+        }
         fn insert<'a>(
             &'a self,
             events: &'a [InteractionEvent],
         ) -> BoxFuture<'a, Result<(), StoreError>> {
             async move {
-                let mut failed = self.failed_once.lock().unwrap_or_else(|p| p.into_inner());
-                if !*failed {
-                    *failed = true;
-                    return Err(StoreError::Unavailable("restarting".into()));
+                let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if call == 0 {
+                    match self.first {
+                        FirstInsert::Fails => {
+                            return Err(StoreError::Unavailable("restarting".into()))
+                        }
+                        FirstInsert::Held => self.release_first.notified().await,
+                    }
                 }
                 let mut inserted = self.inserted.lock().unwrap_or_else(|p| p.into_inner());
                 inserted.extend(events.iter().map(|e| e.interaction_id.clone()));
@@ -508,82 +529,6 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// Holds its first insert until released; takes two at once, as ClickHouse does.
-    #[derive(Default)]
-    struct Gated {
-        release_first: tokio::sync::Notify,
-        calls: std::sync::atomic::AtomicUsize,
-        confirmed: Mutex<Vec<String>>,
-    }
-
-    impl InteractionStore for Gated {
-        fn inserts_in_flight(&self) -> usize {
-            2
-        }
-        fn insert<'a>(
-            &'a self,
-            events: &'a [InteractionEvent],
-        ) -> BoxFuture<'a, Result<(), StoreError>> {
-            async move {
-                let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                if call == 0 {
-                    self.release_first.notified().await;
-                }
-                let mut confirmed = self.confirmed.lock().unwrap_or_else(|p| p.into_inner());
-                confirmed.extend(events.iter().map(|e| e.interaction_id.clone()));
-                Ok(())
-            }
-            .boxed()
-        }
-        fn record_access<'a>(&'a self, _: &'a AuditEntry) -> BoxFuture<'a, Result<(), StoreError>> {
-            not_here()
-        }
-        fn expire<'a>(&'a self, _: &'a retention::Expiry) -> BoxFuture<'a, Result<(), StoreError>> {
-            not_here()
-        }
-        fn audit_log(&self, _: usize) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>> {
-            not_here()
-        }
-        fn history<'a>(
-            &'a self,
-            _: &'a HistoryQuery,
-        ) -> BoxFuture<'a, Result<Vec<Interaction>, StoreError>> {
-            not_here()
-        }
-        fn record_heartbeats<'a>(
-            &'a self,
-            _: &'a [(String, i64)],
-        ) -> BoxFuture<'a, Result<(), StoreError>> {
-            not_here()
-        }
-        fn heartbeats(
-            &self,
-        ) -> BoxFuture<'_, Result<std::collections::HashMap<String, i64>, StoreError>> {
-            not_here()
-        }
-        fn reported_versions(
-            &self,
-            _: TimeRange,
-        ) -> BoxFuture<'_, Result<Vec<crate::store::VersionCount>, StoreError>> {
-            not_here()
-        }
-        fn breakdown<'a>(
-            &'a self,
-            _: Option<&'a str>,
-            _: TimeRange,
-            _: Breakdown,
-        ) -> BoxFuture<'a, Result<Vec<MetricsCell>, StoreError>> {
-            not_here()
-        }
-        fn metrics<'a>(
-            &'a self,
-            _: Option<&'a str>,
-            _: TimeRange,
-        ) -> BoxFuture<'a, Result<Vec<McpMetrics>, StoreError>> {
-            not_here()
-        }
-    }
-
     /// With two inserts out, a later batch confirmed first does not move the checkpoint: the
     /// spool keeps everything from the unconfirmed batch on, and a restart would ship it again.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -608,7 +553,11 @@ mod tests {
             })
             .collect();
         spool.append(&events).await.unwrap();
-        let store = Arc::new(Gated::default());
+        let store = Arc::new(Recording {
+            first: FirstInsert::Held,
+            at_once: 2,
+            ..Recording::default()
+        });
         let (stop, shutdown) = watch::channel(false);
         let shipper = tokio::spawn(run(
             reader,
@@ -624,13 +573,13 @@ mod tests {
             shutdown,
         ));
         let deadline = Instant::now() + Duration::from_secs(10);
-        while store.confirmed.lock().unwrap().len() < 10 {
+        while store.inserted.lock().unwrap().len() < 10 {
             assert!(Instant::now() < deadline, "the second batch was not sent");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(
-            store.confirmed.lock().unwrap().clone(),
+            store.inserted.lock().unwrap().clone(),
             (10..20).map(|i| format!("i{i:02}")).collect::<Vec<_>>(),
             "the second batch went out while the first was held, and no third"
         );
@@ -650,7 +599,7 @@ mod tests {
         }
         stop.send(true).unwrap();
         shipper.await.unwrap();
-        let mut confirmed = store.confirmed.lock().unwrap().clone();
+        let mut confirmed = store.inserted.lock().unwrap().clone();
         confirmed.sort();
         assert_eq!(
             confirmed,
