@@ -1,8 +1,9 @@
-//! The compact binary form of an event: how the spool keeps it, and what its ID is a digest of.
-//! Writing and reading it is copying bytes; the JSON it replaced cost the ingest server a third of
-//! its time per event (escaping and number formatting on the way in, parsing on the way out).
+//! The compact binary form of values and fields, from which `event.rs` writes an event's record:
+//! how the spool keeps it, and what its ID is a digest of. Writing and reading it is copying
+//! bytes; the JSON it replaced cost the ingest server a third of its time per event (escaping and
+//! number formatting on the way in, parsing on the way out).
 //!
-//! Layout, integers little-endian; text is `[length u32][UTF-8]`:
+//! An event's layout, integers little-endian; text is `[length u32][UTF-8]`:
 //!
 //! ```text
 //! [FORMAT u8] [kind u8] [received_ms i64] [event_id] [interaction_id] [mcp_id]
@@ -14,7 +15,6 @@
 //! existed reads with that field absent. A record with more fields than this build knows was
 //! written by a newer version and is refused rather than read short.
 
-use super::event::{EventKind, InteractionEvent};
 use super::fields::Fields;
 
 /// The first byte of a compact record (JSON records, written by earlier versions, start with `{`).
@@ -23,14 +23,14 @@ pub const FORMAT: u8 = 1;
 /// Why bytes could not be read as an event.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct Undecodable(String);
+pub struct Undecodable(pub(super) String);
 
-trait Compact: Sized {
+pub(super) trait Compact: Sized {
     fn put(&self, out: &mut Vec<u8>);
     fn take(input: &mut &[u8]) -> Option<Self>;
 }
 
-fn take_bytes<'a>(input: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+pub(super) fn take_bytes<'a>(input: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
     if input.len() < n {
         return None;
     }
@@ -39,7 +39,7 @@ fn take_bytes<'a>(input: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
     Some(head)
 }
 
-fn take_array<const N: usize>(input: &mut &[u8]) -> Option<[u8; N]> {
+pub(super) fn take_array<const N: usize>(input: &mut &[u8]) -> Option<[u8; N]> {
     take_bytes(input, N)?.try_into().ok()
 }
 
@@ -106,37 +106,19 @@ impl<T: Compact> Compact for Option<T> {
     }
 }
 
-fn kind_code(kind: EventKind) -> u8 {
-    match kind {
-        EventKind::Start => 0,
-        EventKind::Progress => 1,
-        EventKind::Complete => 2,
-        EventKind::Error => 3,
-        EventKind::Record => 4,
-    }
-}
-
-fn kind_of(code: u8) -> Option<EventKind> {
-    Some(match code {
-        0 => EventKind::Start,
-        1 => EventKind::Progress,
-        2 => EventKind::Complete,
-        3 => EventKind::Error,
-        4 => EventKind::Record,
-        _ => return None,
-    })
-}
-
 macro_rules! define_compact_fields {
     ($($name:ident: $ty:ty = $kind:ident @ $section:ident $key:literal | $low:literal;)*) => {
-        const FIELD_COUNT: u16 = [$(stringify!($name)),*].len() as u16;
+        /// Fields this build knows.
+        pub(super) const FIELD_COUNT: u16 = [$(stringify!($name)),*].len() as u16;
 
-        fn put_fields(fields: &Fields, out: &mut Vec<u8>) {
+        /// Writes the field count and every field.
+        pub(super) fn put_fields(fields: &Fields, out: &mut Vec<u8>) {
             out.extend_from_slice(&FIELD_COUNT.to_le_bytes());
             $(fields.$name.put(out);)*
         }
 
-        fn take_fields(input: &mut &[u8]) -> Result<Fields, Undecodable> {
+        /// Reads what [`put_fields`] wrote, or a build with fewer fields did.
+        pub(super) fn take_fields(input: &mut &[u8]) -> Result<Fields, Undecodable> {
             let count = u16::from_le_bytes(
                 take_array(input).ok_or_else(|| Undecodable("the field count is cut short".into()))?,
             );
@@ -162,142 +144,54 @@ macro_rules! define_compact_fields {
 }
 super::interaction_fields!(define_compact_fields);
 
-/// What an event says, in the compact form its ID is a digest of: interaction, MCP, kind, fields.
-pub(super) fn put_content(
-    interaction_id: &str,
-    mcp_id: &str,
-    kind: EventKind,
-    fields: &Fields,
-    out: &mut Vec<u8>,
-) {
-    out.push(kind_code(kind));
-    out.extend_from_slice(&(interaction_id.len() as u32).to_le_bytes());
-    out.extend_from_slice(interaction_id.as_bytes());
-    out.extend_from_slice(&(mcp_id.len() as u32).to_le_bytes());
-    out.extend_from_slice(mcp_id.as_bytes());
-    put_fields(fields, out);
-}
-
-/// Appends `event` in the compact form to `out`.
-pub fn encode_into(event: &InteractionEvent, out: &mut Vec<u8>) {
-    out.push(FORMAT);
-    out.push(kind_code(event.kind));
-    event.received_ms.put(out);
-    event.event_id.put(out);
-    event.interaction_id.put(out);
-    event.mcp_id.put(out);
-    put_fields(&event.fields, out);
-}
-
-/// Reads one event written by [`encode_into`]; every byte must belong to it.
-pub fn decode(bytes: &[u8]) -> Result<InteractionEvent, Undecodable> {
-    let mut input = bytes;
-    let cut = |what: &str| Undecodable(format!("{what} is cut short or damaged"));
-    match take_array::<1>(&mut input) {
-        Some([FORMAT]) => {}
-        Some([other]) => return Err(Undecodable(format!("unknown record format {other}"))),
-        None => return Err(cut("the record")),
-    }
-    let kind = take_array::<1>(&mut input)
-        .and_then(|[code]| kind_of(code))
-        .ok_or_else(|| cut("the kind"))?;
-    let received_ms = i64::take(&mut input).ok_or_else(|| cut("the receive time"))?;
-    let event_id = String::take(&mut input).ok_or_else(|| cut("the event ID"))?;
-    let interaction_id = String::take(&mut input).ok_or_else(|| cut("the interaction ID"))?;
-    let mcp_id = String::take(&mut input).ok_or_else(|| cut("the MCP ID"))?;
-    let fields = take_fields(&mut input)?;
-    if !input.is_empty() {
-        return Err(Undecodable(format!(
-            "{} bytes follow the record",
-            input.len()
-        )));
-    }
-    Ok(InteractionEvent {
-        event_id,
-        interaction_id,
-        mcp_id,
-        kind,
-        received_ms,
-        fields,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn full() -> InteractionEvent {
-        let fields = Fields {
+    fn some_fields() -> Fields {
+        Fields {
             session_id: Some("s".into()),
             timestamp_ms: Some(-5),
             user_id: Some("ü\"\n".into()),
             input_size: Some(i64::MAX),
-            parameters: Some(r#"{"a":1}"#.into()),
             processing_time: Some(5.333),
             success: Some(false),
             quality_score: Some(0.0),
             error_message: Some(String::new()),
             ..Default::default()
-        };
-        InteractionEvent::new("i".into(), "m".into(), EventKind::Complete, 42, fields)
-    }
-
-    #[test]
-    fn events_read_back_as_written() {
-        for event in [
-            full(),
-            InteractionEvent::new(
-                "j".into(),
-                "m".into(),
-                EventKind::Start,
-                0,
-                Fields::default(),
-            ),
-        ] {
-            let mut bytes = Vec::new();
-            encode_into(&event, &mut bytes);
-            assert_eq!(decode(&bytes), Ok(event));
         }
     }
 
     #[test]
-    fn damage_is_named_not_read_short() {
+    fn fields_read_back_as_written_and_damage_is_refused() {
         let mut bytes = Vec::new();
-        encode_into(&full(), &mut bytes);
-        for cut in [0, 1, 5, 20, bytes.len() - 1] {
-            assert!(decode(&bytes[..cut]).is_err(), "cut at {cut} was read");
+        put_fields(&some_fields(), &mut bytes);
+        let mut input = &bytes[..];
+        assert_eq!(take_fields(&mut input), Ok(some_fields()));
+        assert!(input.is_empty());
+        for cut in [0, 1, 5, bytes.len() - 1] {
+            assert!(
+                take_fields(&mut &bytes[..cut]).is_err(),
+                "cut at {cut} was read"
+            );
         }
-        let mut longer = bytes.clone();
-        longer.push(0);
-        assert!(decode(&longer).unwrap_err().0.contains("follow the record"));
-        let mut newer = Vec::new();
-        let event = full();
-        newer.extend_from_slice(&[FORMAT, 2]);
-        event.received_ms.put(&mut newer);
-        for text in [&event.event_id, &event.interaction_id, &event.mcp_id] {
-            text.put(&mut newer);
-        }
-        newer.extend_from_slice(&(FIELD_COUNT + 1).to_le_bytes());
-        assert!(decode(&newer).unwrap_err().0.contains("newer version"));
-        assert!(decode(b"{}")
+        let mut newer = (FIELD_COUNT + 1).to_le_bytes().to_vec();
+        newer.extend_from_slice(&bytes[2..]);
+        assert!(take_fields(&mut &newer[..])
             .unwrap_err()
             .0
-            .contains("unknown record format"));
+            .contains("newer version"));
     }
 
     #[test]
-    fn a_record_from_before_a_field_existed_reads_with_the_field_absent() {
-        let event = full();
-        assert_eq!(event.fields.progress_message, None, "the last field");
+    fn fields_from_before_a_field_existed_read_with_the_field_absent() {
+        let fields = some_fields();
+        assert_eq!(fields.progress_message, None, "the last field");
         let mut bytes = Vec::new();
-        encode_into(&event, &mut bytes);
-        let mut fields = Vec::new();
-        put_fields(&event.fields, &mut fields);
-        // The same record as a build without the last field wrote it: a count one lower, and
-        // no byte for that field.
-        let mut older = bytes[..bytes.len() - fields.len()].to_vec();
-        older.extend_from_slice(&(FIELD_COUNT - 1).to_le_bytes());
-        older.extend_from_slice(&fields[2..fields.len() - 1]);
-        assert_eq!(decode(&older), Ok(event));
+        put_fields(&fields, &mut bytes);
+        // As a build without the last field wrote them: a count one lower, no byte for it.
+        let mut older = (FIELD_COUNT - 1).to_le_bytes().to_vec();
+        older.extend_from_slice(&bytes[2..bytes.len() - 1]);
+        assert_eq!(take_fields(&mut &older[..]), Ok(fields));
     }
 }

@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::compact::{put_fields, take_array, take_fields, Compact, Undecodable, FORMAT};
 use super::fields::Fields;
 
 /// Which report an event came from; later stages win when two set the same field.
@@ -19,6 +20,28 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// The kind's byte in the compact record.
+    fn code(self) -> u8 {
+        match self {
+            EventKind::Start => 0,
+            EventKind::Progress => 1,
+            EventKind::Complete => 2,
+            EventKind::Error => 3,
+            EventKind::Record => 4,
+        }
+    }
+
+    fn of_code(code: u8) -> Option<Self> {
+        Some(match code {
+            0 => EventKind::Start,
+            1 => EventKind::Progress,
+            2 => EventKind::Complete,
+            3 => EventKind::Error,
+            4 => EventKind::Record,
+            _ => return None,
+        })
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::Start => "start",
@@ -61,7 +84,10 @@ impl InteractionEvent {
         let digest = CONTENT.with(|content| {
             let mut content = content.borrow_mut();
             content.clear();
-            super::compact::put_content(&interaction_id, &mcp_id, kind, &fields, &mut content);
+            content.push(kind.code());
+            interaction_id.put(&mut content);
+            mcp_id.put(&mut content);
+            put_fields(&fields, &mut content);
             fnv1a64(&content)
         });
         let event_id = format!("{}:{}:{:016x}", interaction_id, kind.as_str(), digest);
@@ -73,6 +99,52 @@ impl InteractionEvent {
             received_ms,
             fields,
         }
+    }
+}
+
+impl InteractionEvent {
+    /// Appends the event's compact record (the layout is in `compact.rs`) to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.push(FORMAT);
+        out.push(self.kind.code());
+        self.received_ms.put(out);
+        self.event_id.put(out);
+        self.interaction_id.put(out);
+        self.mcp_id.put(out);
+        put_fields(&self.fields, out);
+    }
+
+    /// Reads one record written by [`Self::encode_into`]; every byte must belong to it.
+    pub fn decode(bytes: &[u8]) -> Result<Self, Undecodable> {
+        let mut input = bytes;
+        let cut = |what: &str| Undecodable(format!("{what} is cut short or damaged"));
+        match take_array::<1>(&mut input) {
+            Some([FORMAT]) => {}
+            Some([other]) => return Err(Undecodable(format!("unknown record format {other}"))),
+            None => return Err(cut("the record")),
+        }
+        let kind = take_array::<1>(&mut input)
+            .and_then(|[code]| EventKind::of_code(code))
+            .ok_or_else(|| cut("the kind"))?;
+        let received_ms = i64::take(&mut input).ok_or_else(|| cut("the receive time"))?;
+        let event_id = String::take(&mut input).ok_or_else(|| cut("the event ID"))?;
+        let interaction_id = String::take(&mut input).ok_or_else(|| cut("the interaction ID"))?;
+        let mcp_id = String::take(&mut input).ok_or_else(|| cut("the MCP ID"))?;
+        let fields = take_fields(&mut input)?;
+        if !input.is_empty() {
+            return Err(Undecodable(format!(
+                "{} bytes follow the record",
+                input.len()
+            )));
+        }
+        Ok(Self {
+            event_id,
+            interaction_id,
+            mcp_id,
+            kind,
+            received_ms,
+            fields,
+        })
     }
 }
 
@@ -107,5 +179,31 @@ mod tests {
             Fields::default(),
         );
         assert_ne!(a.event_id, c.event_id);
+    }
+
+    #[test]
+    fn records_read_back_as_written_and_damage_is_named() {
+        let fields = Fields {
+            user_id: Some("ü\"\n".into()),
+            processing_time: Some(5.333),
+            success: Some(false),
+            ..Default::default()
+        };
+        let event = InteractionEvent::new("i".into(), "m".into(), EventKind::Complete, 42, fields);
+        let mut bytes = Vec::new();
+        event.encode_into(&mut bytes);
+        assert_eq!(InteractionEvent::decode(&bytes), Ok(event));
+        for cut in [0, 1, 5, 20, bytes.len() - 1] {
+            assert!(
+                InteractionEvent::decode(&bytes[..cut]).is_err(),
+                "cut at {cut} was read"
+            );
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        let err = InteractionEvent::decode(&longer).unwrap_err();
+        assert!(err.to_string().contains("follow the record"), "{err}");
+        let err = InteractionEvent::decode(b"{}").unwrap_err();
+        assert!(err.to_string().contains("unknown record format"), "{err}");
     }
 }

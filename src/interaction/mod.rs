@@ -7,7 +7,7 @@
 //! merge, the report parser, the standard JSON shape and the ClickHouse columns follow from it.
 
 mod checks;
-pub mod compact;
+mod compact;
 mod event;
 mod fields;
 pub mod kinds;
@@ -18,6 +18,7 @@ mod time;
 pub mod wire;
 
 pub use checks::{check_id, BadReport};
+pub use compact::Undecodable;
 pub use event::{fnv1a64, EventKind, InteractionEvent};
 pub use fields::{FieldSpec, Fields, FIELDS};
 pub use record::{timeline, Interaction, InteractionStatus, ProgressNote, MAX_TIMELINE};

@@ -1,8 +1,8 @@
 //! The write-ahead spool between the HTTP acknowledgement and the store.
 //!
 //! Accepted events are appended to segment files (`seg-<n>.log`), each record framed as
-//! `[length u32][crc32 u32][record]` (the compact form of `interaction::compact`; JSON in spools
-//! an earlier version wrote, which are still read), and fsynced before the request is
+//! `[length u32][crc32 u32][record]` (the compact record of `InteractionEvent::encode_into`; JSON
+//! in spools an earlier version wrote, which are still read), and fsynced before the request is
 //! acknowledged. Appends from concurrent requests are committed together (group commit): one
 //! fsync covers every request waiting at that moment, so throughput grows with concurrency
 //! instead of collapsing.

@@ -1,5 +1,5 @@
 //! The spool's files: segments of framed records (`[length u32][crc32 u32][record]`, the record in
-//! the compact form of `interaction::compact`, or JSON where an earlier version wrote it), and the
+//! the compact record of `InteractionEvent::encode_into`, or JSON where an earlier version wrote it), and the
 //! shipper's checkpoint.
 
 use std::fs::{self, File};
@@ -7,7 +7,7 @@ use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::{Position, SpoolError};
-use crate::interaction::{compact, InteractionEvent};
+use crate::interaction::InteractionEvent;
 
 pub(super) const HEADER: usize = 8;
 /// One record may not exceed this (a batch request is split into records per event).
@@ -52,7 +52,7 @@ pub(super) fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
 pub fn encode_into(event: &InteractionEvent, out: &mut Vec<u8>) -> usize {
     let start = out.len();
     out.extend_from_slice(&[0; HEADER]);
-    compact::encode_into(event, out);
+    event.encode_into(out);
     let len = out.len() - start - HEADER;
     let crc = crc32fast::hash(&out[start + HEADER..]);
     out[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
@@ -72,7 +72,7 @@ fn decode(payload: &[u8]) -> Result<InteractionEvent, String> {
     if payload.first() == Some(&b'{') {
         serde_json::from_slice(payload).map_err(|e| e.to_string())
     } else {
-        compact::decode(payload).map_err(|e| e.to_string())
+        InteractionEvent::decode(payload).map_err(|e| e.to_string())
     }
 }
 
