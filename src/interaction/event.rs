@@ -77,7 +77,8 @@ impl InteractionEvent {
         fields: Fields,
     ) -> Self {
         // The digest of what the report says in its compact form, written into a buffer this
-        // thread keeps (this runs for every report).
+        // thread keeps (this runs for every report). XXH3: FNV-1a, a multiply per byte, was
+        // ~1 µs of every event.
         thread_local! {
             static CONTENT: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
@@ -88,7 +89,7 @@ impl InteractionEvent {
             interaction_id.put(&mut content);
             mcp_id.put(&mut content);
             put_fields(&fields, &mut content);
-            fnv1a64(&content)
+            twox_hash::XxHash3_64::oneshot(&content)
         });
         let event_id = format!("{}:{}:{:016x}", interaction_id, kind.as_str(), digest);
         Self {
