@@ -75,7 +75,7 @@ async fn a_cluster_answers_as_one_server_does() {
     let db = config.database.clone();
     let clustered = ClickHouseStore::connect(&config)
         .await
-        .expect("connects to the cluster");
+        .unwrap_or_else(|e| panic!("connects to the cluster: {e}{}", cluster.diagnose()));
     let single = ClickHouseStore::connect(&single_server.config())
         .await
         .unwrap();
@@ -84,11 +84,20 @@ async fn a_cluster_answers_as_one_server_does() {
     let all = events(now);
     for store in [&clustered, &single] {
         for batch in all.chunks(500) {
-            store.insert(batch).await.unwrap();
+            store
+                .insert(batch)
+                .await
+                .unwrap_or_else(|e| panic!("inserts: {e}{}", cluster.diagnose()));
         }
         // A replay of the first batch (a spool resent after a lost acknowledgement).
-        store.insert(&all[..500]).await.unwrap();
-        store.maintain().await.unwrap();
+        store
+            .insert(&all[..500])
+            .await
+            .unwrap_or_else(|e| panic!("inserts again: {e}{}", cluster.diagnose()));
+        store
+            .maintain()
+            .await
+            .unwrap_or_else(|e| panic!("maintains: {e}{}", cluster.diagnose()));
     }
 
     // Both shards hold events, and the acknowledged ones are all there, counted once.

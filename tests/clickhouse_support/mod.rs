@@ -264,7 +264,7 @@ impl ClickHouseCluster {
         std::fs::write(
             dir.join("zk/zoo.cfg"),
             format!(
-                "tickTime=500\ndataDir={}\nclientPort={zk_port}\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\n",
+                "tickTime=2000\ndataDir={}\nclientPort={zk_port}\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\n",
                 dir.join("zk/data").display()
             ),
         )
@@ -337,6 +337,26 @@ impl ClickHouseCluster {
             zookeeper,
             dir,
         }
+    }
+
+    /// What each server and ZooKeeper last said, and whether they still run: for a failure
+    /// message, since a server that goes away mid-test otherwise shows only as a refused connection.
+    pub fn diagnose(&self) -> String {
+        let mut out = String::new();
+        for (i, server) in self.servers.iter().enumerate() {
+            let read =
+                |file: &str| std::fs::read_to_string(server.dir.join(file)).unwrap_or_default();
+            out.push_str(&format!(
+                "\n--- server {i} (http {}, {}): error log ends\n{}\n--- its stdout ends\n{}\n",
+                server.http_port,
+                if server.alive() { "running" } else { "exited" },
+                tail(&read("err")),
+                tail(&read("stdout")),
+            ));
+        }
+        let zk = std::fs::read_to_string(self.dir.join("zk/out.log")).unwrap_or_default();
+        out.push_str(&format!("--- ZooKeeper's log ends\n{}\n", tail(&zk)));
+        out
     }
 
     /// Settings for the store on the first server, in a database of its own, on the cluster.
