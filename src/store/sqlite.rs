@@ -4,6 +4,7 @@
 //! merged, so replays from the spool and duplicate deliveries are no-ops.
 
 mod aggregate;
+mod checkpoint;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -44,10 +45,11 @@ CREATE TABLE IF NOT EXISTS audit_log (
     rows INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_by_time ON audit_log (at_ms);
+-- Without a rowid: one B-tree keyed by the event ID instead of a table and an index beside it.
 CREATE TABLE IF NOT EXISTS applied_events (
     event_id TEXT PRIMARY KEY,
     received_ms INTEGER NOT NULL
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS heartbeats (
     mcp_id TEXT PRIMARY KEY,
     at_ms INTEGER NOT NULL
@@ -56,7 +58,13 @@ CREATE TABLE IF NOT EXISTS heartbeats (
 
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// Copies the WAL into the database off the writer's thread (none for an in-memory database).
+    checkpointer: Option<checkpoint::Checkpointer>,
 }
+
+/// The writer's page cache, in KiB: the indexes of a few hundred thousand interactions, so that
+/// applying a batch does not read back the pages the previous batch wrote.
+const CACHE_KIB: u32 = 32 * 1024;
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
@@ -86,7 +94,14 @@ impl SqliteStore {
                 path.display()
             ))
         })?;
-        Self::init(conn)
+        let mut store = Self::init(conn)?;
+        conn_pragma(
+            &store.conn,
+            "wal_autocheckpoint",
+            checkpoint::WRITER_CHECKPOINT_PAGES,
+        )?;
+        store.checkpointer = Some(checkpoint::Checkpointer::start(path)?);
+        Ok(store)
     }
 
     /// A private in-memory database (tests).
@@ -100,10 +115,13 @@ impl SqliteStore {
             .map_err(unavailable)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(unavailable)?;
+        conn.pragma_update(None, "cache_size", -i64::from(CACHE_KIB))
+            .map_err(unavailable)?;
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
         add_missing_columns(&conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            checkpointer: None,
         })
     }
 
@@ -119,6 +137,13 @@ impl SqliteStore {
         .await
         .map_err(|e| StoreError::Unavailable(format!("SQLite worker failed: {e}")))?
     }
+}
+
+fn conn_pragma(conn: &Mutex<Connection>, name: &str, value: u32) -> Result<(), StoreError> {
+    conn.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .pragma_update(None, name, value)
+        .map_err(unavailable)
 }
 
 /// Columns later versions added, for a database an earlier version created.
@@ -150,25 +175,27 @@ fn apply(conn: &mut Connection, events: &[InteractionEvent]) -> Result<(), Store
         if fresh == 0 {
             continue;
         }
-        let existing: Option<(String, i64, i64, Option<String>)> = tx
+        let existing: Option<(i64, String, i64, i64, Option<String>)> = tx
             .prepare_cached(
-                "SELECT fields, first_received_ms, last_received_ms, timeline FROM interactions WHERE mcp_id = ?1 AND interaction_id = ?2",
+                "SELECT rowid, fields, first_received_ms, last_received_ms, timeline FROM interactions WHERE mcp_id = ?1 AND interaction_id = ?2",
             )
             .and_then(|mut s| {
                 s.query_row(params![event.mcp_id, event.interaction_id], |row| {
-                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
                 })
                 .optional()
             })
             .map_err(unavailable)?;
-        let (mut fields, first, last, mut notes) = match existing {
-            Some((text, first, last, timeline)) => (
+        let (row, mut fields, first, last, mut notes) = match existing {
+            Some((row, text, first, last, timeline)) => (
+                Some(row),
                 serde_json::from_str(&text).map_err(|e| StoreError::Rejected(e.to_string()))?,
                 first.min(event.received_ms),
                 last.max(event.received_ms),
                 read_timeline(timeline.as_deref())?,
             ),
             None => (
+                None,
                 Fields::default(),
                 event.received_ms,
                 event.received_ms,
@@ -191,12 +218,21 @@ fn apply(conn: &mut Connection, events: &[InteractionEvent]) -> Result<(), Store
             .then(|| serde_json::to_string(&merged.timeline))
             .transpose()
             .map_err(|e| StoreError::Rejected(e.to_string()))?;
-        tx.prepare_cached(
-            "INSERT OR REPLACE INTO interactions (mcp_id, interaction_id, time_ms, first_received_ms, last_received_ms, fields, timeline) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )
-        .and_then(|mut s| {
-            s.execute(params![merged.mcp_id, merged.interaction_id, interaction_time_ms(&merged), first, last, text, notes])
-        })
+        let time_ms = interaction_time_ms(&merged);
+        // An update in place, not a replace: a replace deletes the row and inserts it again,
+        // with every index entry.
+        match row {
+            Some(row) => tx.prepare_cached(
+                "UPDATE interactions SET time_ms = ?2, first_received_ms = ?3, last_received_ms = ?4, fields = ?5, timeline = ?6 WHERE rowid = ?1",
+            )
+            .and_then(|mut s| s.execute(params![row, time_ms, first, last, text, notes])),
+            None => tx.prepare_cached(
+                "INSERT INTO interactions (mcp_id, interaction_id, time_ms, first_received_ms, last_received_ms, fields, timeline) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![merged.mcp_id, merged.interaction_id, time_ms, first, last, text, notes])
+            }),
+        }
         .map_err(unavailable)?;
     }
     tx.commit().map_err(unavailable)
@@ -326,7 +362,14 @@ impl InteractionStore for SqliteStore {
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         let mut sorted = events.to_vec();
         sorted.sort_by_key(|e| e.received_ms);
-        self.blocking(move |conn| apply(conn, &sorted)).boxed()
+        async move {
+            self.blocking(move |conn| apply(conn, &sorted)).await?;
+            if let Some(checkpointer) = &self.checkpointer {
+                checkpointer.wake();
+            }
+            Ok(())
+        }
+        .boxed()
     }
 
     fn record_heartbeats<'a>(
@@ -640,6 +683,39 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{}", path.display());
         }
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Committed batches reach the database file itself soon after their commit, not only the
+    /// WAL: the writer's own checkpoint waits for a WAL of 64 MiB, the checkpoint thread does not.
+    #[tokio::test]
+    async fn committed_batches_are_copied_into_the_database_file_off_the_writer() {
+        let dir = std::env::temp_dir().join(format!("sqlite-checkpoint-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("interactions.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let events = varied_events();
+        for batch in events.chunks(500) {
+            store.insert(batch).await.unwrap();
+        }
+        let in_the_file_alone = || {
+            let copy = dir.join("copy.db");
+            std::fs::copy(&path, &copy).ok()?;
+            let count = Connection::open(&copy)
+                .and_then(|c| c.query_row("SELECT count(*) FROM interactions", [], |r| r.get(0)))
+                .ok();
+            let _ = std::fs::remove_file(&copy);
+            count
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut copied: Option<i64> = None;
+        while copied != Some(events.len() as i64) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            copied = in_the_file_alone();
+        }
+        assert_eq!(copied, Some(events.len() as i64));
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }
