@@ -164,6 +164,60 @@ fn seed_record(i: usize, base_ms: i64) -> serde_json::Value {
     })
 }
 
+/// Reading the batches on one thread, the request path's largest part, beside serde_json reading
+/// the same text into a `Value` and only checking it is JSON: CPU alone, no I/O, so steadier than
+/// the end-to-end figures. The best of five interleaved passes of each.
+fn reading(bodies: &[Vec<u8>], records: usize) {
+    fn pass(bodies: &[Vec<u8>], read: impl Fn(&str) -> usize) -> f64 {
+        let started = Instant::now();
+        let mut seen = 0;
+        for body in bodies {
+            let text = std::str::from_utf8(body).expect("UTF-8");
+            seen += read(text);
+        }
+        std::hint::black_box(seen);
+        started.elapsed().as_secs_f64()
+    }
+    let ours = |text: &str| {
+        mcp_coordinator::interaction::parse_records(text, EventKind::Record)
+            .expect("a batch")
+            .iter()
+            .filter(|r| r.is_ok())
+            .count()
+    };
+    let value = |text: &str| {
+        serde_json::from_str::<serde_json::Value>(text)
+            .expect("JSON")
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    let tokens = |text: &str| {
+        serde_json::from_str::<serde::de::IgnoredAny>(text).expect("JSON");
+        1
+    };
+    let mut best = [f64::MAX; 3];
+    for _ in 0..5 {
+        best[0] = best[0].min(pass(bodies, ours));
+        best[1] = best[1].min(pass(bodies, value));
+        best[2] = best[2].min(pass(bodies, tokens));
+    }
+    println!();
+    println!("reading {records} records of those batches on one thread (CPU only; best of 5)");
+    println!("| reader | records/s | time ÷ serde_json into a Value |");
+    println!("| --- | ---: | ---: |");
+    for (name, seconds) in [
+        ("ingest's batch reader (checked records)", best[0]),
+        ("serde_json into a `Value`", best[1]),
+        ("serde_json checking it is JSON (`IgnoredAny`)", best[2]),
+    ] {
+        println!(
+            "| {name} | {:.0} | {:.2} |",
+            records as f64 / seconds,
+            seconds / best[1]
+        );
+    }
+}
+
 /// An in-process ingest server over `store`, spooling in `dir/spool-<name>`, with the bench's
 /// key and no signatures.
 async fn start_ingest(
@@ -315,6 +369,7 @@ async fn batched(dir: &std::path::Path) {
         .map(|c| serde_json::to_vec(c).expect("JSON"))
         .collect();
     let record_bytes = bodies.iter().map(Vec::len).sum::<usize>() / records;
+    reading(&bodies, records);
 
     let server = clickhouse_support::ClickHouseServer::start("ingest-bench");
     let clickhouse_pid = server.pid();
