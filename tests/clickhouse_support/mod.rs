@@ -264,7 +264,7 @@ impl ClickHouseCluster {
         std::fs::write(
             dir.join("zk/zoo.cfg"),
             format!(
-                "tickTime=2000\ndataDir={}\nclientPort={zk_port}\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\n",
+                "tickTime=2000\ndataDir={}\nclientPort={zk_port}\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\n4lw.commands.whitelist=srvr\n",
                 dir.join("zk/data").display()
             ),
         )
@@ -281,11 +281,14 @@ impl ClickHouseCluster {
             .stderr(Stdio::null())
             .spawn()
             .expect("sh runs (ZooKeeper: apt-get install zookeeper; .ci/run does)");
+        // Serving, not only listening: ClickHouse 18.16's DDL worker connects at start, and when
+        // that first session fails it later dereferences a null session and crashes (seen in CI
+        // as the first ON CLUSTER statement's connection refused).
         let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", zk_port)).is_err() {
+        while !zookeeper_serves(zk_port) {
             assert!(
                 Instant::now() < deadline,
-                "ZooKeeper did not listen on {zk_port}: {}",
+                "ZooKeeper did not serve on {zk_port}: {}",
                 std::fs::read_to_string(dir.join("zk/out.log")).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(100));
@@ -366,6 +369,20 @@ impl ClickHouseCluster {
             ..self.servers[0].config()
         }
     }
+}
+
+/// ZooKeeper's `srvr` answers with the server's mode once it serves sessions (and "not currently
+/// serving requests" before).
+fn zookeeper_serves(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut answer = String::new();
+    stream.write_all(b"srvr").is_ok()
+        && stream.read_to_string(&mut answer).is_ok()
+        && answer.contains("Mode:")
 }
 
 impl Drop for ClickHouseCluster {
