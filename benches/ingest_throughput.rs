@@ -24,6 +24,8 @@ async fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
+    // As the binary does.
+    mcp_coordinator::allocator::prefer_small_pages();
     let dir = std::env::temp_dir().join(format!("mcp-ingest-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");

@@ -2,6 +2,7 @@
 //! ARCHITECTURE.md at the repository's root is the map: what each module owns, what it may
 //! import, and how reports, metrics and keys flow through them.
 
+pub mod allocator;
 pub mod api_client;
 pub mod cli;
 pub mod controller;
@@ -18,9 +19,3 @@ pub mod telemetry;
 
 /// The coordinator's own version, checked against `spec.compatibility.coordinatorVersion`.
 pub const COORDINATOR_VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// The ingest path allocates and frees many small strings per report; under glibc's allocator
-/// that was an eighth of its CPU time (malloc, free, consolidation). Set here, in the library,
-/// so the binary, the tests and the benchmarks all run on the allocator production runs on.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -15,6 +15,7 @@ use mcp_coordinator::{api_client, crd};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    mcp_coordinator::allocator::prefer_small_pages();
     let cli = mcp_coordinator::cli::parse();
     init_tracing(&cli.log_format);
     match cli.command {
