@@ -67,7 +67,7 @@ impl Drain {
 /// A batch handed to the store, not yet confirmed: committed in spool order once it is.
 struct InFlight {
     /// `None` for a read that passed over damaged records only.
-    insert: Option<JoinHandle<bool>>,
+    insert: Option<JoinHandle<Shipped>>,
     next: Position,
     records: u64,
     bytes: u64,
@@ -83,11 +83,18 @@ struct Shipping {
     shutdown: watch::Receiver<bool>,
 }
 
+/// What an insert task ends with: whether its batch was delivered (false only when giving up at
+/// the drain deadline), and the batch's list, emptied, for the next read to fill.
+struct Shipped {
+    delivered: bool,
+    list: Vec<InteractionEvent>,
+}
+
 impl Shipping {
-    fn start(&self, batch: Vec<InteractionEvent>) -> JoinHandle<bool> {
+    fn start(&self, mut batch: Vec<InteractionEvent>) -> JoinHandle<Shipped> {
         let this = self.clone();
         tokio::spawn(async move {
-            ship(
+            let delivered = ship(
                 &*this.store,
                 &batch,
                 &this.metrics,
@@ -95,7 +102,12 @@ impl Shipping {
                 &this.drain,
                 &this.shutdown,
             )
-            .await
+            .await;
+            batch.clear();
+            Shipped {
+                delivered,
+                list: batch,
+            }
         })
     }
 }
@@ -123,6 +135,8 @@ pub async fn run(
     };
     let drain = shipping.drain.clone();
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+    // Emptied lists of batches the store confirmed, to read the next batches into.
+    let mut spare_lists: Vec<Vec<InteractionEvent>> = Vec::new();
     // Where the next read starts: after the last batch handed to the store.
     let mut read_from = reader.position();
     loop {
@@ -130,10 +144,11 @@ pub async fn run(
             drain.begin();
         }
         let (max, max_bytes) = (config.batch_max, config.batch_max_bytes);
+        let mut batch = spare_lists.pop().unwrap_or_default();
         let reading = tokio::task::spawn_blocking(move || {
-            let read = reader.read_batch_within(read_from, max, max_bytes);
+            let read = reader.read_batch_within(read_from, max, max_bytes, &mut batch);
             let bytes = reader.last_batch_bytes();
-            (reader, read.map(|(batch, next)| (batch, next, bytes)))
+            (reader, read.map(|next| (batch, next, bytes)))
         });
         let (batch, next, bytes) = match reading.await {
             Ok((back, read)) => {
@@ -160,15 +175,22 @@ pub async fn run(
         let read_anything = next != read_from;
         let full = batch.len() >= config.batch_max || bytes >= config.batch_max_bytes;
         let had_events = !batch.is_empty();
+        let batch = if had_events {
+            Some(batch)
+        } else {
+            // Idle: let the lists' memory go.
+            spare_lists.clear();
+            None
+        };
         if read_anything {
             if in_flight.len() >= most_in_flight
-                && !settle_oldest(&mut reader, &mut in_flight).await
+                && !settle_oldest(&mut reader, &mut in_flight, &mut spare_lists).await
             {
                 return;
             }
-            let records = batch.len() as u64;
+            let records = batch.as_ref().map_or(0, |b| b.len() as u64);
             in_flight.push_back(InFlight {
-                insert: had_events.then(|| shipping.start(batch)),
+                insert: batch.map(|b| shipping.start(b)),
                 next,
                 records,
                 bytes,
@@ -180,7 +202,7 @@ pub async fn run(
         }
         // Read up to the end of what is durable: confirm what is out before waiting for more.
         while !in_flight.is_empty() {
-            if !settle_oldest(&mut reader, &mut in_flight).await {
+            if !settle_oldest(&mut reader, &mut in_flight, &mut spare_lists).await {
                 return;
             }
         }
@@ -205,16 +227,24 @@ pub async fn run(
     }
 }
 
-/// Waits for the oldest batch in flight and commits past it; false when shipping must stop (the
-/// store was still away when the drain timed out): what is not committed stays in the spool.
-async fn settle_oldest(reader: &mut SpoolReader, in_flight: &mut VecDeque<InFlight>) -> bool {
+/// Waits for the oldest batch in flight and commits past it, keeping its emptied list in
+/// `spare_lists`; false when shipping must stop (the store was still away when the drain timed
+/// out): what is not committed stays in the spool.
+async fn settle_oldest(
+    reader: &mut SpoolReader,
+    in_flight: &mut VecDeque<InFlight>,
+    spare_lists: &mut Vec<Vec<InteractionEvent>>,
+) -> bool {
     let Some(oldest) = in_flight.pop_front() else {
         return true;
     };
     let shipped = match oldest.insert {
         None => true,
         Some(insert) => match insert.await {
-            Ok(shipped) => shipped,
+            Ok(Shipped { delivered, list }) => {
+                spare_lists.push(list);
+                delivered
+            }
             Err(e) => {
                 tracing::error!(error = %e, "an insert task failed; the shipper stops and the spool keeps every unshipped event");
                 false

@@ -404,6 +404,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_list_handed_back_holds_only_the_records_read_into_it() {
+        let (_d, _spool, mut reader) = spool_with("reused-list", 12).await;
+        let mut list = Vec::new();
+        let next = reader
+            .read_batch_within(reader.position(), 5, u64::MAX, &mut list)
+            .unwrap();
+        let second = reader
+            .read_batch_within(next, 5, u64::MAX, &mut list)
+            .unwrap();
+        let ids: Vec<&str> = list.iter().map(|e| e.interaction_id.as_str()).collect();
+        let expected: Vec<String> = (5..10).map(|i| event(i).interaction_id).collect();
+        assert_eq!(
+            ids, expected,
+            "the records before are gone, not shipped again"
+        );
+        let (rest, _) = reader.read_batch_from(second, 10).unwrap();
+        assert_eq!(rest.len(), 2);
+    }
+
+    #[tokio::test]
     async fn damaged_records_are_passed_over_reported_and_no_longer_counted() {
         let (d, spool, mut reader) = spool_with("damaged", 60).await;
         let all = segments(&d).unwrap();
