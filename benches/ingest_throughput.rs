@@ -5,7 +5,8 @@
 //! in batches of 500 from 4 clients, acknowledged (fsynced) and then stored, in ClickHouse and in
 //! SQLite. Each of three rounds puts the ClickHouse pipeline beside ClickHouse's own JSONEachRow
 //! insert of the very same rows, with the CPU each used per 1,000 events. `MCP_BENCH_BATCH_RECORDS`
-//! changes the count, `MCP_BENCH_ROUNDS` the rounds. Run with `make bench`.
+//! changes the count, `MCP_BENCH_ROUNDS` the rounds; `MCP_BENCH_ONLY=reading` stops after the
+//! one-thread reading table (what a profile of the reader runs). Run with `make bench`.
 
 #[path = "../tests/clickhouse_support/mod.rs"]
 mod clickhouse_support;
@@ -30,6 +31,12 @@ async fn main() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     let _ = rustls::crypto::ring::default_provider().install_default();
+
+    if std::env::var("MCP_BENCH_ONLY").is_ok_and(|only| only == "reading") {
+        batched(&dir).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
 
     println!();
     println!("spool appends (in process, fsync per acknowledgement)");
@@ -378,6 +385,9 @@ async fn batched(dir: &std::path::Path) {
         .collect();
     let record_bytes = bodies.iter().map(|b| b.len()).sum::<usize>() / records;
     reading(&bodies, records);
+    if std::env::var("MCP_BENCH_ONLY").is_ok_and(|only| only == "reading") {
+        return;
+    }
 
     let server = clickhouse_support::ClickHouseServer::start("ingest-bench");
     let clickhouse_pid = server.pid();

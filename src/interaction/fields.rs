@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::borrowed::Json;
 use super::checks::BadReport;
 use super::kinds::{self, Kind, Refusal};
 use super::section::{At, Section};
@@ -29,6 +30,24 @@ macro_rules! define_fields {
         #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
         pub struct Fields {
             $(pub $name: Option<$ty>,)*
+        }
+
+        /// A field, as a report's key resolves to it once: setting it is then one jump, where
+        /// matching the key against every field's place in turn was a fifth of reading a batch.
+        #[allow(non_camel_case_types)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub(super) enum FieldId {
+            $($name,)*
+        }
+
+        impl FieldId {
+            /// The field at `key` of `section`, if there is one.
+            pub(super) fn of(section: Section, key: &str) -> Option<FieldId> {
+                match (section, key) {
+                    $((Section::$section, $key) => Some(FieldId::$name),)*
+                    _ => None,
+                }
+            }
         }
 
         /// Every field, in storage order.
@@ -68,20 +87,48 @@ macro_rules! define_fields {
                 value: Value,
                 at: At<'_>,
             ) -> Result<Option<Value>, BadReport> {
-                match (section, key) {
-                    $((Section::$section, $key) => {
-                        if !value.is_null() {
-                            self.$name = <kinds::$kind as Kind>::read(value).map_err(|refusal| {
-                                match refusal {
-                                    Refusal::WrongType(p) => BadReport::new(at.found_at(), p),
-                                    Refusal::Invalid(p) => BadReport::new(at.field(section, key), p),
-                                }
-                            })?;
-                        }
-                        Ok(None)
-                    })*
-                    _ => Ok(Some(value)),
+                match FieldId::of(section, key) {
+                    Some(id) => self.set_by_id(id, value, at).map(|()| None),
+                    None => Ok(Some(value)),
                 }
+            }
+
+            /// Sets the field `id` from a report's value found `at` (`null` leaves it as it is).
+            pub(super) fn set_by_id(
+                &mut self,
+                id: FieldId,
+                value: Value,
+                at: At<'_>,
+            ) -> Result<(), BadReport> {
+                if value.is_null() {
+                    return Ok(());
+                }
+                match id {
+                    $(FieldId::$name => {
+                        self.$name = <kinds::$kind as Kind>::read(value)
+                            .map_err(|refusal| id.refused(refusal, at))?;
+                    })*
+                }
+                Ok(())
+            }
+
+            /// [`Fields::set_by_id`] from a value borrowed from the report's text: fields kept as
+            /// JSON text are written from it directly, every other one reads it as a [`Value`].
+            pub(super) fn set_json(
+                &mut self,
+                id: FieldId,
+                json: Json<'_>,
+                at: At<'_>,
+            ) -> Result<(), BadReport> {
+                match id {
+                    $(FieldId::$name => {
+                        if let Some(read) = <kinds::$kind as Kind>::read_json(&json) {
+                            self.$name = Some(read);
+                            return Ok(());
+                        }
+                    })*
+                }
+                self.set_by_id(id, json.into_value(), at)
             }
 
             /// Writes every field into `record`, the standard JSON shape, each in its section.
@@ -94,6 +141,25 @@ macro_rules! define_fields {
     };
 }
 super::interaction_fields!(define_fields);
+
+impl FieldId {
+    fn spec(self) -> &'static FieldSpec {
+        // The variants are declared in the order of `FIELDS`.
+        &FIELDS[self as usize]
+    }
+
+    /// The report's fault for a refused value: a wrong type named where it was found, a failed
+    /// check at the field's place in the standard record.
+    fn refused(self, refusal: Refusal, at: At<'_>) -> BadReport {
+        match refusal {
+            Refusal::WrongType(problem) => BadReport::new(at.found_at(), problem),
+            Refusal::Invalid(problem) => {
+                let spec = self.spec();
+                BadReport::new(at.field(spec.section, spec.key), problem)
+            }
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

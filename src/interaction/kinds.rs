@@ -5,6 +5,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::borrowed::Json;
 use super::checks::check_range;
 use super::time::{format_ms, parse_rfc3339_ms};
 
@@ -24,6 +25,11 @@ pub trait Kind {
     const COLUMN: &'static str;
     /// Reads a non-null JSON value, taking what it keeps without copying.
     fn read(value: Value) -> Result<Option<Self::Value>, Refusal>;
+    /// Reads a value borrowed from the report's text, when this kind keeps it without making a
+    /// [`Value`] of it; `None` has the caller read [`Value`] (and refuse with its type).
+    fn read_json(_json: &Json<'_>) -> Option<Self::Value> {
+        None
+    }
     /// The value in the standard record (`null` when absent); `None` leaves the key out.
     fn show(value: Option<&Self::Value>) -> Option<Value>
     where
@@ -157,6 +163,14 @@ impl Kind for Time {
             ))
         })
     }
+    /// A timestamp is read from the text itself; one that does not parse goes the way of a
+    /// [`Value`], which words the refusal.
+    fn read_json(json: &Json<'_>) -> Option<i64> {
+        match json {
+            Json::Text(text) => parse_rfc3339_ms(text),
+            _ => None,
+        }
+    }
     fn show(value: Option<&i64>) -> Option<Value> {
         Some(value.map_or(Value::Null, |ms| Value::String(format_ms(*ms))))
     }
@@ -205,6 +219,9 @@ impl Kind for Object {
         }
         Ok(Some(compact_text(&value)))
     }
+    fn read_json(json: &Json<'_>) -> Option<String> {
+        matches!(json, Json::Object(_)).then(|| json.text())
+    }
     fn show(value: Option<&String>) -> Option<Value> {
         Some(json_text(value).unwrap_or_else(|| Value::Object(Default::default())))
     }
@@ -223,6 +240,13 @@ impl Kind for List {
             return Err(wrong_type::<Vec<&str>>(&value, "a list of strings"));
         }
         Ok(Some(compact_text(&value)))
+    }
+    fn read_json(json: &Json<'_>) -> Option<String> {
+        let Json::List(items) = json else { return None };
+        items
+            .iter()
+            .all(|item| matches!(item, Json::Text(_)))
+            .then(|| json.text())
     }
     fn show(value: Option<&String>) -> Option<Value> {
         Some(json_text(value).unwrap_or_else(|| Value::Array(Vec::new())))

@@ -6,6 +6,7 @@
 //! Adding a field is one line in the list below (plus its tests): the [`Fields`] struct, the
 //! merge, the report parser, the standard JSON shape and the ClickHouse columns follow from it.
 
+mod borrowed;
 mod checks;
 mod compact;
 mod event;

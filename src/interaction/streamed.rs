@@ -7,7 +7,6 @@
 //! A record's faults refuse that record only: the rest of it is read past, and the batch goes on.
 //! Only text that is not JSON at all fails the whole batch.
 
-use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::value::SeqAccessDeserializer;
@@ -15,14 +14,14 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::borrowed::{Json, Key};
 use super::checks::BadReport;
 use super::event::EventKind;
-use super::fields::Fields;
+use super::fields::{FieldId, Fields};
 use super::kinds::{wrong_type, Refusal};
 use super::section::{At, Section};
 use super::wire::{
-    finish, has_field, read_parameters, read_section, subsection, typed, unknown, Identity,
-    ParsedReport,
+    finish, has_field, read_section, subsection, typed, unknown, Identity, ParsedReport,
 };
 
 /// One record of a batch: the report it makes, or why it was refused.
@@ -66,31 +65,6 @@ impl<'de> Visitor<'de> for RecordsVisitor {
             records.push(record);
         }
         Ok(records)
-    }
-}
-
-/// A key, borrowed from the text unless it holds escapes.
-struct Key<'de>(Cow<'de, str>);
-
-impl<'de> Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a field name")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, key: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(key)))
-            }
-            fn visit_str<E: de::Error>(self, key: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(key.to_owned())))
-            }
-            fn visit_string<E: de::Error>(self, key: String) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(key)))
-            }
-        }
-        deserializer.deserialize_str(KeyVisitor)
     }
 }
 
@@ -168,30 +142,16 @@ impl<'de> Visitor<'de> for ReportSeed<'_> {
                     typed(map.next_value()?, at).map(|id| identity.interaction_id = id)
                 }
                 "mcp_id" => typed(map.next_value()?, at).map(|id| identity.mcp_id = id),
-                key if has_field(Section::Top, key) => fields
-                    .set(Section::Top, key, map.next_value()?, at)
-                    .map(|_| ()),
-                key => match subsection(Section::Top, key) {
-                    Some(Section::ResourceUsage) => {
-                        flat_sections.push(map.next_value()?);
-                        Ok(())
-                    }
-                    Some(section) => map.next_value_seed(SectionSeed {
-                        section,
+                key => match FieldId::of(Section::Top, key) {
+                    Some(id) => fields.set_json(id, map.next_value()?, at),
+                    None => read_other_top(
+                        key,
                         at,
-                        fields: &mut fields,
-                    })?,
-                    None if [Section::ProcessingData, Section::ResultData]
-                        .iter()
-                        .any(|s| has_field(*s, key)) =>
-                    {
-                        flat.push((key.to_owned(), map.next_value()?));
-                        Ok(())
-                    }
-                    None => {
-                        map.next_value::<IgnoredAny>()?;
-                        Err(unknown(Section::Top, key, at))
-                    }
+                        &mut map,
+                        &mut fields,
+                        &mut flat,
+                        &mut flat_sections,
+                    )?,
                 },
             };
             if let Err(refused) = read {
@@ -220,6 +180,40 @@ impl<'de> Visitor<'de> for ReportSeed<'_> {
         })();
         Ok(applied.and_then(|()| finish(fields, identity, self.kind, self.path)))
     }
+}
+
+/// A top-level key that is not a top-level field: a section, a flat field of the data protocol
+/// (kept to apply last), or a key the record does not have.
+fn read_other_top<'de, A: MapAccess<'de>>(
+    key: &str,
+    at: At<'_>,
+    map: &mut A,
+    fields: &mut Fields,
+    flat: &mut Vec<(String, Value)>,
+    flat_sections: &mut Vec<Value>,
+) -> Result<Result<(), BadReport>, A::Error> {
+    Ok(match subsection(Section::Top, key) {
+        Some(Section::ResourceUsage) => {
+            flat_sections.push(map.next_value()?);
+            Ok(())
+        }
+        Some(section) => map.next_value_seed(SectionSeed {
+            section,
+            at,
+            fields,
+        })?,
+        None if [Section::ProcessingData, Section::ResultData]
+            .iter()
+            .any(|s| has_field(*s, key)) =>
+        {
+            flat.push((key.to_owned(), map.next_value()?));
+            Ok(())
+        }
+        None => {
+            map.next_value::<IgnoredAny>()?;
+            Err(unknown(Section::Top, key, at))
+        }
+    })
 }
 
 /// One nested section (an object, or null for "not given"), read into `fields`.
@@ -259,14 +253,14 @@ impl<'de> Visitor<'de> for SectionSeed<'_, '_> {
         let section = self.section;
         while let Some(Key(key)) = map.next_key::<Key>()? {
             let inner = self.at.child(&key);
-            let read = if section == Section::RequestData && key == "parameters" {
-                let value: Value = map.next_value()?;
-                read_parameters(&value, inner, self.fields)
-                    .and_then(|()| self.fields.set(section, &key, value, inner).map(|_| ()))
-            } else if has_field(section, &key) {
-                self.fields
-                    .set(section, &key, map.next_value()?, inner)
-                    .map(|_| ())
+            let read = if let Some(id) = FieldId::of(section, &key) {
+                let json: Json = map.next_value()?;
+                if id == FieldId::parameters {
+                    read_parameters(&json, inner, self.fields)
+                        .and_then(|()| self.fields.set_json(id, json, inner))
+                } else {
+                    self.fields.set_json(id, json, inner)
+                }
             } else if let Some(sub) = subsection(section, &key) {
                 map.next_value_seed(SectionSeed {
                     section: sub,
@@ -284,6 +278,24 @@ impl<'de> Visitor<'de> for SectionSeed<'_, '_> {
         }
         Ok(Ok(()))
     }
+}
+
+/// The labels among the request's parameters (`wire::read_parameters`, from the borrowed value):
+/// in key order, each key's last value.
+fn read_parameters(
+    parameters: &Json<'_>,
+    at: At<'_>,
+    fields: &mut Fields,
+) -> Result<(), BadReport> {
+    let Json::Object(entries) = parameters else {
+        return Ok(());
+    };
+    for (key, value) in entries {
+        if let Some(id) = FieldId::of(Section::Parameters, key) {
+            fields.set_by_id(id, value.clone().into_value(), at.child(key))?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -394,6 +406,41 @@ mod tests {
         for not_a_record in [json!(1), json!("x"), json!([1]), json!(null), json!(true)] {
             let _ = agree(&not_a_record, EventKind::Record);
         }
+    }
+
+    #[test]
+    fn repeated_keys_escapes_and_free_form_fields_read_as_from_a_value() {
+        for text in [
+            r#"{"request_data": {"parameters": {"z": 1, "quality_level": "low", "a": {"y": [2, {"b": null, "a": 1.5}]}, "quality_level": "high"}}}"#,
+            r#"{"request_data": {"parameters": {"privacy_level": "secret", "privacy_level": "public"}}}"#,
+            r#"{"request_data": {"parameters": {"privacy_level": "public", "privacy_level": "secret"}}}"#,
+            r#"{"request_data": {"parameters": {"quality_level": 5, "l\u00e4ng": "d\u00e9", "esc\"ape": "a\nb"}}}"#,
+            r#"{"request_data": {"parameters": {"quality_level": "x", "privacy_level": 7, "quality_level": 8}}}"#,
+            r#"{"request_data": {"parameters": [1, 2]}}"#,
+            r#"{"request_data": {"parameters": null, "user_id": "u"}}"#,
+            r#"{"processing_data": {"steps_executed": ["a", "b\u00e9", "a"], "steps_executed": ["c"]}}"#,
+            r#"{"processing_data": {"steps_executed": ["a", 1]}}"#,
+            r#"{"processing_data": {"steps_executed": "a"}}"#,
+            r#"{"processing_data": {"steps_executed": []}}"#,
+            r#"{"processing_data": {"steps_executed": null}}"#,
+            r#"{"result_data": {"error_code": 404, "error_message": "not\tfound"}}"#,
+        ] {
+            let value: Value = serde_json::from_str(text).unwrap();
+            for kind in [EventKind::Record, EventKind::Complete] {
+                let streamed = parse_record(text, kind).unwrap_or_else(|e| panic!("{text}: {e}"));
+                assert_eq!(streamed, parse_report(value.clone(), kind, ""), "{text}");
+            }
+        }
+        let parsed = parse_record(
+            r#"{"request_data": {"parameters": {"b": [1, "x"], "a": true}}}"#,
+            EventKind::Record,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            parsed.fields.parameters.as_deref(),
+            Some(r#"{"a":true,"b":[1,"x"]}"#)
+        );
     }
 
     #[test]

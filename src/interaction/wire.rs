@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::checks::{check_id, BadReport};
 use super::event::EventKind;
-use super::fields::{Fields, FIELDS};
+use super::fields::{FieldId, Fields, FIELDS};
 use super::kinds::{wrong_type, Refusal};
 use super::section::{join, At, Section};
 
@@ -61,11 +61,14 @@ pub(super) fn finish(
         }
         _ => {}
     }
-    if let Some(id) = &identity.interaction_id {
-        check_id(id, &at("interaction_id"))?;
-    }
-    if let Some(id) = &identity.mcp_id {
-        check_id(id, &at("mcp_id"))?;
+    // The path is written only for a refusal: every record of a batch passes here.
+    for (id, key) in [
+        (&identity.interaction_id, "interaction_id"),
+        (&identity.mcp_id, "mcp_id"),
+    ] {
+        if let Some(id) = id {
+            check_id(id, "").map_err(|refused| BadReport::new(at(key), refused.problem))?;
+        }
     }
     Ok(ParsedReport {
         interaction_id: identity.interaction_id,
@@ -190,7 +193,7 @@ pub(super) fn subsection(section: Section, key: &str) -> Option<Section> {
 }
 
 pub(super) fn has_field(section: Section, key: &str) -> bool {
-    FIELDS.iter().any(|f| f.section == section && f.key == key)
+    FieldId::of(section, key).is_some()
 }
 
 pub(super) fn typed<T: DeserializeOwned>(value: Value, at: At<'_>) -> Result<T, BadReport> {
