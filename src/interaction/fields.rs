@@ -184,6 +184,20 @@ mod tests {
     }
 
     #[test]
+    fn each_field_resolves_from_its_place_to_its_own_spec() {
+        for (index, spec) in FIELDS.iter().enumerate() {
+            let id = FieldId::of(spec.section, spec.key);
+            assert_eq!(id.map(|id| id as usize), Some(index), "{}", spec.name);
+            assert_eq!(id.map(FieldId::spec), Some(spec));
+        }
+        assert_eq!(
+            FieldId::of(Section::Top, "user_id"),
+            None,
+            "a key of another section"
+        );
+    }
+
+    #[test]
     fn every_field_has_one_place_and_a_name_the_stores_can_use() {
         let mut places: Vec<(Section, &str)> = FIELDS.iter().map(|f| (f.section, f.key)).collect();
         places.sort_by_key(|(s, k)| (s.path(), *k));
