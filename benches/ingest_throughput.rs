@@ -457,7 +457,7 @@ async fn batched(dir: &std::path::Path) {
         let ratio = through.stored / own.four;
         ratios.push(ratio);
         println!(
-            "| {} | {:.0} / {:.0} | {:.0} | {:.0} | {ratio:.2} | {:.0} | {:.0} / {:.0} |",
+            "| {} | {:.0} / {:.0} | {:.0} | {:.0} | {ratio:.2} | {:.1} | {:.1} / {:.1} |",
             round + 1,
             own.one,
             own.four,
@@ -473,7 +473,7 @@ async fn batched(dir: &std::path::Path) {
         values[values.len() / 2]
     };
     println!(
-        "| median | {:.0} / {:.0} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} / {:.0} |",
+        "| median | {:.0} / {:.0} | {:.0} | {:.0} | {:.2} | {:.1} | {:.1} / {:.1} |",
         median(measured.iter().map(|(_, o)| o.one).collect()),
         median(measured.iter().map(|(_, o)| o.four).collect()),
         median(measured.iter().map(|(t, _)| t.acked).collect()),
@@ -488,7 +488,7 @@ async fn batched(dir: &std::path::Path) {
     println!("| --- | ---: | ---: |");
     let Through { acked, stored, cpu } = through_sqlite;
     println!("| acknowledged | {acked:.0} | |");
-    println!("| stored end to end | {stored:.0} | {:.0} |", cpu.ours);
+    println!("| stored end to end | {stored:.0} | {:.1} |", cpu.ours);
 }
 
 /// ClickHouse's own insert of the rows in `database`: exported as JSONEachRow, inserted again in
