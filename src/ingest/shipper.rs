@@ -213,14 +213,20 @@ pub async fn run(
             continue;
         }
         if had_events {
-            // A partial batch was shipped: let the next one fill for a while.
+            // A partial batch was shipped: let the next one fill, for the flush interval at most.
+            // Waiting out the interval when a full batch is already there would idle the store
+            // under load.
             tokio::select! {
-                _ = tokio::time::sleep(config.flush_interval) => {}
+                _ = reader.wait_for_batch(
+                    config.batch_max as u64,
+                    config.batch_max_bytes,
+                    config.flush_interval,
+                ) => {}
                 _ = shutdown.changed() => {}
             }
         } else {
             tokio::select! {
-                _ = reader.wait_for_more(config.flush_interval) => {}
+                _ = reader.wait_for_more(read_from, config.flush_interval) => {}
                 _ = shutdown.changed() => {}
             }
         }
@@ -556,6 +562,70 @@ mod tests {
         let expected: Vec<String> = (0..total).map(|i| format!("i{i:05}")).collect();
         assert_eq!(inserted, expected);
         assert!(!dir.join("poison.ndjson").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// After a partial batch the shipper waits for the next to fill, but not past a full one; an
+    /// empty spool is read again as soon as something is committed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_batch_is_shipped_without_waiting_out_the_flush_interval() {
+        let dir = std::env::temp_dir().join(format!("mcp-shipper-full-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (spool, reader) = Spool::open(SpoolConfig {
+            dir: dir.join("spool"),
+            segment_bytes: 1 << 20,
+            max_bytes: 64 << 20,
+        })
+        .unwrap();
+        let event = |i: usize| {
+            InteractionEvent::new(
+                format!("i{i:02}"),
+                "m".into(),
+                EventKind::Start,
+                i as i64,
+                Fields::default(),
+            )
+        };
+        let store = Arc::new(Recording::default());
+        let (stop, shutdown) = watch::channel(false);
+        let shipper = tokio::spawn(run(
+            reader,
+            store.clone(),
+            Arc::new(IngestMetrics::new().unwrap()),
+            ShipperConfig {
+                batch_max: 10,
+                batch_max_bytes: 1 << 20,
+                flush_interval: Duration::from_secs(60),
+                poison_file: dir.join("poison.ndjson"),
+                drain_timeout: Duration::from_secs(5),
+            },
+            shutdown,
+        ));
+        let shipped = |n: usize| {
+            let store = store.clone();
+            async move {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while store.inserted.lock().unwrap().len() < n {
+                    assert!(
+                        Instant::now() < deadline,
+                        "{n} not shipped within 10 s (the flush interval is 60 s)"
+                    );
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        };
+        spool
+            .append(&(0..3).map(event).collect::<Vec<_>>())
+            .await
+            .unwrap();
+        shipped(3).await;
+        spool
+            .append(&(3..13).map(event).collect::<Vec<_>>())
+            .await
+            .unwrap();
+        shipped(13).await;
+        stop.send(true).unwrap();
+        shipper.await.unwrap();
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::segments::{encode, io_err, segment_path, segments, store_checkpoint, Frame, Frames};
-use super::{Inner, Position, SpoolError};
+use super::{Inner, Position, SpoolError, State};
 use crate::interaction::InteractionEvent;
 
 /// The shipper's side: reads confirmed-durable records in order and commits progress.
@@ -185,9 +185,44 @@ impl SpoolReader {
             .collect()
     }
 
-    /// Waits until the writer commits something new (or `timeout` passes).
-    pub async fn wait_for_more(&self, timeout: std::time::Duration) {
-        let _ = tokio::time::timeout(timeout, self.inner.committed.notified()).await;
+    /// Waits until the writer has committed records after `read_to` (where the last read
+    /// stopped), or `timeout` passes. A commit between that read and this wait counts: waiting
+    /// for the next commit signal alone missed it, and the records waited out the timeout.
+    pub async fn wait_for_more(&self, read_to: Position, timeout: std::time::Duration) {
+        self.wait_until(timeout, |state| {
+            Position {
+                segment: state.active,
+                offset: state.durable_len,
+            } > read_to
+        })
+        .await;
+    }
+
+    /// Waits until the spool holds at least `records` unshipped records or `bytes` of them (a
+    /// full batch), or `timeout` passes.
+    pub async fn wait_for_batch(&self, records: u64, bytes: u64, timeout: std::time::Duration) {
+        self.wait_until(timeout, |state| {
+            state.records >= records || state.bytes >= bytes
+        })
+        .await;
+    }
+
+    /// Waits until `ready` holds of the spool's state after a commit (or already does), or
+    /// `timeout` passes.
+    async fn wait_until(&self, timeout: std::time::Duration, ready: impl Fn(&State) -> bool) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            // Registered before looking, so a commit between the look and the wait still wakes it.
+            let commit = self.inner.committed.notified();
+            tokio::pin!(commit);
+            commit.as_mut().enable();
+            if ready(&self.inner.state()) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, commit).await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Bytes a batch of records occupies in the spool.
