@@ -504,49 +504,74 @@ mod tests {
         }
     }
 
-    /// Full batches are shipped while the next is read ahead: across many segments and an outage,
-    /// every event arrives once, in spool order, and the spool ends empty.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn reading_ahead_ships_every_event_once_and_in_order() {
-        let dir = std::env::temp_dir().join(format!("mcp-shipper-ahead-{}", std::process::id()));
+    /// A spool in a fresh directory named for the test (`tag`), its segments `segment_bytes` long.
+    fn spool_in(tag: &str, segment_bytes: u64) -> (PathBuf, Spool, SpoolReader) {
+        let dir = std::env::temp_dir().join(format!("mcp-shipper-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let (spool, reader) = Spool::open(SpoolConfig {
             dir: dir.join("spool"),
-            segment_bytes: 4096,
+            segment_bytes,
             max_bytes: 64 << 20,
         })
         .unwrap();
-        let total = 1_050;
-        for chunk in (0..total).collect::<Vec<_>>().chunks(70) {
-            let events = chunk
-                .iter()
-                .map(|i| {
-                    InteractionEvent::new(
-                        format!("i{i:05}"),
-                        "m".into(),
-                        EventKind::Start,
-                        *i as i64,
-                        Fields::default(),
-                    )
-                })
-                .collect::<Vec<_>>();
-            spool.append(&events).await.unwrap();
-        }
-        let store = Arc::new(Recording::default());
+        (dir, spool, reader)
+    }
+
+    fn start_event(interaction_id: String, received_ms: i64) -> InteractionEvent {
+        InteractionEvent::new(
+            interaction_id,
+            "m".into(),
+            EventKind::Start,
+            received_ms,
+            Fields::default(),
+        )
+    }
+
+    /// The shipper running over `reader` into `store`, shipping batches of at most `batch_max`
+    /// events or `batch_max_bytes`, partial ones after `flush_interval`; the sender stops it.
+    fn ship_into(
+        dir: &std::path::Path,
+        reader: SpoolReader,
+        store: Arc<Recording>,
+        (batch_max, batch_max_bytes, flush_interval): (usize, u64, Duration),
+    ) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
         let (stop, shutdown) = watch::channel(false);
         let shipper = tokio::spawn(run(
             reader,
-            store.clone(),
+            store,
             Arc::new(IngestMetrics::new().unwrap()),
             ShipperConfig {
-                batch_max: 100,
-                batch_max_bytes: 64 << 10,
-                flush_interval: Duration::from_millis(20),
+                batch_max,
+                batch_max_bytes,
+                flush_interval,
                 poison_file: dir.join("poison.ndjson"),
                 drain_timeout: Duration::from_secs(5),
             },
             shutdown,
         ));
+        (stop, shipper)
+    }
+
+    /// Full batches are shipped while the next is read ahead: across many segments and an outage,
+    /// every event arrives once, in spool order, and the spool ends empty.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reading_ahead_ships_every_event_once_and_in_order() {
+        let (dir, spool, reader) = spool_in("ahead", 4096);
+        let total = 1_050;
+        for chunk in (0..total).collect::<Vec<_>>().chunks(70) {
+            let events = chunk
+                .iter()
+                .map(|i| start_event(format!("i{i:05}"), *i as i64))
+                .collect::<Vec<_>>();
+            spool.append(&events).await.unwrap();
+        }
+        let store = Arc::new(Recording::default());
+        let (stop, shipper) = ship_into(
+            &dir,
+            reader,
+            store.clone(),
+            (100, 64 << 10, Duration::from_millis(20)),
+        );
         let deadline = Instant::now() + Duration::from_secs(30);
         while spool.stats().records > 0 {
             assert!(
@@ -569,38 +594,15 @@ mod tests {
     /// empty spool is read again as soon as something is committed.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_batch_is_shipped_without_waiting_out_the_flush_interval() {
-        let dir = std::env::temp_dir().join(format!("mcp-shipper-full-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let (spool, reader) = Spool::open(SpoolConfig {
-            dir: dir.join("spool"),
-            segment_bytes: 1 << 20,
-            max_bytes: 64 << 20,
-        })
-        .unwrap();
-        let event = |i: usize| {
-            InteractionEvent::new(
-                format!("i{i:02}"),
-                "m".into(),
-                EventKind::Start,
-                i as i64,
-                Fields::default(),
-            )
-        };
+        let (dir, spool, reader) = spool_in("full", 1 << 20);
+        let event = |i: usize| start_event(format!("i{i:02}"), i as i64);
         let store = Arc::new(Recording::default());
-        let (stop, shutdown) = watch::channel(false);
-        let shipper = tokio::spawn(run(
+        let (stop, shipper) = ship_into(
+            &dir,
             reader,
             store.clone(),
-            Arc::new(IngestMetrics::new().unwrap()),
-            ShipperConfig {
-                batch_max: 10,
-                batch_max_bytes: 1 << 20,
-                flush_interval: Duration::from_secs(60),
-                poison_file: dir.join("poison.ndjson"),
-                drain_timeout: Duration::from_secs(5),
-            },
-            shutdown,
-        ));
+            (10, 1 << 20, Duration::from_secs(60)),
+        );
         let shipped = |n: usize| {
             let store = store.clone();
             async move {
@@ -633,24 +635,9 @@ mod tests {
     /// spool keeps everything from the unconfirmed batch on, and a restart would ship it again.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_batch_confirmed_early_waits_for_the_one_before_it() {
-        let dir = std::env::temp_dir().join(format!("mcp-shipper-order-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let (spool, reader) = Spool::open(SpoolConfig {
-            dir: dir.join("spool"),
-            segment_bytes: 1 << 20,
-            max_bytes: 64 << 20,
-        })
-        .unwrap();
+        let (dir, spool, reader) = spool_in("order", 1 << 20);
         let events: Vec<InteractionEvent> = (0..30)
-            .map(|i| {
-                InteractionEvent::new(
-                    format!("i{i:02}"),
-                    "m".into(),
-                    EventKind::Start,
-                    i,
-                    Fields::default(),
-                )
-            })
+            .map(|i| start_event(format!("i{i:02}"), i))
             .collect();
         spool.append(&events).await.unwrap();
         let store = Arc::new(Recording {
@@ -658,20 +645,12 @@ mod tests {
             at_once: 2,
             ..Recording::default()
         });
-        let (stop, shutdown) = watch::channel(false);
-        let shipper = tokio::spawn(run(
+        let (stop, shipper) = ship_into(
+            &dir,
             reader,
             store.clone(),
-            Arc::new(IngestMetrics::new().unwrap()),
-            ShipperConfig {
-                batch_max: 10,
-                batch_max_bytes: 1 << 20,
-                flush_interval: Duration::from_millis(20),
-                poison_file: dir.join("poison.ndjson"),
-                drain_timeout: Duration::from_secs(5),
-            },
-            shutdown,
-        ));
+            (10, 1 << 20, Duration::from_millis(20)),
+        );
         let deadline = Instant::now() + Duration::from_secs(10);
         while store.inserted.lock().unwrap().len() < 10 {
             assert!(Instant::now() < deadline, "the second batch was not sent");
