@@ -100,6 +100,19 @@ pub trait InteractionStore: Send + Sync {
         range: TimeRange,
     ) -> BoxFuture<'_, Result<Vec<VersionCount>, StoreError>>;
 
+    /// Opens one insert that is fed events in pieces ([`EventInsert`]): what lets one insert (one
+    /// ClickHouse part) hold far more events than the shipper keeps in memory. By default the
+    /// pieces are gathered and [`InteractionStore::insert`]ed at the end.
+    fn open_insert(&self) -> BoxFuture<'_, Result<Box<dyn EventInsert + '_>, StoreError>> {
+        Box::pin(async move {
+            let insert: Box<dyn EventInsert + '_> = Box::new(GatheredInsert {
+                store: self,
+                events: Vec::new(),
+            });
+            Ok(insert)
+        })
+    }
+
     /// How many inserts the shipper may have out at once. One by default: the embedded store
     /// merges events in the order it applies them, so batches must arrive in spool order.
     fn inserts_in_flight(&self) -> usize {
@@ -126,6 +139,45 @@ pub trait InteractionStore: Send + Sync {
         mcp_id: Option<&'a str>,
         range: TimeRange,
     ) -> BoxFuture<'a, Result<Vec<McpMetrics>, StoreError>>;
+}
+
+/// One insert in progress ([`InteractionStore::open_insert`]). Dropped without [`EventInsert::end`],
+/// it is abandoned; events a store applied already stay applied, which is harmless, since applying
+/// an event again changes nothing.
+pub trait EventInsert: Send {
+    /// Adds `events` to the insert.
+    fn write<'a>(
+        &'a mut self,
+        events: &'a [InteractionEvent],
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Ends the insert; returns once the store has made every event written durable.
+    fn end<'a>(self: Box<Self>) -> BoxFuture<'a, Result<(), StoreError>>
+    where
+        Self: 'a;
+}
+
+/// The default insert: the pieces gathered and inserted at once.
+struct GatheredInsert<'s, S: ?Sized> {
+    store: &'s S,
+    events: Vec<InteractionEvent>,
+}
+
+impl<S: InteractionStore + ?Sized> EventInsert for GatheredInsert<'_, S> {
+    fn write<'a>(
+        &'a mut self,
+        events: &'a [InteractionEvent],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.events.extend_from_slice(events);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn end<'a>(self: Box<Self>) -> BoxFuture<'a, Result<(), StoreError>>
+    where
+        Self: 'a,
+    {
+        Box::pin(async move { self.store.insert(&self.events).await })
+    }
 }
 
 /// The time an interaction is filed under: its reported timestamp, else its start, else when the

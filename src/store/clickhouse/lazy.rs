@@ -6,7 +6,9 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 
 use super::super::metrics::{Breakdown, McpMetrics, MetricsCell, TimeRange};
-use super::super::{AuditEntry, HistoryQuery, InteractionStore, StoreError, VersionCount};
+use super::super::{
+    AuditEntry, EventInsert, HistoryQuery, InteractionStore, StoreError, VersionCount,
+};
 use super::{ClickHouseConfig, ClickHouseStore};
 use crate::interaction::{Interaction, InteractionEvent};
 
@@ -70,6 +72,10 @@ impl InteractionStore for LazyClickHouseStore {
         events: &'a [InteractionEvent],
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         async move { self.get().await?.insert(events).await }.boxed()
+    }
+
+    fn open_insert(&self) -> BoxFuture<'_, Result<Box<dyn EventInsert + '_>, StoreError>> {
+        async move { self.get().await?.open_insert().await }.boxed()
     }
 
     fn history<'a>(
