@@ -54,7 +54,7 @@ impl IngestMetrics {
             )?,
             store_insert_seconds: series.histogram(
                 "mcp_ingest_store_insert_duration_seconds",
-                "Time one store insert took.",
+                "Time a store insert took to be confirmed once its last events were written.",
                 SECONDS_BUCKETS,
             )?,
             poison: series.counter(

@@ -31,12 +31,13 @@ use state::{IngestState, Limits, RegistrationsView};
 
 use crate::store::InteractionStore;
 
-/// Events per store insert, at most. Large: each ClickHouse insert writes a new part (a file
-/// per column), which costs the server far more than the rows in it.
-pub const DEFAULT_BATCH_MAX: usize = 20_000;
-/// Spool bytes per store insert, at most (a batch is held in memory while it is read and while
-/// it is inserted, and up to three are at once).
-pub const DEFAULT_BATCH_MAX_BYTES: u64 = 8 << 20;
+/// Events per store insert, at most: the top of ClickHouse's advice (10,000 to 100,000 rows an
+/// insert). Large, because each ClickHouse insert writes a new part (a few files per column),
+/// which costs the server far more than the rows in it; the shipper streams an insert a piece at
+/// a time, so its size is not held in memory.
+pub const DEFAULT_BATCH_MAX: usize = 100_000;
+/// Spool bytes per store insert, at most (some 90,000 records of the seed's format).
+pub const DEFAULT_BATCH_MAX_BYTES: u64 = 64 << 20;
 
 /// How often an ingest server writes the heartbeats it received to the store.
 pub const HEARTBEAT_SAVE_INTERVAL: Duration = Duration::from_secs(5);

@@ -1,5 +1,6 @@
-//! Moves spooled events to the store: in batches, retrying with backoff while the store is down,
-//! setting aside events the store rejects (poison) instead of blocking the rest.
+//! Moves spooled events to the store: a region of the spool at a time, each streamed into one
+//! insert, retrying with backoff while the store is down, setting aside events the store rejects
+//! (poison) instead of blocking the rest.
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -7,27 +8,42 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::metrics::IngestMetrics;
-use super::spool::{Position, SpoolReader};
+use super::spool::{Position, RegionRead, RegionReader, Skipped, SpoolReader};
 use crate::interaction::InteractionEvent;
-use crate::store::{InteractionStore, StoreError};
+use crate::store::{EventInsert, InteractionStore, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct ShipperConfig {
+    /// Events in one insert, at most.
     pub batch_max: usize,
-    /// A batch also ends once its records take this many spool bytes (bounds memory when records
-    /// are large: a batch is held in memory while it is read, and while it is inserted).
+    /// Spool bytes in one insert, at most. An insert is read and written a piece at a time, so
+    /// neither bound is held in memory; each ClickHouse insert writes a part (a few files per
+    /// column), and fewer, larger parts cost the server far less.
     pub batch_max_bytes: u64,
-    /// A partial batch waits at most this long for company.
+    /// How long an insert stays open for more events once it has caught up with the spool (a
+    /// partial batch is shipped after at most this long).
     pub flush_interval: Duration,
     /// Where rejected events are set aside (NDJSON).
     pub poison_file: PathBuf,
     /// On shutdown, keep trying to empty the spool this long.
     pub drain_timeout: Duration,
 }
+
+/// The most events, and spool bytes, read from the spool at once: what the shipper holds in
+/// memory per insert, whatever the size of the insert.
+const PIECE_EVENTS: usize = 4_096;
+const PIECE_BYTES: u64 = 4 << 20;
+
+/// An insert holding this many events (the low end of ClickHouse's advice, 10,000 to 100,000 rows
+/// an insert) makes a part worth writing: it ends once the spool has been quiet for [`QUIET`],
+/// instead of staying open out the flush interval, so the events of a burst are stored soon after
+/// it. Smaller inserts wait out the interval, so sparse events still make few parts.
+const PART_WORTH_WRITING: u64 = 10_000;
+const QUIET: Duration = Duration::from_millis(20);
 
 /// When shipping gives up on shutdown: set once, the first time anyone sees the shutdown.
 struct Drain {
@@ -64,11 +80,28 @@ impl Drain {
     }
 }
 
-/// A batch handed to the store, not yet confirmed: committed in spool order once it is.
+/// The records of one insert: from where it starts to where the next one does.
+#[derive(Debug, Clone, Copy)]
+struct Region {
+    from: Position,
+    until: Position,
+    records: u64,
+}
+
+/// What an insert read: its region, as the shipper learns it once the insert stops reading.
+struct RegionEnd {
+    until: Position,
+    records: u64,
+    bytes: u64,
+    /// Damaged spool regions read past.
+    skipped: Vec<Skipped>,
+}
+
+/// An insert handed to the store, not yet confirmed: committed in spool order once it is.
 struct InFlight {
-    /// `None` for a read that passed over damaged records only.
-    insert: Option<JoinHandle<Shipped>>,
-    next: Position,
+    /// Whether the region was delivered (false only when giving up at the drain deadline).
+    insert: JoinHandle<bool>,
+    until: Position,
     records: u64,
     bytes: u64,
 }
@@ -83,41 +116,15 @@ struct Shipping {
     shutdown: watch::Receiver<bool>,
 }
 
-/// What an insert task ends with: whether its batch was delivered (false only when giving up at
-/// the drain deadline), and the batch's list, emptied, for the next read to fill.
-struct Shipped {
-    delivered: bool,
-    list: Vec<InteractionEvent>,
-}
-
-impl Shipping {
-    fn start(&self, mut batch: Vec<InteractionEvent>) -> JoinHandle<Shipped> {
-        let this = self.clone();
-        tokio::spawn(async move {
-            let delivered = ship(
-                &*this.store,
-                &batch,
-                &this.metrics,
-                &this.config,
-                &this.drain,
-                &this.shutdown,
-            )
-            .await;
-            batch.clear();
-            Shipped {
-                delivered,
-                list: batch,
-            }
-        })
-    }
-}
-
 /// Runs until `shutdown` turns true and the spool is drained (or the drain timeout passes).
 ///
-/// The next batch is read (on the blocking pool) while the store takes the ones before it, and a
-/// store that merges by receive time whatever the order rows arrive in takes more than one insert
-/// at a time ([`InteractionStore::inserts_in_flight`]). The checkpoint moves in spool order, past
-/// a batch only once it and every batch before it are confirmed.
+/// Each insert reads its own region of the spool a piece at a time and writes each piece into one
+/// open store insert, until the batch limits, or until it has caught up with the spool and the
+/// flush interval has passed: large inserts, whose size the shipper never holds in memory. The
+/// next insert starts as soon as one stops reading, so it reads while the store finishes the one
+/// before, and a store that merges by receive time whatever the order rows arrive in takes more
+/// than one insert at a time ([`InteractionStore::inserts_in_flight`]). The checkpoint moves in
+/// spool order, past a region only once it and every region before it are confirmed.
 pub async fn run(
     mut reader: SpoolReader,
     store: Arc<dyn InteractionStore>,
@@ -135,133 +142,122 @@ pub async fn run(
     };
     let drain = shipping.drain.clone();
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
-    // Emptied lists of batches the store confirmed, to read the next batches into.
-    let mut spare_lists: Vec<Vec<InteractionEvent>> = Vec::new();
-    // Where the next read starts: after the last batch handed to the store.
+    // Where the next insert starts reading: after the last region handed to the store.
     let mut read_from = reader.position();
+    // After the spool was idle, the first insert ships what it finds at once; those after it
+    // stay open for company up to the flush interval.
+    let mut linger = Duration::ZERO;
     loop {
         if *shutdown.borrow() {
             drain.begin();
         }
-        let (max, max_bytes) = (config.batch_max, config.batch_max_bytes);
-        let mut batch = spare_lists.pop().unwrap_or_default();
-        let reading = tokio::task::spawn_blocking(move || {
-            let read = reader.read_batch_within(read_from, max, max_bytes, &mut batch);
-            let bytes = reader.last_batch_bytes();
-            (reader, read.map(|next| (batch, next, bytes)))
-        });
-        let (batch, next, bytes) = match reading.await {
-            Ok((back, read)) => {
-                reader = back;
-                match read {
-                    Ok(read) => read,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot read the spool; retrying");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        continue;
+        while in_flight.len() >= most_in_flight {
+            if !settle_oldest(&mut reader, &mut in_flight).await {
+                return;
+            }
+        }
+        let (told, mut region_end) = oneshot::channel();
+        let insert = shipping.start(reader.region_reader(), read_from, linger, told);
+        // Confirm what the store finishes while this insert reads.
+        let end = loop {
+            tokio::select! {
+                biased;
+                end = &mut region_end => break end,
+                outcome = oldest_outcome(&mut in_flight) => {
+                    if !commit_oldest(&mut reader, &mut in_flight, outcome) {
+                        insert.abort();
+                        return;
                     }
                 }
             }
-            Err(e) => {
-                tracing::error!(error = %e, "the spool read failed; the shipper stops and the spool keeps every unshipped event");
-                abandon(in_flight);
-                return;
-            }
         };
-        for skipped in reader.skipped_between(read_from, next) {
+        let Ok(end) = end else {
+            tracing::error!("an insert stopped before reading its region; the shipper stops and the spool keeps every unshipped event");
+            abandon(in_flight);
+            return;
+        };
+        for skipped in &end.skipped {
             metrics.poison.inc();
-            set_aside_region(&config.poison_file, &skipped);
+            set_aside_region(&config.poison_file, skipped);
         }
-        let read_anything = next != read_from;
-        let full = batch.len() >= config.batch_max || bytes >= config.batch_max_bytes;
-        let had_events = !batch.is_empty();
-        let batch = if had_events {
-            Some(batch)
-        } else {
-            // Idle: let the lists' memory go.
-            spare_lists.clear();
-            None
-        };
-        if read_anything {
-            if in_flight.len() >= most_in_flight
-                && !settle_oldest(&mut reader, &mut in_flight, &mut spare_lists).await
-            {
-                return;
-            }
-            let records = batch.as_ref().map_or(0, |b| b.len() as u64);
+        reader.note_skipped(end.skipped);
+        if end.until != read_from {
             in_flight.push_back(InFlight {
-                insert: batch.map(|b| shipping.start(b)),
-                next,
-                records,
-                bytes,
+                insert,
+                until: end.until,
+                records: end.records,
+                bytes: end.bytes,
             });
-            read_from = next;
-            if full || !had_events {
-                continue; // more is waiting: read it while the store works
+            read_from = end.until;
+            if end.records > 0 {
+                // Events are coming in: the next insert stays open for more of them.
+                linger = config.flush_interval;
             }
+            continue;
         }
-        // Read up to the end of what is durable: confirm what is out before waiting for more.
+        // Caught up with the spool: confirm what is out before waiting for more.
         while !in_flight.is_empty() {
-            if !settle_oldest(&mut reader, &mut in_flight, &mut spare_lists).await {
+            if !settle_oldest(&mut reader, &mut in_flight).await {
                 return;
             }
         }
         if drain.begun() {
-            if !had_events {
-                return;
-            }
-            continue;
+            return;
         }
-        if had_events {
-            // A partial batch was shipped: let the next one fill, for the flush interval at most.
-            // Waiting out the interval when a full batch is already there would idle the store
-            // under load.
-            tokio::select! {
-                _ = reader.wait_for_batch(
-                    config.batch_max as u64,
-                    config.batch_max_bytes,
-                    config.flush_interval,
-                ) => {}
-                _ = shutdown.changed() => {}
-            }
-        } else {
-            tokio::select! {
-                _ = reader.wait_for_more(read_from, config.flush_interval) => {}
-                _ = shutdown.changed() => {}
-            }
+        linger = Duration::ZERO;
+        tokio::select! {
+            _ = reader.wait_for_more(read_from, config.flush_interval) => {}
+            _ = shutdown.changed() => {}
         }
     }
 }
 
-/// Waits for the oldest batch in flight and commits past it, keeping its emptied list in
-/// `spare_lists`; false when shipping must stop (the store was still away when the drain timed
-/// out): what is not committed stays in the spool.
-async fn settle_oldest(
+/// How an insert out ended.
+enum Outcome {
+    Delivered,
+    /// Given up at the drain deadline, or failed: what is not committed stays in the spool.
+    Stopped,
+}
+
+/// Waits for the oldest insert out to end; never, when none is out.
+async fn oldest_outcome(in_flight: &mut VecDeque<InFlight>) -> Outcome {
+    let Some(oldest) = in_flight.front_mut() else {
+        return std::future::pending().await;
+    };
+    match (&mut oldest.insert).await {
+        Ok(true) => Outcome::Delivered,
+        Ok(false) => Outcome::Stopped,
+        Err(e) => {
+            tracing::error!(error = %e, "an insert task failed; the shipper stops and the spool keeps every unshipped event");
+            Outcome::Stopped
+        }
+    }
+}
+
+/// Waits for the oldest insert out and commits past it; false when shipping must stop.
+async fn settle_oldest(reader: &mut SpoolReader, in_flight: &mut VecDeque<InFlight>) -> bool {
+    if in_flight.is_empty() {
+        return true;
+    }
+    let outcome = oldest_outcome(in_flight).await;
+    commit_oldest(reader, in_flight, outcome)
+}
+
+/// Commits past the oldest insert, which ended with `outcome`; false when shipping must stop (the
+/// store was still away when the drain timed out): what is not committed stays in the spool.
+fn commit_oldest(
     reader: &mut SpoolReader,
     in_flight: &mut VecDeque<InFlight>,
-    spare_lists: &mut Vec<Vec<InteractionEvent>>,
+    outcome: Outcome,
 ) -> bool {
     let Some(oldest) = in_flight.pop_front() else {
         return true;
     };
-    let shipped = match oldest.insert {
-        None => true,
-        Some(insert) => match insert.await {
-            Ok(Shipped { delivered, list }) => {
-                spare_lists.push(list);
-                delivered
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "an insert task failed; the shipper stops and the spool keeps every unshipped event");
-                false
-            }
-        },
-    };
-    if !shipped {
+    if matches!(outcome, Outcome::Stopped) {
         abandon(std::mem::take(in_flight));
         return false;
     }
-    if let Err(e) = reader.commit(oldest.next, oldest.records, oldest.bytes) {
+    if let Err(e) = reader.commit(oldest.until, oldest.records, oldest.bytes) {
         tracing::error!(error = %e, "cannot record shipping progress; events will be shipped again (harmlessly)");
     }
     true
@@ -269,10 +265,288 @@ async fn settle_oldest(
 
 /// Stops the inserts still out; their events stay in the spool and are shipped at the next start.
 fn abandon(in_flight: VecDeque<InFlight>) {
-    for batch in in_flight {
-        if let Some(insert) = batch.insert {
-            insert.abort();
+    for region in in_flight {
+        region.insert.abort();
+    }
+}
+
+/// Reads up to `max` records or `max_bytes` of spool from `from`, not past `until`, into `list`
+/// (on the blocking pool: file I/O), handing the list back.
+async fn read_piece(
+    spool: &RegionReader,
+    (from, until): (Position, Position),
+    (max, max_bytes): (usize, u64),
+    mut list: Vec<InteractionEvent>,
+) -> (Vec<InteractionEvent>, Result<RegionRead, String>) {
+    let spool = spool.clone();
+    let reading = tokio::task::spawn_blocking(move || {
+        let read = spool.read_within(from, until, max, max_bytes, &mut list);
+        (list, read)
+    });
+    match reading.await {
+        Ok((list, read)) => (list, read.map_err(|e| e.to_string())),
+        Err(e) => (Vec::new(), Err(format!("the spool read stopped: {e}"))),
+    }
+}
+
+impl Shipping {
+    fn start(
+        &self,
+        spool: RegionReader,
+        from: Position,
+        linger: Duration,
+        told: oneshot::Sender<RegionEnd>,
+    ) -> JoinHandle<bool> {
+        let this = self.clone();
+        tokio::spawn(async move { this.ship_region(spool, from, linger, told).await })
+    }
+
+    /// Reads a region from `from` and streams it into one insert; tells the shipper the region
+    /// once it stops reading, then delivers it. False only when giving up at the drain deadline.
+    async fn ship_region(
+        &self,
+        spool: RegionReader,
+        from: Position,
+        linger: Duration,
+        told: oneshot::Sender<RegionEnd>,
+    ) -> bool {
+        let config = &self.config;
+        let stay_open_until = tokio::time::Instant::now() + linger;
+        let mut end = RegionEnd {
+            until: from,
+            records: 0,
+            bytes: 0,
+            skipped: Vec::new(),
+        };
+        let mut list = Vec::new();
+        let mut insert: Option<Box<dyn EventInsert + '_>> = None;
+        let mut failure: Option<StoreError> = None;
+        // Whether the last wait for more was one of `QUIET` (and nothing came since).
+        let mut waited_quiet = false;
+        loop {
+            let room = (
+                (config.batch_max as u64)
+                    .saturating_sub(end.records)
+                    .min(PIECE_EVENTS as u64) as usize,
+                config
+                    .batch_max_bytes
+                    .saturating_sub(end.bytes)
+                    .min(PIECE_BYTES),
+            );
+            let (back, read) = read_piece(&spool, (end.until, Position::END), room, list).await;
+            list = back;
+            let read = match read {
+                Ok(read) => read,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the spool; retrying");
+                    if end.until == from {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    break;
+                }
+            };
+            let progressed = read.next != end.until;
+            end.until = read.next;
+            end.records += list.len() as u64;
+            end.bytes += read.bytes;
+            end.skipped.extend(read.skipped);
+            if !list.is_empty() && failure.is_none() {
+                if insert.is_none() {
+                    match self.store.open_insert().await {
+                        Ok(opened) => insert = Some(opened),
+                        Err(e) => failure = Some(e),
+                    }
+                }
+                if let Some(open) = insert.as_mut() {
+                    if let Err(e) = open.write(&list).await {
+                        failure = Some(e);
+                        insert = None;
+                    }
+                }
+            }
+            if end.records >= config.batch_max as u64 || end.bytes >= config.batch_max_bytes {
+                break;
+            }
+            if progressed {
+                waited_quiet = false;
+                continue;
+            }
+            // After an idle spool there is nothing to wait for; after events, more may follow.
+            if (end.records == 0 && linger.is_zero()) || *self.shutdown.borrow() {
+                break;
+            }
+            let now = tokio::time::Instant::now();
+            let mut wait_until = stay_open_until;
+            if end.records >= PART_WORTH_WRITING {
+                if waited_quiet {
+                    break;
+                }
+                waited_quiet = true;
+                wait_until = wait_until.min(now + QUIET);
+            }
+            if now >= wait_until {
+                break;
+            }
+            let mut wake = self.shutdown.clone();
+            tokio::select! {
+                _ = spool.wait_for_more(end.until, wait_until - now) => {}
+                _ = wake.changed() => {}
+            }
         }
+        drop(list);
+        let region = Region {
+            from,
+            until: end.until,
+            records: end.records,
+        };
+        // The shipper may be gone (stopping); the region is delivered all the same.
+        let _ = told.send(end);
+        if region.records == 0 {
+            return true;
+        }
+        if failure.is_none() {
+            if let Some(open) = insert.take() {
+                let started = Instant::now();
+                match open.end().await {
+                    Ok(()) => {
+                        self.delivered(region.records, started);
+                        return true;
+                    }
+                    Err(e) => failure = Some(e),
+                }
+            }
+        }
+        let failure =
+            failure.unwrap_or_else(|| StoreError::Unavailable("the insert was not opened".into()));
+        self.redeliver(&spool, region, failure).await
+    }
+
+    fn delivered(&self, records: u64, ending_started: Instant) {
+        self.metrics
+            .store_insert_seconds
+            .observe(ending_started.elapsed().as_secs_f64());
+        self.metrics.store_rows.inc_by(records);
+    }
+
+    /// Delivers `region` after its insert failed with `failure`: again from the spool, with
+    /// backoff while the store is away; event by event once the store rejects it. False only when
+    /// giving up at the drain deadline.
+    async fn redeliver(&self, spool: &RegionReader, region: Region, failure: StoreError) -> bool {
+        let mut backoff = Duration::from_millis(100);
+        let mut failure = failure;
+        loop {
+            match failure {
+                StoreError::Rejected(why) => {
+                    tracing::warn!(reason = %why, rows = region.records, "the store rejected an insert; isolating the bad events");
+                    return self.isolate(spool, region).await;
+                }
+                e @ StoreError::TooLarge(_) => {
+                    // Inserts never answer this; if one did, retrying would not help either.
+                    tracing::error!(error = %e, "the store refused an insert");
+                    return true;
+                }
+                StoreError::Unavailable(why) => {
+                    self.metrics
+                        .store_errors
+                        .with_label_values(&["unavailable"])
+                        .inc();
+                    if !self.back_off(&why, &mut backoff).await {
+                        return false;
+                    }
+                }
+            }
+            failure = match self.insert_region(spool, region).await {
+                Ok(()) => return true,
+                Err(e) => e,
+            };
+        }
+    }
+
+    /// Waits out `backoff` (doubling it) before trying an unavailable store again; false when the
+    /// drain deadline has passed instead.
+    async fn back_off(&self, why: &str, backoff: &mut Duration) -> bool {
+        if *self.shutdown.borrow() {
+            self.drain.begin();
+        }
+        if self.drain.passed() {
+            tracing::warn!(reason = %why, "store still unavailable at shutdown; unshipped events stay in the spool");
+            return false;
+        }
+        tracing::warn!(reason = %why, retry_in_ms = backoff.as_millis() as u64, "store unavailable; retrying");
+        let mut wake = self.shutdown.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(*backoff) => {}
+            _ = wake.changed() => {}
+        }
+        *backoff = (*backoff * 2).min(Duration::from_secs(30));
+        true
+    }
+
+    /// Streams `region` from the spool into one insert again.
+    async fn insert_region(&self, spool: &RegionReader, region: Region) -> Result<(), StoreError> {
+        let mut insert = self.store.open_insert().await?;
+        let mut at = region.from;
+        let mut list = Vec::new();
+        while at < region.until {
+            let (back, read) =
+                read_piece(spool, (at, region.until), (PIECE_EVENTS, PIECE_BYTES), list).await;
+            list = back;
+            let read = read.map_err(|e| {
+                StoreError::Unavailable(format!("the spool could not be read again: {e}"))
+            })?;
+            if read.next == at {
+                break;
+            }
+            at = read.next;
+            insert.write(&list).await?;
+        }
+        let started = Instant::now();
+        insert.end().await?;
+        self.delivered(region.records, started);
+        Ok(())
+    }
+
+    /// Delivers `region` a piece at a time, each alone, setting aside the events the store
+    /// rejects. False only when giving up at the drain deadline.
+    async fn isolate(&self, spool: &RegionReader, region: Region) -> bool {
+        let mut at = region.from;
+        let mut list = Vec::new();
+        let mut backoff = Duration::from_millis(100);
+        while at < region.until {
+            let (back, read) =
+                read_piece(spool, (at, region.until), (PIECE_EVENTS, PIECE_BYTES), list).await;
+            list = back;
+            let read = match read {
+                Ok(read) if read.next != at => read,
+                Ok(_) => break,
+                Err(e) => {
+                    if !self
+                        .back_off(
+                            &format!("the spool could not be read again: {e}"),
+                            &mut backoff,
+                        )
+                        .await
+                    {
+                        return false;
+                    }
+                    continue;
+                }
+            };
+            at = read.next;
+            let delivered = ship(
+                &*self.store,
+                &list,
+                &self.metrics,
+                &self.config,
+                &self.drain,
+                &self.shutdown,
+            )
+            .await;
+            if !delivered {
+                return false;
+            }
+        }
+        true
     }
 }
 
@@ -420,6 +694,8 @@ mod tests {
     #[derive(Default)]
     struct Recording {
         inserted: Mutex<Vec<String>>,
+        /// The events of each insert confirmed, in order.
+        sizes: Mutex<Vec<usize>>,
         calls: std::sync::atomic::AtomicUsize,
         first: FirstInsert,
         release_first: tokio::sync::Notify,
@@ -460,6 +736,8 @@ mod tests {
                 }
                 let mut inserted = self.inserted.lock().unwrap_or_else(|p| p.into_inner());
                 inserted.extend(events.iter().map(|e| e.interaction_id.clone()));
+                let mut sizes = self.sizes.lock().unwrap_or_else(|p| p.into_inner());
+                sizes.push(events.len());
                 Ok(())
             }
             .boxed()
@@ -590,11 +868,12 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// After a partial batch the shipper waits for the next to fill, but not past a full one; an
+    /// After an idle spool the first events are shipped at once; the insert after them stays open
+    /// for company, across commits, until it is full (long before the 60 s flush interval); an
     /// empty spool is read again as soon as something is committed.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_full_batch_is_shipped_without_waiting_out_the_flush_interval() {
-        let (dir, spool, reader) = spool_in("full", 1 << 20);
+    async fn an_insert_stays_open_for_more_events_until_it_is_full() {
+        let (dir, spool, reader) = spool_in("linger", 1 << 20);
         let event = |i: usize| start_event(format!("i{i:02}"), i as i64);
         let store = Arc::new(Recording::default());
         let (stop, shipper) = ship_into(
@@ -616,16 +895,115 @@ mod tests {
                 }
             }
         };
-        spool
-            .append(&(0..3).map(event).collect::<Vec<_>>())
-            .await
-            .unwrap();
+        let append = |range: std::ops::Range<usize>| {
+            let events = range.map(event).collect::<Vec<_>>();
+            let spool = &spool;
+            async move { spool.append(&events).await.unwrap() }
+        };
+        // The first insert fails (the store restarts): it is delivered again, from the spool.
+        append(0..3).await;
         shipped(3).await;
-        spool
-            .append(&(3..13).map(event).collect::<Vec<_>>())
-            .await
-            .unwrap();
+        for part in [3..5, 5..9, 9..13] {
+            append(part).await;
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
         shipped(13).await;
+        assert_eq!(
+            store.sizes.lock().unwrap().clone(),
+            [3, 10],
+            "three commits in one insert"
+        );
+        stop.send(true).unwrap();
+        shipper.await.unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// An insert holds far more events than one read of the spool: 10,000 events written in
+    /// pieces arrive as one insert, in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_insert_spans_many_reads_of_the_spool() {
+        let (dir, spool, reader) = spool_in("region", 1 << 20);
+        let total = 10_000;
+        let events: Vec<InteractionEvent> = (0..total)
+            .map(|i| start_event(format!("i{i:05}"), i as i64))
+            .collect();
+        spool.append(&events).await.unwrap();
+        let store = Arc::new(Recording {
+            first: FirstInsert::Held,
+            ..Recording::default()
+        });
+        store.release_first.notify_one();
+        let (stop, shipper) = ship_into(
+            &dir,
+            reader,
+            store.clone(),
+            (total, 64 << 20, Duration::from_millis(20)),
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while spool.stats().records > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "not shipped: {:?}",
+                spool.stats()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.send(true).unwrap();
+        shipper.await.unwrap();
+        assert!(total > PIECE_EVENTS * 2, "more than two reads");
+        assert_eq!(store.sizes.lock().unwrap().clone(), [total]);
+        let inserted = store.inserted.lock().unwrap().clone();
+        assert_eq!(
+            inserted,
+            events
+                .iter()
+                .map(|e| e.interaction_id.clone())
+                .collect::<Vec<_>>()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// An insert that holds a part worth writing ends once the spool goes quiet, not at the end of
+    /// the flush interval (60 s here): a burst is stored soon after it, in one insert.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_large_insert_ends_once_the_spool_goes_quiet() {
+        let (dir, spool, reader) = spool_in("quiet", 4 << 20);
+        let store = Arc::new(Recording {
+            first: FirstInsert::Held,
+            ..Recording::default()
+        });
+        store.release_first.notify_one();
+        let (stop, shipper) = ship_into(
+            &dir,
+            reader,
+            store.clone(),
+            (100_000, 64 << 20, Duration::from_secs(60)),
+        );
+        let shipped = |n: usize| {
+            let store = store.clone();
+            async move {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while store.inserted.lock().unwrap().len() < n {
+                    assert!(
+                        Instant::now() < deadline,
+                        "{n} not shipped within 10 s (the flush interval is 60 s): {:?}",
+                        store.sizes.lock().unwrap()
+                    );
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        };
+        let burst = PART_WORTH_WRITING as usize;
+        let events: Vec<InteractionEvent> = (0..3 + burst)
+            .map(|i| start_event(format!("i{i:05}"), i as i64))
+            .collect();
+        spool.append(&events[..3]).await.unwrap();
+        shipped(3).await;
+        for piece in events[3..].chunks(burst / 4) {
+            spool.append(piece).await.unwrap();
+        }
+        shipped(3 + burst).await;
+        assert_eq!(store.sizes.lock().unwrap().clone(), [3, burst]);
         stop.send(true).unwrap();
         shipper.await.unwrap();
         let _ = std::fs::remove_dir_all(&dir);

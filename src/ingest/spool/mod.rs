@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::interaction::InteractionEvent;
-pub use reader::{Skipped, SpoolReader};
+pub use reader::{RegionRead, RegionReader, Skipped, SpoolReader};
 use segments::*;
 pub use segments::{encode, encode_into, private_file};
 
@@ -59,6 +59,14 @@ pub struct SpoolConfig {
 pub struct Position {
     pub segment: u64,
     pub offset: u64,
+}
+
+impl Position {
+    /// After every position: a read up to it stops only where the spool's durable records end.
+    pub const END: Position = Position {
+        segment: u64::MAX,
+        offset: u64::MAX,
+    };
 }
 
 /// What the spool holds, for metrics and readiness.

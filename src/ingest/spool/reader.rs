@@ -53,11 +53,8 @@ impl SpoolReader {
     }
 
     /// Like [`Self::read_batch_from`], into `out` (emptied first, its room kept), stopping also
-    /// once the records read take `max_bytes` of the spool (at least one record is read): what
-    /// bounds the shipper's memory when records are large. The shipper hands the same few lists
-    /// back each time: a list of 20,000 events is ~14 MiB, and a fresh one each batch had the
-    /// kernel zero its pages and the list copy itself as it grew (a tenth of the ingest threads'
-    /// samples).
+    /// once the records read take `max_bytes` of the spool (at least one record is read). Damaged
+    /// regions read past are kept until committed past (see [`Self::skipped_between`]).
     pub fn read_batch_within(
         &mut self,
         from: Position,
@@ -65,68 +62,28 @@ impl SpoolReader {
         max_bytes: u64,
         out: &mut Vec<InteractionEvent>,
     ) -> Result<Position, SpoolError> {
-        let dir = self.inner.config.dir.clone();
-        out.clear();
-        out.reserve(max.min(READ_AHEAD_CAPACITY));
-        let mut pos = from;
-        let mut bytes = 0;
-        while out.len() < max && bytes < max_bytes {
-            let (active, durable) = {
-                let s = self.inner.state();
-                (s.active, s.durable_len)
-            };
-            let path = segment_path(&dir, pos.segment);
-            let limit = if pos.segment == active {
-                durable
-            } else {
-                match fs::metadata(&path) {
-                    Ok(m) => m.len(),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound && pos.segment < active => {
-                        pos = Position {
-                            segment: pos.segment + 1,
-                            offset: 0,
-                        };
-                        continue;
-                    }
-                    Err(e) => return Err(io_err(&path)(e)),
-                }
-            };
-            if pos.offset >= limit {
-                if pos.segment < active {
-                    pos = Position {
-                        segment: pos.segment + 1,
-                        offset: 0,
-                    };
-                    continue;
-                }
-                break;
-            }
-            let file = File::open(&path).map_err(io_err(&path))?;
-            let mut frames = Frames::new(file, pos.offset).map_err(io_err(&path))?;
-            while out.len() < max && bytes < max_bytes {
-                match frames.next(limit).map_err(io_err(&path))? {
-                    Frame::Record(event, next) => {
-                        out.push(*event);
-                        bytes += next - pos.offset;
-                        pos.offset = next;
-                    }
-                    Frame::End => break,
-                    Frame::Bad(why) => {
-                        tracing::error!(segment = %path.display(), offset = pos.offset, reason = %why, "corrupt spool record; skipping the rest of the segment");
-                        let bytes = read_region(&path, pos.offset, limit).unwrap_or_default();
-                        self.skipped.entry(pos).or_insert(Skipped {
-                            at: pos,
-                            reason: why,
-                            bytes,
-                        });
-                        pos.offset = limit;
-                        break;
-                    }
-                }
-            }
+        let read = self
+            .region_reader()
+            .read_within(from, Position::END, max, max_bytes, out)?;
+        self.note_skipped(read.skipped);
+        self.last_batch_bytes = read.bytes;
+        Ok(read.next)
+    }
+
+    /// A reader of records that shares this spool, for the shipper's inserts to read their
+    /// regions with (committing stays with this reader).
+    pub fn region_reader(&self) -> RegionReader {
+        RegionReader {
+            inner: self.inner.clone(),
         }
-        self.last_batch_bytes = bytes;
-        Ok(pos)
+    }
+
+    /// Keeps damaged regions a [`RegionReader`] passed over, so that committing past them no
+    /// longer counts their bytes as waiting.
+    pub fn note_skipped(&mut self, skipped: Vec<Skipped>) {
+        for region in skipped {
+            self.skipped.entry(region.at).or_insert(region);
+        }
     }
 
     /// The spool bytes of the records the last [`Self::read_batch`] returned (what
@@ -185,6 +142,123 @@ impl SpoolReader {
             .collect()
     }
 
+    /// See [`RegionReader::wait_for_more`].
+    pub async fn wait_for_more(&self, read_to: Position, timeout: std::time::Duration) {
+        self.region_reader().wait_for_more(read_to, timeout).await;
+    }
+
+    /// Bytes a batch of records occupies in the spool.
+    pub fn framed_size(events: &[InteractionEvent]) -> u64 {
+        events.iter().map(|e| encode(e).len() as u64).sum()
+    }
+}
+
+/// Reads records from any position up to where the writer made them durable; shares the spool
+/// with its [`SpoolReader`] and reads on whatever thread holds it (file I/O: a blocking one).
+#[derive(Clone)]
+pub struct RegionReader {
+    inner: Arc<Inner>,
+}
+
+/// What one [`RegionReader::read_within`] read.
+#[derive(Debug)]
+pub struct RegionRead {
+    /// Where reading would continue.
+    pub next: Position,
+    /// The spool bytes of the records read.
+    pub bytes: u64,
+    /// Damaged regions passed over.
+    pub skipped: Vec<Skipped>,
+}
+
+impl RegionReader {
+    /// Reads records from `from` into `out` (emptied first, its room kept) until `max` records,
+    /// or records taking `max_bytes` of the spool (at least one is read), or `until`, or the end
+    /// of what is durable. Corrupt records inside older segments are skipped with an error log
+    /// (they were acknowledged, so this is data loss on disk that an operator must hear about).
+    /// Callers hand the same few lists back each time: a fresh large list each read had the
+    /// kernel zero its pages and the list copy itself as it grew.
+    pub fn read_within(
+        &self,
+        from: Position,
+        until: Position,
+        max: usize,
+        max_bytes: u64,
+        out: &mut Vec<InteractionEvent>,
+    ) -> Result<RegionRead, SpoolError> {
+        let dir = &self.inner.config.dir;
+        out.clear();
+        out.reserve(max.min(READ_AHEAD_CAPACITY));
+        let mut pos = from;
+        let mut bytes = 0;
+        let mut skipped = Vec::new();
+        while out.len() < max && bytes < max_bytes && pos < until {
+            let (active, durable) = {
+                let s = self.inner.state();
+                (s.active, s.durable_len)
+            };
+            let path = segment_path(dir, pos.segment);
+            let limit = if pos.segment == active {
+                durable
+            } else {
+                match fs::metadata(&path) {
+                    Ok(m) => m.len(),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound && pos.segment < active => {
+                        pos = Position {
+                            segment: pos.segment + 1,
+                            offset: 0,
+                        };
+                        continue;
+                    }
+                    Err(e) => return Err(io_err(&path)(e)),
+                }
+            };
+            let limit = if pos.segment == until.segment {
+                limit.min(until.offset)
+            } else {
+                limit
+            };
+            if pos.offset >= limit {
+                if pos.segment < active && pos.segment < until.segment {
+                    pos = Position {
+                        segment: pos.segment + 1,
+                        offset: 0,
+                    };
+                    continue;
+                }
+                break;
+            }
+            let file = File::open(&path).map_err(io_err(&path))?;
+            let mut frames = Frames::new(file, pos.offset).map_err(io_err(&path))?;
+            while out.len() < max && bytes < max_bytes {
+                match frames.next(limit).map_err(io_err(&path))? {
+                    Frame::Record(event, next) => {
+                        out.push(*event);
+                        bytes += next - pos.offset;
+                        pos.offset = next;
+                    }
+                    Frame::End => break,
+                    Frame::Bad(why) => {
+                        tracing::error!(segment = %path.display(), offset = pos.offset, reason = %why, "corrupt spool record; skipping the rest of the segment");
+                        let bytes = read_region(&path, pos.offset, limit).unwrap_or_default();
+                        skipped.push(Skipped {
+                            at: pos,
+                            reason: why,
+                            bytes,
+                        });
+                        pos.offset = limit;
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(RegionRead {
+            next: pos,
+            bytes,
+            skipped,
+        })
+    }
+
     /// Waits until the writer has committed records after `read_to` (where the last read
     /// stopped), or `timeout` passes. A commit between that read and this wait counts: waiting
     /// for the next commit signal alone missed it, and the records waited out the timeout.
@@ -194,15 +268,6 @@ impl SpoolReader {
                 segment: state.active,
                 offset: state.durable_len,
             } > read_to
-        })
-        .await;
-    }
-
-    /// Waits until the spool holds at least `records` unshipped records or `bytes` of them (a
-    /// full batch), or `timeout` passes.
-    pub async fn wait_for_batch(&self, records: u64, bytes: u64, timeout: std::time::Duration) {
-        self.wait_until(timeout, |state| {
-            state.records >= records || state.bytes >= bytes
         })
         .await;
     }
@@ -223,11 +288,6 @@ impl SpoolReader {
                 return;
             }
         }
-    }
-
-    /// Bytes a batch of records occupies in the spool.
-    pub fn framed_size(events: &[InteractionEvent]) -> u64 {
-        events.iter().map(|e| encode(e).len() as u64).sum()
     }
 }
 
