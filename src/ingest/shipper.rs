@@ -45,6 +45,11 @@ const PIECE_BYTES: u64 = 4 << 20;
 const PART_WORTH_WRITING: u64 = 10_000;
 const QUIET: Duration = Duration::from_millis(20);
 
+/// Once a commit wakes an insert waiting for more events, it lets further commits gather this long
+/// before reading: one read of the spool, and one write to the store, for many small commits
+/// instead of one each (single reports commit a few events at a time).
+const GATHER: Duration = Duration::from_millis(10);
+
 /// When shipping gives up on shutdown: set once, the first time anyone sees the shutdown.
 struct Drain {
     timeout: Duration,
@@ -389,7 +394,12 @@ impl Shipping {
             }
             let mut wake = self.shutdown.clone();
             tokio::select! {
-                _ = spool.wait_for_more(end.until, wait_until - now) => {}
+                _ = spool.wait_for_more(end.until, wait_until - now) => {
+                    let now = tokio::time::Instant::now();
+                    if now < wait_until {
+                        tokio::time::sleep(GATHER.min(wait_until - now)).await;
+                    }
+                }
                 _ = wake.changed() => {}
             }
         }
