@@ -5,6 +5,7 @@
 
 mod aggregate;
 mod checkpoint;
+mod writer;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -59,6 +60,8 @@ CREATE TABLE IF NOT EXISTS heartbeats (
 
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// Where inserts are applied: a thread of lower CPU priority than the request threads.
+    writer: writer::Writer,
 }
 
 /// The writer's page cache, in KiB: the indexes of a few hundred thousand interactions, so that
@@ -114,6 +117,7 @@ impl SqliteStore {
         add_missing_columns(&conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            writer: writer::Writer::start()?,
         })
     }
 
@@ -129,28 +133,60 @@ impl SqliteStore {
         .await
         .map_err(|e| StoreError::Unavailable(format!("SQLite worker failed: {e}")))?
     }
+
+    /// Applies `events` on the writer thread.
+    async fn apply_on_writer(&self, mut events: Vec<InteractionEvent>) -> Result<(), StoreError> {
+        events.sort_by_key(|e| e.received_ms);
+        let conn = self.conn.clone();
+        self.writer
+            .run(move || {
+                let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+                apply(&mut conn, &events)
+            })
+            .await
+    }
 }
 
-/// An insert applied a piece at a time, each in its own transaction: pieces come in spool order,
-/// and the shipper writes the whole insert again if it fails, which changes nothing for the
-/// pieces already applied.
-struct PieceByPiece<'s> {
+/// Events applied in one transaction of a streamed insert, at least (the last may hold fewer). A
+/// transaction rewrites the index pages it touches, so many small ones cost far more than a few
+/// large ones (single reports arrive a few at a time); this many hold a few MiB.
+const EVENTS_PER_TRANSACTION: usize = 4_096;
+
+/// An insert applied in transactions of [`EVENTS_PER_TRANSACTION`] events as pieces come: pieces
+/// come in spool order, and the shipper writes the whole insert again if it fails, which changes
+/// nothing for the events already applied.
+struct InTransactions<'s> {
     store: &'s SqliteStore,
+    pending: Vec<InteractionEvent>,
 }
 
-impl EventInsert for PieceByPiece<'_> {
+impl EventInsert for InTransactions<'_> {
     fn write<'a>(
         &'a mut self,
         events: &'a [InteractionEvent],
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.store.insert(events)
+        async move {
+            self.pending.extend_from_slice(events);
+            if self.pending.len() >= EVENTS_PER_TRANSACTION {
+                let full = std::mem::take(&mut self.pending);
+                self.store.apply_on_writer(full).await?;
+            }
+            Ok(())
+        }
+        .boxed()
     }
 
     fn end<'a>(self: Box<Self>) -> BoxFuture<'a, Result<(), StoreError>>
     where
         Self: 'a,
     {
-        async { Ok(()) }.boxed()
+        async move {
+            if self.pending.is_empty() {
+                return Ok(());
+            }
+            self.store.apply_on_writer(self.pending).await
+        }
+        .boxed()
     }
 }
 
@@ -368,14 +404,15 @@ impl InteractionStore for SqliteStore {
         &'a self,
         events: &'a [InteractionEvent],
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        let mut sorted = events.to_vec();
-        sorted.sort_by_key(|e| e.received_ms);
-        self.blocking(move |conn| apply(conn, &sorted)).boxed()
+        self.apply_on_writer(events.to_vec()).boxed()
     }
 
     fn open_insert(&self) -> BoxFuture<'_, Result<Box<dyn EventInsert + '_>, StoreError>> {
         async move {
-            let insert: Box<dyn EventInsert + '_> = Box::new(PieceByPiece { store: self });
+            let insert: Box<dyn EventInsert + '_> = Box::new(InTransactions {
+                store: self,
+                pending: Vec::new(),
+            });
             Ok(insert)
         }
         .boxed()

@@ -40,7 +40,10 @@ pub(super) fn start(path: &Path, writer: &mut Connection) -> Result<(), StoreErr
     let (wake, woken) = sync_channel(1);
     std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
-        .spawn(move || checkpoint_when_woken(&conn, &woken))
+        .spawn(move || {
+            super::writer::lower_this_threads_priority();
+            checkpoint_when_woken(&conn, &woken)
+        })
         .map_err(|e| {
             StoreError::Unavailable(format!("cannot start the SQLite checkpoint thread: {e}"))
         })?;
