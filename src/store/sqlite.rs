@@ -733,6 +733,49 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A streamed insert fed one event at a time (single reports) applies them in transactions of
+    /// thousands, not one each: nothing is visible until a transaction's worth has come or the
+    /// insert ends, and then all of it is.
+    #[tokio::test]
+    async fn a_streamed_insert_applies_many_small_pieces_in_one_transaction() {
+        let store = SqliteStore::in_memory().unwrap();
+        let stored = |store: &SqliteStore| {
+            let conn = store.conn.lock().unwrap_or_else(PoisonError::into_inner);
+            conn.query_row("SELECT count(*) FROM interactions", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .unwrap()
+        };
+        let event = |i: usize| {
+            InteractionEvent::new(
+                format!("i{i}"),
+                "m".into(),
+                EventKind::Start,
+                i as i64,
+                Fields::default(),
+            )
+        };
+        let mut insert = store.open_insert().await.unwrap();
+        for i in 0..100 {
+            insert.write(&[event(i)]).await.unwrap();
+        }
+        assert_eq!(stored(&store), 0, "a transaction per piece");
+        insert.end().await.unwrap();
+        assert_eq!(stored(&store), 100);
+
+        let mut insert = store.open_insert().await.unwrap();
+        let many: Vec<InteractionEvent> = (100..100 + EVENTS_PER_TRANSACTION).map(event).collect();
+        for piece in many.chunks(1_000) {
+            insert.write(piece).await.unwrap();
+        }
+        assert_eq!(
+            stored(&store),
+            100 + EVENTS_PER_TRANSACTION as i64,
+            "a full transaction is applied before the insert ends"
+        );
+        insert.end().await.unwrap();
+    }
+
     /// Committed batches reach the database file itself, not only the WAL, once the WAL passes
     /// SQLite's usual threshold: the writer's own checkpoint waits for a WAL of 64 MiB, the
     /// checkpoint thread does not.
