@@ -840,6 +840,33 @@ mod tests {
         (stop, shipper)
     }
 
+    /// Waits until the spool is empty (everything shipped and committed), failing after `within`.
+    async fn spool_emptied(spool: &Spool, within: Duration) {
+        let deadline = Instant::now() + within;
+        while spool.stats().records > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "not shipped: {:?}",
+                spool.stats()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until `store` has confirmed `n` events, failing after 10 s (the tests' flush
+    /// intervals are longer, or it is `why` they must come sooner).
+    async fn inserted(store: &Recording, n: usize, why: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while store.inserted.lock().unwrap().len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "{n} not inserted within 10 s ({why}): {:?}",
+                store.sizes.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Full batches are shipped while the next is read ahead: across many segments and an outage,
     /// every event arrives once, in spool order, and the spool ends empty.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -860,15 +887,7 @@ mod tests {
             store.clone(),
             (100, 64 << 10, Duration::from_millis(20)),
         );
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while spool.stats().records > 0 {
-            assert!(
-                Instant::now() < deadline,
-                "not shipped: {:?}",
-                spool.stats()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        spool_emptied(&spool, Duration::from_secs(30)).await;
         stop.send(true).unwrap();
         shipper.await.unwrap();
         let inserted = store.inserted.lock().unwrap().clone();
@@ -892,19 +911,7 @@ mod tests {
             store.clone(),
             (10, 1 << 20, Duration::from_secs(60)),
         );
-        let shipped = |n: usize| {
-            let store = store.clone();
-            async move {
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while store.inserted.lock().unwrap().len() < n {
-                    assert!(
-                        Instant::now() < deadline,
-                        "{n} not shipped within 10 s (the flush interval is 60 s)"
-                    );
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-        };
+        let shipped = |n: usize| inserted(&store, n, "the flush interval is 60 s");
         let append = |range: std::ops::Range<usize>| {
             let events = range.map(event).collect::<Vec<_>>();
             let spool = &spool;
@@ -949,15 +956,7 @@ mod tests {
             store.clone(),
             (total, 64 << 20, Duration::from_millis(20)),
         );
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while spool.stats().records > 0 {
-            assert!(
-                Instant::now() < deadline,
-                "not shipped: {:?}",
-                spool.stats()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        spool_emptied(&spool, Duration::from_secs(30)).await;
         stop.send(true).unwrap();
         shipper.await.unwrap();
         assert!(total > PIECE_EVENTS * 2, "more than two reads");
@@ -989,20 +988,7 @@ mod tests {
             store.clone(),
             (100_000, 64 << 20, Duration::from_secs(60)),
         );
-        let shipped = |n: usize| {
-            let store = store.clone();
-            async move {
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while store.inserted.lock().unwrap().len() < n {
-                    assert!(
-                        Instant::now() < deadline,
-                        "{n} not shipped within 10 s (the flush interval is 60 s): {:?}",
-                        store.sizes.lock().unwrap()
-                    );
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-        };
+        let shipped = |n: usize| inserted(&store, n, "the flush interval is 60 s");
         let burst = PART_WORTH_WRITING as usize;
         let events: Vec<InteractionEvent> = (0..3 + burst)
             .map(|i| start_event(format!("i{i:05}"), i as i64))
@@ -1039,11 +1025,12 @@ mod tests {
             store.clone(),
             (10, 1 << 20, Duration::from_millis(20)),
         );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while store.inserted.lock().unwrap().len() < 10 {
-            assert!(Instant::now() < deadline, "the second batch was not sent");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        inserted(
+            &store,
+            10,
+            "the second batch must go out while the first is held",
+        )
+        .await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(
             store.inserted.lock().unwrap().clone(),
@@ -1056,14 +1043,7 @@ mod tests {
             "nothing is committed past an unconfirmed batch"
         );
         store.release_first.notify_one();
-        while spool.stats().records > 0 {
-            assert!(
-                Instant::now() < deadline,
-                "not shipped: {:?}",
-                spool.stats()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        spool_emptied(&spool, Duration::from_secs(10)).await;
         stop.send(true).unwrap();
         shipper.await.unwrap();
         let mut confirmed = store.inserted.lock().unwrap().clone();
