@@ -5,7 +5,7 @@ NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 TOOLS_BIN := $(CURDIR)/.tools/bin
 export PATH := $(TOOLS_BIN):$(PATH)
 
-.PHONY: help build test lint fmt crds run bench demo e2e image chart-lint tools clean
+.PHONY: help build test lint fmt crds run bench bench-single-reports demo e2e image chart-lint tools clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -42,8 +42,14 @@ run: ## Run the controller against the current kubeconfig (install the CRD first
 demo: ## Try it without a cluster: standalone mode with examples/standalone and three example MCPs (DEMO_SECONDS=40)
 	$(CARGO) run --quiet --example demo
 
-bench: ## Benchmarks, printed as tables (controller scale, ingest throughput, routing simulation, store scale)
+bench: ## Benchmarks, printed as tables (controller scale, ingest throughput, routing simulation, store scale, single reports under wrk)
 	$(CARGO) bench --bench controller_scale --bench ingest_throughput --bench routing_simulation --bench store_scale
+	@if command -v wrk >/dev/null; then $(MAKE) --no-print-directory bench-single-reports; \
+	else echo "wrk not found: single reports under wrk skipped (apt-get install wrk)"; fi
+
+bench-single-reports: ## Single reports under wrk beside /healthz (BASELINE=path/to/older/binary to compare)
+	$(CARGO) build --release --bin mcp-coordinator
+	./scripts/bench-single-reports.sh target/release/mcp-coordinator $(BASELINE)
 
 e2e: ## End to end on a kind cluster with the chart (needs docker, kind, helm, kubectl)
 	./scripts/e2e-kind.sh
