@@ -355,7 +355,7 @@ impl Shipping {
             end.records += list.len() as u64;
             end.bytes += read.bytes;
             end.skipped.extend(read.skipped);
-            if !list.is_empty() && failure.is_none() {
+            if !list.is_empty() {
                 if insert.is_none() {
                     match self.store.open_insert().await {
                         Ok(opened) => insert = Some(opened),
@@ -369,7 +369,12 @@ impl Shipping {
                     }
                 }
             }
-            if end.records >= config.batch_max as u64 || end.bytes >= config.batch_max_bytes {
+            // The region ends at a failure: what it holds is written again from the spool, and
+            // reading further for an insert that cannot take it would only delay that.
+            if failure.is_some()
+                || end.records >= config.batch_max as u64
+                || end.bytes >= config.batch_max_bytes
+            {
                 break;
             }
             if progressed {
@@ -711,6 +716,9 @@ mod tests {
         release_first: tokio::sync::Notify,
         /// Inserts the shipper may have out at once (one when zero).
         at_once: usize,
+        /// Which opening of an insert (counting from 0) fails, as a store going away would.
+        open_fails: Option<usize>,
+        opens: std::sync::atomic::AtomicUsize,
     }
 
     fn not_here<'a, T: Send + 'a>() -> BoxFuture<'a, Result<T, StoreError>> {
@@ -729,6 +737,20 @@ mod tests {
         }
         fn inserts_in_flight(&self) -> usize {
             self.at_once.max(1)
+        }
+        fn open_insert(&self) -> BoxFuture<'_, Result<Box<dyn EventInsert + '_>, StoreError>> {
+            let open = self.opens.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if Some(open) == self.open_fails {
+                return async { Err(StoreError::Unavailable("going away".into())) }.boxed();
+            }
+            async move {
+                let insert: Box<dyn EventInsert + '_> = Box::new(Gathering {
+                    store: self,
+                    events: Vec::new(),
+                });
+                Ok(insert)
+            }
+            .boxed()
         }
         fn insert<'a>(
             &'a self,
@@ -789,6 +811,29 @@ mod tests {
             _: TimeRange,
         ) -> BoxFuture<'a, Result<Vec<McpMetrics>, StoreError>> {
             not_here()
+        }
+    }
+
+    /// The test store's insert: gathers the pieces and inserts them at the end.
+    struct Gathering<'s> {
+        store: &'s Recording,
+        events: Vec<InteractionEvent>,
+    }
+
+    impl EventInsert for Gathering<'_> {
+        fn write<'a>(
+            &'a mut self,
+            events: &'a [InteractionEvent],
+        ) -> BoxFuture<'a, Result<(), StoreError>> {
+            self.events.extend_from_slice(events);
+            async { Ok(()) }.boxed()
+        }
+
+        fn end<'a>(self: Box<Self>) -> BoxFuture<'a, Result<(), StoreError>>
+        where
+            Self: 'a,
+        {
+            async move { self.store.insert(&self.events).await }.boxed()
         }
     }
 
@@ -1000,6 +1045,35 @@ mod tests {
         }
         shipped(3 + burst).await;
         assert_eq!(store.sizes.lock().unwrap().clone(), [3, burst]);
+        stop.send(true).unwrap();
+        shipper.await.unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// An insert that fails while it stays open for more events ends there: its events are
+    /// written again after a short backoff, not after the 60 s flush interval.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_insert_that_fails_while_open_is_retried_at_once() {
+        let (dir, spool, reader) = spool_in("open-fails", 1 << 20);
+        let store = Arc::new(Recording {
+            first: FirstInsert::Held,
+            open_fails: Some(1),
+            ..Recording::default()
+        });
+        store.release_first.notify_one();
+        let (stop, shipper) = ship_into(
+            &dir,
+            reader,
+            store.clone(),
+            (100_000, 64 << 20, Duration::from_secs(60)),
+        );
+        let events: Vec<InteractionEvent> =
+            (0..8).map(|i| start_event(format!("i{i}"), i)).collect();
+        spool.append(&events[..3]).await.unwrap();
+        inserted(&store, 3, "the first events after an idle spool go at once").await;
+        spool.append(&events[3..]).await.unwrap();
+        inserted(&store, 8, "the flush interval is 60 s").await;
+        assert_eq!(store.sizes.lock().unwrap().clone(), [3, 5]);
         stop.send(true).unwrap();
         shipper.await.unwrap();
         let _ = std::fs::remove_dir_all(&dir);
