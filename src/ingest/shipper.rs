@@ -692,7 +692,8 @@ mod tests {
     use crate::interaction::Interaction;
     use crate::interaction::{EventKind, Fields};
     use crate::store::{
-        retention, AuditEntry, Breakdown, HistoryQuery, McpMetrics, MetricsCell, TimeRange,
+        retention, AuditEntry, Breakdown, GatheredInsert, HistoryQuery, McpMetrics, MetricsCell,
+        TimeRange,
     };
 
     /// What a test store does with its first insert.
@@ -743,14 +744,7 @@ mod tests {
             if Some(open) == self.open_fails {
                 return async { Err(StoreError::Unavailable("going away".into())) }.boxed();
             }
-            async move {
-                let insert: Box<dyn EventInsert + '_> = Box::new(Gathering {
-                    store: self,
-                    events: Vec::new(),
-                });
-                Ok(insert)
-            }
-            .boxed()
+            async move { Ok(GatheredInsert::open(self)) }.boxed()
         }
         fn insert<'a>(
             &'a self,
@@ -814,29 +808,6 @@ mod tests {
         }
     }
 
-    /// The test store's insert: gathers the pieces and inserts them at the end.
-    struct Gathering<'s> {
-        store: &'s Recording,
-        events: Vec<InteractionEvent>,
-    }
-
-    impl EventInsert for Gathering<'_> {
-        fn write<'a>(
-            &'a mut self,
-            events: &'a [InteractionEvent],
-        ) -> BoxFuture<'a, Result<(), StoreError>> {
-            self.events.extend_from_slice(events);
-            async { Ok(()) }.boxed()
-        }
-
-        fn end<'a>(self: Box<Self>) -> BoxFuture<'a, Result<(), StoreError>>
-        where
-            Self: 'a,
-        {
-            async move { self.store.insert(&self.events).await }.boxed()
-        }
-    }
-
     /// A spool in a fresh directory named for the test (`tag`), its segments `segment_bytes` long.
     fn spool_in(tag: &str, segment_bytes: u64) -> (PathBuf, Spool, SpoolReader) {
         let dir = std::env::temp_dir().join(format!("mcp-shipper-{tag}-{}", std::process::id()));
@@ -883,6 +854,17 @@ mod tests {
             shutdown,
         ));
         (stop, shipper)
+    }
+
+    /// Stops the shipper, waits for it to end, and removes the test's directory.
+    async fn stopped(
+        stop: watch::Sender<bool>,
+        shipper: tokio::task::JoinHandle<()>,
+        dir: &std::path::Path,
+    ) {
+        stop.send(true).unwrap();
+        shipper.await.unwrap();
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     /// Waits until the spool is empty (everything shipped and committed), failing after `within`.
@@ -975,9 +957,7 @@ mod tests {
             [3, 10],
             "three commits in one insert"
         );
-        stop.send(true).unwrap();
-        shipper.await.unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
+        stopped(stop, shipper, &dir).await;
     }
 
     /// An insert holds far more events than one read of the spool: 10,000 events written in
@@ -1045,9 +1025,7 @@ mod tests {
         }
         shipped(3 + burst).await;
         assert_eq!(store.sizes.lock().unwrap().clone(), [3, burst]);
-        stop.send(true).unwrap();
-        shipper.await.unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
+        stopped(stop, shipper, &dir).await;
     }
 
     /// An insert that fails while it stays open for more events ends there: its events are
@@ -1074,9 +1052,7 @@ mod tests {
         spool.append(&events[3..]).await.unwrap();
         inserted(&store, 8, "the flush interval is 60 s").await;
         assert_eq!(store.sizes.lock().unwrap().clone(), [3, 5]);
-        stop.send(true).unwrap();
-        shipper.await.unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
+        stopped(stop, shipper, &dir).await;
     }
 
     /// With two inserts out, a later batch confirmed first does not move the checkpoint: the

@@ -104,13 +104,7 @@ pub trait InteractionStore: Send + Sync {
     /// ClickHouse part) hold far more events than the shipper keeps in memory. By default the
     /// pieces are gathered and [`InteractionStore::insert`]ed at the end.
     fn open_insert(&self) -> BoxFuture<'_, Result<Box<dyn EventInsert + '_>, StoreError>> {
-        Box::pin(async move {
-            let insert: Box<dyn EventInsert + '_> = Box::new(GatheredInsert {
-                store: self,
-                events: Vec::new(),
-            });
-            Ok(insert)
-        })
+        Box::pin(async move { Ok(GatheredInsert::open(self)) })
     }
 
     /// How many inserts the shipper may have out at once. One by default: the embedded store
@@ -158,9 +152,19 @@ pub trait EventInsert: Send {
 }
 
 /// The default insert: the pieces gathered and inserted at once.
-struct GatheredInsert<'s, S: ?Sized> {
+pub(crate) struct GatheredInsert<'s, S: ?Sized> {
     store: &'s S,
     events: Vec<InteractionEvent>,
+}
+
+impl<'s, S: InteractionStore + ?Sized> GatheredInsert<'s, S> {
+    /// An insert into `store` that gathers its pieces and inserts them when it ends.
+    pub(crate) fn open(store: &'s S) -> Box<dyn EventInsert + 's> {
+        Box::new(Self {
+            store,
+            events: Vec::new(),
+        })
+    }
 }
 
 impl<S: InteractionStore + ?Sized> EventInsert for GatheredInsert<'_, S> {
