@@ -722,6 +722,18 @@ mod tests {
         opens: std::sync::atomic::AtomicUsize,
     }
 
+    impl Recording {
+        /// A store that confirms every insert (its first one is held, but already released).
+        fn confirming() -> Self {
+            let store = Self {
+                first: FirstInsert::Held,
+                ..Self::default()
+            };
+            store.release_first.notify_one();
+            store
+        }
+    }
+
     fn not_here<'a, T: Send + 'a>() -> BoxFuture<'a, Result<T, StoreError>> {
         async { Err(StoreError::Unavailable("not part of this test".into())) }.boxed()
     }
@@ -970,11 +982,7 @@ mod tests {
             .map(|i| start_event(format!("i{i:05}"), i as i64))
             .collect();
         spool.append(&events).await.unwrap();
-        let store = Arc::new(Recording {
-            first: FirstInsert::Held,
-            ..Recording::default()
-        });
-        store.release_first.notify_one();
+        let store = Arc::new(Recording::confirming());
         let (stop, shipper) = ship_into(
             &dir,
             reader,
@@ -1002,11 +1010,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_large_insert_ends_once_the_spool_goes_quiet() {
         let (dir, spool, reader) = spool_in("quiet", 4 << 20);
-        let store = Arc::new(Recording {
-            first: FirstInsert::Held,
-            ..Recording::default()
-        });
-        store.release_first.notify_one();
+        let store = Arc::new(Recording::confirming());
         let (stop, shipper) = ship_into(
             &dir,
             reader,
@@ -1034,11 +1038,9 @@ mod tests {
     async fn an_insert_that_fails_while_open_is_retried_at_once() {
         let (dir, spool, reader) = spool_in("open-fails", 1 << 20);
         let store = Arc::new(Recording {
-            first: FirstInsert::Held,
             open_fails: Some(1),
-            ..Recording::default()
+            ..Recording::confirming()
         });
-        store.release_first.notify_one();
         let (stop, shipper) = ship_into(
             &dir,
             reader,
