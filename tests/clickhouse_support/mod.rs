@@ -37,7 +37,9 @@ fn binary() -> &'static str {
 }
 
 impl ClickHouseServer {
-    /// Starts a new server in a fresh directory.
+    /// Starts a new server in a fresh directory. A watchdog shell kills the server when the test
+    /// process exits and then removes the directory: the [`shared`] server is a static, never
+    /// dropped, and each test process (nextest runs one per test) would leave its data behind.
     pub fn start(name: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("mcp-ch-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -80,7 +82,8 @@ impl ClickHouseServer {
         let d = self.dir.display();
         let command = format!(
             "{bin} --config-file={config} -- --http_port={http} --tcp_port={tcp} --interserver_http_port={inter} --listen_host=127.0.0.1 --path={d}/ --tmp_path={d}/tmp/ --user_files_path={d}/user_files/ --format_schema_path={d}/format_schemas/ --logger.log={d}/log --logger.level=information --logger.errorlog={d}/err > {d}/stdout 2>&1 & \
-             ch=$!; echo $ch > {d}/pid; while kill -0 $PPID 2>/dev/null && kill -0 $ch 2>/dev/null; do sleep 0.5; done; kill -9 $ch 2>/dev/null",
+             ch=$!; echo $ch > {d}/pid; while kill -0 $PPID 2>/dev/null && kill -0 $ch 2>/dev/null; do sleep 0.5; done; kill -9 $ch 2>/dev/null; \
+             if ! kill -0 $PPID 2>/dev/null; then rm -rf {d}; fi",
             bin = binary(),
             config = self.config_file.display(),
             http = self.http_port,
