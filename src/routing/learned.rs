@@ -16,6 +16,11 @@ pub struct RouterConfig {
     pub recovery: f64,
     /// An interaction that reported a start but no end for this long no longer counts as in flight.
     pub in_flight_expiry: f64,
+    /// Started interactions remembered per MCP, at most: starts are reports from outside, and
+    /// without an end each is kept for [`Self::in_flight_expiry`], so at thousands of reports a
+    /// second the memory would grow by gigabytes. Starts past this many count as in flight only
+    /// once some end or expire.
+    pub max_tracked_starts: usize,
     /// Reports of one request type an MCP needs before that type's statistics are used.
     pub min_type_reports: f64,
     /// Members drawn (by weight) and compared per decision. Two is the classic power of two
@@ -31,6 +36,7 @@ impl Default for RouterConfig {
             outcome_decay: 30.0,
             recovery: 20.0,
             in_flight_expiry: 600.0,
+            max_tracked_starts: 10_000,
             min_type_reports: 5.0,
             choices: 3,
         }
@@ -151,8 +157,11 @@ pub(super) struct McpStats {
     pub(super) published: Published,
     /// Whether any request type has statistics (saves the lock for MCPs without).
     pub(super) typed: AtomicBool,
-    /// Started interactions: id → (start time, request type).
+    /// Started interactions: id → (start time, request type); at most
+    /// [`RouterConfig::max_tracked_starts`].
     pub(super) started: Mutex<HashMap<String, (f64, Option<String>)>>,
+    /// Whether the warning that `started` is full was logged since it last had room.
+    pub(super) starts_full_warned: AtomicBool,
     pub(super) learned: Mutex<LearnedSet>,
 }
 
@@ -165,8 +174,20 @@ pub struct Outcome {
 }
 
 impl McpStats {
-    pub(super) fn start(&self, interaction_id: &str, request_type: Option<&str>, now: f64) {
+    /// Remembers a start; answers true when this start found the table full for the first time
+    /// since it last had room (the caller warns once, not at every report).
+    pub(super) fn start(
+        &self,
+        interaction_id: &str,
+        request_type: Option<&str>,
+        now: f64,
+        config: &RouterConfig,
+    ) -> bool {
         let mut started = self.started();
+        if started.len() >= config.max_tracked_starts && !started.contains_key(interaction_id) {
+            return !self.starts_full_warned.swap(true, Ordering::Relaxed);
+        }
+        self.starts_full_warned.store(false, Ordering::Relaxed);
         if started
             .insert(
                 interaction_id.to_string(),
@@ -176,6 +197,7 @@ impl McpStats {
         {
             self.in_flight.fetch_add(1, Ordering::Relaxed);
         }
+        false
     }
 
     pub(super) fn finish(

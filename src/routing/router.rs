@@ -193,7 +193,14 @@ impl Router {
         now: f64,
     ) {
         if let Some(stats) = self.snapshot.load().by_id.get(mcp_id) {
-            stats.start(interaction_id, request_type, now);
+            if stats.start(interaction_id, request_type, now, &self.config) {
+                tracing::warn!(
+                    mcp_id,
+                    tracked = self.config.max_tracked_starts,
+                    expiry_seconds = self.config.in_flight_expiry,
+                    "this MCP has this many interactions started and not ended; later starts count as in flight only once some of these end or expire"
+                );
+            }
         }
     }
 
@@ -664,6 +671,45 @@ mod tests {
         r.expire_in_flight(1000.0);
         assert_eq!(r.in_flight("a"), 0);
         assert!(r.route("ocr", None, 1000.0).is_ok());
+    }
+
+    #[test]
+    fn starts_past_the_limit_are_not_remembered_until_some_end() {
+        let r = Router::new(RouterConfig {
+            max_tracked_starts: 3,
+            ..RouterConfig::default()
+        });
+        r.install(&RoutingTable {
+            capabilities: [("ocr".to_string(), vec![candidate("a", 0, 100, 100)])].into(),
+        });
+        for id in ["s1", "s2", "s3", "s4", "s5"] {
+            r.started("a", id, None, 0.0);
+        }
+        assert_eq!(r.in_flight("a"), 3, "only the first three starts are kept");
+        let stats = r
+            .snapshot
+            .load()
+            .by_id
+            .get("a")
+            .cloned()
+            .expect("a is routed");
+        assert_eq!(stats.started().len(), 3);
+        let ended = Outcome {
+            success: true,
+            processing_time: None,
+        };
+        r.finished("a", "s5", None, ended, 1.0);
+        assert_eq!(
+            r.in_flight("a"),
+            3,
+            "an end of a start never kept changes nothing"
+        );
+        r.finished("a", "s1", None, ended, 1.0);
+        assert_eq!(r.in_flight("a"), 2);
+        r.started("a", "s6", None, 2.0);
+        assert_eq!(r.in_flight("a"), 3, "an end makes room for the next start");
+        r.started("a", "s2", None, 2.0);
+        assert_eq!(r.in_flight("a"), 3, "a start reported again is still one");
     }
 
     #[test]
