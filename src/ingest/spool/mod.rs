@@ -12,10 +12,17 @@
 //! segment only when every record in it is confirmed. After a crash, a torn record at the end of
 //! the newest segment (never acknowledged) is cut off and everything from the checkpoint is
 //! shipped again; the store's event identity makes the replay harmless.
+//!
+//! A thread (`spool-preparer`) writes the next segment ahead, full of zeros (`prepared.seg`), so
+//! that records go into blocks the file has and an fsync writes only them. A closed segment is
+//! cut to its records' end before the next one starts, and the newest one's unused zeros are cut
+//! at the next start: every segment but the one being written ends where its records end.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -124,6 +131,8 @@ impl Spool {
     pub fn open(config: SpoolConfig) -> Result<(Spool, SpoolReader), SpoolError> {
         create_private_dir(&config.dir)?;
         let dir = config.dir.clone();
+        // A segment being prepared when the process stopped: started again from nothing.
+        let _ = fs::remove_file(dir.join(PREPARING));
         let mut existing = segments(&dir)?;
         let checkpoint = load_checkpoint(&dir);
         // Repair: cut the newest segment at its first bad frame (a write the crash interrupted).
@@ -144,7 +153,11 @@ impl Spool {
                         Frame::Record(..) => {}
                         Frame::End => break,
                         Frame::Bad(why) => {
-                            tracing::warn!(segment = %path.display(), offset, reason = %why, "cutting a torn record off the spool tail (it was never acknowledged)");
+                            if unused_from(&file, offset).map_err(io_err(&path))? {
+                                tracing::debug!(segment = %path.display(), offset, "cutting the prepared segment's unused zeros");
+                            } else {
+                                tracing::warn!(segment = %path.display(), offset, reason = %why, "cutting a torn record off the spool tail (it was never acknowledged)");
+                            }
                             file.set_len(offset).map_err(io_err(&path))?;
                             file.sync_all().map_err(io_err(&path))?;
                             break;
@@ -156,10 +169,7 @@ impl Spool {
             None => {
                 let first = checkpoint.segment.max(1);
                 let path = segment_path(&dir, first);
-                private_file()
-                    .write(true)
-                    .open(&path)
-                    .map_err(io_err(&path))?;
+                open_segment(&dir, &path)?;
                 sync_dir(&dir)?;
                 existing.push(first);
                 first
@@ -204,12 +214,13 @@ impl Spool {
         let (appends, requests) = mpsc::channel(4096);
         let writer_inner = inner.clone();
         let file = OpenOptions::new()
-            .append(true)
+            .write(true)
             .open(&active_path)
             .map_err(io_err(&active_path))?;
+        let prepare = start_preparer(&inner.config)?;
         std::thread::Builder::new()
             .name("spool-writer".into())
-            .spawn(move || write_loop(writer_inner, requests, file, durable_len))
+            .spawn(move || write_loop(writer_inner, requests, file, durable_len, prepare))
             .map_err(io_err(&dir))?;
         let reader = SpoolReader {
             inner: inner.clone(),
@@ -283,12 +294,43 @@ impl Spool {
     }
 }
 
+/// Whether a frame that did not read is where a prepared segment's unused zeros begin: a zero
+/// header (a torn write leaves at least part of its header).
+fn unused_from(file: &File, offset: u64) -> io::Result<bool> {
+    let mut header = [0u8; HEADER];
+    let mut reader = file.try_clone()?;
+    reader.seek(SeekFrom::Start(offset))?;
+    let read = reader.read(&mut header)?;
+    Ok(read > 0 && header[..read].iter().all(|&b| b == 0))
+}
+
+/// Starts the thread that prepares the next segment whenever asked (and once now); asking while
+/// it is busy is a no-op. It ends with the writer, which holds the sender.
+fn start_preparer(config: &SpoolConfig) -> Result<SyncSender<()>, SpoolError> {
+    let (prepare, asked) = sync_channel::<()>(1);
+    let dir = config.dir.clone();
+    let bytes = config.segment_bytes;
+    std::thread::Builder::new()
+        .name("spool-preparer".into())
+        .spawn(move || {
+            for () in asked {
+                if let Err(e) = prepare_segment(&dir, bytes) {
+                    tracing::warn!(error = %e, "could not prepare the next spool segment; it will grow as it is written instead");
+                }
+            }
+        })
+        .map_err(io_err(&config.dir))?;
+    let _ = prepare.try_send(());
+    Ok(prepare)
+}
+
 /// The writer thread: takes every request waiting, writes them, one fsync, acknowledges all.
 fn write_loop(
     inner: Arc<Inner>,
     mut requests: mpsc::Receiver<AppendRequest>,
     mut file: File,
     mut len: u64,
+    prepare: SyncSender<()>,
 ) {
     let dir = inner.config.dir.clone();
     while let Some(first) = requests.blocking_recv() {
@@ -310,7 +352,7 @@ fn write_loop(
         let active = inner.state().active;
         let path = segment_path(&dir, active);
         let result = file
-            .write_all(&buffer)
+            .write_all_at(&buffer, len)
             .and_then(|()| file.sync_data())
             .map_err(io_err(&path));
         match &result {
@@ -344,13 +386,23 @@ fn write_loop(
         }
         inner.committed.notify_waiters();
         if len >= inner.config.segment_bytes {
+            // Readers take a closed segment's length for where its records end. Records fill a
+            // prepared segment before it rolls, unless it was prepared for larger segments (an
+            // earlier run's setting): then its zeros past them go first, durably.
+            if let Err(e) = file.set_len(len).and_then(|()| file.sync_all()) {
+                tracing::error!(error = %e, segment = %path.display(), "could not close the spool segment at its last record; continuing in it");
+                continue;
+            }
             match roll(&inner, &dir) {
                 Ok((next, new_file)) => {
                     file = new_file;
                     len = 0;
-                    let mut state = inner.state();
-                    state.active = next;
-                    state.durable_len = 0;
+                    {
+                        let mut state = inner.state();
+                        state.active = next;
+                        state.durable_len = 0;
+                    }
+                    let _ = prepare.try_send(());
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "could not start a new spool segment; continuing in the current one")
@@ -364,16 +416,15 @@ fn write_loop(
 fn roll(inner: &Inner, dir: &Path) -> Result<(u64, File), SpoolError> {
     let next = inner.state().active + 1;
     let path = segment_path(dir, next);
-    let file = private_file()
-        .append(true)
-        .open(&path)
-        .map_err(io_err(&path))?;
+    let file = open_segment(dir, &path)?;
     sync_dir(dir)?;
     Ok((next, file))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
     use super::*;
     use crate::interaction::{EventKind, Fields};
 
@@ -542,6 +593,131 @@ mod tests {
             segments(&d).unwrap().len() <= 2,
             "shipped segments are deleted"
         );
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    /// Waits (up to 10 s) for the preparer to have the next segment ready.
+    fn wait_for_prepared(d: &Path) {
+        for _ in 0..1000 {
+            if d.join(PREPARED).exists() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("no segment was prepared in {}", d.display());
+    }
+
+    /// Every frame of segment `n` reads, up to exactly its file's end.
+    fn ends_at_its_last_record(d: &Path, n: u64) -> bool {
+        let path = segment_path(d, n);
+        let len = fs::metadata(&path).unwrap().len();
+        let mut frames = Frames::new(File::open(&path).unwrap(), 0).unwrap();
+        loop {
+            match frames.next(len).unwrap() {
+                Frame::Record(..) => {}
+                Frame::End => return true,
+                Frame::Bad(_) => return false,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn segments_are_written_into_prepared_zeros_and_read_back_exactly_after_a_restart() {
+        let d = dir("prepared");
+        let (spool, _reader) = Spool::open(config(&d)).unwrap();
+        wait_for_prepared(&d);
+        let mut appended = 0;
+        while segments(&d).unwrap().len() < 2 {
+            spool.append(&[event(appended)]).await.unwrap();
+            appended += 1;
+        }
+        let [closed, active] = segments(&d).unwrap()[..] else {
+            panic!("two segments")
+        };
+        assert!(ends_at_its_last_record(&d, closed));
+        assert_eq!(
+            fs::metadata(segment_path(&d, active)).unwrap().len(),
+            config(&d).segment_bytes,
+            "the new segment is the prepared one, its records still to come"
+        );
+        for _ in 0..3 {
+            spool.append(&[event(appended)]).await.unwrap();
+            appended += 1;
+        }
+        drop((spool, _reader));
+
+        let (spool, mut reader) = Spool::open(config(&d)).unwrap();
+        assert!(
+            ends_at_its_last_record(&d, active),
+            "the unused zeros are cut at the start"
+        );
+        assert_eq!(spool.stats().records, appended as u64);
+        spool.append(&[event(appended)]).await.unwrap();
+        let (events, _) = reader.read_batch(10_000).unwrap();
+        let ids: Vec<String> = events.into_iter().map(|e| e.interaction_id).collect();
+        let expected: Vec<String> = (0..=appended).map(|i| format!("i{i}")).collect();
+        assert_eq!(
+            ids, expected,
+            "every record once, in order, none from the zeros"
+        );
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[tokio::test]
+    async fn a_segment_prepared_larger_than_segments_now_are_is_closed_at_its_last_record() {
+        let d = dir("prepared-larger");
+        let larger = SpoolConfig {
+            segment_bytes: 4 * config(&d).segment_bytes,
+            ..config(&d)
+        };
+        drop(Spool::open(larger).unwrap());
+        wait_for_prepared(&d);
+        let (spool, mut reader) = Spool::open(config(&d)).unwrap();
+        let mut appended = 0;
+        while segments(&d).unwrap().len() < 3 {
+            spool.append(&[event(appended)]).await.unwrap();
+            appended += 1;
+        }
+        let prepared_larger = segments(&d).unwrap()[1];
+        assert!(
+            ends_at_its_last_record(&d, prepared_larger),
+            "its zeros past the records are cut when the next segment starts"
+        );
+        let (events, _) = reader.read_batch(10_000).unwrap();
+        assert_eq!(events.len(), appended);
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[tokio::test]
+    async fn a_torn_record_in_a_prepared_segment_is_cut_with_the_zeros_after_it() {
+        let d = dir("torn-prepared");
+        {
+            let (spool, _reader) = Spool::open(config(&d)).unwrap();
+            wait_for_prepared(&d);
+            let mut i = 0;
+            while segments(&d).unwrap().len() < 2 {
+                spool.append(&[event(i)]).await.unwrap();
+                i += 1;
+            }
+        }
+        let records_before = Spool::open(config(&d)).unwrap().0.stats().records;
+        // Half a record written into the zeros, as a crash in the middle of a write leaves it.
+        let active = *segments(&d).unwrap().last().unwrap();
+        let path = segment_path(&d, active);
+        let end = fs::metadata(&path).unwrap().len();
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all_at(&encode(&event(999))[..10], end).unwrap();
+        file.set_len(end + 512).unwrap();
+        drop(file);
+        let (spool, mut reader) = Spool::open(config(&d)).unwrap();
+        assert_eq!(spool.stats().records, records_before);
+        assert_eq!(
+            fs::metadata(&path).unwrap().len(),
+            end,
+            "cut at the torn record"
+        );
+        let (events, _) = reader.read_batch(10_000).unwrap();
+        assert!(events.iter().all(|e| e.interaction_id != "i999"));
         let _ = fs::remove_dir_all(&d);
     }
 
