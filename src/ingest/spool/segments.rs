@@ -59,19 +59,25 @@ pub(super) fn prepare_segment(dir: &Path, bytes: u64) -> Result<(), SpoolError> 
         return Ok(());
     }
     let tmp = dir.join(PREPARING);
-    let mut file = private_file()
+    let zeros = vec![0u8; PREPARE_STEP.min(bytes) as usize];
+    let written = private_file()
         .write(true)
         .truncate(true)
         .open(&tmp)
-        .map_err(io_err(&tmp))?;
-    let zeros = vec![0u8; PREPARE_STEP.min(bytes) as usize];
-    let mut written = 0;
-    while written < bytes {
-        let step = (bytes - written).min(PREPARE_STEP) as usize;
-        file.write_all(&zeros[..step])
-            .and_then(|()| file.sync_data())
-            .map_err(io_err(&tmp))?;
-        written += step as u64;
+        .and_then(|mut file| {
+            let mut written = 0;
+            while written < bytes {
+                let step = (bytes - written).min(PREPARE_STEP) as usize;
+                file.write_all(&zeros[..step])?;
+                file.sync_data()?;
+                written += step as u64;
+            }
+            Ok(())
+        });
+    if let Err(e) = written {
+        // A full disk, most likely: the space goes back to the records.
+        let _ = fs::remove_file(&tmp);
+        return Err(io_err(&tmp)(e));
     }
     fs::rename(&tmp, &prepared).map_err(io_err(dir))?;
     sync_dir(dir)
