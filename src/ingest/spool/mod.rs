@@ -19,7 +19,7 @@
 //! at the next start: every segment but the one being written ends where its records end.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, SyncSender};
@@ -298,9 +298,7 @@ impl Spool {
 /// header (a torn write leaves at least part of its header).
 fn unused_from(file: &File, offset: u64) -> io::Result<bool> {
     let mut header = [0u8; HEADER];
-    let mut reader = file.try_clone()?;
-    reader.seek(SeekFrom::Start(offset))?;
-    let read = reader.read(&mut header)?;
+    let read = file.read_at(&mut header, offset)?;
     Ok(read > 0 && header[..read].iter().all(|&b| b == 0))
 }
 
@@ -389,7 +387,14 @@ fn write_loop(
             // Readers take a closed segment's length for where its records end. Records fill a
             // prepared segment before it rolls, unless it was prepared for larger segments (an
             // earlier run's setting): then its zeros past them go first, durably.
-            if let Err(e) = file.set_len(len).and_then(|()| file.sync_all()) {
+            let cut = file.metadata().and_then(|m| {
+                if m.len() > len {
+                    file.set_len(len)?;
+                    file.sync_all()?;
+                }
+                Ok(())
+            });
+            if let Err(e) = cut {
                 tracing::error!(error = %e, segment = %path.display(), "could not close the spool segment at its last record; continuing in it");
                 continue;
             }
@@ -607,6 +612,21 @@ mod tests {
         panic!("no segment was prepared in {}", d.display());
     }
 
+    /// Appends events numbered from `next` one by one until `d` holds `segments_wanted`
+    /// segments; answers the next number.
+    async fn append_until_segments(
+        d: &Path,
+        spool: &Spool,
+        segments_wanted: usize,
+        mut next: usize,
+    ) -> usize {
+        while segments(d).unwrap().len() < segments_wanted {
+            spool.append(&[event(next)]).await.unwrap();
+            next += 1;
+        }
+        next
+    }
+
     /// Every frame of segment `n` reads, up to exactly its file's end.
     fn ends_at_its_last_record(d: &Path, n: u64) -> bool {
         let path = segment_path(d, n);
@@ -626,11 +646,7 @@ mod tests {
         let d = dir("prepared");
         let (spool, _reader) = Spool::open(config(&d)).unwrap();
         wait_for_prepared(&d);
-        let mut appended = 0;
-        while segments(&d).unwrap().len() < 2 {
-            spool.append(&[event(appended)]).await.unwrap();
-            appended += 1;
-        }
+        let mut appended = append_until_segments(&d, &spool, 2, 0).await;
         let [closed, active] = segments(&d).unwrap()[..] else {
             panic!("two segments")
         };
@@ -673,11 +689,7 @@ mod tests {
         drop(Spool::open(larger).unwrap());
         wait_for_prepared(&d);
         let (spool, mut reader) = Spool::open(config(&d)).unwrap();
-        let mut appended = 0;
-        while segments(&d).unwrap().len() < 3 {
-            spool.append(&[event(appended)]).await.unwrap();
-            appended += 1;
-        }
+        let appended = append_until_segments(&d, &spool, 3, 0).await;
         let prepared_larger = segments(&d).unwrap()[1];
         assert!(
             ends_at_its_last_record(&d, prepared_larger),
@@ -694,11 +706,7 @@ mod tests {
         {
             let (spool, _reader) = Spool::open(config(&d)).unwrap();
             wait_for_prepared(&d);
-            let mut i = 0;
-            while segments(&d).unwrap().len() < 2 {
-                spool.append(&[event(i)]).await.unwrap();
-                i += 1;
-            }
+            append_until_segments(&d, &spool, 2, 0).await;
         }
         let records_before = Spool::open(config(&d)).unwrap().0.stats().records;
         // Half a record written into the zeros, as a crash in the middle of a write leaves it.
