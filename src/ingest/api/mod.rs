@@ -21,9 +21,7 @@ use warp::Filter;
 use super::auth::bearer;
 use super::state::IngestState;
 use crate::interaction::{check_id, EventKind};
-use guards::{
-    authenticate, check_signature, content_type, parse_json, read_body, require_json, Signed,
-};
+use guards::{authenticate, check_signature, content_type, read_body, require_json, Signed};
 use read::{parse_query, Reading};
 use reply::{json_reply, ApiError, ErrorCode, Response};
 
@@ -172,20 +170,12 @@ where
             let required = state.signing.required_for_writes();
             check_signature(state, required, key, &req.signed(&body))?;
             let kind = envelope.kind()?;
-            write::report(state, &key_mcp, kind, None, envelope.data, "data").await
+            write::report(state, &key_mcp, kind, envelope.data, "data").await
         }
         (&Method::POST, ["v1", "interactions"]) => {
             require_json(req.headers)?;
             let (key_mcp, body) = authenticated_body(state, req, body, Write::Report).await?;
-            write::report(
-                state,
-                &key_mcp,
-                EventKind::Start,
-                None,
-                parse_json(&body)?,
-                "",
-            )
-            .await
+            write::report_text(state, &key_mcp, EventKind::Start, None, &body).await
         }
         (&Method::POST, ["v1", "interactions:batch"]) => {
             let kind = content_type(req.headers);
@@ -213,7 +203,7 @@ where
             require_json(req.headers)?;
             let (key_mcp, body) = authenticated_body(state, req, body, Write::Report).await?;
             check_id(id, "interaction_id").map_err(ApiError::bad)?;
-            write::report(state, &key_mcp, kind, Some(id), parse_json(&body)?, "").await
+            write::report_text(state, &key_mcp, kind, Some(id), &body).await
         }
         (&Method::POST, ["v1", "heartbeat"]) => {
             let (key_mcp, _) = authenticated_body(state, req, body, Write::Report).await?;
