@@ -5,6 +5,7 @@
 
 mod aggregate;
 mod checkpoint;
+mod columns;
 mod writer;
 
 use std::collections::HashMap;
@@ -22,20 +23,32 @@ use super::{
 };
 use crate::interaction::{timeline, Fields, Interaction, InteractionEvent, ProgressNote};
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS interactions (
+/// The interactions table: the fields are columns (see [`columns`]), after the interaction's own.
+fn interactions_schema() -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS interactions (
     mcp_id TEXT NOT NULL,
     interaction_id TEXT NOT NULL,
     time_ms INTEGER NOT NULL,
     first_received_ms INTEGER NOT NULL,
     last_received_ms INTEGER NOT NULL,
-    fields TEXT NOT NULL,
     -- Progress notes (JSON array), absent until the first progress report.
     timeline TEXT,
+    {fields},
     PRIMARY KEY (mcp_id, interaction_id)
 );
 CREATE INDEX IF NOT EXISTS interactions_by_time ON interactions (mcp_id, time_ms);
 CREATE INDEX IF NOT EXISTS interactions_time ON interactions (time_ms);
+",
+        fields = columns::definitions()
+    )
+}
+
+/// The columns an interaction is read with: [`read_interaction`] takes them in this order.
+const INTERACTION_COLUMNS: &str =
+    "mcp_id, interaction_id, first_received_ms, last_received_ms, timeline";
+
+const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS audit_log (
     at_ms INTEGER NOT NULL,
     who TEXT NOT NULL,
@@ -105,7 +118,7 @@ impl SqliteStore {
         Self::init(Connection::open_in_memory().map_err(unavailable)?)
     }
 
-    fn init(conn: Connection) -> Result<Self, StoreError> {
+    fn init(mut conn: Connection) -> Result<Self, StoreError> {
         // The spool only forgets what the store confirmed, so a commit must survive power loss.
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(unavailable)?;
@@ -113,8 +126,10 @@ impl SqliteStore {
             .map_err(unavailable)?;
         conn.pragma_update(None, "cache_size", -i64::from(CACHE_KIB))
             .map_err(unavailable)?;
+        let interactions = interactions_schema();
+        columns::upgrade(&mut conn, &interactions)?;
+        conn.execute_batch(&interactions).map_err(unavailable)?;
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
-        add_missing_columns(&conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             writer: writer::Writer::start()?,
@@ -190,23 +205,48 @@ impl EventInsert for InTransactions<'_> {
     }
 }
 
-/// Columns later versions added, for a database an earlier version created.
-fn add_missing_columns(conn: &Connection) -> Result<(), StoreError> {
-    let mut stmt = conn
-        .prepare("SELECT name FROM pragma_table_info('interactions')")
-        .map_err(unavailable)?;
-    let columns: Vec<String> = stmt
-        .query_map([], |row| row.get(0))
-        .and_then(Iterator::collect)
-        .map_err(unavailable)?;
-    if !columns.iter().any(|c| c == "timeline") {
-        conn.execute_batch("ALTER TABLE interactions ADD COLUMN timeline TEXT")
-            .map_err(unavailable)?;
-    }
-    Ok(())
+/// The statements [`apply`] runs for every event, made once.
+struct ApplySql {
+    find: String,
+    update: String,
+    insert: String,
+}
+
+fn apply_sql() -> &'static ApplySql {
+    static SQL: std::sync::OnceLock<ApplySql> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        let names = columns::names();
+        let marks = |from: usize| {
+            (from..from + columns::FIELD_COLUMNS.len())
+                .map(|i| format!("?{i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let assignments = columns::FIELD_COLUMNS
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| format!("{name} = ?{}", i + 6))
+            .collect::<Vec<_>>()
+            .join(", ");
+        ApplySql {
+            find: format!(
+                "SELECT rowid, first_received_ms, last_received_ms, timeline, {names} FROM interactions WHERE mcp_id = ?1 AND interaction_id = ?2"
+            ),
+            // An update in place, not a replace: a replace deletes the row and inserts it again,
+            // with every index entry.
+            update: format!(
+                "UPDATE interactions SET time_ms = ?2, first_received_ms = ?3, last_received_ms = ?4, timeline = ?5, {assignments} WHERE rowid = ?1"
+            ),
+            insert: format!(
+                "INSERT INTO interactions (mcp_id, interaction_id, time_ms, first_received_ms, last_received_ms, timeline, {names}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, {})",
+                marks(7)
+            ),
+        }
+    })
 }
 
 fn apply(conn: &mut Connection, events: &[InteractionEvent]) -> Result<(), StoreError> {
+    let sql = apply_sql();
     let tx = conn.transaction().map_err(unavailable)?;
     for event in events {
         // Cached statements: parsing SQL once per batch, not three times per event.
@@ -219,21 +259,25 @@ fn apply(conn: &mut Connection, events: &[InteractionEvent]) -> Result<(), Store
         if fresh == 0 {
             continue;
         }
-        let existing: Option<(i64, String, i64, i64, Option<String>)> = tx
-            .prepare_cached(
-                "SELECT rowid, fields, first_received_ms, last_received_ms, timeline FROM interactions WHERE mcp_id = ?1 AND interaction_id = ?2",
-            )
+        let existing: Option<(i64, i64, i64, Option<String>, Fields)> = tx
+            .prepare_cached(&sql.find)
             .and_then(|mut s| {
                 s.query_row(params![event.mcp_id, event.interaction_id], |row| {
-                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+                    Ok((
+                        row.get(0)?,
+                        row.get(1)?,
+                        row.get(2)?,
+                        row.get(3)?,
+                        columns::read(row, 4)?,
+                    ))
                 })
                 .optional()
             })
             .map_err(unavailable)?;
         let (row, mut fields, first, last, mut notes) = match existing {
-            Some((row, text, first, last, timeline)) => (
+            Some((row, first, last, timeline, fields)) => (
                 Some(row),
-                serde_json::from_str(&text).map_err(|e| StoreError::Rejected(e.to_string()))?,
+                fields,
                 first.min(event.received_ms),
                 last.max(event.received_ms),
                 read_timeline(timeline.as_deref())?,
@@ -256,25 +300,30 @@ fn apply(conn: &mut Connection, events: &[InteractionEvent]) -> Result<(), Store
             last_received_ms: last,
             timeline: timeline(notes),
         };
-        let text = serde_json::to_string(&merged.fields)
-            .map_err(|e| StoreError::Rejected(e.to_string()))?;
         let notes = (!merged.timeline.is_empty())
             .then(|| serde_json::to_string(&merged.timeline))
             .transpose()
             .map_err(|e| StoreError::Rejected(e.to_string()))?;
         let time_ms = interaction_time_ms(&merged);
-        // An update in place, not a replace: a replace deletes the row and inserts it again,
-        // with every index entry.
+        let field_values = columns::values(&merged.fields);
         match row {
-            Some(row) => tx.prepare_cached(
-                "UPDATE interactions SET time_ms = ?2, first_received_ms = ?3, last_received_ms = ?4, fields = ?5, timeline = ?6 WHERE rowid = ?1",
-            )
-            .and_then(|mut s| s.execute(params![row, time_ms, first, last, text, notes])),
-            None => tx.prepare_cached(
-                "INSERT INTO interactions (mcp_id, interaction_id, time_ms, first_received_ms, last_received_ms, fields, timeline) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![merged.mcp_id, merged.interaction_id, time_ms, first, last, text, notes])
+            Some(row) => tx.prepare_cached(&sql.update).and_then(|mut s| {
+                let mut values: Vec<&dyn rusqlite::ToSql> =
+                    vec![&row, &time_ms, &first, &last, &notes];
+                values.extend(field_values);
+                s.execute(values.as_slice())
+            }),
+            None => tx.prepare_cached(&sql.insert).and_then(|mut s| {
+                let mut values: Vec<&dyn rusqlite::ToSql> = vec![
+                    &merged.mcp_id,
+                    &merged.interaction_id,
+                    &time_ms,
+                    &first,
+                    &last,
+                    &notes,
+                ];
+                values.extend(field_values);
+                s.execute(values.as_slice())
             }),
         }
         .map_err(unavailable)?;
@@ -288,6 +337,7 @@ fn read_timeline(text: Option<&str>) -> Result<Vec<ProgressNote>, StoreError> {
     })
 }
 
+/// Interactions from a query that selects [`INTERACTION_COLUMNS`] and then the field columns.
 fn read_rows(
     stmt: &mut rusqlite::Statement<'_>,
     params: &[&dyn rusqlite::ToSql],
@@ -299,16 +349,14 @@ fn read_rows(
                 row.get::<_, String>(1)?,
                 row.get::<_, i64>(2)?,
                 row.get::<_, i64>(3)?,
-                row.get::<_, String>(4)?,
-                row.get::<_, Option<String>>(5)?,
+                row.get::<_, Option<String>>(4)?,
+                columns::read(row, 5)?,
             ))
         })
         .map_err(unavailable)?;
     let mut out = Vec::new();
     for row in rows {
-        let (mcp_id, interaction_id, first, last, text, notes) = row.map_err(unavailable)?;
-        let fields: Fields =
-            serde_json::from_str(&text).map_err(|e| StoreError::Rejected(e.to_string()))?;
+        let (mcp_id, interaction_id, first, last, notes, fields) = row.map_err(unavailable)?;
         out.push(Interaction {
             interaction_id,
             mcp_id,
@@ -445,7 +493,7 @@ impl InteractionStore for SqliteStore {
         self.blocking(move |conn| {
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT mcp_id, json_extract(fields, '$.mcp_version') AS version, count(*) FROM interactions
+                    "SELECT mcp_id, mcp_version AS version, count(*) FROM interactions
                      WHERE time_ms >= ?1 AND time_ms < ?2 AND version IS NOT NULL
                      GROUP BY mcp_id, version ORDER BY mcp_id, version",
                 )
@@ -485,11 +533,12 @@ impl InteractionStore for SqliteStore {
         let q = query.clone();
         self.blocking(move |conn| {
             let mut stmt = conn
-                .prepare(
-                    "SELECT mcp_id, interaction_id, first_received_ms, last_received_ms, fields, timeline FROM interactions
+                .prepare(&format!(
+                    "SELECT {INTERACTION_COLUMNS}, {} FROM interactions
                      WHERE mcp_id = ?1 AND time_ms >= ?2 AND time_ms < ?3
                      ORDER BY time_ms DESC, interaction_id DESC LIMIT ?4",
-                )
+                    columns::names()
+                ))
                 .map_err(unavailable)?;
             let since = q.since_ms.unwrap_or(i64::MIN);
             let until = q.until_ms.unwrap_or(i64::MAX);
@@ -619,14 +668,107 @@ mod tests {
         }
     }
 
+    /// The interactions table as releases before the typed columns made it; the oldest of them
+    /// also lacked `timeline`.
+    const JSON_FIELDS_SCHEMA: &str = "
+CREATE TABLE interactions (
+    mcp_id TEXT NOT NULL,
+    interaction_id TEXT NOT NULL,
+    time_ms INTEGER NOT NULL,
+    first_received_ms INTEGER NOT NULL,
+    last_received_ms INTEGER NOT NULL,
+    fields TEXT NOT NULL,
+    timeline TEXT,
+    PRIMARY KEY (mcp_id, interaction_id)
+);
+CREATE INDEX interactions_by_time ON interactions (mcp_id, time_ms);
+CREATE INDEX interactions_time ON interactions (time_ms);
+";
+
+    fn everything_set() -> Fields {
+        Fields {
+            session_id: Some("s-1".into()),
+            timestamp_ms: Some(1_796_385_600_000),
+            user_id: Some("user_7".into()),
+            input_size: Some(1_024_000),
+            parameters: Some(r#"{"dpi":300,"language":"en"}"#.into()),
+            quality_level: Some("high".into()),
+            processing_time: Some(5.333),
+            steps_executed: Some(r#"["ocr","formatting"]"#.into()),
+            cpu_usage: Some(45.2),
+            gpu_usage: Some(0.0),
+            success: Some(false),
+            quality_score: Some(0.95),
+            error_code: Some("OCR_TIMEOUT".into()),
+            error_message: Some("took \"too\" long".into()),
+            mcp_version: Some("1.2.3".into()),
+            progress: Some(0.5),
+            ..Default::default()
+        }
+    }
+
+    async fn all_history(store: &SqliteStore, mcp_id: &str) -> Vec<Interaction> {
+        store
+            .history(&HistoryQuery {
+                mcp_id: mcp_id.into(),
+                limit: 100,
+                since_ms: None,
+                until_ms: None,
+            })
+            .await
+            .unwrap()
+    }
+
     #[tokio::test]
-    async fn a_database_of_an_earlier_release_gains_the_timeline_and_keeps_its_rows() {
+    async fn a_database_with_json_fields_is_converted_to_columns_and_keeps_every_value() {
         let conn = Connection::open_in_memory().unwrap();
-        let earlier = SCHEMA.replace("    timeline TEXT,\n", "");
-        assert_ne!(earlier, SCHEMA, "the test removes the newer column");
-        conn.execute_batch(&earlier).unwrap();
+        conn.execute_batch(JSON_FIELDS_SCHEMA).unwrap();
+        let full = everything_set();
+        let timeline = r#"[{"at_ms":3,"progress":0.5,"message":null}]"#;
+        for (id, fields, notes) in [
+            ("full", &full, Some(timeline)),
+            ("empty", &Fields::default(), None),
+        ] {
+            conn.execute(
+                "INSERT INTO interactions VALUES ('m', ?1, 1796385600000, 1, 3, ?2, ?3)",
+                params![id, serde_json::to_string(fields).unwrap(), notes],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::init(conn).unwrap();
+
+        let mut found = all_history(&store, "m").await;
+        found.sort_by(|a, b| a.interaction_id.cmp(&b.interaction_id));
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[0].interaction_id, "empty");
+        assert_eq!(found[0].fields, Fields::default());
+        assert_eq!(found[1].fields, full);
+        assert_eq!(found[1].timeline.len(), 1);
+        assert_eq!(
+            (found[1].first_received_ms, found[1].last_received_ms),
+            (1, 3)
+        );
+        // The metrics read the converted columns.
+        let range = TimeRange {
+            since_ms: 0,
+            until_ms: i64::MAX,
+        };
+        let metrics = store.metrics(Some("m"), range).await.unwrap();
+        assert_eq!((metrics[0].count, metrics[0].failed), (2, 1));
+        assert_eq!(metrics[0].p50_processing_time, Some(5.333));
+        let versions = store.reported_versions(range).await.unwrap();
+        assert_eq!(versions.len(), 1);
+        assert_eq!(versions[0].version, "1.2.3");
+    }
+
+    #[tokio::test]
+    async fn a_database_without_the_timeline_is_converted_and_then_takes_progress() {
+        let conn = Connection::open_in_memory().unwrap();
+        let oldest = JSON_FIELDS_SCHEMA.replace("    timeline TEXT,\n", "");
+        assert_ne!(oldest, JSON_FIELDS_SCHEMA, "the test removes the column");
+        conn.execute_batch(&oldest).unwrap();
         conn.execute(
-            "INSERT INTO interactions (mcp_id, interaction_id, time_ms, first_received_ms, last_received_ms, fields) VALUES ('m', 'old', 1, 1, 1, '{}')",
+            "INSERT INTO interactions VALUES ('m', 'old', 1, 1, 1, '{}')",
             [],
         )
         .unwrap();
@@ -645,18 +787,66 @@ mod tests {
             )])
             .await
             .unwrap();
-        let found = store
-            .history(&HistoryQuery {
-                mcp_id: "m".into(),
-                limit: 10,
-                since_ms: None,
-                until_ms: None,
-            })
-            .await
-            .unwrap();
+        let found = all_history(&store, "m").await;
         assert_eq!(found.len(), 1);
+        assert_eq!(found[0].fields.progress, Some(0.5));
         assert_eq!(found[0].timeline.len(), 1);
         assert_eq!(found[0].timeline[0].at_ms, 2);
+    }
+
+    #[tokio::test]
+    async fn a_table_without_the_newest_field_columns_gains_them() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(&interactions_schema()).unwrap();
+        let (newest, _) = columns::FIELD_COLUMNS[columns::FIELD_COLUMNS.len() - 1];
+        conn.execute_batch(&format!("ALTER TABLE interactions DROP COLUMN {newest}"))
+            .unwrap();
+        let store = SqliteStore::init(conn).unwrap();
+        store
+            .insert(&[InteractionEvent::new(
+                "i".into(),
+                "m".into(),
+                EventKind::Record,
+                1,
+                everything_set(),
+            )])
+            .await
+            .unwrap();
+        assert_eq!(all_history(&store, "m").await[0].fields, everything_set());
+    }
+
+    #[tokio::test]
+    async fn a_file_database_is_converted_once_and_opens_again_as_it_is() {
+        let dir = std::env::temp_dir().join(format!("sqlite-convert-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("store.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(JSON_FIELDS_SCHEMA).unwrap();
+            conn.execute(
+                "INSERT INTO interactions VALUES ('m', 'i', 1, 1, 1, ?1, NULL)",
+                params![serde_json::to_string(&everything_set()).unwrap()],
+            )
+            .unwrap();
+        }
+        for _ in 0..2 {
+            let store = SqliteStore::open(&path).unwrap();
+            let found = all_history(&store, "m").await;
+            assert_eq!(found.len(), 1);
+            assert_eq!(found[0].fields, everything_set());
+        }
+        let conn = Connection::open(&path).unwrap();
+        let leftovers: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name LIKE '%json%' OR sql LIKE '%fields TEXT%'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(leftovers, 0);
+        drop(conn);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]

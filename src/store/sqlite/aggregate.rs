@@ -1,6 +1,7 @@
-//! Metrics aggregated by SQLite itself: counts, means, error codes and nearest-rank percentiles are
-//! computed in SQL over the window's rows (sorting spills to SQLite's temporary storage), so a read
-//! holds one small tally per MCP, never the window's interactions.
+//! Metrics aggregated by SQLite itself from the field columns: counts, means, error codes and
+//! nearest-rank percentiles are computed in SQL over the window's rows (sorting spills to
+//! SQLite's temporary storage), so a read holds one small tally per MCP, never the window's
+//! interactions.
 
 use std::collections::BTreeMap;
 
@@ -15,15 +16,9 @@ use crate::store::StoreError;
 /// The window's interactions with the fields metrics need, and their status as
 /// `Interaction::status` decides it (0 in progress, 1 completed, 2 failed).
 const WINDOW: &str = "WITH w AS (SELECT mcp_id, {group} AS g, {bucket} AS b, \
-     CASE WHEN json_extract(fields, '$.success') = 0 OR json_extract(fields, '$.error_code') IS NOT NULL THEN 2 \
-          WHEN json_extract(fields, '$.success') = 1 THEN 1 ELSE 0 END AS status, \
-     json_extract(fields, '$.error_code') AS error_code, \
-     json_extract(fields, '$.processing_time') AS processing_time, \
-     json_extract(fields, '$.quality_score') AS quality_score, \
-     json_extract(fields, '$.confidence') AS confidence, \
-     json_extract(fields, '$.cpu_usage') AS cpu_usage, \
-     json_extract(fields, '$.memory_usage') AS memory_usage, \
-     json_extract(fields, '$.gpu_usage') AS gpu_usage \
+     CASE WHEN success = 0 OR error_code IS NOT NULL THEN 2 \
+          WHEN success = 1 THEN 1 ELSE 0 END AS status, \
+     error_code, processing_time, quality_score, confidence, cpu_usage, memory_usage, gpu_usage \
      FROM interactions WHERE {mcp} time_ms >= ?1 AND time_ms < ?2)";
 
 const PERCENTILES: [f64; 3] = [0.50, 0.95, 0.99];
@@ -57,9 +52,9 @@ pub(super) fn breakdown(
     range: TimeRange,
     by: Breakdown,
 ) -> Result<Vec<MetricsCell>, StoreError> {
-    let group = by.group_by.map_or("''".to_string(), |d| {
-        format!("coalesce(json_extract(fields, '$.{}'), '')", d.field())
-    });
+    let group = by
+        .group_by
+        .map_or("''".to_string(), |d| format!("coalesce({}, '')", d.field()));
     let bucket = by.step_ms.map_or("0".to_string(), |step| {
         format!("(time_ms - ?1) / {}", step.max(1))
     });
