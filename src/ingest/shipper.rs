@@ -169,7 +169,7 @@ pub async fn run(
                 biased;
                 end = &mut region_end => break end,
                 outcome = oldest_outcome(&mut in_flight) => {
-                    if !commit_oldest(&mut reader, &mut in_flight, outcome) {
+                    if !commit_oldest(&mut reader, &mut in_flight, outcome).await {
                         insert.abort();
                         return;
                     }
@@ -245,12 +245,12 @@ async fn settle_oldest(reader: &mut SpoolReader, in_flight: &mut VecDeque<InFlig
         return true;
     }
     let outcome = oldest_outcome(in_flight).await;
-    commit_oldest(reader, in_flight, outcome)
+    commit_oldest(reader, in_flight, outcome).await
 }
 
 /// Commits past the oldest insert, which ended with `outcome`; false when shipping must stop (the
 /// store was still away when the drain timed out): what is not committed stays in the spool.
-fn commit_oldest(
+async fn commit_oldest(
     reader: &mut SpoolReader,
     in_flight: &mut VecDeque<InFlight>,
     outcome: Outcome,
@@ -262,7 +262,10 @@ fn commit_oldest(
         abandon(std::mem::take(in_flight));
         return false;
     }
-    if let Err(e) = reader.commit(oldest.until, oldest.records, oldest.bytes) {
+    if let Err(e) = reader
+        .commit(oldest.until, oldest.records, oldest.bytes)
+        .await
+    {
         tracing::error!(error = %e, "cannot record shipping progress; events will be shipped again (harmlessly)");
     }
     true

@@ -516,6 +516,7 @@ mod tests {
         );
         reader
             .commit(next, 5, SpoolReader::framed_size(&events))
+            .await
             .unwrap();
         assert_eq!(
             spool.stats().bytes,
@@ -532,7 +533,10 @@ mod tests {
                 break;
             }
             let size = SpoolReader::framed_size(&events);
-            reader.commit(next, events.len() as u64, size).unwrap();
+            reader
+                .commit(next, events.len() as u64, size)
+                .await
+                .unwrap();
         }
         assert_eq!((spool.stats().records, spool.stats().bytes), (0, 0));
     }
@@ -562,7 +566,10 @@ mod tests {
         let (d, _spool, mut reader) = spool_with("private", 40).await;
         let (events, next) = reader.read_batch(100).unwrap();
         let bytes = SpoolReader::framed_size(&events);
-        reader.commit(next, events.len() as u64, bytes).unwrap();
+        reader
+            .commit(next, events.len() as u64, bytes)
+            .await
+            .unwrap();
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&d), 0o700, "the spool directory");
         let files: Vec<PathBuf> = fs::read_dir(&d)
@@ -592,7 +599,7 @@ mod tests {
         assert_eq!(events[100].interaction_id, "i100");
         assert!(segments(&d).unwrap().len() > 1, "small segments roll over");
         let bytes = SpoolReader::framed_size(&events);
-        reader.commit(pos, 101, bytes).unwrap();
+        reader.commit(pos, 101, bytes).await.unwrap();
         assert_eq!(spool.stats(), SpoolStats::default());
         assert!(
             segments(&d).unwrap().len() <= 2,

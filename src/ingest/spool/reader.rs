@@ -93,16 +93,31 @@ impl SpoolReader {
     }
 
     /// Records that everything before `to` reached the store: moves the checkpoint and deletes
-    /// segments that are wholly shipped.
-    pub fn commit(&mut self, to: Position, records: u64, bytes: u64) -> Result<(), SpoolError> {
+    /// segments that are wholly shipped. The file work (two fsyncs, and removing a segment, which
+    /// takes milliseconds for a full one) runs on the blocking pool: on a runtime thread it held
+    /// up the requests that thread was serving.
+    pub async fn commit(
+        &mut self,
+        to: Position,
+        records: u64,
+        bytes: u64,
+    ) -> Result<(), SpoolError> {
         let dir = self.inner.config.dir.clone();
-        store_checkpoint(&dir, to)?;
-        for n in segments(&dir)? {
-            if n < to.segment {
-                let path = segment_path(&dir, n);
-                fs::remove_file(&path).map_err(io_err(&path))?;
+        tokio::task::spawn_blocking(move || {
+            store_checkpoint(&dir, to)?;
+            for n in segments(&dir)? {
+                if n < to.segment {
+                    let path = segment_path(&dir, n);
+                    fs::remove_file(&path).map_err(io_err(&path))?;
+                }
             }
-        }
+            Ok::<(), SpoolError>(())
+        })
+        .await
+        .map_err(|e| SpoolError::Io {
+            path: self.inner.config.dir.clone(),
+            source: std::io::Error::other(format!("moving the checkpoint stopped: {e}")),
+        })??;
         self.position = to;
         let passed: Vec<Position> = self.skipped.range(..to).map(|(at, _)| *at).collect();
         let skipped_bytes: u64 = passed
