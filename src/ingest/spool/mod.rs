@@ -433,10 +433,32 @@ mod tests {
     use super::*;
     use crate::interaction::{EventKind, Fields};
 
-    fn dir(name: &str) -> PathBuf {
+    /// A spool directory of one test, removed when the test ends.
+    struct TestDir(PathBuf);
+
+    impl std::ops::Deref for TestDir {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl AsRef<Path> for TestDir {
+        fn as_ref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TestDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn dir(name: &str) -> TestDir {
         let d = std::env::temp_dir().join(format!("spool-unit-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&d);
-        d
+        TestDir(d)
     }
 
     fn config(d: &Path) -> SpoolConfig {
@@ -458,7 +480,7 @@ mod tests {
     }
 
     /// A spool in a fresh directory named for the test, holding `n` events one by one.
-    async fn spool_with(tag: &str, n: usize) -> (PathBuf, Spool, SpoolReader) {
+    async fn spool_with(tag: &str, n: usize) -> (TestDir, Spool, SpoolReader) {
         let d = dir(tag);
         let (spool, reader) = Spool::open(config(&d)).unwrap();
         for i in 0..n {
