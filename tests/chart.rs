@@ -457,6 +457,44 @@ fn the_pod_is_locked_down_probed_and_passes_only_flags_the_binary_knows() {
     }
 }
 
+/// Opening the embedded store may convert a database of an earlier release, which takes minutes
+/// for a large one: liveness counts only once the server has started, within the set timeout.
+#[test]
+fn the_ingest_server_has_its_startup_timeout_before_liveness_counts() {
+    for (set, seconds) in [("", 600), ("ingest.startupTimeoutSeconds=1800", 1800)] {
+        let (docs, _) = render(set);
+        let ingest = docs
+            .iter()
+            .find(|d| is_workload(d))
+            .and_then(|d| {
+                d["spec"]["template"]["spec"]["containers"]
+                    .as_array()?
+                    .iter()
+                    .find(|c| c["name"] == "ingest")
+                    .cloned()
+            })
+            .expect("the ingest container");
+        let startup = &ingest["startupProbe"];
+        assert_eq!(startup["httpGet"]["path"], "/healthz", "{set}");
+        let period = startup["periodSeconds"].as_i64().unwrap_or(0);
+        let failures = startup["failureThreshold"].as_i64().unwrap_or(0);
+        assert_eq!(period * failures, seconds, "{set}");
+    }
+    // A timeout shorter than two probe periods would make the probe fail at once.
+    let out = helm()
+        .args(["template", "test"])
+        .arg(chart())
+        .args(["--set", "ingest.startupTimeoutSeconds=1"])
+        .output()
+        .expect("helm runs");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("startupTimeoutSeconds"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn each_container_gets_exactly_the_rbac_its_code_uses_and_only_its_own_token() {
     for set in ["", EVERYTHING] {
