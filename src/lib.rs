@@ -16,6 +16,8 @@ pub mod routing;
 pub mod standalone;
 pub mod store;
 pub mod telemetry;
+#[cfg(test)]
+mod test_dir;
 
 /// The coordinator's own version, checked against `spec.compatibility.coordinatorVersion`.
 pub const COORDINATOR_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -841,8 +841,7 @@ CREATE INDEX interactions_time ON interactions (time_ms);
 
     #[tokio::test]
     async fn a_file_database_is_converted_once_and_opens_again_as_it_is() {
-        let dir = std::env::temp_dir().join(format!("sqlite-convert-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = crate::test_dir::TestDir::new("sqlite-convert");
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("store.db");
         {
@@ -869,8 +868,6 @@ CREATE INDEX interactions_time ON interactions (time_ms);
             )
             .unwrap();
         assert_eq!(leftovers, 0);
-        drop(conn);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]

@@ -427,14 +427,15 @@ mod tests {
     use crate::ingest::IngestConfig;
     use crate::interaction::{EventKind, Fields, InteractionEvent};
     use crate::store::sqlite::SqliteStore;
+    use crate::test_dir::TestDir;
 
     const MCP: &str = "ocr_mcp_001";
 
-    /// An ingest state over an in-memory store holding one sensitive interaction of `MCP`.
-    async fn state(tag: &str) -> IngestState {
-        let dir = std::env::temp_dir().join(format!("read-unit-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let config = IngestConfig::new("127.0.0.1:0".parse().unwrap(), dir).unwrap();
+    /// An ingest state over an in-memory store holding one sensitive interaction of `MCP`, and
+    /// its spool's directory.
+    async fn state(tag: &str) -> (IngestState, TestDir) {
+        let dir = TestDir::new(&format!("read-unit-{tag}"));
+        let config = IngestConfig::new("127.0.0.1:0".parse().unwrap(), dir.to_path_buf()).unwrap();
         let (spool, _reader) = Spool::open(config.spool.clone()).unwrap();
         let store = Arc::new(SqliteStore::in_memory().unwrap());
         let fields = Fields {
@@ -465,14 +466,15 @@ mod tests {
         let readers = ReaderTokens::from_tokens(["reader-token"]);
         readers.add_admin("root", "admin-token");
         let metrics = Arc::new(IngestMetrics::new().unwrap());
-        IngestState::new(
+        let state = IngestState::new(
             &config,
             spool,
             store,
             Arc::new(keys),
             Arc::new(readers),
             metrics,
-        )
+        );
+        (state, dir)
     }
 
     fn reading<'a>(state: &'a IngestState, token: &'a str, query: &str) -> Reading<'a> {
@@ -485,7 +487,7 @@ mod tests {
 
     #[tokio::test]
     async fn readers_see_sealed_fields_redacted_and_the_mcp_itself_sees_them_opened() {
-        let state = state("reveal").await;
+        let (state, _dir) = state("reveal").await;
         let as_reader = reading(&state, "Bearer reader-token", "")
             .history(MCP)
             .await;
@@ -498,7 +500,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_mcp_key_reads_only_its_own_data_and_every_read_is_audited() {
-        let state = state("own").await;
+        let (state, _dir) = state("own").await;
         let other = reading(&state, "Bearer other-key", "").history(MCP).await;
         assert_eq!(other.unwrap_err().code, ErrorCode::Forbidden);
         let all = reading(&state, "Bearer mcp-key", "").all_metrics().await;
@@ -522,7 +524,7 @@ mod tests {
 
     #[tokio::test]
     async fn bad_parameters_name_the_parameter() {
-        let state = state("params").await;
+        let (state, _dir) = state("params").await;
         let err = reading(&state, "Bearer reader-token", "limit=0")
             .history(MCP)
             .await

@@ -432,33 +432,10 @@ mod tests {
 
     use super::*;
     use crate::interaction::{EventKind, Fields};
-
-    /// A spool directory of one test, removed when the test ends.
-    struct TestDir(PathBuf);
-
-    impl std::ops::Deref for TestDir {
-        type Target = Path;
-        fn deref(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl AsRef<Path> for TestDir {
-        fn as_ref(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for TestDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_dir::TestDir;
 
     fn dir(name: &str) -> TestDir {
-        let d = std::env::temp_dir().join(format!("spool-unit-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        TestDir(d)
+        TestDir::new(&format!("spool-unit-{name}"))
     }
 
     fn config(d: &Path) -> SpoolConfig {
