@@ -147,6 +147,19 @@ fn run_helm(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `helm template` with `set` fails, and its error mentions `says`.
+fn assert_helm_refuses(set: &str, says: &str) {
+    let out = helm()
+        .args(["template", "test"])
+        .arg(chart())
+        .args(["--set", set])
+        .output()
+        .expect("helm runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "helm accepted {set}");
+    assert!(stderr.contains(says), "{stderr}");
+}
+
 /// The chart rendered with `--set` overrides: the manifests and NOTES.txt.
 fn render(set: &str) -> (Vec<Value>, String) {
     render_as("test", set)
@@ -481,18 +494,7 @@ fn the_ingest_server_has_its_startup_timeout_before_liveness_counts() {
         assert_eq!(period * failures, seconds, "{set}");
     }
     // A timeout shorter than two probe periods would make the probe fail at once.
-    let out = helm()
-        .args(["template", "test"])
-        .arg(chart())
-        .args(["--set", "ingest.startupTimeoutSeconds=1"])
-        .output()
-        .expect("helm runs");
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("startupTimeoutSeconds"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_helm_refuses("ingest.startupTimeoutSeconds=1", "startupTimeoutSeconds");
 }
 
 #[test]
@@ -687,17 +689,9 @@ fn the_spool_and_store_persist_on_a_claim_per_replica_unless_told_otherwise() {
         data_volume(&existing).unwrap()["persistentVolumeClaim"]["claimName"],
         "mine"
     );
-    let out = helm()
-        .args(["template", "test"])
-        .arg(chart())
-        .args(["--set", "ingest.spool.existingClaim=mine,replicaCount=2"])
-        .output()
-        .expect("helm runs");
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("replicaCount 1"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    assert_helm_refuses(
+        "ingest.spool.existingClaim=mine,replicaCount=2",
+        "replicaCount 1",
     );
 }
 
@@ -899,19 +893,7 @@ fn numbers_from_a_values_file_render_as_integers() {
     }
     assert!(!text.contains("e+0"), "a number rendered as a float");
     // Beyond the schema's maxima, helm refuses before rendering.
-    let chart = chart();
-    let out = helm()
-        .args(["template", "test"])
-        .arg(&chart)
-        .args(["--set", "controller.resyncSeconds=2000000"])
-        .output()
-        .expect("helm runs");
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("resyncSeconds"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_helm_refuses("controller.resyncSeconds=2000000", "resyncSeconds");
 }
 
 /// Paths of integer values in `schema` whose maximum is missing or a million or more.
