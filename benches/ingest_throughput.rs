@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use mcp_coordinator::ingest::spool::{Spool, SpoolConfig};
 use mcp_coordinator::interaction::{EventKind, Fields, InteractionEvent};
+use mcp_coordinator::pipeline::{Spool, SpoolConfig};
 
 const KEY: &str = "mcpk_bench_key_0123456789abcdef";
 
@@ -234,13 +234,13 @@ async fn start_ingest(
     name: &str,
     store: Arc<dyn mcp_coordinator::store::InteractionStore>,
 ) -> mcp_coordinator::ingest::RunningIngest {
-    let keys = mcp_coordinator::ingest::auth::KeyRing::default();
+    let keys = mcp_coordinator::trust::keys::KeyRing::default();
     keys.set("bench_tool_mcp_001", KEY);
     mcp_coordinator::ingest::start(
         mcp_coordinator::ingest::IngestConfig {
             flush_interval: Duration::from_millis(200),
             drain_timeout: Duration::from_secs(10),
-            signing: mcp_coordinator::ingest::signing::SigningPolicy::Off,
+            signing: mcp_coordinator::trust::signing::SigningPolicy::Off,
             ..mcp_coordinator::ingest::IngestConfig::new(
                 "127.0.0.1:0".parse().expect("addr"),
                 dir.join(format!("spool-{name}")),
@@ -249,7 +249,7 @@ async fn start_ingest(
         },
         store,
         Arc::new(keys),
-        Arc::new(mcp_coordinator::ingest::auth::ReaderTokens::default()),
+        Arc::new(mcp_coordinator::trust::keys::ReaderTokens::default()),
         futures::future::pending(),
     )
     .await

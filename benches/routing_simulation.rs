@@ -398,8 +398,8 @@ fn decision_cost() {
 }
 
 async fn http_decisions() {
-    use mcp_coordinator::ingest::auth::{KeyRing, ReaderTokens};
     use mcp_coordinator::ingest::{self, IngestConfig};
+    use mcp_coordinator::trust::keys::{KeyRing, ReaderTokens};
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = std::env::temp_dir().join(format!("mcp-route-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

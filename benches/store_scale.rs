@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use mcp_coordinator::interaction::{EventKind, Fields, InteractionEvent};
 use mcp_coordinator::store::clickhouse::{ClickHouseStore, DEFAULT_MAX_INTERACTION_MS};
-use mcp_coordinator::store::{Breakdown, HistoryQuery, InteractionStore, TimeRange};
+use mcp_coordinator::store::{
+    Breakdown, EventSink, HistoryQuery, InteractionReads, TimeRange, Upkeep,
+};
 
 const MCPS: usize = 20;
 const RECENT_PER_MCP: usize = 1_000;

@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 use mcp_coordinator::controller::status::ReportingSettings;
 use mcp_coordinator::example_mcp::{self, ExampleMcp};
 use mcp_coordinator::ingest::assemble::IngestParts;
-use mcp_coordinator::ingest::auth::{KeyRing, ReaderTokens};
 use mcp_coordinator::ingest::registrar::RegistrarTokens;
 use mcp_coordinator::ingest::IngestConfig;
 use mcp_coordinator::standalone::{self, StandaloneConfig};
 use mcp_coordinator::store::sqlite::SqliteStore;
+use mcp_coordinator::trust::keys::{KeyRing, ReaderTokens};
 
 const LISTEN: &str = "127.0.0.1:18081";
 const TOKEN: &str = "demo-admin-token-0123456789";

@@ -10,6 +10,7 @@ pub mod crd;
 pub mod example_mcp;
 pub mod ingest;
 pub mod interaction;
+pub mod pipeline;
 pub mod privacy;
 pub mod rbac;
 pub mod routing;
@@ -18,6 +19,7 @@ pub mod store;
 pub mod telemetry;
 #[cfg(test)]
 mod test_dir;
+pub mod trust;
 
 /// The coordinator's own version, checked against `spec.compatibility.coordinatorVersion`.
 pub const COORDINATOR_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -6,7 +6,9 @@ mod clickhouse_support;
 
 use mcp_coordinator::interaction::{EventKind, Fields, InteractionEvent};
 use mcp_coordinator::store::clickhouse::ClickHouseStore;
-use mcp_coordinator::store::{Breakdown, Dimension, HistoryQuery, InteractionStore, TimeRange};
+use mcp_coordinator::store::{
+    Breakdown, Dimension, EventSink, HistoryQuery, InteractionReads, TimeRange, Upkeep,
+};
 
 const HOUR: i64 = 3_600_000;
 const DAY: i64 = 24 * HOUR;

@@ -5,7 +5,7 @@
 mod clickhouse_support;
 
 use mcp_coordinator::store::clickhouse::{ClickHouseStore, KEPT_TABLE};
-use mcp_coordinator::store::{HistoryQuery, InteractionStore, TimeRange};
+use mcp_coordinator::store::{EventSink, HistoryQuery, InteractionReads, TimeRange, Upkeep};
 
 const OLD_DDL: &str = "CREATE TABLE {db}.interaction_events (event_id String, mcp_id String, interaction_id String, kind String, received_ms Int64, event_date Date, timestamp_ms Nullable(Int64), success Nullable(UInt8), processing_time Nullable(Float64), error_code Nullable(String)) ENGINE = ReplacingMergeTree PARTITION BY toYYYYMM(event_date) ORDER BY (mcp_id, interaction_id, event_id)";
 

@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::ingest::{key_ring, test_config, InProcessIngest};
-use mcp_coordinator::ingest::auth::ReaderTokens;
 use mcp_coordinator::ingest::IngestConfig;
 use mcp_coordinator::store::clickhouse::LazyClickHouseStore;
-use mcp_coordinator::store::{HistoryQuery, InteractionStore, TimeRange};
+use mcp_coordinator::store::{HistoryQuery, InteractionReads, TimeRange};
+use mcp_coordinator::trust::keys::ReaderTokens;
 use serde_json::json;
 
 const KEY: &str = "mcpk_outage_test_key_0123456789";
@@ -138,6 +138,7 @@ async fn acknowledged_reports_survive_a_clickhouse_crash() {
     assert!(
         running
             .metrics
+            .pipeline
             .store_errors
             .with_label_values(&["unavailable"])
             .get()

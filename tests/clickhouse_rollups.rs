@@ -8,7 +8,7 @@ use mcp_coordinator::interaction::{EventKind, Fields, InteractionEvent};
 use mcp_coordinator::store::clickhouse::ClickHouseStore;
 use mcp_coordinator::store::metrics::{self, McpMetrics};
 use mcp_coordinator::store::sketch::RELATIVE_ERROR;
-use mcp_coordinator::store::{HistoryQuery, InteractionStore, TimeRange};
+use mcp_coordinator::store::{EventSink, HistoryQuery, InteractionReads, TimeRange, Upkeep};
 
 const MINUTE: i64 = 60_000;
 

@@ -11,13 +11,13 @@ use std::time::Duration;
 use common::ingest::{key_ring, test_config, InProcessIngest, ScratchDir};
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use mcp_coordinator::ingest::auth::ReaderTokens;
-use mcp_coordinator::ingest::spool::SpoolConfig;
 use mcp_coordinator::ingest::state::Limits;
 use mcp_coordinator::ingest::IngestConfig;
-use mcp_coordinator::interaction::{Interaction, InteractionEvent};
+use mcp_coordinator::interaction::InteractionEvent;
+use mcp_coordinator::pipeline::SpoolConfig;
 use mcp_coordinator::store::sqlite::SqliteStore;
-use mcp_coordinator::store::{HistoryQuery, InteractionStore, McpMetrics, StoreError, TimeRange};
+use mcp_coordinator::store::{EventSink, Heartbeats, StoreError, Stores};
+use mcp_coordinator::trust::keys::ReaderTokens;
 use serde_json::{json, Value};
 
 const KEY: &str = "mcpk_test_key_of_ocr_0123456789";
@@ -25,32 +25,15 @@ const OTHER_KEY: &str = "mcpk_test_key_of_gpt_0123456789";
 const READER: &str = "reader-token-0123456789";
 const ADMIN: &str = "admin-token-0123456789";
 
-/// A store that can be switched off (unavailable) and can refuse one interaction id as poison.
+/// A store whose writes can be switched off (unavailable) and that can refuse one interaction id
+/// as poison; reads go to the embedded store underneath.
 struct Switchable {
-    inner: SqliteStore,
+    inner: Arc<SqliteStore>,
     up: AtomicBool,
     poison_id: Option<String>,
 }
 
-impl InteractionStore for Switchable {
-    fn record_access<'a>(
-        &'a self,
-        e: &'a mcp_coordinator::store::AuditEntry,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.inner.record_access(e)
-    }
-    fn expire<'a>(
-        &'a self,
-        e: &'a mcp_coordinator::store::retention::Expiry,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.inner.expire(e)
-    }
-    fn audit_log(
-        &self,
-        limit: usize,
-    ) -> BoxFuture<'_, Result<Vec<mcp_coordinator::store::AuditEntry>, StoreError>> {
-        self.inner.audit_log(limit)
-    }
+impl EventSink for Switchable {
     fn insert<'a>(
         &'a self,
         events: &'a [InteractionEvent],
@@ -68,12 +51,9 @@ impl InteractionStore for Switchable {
         }
         .boxed()
     }
-    fn history<'a>(
-        &'a self,
-        q: &'a HistoryQuery,
-    ) -> BoxFuture<'a, Result<Vec<Interaction>, StoreError>> {
-        self.inner.history(q)
-    }
+}
+
+impl Heartbeats for Switchable {
     fn record_heartbeats<'a>(
         &'a self,
         beats: &'a [(String, i64)],
@@ -86,31 +66,11 @@ impl InteractionStore for Switchable {
         }
         .boxed()
     }
+
     fn heartbeats(
         &self,
     ) -> BoxFuture<'_, Result<std::collections::HashMap<String, i64>, StoreError>> {
         self.inner.heartbeats()
-    }
-    fn reported_versions(
-        &self,
-        range: TimeRange,
-    ) -> BoxFuture<'_, Result<Vec<mcp_coordinator::store::VersionCount>, StoreError>> {
-        self.inner.reported_versions(range)
-    }
-    fn metrics<'a>(
-        &'a self,
-        m: Option<&'a str>,
-        r: TimeRange,
-    ) -> BoxFuture<'a, Result<Vec<McpMetrics>, StoreError>> {
-        self.inner.metrics(m, r)
-    }
-    fn breakdown<'a>(
-        &'a self,
-        m: Option<&'a str>,
-        r: TimeRange,
-        by: mcp_coordinator::store::Breakdown,
-    ) -> BoxFuture<'a, Result<Vec<mcp_coordinator::store::MetricsCell>, StoreError>> {
-        self.inner.breakdown(m, r, by)
     }
 }
 
@@ -147,7 +107,12 @@ async fn start_with(dir: PathBuf, store: Arc<Switchable>, limits: Limits) -> Ing
         ("ocr_workflow_mcp_001", KEY),
         ("gpt_adapter_mcp_001", OTHER_KEY),
     ]);
-    let server = InProcessIngest::start(config, store.clone(), keys, Arc::new(readers)).await;
+    let stores = Stores {
+        events: store.clone(),
+        heartbeats: store.clone(),
+        ..Stores::of(store.inner.clone())
+    };
+    let server = InProcessIngest::start(config, stores, keys, Arc::new(readers)).await;
     Ingest {
         base: server.base.clone(),
         server,
@@ -158,7 +123,7 @@ async fn start_with(dir: PathBuf, store: Arc<Switchable>, limits: Limits) -> Ing
 
 fn store_in(dir: &std::path::Path, up: bool, poison_id: Option<&str>) -> Arc<Switchable> {
     Arc::new(Switchable {
-        inner: SqliteStore::open(&dir.join("interactions.db")).unwrap(),
+        inner: Arc::new(SqliteStore::open(&dir.join("interactions.db")).unwrap()),
         up: AtomicBool::new(up),
         poison_id: poison_id.map(str::to_string),
     })

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::ingest::{key_ring, test_config, InProcessIngest, ScratchDir};
-use mcp_coordinator::ingest::auth::ReaderTokens;
 use mcp_coordinator::ingest::state::Limits;
 use mcp_coordinator::ingest::IngestConfig;
 use mcp_coordinator::store::sqlite::SqliteStore;
+use mcp_coordinator::trust::keys::ReaderTokens;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

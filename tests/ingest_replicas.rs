@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use common::ingest::{key_ring, test_config, InProcessIngest, ScratchDir};
 use common::*;
-use mcp_coordinator::ingest::auth::ReaderTokens;
 use mcp_coordinator::store::clickhouse::ClickHouseStore;
 use mcp_coordinator::store::InteractionStore;
+use mcp_coordinator::trust::keys::ReaderTokens;
 
 const MCP: &str = "beating_mcp_001";
 const KEY: &str = "mcpk_replicas_key_0123456789abcdef";

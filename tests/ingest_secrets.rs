@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, PostParams};
 use kube::Api;
 use mcp_coordinator::crd::{MCPRegistration, Phase};
-use mcp_coordinator::ingest::auth::KeyRing;
+use mcp_coordinator::trust::keys::KeyRing;
 
 async fn eventually(what: &str, check: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -41,7 +41,7 @@ async fn registered_ocr() -> World {
     let _controller = start_controller(&server);
     let keys = Arc::new(KeyRing::default());
     let retention = Arc::new(mcp_coordinator::store::retention::RetentionDays::default());
-    tokio::spawn(mcp_coordinator::ingest::secrets::watch(
+    tokio::spawn(mcp_coordinator::trust::watch::watch(
         client(&server),
         None,
         keys.clone(),
@@ -122,8 +122,8 @@ async fn keys_follow_the_credentials_secrets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reader_tokens_follow_their_secrets() {
     let server = api_server().await;
-    let readers = Arc::new(mcp_coordinator::ingest::auth::ReaderTokens::default());
-    tokio::spawn(mcp_coordinator::ingest::secrets::watch_reader_tokens(
+    let readers = Arc::new(mcp_coordinator::trust::keys::ReaderTokens::default());
+    tokio::spawn(mcp_coordinator::trust::watch::watch_reader_tokens(
         client(&server),
         "mcp-coordinator".into(),
         readers.clone(),

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::ingest::{key_ring, test_config, InProcessIngest, ScratchDir};
-use mcp_coordinator::ingest::auth::ReaderTokens;
 use mcp_coordinator::ingest::IngestConfig;
 use mcp_coordinator::privacy::seal::Sealer;
 use mcp_coordinator::privacy::SensitiveMcps;
 use mcp_coordinator::store::sqlite::SqliteStore;
+use mcp_coordinator::trust::keys::ReaderTokens;
 use serde_json::{json, Value};
 
 const KEY: &str = "mcpk_sensitive_test_key_0123456789";

@@ -5,10 +5,10 @@ mod common;
 use std::sync::Arc;
 
 use common::ingest::{key_ring, test_config, InProcessIngest, ScratchDir};
-use mcp_coordinator::ingest::auth::ReaderTokens;
-use mcp_coordinator::ingest::signing::{sign, SigningPolicy};
 use mcp_coordinator::ingest::IngestConfig;
 use mcp_coordinator::store::sqlite::SqliteStore;
+use mcp_coordinator::trust::keys::ReaderTokens;
+use mcp_coordinator::trust::signing::{sign, SigningPolicy};
 use serde_json::Value;
 
 const KEY: &str = "mcpk_signing_http_key_0123456789";

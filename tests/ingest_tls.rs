@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::ingest::{test_config, InProcessIngest};
-use mcp_coordinator::ingest::auth::{KeyRing, ReaderTokens};
 use mcp_coordinator::ingest::{self, IngestConfig};
 use mcp_coordinator::store::sqlite::SqliteStore;
+use mcp_coordinator::trust::keys::{KeyRing, ReaderTokens};
 use rustls_pki_types::pem::PemObject;
 use tokio_rustls::rustls;
 

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::ingest::{key_ring, test_config, InProcessIngest, IngestProcess};
-use mcp_coordinator::ingest::auth::ReaderTokens;
 use mcp_coordinator::ingest::IngestConfig;
+use mcp_coordinator::trust::keys::ReaderTokens;
 use serde_json::{json, Value};
 
 const KEY: &str = "mcpk_privacy_test_key_0123456789";

@@ -88,21 +88,21 @@ async fn every_api_call_is_in_the_rbac_list() {
     .await
     .unwrap();
     server.store().clear_calls();
-    let keys = Arc::new(mcp_coordinator::ingest::auth::KeyRing::default());
+    let keys = Arc::new(mcp_coordinator::trust::keys::KeyRing::default());
     let retention = Arc::new(mcp_coordinator::store::retention::RetentionDays::default());
-    let readers = Arc::new(mcp_coordinator::ingest::auth::ReaderTokens::default());
+    let readers = Arc::new(mcp_coordinator::trust::keys::ReaderTokens::default());
     let router = Arc::new(mcp_coordinator::routing::router::Router::new(
         Default::default(),
     ));
     let watchers = [
-        tokio::spawn(mcp_coordinator::ingest::secrets::watch(
+        tokio::spawn(mcp_coordinator::trust::watch::watch(
             client(&server),
             None,
             keys,
             retention,
             Default::default(),
         )),
-        tokio::spawn(mcp_coordinator::ingest::secrets::watch_reader_tokens(
+        tokio::spawn(mcp_coordinator::trust::watch::watch_reader_tokens(
             client(&server),
             STATE_NAMESPACE.into(),
             readers,

@@ -13,12 +13,12 @@ use kube::api::PostParams;
 use kube::Api;
 use mcp_coordinator::controller::routing::RoutingSettings;
 use mcp_coordinator::crd::{MCPRegistration, Phase};
-use mcp_coordinator::ingest::auth::{KeyRing, ReaderTokens};
 use mcp_coordinator::ingest::IngestConfig;
 use mcp_coordinator::interaction::{EventKind, Fields, InteractionEvent};
 use mcp_coordinator::routing::table::{Candidate, RoutingTable, CONFIGMAP_KEY, CONFIGMAP_NAME};
 use mcp_coordinator::store::sqlite::SqliteStore;
-use mcp_coordinator::store::InteractionStore;
+use mcp_coordinator::store::{EventSink, Heartbeats};
+use mcp_coordinator::trust::keys::{KeyRing, ReaderTokens};
 use serde_json::{json, Value};
 
 const READER: &str = "reader-token-for-routing-0123";

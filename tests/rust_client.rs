@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use common::ingest::{key_ring, test_config, InProcessIngest, ScratchDir};
 use common::*;
-use mcp_coordinator::ingest::auth::ReaderTokens;
-use mcp_coordinator::ingest::signing::SigningPolicy;
 use mcp_coordinator::store::sqlite::SqliteStore;
+use mcp_coordinator::trust::keys::ReaderTokens;
+use mcp_coordinator::trust::signing::SigningPolicy;
 use mcp_coordinator_client::{Client, Key};
 use serde_json::json;
 

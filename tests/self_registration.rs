@@ -14,10 +14,10 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::PostParams;
 use kube::{Api, ResourceExt};
 use mcp_coordinator::crd::{MCPRegistration, REGISTERED_BY_ANNOTATION};
-use mcp_coordinator::ingest::auth::{KeyRing, ReaderTokens};
 use mcp_coordinator::ingest::registrar::kubernetes::KubernetesRegistrations;
 use mcp_coordinator::ingest::registrar::{Registrar, RegistrarTokens};
 use mcp_coordinator::store::sqlite::SqliteStore;
+use mcp_coordinator::trust::keys::{KeyRing, ReaderTokens};
 use serde_json::{json, Value};
 
 const TOKEN: &str = "registrar-token-0123456789";

@@ -6,7 +6,9 @@ mod clickhouse_support;
 use mcp_coordinator::interaction::{EventKind, Fields, InteractionEvent};
 use mcp_coordinator::store::clickhouse::ClickHouseStore;
 use mcp_coordinator::store::sqlite::SqliteStore;
-use mcp_coordinator::store::{HistoryQuery, InteractionStore, TimeRange};
+use mcp_coordinator::store::{
+    EventSink, HistoryQuery, InteractionReads, InteractionStore, TimeRange,
+};
 
 const T0: i64 = 1_750_000_000_000;
 

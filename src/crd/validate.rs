@@ -16,6 +16,18 @@ impl std::fmt::Display for FieldProblem {
     }
 }
 
+/// Whether `name` can name a namespace (an RFC 1123 label: lowercase letters, digits and '-', at
+/// most 63, starting and ending with a letter or digit).
+pub fn is_namespace_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
 /// Every problem in `spec`; empty when it is valid.
 pub fn validate_spec(spec: &MCPRegistrationSpec) -> Vec<FieldProblem> {
     let mut problems = Vec::new();

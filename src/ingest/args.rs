@@ -59,7 +59,7 @@ pub struct IngestArgs {
     pub key_rotation_grace_seconds: u64,
     /// Which requests must carry X-MCP-Timestamp/X-MCP-Signature (see the README).
     #[arg(long, value_enum, default_value = "batch")]
-    pub require_signatures: super::signing::SigningPolicy,
+    pub require_signatures: crate::trust::signing::SigningPolicy,
     /// YAML map of admin name: token; admins may query everything.
     #[arg(long)]
     pub admin_tokens_file: Option<std::path::PathBuf>,
@@ -105,10 +105,10 @@ pub struct IngestArgs {
     #[arg(long, default_value_t = 16 << 20)]
     pub spool_segment_bytes: u64,
     /// Events per store insert, at most.
-    #[arg(long, default_value_t = super::DEFAULT_BATCH_MAX)]
+    #[arg(long, default_value_t = crate::pipeline::shipper::DEFAULT_BATCH_MAX)]
     pub batch_max: usize,
     /// Spool bytes per store insert, at most.
-    #[arg(long, default_value_t = super::DEFAULT_BATCH_MAX_BYTES)]
+    #[arg(long, default_value_t = crate::pipeline::shipper::DEFAULT_BATCH_MAX_BYTES)]
     pub batch_max_bytes: u64,
     /// A partial batch is shipped after at most this many milliseconds.
     #[arg(long, default_value_t = 1000)]

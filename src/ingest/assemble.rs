@@ -8,14 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::args::IngestArgs;
-use super::auth::{AuthFileError, KeyRing, ReaderTokens};
 use super::registrar::kubernetes::KubernetesRegistrations;
 use super::registrar::{Registrar, RegistrarTokens};
 use super::routes::RoutesError;
-use super::spool::SpoolConfig;
 use super::state::Limits;
 use super::tls::TlsError;
 use super::IngestConfig;
+use crate::pipeline::SpoolConfig;
 use crate::privacy::seal::{SealError, Sealer};
 use crate::privacy::{PrivacyKeyError, Pseudonymizer, SensitiveMcps};
 use crate::routing::router::Router;
@@ -23,6 +22,7 @@ use crate::store::clickhouse::{ClickHouseConfig, LazyClickHouseStore};
 use crate::store::retention::RetentionDays;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{InteractionStore, StoreError};
+use crate::trust::keys::{AuthFileError, KeyRing, ReaderTokens};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AssembleError {
@@ -132,7 +132,7 @@ pub async fn assemble(args: &IngestArgs, mode: Mode) -> Result<IngestParts, Asse
     if args.keys_from_secrets {
         let client = kube_client("--keys-from-secrets").await?;
         let ns = args.namespace.clone();
-        tokio::spawn(super::secrets::watch(
+        tokio::spawn(crate::trust::watch::watch(
             client.clone(),
             ns.clone(),
             keys.clone(),
@@ -145,7 +145,7 @@ pub async fn assemble(args: &IngestArgs, mode: Mode) -> Result<IngestParts, Asse
             .clone()
             .unwrap_or_else(|| client.default_namespace().to_string());
         tracing::info!(namespace = %token_namespace, "reader tokens from labelled Secrets of this namespace");
-        tokio::spawn(super::secrets::watch_reader_tokens(
+        tokio::spawn(crate::trust::watch::watch_reader_tokens(
             client,
             token_namespace,
             readers.clone(),

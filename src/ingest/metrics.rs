@@ -1,21 +1,16 @@
 //! Prometheus metrics of the ingest server.
 
-use prometheus::{Gauge, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, Registry};
+use prometheus::{HistogramVec, IntCounterVec, Registry};
 
-use super::spool::SpoolStats;
-use crate::telemetry::{Series, SECONDS_BUCKETS};
+use crate::pipeline::{PipelineMetrics, SpoolStats};
+use crate::telemetry::Series;
 
 pub struct IngestMetrics {
     pub registry: Registry,
     pub received: IntCounterVec,
     pub rejected: IntCounterVec,
-    pub spool_records: IntGauge,
-    pub spool_bytes: IntGauge,
-    pub spool_oldest_age: Gauge,
-    pub store_rows: IntCounter,
-    pub store_errors: IntCounterVec,
-    pub store_insert_seconds: Histogram,
-    pub poison: IntCounter,
+    /// The spool's and the shipper's series.
+    pub pipeline: PipelineMetrics,
     pub processing_time: HistogramVec,
     pub route_decisions: IntCounterVec,
 }
@@ -24,6 +19,7 @@ impl IngestMetrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let series = Series::default();
         Ok(Self {
+            pipeline: PipelineMetrics::new(&series)?,
             received: series.counters(
                 "mcp_ingest_events_received_total",
                 "Interaction events accepted, by MCP and event type.",
@@ -33,33 +29,6 @@ impl IngestMetrics {
                 "mcp_ingest_requests_rejected_total",
                 "Requests refused, by reason.",
                 &["reason"],
-            )?,
-            spool_records: series.gauge(
-                "mcp_ingest_spool_records",
-                "Events in the spool not yet confirmed by the store.",
-            )?,
-            spool_bytes: series.gauge(
-                "mcp_ingest_spool_bytes",
-                "Bytes of spooled events not yet confirmed by the store.",
-            )?,
-            spool_oldest_age: series.float_gauge(
-                "mcp_ingest_spool_oldest_unshipped_age_seconds",
-                "Age of the oldest event not yet confirmed by the store (0 when none).",
-            )?,
-            store_rows: series.counter("mcp_ingest_store_rows_total", "Events the store confirmed.")?,
-            store_errors: series.counters(
-                "mcp_ingest_store_errors_total",
-                "Failed store inserts, by kind (unavailable, rejected).",
-                &["kind"],
-            )?,
-            store_insert_seconds: series.histogram(
-                "mcp_ingest_store_insert_duration_seconds",
-                "Time a store insert took to be confirmed once its last events were written.",
-                SECONDS_BUCKETS,
-            )?,
-            poison: series.counter(
-                "mcp_ingest_poison_events_total",
-                "Events the store rejected, set aside.",
             )?,
             processing_time: series.histograms(
                 "mcp_ingest_processing_time_seconds",
@@ -106,14 +75,7 @@ impl IngestMetrics {
 
     /// Text exposition, with the spool gauges brought up to date.
     pub fn render(&self, spool: SpoolStats, now_ms: i64) -> String {
-        self.spool_records.set(spool.records as i64);
-        self.spool_bytes.set(spool.bytes as i64);
-        self.spool_oldest_age.set(
-            spool
-                .oldest_ms
-                .map(|ms| ((now_ms - ms) as f64 / 1000.0).max(0.0))
-                .unwrap_or(0.0),
-        );
+        self.pipeline.observe_spool(spool, now_ms);
         crate::telemetry::render(&self.registry)
     }
 }

@@ -1,19 +1,13 @@
-//! The interaction log's ingest server (`mcp-coordinator ingest`): HTTP API, authentication, the
-//! durable spool and the shipper that moves spooled events to the store.
+//! The interaction log's ingest server (`mcp-coordinator ingest`): the HTTP API in front of the
+//! durable pipeline (`crate::pipeline`), with key trust from `crate::trust`.
 
 pub mod api;
 pub mod args;
 pub mod assemble;
-pub mod auth;
-pub mod credentials;
 pub mod metrics;
 pub mod registrar;
 pub mod routes;
-pub mod secrets;
 pub mod serve;
-pub mod shipper;
-pub mod signing;
-pub mod spool;
 pub mod state;
 pub mod tls;
 
@@ -24,20 +18,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use auth::{KeyRing, ReaderTokens};
+use crate::pipeline::shipper::{self, DEFAULT_BATCH_MAX, DEFAULT_BATCH_MAX_BYTES};
+use crate::pipeline::{Spool, SpoolConfig};
+use crate::trust::keys::{KeyRing, ReaderTokens};
+use crate::trust::signing;
 use metrics::IngestMetrics;
-use spool::{Spool, SpoolConfig};
 use state::{IngestState, Limits, RegistrationsView};
 
-use crate::store::InteractionStore;
-
-/// Events per store insert, at most: the top of ClickHouse's advice (10,000 to 100,000 rows an
-/// insert). Large, because each ClickHouse insert writes a new part (a few files per column),
-/// which costs the server far more than the rows in it; the shipper streams an insert a piece at
-/// a time, so its size is not held in memory.
-pub const DEFAULT_BATCH_MAX: usize = 100_000;
-/// Spool bytes per store insert, at most (some 90,000 records of the seed's format).
-pub const DEFAULT_BATCH_MAX_BYTES: u64 = 64 << 20;
+use crate::store::Stores;
 
 /// How often an ingest server writes the heartbeats it received to the store.
 pub const HEARTBEAT_SAVE_INTERVAL: Duration = Duration::from_secs(5);
@@ -121,7 +109,7 @@ impl IngestConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     #[error(transparent)]
-    Spool(#[from] spool::SpoolError),
+    Spool(#[from] crate::pipeline::SpoolError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -143,11 +131,12 @@ pub struct RunningIngest {
 /// store (for at most `drain_timeout`; what remains stays spooled for the next start).
 pub async fn start(
     config: IngestConfig,
-    store: Arc<dyn InteractionStore>,
+    store: impl Into<Stores>,
     keys: Arc<KeyRing>,
     readers: Arc<ReaderTokens>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<RunningIngest, IngestError> {
+    let store: Stores = store.into();
     let metrics = Arc::new(IngestMetrics::new()?);
     let (spool, reader) = Spool::open(config.spool.clone())?;
     let state = Arc::new(IngestState::new(
@@ -173,8 +162,8 @@ pub async fn start(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let shipper = tokio::spawn(shipper::run(
         reader,
-        store,
-        metrics.clone(),
+        store.events,
+        metrics.pipeline.clone(),
         shipper::ShipperConfig {
             batch_max: config.batch_max,
             batch_max_bytes: config.batch_max_bytes,
@@ -264,7 +253,7 @@ async fn save_heartbeats(
         };
         let beats = state.take_unsaved_heartbeats();
         if !beats.is_empty() {
-            if let Err(e) = state.store.record_heartbeats(&beats).await {
+            if let Err(e) = state.store.heartbeats.record_heartbeats(&beats).await {
                 tracing::warn!(error = %e, mcps = beats.len(), "cannot store heartbeats; retrying");
                 state.keep_unsaved_heartbeats(beats);
             }

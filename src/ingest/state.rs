@@ -9,15 +9,15 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
-use super::auth::{KeyRing, ReaderTokens};
 use super::metrics::IngestMetrics;
-use super::signing::Verifier;
-use super::spool::Spool;
+use crate::pipeline::Spool;
 use crate::privacy::seal::Sealer;
 use crate::privacy::sensitive::SensitiveInteractions;
 use crate::privacy::{Pseudonymizer, SensitiveMcps};
 use crate::routing::router::Router;
-use crate::store::InteractionStore;
+use crate::store::Stores;
+use crate::trust::keys::{KeyRing, ReaderTokens};
+use crate::trust::signing::Verifier;
 
 /// What one client may hold of the server: bytes, time, and requests at once.
 #[derive(Debug, Clone, Copy)]
@@ -61,7 +61,7 @@ pub struct IngestState {
     pub sensitive_interactions: SensitiveInteractions,
     pub signing: Verifier,
     pub spool: Spool,
-    pub store: Arc<dyn InteractionStore>,
+    pub store: Stores,
     pub keys: Arc<KeyRing>,
     pub readers: Arc<ReaderTokens>,
     pub metrics: Arc<IngestMetrics>,
@@ -84,7 +84,7 @@ impl IngestState {
     pub fn new(
         config: &super::IngestConfig,
         spool: Spool,
-        store: Arc<dyn InteractionStore>,
+        store: Stores,
         keys: Arc<KeyRing>,
         readers: Arc<ReaderTokens>,
         metrics: Arc<IngestMetrics>,

@@ -102,9 +102,7 @@ pub async fn run_from_args(
 /// A token kept in `path` (made on first use, readable only by this user), starting with `prefix`.
 fn local_token(path: &std::path::Path, prefix: &str) -> Result<String, StandaloneError> {
     match std::fs::read_to_string(path) {
-        Ok(t) if t.trim().len() >= crate::ingest::auth::MIN_SECRET_BYTES => {
-            Ok(t.trim().to_string())
-        }
+        Ok(t) if t.trim().len() >= crate::trust::keys::MIN_SECRET_BYTES => Ok(t.trim().to_string()),
         _ => {
             let token = crate::controller::keys::generate_key()?.replacen("mcpk_", prefix, 1);
             write_private(path, token.as_bytes())?;

@@ -14,9 +14,9 @@ use crate::controller::probe::ProbeTarget;
 use crate::controller::register::Ports;
 use crate::controller::status::ReportingSettings;
 use crate::crd::{MCPRegistration, MCPRegistrationStatus, PrivacyLevel};
-use crate::ingest::auth::KeyRing;
 use crate::routing::weights::Observed;
 use crate::store::retention::RetentionDays;
+use crate::trust::keys::KeyRing;
 
 /// What each reconcile needs besides the registration.
 pub(super) struct Shared {

@@ -20,12 +20,12 @@ use crate::controller::prober::Prober;
 use crate::controller::register::{register, Step};
 use crate::controller::routing::{board, Readings};
 use crate::crd::MCPRegistration;
-use crate::ingest::auth::KeyRing;
 use crate::ingest::state::RegistrationsView;
 use crate::routing::router::Router;
 use crate::routing::table::{self, RoutingTable};
 use crate::routing::weights::Observed;
 use crate::store::{InteractionStore, TimeRange};
+use crate::trust::keys::KeyRing;
 
 pub(super) struct Entry {
     pub(super) file: PathBuf,

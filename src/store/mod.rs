@@ -1,5 +1,6 @@
 //! Where interactions are kept: ClickHouse in production, SQLite embedded by default, both behind
-//! [`InteractionStore`] and held to the same contract (`tests/store_contract.rs`).
+//! the capability traits of [`InteractionStore`] and held to the same contract
+//! (`tests/store_contract.rs`). A caller holds only the capability it uses ([`Stores`]).
 
 pub mod clickhouse;
 pub mod metrics;
@@ -8,6 +9,7 @@ pub mod sketch;
 pub mod sqlite;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
@@ -59,18 +61,8 @@ pub struct AuditEntry {
     pub rows: u64,
 }
 
-pub trait InteractionStore: Send + Sync {
-    /// Records a read of interaction data; queries are refused when this fails.
-    fn record_access<'a>(&'a self, entry: &'a AuditEntry) -> BoxFuture<'a, Result<(), StoreError>>;
-
-    /// Deletes what `expiry` says has expired. May complete asynchronously on the server
-    /// (ClickHouse mutations); the rows disappear from queries once it has.
-    fn expire<'a>(&'a self, expiry: &'a retention::Expiry)
-        -> BoxFuture<'a, Result<(), StoreError>>;
-
-    /// The newest `limit` audit entries, newest first.
-    fn audit_log(&self, limit: usize) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>>;
-
+/// Writing events: what the shipper needs.
+pub trait EventSink: Send + Sync {
     /// Applies events, merging each into its interaction. Applying an event again changes nothing.
     /// Returns only once the store has made them durable.
     fn insert<'a>(
@@ -78,31 +70,9 @@ pub trait InteractionStore: Send + Sync {
         events: &'a [InteractionEvent],
     ) -> BoxFuture<'a, Result<(), StoreError>>;
 
-    fn history<'a>(
-        &'a self,
-        query: &'a HistoryQuery,
-    ) -> BoxFuture<'a, Result<Vec<Interaction>, StoreError>>;
-
-    /// Records heartbeats as `(mcp_id, epoch ms)`; an MCP's older heartbeat never replaces a newer
-    /// one. Stored so that every ingest replica (and the controller, through any of them) sees them.
-    fn record_heartbeats<'a>(
-        &'a self,
-        beats: &'a [(String, i64)],
-    ) -> BoxFuture<'a, Result<(), StoreError>>;
-
-    /// The latest heartbeat of every MCP that sent one, epoch ms.
-    fn heartbeats(&self) -> BoxFuture<'_, Result<HashMap<String, i64>, StoreError>>;
-
-    /// For each MCP, the `metadata.mcp_version`s its interactions in `range` reported, and how
-    /// many interactions reported each (interactions that said none are left out).
-    fn reported_versions(
-        &self,
-        range: TimeRange,
-    ) -> BoxFuture<'_, Result<Vec<VersionCount>, StoreError>>;
-
     /// Opens one insert that is fed events in pieces ([`EventInsert`]): what lets one insert (one
     /// ClickHouse part) hold far more events than the shipper keeps in memory. By default the
-    /// pieces are gathered and [`InteractionStore::insert`]ed at the end.
+    /// pieces are gathered and [`EventSink::insert`]ed at the end.
     fn open_insert(&self) -> BoxFuture<'_, Result<Box<dyn EventInsert + '_>, StoreError>> {
         Box::pin(async move { Ok(GatheredInsert::open(self)) })
     }
@@ -112,11 +82,21 @@ pub trait InteractionStore: Send + Sync {
     fn inserts_in_flight(&self) -> usize {
         1
     }
+}
 
-    /// Periodic upkeep (ClickHouse rolls completed minutes into rollups); nothing by default.
-    fn maintain(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async { Ok(()) })
-    }
+/// Reading interactions and their performance: what the query API and the routing loop need.
+pub trait InteractionReads: Send + Sync {
+    fn history<'a>(
+        &'a self,
+        query: &'a HistoryQuery,
+    ) -> BoxFuture<'a, Result<Vec<Interaction>, StoreError>>;
+
+    /// Performance of one MCP (or of every MCP that has interactions in range, when `mcp_id` is None).
+    fn metrics<'a>(
+        &'a self,
+        mcp_id: Option<&'a str>,
+        range: TimeRange,
+    ) -> BoxFuture<'a, Result<Vec<McpMetrics>, StoreError>>;
 
     /// Performance cut by `by`: per MCP (one, or every MCP with interactions in range), per value
     /// of a dimension and per time bucket. Only cells holding interactions are answered.
@@ -127,15 +107,107 @@ pub trait InteractionStore: Send + Sync {
         by: Breakdown,
     ) -> BoxFuture<'a, Result<Vec<MetricsCell>, StoreError>>;
 
-    /// Performance of one MCP (or of every MCP that has interactions in range, when `mcp_id` is None).
-    fn metrics<'a>(
-        &'a self,
-        mcp_id: Option<&'a str>,
+    /// For each MCP, the `metadata.mcp_version`s its interactions in `range` reported, and how
+    /// many interactions reported each (interactions that said none are left out).
+    fn reported_versions(
+        &self,
         range: TimeRange,
-    ) -> BoxFuture<'a, Result<Vec<McpMetrics>, StoreError>>;
+    ) -> BoxFuture<'_, Result<Vec<VersionCount>, StoreError>>;
 }
 
-/// One insert in progress ([`InteractionStore::open_insert`]). Dropped without [`EventInsert::end`],
+/// The audit log of reads of interaction data.
+pub trait AuditLog: Send + Sync {
+    /// Records a read of interaction data; queries are refused when this fails.
+    fn record_access<'a>(&'a self, entry: &'a AuditEntry) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// The newest `limit` audit entries, newest first.
+    fn audit_log(&self, limit: usize) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>>;
+}
+
+/// Heartbeats, stored so that every ingest replica (and the controller, through any of them)
+/// sees them.
+pub trait Heartbeats: Send + Sync {
+    /// Records heartbeats as `(mcp_id, epoch ms)`; an MCP's older heartbeat never replaces a newer
+    /// one.
+    fn record_heartbeats<'a>(
+        &'a self,
+        beats: &'a [(String, i64)],
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// The latest heartbeat of every MCP that sent one, epoch ms.
+    fn heartbeats(&self) -> BoxFuture<'_, Result<HashMap<String, i64>, StoreError>>;
+}
+
+/// Upkeep: retention and whatever the store does in the background.
+pub trait Upkeep: Send + Sync {
+    /// Deletes what `expiry` says has expired. May complete asynchronously on the server
+    /// (ClickHouse mutations); the rows disappear from queries once it has.
+    fn expire<'a>(&'a self, expiry: &'a retention::Expiry)
+        -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Periodic upkeep (ClickHouse rolls completed hours into rollups); nothing by default.
+    fn maintain(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// A whole store: every capability. Implemented for anything that has them all; callers hold the
+/// capability they use ([`Stores`]), so a test double implements only what its caller needs.
+pub trait InteractionStore: EventSink + InteractionReads + AuditLog + Heartbeats + Upkeep {}
+
+impl<T: EventSink + InteractionReads + AuditLog + Heartbeats + Upkeep + ?Sized> InteractionStore
+    for T
+{
+}
+
+/// One store seen by capability, each a handle on the same store unless a caller (a test) puts
+/// another in its place.
+#[derive(Clone)]
+pub struct Stores {
+    pub events: Arc<dyn EventSink>,
+    pub reads: Arc<dyn InteractionReads>,
+    pub audit: Arc<dyn AuditLog>,
+    pub heartbeats: Arc<dyn Heartbeats>,
+    pub upkeep: Arc<dyn Upkeep>,
+}
+
+impl Stores {
+    /// Every capability from one store.
+    pub fn of<S: InteractionStore + 'static>(store: Arc<S>) -> Self {
+        Self {
+            events: store.clone(),
+            reads: store.clone(),
+            audit: store.clone(),
+            heartbeats: store.clone(),
+            upkeep: store,
+        }
+    }
+
+    /// Every capability from one store behind a trait object.
+    pub fn of_dyn(store: Arc<dyn InteractionStore>) -> Self {
+        Self {
+            events: store.clone(),
+            reads: store.clone(),
+            audit: store.clone(),
+            heartbeats: store.clone(),
+            upkeep: store,
+        }
+    }
+}
+
+impl<S: InteractionStore + 'static> From<Arc<S>> for Stores {
+    fn from(store: Arc<S>) -> Self {
+        Self::of(store)
+    }
+}
+
+impl From<Arc<dyn InteractionStore>> for Stores {
+    fn from(store: Arc<dyn InteractionStore>) -> Self {
+        Self::of_dyn(store)
+    }
+}
+
+/// One insert in progress ([`EventSink::open_insert`]). Dropped without [`EventInsert::end`],
 /// it is abandoned; events a store applied already stay applied, which is harmless, since applying
 /// an event again changes nothing.
 pub trait EventInsert: Send {
@@ -157,7 +229,7 @@ pub(crate) struct GatheredInsert<'s, S: ?Sized> {
     events: Vec<InteractionEvent>,
 }
 
-impl<'s, S: InteractionStore + ?Sized> GatheredInsert<'s, S> {
+impl<'s, S: EventSink + ?Sized> GatheredInsert<'s, S> {
     /// An insert into `store` that gathers its pieces and inserts them when it ends.
     pub(crate) fn open(store: &'s S) -> Box<dyn EventInsert + 's> {
         Box::new(Self {
@@ -167,7 +239,7 @@ impl<'s, S: InteractionStore + ?Sized> GatheredInsert<'s, S> {
     }
 }
 
-impl<S: InteractionStore + ?Sized> EventInsert for GatheredInsert<'_, S> {
+impl<S: EventSink + ?Sized> EventInsert for GatheredInsert<'_, S> {
     fn write<'a>(
         &'a mut self,
         events: &'a [InteractionEvent],

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use super::InteractionStore;
+use super::Upkeep;
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -71,7 +71,7 @@ pub fn plan(now_ms: i64, default_days: u32, per_mcp: &BTreeMap<String, u32>) -> 
 
 /// Runs the retention plan every `interval` until the task is dropped.
 pub async fn run(
-    store: Arc<dyn InteractionStore>,
+    store: Arc<dyn Upkeep>,
     days: Arc<RetentionDays>,
     default_days: u32,
     interval: Duration,

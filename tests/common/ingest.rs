@@ -7,11 +7,11 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mcp_coordinator::ingest::auth::{KeyRing, ReaderTokens};
 use mcp_coordinator::ingest::metrics::IngestMetrics;
-use mcp_coordinator::ingest::signing::SigningPolicy;
 use mcp_coordinator::ingest::{self, IngestConfig};
-use mcp_coordinator::store::InteractionStore;
+use mcp_coordinator::store::Stores;
+use mcp_coordinator::trust::keys::{KeyRing, ReaderTokens};
+use mcp_coordinator::trust::signing::SigningPolicy;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_mcp-coordinator");
 
@@ -165,7 +165,7 @@ pub struct InProcessIngest {
 impl InProcessIngest {
     pub async fn start(
         config: IngestConfig,
-        store: Arc<dyn InteractionStore>,
+        store: impl Into<Stores>,
         keys: Arc<KeyRing>,
         readers: Arc<ReaderTokens>,
     ) -> Self {

@@ -8,11 +8,12 @@ use futures::{Stream, StreamExt};
 use serde_json::Value;
 use warp::http::{HeaderMap, Method};
 
-use super::super::auth::{bearer, Role};
-use super::super::signing::{SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use super::super::state::IngestState;
 use super::now_ms;
 use super::reply::{ApiError, ErrorCode};
+use crate::trust::gate;
+use crate::trust::keys::Role;
+use crate::trust::signing::{SIGNATURE_HEADER, TIMESTAMP_HEADER};
 
 /// The body, refused with 413 past `limit` bytes without reading further, and with 408 when it
 /// does not arrive within `timeout`. `headers` say how long it will be (`Content-Length`).
@@ -122,16 +123,7 @@ pub fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
 
 /// The MCP whose API key this is.
 pub fn authenticate(state: &IngestState, key: Option<&str>) -> Result<String, ApiError> {
-    let key = key.ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::Unauthorized,
-            "missing API key: send Authorization: Bearer <key> (or the api_key field)",
-        )
-    })?;
-    state
-        .keys
-        .mcp_for(key)
-        .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "unknown API key"))
+    Ok(gate::authenticate(&state.keys, key)?)
 }
 
 /// A request as the signature covers it.
@@ -173,37 +165,17 @@ pub fn authorize_reader(
     auth: Option<&str>,
     mcp: Option<&str>,
 ) -> Result<Role, ApiError> {
-    let Some(token) = bearer(auth) else {
-        return Err(ApiError::new(
-            ErrorCode::Unauthorized,
-            "queries need a token: Authorization: Bearer <reader token, admin token or the MCP's own key>",
-        ));
-    };
-    if let Some(role) = state.readers.role(token) {
-        return Ok(role);
-    }
-    match state.keys.mcp_for(token) {
-        Some(own) if mcp == Some(own.as_str()) => Ok(Role::Mcp(own)),
-        Some(own) => Err(ApiError::new(
-            ErrorCode::Forbidden,
-            format!("the key of {own} may read only {own}'s own history and metrics"),
-        )),
-        None => Err(ApiError::new(ErrorCode::Unauthorized, "unknown token")),
-    }
+    Ok(gate::authorize_reader(
+        &state.keys,
+        &state.readers,
+        auth,
+        mcp,
+    )?)
 }
 
 /// Any known token: a reader, an admin or an MCP's key.
 pub fn any_token(state: &IngestState, auth: Option<&str>, purpose: &str) -> Result<(), ApiError> {
-    let token = bearer(auth).ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::Unauthorized,
-            format!("{purpose} need a token: Authorization: Bearer <reader token, admin token or an MCP key>"),
-        )
-    })?;
-    if state.readers.role(token).is_none() && state.keys.mcp_for(token).is_none() {
-        return Err(ApiError::new(ErrorCode::Unauthorized, "unknown token"));
-    }
-    Ok(())
+    Ok(gate::any_token(&state.keys, &state.readers, auth, purpose)?)
 }
 
 #[cfg(test)]

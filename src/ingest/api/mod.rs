@@ -18,9 +18,9 @@ use serde_json::{json, Value};
 use warp::http::{HeaderMap, Method, StatusCode};
 use warp::Filter;
 
-use super::auth::bearer;
 use super::state::IngestState;
 use crate::interaction::{check_id, EventKind};
+use crate::trust::keys::bearer;
 use guards::{authenticate, check_signature, content_type, read_body, require_json, Signed};
 use read::{parse_query, Reading};
 use reply::{json_reply, ApiError, ErrorCode, Response};

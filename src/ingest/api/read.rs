@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{json, Value};
 
-use super::super::auth::Role;
 use super::super::state::IngestState;
 use super::guards::authorize_reader;
 use super::now_ms;
@@ -17,6 +16,7 @@ use crate::store::metrics::{bucket_range, Tally};
 use crate::store::{
     AuditEntry, Breakdown, Dimension, HistoryQuery, McpMetrics, MetricsCell, TimeRange,
 };
+use crate::trust::keys::Role;
 
 /// A metrics answer: the range as given, per-MCP metrics, and the cells per group when asked.
 type MetricsAnswer = (
@@ -62,7 +62,7 @@ impl Reading<'_> {
             since_ms,
             until_ms,
         };
-        let items: Vec<Value> = (self.state.store.history(&query).await?)
+        let items: Vec<Value> = (self.state.store.reads.history(&query).await?)
             .into_iter()
             .map(|mut i| {
                 reveal(&self.state.sealer, &role, &mut i);
@@ -126,7 +126,12 @@ impl Reading<'_> {
             group_by,
             step_ms: Some(step_ms),
         };
-        let cells = self.state.store.breakdown(Some(mcp_id), range, by).await?;
+        let cells = self
+            .state
+            .store
+            .reads
+            .breakdown(Some(mcp_id), range, by)
+            .await?;
         let rows = cells.iter().map(|c| c.metrics.count).sum();
         self.audit(&role, Read::over(mcp_id, "series", range), rows)
             .await?;
@@ -172,7 +177,7 @@ impl Reading<'_> {
         let role = self.reader_of(mcp_id)?;
         let (text, range) = range(&self.params)?;
         let group_by = group_by(&self.params)?;
-        let metrics = self.state.store.metrics(mcp_id, range).await?;
+        let metrics = self.state.store.reads.metrics(mcp_id, range).await?;
         let groups = match group_by {
             Some(dimension) => {
                 let by = Breakdown {
@@ -181,7 +186,7 @@ impl Reading<'_> {
                 };
                 Some((
                     dimension,
-                    self.state.store.breakdown(mcp_id, range, by).await?,
+                    self.state.store.reads.breakdown(mcp_id, range, by).await?,
                 ))
             }
             None => None,
@@ -204,7 +209,12 @@ impl Reading<'_> {
                 "only admin tokens may read the audit log",
             ));
         }
-        let entries = self.state.store.audit_log(limit(&self.params)?).await?;
+        let entries = self
+            .state
+            .store
+            .audit
+            .audit_log(limit(&self.params)?)
+            .await?;
         self.audit(&role, Read::all("audit"), entries.len() as u64)
             .await?;
         Ok(json!({"count": entries.len(), "entries": entries}))
@@ -216,7 +226,7 @@ impl Reading<'_> {
     pub async fn versions(&self) -> Result<Value, ApiError> {
         let role = self.reader_of(None)?;
         let (text, range) = range(&self.params)?;
-        let counted = self.state.store.reported_versions(range).await?;
+        let counted = self.state.store.reads.reported_versions(range).await?;
         let mut mcps = serde_json::Map::new();
         for v in &counted {
             let entry = mcps
@@ -234,7 +244,7 @@ impl Reading<'_> {
     /// this replica has not stored yet.
     pub async fn heartbeats(&self) -> Result<Value, ApiError> {
         let role = self.reader_of(None)?;
-        let mut latest = self.state.store.heartbeats().await?;
+        let mut latest = self.state.store.heartbeats.heartbeats().await?;
         for (mcp_id, at_ms) in self.state.heartbeats() {
             let kept = latest.entry(mcp_id).or_insert(at_ms);
             *kept = (*kept).max(at_ms);
@@ -294,7 +304,7 @@ impl Reading<'_> {
             until_ms: read.until_ms,
             rows,
         };
-        let recorded = self.state.store.record_access(&entry).await;
+        let recorded = self.state.store.audit.record_access(&entry).await;
         recorded.map_err(ApiError::from)
     }
 }
@@ -421,13 +431,13 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::ingest::auth::{KeyRing, ReaderTokens};
     use crate::ingest::metrics::IngestMetrics;
-    use crate::ingest::spool::Spool;
     use crate::ingest::IngestConfig;
     use crate::interaction::{EventKind, Fields, InteractionEvent};
+    use crate::pipeline::Spool;
     use crate::store::sqlite::SqliteStore;
     use crate::test_dir::TestDir;
+    use crate::trust::keys::{KeyRing, ReaderTokens};
 
     const MCP: &str = "ocr_mcp_001";
 
@@ -457,7 +467,7 @@ mod tests {
             ..Default::default()
         };
         let event = InteractionEvent::new("i1".into(), MCP.into(), EventKind::Record, 1, fields);
-        crate::store::InteractionStore::insert(store.as_ref(), &[event])
+        crate::store::EventSink::insert(store.as_ref(), &[event])
             .await
             .unwrap();
         let keys = KeyRing::default();
@@ -469,7 +479,7 @@ mod tests {
         let state = IngestState::new(
             &config,
             spool,
-            store,
+            store.into(),
             Arc::new(keys),
             Arc::new(readers),
             metrics,

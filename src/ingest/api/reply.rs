@@ -5,8 +5,8 @@
 use serde_json::{json, Value};
 use warp::http::{HeaderValue, StatusCode};
 
-use super::super::spool::SpoolError;
 use crate::interaction::BadReport;
+use crate::pipeline::SpoolError;
 use crate::store::StoreError;
 
 pub type Response = warp::reply::Response;
@@ -136,6 +136,16 @@ pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
     pub field: Option<String>,
+}
+
+impl From<crate::trust::Denied> for ApiError {
+    fn from(denied: crate::trust::Denied) -> Self {
+        use crate::trust::Denied;
+        match denied {
+            Denied::Unauthorized(message) => ApiError::new(ErrorCode::Unauthorized, message),
+            Denied::Forbidden(message) => ApiError::new(ErrorCode::Forbidden, message),
+        }
+    }
 }
 
 impl ApiError {

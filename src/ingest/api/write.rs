@@ -6,7 +6,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use warp::http::StatusCode;
 
-use super::super::spool::SpoolError;
 use super::super::state::IngestState;
 use super::guards::{parse_json, utf8};
 use super::now_ms;
@@ -15,6 +14,7 @@ use crate::interaction::{
     format_ms, new_interaction_id, parse_record, parse_records, parse_report, BadReport, EventKind,
     Fields, InteractionEvent, ParsedReport, Record,
 };
+use crate::pipeline::SpoolError;
 use crate::privacy::seal::{Owner, Sealer, SEALED};
 use crate::routing::router::{Outcome, Router};
 

@@ -167,14 +167,7 @@ pub fn registration_name(seed_name: &str) -> Result<String, Refused> {
 
 /// A namespace as a message names it: an RFC 1123 label.
 pub fn check_namespace(namespace: &str, field: &str) -> Result<(), Refused> {
-    let valid = !namespace.is_empty()
-        && namespace.len() <= 63
-        && namespace
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !namespace.starts_with('-')
-        && !namespace.ends_with('-');
-    if valid {
+    if crate::crd::validate::is_namespace_name(namespace) {
         Ok(())
     } else {
         Err(Refused::new(

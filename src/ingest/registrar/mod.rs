@@ -1,12 +1,12 @@
 //! Self-registration (the seed's `register_mcp`): an MCP outside the cluster, or without kubectl
 //! rights, declares itself with a registrar token and gets its ID, API key and configuration back.
-//! The message is translated here (`message`), the token says where it may register (`tokens`),
+//! The message is translated here (`message`), the token says where it may register
+//! (`crate::trust::registrar_tokens`),
 //! and a port does the declaring: Kubernetes (`kubernetes`, with its own narrow identity) or
 //! standalone mode's manifest directory.
 
 pub mod kubernetes;
 pub mod message;
-pub mod tokens;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,8 +14,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tokio::sync::Semaphore;
 
+pub use crate::trust::registrar_tokens::{Grant, RegistrarTokens};
 pub use message::{Assigned, Declared, Refused};
-pub use tokens::{Grant, RegistrarTokens};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistrarError {

@@ -7,7 +7,8 @@ use futures::FutureExt;
 
 use super::super::metrics::{Breakdown, McpMetrics, MetricsCell, TimeRange};
 use super::super::{
-    AuditEntry, EventInsert, HistoryQuery, InteractionStore, StoreError, VersionCount,
+    AuditEntry, AuditLog, EventInsert, EventSink, Heartbeats, HistoryQuery, InteractionReads,
+    StoreError, Upkeep, VersionCount,
 };
 use super::{ClickHouseConfig, ClickHouseStore};
 use crate::interaction::{Interaction, InteractionEvent};
@@ -34,35 +35,7 @@ impl LazyClickHouseStore {
     }
 }
 
-impl InteractionStore for LazyClickHouseStore {
-    fn record_access<'a>(&'a self, e: &'a AuditEntry) -> BoxFuture<'a, Result<(), StoreError>> {
-        async move { self.get().await?.record_access(e).await }.boxed()
-    }
-
-    fn breakdown<'a>(
-        &'a self,
-        mcp_id: Option<&'a str>,
-        range: TimeRange,
-        by: Breakdown,
-    ) -> BoxFuture<'a, Result<Vec<MetricsCell>, StoreError>> {
-        async move { self.get().await?.breakdown(mcp_id, range, by).await }.boxed()
-    }
-
-    fn maintain(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        async move { self.get().await?.maintain().await }.boxed()
-    }
-
-    fn audit_log(&self, limit: usize) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>> {
-        async move { self.get().await?.audit_log(limit).await }.boxed()
-    }
-
-    fn expire<'a>(
-        &'a self,
-        e: &'a super::super::retention::Expiry,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        async move { self.get().await?.expire(e).await }.boxed()
-    }
-
+impl EventSink for LazyClickHouseStore {
     fn inserts_in_flight(&self) -> usize {
         super::INSERTS_IN_FLIGHT
     }
@@ -77,23 +50,23 @@ impl InteractionStore for LazyClickHouseStore {
     fn open_insert(&self) -> BoxFuture<'_, Result<Box<dyn EventInsert + '_>, StoreError>> {
         async move { self.get().await?.open_insert().await }.boxed()
     }
+}
+
+impl InteractionReads for LazyClickHouseStore {
+    fn breakdown<'a>(
+        &'a self,
+        mcp_id: Option<&'a str>,
+        range: TimeRange,
+        by: Breakdown,
+    ) -> BoxFuture<'a, Result<Vec<MetricsCell>, StoreError>> {
+        async move { self.get().await?.breakdown(mcp_id, range, by).await }.boxed()
+    }
 
     fn history<'a>(
         &'a self,
         q: &'a HistoryQuery,
     ) -> BoxFuture<'a, Result<Vec<Interaction>, StoreError>> {
         async move { self.get().await?.history(q).await }.boxed()
-    }
-
-    fn record_heartbeats<'a>(
-        &'a self,
-        beats: &'a [(String, i64)],
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        async move { self.get().await?.record_heartbeats(beats).await }.boxed()
-    }
-
-    fn heartbeats(&self) -> BoxFuture<'_, Result<HashMap<String, i64>, StoreError>> {
-        async move { self.get().await?.heartbeats().await }.boxed()
     }
 
     fn reported_versions(
@@ -109,5 +82,41 @@ impl InteractionStore for LazyClickHouseStore {
         range: TimeRange,
     ) -> BoxFuture<'a, Result<Vec<McpMetrics>, StoreError>> {
         async move { self.get().await?.metrics(mcp_id, range).await }.boxed()
+    }
+}
+
+impl AuditLog for LazyClickHouseStore {
+    fn record_access<'a>(&'a self, e: &'a AuditEntry) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move { self.get().await?.record_access(e).await }.boxed()
+    }
+
+    fn audit_log(&self, limit: usize) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>> {
+        async move { self.get().await?.audit_log(limit).await }.boxed()
+    }
+}
+
+impl Heartbeats for LazyClickHouseStore {
+    fn record_heartbeats<'a>(
+        &'a self,
+        beats: &'a [(String, i64)],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move { self.get().await?.record_heartbeats(beats).await }.boxed()
+    }
+
+    fn heartbeats(&self) -> BoxFuture<'_, Result<HashMap<String, i64>, StoreError>> {
+        async move { self.get().await?.heartbeats().await }.boxed()
+    }
+}
+
+impl Upkeep for LazyClickHouseStore {
+    fn maintain(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        async move { self.get().await?.maintain().await }.boxed()
+    }
+
+    fn expire<'a>(
+        &'a self,
+        e: &'a super::super::retention::Expiry,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move { self.get().await?.expire(e).await }.boxed()
     }
 }

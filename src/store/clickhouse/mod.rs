@@ -22,7 +22,10 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 
 use super::metrics::{self, Breakdown, McpMetrics, MetricsCell, TimeRange};
-use super::{AuditEntry, EventInsert, HistoryQuery, InteractionStore, StoreError, VersionCount};
+use super::{
+    AuditEntry, AuditLog, EventInsert, EventSink, Heartbeats, HistoryQuery, InteractionReads,
+    StoreError, Upkeep, VersionCount,
+};
 use crate::interaction::{Interaction, InteractionEvent};
 pub use lazy::LazyClickHouseStore;
 pub use migrate::KEPT_TABLE;
@@ -393,49 +396,7 @@ impl EventInsert for StreamedInsert<'_> {
     }
 }
 
-impl InteractionStore for ClickHouseStore {
-    fn record_access<'a>(&'a self, e: &'a AuditEntry) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.write_rows(AUDIT_TABLE, [AuditRow::of(e)]).boxed()
-    }
-
-    fn expire<'a>(
-        &'a self,
-        e: &'a super::retention::Expiry,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        async move {
-            for table in [TABLE, rollup::ROLLUP_TABLE, rollup::DIRTY_TABLE] {
-                self.expire_days(table, e).await?;
-            }
-            Ok(())
-        }
-        .boxed()
-    }
-
-    fn maintain(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.roll_up().boxed()
-    }
-
-    fn breakdown<'a>(
-        &'a self,
-        mcp_id: Option<&'a str>,
-        range: TimeRange,
-        by: Breakdown,
-    ) -> BoxFuture<'a, Result<Vec<MetricsCell>, StoreError>> {
-        self.breakdown_from_rollups(mcp_id, range, by).boxed()
-    }
-
-    fn audit_log(&self, limit: usize) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>> {
-        async move {
-            let sql = format!(
-                "SELECT at_ms, at_date, who, role, mcp_id, query, since_ms, until_ms, rows FROM {}.{AUDIT_TABLE} ORDER BY at_ms DESC LIMIT {limit}",
-                self.database
-            );
-            let rows: Vec<AuditRow> = self.client.query(&sql).fetch_all().await.map_err(classify)?;
-            Ok(rows.into_iter().map(AuditEntry::from).collect())
-        }
-        .boxed()
-    }
-
+impl EventSink for ClickHouseStore {
     fn inserts_in_flight(&self) -> usize {
         INSERTS_IN_FLIGHT
     }
@@ -459,22 +420,16 @@ impl InteractionStore for ClickHouseStore {
         }
         .boxed()
     }
+}
 
-    fn record_heartbeats<'a>(
+impl InteractionReads for ClickHouseStore {
+    fn breakdown<'a>(
         &'a self,
-        beats: &'a [(String, i64)],
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        async move {
-            let rows: Vec<HeartbeatRow> = beats
-                .iter()
-                .map(|(mcp_id, at_ms)| HeartbeatRow {
-                    mcp_id: mcp_id.clone(),
-                    at_ms: *at_ms,
-                })
-                .collect();
-            self.write_rows(HEARTBEAT_TABLE, rows).await
-        }
-        .boxed()
+        mcp_id: Option<&'a str>,
+        range: TimeRange,
+        by: Breakdown,
+    ) -> BoxFuture<'a, Result<Vec<MetricsCell>, StoreError>> {
+        self.breakdown_from_rollups(mcp_id, range, by).boxed()
     }
 
     fn reported_versions(
@@ -507,24 +462,6 @@ impl InteractionStore for ClickHouseStore {
                     interactions: r.interactions,
                 })
                 .collect())
-        }
-        .boxed()
-    }
-
-    fn heartbeats(&self) -> BoxFuture<'_, Result<HashMap<String, i64>, StoreError>> {
-        async move {
-            // max() rather than FINAL: merges may not have run, and 18.16 has no FINAL on
-            // Distributed tables.
-            let sql = format!(
-                "SELECT mcp_id, max(at_ms) AS at_ms FROM {HEARTBEAT_TABLE} GROUP BY mcp_id"
-            );
-            let rows: Vec<HeartbeatRow> = self
-                .client
-                .query(&sql)
-                .fetch_all()
-                .await
-                .map_err(classify)?;
-            Ok(rows.into_iter().map(|r| (r.mcp_id, r.at_ms)).collect())
         }
         .boxed()
     }
@@ -602,6 +539,80 @@ impl InteractionStore for ClickHouseStore {
             Ok(out)
         }
         .boxed()
+    }
+}
+
+impl AuditLog for ClickHouseStore {
+    fn record_access<'a>(&'a self, e: &'a AuditEntry) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.write_rows(AUDIT_TABLE, [AuditRow::of(e)]).boxed()
+    }
+
+    fn audit_log(&self, limit: usize) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>> {
+        async move {
+            let sql = format!(
+                "SELECT at_ms, at_date, who, role, mcp_id, query, since_ms, until_ms, rows FROM {}.{AUDIT_TABLE} ORDER BY at_ms DESC LIMIT {limit}",
+                self.database
+            );
+            let rows: Vec<AuditRow> = self.client.query(&sql).fetch_all().await.map_err(classify)?;
+            Ok(rows.into_iter().map(AuditEntry::from).collect())
+        }
+        .boxed()
+    }
+}
+
+impl Heartbeats for ClickHouseStore {
+    fn record_heartbeats<'a>(
+        &'a self,
+        beats: &'a [(String, i64)],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move {
+            let rows: Vec<HeartbeatRow> = beats
+                .iter()
+                .map(|(mcp_id, at_ms)| HeartbeatRow {
+                    mcp_id: mcp_id.clone(),
+                    at_ms: *at_ms,
+                })
+                .collect();
+            self.write_rows(HEARTBEAT_TABLE, rows).await
+        }
+        .boxed()
+    }
+
+    fn heartbeats(&self) -> BoxFuture<'_, Result<HashMap<String, i64>, StoreError>> {
+        async move {
+            // max() rather than FINAL: merges may not have run, and 18.16 has no FINAL on
+            // Distributed tables.
+            let sql = format!(
+                "SELECT mcp_id, max(at_ms) AS at_ms FROM {HEARTBEAT_TABLE} GROUP BY mcp_id"
+            );
+            let rows: Vec<HeartbeatRow> = self
+                .client
+                .query(&sql)
+                .fetch_all()
+                .await
+                .map_err(classify)?;
+            Ok(rows.into_iter().map(|r| (r.mcp_id, r.at_ms)).collect())
+        }
+        .boxed()
+    }
+}
+
+impl Upkeep for ClickHouseStore {
+    fn expire<'a>(
+        &'a self,
+        e: &'a super::retention::Expiry,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move {
+            for table in [TABLE, rollup::ROLLUP_TABLE, rollup::DIRTY_TABLE] {
+                self.expire_days(table, e).await?;
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn maintain(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.roll_up().boxed()
     }
 }
 

@@ -14,8 +14,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::super::auth::{AuthFileError, KeyRing, MIN_SECRET_BYTES};
-use super::message::check_namespace;
+use super::keys::{AuthFileError, KeyRing, MIN_SECRET_BYTES};
+use crate::crd::validate::is_namespace_name;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -90,8 +90,11 @@ impl RegistrarTokens {
                 )));
             }
             for ns in &entry.namespaces {
-                check_namespace(ns, "namespaces")
-                    .map_err(|r| invalid(format!("{name}: {}", r.problem)))?;
+                if !is_namespace_name(ns) {
+                    return Err(invalid(format!(
+                        "{name}: namespaces: {ns:?} is not a namespace name (lowercase letters, digits, '-', at most 63)"
+                    )));
+                }
             }
             tokens.add(&name, &entry.token, entry.namespaces);
         }

@@ -11,8 +11,8 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, ResourceExt};
 
-use super::auth::{KeyRing, ReaderTokens, MIN_SECRET_BYTES};
 use super::credentials::{Accepted, Credentials, Seen};
+use super::keys::{KeyRing, ReaderTokens, MIN_SECRET_BYTES};
 use crate::crd::{MCPRegistration, CREDENTIALS_LABEL, READER_TOKEN_LABEL};
 use crate::privacy::SensitiveMcps;
 use crate::store::retention::RetentionDays;
