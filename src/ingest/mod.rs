@@ -1,6 +1,7 @@
 //! The interaction log's ingest server (`mcp-coordinator ingest`): the HTTP API in front of the
 //! durable pipeline (`crate::pipeline`), with key trust from `crate::trust`.
 
+pub mod accept;
 pub mod api;
 pub mod args;
 pub mod assemble;

@@ -9,11 +9,10 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
+use super::accept::Protection;
 use super::metrics::IngestMetrics;
 use crate::pipeline::Spool;
-use crate::privacy::seal::Sealer;
 use crate::privacy::sensitive::SensitiveInteractions;
-use crate::privacy::{Pseudonymizer, SensitiveMcps};
 use crate::routing::router::Router;
 use crate::store::Stores;
 use crate::trust::keys::{KeyRing, ReaderTokens};
@@ -54,11 +53,8 @@ impl Default for Limits {
 pub type RegistrationsView = RwLock<Value>;
 
 pub struct IngestState {
-    pub privacy: Pseudonymizer,
-    pub sealer: Arc<Sealer>,
-    pub sensitive_mcps: Arc<SensitiveMcps>,
-    /// Interactions a report marked sensitive; their later reports are sealed too.
-    pub sensitive_interactions: SensitiveInteractions,
+    /// The privacy rules every report passes before it is spooled.
+    pub protection: Protection,
     pub signing: Verifier,
     pub spool: Spool,
     pub store: Stores,
@@ -90,10 +86,12 @@ impl IngestState {
         metrics: Arc<IngestMetrics>,
     ) -> Self {
         Self {
-            privacy: config.privacy.clone(),
-            sealer: config.sealer.clone(),
-            sensitive_mcps: config.sensitive_mcps.clone(),
-            sensitive_interactions: SensitiveInteractions::default(),
+            protection: Protection {
+                pseudonymizer: config.privacy.clone(),
+                sealer: config.sealer.clone(),
+                sensitive_mcps: config.sensitive_mcps.clone(),
+                sensitive_interactions: SensitiveInteractions::default(),
+            },
             signing: Verifier::new(config.signing),
             spool,
             store,

@@ -65,7 +65,7 @@ impl Reading<'_> {
         let items: Vec<Value> = (self.state.store.reads.history(&query).await?)
             .into_iter()
             .map(|mut i| {
-                reveal(&self.state.sealer, &role, &mut i);
+                reveal(&self.state.protection.sealer, &role, &mut i);
                 i.to_json()
             })
             .collect();

@@ -200,6 +200,18 @@ impl From<SpoolError> for ApiError {
     }
 }
 
+impl From<crate::ingest::accept::Refusal> for ApiError {
+    fn from(refusal: crate::ingest::accept::Refusal) -> Self {
+        use crate::ingest::accept::Refusal;
+        match refusal {
+            Refusal::Bad(bad) => ApiError::bad(bad),
+            Refusal::Forbidden(message) => ApiError::new(ErrorCode::Forbidden, message),
+            Refusal::Sealing(message) => ApiError::new(ErrorCode::EncryptionUnavailable, message),
+            Refusal::Spool(e) => e.into(),
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {

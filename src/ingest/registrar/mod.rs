@@ -7,6 +7,7 @@
 
 pub mod kubernetes;
 pub mod message;
+pub mod quantities;
 
 use std::sync::Arc;
 use std::time::Duration;

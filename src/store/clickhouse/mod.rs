@@ -8,29 +8,23 @@
 //! crate, rows travel as plain RowBinary) and on current releases, where the schema uses
 //! LowCardinality for the low-cardinality columns.
 
+mod events;
 mod expire;
 mod lazy;
+mod logs;
 mod migrate;
+mod read;
 mod rollup;
 mod rows;
 mod sql;
 mod topology;
 
-use std::collections::HashMap;
-
-use futures::future::BoxFuture;
-use futures::FutureExt;
-
-use super::metrics::{self, Breakdown, McpMetrics, MetricsCell, TimeRange};
-use super::{
-    AuditEntry, AuditLog, EventInsert, EventSink, Heartbeats, HistoryQuery, InteractionReads,
-    StoreError, Upkeep, VersionCount,
-};
-use crate::interaction::{Interaction, InteractionEvent};
+use super::StoreError;
+use crate::interaction::Interaction;
 pub use lazy::LazyClickHouseStore;
 pub use migrate::KEPT_TABLE;
 pub use rollup::{create_rollup_table_sql, roll_sql, ROLLUP_WINDOWS_OVER_MS};
-use rows::{AuditRow, EventRow, HeartbeatRow, MergedRow, MetricsRow, VersionRow};
+use rows::MergedRow;
 pub use sql::{
     create_audit_table_sql, create_table_sql, merged_sql, merged_with_timeline_sql, metrics_sql,
     DEFAULT_MAX_INTERACTION_MS, TIME,
@@ -297,14 +291,6 @@ fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// The spans of receive time history looks back over, newest first, before reading everything.
-const HISTORY_SPANS_MS: [i64; 4] = [
-    3_600_000,
-    24 * 3_600_000,
-    7 * 24 * 3_600_000,
-    30 * 24 * 3_600_000,
-];
-
 impl ClickHouseStore {
     /// The events that can belong to interactions filed in `[since, until)`: a condition on the
     /// receive time, and on the day column that partitions the table, so the server reads only
@@ -327,292 +313,6 @@ impl ClickHouseStore {
             clauses.push("1");
         }
         (clauses.join(" AND "), binds)
-    }
-}
-
-/// One `INSERT` kept open while events are written into it: the client compresses and sends the
-/// rows as they come, and the server writes them as one part when it ends.
-struct StreamedInsert<'s> {
-    store: &'s ClickHouseStore,
-    insert: clickhouse::insert::Insert<EventRow<'static>>,
-    /// The receive times of the rows written, oldest and newest (for rollups they arrive late to).
-    received: Option<(i64, i64)>,
-}
-
-impl ClickHouseStore {
-    async fn open_streamed_insert(&self) -> Result<StreamedInsert<'_>, StoreError> {
-        let insert = self
-            .client
-            .insert::<EventRow<'static>>(TABLE)
-            .await
-            .map_err(classify)?;
-        Ok(StreamedInsert {
-            store: self,
-            insert,
-            received: None,
-        })
-    }
-}
-
-impl EventInsert for StreamedInsert<'_> {
-    fn write<'a>(
-        &'a mut self,
-        events: &'a [InteractionEvent],
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        async move {
-            for event in events {
-                self.insert
-                    .write(&EventRow::of(event))
-                    .await
-                    .map_err(classify)?;
-                let at = event.received_ms;
-                self.received = Some(match self.received {
-                    None => (at, at),
-                    Some((oldest, newest)) => (oldest.min(at), newest.max(at)),
-                });
-            }
-            Ok(())
-        }
-        .boxed()
-    }
-
-    fn end<'a>(self: Box<Self>) -> BoxFuture<'a, Result<(), StoreError>>
-    where
-        Self: 'a,
-    {
-        async move {
-            let Self {
-                store,
-                insert,
-                received,
-            } = *self;
-            insert.end().await.map_err(classify)?;
-            if let Some((oldest, newest)) = received {
-                store.mark_late_insert(oldest, newest).await?;
-            }
-            Ok(())
-        }
-        .boxed()
-    }
-}
-
-impl EventSink for ClickHouseStore {
-    fn inserts_in_flight(&self) -> usize {
-        INSERTS_IN_FLIGHT
-    }
-
-    fn insert<'a>(
-        &'a self,
-        events: &'a [InteractionEvent],
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        async move {
-            let mut insert = self.open_streamed_insert().await?;
-            insert.write(events).await?;
-            Box::new(insert).end().await
-        }
-        .boxed()
-    }
-
-    fn open_insert(&self) -> BoxFuture<'_, Result<Box<dyn EventInsert + '_>, StoreError>> {
-        async move {
-            let insert: Box<dyn EventInsert + '_> = Box::new(self.open_streamed_insert().await?);
-            Ok(insert)
-        }
-        .boxed()
-    }
-}
-
-impl InteractionReads for ClickHouseStore {
-    fn breakdown<'a>(
-        &'a self,
-        mcp_id: Option<&'a str>,
-        range: TimeRange,
-        by: Breakdown,
-    ) -> BoxFuture<'a, Result<Vec<MetricsCell>, StoreError>> {
-        self.breakdown_from_rollups(mcp_id, range, by).boxed()
-    }
-
-    fn reported_versions(
-        &self,
-        range: TimeRange,
-    ) -> BoxFuture<'_, Result<Vec<VersionCount>, StoreError>> {
-        async move {
-            // The events received in the window: a version is what an MCP says while it works.
-            let sql = format!(
-                "SELECT mcp_id, assumeNotNull(mcp_version) AS version, uniqExact(interaction_id) AS interactions \
-                 FROM {TABLE} WHERE received_ms >= ? AND received_ms < ? AND event_date >= ? AND event_date <= ? \
-                 AND isNotNull(mcp_version) GROUP BY mcp_id, version ORDER BY mcp_id, version"
-            );
-            let binds = vec![
-                Bind::Int(range.since_ms),
-                Bind::Int(range.until_ms),
-                Bind::Text(sql::day_of_ms(range.since_ms)),
-                Bind::Text(sql::day_of_ms(range.until_ms)),
-            ];
-            let rows: Vec<VersionRow> = self
-                .query(&sql, binds)
-                .fetch_all()
-                .await
-                .map_err(classify)?;
-            Ok(rows
-                .into_iter()
-                .map(|r| VersionCount {
-                    mcp_id: r.mcp_id,
-                    version: r.version,
-                    interactions: r.interactions,
-                })
-                .collect())
-        }
-        .boxed()
-    }
-
-    fn history<'a>(
-        &'a self,
-        q: &'a HistoryQuery,
-    ) -> BoxFuture<'a, Result<Vec<Interaction>, StoreError>> {
-        async move {
-            // Newest first: look back over growing spans of receive time and stop as soon as one
-            // holds `limit` interactions, so a page of recent history does not read all of it.
-            let anchor = q.until_ms.unwrap_or_else(now_ms);
-            let spans = HISTORY_SPANS_MS
-                .iter()
-                .map(|span| Some(anchor.saturating_sub(*span)))
-                .filter(|from| q.since_ms.is_none_or(|since| from.is_some_and(|f| f > since)))
-                .chain([None]);
-            for from in spans {
-                let since = from.or(q.since_ms);
-                let (received, received_binds) = self.received_filter(since, q.until_ms);
-                let outer = format!(
-                    "WHERE {TIME} >= ? AND {TIME} < ? ORDER BY {TIME} DESC, interaction_id DESC LIMIT {}",
-                    q.limit
-                );
-                let mut binds = vec![Bind::Text(q.mcp_id.clone())];
-                binds.extend(received_binds);
-                binds.push(Bind::Int(since.unwrap_or(i64::MIN)));
-                binds.push(Bind::Int(q.until_ms.unwrap_or(i64::MAX)));
-                let rows = self
-                    .merged(&format!("mcp_id = ? AND {received}"), &outer, binds)
-                    .await?;
-                // A narrowed span answers when it is full; otherwise a wider one may hold more.
-                if from.is_none() || rows.len() >= q.limit {
-                    return Ok(rows);
-                }
-            }
-            Ok(Vec::new())
-        }
-        .boxed()
-    }
-
-    fn metrics<'a>(
-        &'a self,
-        mcp_id: Option<&'a str>,
-        range: TimeRange,
-    ) -> BoxFuture<'a, Result<Vec<McpMetrics>, StoreError>> {
-        async move {
-            if self.read_rollups
-                && range.until_ms.saturating_sub(range.since_ms) > ROLLUP_WINDOWS_OVER_MS
-            {
-                return self.metrics_from_rollups(mcp_id, range).await;
-            }
-            let (mcp, mut binds) = match mcp_id {
-                Some(id) => ("mcp_id = ?", vec![Bind::Text(id.to_string())]),
-                None => ("1", vec![]),
-            };
-            let (received, received_binds) =
-                self.received_filter(Some(range.since_ms), Some(range.until_ms));
-            binds.extend(received_binds);
-            let filter = format!("{mcp} AND {received}");
-            binds.push(Bind::Int(range.since_ms));
-            binds.push(Bind::Int(range.until_ms));
-            let rows: Vec<MetricsRow> = self
-                .query(&metrics_sql(&self.database, &filter), binds)
-                .fetch_all()
-                .await
-                .map_err(classify)?;
-            let mut out: Vec<McpMetrics> =
-                rows.into_iter().map(|r| r.into_metrics(range)).collect();
-            if let Some(id) = mcp_id {
-                if out.is_empty() {
-                    out.push(metrics::compute(id, &[], range));
-                }
-            }
-            Ok(out)
-        }
-        .boxed()
-    }
-}
-
-impl AuditLog for ClickHouseStore {
-    fn record_access<'a>(&'a self, e: &'a AuditEntry) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.write_rows(AUDIT_TABLE, [AuditRow::of(e)]).boxed()
-    }
-
-    fn audit_log(&self, limit: usize) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>> {
-        async move {
-            let sql = format!(
-                "SELECT at_ms, at_date, who, role, mcp_id, query, since_ms, until_ms, rows FROM {}.{AUDIT_TABLE} ORDER BY at_ms DESC LIMIT {limit}",
-                self.database
-            );
-            let rows: Vec<AuditRow> = self.client.query(&sql).fetch_all().await.map_err(classify)?;
-            Ok(rows.into_iter().map(AuditEntry::from).collect())
-        }
-        .boxed()
-    }
-}
-
-impl Heartbeats for ClickHouseStore {
-    fn record_heartbeats<'a>(
-        &'a self,
-        beats: &'a [(String, i64)],
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        async move {
-            let rows: Vec<HeartbeatRow> = beats
-                .iter()
-                .map(|(mcp_id, at_ms)| HeartbeatRow {
-                    mcp_id: mcp_id.clone(),
-                    at_ms: *at_ms,
-                })
-                .collect();
-            self.write_rows(HEARTBEAT_TABLE, rows).await
-        }
-        .boxed()
-    }
-
-    fn heartbeats(&self) -> BoxFuture<'_, Result<HashMap<String, i64>, StoreError>> {
-        async move {
-            // max() rather than FINAL: merges may not have run, and 18.16 has no FINAL on
-            // Distributed tables.
-            let sql = format!(
-                "SELECT mcp_id, max(at_ms) AS at_ms FROM {HEARTBEAT_TABLE} GROUP BY mcp_id"
-            );
-            let rows: Vec<HeartbeatRow> = self
-                .client
-                .query(&sql)
-                .fetch_all()
-                .await
-                .map_err(classify)?;
-            Ok(rows.into_iter().map(|r| (r.mcp_id, r.at_ms)).collect())
-        }
-        .boxed()
-    }
-}
-
-impl Upkeep for ClickHouseStore {
-    fn expire<'a>(
-        &'a self,
-        e: &'a super::retention::Expiry,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        async move {
-            for table in [TABLE, rollup::ROLLUP_TABLE, rollup::DIRTY_TABLE] {
-                self.expire_days(table, e).await?;
-            }
-            Ok(())
-        }
-        .boxed()
-    }
-
-    fn maintain(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.roll_up().boxed()
     }
 }
 
