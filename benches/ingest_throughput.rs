@@ -8,8 +8,7 @@
 //! changes the count, `MCP_BENCH_ROUNDS` the rounds; `MCP_BENCH_ONLY=reading` stops after the
 //! one-thread reading table (what a profile of the reader runs). Run with `make bench`.
 
-#[path = "../tests/clickhouse_support/mod.rs"]
-mod clickhouse_support;
+use test_support::clickhouse as clickhouse_support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -9,8 +9,7 @@
 //! store is also read over all history (what every read did before windowed reads); at the last,
 //! each read's peak memory on the server comes from `system.query_log`. Run with `make bench`.
 
-#[path = "../tests/clickhouse_support/mod.rs"]
-mod clickhouse_support;
+use test_support::clickhouse as clickhouse_support;
 
 use std::time::{Duration, Instant};
 

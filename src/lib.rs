@@ -18,6 +18,8 @@ pub mod standalone;
 pub mod store;
 pub mod telemetry;
 #[cfg(test)]
+#[allow(dead_code)] // the tests use only part of it
+#[path = "../crates/test-support/src/dir.rs"]
 mod test_dir;
 pub mod trust;
 

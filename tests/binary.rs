@@ -1,11 +1,11 @@
 //! The shipped binary: `crdgen` output, and `controller` run as a process against a kubeconfig.
 
-mod common;
+use test_support as common;
 
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::ingest::BIN;
+use common::ingest::bin;
 use common::*;
 use kube::api::PostParams;
 use kube::Api;
@@ -13,7 +13,7 @@ use mcp_coordinator::crd::{MCPRegistration, Phase};
 
 #[test]
 fn crdgen_prints_the_checked_in_crd() {
-    let out = std::process::Command::new(BIN)
+    let out = std::process::Command::new(bin())
         .arg("crdgen")
         .output()
         .unwrap();
@@ -28,7 +28,7 @@ fn crdgen_prints_the_checked_in_crd() {
 
 #[test]
 fn controller_without_a_cluster_fails_with_a_clear_message() {
-    let out = std::process::Command::new(BIN)
+    let out = std::process::Command::new(bin())
         .args(["controller", "--metrics-addr", "127.0.0.1:0"])
         .env("KUBECONFIG", "/nonexistent/kubeconfig")
         .env_remove("KUBERNETES_SERVICE_HOST")
@@ -44,8 +44,7 @@ fn controller_without_a_cluster_fails_with_a_clear_message() {
 async fn controller_process_reconciles_and_serves_metrics() {
     let server = api_server().await;
     let mcp = FakeMcp::start().await;
-    let dir = std::env::temp_dir().join(format!("mcp-coordinator-bin-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::TestDir::new("bin");
     let kubeconfig = dir.join("kubeconfig");
     std::fs::write(&kubeconfig, server.kubeconfig()).unwrap();
     let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -53,7 +52,7 @@ async fn controller_process_reconciles_and_serves_metrics() {
         .local_addr()
         .unwrap()
         .port();
-    let mut child = tokio::process::Command::new(BIN)
+    let mut child = tokio::process::Command::new(bin())
         .args(["controller", "--log-format", "json"])
         .env("KUBECONFIG", &kubeconfig)
         .env(
@@ -110,7 +109,7 @@ async fn controller_process_reconciles_and_serves_metrics() {
         for url in urls {
             args.extend(["--url".to_string(), url]);
         }
-        std::process::Command::new(BIN)
+        std::process::Command::new(bin())
             .args(args)
             .output()
             .expect("ready runs")

@@ -852,7 +852,7 @@ fn gitops_renders_are_identical_when_the_keys_come_from_existing_secrets() {
         "{secrets:?}"
     );
     // Without them, `helm template` generates new keys each time: what `lookup` prevents only
-    // for `helm install` and `helm upgrade`, and why the README sends GitOps users here.
+    // for `helm install` and `helm upgrade`, and why docs/install.md sends GitOps users here.
     assert_ne!(template(&[]), template(&[]));
 }
 
@@ -1511,8 +1511,7 @@ fn self_registration_gets_its_own_identity_with_create_rights_only_in_its_namesp
         )
         .expect("UTF-8")
     };
-    let dir = std::env::temp_dir().join(format!("chart-registrars-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = test_support::TestDir::new("chart-registrars");
     let file = dir.join("registrars.yaml");
     std::fs::write(&file, decode("registrars.yaml")).unwrap();
     let parsed = mcp_coordinator::ingest::registrar::RegistrarTokens::from_file(&file)

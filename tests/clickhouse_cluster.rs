@@ -2,7 +2,7 @@
 //! shard each. Every acknowledged event is counted once, both shards hold data, and every answer
 //! (metrics, rollups, breakdowns, history, retention) equals the single-server answer.
 
-mod clickhouse_support;
+use test_support::clickhouse as clickhouse_support;
 
 use mcp_coordinator::interaction::{EventKind, Fields, InteractionEvent};
 use mcp_coordinator::store::clickhouse::ClickHouseStore;

@@ -2,7 +2,7 @@
 //! moved to the day-partitioned layout when the store connects, on a real ClickHouse 18.16, with
 //! every row kept.
 
-mod clickhouse_support;
+use test_support::clickhouse as clickhouse_support;
 
 use mcp_coordinator::store::clickhouse::{ClickHouseStore, KEPT_TABLE};
 use mcp_coordinator::store::{EventSink, HistoryQuery, InteractionReads, TimeRange, Upkeep};

@@ -1,7 +1,7 @@
 //! Kill ClickHouse during a steady load and restart it: every acknowledged report arrives, once.
 
-mod clickhouse_support;
-mod common;
+use test_support as common;
+use test_support::clickhouse as clickhouse_support;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};

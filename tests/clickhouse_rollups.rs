@@ -2,7 +2,7 @@
 //! do (counts, rates and means exact, percentiles within 1 %), and hours rolled again after late
 //! events count nothing twice.
 
-mod clickhouse_support;
+use test_support::clickhouse as clickhouse_support;
 
 use mcp_coordinator::interaction::{EventKind, Fields, InteractionEvent};
 use mcp_coordinator::store::clickhouse::ClickHouseStore;

@@ -1,7 +1,7 @@
 //! The controller end to end: the real `Controller` loop over HTTP against the fake API server,
 //! with real HTTP MCPs on loopback.
 
-mod common;
+use test_support as common;
 
 use std::collections::HashSet;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! collection, the status subresource, CRD validation). The controller's tests are only as honest
 //! as this fake, so its behaviour is pinned here.
 
-mod common;
+use test_support as common;
 
 use std::time::Duration;
 

@@ -1,14 +1,14 @@
 //! The ingest server over HTTP: the seed's protocol, REST, batches, authentication, bad input,
 //! and durability through store outages and restarts.
 
-mod common;
+use test_support as common;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::ingest::{key_ring, test_config, InProcessIngest, ScratchDir};
+use common::ingest::{key_ring, test_config, InProcessIngest, TestDir};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use mcp_coordinator::ingest::state::Limits;
@@ -79,7 +79,7 @@ struct Ingest {
     server: InProcessIngest,
     store: Arc<Switchable>,
     /// Removed with the server, when the test started it in a scratch directory of its own.
-    _dir: Option<ScratchDir>,
+    _dir: Option<TestDir>,
 }
 
 impl Ingest {
@@ -130,7 +130,7 @@ fn store_in(dir: &std::path::Path, up: bool, poison_id: Option<&str>) -> Arc<Swi
 }
 
 async fn start(name: &str) -> Ingest {
-    let dir = ScratchDir::new(&format!("ingest-{name}"));
+    let dir = TestDir::new(&format!("ingest-{name}"));
     let store = store_in(dir.path(), true, None);
     let mut ingest = start_with(dir.path().to_path_buf(), store, Limits::default()).await;
     ingest._dir = Some(dir);
@@ -543,7 +543,7 @@ async fn batches_answer_per_record_in_json_and_ndjson() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_reports_survive_a_store_outage_and_a_restart() {
-    let scratch = ScratchDir::new("ingest-outage");
+    let scratch = TestDir::new("ingest-outage");
     let dir = scratch.path().to_path_buf();
     let store = store_in(&dir, false, None);
     let ingest = start_with(dir.clone(), store, Limits::default()).await;
@@ -593,7 +593,7 @@ fn latest_segment(dir: &std::path::Path) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_is_set_aside_without_blocking_the_rest() {
-    let scratch = ScratchDir::new("ingest-poison");
+    let scratch = TestDir::new("ingest-poison");
     let dir = scratch.path().to_path_buf();
     let store = store_in(&dir, true, Some("bad"));
     let ingest = start_with(dir.clone(), store, Limits::default()).await;
@@ -626,7 +626,7 @@ async fn poison_is_set_aside_without_blocking_the_rest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_too_large_to_store_is_refused_before_the_spool_and_the_rest_arrive() {
-    let scratch = ScratchDir::new("ingest-oversize");
+    let scratch = TestDir::new("ingest-oversize");
     let dir = scratch.path().to_path_buf();
     let store = store_in(&dir, true, None);
     let limits = Limits {

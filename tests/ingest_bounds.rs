@@ -2,12 +2,12 @@
 //! its key is wrong, bodies and headers have deadlines, requests at once are bounded, and a
 //! stalled client cannot keep the server from shutting down.
 
-mod common;
+use test_support as common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::ingest::{key_ring, test_config, InProcessIngest, ScratchDir};
+use common::ingest::{key_ring, test_config, InProcessIngest, TestDir};
 use mcp_coordinator::ingest::state::Limits;
 use mcp_coordinator::ingest::IngestConfig;
 use mcp_coordinator::store::sqlite::SqliteStore;
@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 
 const KEY: &str = "mcpk_bounds_test_key_0123456789";
 
-async fn start(dir: &ScratchDir, limits: Limits) -> InProcessIngest {
+async fn start(dir: &TestDir, limits: Limits) -> InProcessIngest {
     InProcessIngest::start(
         IngestConfig {
             limits,
@@ -66,7 +66,7 @@ async fn answer(tcp: &mut TcpStream, within: Duration) -> Option<u16> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_with_a_wrong_key_is_refused_before_its_body_arrives() {
-    let dir = ScratchDir::new("bounds-auth");
+    let dir = TestDir::new("bounds-auth");
     let ingest = start(&dir, Limits::default()).await;
     // 16 MB announced, a few bytes sent: the answer must not wait for the rest.
     let mut tcp = partial_report(&ingest, "mcpk_not_a_key_0123456789", 16_000_000, "{\"a\":").await;
@@ -81,7 +81,7 @@ async fn a_write_with_a_wrong_key_is_refused_before_its_body_arrives() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_stops_arriving_is_answered_408() {
-    let dir = ScratchDir::new("bounds-body");
+    let dir = TestDir::new("bounds-body");
     let ingest = start(&dir, tight()).await;
     let mut tcp = partial_report(&ingest, KEY, 100, "{\"interaction_id\":").await;
     assert_eq!(answer(&mut tcp, Duration::from_secs(5)).await, Some(408));
@@ -89,7 +89,7 @@ async fn a_body_that_stops_arriving_is_answered_408() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headers_that_stop_arriving_close_the_connection() {
-    let dir = ScratchDir::new("bounds-headers");
+    let dir = TestDir::new("bounds-headers");
     let ingest = start(&dir, tight()).await;
     let mut tcp = TcpStream::connect(ingest.addr).await.unwrap();
     tcp.write_all(b"POST /v1/interactions HTTP/1.1\r\nHost: ing")
@@ -113,7 +113,7 @@ async fn headers_that_stop_arriving_close_the_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_beyond_the_limit_are_answered_503_and_probes_still_answer() {
-    let dir = ScratchDir::new("bounds-concurrency");
+    let dir = TestDir::new("bounds-concurrency");
     let ingest = start(
         &dir,
         Limits {
@@ -145,7 +145,7 @@ async fn requests_beyond_the_limit_are_answered_503_and_probes_still_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_client_does_not_hold_up_shutdown() {
-    let dir = ScratchDir::new("bounds-shutdown");
+    let dir = TestDir::new("bounds-shutdown");
     let mut ingest = InProcessIngest::start(
         IngestConfig {
             drain_timeout: Duration::from_secs(1),
@@ -164,7 +164,7 @@ async fn a_stalled_client_does_not_hold_up_shutdown() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_with_too_many_records_is_refused_whole() {
-    let dir = ScratchDir::new("bounds-records");
+    let dir = TestDir::new("bounds-records");
     let ingest = start(
         &dir,
         Limits {

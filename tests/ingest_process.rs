@@ -1,7 +1,7 @@
 //! The ingest binary as a process: SIGKILL in the middle of a load loses nothing it acknowledged,
 //! and nothing is counted twice after the restart.
 
-mod common;
+use test_support as common;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};

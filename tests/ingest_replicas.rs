@@ -1,12 +1,12 @@
 //! Several ingest replicas over one ClickHouse: what one replica hears, every replica answers.
 
-mod clickhouse_support;
-mod common;
+use test_support as common;
+use test_support::clickhouse as clickhouse_support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::ingest::{key_ring, test_config, InProcessIngest, ScratchDir};
+use common::ingest::{key_ring, test_config, InProcessIngest, TestDir};
 use common::*;
 use mcp_coordinator::store::clickhouse::ClickHouseStore;
 use mcp_coordinator::store::InteractionStore;
@@ -22,7 +22,7 @@ async fn a_heartbeat_sent_to_one_replica_is_answered_by_every_replica() {
         .await
         .expect("ClickHouse");
     let config = server.config();
-    let dir = ScratchDir::new("replicas");
+    let dir = TestDir::new("replicas");
     let mut replicas = Vec::new();
     for n in 0..2 {
         let store: Arc<dyn InteractionStore> = Arc::new(

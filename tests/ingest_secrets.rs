@@ -1,7 +1,7 @@
 //! API keys from the controller's credentials Secrets, end to end: the controller registers an MCP
 //! against the test API server, and the ingest server accepts that MCP's key from its Secret.
 
-mod common;
+use test_support as common;
 
 use std::sync::Arc;
 use std::time::Duration;

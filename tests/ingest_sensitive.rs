@@ -2,13 +2,13 @@
 //! admins and the MCP itself read them, readers get them redacted, and destroying the key erases
 //! them (crypto-shredding).
 
-mod common;
+use test_support as common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::ingest::{key_ring, test_config, InProcessIngest, ScratchDir};
+use common::ingest::{key_ring, test_config, InProcessIngest, TestDir};
 use mcp_coordinator::ingest::IngestConfig;
 use mcp_coordinator::privacy::seal::Sealer;
 use mcp_coordinator::privacy::SensitiveMcps;
@@ -77,7 +77,7 @@ async fn history_as(base: &str, token: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sensitive_fields_are_sealed_redacted_and_shreddable() {
-    let scratch = ScratchDir::new("sensitive");
+    let scratch = TestDir::new("sensitive");
     let dir = scratch.path();
     let mut ingest = start(dir, "k1", [8; 32]).await;
     let base = ingest.base.clone();
@@ -161,7 +161,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn values_that_look_sealed_are_refused() {
-    let scratch = ScratchDir::new("sensitive-lookalike");
+    let scratch = TestDir::new("sensitive-lookalike");
     let mut ingest = start(scratch.path(), "k1", [8; 32]).await;
     let lookalike =
         json!({"interaction_id": "s9", "error_code": "E", "error_message": "sealed:v2:k1:AAAA"});
@@ -183,7 +183,7 @@ async fn values_that_look_sealed_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interaction_marked_sensitive_at_its_start_stays_sealed_to_its_end() {
-    let scratch = ScratchDir::new("sensitive-marked");
+    let scratch = TestDir::new("sensitive-marked");
     let readers = ReaderTokens::from_tokens([READER]);
     readers.add_admin("ops", ADMIN);
     // The MCP itself is not sensitive: only this interaction says so.

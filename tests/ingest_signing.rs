@@ -1,10 +1,10 @@
 //! Request signing over HTTP: batches need a fresh, untampered signature; replays are refused.
 
-mod common;
+use test_support as common;
 
 use std::sync::Arc;
 
-use common::ingest::{key_ring, test_config, InProcessIngest, ScratchDir};
+use common::ingest::{key_ring, test_config, InProcessIngest, TestDir};
 use mcp_coordinator::ingest::IngestConfig;
 use mcp_coordinator::store::sqlite::SqliteStore;
 use mcp_coordinator::trust::keys::ReaderTokens;
@@ -13,8 +13,8 @@ use serde_json::Value;
 
 const KEY: &str = "mcpk_signing_http_key_0123456789";
 
-async fn start(policy: SigningPolicy) -> (String, ScratchDir, InProcessIngest) {
-    let dir = ScratchDir::new(&format!("signing-{policy:?}"));
+async fn start(policy: SigningPolicy) -> (String, TestDir, InProcessIngest) {
+    let dir = TestDir::new(&format!("signing-{policy:?}"));
     let ingest = InProcessIngest::start(
         IngestConfig {
             signing: policy,

@@ -1,6 +1,6 @@
 //! The ingest server over TLS 1.3, with a certificate made at test time; TLS 1.2 clients are refused.
 
-mod common;
+use test_support as common;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,13 +13,12 @@ use rustls_pki_types::pem::PemObject;
 use tokio_rustls::rustls;
 
 struct Pki {
-    dir: std::path::PathBuf,
+    dir: common::TestDir,
     cert_pem: String,
 }
 
 fn pki() -> Pki {
-    let dir = std::env::temp_dir().join(format!("mcp-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::TestDir::new("tls");
     let generated = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     let cert_pem = generated.cert.pem();
     std::fs::write(dir.join("tls.crt"), &cert_pem).unwrap();
@@ -86,8 +85,7 @@ async fn tls13_only() {
 
 #[test]
 fn bad_certificate_files_are_clear_errors() {
-    let dir = std::env::temp_dir().join(format!("mcp-tls-bad-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::TestDir::new("tls-bad");
     std::fs::write(dir.join("empty.crt"), "").unwrap();
     let err =
         ingest::tls::server_config(&dir.join("empty.crt"), &dir.join("missing.key")).unwrap_err();

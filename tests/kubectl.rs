@@ -1,7 +1,7 @@
 //! The installed `kubectl` against the test API server: users apply the examples, get a schema
 //! error for a bad manifest, and see ID, Phase and Weight in `kubectl get mcpreg`.
 
-mod common;
+use test_support as common;
 
 use std::path::Path;
 use std::time::Duration;
@@ -36,8 +36,7 @@ async fn kubectl(kubeconfig: &Path, args: &[&str]) -> (bool, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_applies_the_examples_rejects_bad_manifests_and_shows_the_columns() {
     let server = api_server().await;
-    let dir = std::env::temp_dir().join(format!("mcp-kubectl-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = common::TestDir::new("kubectl");
     let kubeconfig = dir.join("kubeconfig");
     std::fs::write(&kubeconfig, server.kubeconfig()).expect("kubeconfig");
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");

@@ -2,7 +2,7 @@
 //! takes over when the leader stops (at once, as it hands the Lease over) or dies (when the Lease
 //! expires).
 
-mod common;
+use test_support as common;
 
 use std::time::Duration;
 

@@ -1,13 +1,12 @@
 //! `mcp` health checks against a real MCP server from the official Python SDK.
 
-mod common;
+use test_support as common;
 
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::ingest::free_port;
 use common::*;
 use kube::api::PostParams;
 use kube::Api;

@@ -1,8 +1,8 @@
 //! No raw user id from the reports survives anywhere: not in the spool files, the SQLite database,
 //! ClickHouse, or the logs. The same user keeps one pseudonym.
 
-mod clickhouse_support;
-mod common;
+use test_support as common;
+use test_support::clickhouse as clickhouse_support;
 
 use std::process::Stdio;
 use std::sync::Arc;

@@ -1,12 +1,13 @@
 //! Prometheus: both components' /metrics pass `promtool check metrics`, and a real Prometheus
 //! (Debian's package, installed by .ci/run) scrapes them on loopback and has the project's series.
 
-mod common;
+use test_support as common;
 
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::ingest::{free_port, IngestProcess, BIN};
+use common::free_port;
+use common::ingest::{bin, IngestProcess};
 use common::*;
 use kube::api::PostParams;
 use kube::Api;
@@ -79,7 +80,7 @@ async fn prometheus_scrapes_both_components_and_their_metrics_follow_the_convent
     let mcp = FakeMcp::start().await;
     std::fs::write(dir.join("kubeconfig"), server.kubeconfig()).expect("kubeconfig");
     let controller_port = free_port();
-    let _controller = tokio::process::Command::new(BIN)
+    let _controller = tokio::process::Command::new(bin())
         .args([
             "controller",
             "--metrics-addr",

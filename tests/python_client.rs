@@ -2,13 +2,14 @@
 //! instrumented with one line, called by the official MCP client, reports every tool call, signed,
 //! to the real ingest binary; history, metrics and heartbeats show them.
 
-mod common;
+use test_support as common;
 
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::ingest::{free_port, IngestProcess};
+use common::free_port;
+use common::ingest::IngestProcess;
 use common::*;
 use serde_json::Value;
 

@@ -2,7 +2,7 @@
 //! makes in a full scenario is in the controller's part of the list, and every call the ingest
 //! server's watchers make is in the ingest's (read-only) part.
 
-mod common;
+use test_support as common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,12 +1,12 @@
 //! Smart routing end to end: the controller turns logged performance into weights in status and
 //! the routing-table ConfigMap; the ingest server answers GET /v1/route from what MCPs report.
 
-mod common;
+use test_support as common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::ingest::{InProcessIngest, ScratchDir};
+use common::ingest::{InProcessIngest, TestDir};
 use common::*;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::PostParams;
@@ -29,11 +29,11 @@ struct Ingest {
     keys: Arc<KeyRing>,
     router: Arc<mcp_coordinator::routing::router::Router>,
     _server: InProcessIngest,
-    _dir: ScratchDir,
+    _dir: TestDir,
 }
 
 async fn start_ingest(tag: &str) -> Ingest {
-    let dir = ScratchDir::new(&format!("routing-{tag}"));
+    let dir = TestDir::new(&format!("routing-{tag}"));
     let store = Arc::new(SqliteStore::open(&dir.path().join("db.sqlite")).expect("store opens"));
     let keys = Arc::new(KeyRing::default());
     let readers = Arc::new(ReaderTokens::from_tokens([READER]));
@@ -285,7 +285,7 @@ async fn logged_performance_moves_weights_in_status_and_the_routing_table() {
 #[tokio::test]
 async fn a_routing_table_file_is_followed_and_a_broken_edit_keeps_the_last_good_table() {
     let ingest = start_ingest("file").await;
-    let path = ingest._dir.0.join("routing-table.json");
+    let path = ingest._dir.join("routing-table.json");
     let write = |candidates: Vec<Candidate>| {
         let table = RoutingTable {
             capabilities: [("ocr".to_string(), candidates)].into(),
@@ -316,7 +316,7 @@ async fn a_routing_table_file_is_followed_and_a_broken_edit_keeps_the_last_good_
         "second"
     );
     let missing = mcp_coordinator::ingest::routes::follow_file(
-        ingest._dir.0.join("absent.json"),
+        ingest._dir.join("absent.json"),
         ingest.router.clone(),
     )
     .await;

@@ -2,12 +2,12 @@
 //! reports and heartbeats arrive, a rotated key is picked up from its file, and a coordinator
 //! that does not answer never blocks the caller.
 
-mod common;
+use test_support as common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::ingest::{key_ring, test_config, InProcessIngest, ScratchDir};
+use common::ingest::{key_ring, test_config, InProcessIngest, TestDir};
 use common::*;
 use mcp_coordinator::store::sqlite::SqliteStore;
 use mcp_coordinator::trust::keys::ReaderTokens;
@@ -39,7 +39,7 @@ async fn finished_interactions(base: &str, count: usize) -> Vec<serde_json::Valu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_reports_and_heartbeats_arrive_and_a_rotated_key_is_read_again() {
-    let dir = ScratchDir::new("rust-client");
+    let dir = TestDir::new("rust-client");
     let mut config = test_config(dir.path());
     config.signing = SigningPolicy::Writes;
     let store = Arc::new(SqliteStore::open(&dir.path().join("db.sqlite")).expect("store"));
@@ -165,7 +165,7 @@ impl rmcp::ServerHandler for Scanner {
 async fn an_rmcp_server_wrapped_in_reporting_reports_every_tool_call() {
     use mcp_coordinator_client::rmcp_server::Reporting;
     use rmcp::ServiceExt;
-    let dir = ScratchDir::new("rmcp-reporting");
+    let dir = TestDir::new("rmcp-reporting");
     let store = Arc::new(SqliteStore::open(&dir.path().join("db.sqlite")).expect("store"));
     let mut ingest = InProcessIngest::start(
         test_config(dir.path()),

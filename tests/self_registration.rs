@@ -3,12 +3,13 @@
 //! and in standalone mode (the real binary, a manifest written into the registrations directory).
 //! The ID and key answered are the ones the registry holds, and the key reports.
 
-mod common;
+use test_support as common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::ingest::{free_port, test_config, InProcessIngest, ScratchDir, BIN};
+use common::free_port;
+use common::ingest::{bin, test_config, InProcessIngest, TestDir};
 use common::*;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::PostParams;
@@ -57,7 +58,7 @@ async fn report(base: &str, key: &str) -> u16 {
 
 /// The standalone binary over `dir/registrations` and `dir/data`: its URL and data directory.
 async fn standalone(
-    dir: &ScratchDir,
+    dir: &TestDir,
     flags: &[&str],
 ) -> (
     tokio::process::Child,
@@ -68,7 +69,7 @@ async fn standalone(
     let (regs, data) = (dir.path().join("registrations"), dir.path().join("data"));
     std::fs::create_dir_all(&regs).unwrap();
     let port = free_port();
-    let child = tokio::process::Command::new(BIN)
+    let child = tokio::process::Command::new(bin())
         .args(["standalone", "--listen", &format!("127.0.0.1:{port}")])
         .args(flags)
         .arg("--registrations")
@@ -90,7 +91,7 @@ async fn an_mcp_registers_itself_in_kubernetes_and_gets_its_id_and_key() {
     let server = api_server().await;
     let controller = start_controller(&server);
     let mcp = FakeMcp::start().await;
-    let dir = ScratchDir::new("self-registration");
+    let dir = TestDir::new("self-registration");
     let mut tokens = RegistrarTokens::default();
     tokens.add("ci", TOKEN, vec!["mcps".into(), "team-a".into()]);
     let mut config = test_config(dir.path());
@@ -226,7 +227,7 @@ async fn an_mcp_registers_itself_in_kubernetes_and_gets_its_id_and_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_mcp_registers_itself_in_standalone_mode_and_reports_with_its_key() {
-    let dir = ScratchDir::new("standalone-self-registration");
+    let dir = TestDir::new("standalone-self-registration");
     let (_standalone, base, regs, data) = standalone(&dir, &["--poll-interval-ms", "200"]).await;
     let token = std::fs::read_to_string(data.join("registrar.token"))
         .expect("a registrar token is kept in the data directory");
@@ -304,7 +305,7 @@ async fn an_mcp_registers_itself_in_standalone_mode_and_reports_with_its_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_client_registers_and_reports_with_the_key_it_got() {
-    let dir = ScratchDir::new("python-self-registration");
+    let dir = TestDir::new("python-self-registration");
     let (_standalone, base, _, data) = standalone(&dir, &[]).await;
     let token = std::fs::read_to_string(data.join("registrar.token")).unwrap();
     let mcp = FakeMcp::start().await;

@@ -1,35 +1,35 @@
 //! `mcp-coordinator standalone` as a process: registration files added, edited, broken and
 //! removed while it runs; IDs kept across a restart and never reused; the status and query CLI.
 
-mod common;
+use test_support as common;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::ingest::{free_port, BIN};
+use common::free_port;
+use common::ingest::bin;
 use common::{http_client, post_report, FakeMcp};
 use serde_json::{json, Value};
 
+/// A test's registrations and data directories, in a directory of its own (the tests of this file
+/// run at once).
 struct Dirs {
-    root: PathBuf,
+    _root: common::TestDir,
     regs: PathBuf,
     data: PathBuf,
 }
 
 impl Dirs {
     fn new() -> Self {
-        let root = std::env::temp_dir().join(format!("mcp-standalone-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
+        let root = common::TestDir::new("standalone");
         let (regs, data) = (root.join("registrations"), root.join("data"));
         std::fs::create_dir_all(&regs).expect("dirs");
-        Self { root, regs, data }
-    }
-}
-
-impl Drop for Dirs {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.root);
+        Self {
+            _root: root,
+            regs,
+            data,
+        }
     }
 }
 
@@ -43,7 +43,7 @@ fn spawn(dirs: &Dirs, port: u16) -> tokio::process::Child {
 
 /// [`spawn`] with more flags.
 fn spawn_with(dirs: &Dirs, port: u16, flags: &[&str]) -> tokio::process::Child {
-    tokio::process::Command::new(BIN)
+    tokio::process::Command::new(bin())
         .args([
             "standalone",
             "--listen",
@@ -100,7 +100,7 @@ async fn wait_view(dirs: &Dirs, base: &str, what: &str, done: impl Fn(&Value) ->
 }
 
 async fn cli(args: &[&str], base: &str, dirs: &Dirs) -> (bool, String, String) {
-    let out = tokio::process::Command::new(BIN)
+    let out = tokio::process::Command::new(bin())
         .args(args)
         .env("MCP_COORDINATOR_URL", base)
         .env("MCP_COORDINATOR_TOKEN_FILE", dirs.data.join("admin.token"))
@@ -317,7 +317,7 @@ async fn the_example_mcp_serves_and_reports_like_a_real_one() {
         &manifest("example", &format!("http://127.0.0.1:{mcp_port}"), 100),
     );
     let _coordinator = spawn(&dirs, port);
-    let _mcp = tokio::process::Command::new(BIN)
+    let _mcp = tokio::process::Command::new(bin())
         .args([
             "example-mcp",
             "--name",

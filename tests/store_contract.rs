@@ -1,7 +1,7 @@
 //! The contract every interaction store meets. Each test runs against each store: the embedded
 //! SQLite store and a real ClickHouse server (Debian's 18.16, started by the harness).
 
-mod clickhouse_support;
+use test_support::clickhouse as clickhouse_support;
 
 use mcp_coordinator::interaction::{EventKind, Fields, InteractionEvent};
 use mcp_coordinator::store::clickhouse::ClickHouseStore;
@@ -225,8 +225,7 @@ async fn metrics_summarise_the_range() {
 
 #[tokio::test]
 async fn sqlite_keeps_data_across_reopen() {
-    let dir = std::env::temp_dir().join(format!("mcp-store-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = test_support::TestDir::new("store");
     let path = dir.join("interactions.db");
     {
         let store = SqliteStore::open(&path).unwrap();

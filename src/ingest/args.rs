@@ -57,7 +57,7 @@ pub struct IngestArgs {
     /// After a key is rotated, the previous key keeps working this long.
     #[arg(long, default_value_t = 300)]
     pub key_rotation_grace_seconds: u64,
-    /// Which requests must carry X-MCP-Timestamp/X-MCP-Signature (see the README).
+    /// Which requests must carry X-MCP-Timestamp/X-MCP-Signature (see docs/http-api.md).
     #[arg(long, value_enum, default_value = "batch")]
     pub require_signatures: crate::trust::signing::SigningPolicy,
     /// YAML map of admin name: token; admins may query everything.

@@ -562,7 +562,13 @@ mod tests {
     #[tokio::test]
     async fn spool_files_are_readable_by_their_owner_only() {
         use std::os::unix::fs::PermissionsExt;
-        let (d, _spool, mut reader) = spool_with("private", 40).await;
+        // The spool makes its own directory (the test's is made by the test, with its mode).
+        let root = dir("private");
+        let d = root.join("spool");
+        let (spool, mut reader) = Spool::open(config(&d)).unwrap();
+        for i in 0..40 {
+            spool.append(&[event(i)]).await.unwrap();
+        }
         let (events, next) = reader.read_batch(100).unwrap();
         let bytes = SpoolReader::framed_size(&events);
         reader

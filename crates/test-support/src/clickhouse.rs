@@ -1,7 +1,6 @@
 //! A real ClickHouse server for tests: Debian's `clickhouse-server` (installed by .ci/run), started
 //! on ephemeral loopback ports with its own data directory. A watchdog shell stops it when the test
 //! process exits, however it exits.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -11,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use mcp_coordinator::store::clickhouse::ClickHouseConfig;
 
+use crate::http::free_port;
+
 pub struct ClickHouseServer {
     pub http_port: u16,
     tcp_port: u16,
@@ -18,13 +19,6 @@ pub struct ClickHouseServer {
     pub dir: PathBuf,
     watchdog: Option<Child>,
     config_file: PathBuf,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 fn binary() -> &'static str {

@@ -1,5 +1,5 @@
-//! Ingest servers for tests: scratch directories, free ports, the `mcp-coordinator ingest` binary
-//! spawned with keys and reader tokens from files, and an ingest server started in this process.
+//! Ingest servers for tests: the `mcp-coordinator ingest` binary spawned with keys and reader
+//! tokens from files, and an ingest server started in this process.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,42 +13,28 @@ use mcp_coordinator::store::Stores;
 use mcp_coordinator::trust::keys::{KeyRing, ReaderTokens};
 use mcp_coordinator::trust::signing::SigningPolicy;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_mcp-coordinator");
+pub use crate::dir::TestDir;
+use crate::http::free_port;
 
-/// A loopback port nobody listens on right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
-/// A fresh, empty directory for one test, removed when dropped.
-pub struct ScratchDir(pub PathBuf);
-
-impl ScratchDir {
-    pub fn new(tag: &str) -> Self {
-        let path = std::env::temp_dir().join(format!(
-            "mcp-{tag}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos())
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("scratch directory");
-        Self(path)
+/// The `mcp-coordinator` binary of this build: beside the directory of the test's own executable
+/// (`target/<profile>/deps/`), which Cargo builds before it runs integration tests. The variable
+/// `MCP_COORDINATOR_BIN` names another.
+pub fn bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("MCP_COORDINATOR_BIN") {
+        return path.into();
     }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    let exe = std::env::current_exe().expect("the test knows its own path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test runs from target/<profile>/deps");
+    let bin = profile_dir.join("mcp-coordinator");
+    assert!(
+        bin.exists(),
+        "{} is not built: run the tests with cargo (it builds the binary first)",
+        bin.display()
+    );
+    bin
 }
 
 /// `name: value` lines, the YAML map the key and token files hold.
@@ -59,7 +45,7 @@ fn yaml_map(pairs: &[(&str, &str)]) -> String {
 /// The ingest binary's files and address: `keys.yaml`, `readers.yaml` (when there are readers)
 /// and the data directory `data/` in a scratch directory, and a free port.
 pub struct IngestProcess {
-    pub dir: ScratchDir,
+    pub dir: TestDir,
     pub port: u16,
     pub base: String,
     readers: bool,
@@ -68,7 +54,7 @@ pub struct IngestProcess {
 impl IngestProcess {
     /// MCP keys as `(mcp_id, key)`, reader tokens as `(name, token)`.
     pub fn prepare(tag: &str, keys: &[(&str, &str)], readers: &[(&str, &str)]) -> Self {
-        let dir = ScratchDir::new(tag);
+        let dir = TestDir::new(tag);
         std::fs::write(dir.path().join("keys.yaml"), yaml_map(keys)).expect("keys file");
         if !readers.is_empty() {
             std::fs::write(dir.path().join("readers.yaml"), yaml_map(readers))
@@ -90,7 +76,7 @@ impl IngestProcess {
     /// `mcp-coordinator ingest` with these files, quiet and killed when dropped; callers add
     /// flags, environment and where output goes.
     pub fn command(&self) -> tokio::process::Command {
-        let mut command = tokio::process::Command::new(BIN);
+        let mut command = tokio::process::Command::new(bin());
         command
             .args(["ingest", "--listen", &format!("127.0.0.1:{}", self.port)])
             .arg("--data-dir")

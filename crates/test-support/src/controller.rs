@@ -1,12 +1,8 @@
-//! Test support shared by the integration tests: the fake API server with the CRD installed, a kube
-//! client for it, the controller running in-process, and small HTTP MCPs on loopback.
-#![allow(dead_code)]
-
-pub mod ingest;
+//! The test API server with the CRD installed, a kube client for it, the controller running
+//! in-process, and waiting for a registration to reach a state.
 
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +11,6 @@ use kube::{Api, Client};
 use mcp_coordinator::controller::metrics::Metrics;
 use mcp_coordinator::controller::{self, status::ReportingSettings, Settings};
 use mcp_coordinator::crd::MCPRegistration;
-use warp::Filter;
 
 pub const STATE_NAMESPACE: &str = "mcp-coordinator";
 
@@ -120,70 +115,6 @@ async fn controller_future(
         .expect("controller starts");
 }
 
-/// A small HTTP MCP on loopback whose health can be switched, counting probes.
-pub struct FakeMcp {
-    pub addr: SocketAddr,
-    pub healthy: Arc<AtomicBool>,
-    /// 0: answer normally; otherwise answer every request with this status.
-    pub forced_status: Arc<AtomicU16>,
-    pub probes: Arc<AtomicU64>,
-    /// When set, /health answers 401 unless this `Authorization` value is sent.
-    pub required_auth: Option<String>,
-}
-
-impl FakeMcp {
-    pub async fn start() -> Self {
-        Self::start_with_auth(None).await
-    }
-
-    pub async fn start_with_auth(required_auth: Option<String>) -> Self {
-        let healthy = Arc::new(AtomicBool::new(true));
-        let forced_status = Arc::new(AtomicU16::new(0));
-        let probes = Arc::new(AtomicU64::new(0));
-        let (h, f, p, auth) = (
-            healthy.clone(),
-            forced_status.clone(),
-            probes.clone(),
-            required_auth.clone(),
-        );
-        let route = warp::path!("health")
-            .and(warp::header::optional::<String>("authorization"))
-            .map(move |given: Option<String>| {
-                p.fetch_add(1, Ordering::Relaxed);
-                let code = match f.load(Ordering::Relaxed) {
-                    0 if auth.is_some() && given != auth => 401,
-                    0 if h.load(Ordering::Relaxed) => 200,
-                    0 => 503,
-                    forced => forced,
-                };
-                warp::reply::with_status(
-                    "status".to_string(),
-                    warp::http::StatusCode::from_u16(code).unwrap_or(warp::http::StatusCode::OK),
-                )
-            });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(warp::serve(route).incoming(listener).run());
-        Self {
-            addr,
-            healthy,
-            forced_status,
-            probes,
-            required_auth,
-        }
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    pub fn set_healthy(&self, healthy: bool) {
-        self.healthy.store(healthy, Ordering::Relaxed);
-    }
-}
-
 /// A registration manifest for an MCP at `url`, probed every second.
 pub fn registration(name: &str, url: &str, extra_spec: &str) -> MCPRegistration {
     let yaml = format!(
@@ -220,37 +151,4 @@ pub async fn wait_for(
 
 pub fn phase(reg: &MCPRegistration) -> Option<mcp_coordinator::crd::Phase> {
     reg.status.as_ref().map(|s| s.phase)
-}
-
-/// A plain HTTP client for tests (the TLS backend needs its crypto provider chosen first).
-pub fn http_client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .build()
-        .expect("HTTP client builds")
-}
-
-/// `GET url` with a bearer `token`, answered as JSON.
-pub async fn get_json_as(url: &str, token: &str) -> serde_json::Value {
-    http_client()
-        .get(url)
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("a JSON answer")
-}
-
-/// `POST {base}/v1/interactions` with `key`: the status it answered (0 when it did not answer).
-pub async fn post_report(base: &str, key: &str, report: &serde_json::Value) -> u16 {
-    http_client()
-        .post(format!("{base}/v1/interactions"))
-        .bearer_auth(key)
-        .json(report)
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
 }

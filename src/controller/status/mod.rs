@@ -1,17 +1,22 @@
 //! The status a registration should have, computed from what the controller observed. Pure: no I/O,
 //! no clock (the caller passes `now`), so every decision here is unit-tested.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+pub mod conditions;
+mod routing;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use super::health::{HealthTracker, Verdict};
 use crate::crd::validate::FieldProblem;
 use crate::crd::SECRET_KEY;
 use crate::crd::{
-    CoordinatorConfig, MCPRegistrationSpec, MCPRegistrationStatus, Phase, RoutingStatus,
-    SecretKeyRef,
+    CoordinatorConfig, MCPRegistrationSpec, MCPRegistrationStatus, Phase, SecretKeyRef,
 };
-use crate::routing::weights::{self, Observed};
+use crate::routing::weights::Observed;
+pub use conditions::{version_check, version_mismatch, VersionCheck};
+pub use routing::routing_status;
+use routing::same_routing;
 
 /// Where MCPs report and how often; the same for every registration of this controller.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,6 +91,9 @@ pub fn phase_of(obs: &Observation<'_>) -> Phase {
     }
 }
 
+/// The whole status a registration should have. Each condition is its own pure function
+/// ([`conditions`]); this composes them, the phase and the routing, keeping each condition's
+/// `lastTransitionTime` while its status stays the same.
 pub fn desired_status(
     spec: &MCPRegistrationSpec,
     previous: Option<&MCPRegistrationStatus>,
@@ -103,119 +111,24 @@ pub fn desired_status(
     let previous_conditions = previous
         .map(|p| p.conditions.as_slice())
         .unwrap_or_default();
-    let mut conditions = Vec::with_capacity(4);
-    let mut set = |type_: &str, status: bool, reason: &str, message: String| {
-        conditions.push(condition(
-            previous_conditions,
-            type_,
-            status,
-            reason,
-            message,
-            obs.generation,
-            now,
-        ));
-    };
-
-    let problems_text = obs
-        .problems
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ");
-    match (obs.problems.is_empty(), obs.mcp_id, obs.key_secret) {
-        (false, _, _) => set(
-            "Registered",
-            false,
-            "InvalidSpec",
-            format!("fix the spec: {problems_text}"),
-        ),
-        (true, Some(id), Some(secret)) => set(
-            "Registered",
-            true,
-            "IdAssigned",
-            format!("MCP ID {id}; API key in Secret {secret} (key {SECRET_KEY})"),
-        ),
-        (true, _, _) => set(
-            "Registered",
-            false,
-            "Registering",
-            "assigning an MCP ID and API key".into(),
-        ),
-    }
-    match &obs.compatibility {
-        Compatibility::NoConstraint => set("Compatible", true, "NoConstraint", "no coordinatorVersion range given".into()),
-        Compatibility::InRange { required } => set(
-            "Compatible",
-            true,
-            "VersionInRange",
-            format!("coordinator {} satisfies {required}", crate::COORDINATOR_VERSION),
-        ),
-        Compatibility::OutOfRange { required, actual } => set(
-            "Compatible",
-            false,
-            "VersionOutOfRange",
-            format!("coordinator {actual} does not satisfy spec.compatibility.coordinatorVersion {required:?}; widen the range or run a matching coordinator"),
-        ),
-    }
-    let (healthy, reason, message) = health_condition(phase, obs.health);
-    conditions.push(condition(
-        previous_conditions,
-        "Healthy",
-        healthy,
-        reason,
-        message,
-        obs.generation,
-        now,
-    ));
-    if let Some(last) = last_heartbeat_ms {
-        let (reason, message) = if missing {
-            (
-                "HeartbeatsMissed",
-                format!(
-                    "no heartbeat since {} (more than 3 intervals of {} s); routed at half weight until the next one",
-                    crate::interaction::format_ms(last),
-                    reporting.heartbeat_interval_seconds
-                ),
-            )
-        } else {
-            (
-                "HeartbeatsArriving",
-                "heartbeats arrive on time".to_string(),
-            )
-        };
-        conditions.push(condition(
-            previous_conditions,
-            "HeartbeatMissing",
+    let judged = [
+        Some(conditions::registered(obs)),
+        Some(conditions::compatible(&obs.compatibility)),
+        Some(conditions::healthy(phase, obs.health)),
+        conditions::heartbeats(
+            last_heartbeat_ms,
             missing,
-            reason,
-            message,
-            obs.generation,
-            now,
-        ));
-    }
-    if let Some(reported) = obs.observed.map(|o| &o.reported_versions) {
-        if let Some(check) = version_check(&spec.version, reported) {
-            conditions.push(condition(
-                previous_conditions,
-                "VersionMismatch",
-                check.mismatched > 0,
-                check.reason,
-                check.message,
-                obs.generation,
-                now,
-            ));
-        }
-    }
-    let (ready_reason, ready_message) = ready_explanation(phase, &problems_text, obs, missing);
-    conditions.push(condition(
-        previous_conditions,
-        "Ready",
-        phase == Phase::Ready,
-        ready_reason,
-        ready_message,
-        obs.generation,
-        now,
-    ));
+            reporting.heartbeat_interval_seconds,
+        ),
+        obs.observed
+            .and_then(|o| conditions::versions(&spec.version, &o.reported_versions)),
+        Some(conditions::ready(phase, obs, missing)),
+    ];
+    let conditions = judged
+        .into_iter()
+        .flatten()
+        .map(|j| j.into_condition(previous_conditions, obs.generation, now))
+        .collect();
 
     let probing = matches!(
         phase,
@@ -265,53 +178,6 @@ pub fn desired_status(
     }
 }
 
-/// What the versions an MCP's interactions reported say about `spec.version`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VersionCheck {
-    /// Interactions that reported another version.
-    pub mismatched: u64,
-    pub reason: &'static str,
-    pub message: String,
-}
-
-/// Compares the reported versions with `spec.version` (`v1.0.0` and `1.0.0` are one version);
-/// `None` when no interaction reported one. Pure.
-pub fn version_check(
-    spec_version: &str,
-    reported: &std::collections::BTreeMap<String, u64>,
-) -> Option<VersionCheck> {
-    if reported.is_empty() {
-        return None;
-    }
-    let same = |v: &str| v.trim_start_matches('v') == spec_version.trim_start_matches('v');
-    let others: Vec<(&String, &u64)> = reported.iter().filter(|(v, _)| !same(v)).collect();
-    let mismatched: u64 = others.iter().map(|(_, n)| **n).sum();
-    if others.is_empty() {
-        return Some(VersionCheck {
-            mismatched: 0,
-            reason: "VersionsMatch",
-            message: format!("interactions report spec.version {spec_version}"),
-        });
-    }
-    let listed: Vec<String> = others.iter().map(|(v, n)| format!("{v} ({n})")).collect();
-    Some(VersionCheck {
-        mismatched,
-        reason: "ReportedVersionDiffers",
-        message: format!(
-            "{mismatched} interactions in the routing window reported mcp_version {}, not spec.version {spec_version}: update spec.version, or the MCP",
-            listed.join(", ")
-        ),
-    })
-}
-
-/// Whether the reported versions differ from `spec.version` (see [`version_check`]). Pure.
-pub fn version_mismatch(
-    spec_version: &str,
-    reported: &std::collections::BTreeMap<String, u64>,
-) -> bool {
-    version_check(spec_version, reported).is_some_and(|c| c.mismatched > 0)
-}
-
 /// Whether an MCP that has sent heartbeats has missed more than three intervals of them. One
 /// that never sent any is judged by its probes alone. Pure.
 pub fn heartbeat_missing(last_ms: Option<i64>, now_ms: i64, interval_seconds: u32) -> bool {
@@ -325,171 +191,6 @@ pub fn with_heartbeats(phase: Phase, missing: bool) -> Phase {
         Phase::Degraded
     } else {
         phase
-    }
-}
-
-fn health_condition(phase: Phase, health: Option<&HealthTracker>) -> (bool, &'static str, String) {
-    let error = health
-        .and_then(|h| h.last_error.clone())
-        .unwrap_or_default();
-    match (phase, health.map(|h| h.verdict)) {
-        (Phase::Invalid | Phase::Incompatible, _) => (
-            false,
-            "NotProbed",
-            "not probed until the registration is valid and compatible".into(),
-        ),
-        (_, Some(Verdict::Healthy)) => (true, "ProbeSucceeded", "health probes succeed".into()),
-        (_, Some(Verdict::Refused)) => (false, "ProbeRefused", error),
-        (_, Some(Verdict::Unhealthy)) => (
-            false,
-            "ProbeFailed",
-            format!(
-                "{} consecutive probes failed: {error}",
-                health.map(|h| h.consecutive_failures).unwrap_or(0)
-            ),
-        ),
-        (_, Some(Verdict::Unknown) | None) => (
-            false,
-            "AwaitingProbes",
-            "waiting for enough probes to decide".into(),
-        ),
-    }
-}
-
-fn ready_explanation(
-    phase: Phase,
-    problems: &str,
-    obs: &Observation<'_>,
-    heartbeat_missing: bool,
-) -> (&'static str, String) {
-    match phase {
-        Phase::Degraded if heartbeat_missing => (
-            "HeartbeatMissing",
-            "health probes pass but heartbeats stopped; routed at half weight".into(),
-        ),
-        Phase::Ready => (
-            "Ready",
-            "registered, compatible and healthy; receiving traffic".into(),
-        ),
-        Phase::Invalid => ("InvalidSpec", format!("fix the spec: {problems}")),
-        Phase::Incompatible => (
-            "Incompatible",
-            "the coordinator version is outside spec.compatibility.coordinatorVersion".into(),
-        ),
-        Phase::Pending if obs.mcp_id.is_none() => ("Registering", "assigning an MCP ID".into()),
-        Phase::Pending => (
-            "AwaitingProbes",
-            "waiting for the first health probes".into(),
-        ),
-        Phase::Degraded => (
-            "ProbeRefused",
-            "reachable but refusing health probes; routed at half weight".into(),
-        ),
-        Phase::Unavailable => (
-            "Unhealthy",
-            "health probes fail; no traffic is routed to it".into(),
-        ),
-    }
-}
-
-/// Routing from health and logged performance (see `routing::weights`): nothing unless Ready or
-/// Degraded (half weight). A weight kept by hysteresis keeps its previous reason too, so status
-/// is not rewritten for noise.
-pub fn routing_status(
-    spec: &MCPRegistrationSpec,
-    phase: Phase,
-    observed: Option<&Observed>,
-    previous: Option<&RoutingStatus>,
-    heartbeat_missing: bool,
-) -> RoutingStatus {
-    let weight = spec.routing.weight;
-    let health_factor = match phase {
-        Phase::Ready => 1.0,
-        Phase::Degraded => 0.5,
-        _ => 0.0,
-    };
-    let (effective_weight, reason) = if health_factor == 0.0 {
-        (0, format!("{}: not routable", phase.as_str()))
-    } else {
-        let observed = observed.cloned().unwrap_or_default();
-        let decision = weights::decide_one(
-            &weights::McpPerformance {
-                mcp_id: String::new(),
-                capabilities: Vec::new(),
-                base_weight: weight,
-                health_factor,
-                success_rate: observed.success_rate,
-                p95_processing_time: observed.p95_processing_time,
-                previous: previous.map(|p| p.effective_weight),
-            },
-            observed.peer_p95,
-        );
-        let reason = match previous {
-            Some(p)
-                if p.effective_weight == decision.effective_weight
-                    && p.weight == weight
-                    && !p.reason.contains("not routable") =>
-            {
-                p.reason.clone()
-            }
-            _ if phase == Phase::Degraded && heartbeat_missing => {
-                format!("degraded (heartbeats missing); {}", decision.reason)
-            }
-            _ if phase == Phase::Degraded => {
-                format!("degraded (probe refused); {}", decision.reason)
-            }
-            _ => decision.reason,
-        };
-        (decision.effective_weight, reason)
-    };
-    RoutingStatus {
-        priority: spec.routing.priority,
-        weight,
-        effective_weight,
-        max_concurrent_requests: spec.routing.max_concurrent_requests,
-        reason,
-        last_updated: None,
-    }
-}
-
-fn same_routing(a: &RoutingStatus, b: &RoutingStatus) -> bool {
-    (
-        a.priority,
-        a.weight,
-        a.effective_weight,
-        a.max_concurrent_requests,
-        &a.reason,
-    ) == (
-        b.priority,
-        b.weight,
-        b.effective_weight,
-        b.max_concurrent_requests,
-        &b.reason,
-    )
-}
-
-fn condition(
-    previous: &[Condition],
-    type_: &str,
-    status: bool,
-    reason: &str,
-    message: String,
-    generation: Option<i64>,
-    now: Timestamp,
-) -> Condition {
-    let status = if status { "True" } else { "False" }.to_string();
-    let last_transition_time = previous
-        .iter()
-        .find(|c| c.type_ == type_ && c.status == status)
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or(Time(now));
-    Condition {
-        type_: type_.to_string(),
-        status,
-        reason: reason.to_string(),
-        message,
-        observed_generation: generation,
-        last_transition_time,
     }
 }
 
@@ -523,6 +224,8 @@ mod tests {
     use crate::controller::health::ProbeOutcome;
     use crate::crd::HealthCheck;
     use std::time::Duration;
+
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
     fn spec() -> MCPRegistrationSpec {
         serde_saphyr::from_str(

@@ -1,0 +1,24 @@
+//! Fixtures for mcp-coordinator's integration tests and benchmarks (dev only, never shipped):
+//!
+//! - `controller`: the test API server with the CRD installed, the controller in-process, waiting
+//!   for a registration to reach a state;
+//! - `fake_mcp`: a small HTTP MCP whose health can be switched;
+//! - `ingest`: ingest servers as a process of the real binary or in this process;
+//! - `clickhouse`: real ClickHouse servers (Debian's), one per test or a cluster with ZooKeeper;
+//! - `dir`: one temporary-directory type; `http`: one HTTP client and free ports;
+//! - `build`: typed builders for registrations and interaction events, instead of YAML text.
+//!
+//! Tests name it `common` (`use test_support as common;`).
+
+pub mod build;
+pub mod clickhouse;
+pub mod controller;
+pub mod dir;
+pub mod fake_mcp;
+pub mod http;
+pub mod ingest;
+
+pub use controller::*;
+pub use dir::TestDir;
+pub use fake_mcp::FakeMcp;
+pub use http::{free_port, get_json_as, http_client, post_report};
