@@ -166,3 +166,276 @@ async fn settle<P: Ports>(
         recheck_after: None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use kube::api::ObjectMeta;
+
+    use super::*;
+    use crate::crd::Phase;
+
+    /// The ports as a test sees them: which IDs and keys were asked for, which probe targets, and
+    /// each status written. A port can be made to fail.
+    #[derive(Default)]
+    struct FakePorts {
+        ids_asked: Vec<String>,
+        keys_asked: Vec<String>,
+        targets_asked: usize,
+        written: Vec<MCPRegistrationStatus>,
+        /// Probe headers that cannot be loaded (`healthCheck.headersFromSecret` missing).
+        headers_missing: bool,
+        /// The ID ledger is unreachable.
+        ledger_down: bool,
+    }
+
+    impl Ports for FakePorts {
+        type Error = String;
+
+        async fn mcp_id(&mut self, _: &MCPRegistration, prefix: &str) -> Result<String, String> {
+            if self.ledger_down {
+                return Err("the ledger is unreachable".into());
+            }
+            self.ids_asked.push(prefix.to_string());
+            Ok(format!("{prefix}_001"))
+        }
+
+        async fn ensure_key(
+            &mut self,
+            reg: &MCPRegistration,
+            mcp_id: &str,
+        ) -> Result<String, String> {
+            self.keys_asked.push(mcp_id.to_string());
+            Ok(format!("{}-mcp-key", reg.name_any()))
+        }
+
+        async fn probe_target(
+            &mut self,
+            reg: &MCPRegistration,
+            namespace: &str,
+        ) -> Result<ProbeTarget, String> {
+            self.targets_asked += 1;
+            let mut target = ProbeTarget::of(&reg.spec, namespace);
+            if self.headers_missing {
+                target.setup_error = Some("Secret probe-auth not found".into());
+            }
+            Ok(target)
+        }
+
+        fn observed(&self, _: &str) -> Option<Observed> {
+            None
+        }
+
+        async fn write_status(
+            &mut self,
+            _: &MCPRegistration,
+            _: Option<&MCPRegistrationStatus>,
+            desired: &MCPRegistrationStatus,
+        ) -> Result<(), String> {
+            self.written.push(desired.clone());
+            Ok(())
+        }
+    }
+
+    /// What every step shares, for a test: a real prober (its probes go nowhere reachable).
+    struct Shared {
+        prober: Arc<Prober>,
+        reporting: ReportingSettings,
+        metrics: Arc<Metrics>,
+        probes: ProbePolicy,
+    }
+
+    impl Shared {
+        fn new() -> Self {
+            let metrics = Arc::new(Metrics::new().unwrap());
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let probes = ProbePolicy::default();
+            let client = super::super::probe::client(&probes).unwrap();
+            let (prober, _changes) = Prober::new(client, 4, metrics.clone());
+            Self {
+                prober,
+                reporting: ReportingSettings {
+                    interaction_log_endpoint: "http://ingest.test:8081".into(),
+                    heartbeat_interval_seconds: 30,
+                    data_report_interval_seconds: 10,
+                },
+                metrics,
+                probes,
+            }
+        }
+
+        fn step(&self) -> Step<'_> {
+            Step {
+                prober: &self.prober,
+                reporting: &self.reporting,
+                metrics: &self.metrics,
+                probes: &self.probes,
+            }
+        }
+    }
+
+    fn registration(name: &str, generation: i64, spec: serde_json::Value) -> MCPRegistration {
+        let mut full = serde_json::json!({
+            "version": "1.0.0",
+            "type": "workflow",
+            "capabilities": ["text_extraction"],
+            "endpoint": {"url": "http://127.0.0.1:9"},
+            "healthCheck": {"intervalSeconds": 7, "timeoutSeconds": 1},
+        });
+        for (field, value) in spec.as_object().unwrap() {
+            full[field] = value.clone();
+        }
+        let mut reg = MCPRegistration::new(name, serde_json::from_value(full).unwrap());
+        reg.metadata = ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("default".into()),
+            generation: Some(generation),
+            uid: Some(format!("uid-{name}")),
+            ..ObjectMeta::default()
+        };
+        reg
+    }
+
+    fn condition<'a>(
+        status: &'a MCPRegistrationStatus,
+        type_: &str,
+    ) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+        status.conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_valid_registration_gets_its_id_and_key_and_a_steady_one_is_not_rewritten() {
+        let shared = Shared::new();
+        let mut ports = FakePorts::default();
+        let mut reg = registration("ocr", 1, serde_json::json!({}));
+        let first = register(&reg, &shared.step(), &mut ports).await.unwrap();
+        assert_eq!(ports.ids_asked, ["ocr_workflow"]);
+        assert_eq!(ports.keys_asked, ["ocr_workflow_001"]);
+        assert!(first.written && !first.invalid);
+        let status = &first.status;
+        assert_eq!(status.mcp_id.as_deref(), Some("ocr_workflow_001"));
+        assert_eq!(status.observed_generation, Some(1));
+        assert_eq!(status.phase, Phase::Pending, "no probe has answered yet");
+        let config = status.coordinator_config.as_ref().unwrap();
+        assert_eq!(config.api_key_secret_ref.name, "ocr-mcp-key");
+        assert_eq!(config.interaction_log_endpoint, "http://ingest.test:8081");
+        assert_eq!(condition(status, "Registered").status, "True");
+
+        // The same registration with the status it was given: nothing to write.
+        reg.status = Some(first.status.clone());
+        let again = register(&reg, &shared.step(), &mut ports).await.unwrap();
+        assert!(
+            !again.written,
+            "a steady registration's status is not rewritten"
+        );
+        assert_eq!(ports.written.len(), 1);
+
+        // An edit is followed by observedGeneration.
+        reg.metadata.generation = Some(2);
+        let edited = register(&reg, &shared.step(), &mut ports).await.unwrap();
+        assert!(edited.written);
+        assert_eq!(edited.status.observed_generation, Some(2));
+    }
+
+    #[tokio::test]
+    async fn an_invalid_spec_spends_no_id_is_not_probed_and_names_the_field() {
+        let shared = Shared::new();
+        let mut ports = FakePorts::default();
+        let reg = registration(
+            "bad",
+            1,
+            serde_json::json!({"compatibility": {"coordinatorVersion": ">>1"}}),
+        );
+        let done = register(&reg, &shared.step(), &mut ports).await.unwrap();
+        assert!(done.invalid && done.written);
+        assert!(ports.ids_asked.is_empty() && ports.keys_asked.is_empty());
+        assert_eq!(ports.targets_asked, 0);
+        assert_eq!(done.status.phase, Phase::Invalid);
+        assert_eq!(
+            done.status.mcp_id, None,
+            "no ID is spent on an invalid registration"
+        );
+        let ready = condition(&done.status, "Ready");
+        assert!(
+            ready
+                .message
+                .contains("spec.compatibility.coordinatorVersion"),
+            "{}",
+            ready.message
+        );
+    }
+
+    #[tokio::test]
+    async fn an_incompatible_coordinator_keeps_the_id_and_is_not_probed() {
+        let shared = Shared::new();
+        let mut ports = FakePorts::default();
+        let reg = registration(
+            "future",
+            1,
+            serde_json::json!({"compatibility": {"coordinatorVersion": ">=9"}}),
+        );
+        let done = register(&reg, &shared.step(), &mut ports).await.unwrap();
+        assert_eq!(done.status.phase, Phase::Incompatible);
+        assert_eq!(ports.targets_asked, 0, "an incompatible MCP is not probed");
+        assert_eq!(done.status.mcp_id.as_deref(), Some("future_workflow_001"));
+        let compatible = condition(&done.status, "Compatible");
+        assert_eq!(compatible.status, "False");
+        assert!(compatible.message.contains(">=9"));
+    }
+
+    #[tokio::test]
+    async fn a_target_that_cannot_be_probed_yet_is_looked_at_again_at_its_interval() {
+        let shared = Shared::new();
+        // Probe headers that could not be loaded.
+        let mut ports = FakePorts {
+            headers_missing: true,
+            ..FakePorts::default()
+        };
+        let reg = registration("auth", 1, serde_json::json!({}));
+        let done = register(&reg, &shared.step(), &mut ports).await.unwrap();
+        assert_eq!(done.recheck_after, Some(Duration::from_secs(7)));
+        // A target the policy refuses (a cloud metadata address).
+        let mut ports = FakePorts::default();
+        let reg = registration(
+            "metadata",
+            1,
+            serde_json::json!({"endpoint": {"url": "http://169.254.169.254"}}),
+        );
+        let done = register(&reg, &shared.step(), &mut ports).await.unwrap();
+        assert_eq!(done.recheck_after, Some(Duration::from_secs(7)));
+        let key = ObjectRef::from(&reg);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let error = loop {
+            let error = shared.prober.snapshot(&key).and_then(|h| h.last_error);
+            if let Some(error) = error {
+                break error;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the refusal was never reported"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(error.contains("link-local"), "{error}");
+        let probed = register(&reg, &shared.step(), &mut ports).await.unwrap();
+        assert_ne!(probed.status.phase, Phase::Ready);
+        let health = probed.status.health.unwrap();
+        assert!(health.last_error.unwrap().contains("link-local"));
+    }
+
+    #[tokio::test]
+    async fn a_port_that_fails_fails_the_step_and_writes_nothing() {
+        let shared = Shared::new();
+        let mut ports = FakePorts {
+            ledger_down: true,
+            ..FakePorts::default()
+        };
+        let reg = registration("ocr", 1, serde_json::json!({}));
+        let failed = register(&reg, &shared.step(), &mut ports)
+            .await
+            .unwrap_err();
+        assert_eq!(failed, "the ledger is unreachable");
+        assert!(ports.written.is_empty() && ports.keys_asked.is_empty());
+    }
+}

@@ -16,9 +16,9 @@ impl std::fmt::Display for FieldProblem {
     }
 }
 
-/// Whether `name` can name a namespace (an RFC 1123 label: lowercase letters, digits and '-', at
-/// most 63, starting and ending with a letter or digit).
-pub fn is_namespace_name(name: &str) -> bool {
+/// Whether `name` is an RFC 1123 label, as namespace (and many other) names must be: lowercase
+/// letters, digits and '-', at most 63, starting and ending with a letter or digit.
+pub fn is_dns_label(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
         && name

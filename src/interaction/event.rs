@@ -157,6 +157,21 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
 }
 
 #[cfg(test)]
+impl InteractionEvent {
+    /// The `i`th event of a unit test's stream: the start of interaction `i<i>` of MCP `m`,
+    /// received at `i` ms.
+    pub(crate) fn numbered(i: usize) -> Self {
+        Self::new(
+            format!("i{i}"),
+            "m".into(),
+            EventKind::Start,
+            i as i64,
+            Fields::default(),
+        )
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use kube::{Resource, ResourceExt};
 use serde_json::Value;
 
-use crate::crd::validate::validate_spec;
+use crate::crd::validate::{is_dns_label, validate_spec};
 use crate::crd::MCPRegistration;
 
 /// A registration read from a file; its namespace defaults to `default`.
@@ -241,16 +241,6 @@ pub fn parse(file: &Path, text: &str, schema: &Value) -> (Vec<Manifest>, Vec<Pro
         });
     }
     (manifests, problems)
-}
-
-fn is_dns_label(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-')
 }
 
 /// What the directory looks like: file names with modification times and sizes. A change means

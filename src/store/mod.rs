@@ -1,6 +1,6 @@
 //! Where interactions are kept: ClickHouse in production, SQLite embedded by default, both behind
 //! the capability traits of [`InteractionStore`] and held to the same contract
-//! (`tests/store_contract.rs`). A caller holds only the capability it uses ([`Stores`]).
+//! (`tests/store/contract.rs`). A caller holds only the capability it uses ([`Stores`]).
 
 pub mod clickhouse;
 pub mod metrics;
@@ -174,13 +174,7 @@ pub struct Stores {
 impl Stores {
     /// Every capability from one store.
     pub fn of<S: InteractionStore + 'static>(store: Arc<S>) -> Self {
-        Self {
-            events: store.clone(),
-            reads: store.clone(),
-            audit: store.clone(),
-            heartbeats: store.clone(),
-            upkeep: store,
-        }
+        Self::of_dyn(store)
     }
 
     /// Every capability from one store behind a trait object.

@@ -525,15 +525,7 @@ CREATE INDEX interactions_time ON interactions (time_ms);
             })
             .unwrap()
         };
-        let event = |i: usize| {
-            InteractionEvent::new(
-                format!("i{i}"),
-                "m".into(),
-                EventKind::Start,
-                i as i64,
-                Fields::default(),
-            )
-        };
+        let event = InteractionEvent::numbered;
         let mut insert = store.open_insert().await.unwrap();
         for i in 0..100 {
             insert.write(&[event(i)]).await.unwrap();

@@ -15,7 +15,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::keys::{AuthFileError, KeyRing, MIN_SECRET_BYTES};
-use crate::crd::validate::is_namespace_name;
+use crate::crd::validate::is_dns_label;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -90,7 +90,7 @@ impl RegistrarTokens {
                 )));
             }
             for ns in &entry.namespaces {
-                if !is_namespace_name(ns) {
+                if !is_dns_label(ns) {
                     return Err(invalid(format!(
                         "{name}: namespaces: {ns:?} is not a namespace name (lowercase letters, digits, '-', at most 63)"
                     )));

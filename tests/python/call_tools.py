@@ -1,5 +1,5 @@
 """The official MCP Python client calling tools on a Streamable HTTP server, for
-tests/python_client.rs: `extract_text` three times, then `broken` once.
+tests/clients/python_client.rs: `extract_text` three times, then `broken` once.
 
 Usage: python3 call_tools.py MCP_URL
 Prints one line per call: the tool's name and whether the result was an error.

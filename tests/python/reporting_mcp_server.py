@@ -1,5 +1,5 @@
 """An MCP server from the official Python SDK that reports every tool call through
-clients/python's `instrument`, for tests/python_client.rs.
+clients/python's `instrument`, for tests/clients/python_client.rs.
 
 Usage: python3 reporting_mcp_server.py PORT COORDINATOR_URL API_KEY
 """

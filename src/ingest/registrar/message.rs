@@ -167,7 +167,7 @@ pub fn registration_name(seed_name: &str) -> Result<String, Refused> {
 
 /// A namespace as a message names it: an RFC 1123 label.
 pub fn check_namespace(namespace: &str, field: &str) -> Result<(), Refused> {
-    if crate::crd::validate::is_namespace_name(namespace) {
+    if crate::crd::validate::is_dns_label(namespace) {
         Ok(())
     } else {
         Err(Refused::new(

@@ -431,7 +431,7 @@ mod tests {
     use std::io::Write;
 
     use super::*;
-    use crate::interaction::{EventKind, Fields};
+    use crate::interaction::Fields;
     use crate::test_dir::TestDir;
 
     fn dir(name: &str) -> TestDir {
@@ -447,13 +447,7 @@ mod tests {
     }
 
     fn event(i: usize) -> InteractionEvent {
-        InteractionEvent::new(
-            format!("i{i}"),
-            "m".into(),
-            EventKind::Start,
-            i as i64,
-            Fields::default(),
-        )
+        InteractionEvent::numbered(i)
     }
 
     /// A spool in a fresh directory named for the test, holding `n` events one by one.

@@ -1,0 +1,6 @@
+//! What runs beside the coordinator: the Python and Rust clients, standalone mode, Prometheus.
+
+mod prometheus;
+mod python_client;
+mod rust_client;
+mod standalone;

@@ -1,0 +1,15 @@
+//! The ingest server: its HTTP API, bounds, the process, keys from Secrets, sensitive data,
+//! signing, TLS, replicas, privacy, routing, self-registration and the parser under fuzzing.
+
+mod api;
+mod bounds;
+mod fuzz_parser;
+mod privacy;
+mod process;
+mod replicas;
+mod routing;
+mod secrets;
+mod self_registration;
+mod sensitive;
+mod signing;
+mod tls;
