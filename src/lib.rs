@@ -19,7 +19,7 @@ pub mod store;
 pub mod telemetry;
 #[cfg(test)]
 #[allow(dead_code)] // the tests use only part of it
-#[path = "../crates/test-support/src/dir.rs"]
+#[path = "../tests/support/src/dir.rs"]
 mod test_dir;
 pub mod trust;
 
