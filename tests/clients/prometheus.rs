@@ -39,17 +39,6 @@ fn tool(name: &str) -> &str {
     name
 }
 
-async fn get_text(url: &str) -> String {
-    http_client()
-        .get(url)
-        .send()
-        .await
-        .expect("GET")
-        .text()
-        .await
-        .expect("body")
-}
-
 async fn promtool_check(metrics: &str) -> (bool, String) {
     let mut child = tokio::process::Command::new(tool("promtool"))
         .args(["check", "metrics"])

@@ -3,6 +3,8 @@
 
 use test_support as common;
 
+use common::http_client as http;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -135,11 +137,6 @@ async fn start(name: &str) -> Ingest {
     let mut ingest = start_with(dir.path().to_path_buf(), store, Limits::default()).await;
     ingest._dir = Some(dir);
     ingest
-}
-
-fn http() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder().build().unwrap()
 }
 
 async fn post(base: &str, path: &str, key: Option<&str>, body: Value) -> (u16, Value) {
@@ -289,14 +286,7 @@ async fn rest_flow_assigns_ids_and_answers_queries() {
         (status, beat["mcp_id"].as_str()),
         (200, Some("ocr_workflow_mcp_001"))
     );
-    let metrics = http()
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::get_text(&format!("{base}/metrics")).await;
     assert!(
         metrics.contains(
             "mcp_ingest_events_received_total{event=\"start\",mcp_id=\"ocr_workflow_mcp_001\"} 1"
@@ -660,14 +650,7 @@ async fn a_record_too_large_to_store_is_refused_before_the_spool_and_the_rest_ar
     // Nothing of the refused record stays counted against the spool.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let metrics = http()
-            .get(format!("{}/metrics", ingest.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = common::get_text(&format!("{}/metrics", ingest.base)).await;
         if metrics.contains("mcp_ingest_spool_bytes 0\n") {
             break;
         }

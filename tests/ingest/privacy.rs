@@ -2,6 +2,8 @@
 //! ClickHouse, or the logs. The same user keeps one pseudonym.
 
 use test_support as common;
+
+use common::http_client as http;
 use test_support::clickhouse as clickhouse_support;
 
 use std::process::Stdio;
@@ -16,14 +18,6 @@ use serde_json::{json, Value};
 const KEY: &str = "mcpk_privacy_test_key_0123456789";
 const READER: &str = "privacy-reader-token";
 const RAW_USERS: [&str; 3] = ["user_secret_4242", "alice@example.com", "user_secret_7777"];
-
-fn http() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap()
-}
 
 async fn report_everything(base: &str) {
     let client = http();
@@ -55,28 +49,15 @@ async fn report_everything(base: &str) {
 }
 
 async fn history(base: &str, n: usize) -> Vec<Value> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let body: Value = http()
-            .get(format!("{base}/v1/mcps/ocr_workflow_mcp_001/interactions"))
-            .bearer_auth(READER)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let items = body["interactions"].as_array().cloned().unwrap_or_default();
+    common::eventually(Duration::from_secs(30), || async {
+        let items = common::interactions(base, "ocr_workflow_mcp_001", READER, "").await;
         if items.len() >= n {
-            return items;
+            Ok(items)
+        } else {
+            Err(format!("only {} interactions arrived", items.len()))
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "only {} interactions arrived",
-            items.len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 fn assert_pseudonymized(items: &[Value]) {

@@ -3,6 +3,8 @@
 
 use test_support as common;
 
+use common::http_client as http;
+
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,14 +14,6 @@ use serde_json::{json, Value};
 
 const KEY: &str = "mcpk_process_test_key_0123456789";
 const READER: &str = "process-test-reader-token";
-
-fn http() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap()
-}
 
 fn spawn(ingest: &IngestProcess) -> tokio::process::Child {
     ingest
@@ -83,48 +77,28 @@ async fn sigkill_during_load_loses_no_acknowledged_report() {
 
     let mut restarted = spawn(&ingest);
     ingest.wait_healthy().await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let stored: Vec<String> = loop {
-        let body: Value = http()
-            .get(format!(
-                "{base}/v1/mcps/ocr_workflow_mcp_001/interactions?limit=1000"
-            ))
-            .bearer_auth(READER)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let ids: Vec<String> = body["interactions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| i["interaction_id"].as_str().unwrap().to_string())
-            .collect();
-        if acked.iter().all(|a| ids.contains(a)) {
-            break ids;
+    let stored: Vec<String> = common::eventually(Duration::from_secs(30), || async {
+        let ids: Vec<String> =
+            common::interactions(&base, "ocr_workflow_mcp_001", READER, "?limit=1000")
+                .await
+                .iter()
+                .map(|i| i["interaction_id"].as_str().unwrap().to_string())
+                .collect();
+        let missing = acked.iter().filter(|a| !ids.contains(a)).count();
+        if missing == 0 {
+            Ok(ids)
+        } else {
+            Err(format!("{missing} acknowledged reports missing"))
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} acknowledged reports missing",
-            acked.iter().filter(|a| !ids.contains(a)).count()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    })
+    .await;
     let distinct: HashSet<&String> = stored.iter().collect();
     assert_eq!(distinct.len(), stored.len(), "an interaction appears twice");
-    let metrics: Value = http()
-        .get(format!(
-            "{base}/v1/mcps/ocr_workflow_mcp_001/metrics?range=1h"
-        ))
-        .bearer_auth(READER)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let metrics: Value = common::get_json_as(
+        &format!("{base}/v1/mcps/ocr_workflow_mcp_001/metrics?range=1h"),
+        READER,
+    )
+    .await;
     assert_eq!(
         metrics["metrics"]["count"].as_u64(),
         Some(stored.len() as u64),

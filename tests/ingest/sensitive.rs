@@ -4,6 +4,8 @@
 
 use test_support as common;
 
+use common::http_client as http;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,34 +47,15 @@ async fn start(dir: &std::path::Path, key_id: &str, key: [u8; 32]) -> InProcessI
     .await
 }
 
-fn http() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::new()
-}
-
 async fn history_as(base: &str, token: &str) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let body: Value = http()
-            .get(format!("{base}/v1/mcps/ocr_workflow_mcp_001/interactions"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if let Some(i) = body["interactions"].get(0) {
-            if i["status"] == "failed" {
-                return i.clone();
-            }
+    common::eventually(Duration::from_secs(20), || async {
+        let items = common::interactions(base, "ocr_workflow_mcp_001", token, "").await;
+        match items.first() {
+            Some(i) if i["status"] == "failed" => Ok(i.clone()),
+            _ => Err(format!("the interaction did not arrive: {items:?}")),
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the interaction did not arrive: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -136,14 +136,7 @@ async fn controller_process_reconciles_and_serves_metrics() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::get_text(&format!("{base}/metrics")).await;
     assert!(
         metrics.contains("mcp_up{mcp_id=\"proc_workflow_mcp_001\"} 1"),
         "{metrics}"

@@ -15,23 +15,15 @@ use mcp_coordinator::controller::ids;
 use mcp_coordinator::crd::{MCPRegistration, Phase, CREDENTIALS_LABEL, MCP_ID_LABEL};
 use serde_json::json;
 
-const WAIT: Duration = Duration::from_secs(20);
-
 fn ready(r: &MCPRegistration) -> bool {
     phase(r) == Some(Phase::Ready)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_assigns_id_key_secret_and_becomes_ready() {
-    let server = api_server().await;
-    let mcp = FakeMcp::start().await;
-    let _controller = start_controller(&server);
-    let api: Api<MCPRegistration> = Api::namespaced(client(&server), "default");
-    api.create(&PostParams::default(), &registration("ocr", &mcp.url(), ""))
-        .await
-        .unwrap();
-
-    let reg = wait_for(&api, "ocr", WAIT, "Ready", ready).await;
+    let scene = Scene::start().await;
+    let Scene { server, .. } = &scene;
+    let reg = scene.ready("ocr").await;
     let status = reg.status.clone().unwrap();
     assert_eq!(status.mcp_id.as_deref(), Some("ocr_workflow_mcp_001"));
     assert_eq!(status.observed_generation, reg.metadata.generation);
@@ -59,7 +51,7 @@ async fn create_assigns_id_key_secret_and_becomes_ready() {
         ]
     );
 
-    let secrets: Api<Secret> = Api::namespaced(client(&server), "default");
+    let secrets: Api<Secret> = Api::namespaced(client(server), "default");
     let secret = secrets.get("ocr-mcp-key").await.unwrap();
     assert_eq!(secret.labels()[CREDENTIALS_LABEL], "true");
     assert_eq!(secret.labels()[MCP_ID_LABEL], "ocr_workflow_mcp_001");
@@ -73,7 +65,7 @@ async fn create_assigns_id_key_secret_and_becomes_ready() {
     // The key never shows up in status or events.
     let status_text = serde_json::to_string(&reg.status).unwrap();
     assert!(!status_text.contains(&key));
-    let events: Api<Event> = Api::namespaced(client(&server), "default");
+    let events: Api<Event> = Api::namespaced(client(server), "default");
     let all = events.list(&Default::default()).await.unwrap();
     let reasons: HashSet<String> = all.items.iter().filter_map(|e| e.reason.clone()).collect();
     assert!(
@@ -85,20 +77,17 @@ async fn create_assigns_id_key_secret_and_becomes_ready() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mcp_going_down_becomes_unavailable_and_recovers() {
-    let server = api_server().await;
-    let mcp = FakeMcp::start().await;
-    let controller = start_controller(&server);
-    let api: Api<MCPRegistration> = Api::namespaced(client(&server), "default");
-    api.create(
-        &PostParams::default(),
-        &registration("flaky", &mcp.url(), ""),
-    )
-    .await
-    .unwrap();
-    wait_for(&api, "flaky", WAIT, "Ready", ready).await;
+    let scene = Scene::start().await;
+    let Scene {
+        mcp,
+        controller,
+        api,
+        ..
+    } = &scene;
+    scene.ready("flaky").await;
 
     mcp.set_healthy(false);
-    let down = wait_for(&api, "flaky", WAIT, "Unavailable", |r| {
+    let down = wait_for(api, "flaky", WAIT, "Unavailable", |r| {
         phase(r) == Some(Phase::Unavailable)
     })
     .await;
@@ -121,7 +110,7 @@ async fn mcp_going_down_becomes_unavailable_and_recovers() {
     );
 
     mcp.set_healthy(true);
-    let back = wait_for(&api, "flaky", WAIT, "Ready again", ready).await;
+    let back = wait_for(api, "flaky", WAIT, "Ready again", ready).await;
     assert_eq!(back.status.unwrap().routing.unwrap().effective_weight, 100);
     assert_eq!(
         controller
@@ -135,17 +124,9 @@ async fn mcp_going_down_becomes_unavailable_and_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steady_health_does_not_rewrite_status() {
-    let server = api_server().await;
-    let mcp = FakeMcp::start().await;
-    let _controller = start_controller(&server);
-    let api: Api<MCPRegistration> = Api::namespaced(client(&server), "default");
-    api.create(
-        &PostParams::default(),
-        &registration("steady", &mcp.url(), ""),
-    )
-    .await
-    .unwrap();
-    let first = wait_for(&api, "steady", WAIT, "Ready", ready).await;
+    let scene = Scene::start().await;
+    let Scene { mcp, api, .. } = &scene;
+    let first = scene.ready("steady").await;
     let probes_before = mcp.probes.load(std::sync::atomic::Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(4)).await;
     let later = api.get("steady").await.unwrap();
@@ -162,17 +143,9 @@ async fn steady_health_does_not_rewrite_status() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spec_edit_is_followed_by_observed_generation() {
-    let server = api_server().await;
-    let mcp = FakeMcp::start().await;
-    let _controller = start_controller(&server);
-    let api: Api<MCPRegistration> = Api::namespaced(client(&server), "default");
-    api.create(
-        &PostParams::default(),
-        &registration("edit", &mcp.url(), ""),
-    )
-    .await
-    .unwrap();
-    wait_for(&api, "edit", WAIT, "Ready", ready).await;
+    let scene = Scene::start().await;
+    let Scene { api, .. } = &scene;
+    scene.ready("edit").await;
     let patch = json!({"spec": {"routing": {"weight": 700, "priority": 2}}});
     let edited = api
         .patch("edit", &PatchParams::default(), &Patch::Merge(&patch))
@@ -180,7 +153,7 @@ async fn spec_edit_is_followed_by_observed_generation() {
         .unwrap();
     let generation = edited.metadata.generation.unwrap();
     assert_eq!(generation, 2);
-    let reg = wait_for(&api, "edit", WAIT, "observing generation 2", |r| {
+    let reg = wait_for(api, "edit", WAIT, "observing generation 2", |r| {
         r.status.as_ref().and_then(|s| s.observed_generation) == Some(2)
     })
     .await;
@@ -521,14 +494,9 @@ async fn deleting_a_registration_leaves_a_key_secret_it_does_not_own() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controller_serves_its_metrics() {
-    let server = api_server().await;
-    let mcp = FakeMcp::start().await;
-    let controller = start_controller(&server);
-    let api: Api<MCPRegistration> = Api::namespaced(client(&server), "default");
-    api.create(&PostParams::default(), &registration("m", &mcp.url(), ""))
-        .await
-        .unwrap();
-    wait_for(&api, "m", WAIT, "Ready", ready).await;
+    let scene = Scene::start().await;
+    let Scene { controller, .. } = &scene;
+    scene.ready("m").await;
     let text = controller.metrics.render();
     for series in [
         "mcp_coordinator_reconciles_total",

@@ -12,6 +12,8 @@ use mcp_coordinator::controller::metrics::Metrics;
 use mcp_coordinator::controller::{self, status::ReportingSettings, Settings};
 use mcp_coordinator::crd::MCPRegistration;
 
+use crate::fake_mcp::FakeMcp;
+
 pub const STATE_NAMESPACE: &str = "mcp-coordinator";
 
 /// A fake API server that already serves MCPRegistrations.
@@ -151,4 +153,46 @@ pub async fn wait_for(
 
 pub fn phase(reg: &MCPRegistration) -> Option<mcp_coordinator::crd::Phase> {
     reg.status.as_ref().map(|s| s.phase)
+}
+
+/// How long a controller test waits for a registration to reach a state.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// What most controller tests open with: the test API server, one healthy MCP, the controller
+/// running, and the registrations of `default`.
+pub struct Scene {
+    pub server: FakeApiServer,
+    pub mcp: FakeMcp,
+    pub controller: RunningController,
+    pub api: Api<MCPRegistration>,
+}
+
+impl Scene {
+    pub async fn start() -> Self {
+        let server = api_server().await;
+        let mcp = FakeMcp::start().await;
+        let controller = start_controller(&server);
+        let api = Api::namespaced(client(&server), "default");
+        Self {
+            server,
+            mcp,
+            controller,
+            api,
+        }
+    }
+
+    /// Registers the scene's MCP as `name` and waits until it is Ready.
+    pub async fn ready(&self, name: &str) -> MCPRegistration {
+        self.api
+            .create(
+                &kube::api::PostParams::default(),
+                &registration(name, &self.mcp.url(), ""),
+            )
+            .await
+            .expect("the registration is created");
+        wait_for(&self.api, name, WAIT, "Ready", |r| {
+            phase(r) == Some(mcp_coordinator::crd::Phase::Ready)
+        })
+        .await
+    }
 }

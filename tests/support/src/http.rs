@@ -41,3 +41,46 @@ pub async fn post_report(base: &str, key: &str, report: &serde_json::Value) -> u
         .map(|r| r.status().as_u16())
         .unwrap_or(0)
 }
+
+/// Polls `probe` every 50 ms until it answers `Ok`; after `timeout` fails the test with what the
+/// last `Err` said.
+pub async fn eventually<T, F, Fut>(timeout: std::time::Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match probe().await {
+            Ok(done) => return done,
+            Err(last) if tokio::time::Instant::now() >= deadline => {
+                panic!("gave up after {timeout:?}: {last}")
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// `GET {base}/v1/mcps/{mcp}/interactions{query}` with `token`: the interactions answered (a
+/// query string starts with `?`).
+pub async fn interactions(
+    base: &str,
+    mcp: &str,
+    token: &str,
+    query: &str,
+) -> Vec<serde_json::Value> {
+    let body = get_json_as(&format!("{base}/v1/mcps/{mcp}/interactions{query}"), token).await;
+    body["interactions"].as_array().cloned().unwrap_or_default()
+}
+
+/// `GET url`, answered as text.
+pub async fn get_text(url: &str) -> String {
+    http_client()
+        .get(url)
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("a text answer")
+}

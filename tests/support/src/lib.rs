@@ -21,4 +21,6 @@ pub mod ingest;
 pub use controller::*;
 pub use dir::TestDir;
 pub use fake_mcp::FakeMcp;
-pub use http::{free_port, get_json_as, http_client, post_report};
+pub use http::{
+    eventually, free_port, get_json_as, get_text, http_client, interactions, post_report,
+};
