@@ -338,16 +338,20 @@ mod tests {
         assert_eq!(edited.status.observed_generation, Some(2));
     }
 
-    #[tokio::test]
-    async fn an_invalid_spec_spends_no_id_is_not_probed_and_names_the_field() {
+    /// One step for a new registration `name` whose spec says `coordinator_version`.
+    async fn register_requiring(name: &str, coordinator_version: &str) -> (Registered, FakePorts) {
         let shared = Shared::new();
         let mut ports = FakePorts::default();
-        let reg = registration(
-            "bad",
-            1,
-            serde_json::json!({"compatibility": {"coordinatorVersion": ">>1"}}),
-        );
+        let spec =
+            serde_json::json!({"compatibility": {"coordinatorVersion": coordinator_version}});
+        let reg = registration(name, 1, spec);
         let done = register(&reg, &shared.step(), &mut ports).await.unwrap();
+        (done, ports)
+    }
+
+    #[tokio::test]
+    async fn an_invalid_spec_spends_no_id_is_not_probed_and_names_the_field() {
+        let (done, ports) = register_requiring("bad", ">>1").await;
         assert!(done.invalid && done.written);
         assert!(ports.ids_asked.is_empty() && ports.keys_asked.is_empty());
         assert_eq!(ports.targets_asked, 0);
@@ -368,14 +372,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_incompatible_coordinator_keeps_the_id_and_is_not_probed() {
-        let shared = Shared::new();
-        let mut ports = FakePorts::default();
-        let reg = registration(
-            "future",
-            1,
-            serde_json::json!({"compatibility": {"coordinatorVersion": ">=9"}}),
-        );
-        let done = register(&reg, &shared.step(), &mut ports).await.unwrap();
+        let (done, ports) = register_requiring("future", ">=9").await;
         assert_eq!(done.status.phase, Phase::Incompatible);
         assert_eq!(ports.targets_asked, 0, "an incompatible MCP is not probed");
         assert_eq!(done.status.mcp_id.as_deref(), Some("future_workflow_001"));

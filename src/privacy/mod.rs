@@ -192,8 +192,8 @@ mod tests {
 
     #[test]
     fn a_missing_key_file_is_created_once_and_reused() {
-        let dir = std::env::temp_dir().join(format!("privacy-key-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let root = crate::test_dir::TestDir::new("privacy-key");
+        let dir = root.join("keys");
         let path = dir.join("privacy.key");
         let first = Pseudonymizer::from_file(&path, true).unwrap();
         let again = Pseudonymizer::from_file(&path, false).unwrap();
@@ -201,6 +201,5 @@ mod tests {
         std::fs::write(dir.join("short.key"), b"short").unwrap();
         let err = Pseudonymizer::from_file(&dir.join("short.key"), false).unwrap_err();
         assert!(err.to_string().contains("at least 32"), "{err}");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -164,8 +164,8 @@ mod tests {
 
     #[test]
     fn ids_and_keys_survive_a_reopen_and_retired_numbers_are_not_reused() {
-        let dir = std::env::temp_dir().join(format!("mcp-registry-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let root = crate::test_dir::TestDir::new("registry");
+        let dir = root.join("data");
         let mut r = Registry::open(&dir).expect("opens");
         let a = r.id_for("default/ocr", "ocr_workflow").expect("id");
         let key = r.key_for("default", "ocr").expect("key");
@@ -183,6 +183,5 @@ mod tests {
             again.id_for("default/ocr", "ocr_workflow").expect("id"),
             "ocr_workflow_mcp_002"
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

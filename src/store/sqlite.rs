@@ -491,9 +491,7 @@ CREATE INDEX interactions_time ON interactions (time_ms);
     #[tokio::test]
     async fn the_database_and_its_journal_are_readable_by_their_owner_only() {
         use std::os::unix::fs::PermissionsExt;
-        let dir = std::env::temp_dir().join(format!("sqlite-mode-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::test_dir::TestDir::new("sqlite-mode");
         let store = SqliteStore::open(&dir.join("interactions.db")).unwrap();
         let event = InteractionEvent::new(
             "i".into(),
@@ -509,7 +507,6 @@ CREATE INDEX interactions_time ON interactions (time_ms);
             assert_eq!(mode, 0o600, "{}", path.display());
         }
         drop(store);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A streamed insert fed one event at a time (single reports) applies them in transactions of
@@ -552,9 +549,7 @@ CREATE INDEX interactions_time ON interactions (time_ms);
     /// checkpoint thread does not.
     #[tokio::test]
     async fn committed_batches_are_copied_into_the_database_file_off_the_writer() {
-        let dir = std::env::temp_dir().join(format!("sqlite-checkpoint-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::test_dir::TestDir::new("sqlite-checkpoint");
         let path = dir.join("interactions.db");
         let store = SqliteStore::open(&path).unwrap();
         // Some 8 MiB of rows: past the thread's threshold (1,000 pages), far below the writer's.
@@ -596,6 +591,5 @@ CREATE INDEX interactions_time ON interactions (time_ms);
             events.len()
         );
         drop(store);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

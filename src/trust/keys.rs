@@ -317,15 +317,17 @@ mod tests {
         assert_eq!(ring.mcp_for("new-key-0123456789"), None);
     }
 
-    fn file(tag: &str, text: &str) -> std::path::PathBuf {
-        let path = std::env::temp_dir().join(format!("auth-{tag}-{}.yaml", std::process::id()));
+    /// `text` in a file of its own, in a directory removed when the returned guard is dropped.
+    fn file(tag: &str, text: &str) -> (crate::test_dir::TestDir, std::path::PathBuf) {
+        let dir = crate::test_dir::TestDir::new(&format!("auth-{tag}"));
+        let path = dir.join("file.yaml");
         std::fs::write(&path, text).unwrap();
-        path
+        (dir, path)
     }
 
     #[test]
     fn a_name_in_a_token_file_cannot_grant_a_role() {
-        let path = file("names", "\"admin:mallory\": reader-token-0123456789\n");
+        let (_dir, path) = file("names", "\"admin:mallory\": reader-token-0123456789\n");
         let tokens = ReaderTokens::from_file(&path).unwrap();
         assert_eq!(
             tokens.role("reader-token-0123456789"),
@@ -336,12 +338,11 @@ mod tests {
             tokens.role("admin-token-0123456789"),
             Some(Role::Admin("ops".into()))
         );
-        let _ = std::fs::remove_file(path);
     }
 
     #[test]
     fn short_tokens_are_refused_with_the_entry_named() {
-        let path = file("short", "ops: hunter2\n");
+        let (_dir, path) = file("short", "ops: hunter2\n");
         let refused = |e: AuthFileError| e.to_string();
         let err = ReaderTokens::from_file(&path).map(drop).map_err(refused);
         assert!(
@@ -358,7 +359,6 @@ mod tests {
             err.as_ref().is_err_and(|e| e.contains("the key of ops")),
             "{err:?}"
         );
-        let _ = std::fs::remove_file(path);
     }
 
     #[test]

@@ -118,16 +118,17 @@ impl RegistrarTokens {
 mod tests {
     use super::*;
 
-    fn file(tag: &str, text: &str) -> std::path::PathBuf {
-        let path =
-            std::env::temp_dir().join(format!("registrars-{tag}-{}.yaml", std::process::id()));
+    /// `text` in a file of its own, in a directory removed when the returned guard is dropped.
+    fn file(tag: &str, text: &str) -> (crate::test_dir::TestDir, std::path::PathBuf) {
+        let dir = crate::test_dir::TestDir::new(&format!("registrars-{tag}"));
+        let path = dir.join("file.yaml");
         std::fs::write(&path, text).unwrap();
-        path
+        (dir, path)
     }
 
     #[test]
     fn a_token_allows_its_namespaces_only() {
-        let path = file(
+        let (_dir, path) = file(
             "ok",
             "ci:\n  token: registrar-token-0123456789\n  namespaces: [mcps, team-a]\n",
         );
@@ -139,7 +140,6 @@ mod tests {
         let refused = grant.namespace_for(Some("kube-system")).unwrap_err();
         assert!(refused.contains("mcps, team-a only"), "{refused}");
         assert!(tokens.grant("registrar-token-012345678X").is_none());
-        let _ = std::fs::remove_file(path);
     }
 
     #[test]
@@ -161,7 +161,7 @@ mod tests {
                 "not a namespace name",
             ),
         ] {
-            let path = file(tag, text);
+            let (_dir, path) = file(tag, text);
             let err = RegistrarTokens::from_file(&path)
                 .err()
                 .map(|e| e.to_string());
@@ -169,7 +169,6 @@ mod tests {
                 err.as_deref().is_some_and(|e| e.contains(expected)),
                 "{tag}: {err:?}"
             );
-            let _ = std::fs::remove_file(path);
-        }
+            }
     }
 }

@@ -1,5 +1,6 @@
-//! The installed `kubectl` against the test API server: users apply the examples, get a schema
-//! error for a bad manifest, and see ID, Phase and Weight in `kubectl get mcpreg`.
+//! The upstream `kubectl` against both API servers, the test one and the real one (a contract both
+//! pass): users apply the examples, get the schema's and the CEL rule's errors for bad manifests,
+//! and see ID, Phase and Weight in `kubectl get mcpreg`.
 
 use test_support as common;
 
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use kube::Api;
+use mcp_coordinator::controller::Settings;
 use mcp_coordinator::crd::MCPRegistration;
 
 async fn kubectl(kubeconfig: &Path, args: &[&str]) -> (bool, String, String) {
@@ -34,11 +36,40 @@ async fn kubectl(kubeconfig: &Path, args: &[&str]) -> (bool, String, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kubectl_applies_the_examples_rejects_bad_manifests_and_shows_the_columns() {
+async fn kubectl_on_the_test_api_server() {
     let server = api_server().await;
     let dir = common::TestDir::new("kubectl");
     let kubeconfig = dir.join("kubeconfig");
     std::fs::write(&kubeconfig, server.kubeconfig()).expect("kubeconfig");
+    let mut settings = settings();
+    settings.probe_policy = settings.probe_policy.refusing_api_server(&server.url());
+    scenario(&dir, &kubeconfig, client(&server), settings).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_on_a_real_api_server() {
+    let cluster = common::cluster::shared();
+    let admin = cluster.admin().await;
+    common::cluster::install_crd(&admin).await;
+    let dir = common::TestDir::new("kubectl-real");
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, cluster.admin_kubeconfig()).expect("kubeconfig");
+    // The examples live in `default`; this test is the only one there.
+    let mut settings = settings();
+    settings.namespace = Some("default".into());
+    settings.state_namespace = common::cluster::namespace(&admin, "kubectl-state").await;
+    settings.probe_policy = settings.probe_policy.refusing_api_server(&cluster.url);
+    scenario(&dir, &kubeconfig, admin, settings).await;
+}
+
+/// What a user does with kubectl, on whichever server `kubeconfig` and `client` reach.
+async fn scenario(
+    dir: &common::TestDir,
+    kubeconfig: &Path,
+    client: kube::Client,
+    settings: Settings,
+) {
+    let kubeconfig = kubeconfig.to_path_buf();
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
 
     let (ok, out, err) = kubectl(
@@ -57,7 +88,7 @@ async fn kubectl_applies_the_examples_rejects_bad_manifests_and_shows_the_column
         out.contains("mcpregistration.mcp.coordinator.dev/ocr-workflow created"),
         "{out}"
     );
-    let api: Api<MCPRegistration> = Api::all(client(&server));
+    let api: Api<MCPRegistration> = Api::namespaced(client.clone(), "default");
     assert_eq!(
         api.list(&Default::default())
             .await
@@ -109,7 +140,7 @@ async fn kubectl_applies_the_examples_rejects_bad_manifests_and_shows_the_column
         "the rule's message: {err}"
     );
 
-    let _controller = start_controller(&server);
+    let _controller = start_controller_on(client, settings);
     // The example Services do not exist here, so they stay Pending or turn Unavailable with
     // weight 0; what matters is that kubectl shows the columns the controller fills in.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -167,5 +198,4 @@ async fn kubectl_applies_the_examples_rejects_bad_manifests_and_shows_the_column
     )
     .await;
     assert!(ok && out == "ocr-workflow-mcp-key", "{out}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -9,3 +9,4 @@ mod kubectl;
 mod leader;
 mod mcp_probe;
 mod rbac;
+mod real;

@@ -172,27 +172,16 @@ async fn users_become_pseudonyms_and_sensitive_interactions_are_sealed_before_th
         parameters: Some(r#"{"document":"secret"}"#.into()),
         ..Fields::default()
     };
-    accept(
-        &ports,
-        &protection,
-        report(EventKind::Start, Some("i-s"), parsed(None, None, fields)),
-        1,
-    )
-    .await
-    .unwrap();
-    // A later report of the same interaction is sealed too, though it does not say so itself.
+    // The start says it is sensitive; a later report of the same interaction is sealed too,
+    // though it does not say so itself.
     let later = Fields {
         error_message: Some("could not read secret".into()),
         ..Fields::default()
     };
-    accept(
-        &ports,
-        &protection,
-        report(EventKind::Error, Some("i-s"), parsed(None, None, later)),
-        2,
-    )
-    .await
-    .unwrap();
+    for (kind, fields) in [(EventKind::Start, fields), (EventKind::Error, later)] {
+        let report = report(kind, Some("i-s"), parsed(None, None, fields));
+        accept(&ports, &protection, report, 1).await.unwrap();
+    }
     let appended = ports.appended.lock().unwrap();
     let start = &appended[0].fields;
     assert_ne!(start.user_id.as_deref(), Some("alice@example.com"));

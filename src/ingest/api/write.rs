@@ -1,6 +1,7 @@
 //! The write path: reports (the seed's `action` envelope, the REST API, batches) and heartbeats.
 //! Parsing and answering; the step itself (protect, spool, then teach the router) is `accept`.
 
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use warp::http::StatusCode;
@@ -15,7 +16,6 @@ use crate::interaction::{
     ParsedReport, Record,
 };
 use crate::pipeline::SpoolError;
-use futures::future::BoxFuture;
 
 /// The seed's `action` envelope.
 #[derive(Debug, Deserialize)]

@@ -6,6 +6,7 @@ use crate::interaction::{EventKind, Fields, InteractionEvent};
 use crate::pipeline::spool::{Spool, SpoolConfig};
 use crate::store::{EventInsert, GatheredInsert, StoreError};
 use crate::telemetry::Series;
+use crate::test_dir::TestDir;
 
 /// What a test store does with its first insert.
 #[derive(Default)]
@@ -81,9 +82,8 @@ impl EventSink for Recording {
 }
 
 /// A spool in a fresh directory named for the test (`tag`), its segments `segment_bytes` long.
-fn spool_in(tag: &str, segment_bytes: u64) -> (PathBuf, Spool, SpoolReader) {
-    let dir = std::env::temp_dir().join(format!("mcp-shipper-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+fn spool_in(tag: &str, segment_bytes: u64) -> (TestDir, Spool, SpoolReader) {
+    let dir = TestDir::new(&format!("shipper-{tag}"));
     let (spool, reader) = Spool::open(SpoolConfig {
         dir: dir.join("spool"),
         segment_bytes,
@@ -193,7 +193,6 @@ async fn reading_ahead_ships_every_event_once_and_in_order() {
     let expected: Vec<String> = (0..total).map(|i| format!("i{i:05}")).collect();
     assert_eq!(inserted, expected);
     assert!(!dir.join("poison.ndjson").exists());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// After an idle spool the first events are shipped at once; the insert after them stays open
@@ -262,7 +261,6 @@ async fn one_insert_spans_many_reads_of_the_spool() {
             .map(|e| e.interaction_id.clone())
             .collect::<Vec<_>>()
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// An insert that holds a part worth writing ends once the spool goes quiet, not at the end of
@@ -366,5 +364,4 @@ async fn a_batch_confirmed_early_waits_for_the_one_before_it() {
             .map(|e| e.interaction_id.clone())
             .collect::<Vec<_>>()
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

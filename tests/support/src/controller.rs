@@ -85,11 +85,16 @@ pub fn start_controller(server: &FakeApiServer) -> RunningController {
 }
 
 pub fn start_controller_with(server: &FakeApiServer, settings: Settings) -> RunningController {
+    start_controller_on(client(server), settings)
+}
+
+/// The controller, running in this process with `client` (of any API server) until dropped.
+pub fn start_controller_on(client: Client, settings: Settings) -> RunningController {
     let metrics = Arc::new(Metrics::new().expect("metrics register"));
     let ready = Arc::new(AtomicBool::new(false));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(controller_future(
-        client(server),
+        client,
         settings,
         metrics.clone(),
         ready.clone(),

@@ -5,6 +5,7 @@
 //! - `fake_mcp`: a small HTTP MCP whose health can be switched;
 //! - `ingest`: ingest servers as a process of the real binary or in this process;
 //! - `clickhouse`: real ClickHouse servers (Debian's), one per test or a cluster with ZooKeeper;
+//! - `cluster`: a real control plane (etcd, kube-apiserver, kube-controller-manager) on loopback;
 //! - `dir`: one temporary-directory type; `http`: one HTTP client and free ports;
 //! - `build`: typed builders for registrations and interaction events, instead of YAML text.
 //!
@@ -12,6 +13,7 @@
 
 pub mod build;
 pub mod clickhouse;
+pub mod cluster;
 pub mod controller;
 pub mod dir;
 pub mod fake_mcp;
