@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 bin=.tools/bin
 stamp="$bin/kube-binaries.stamp"
-want="$(cat tools/kube/go.mod tools/kube/go.sum tools/kube/cmd/*/main.go | sha256sum | cut -d' ' -f1)"
+want="$(cat "$0" tools/kube/go.mod tools/kube/go.sum tools/kube/cmd/*/main.go | sha256sum | cut -d' ' -f1)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
   && [ -x "$bin/kube-apiserver" ] && [ -x "$bin/kube-controller-manager" ] && [ -x "$bin/etcd" ]; then
   echo "kube-apiserver, kube-controller-manager and etcd are built ($(grep 'k8s.io/kubernetes v' tools/kube/go.mod | awk '{print $NF}'))"
@@ -20,9 +20,18 @@ if ! command -v go >/dev/null 2>&1; then
 fi
 mkdir -p "$bin"
 start=$(date +%s)
+# The version the binaries report (helm checks a chart's kubeVersion against it), as Kubernetes'
+# own build stamps it.
+version="$(awk '$1 == "k8s.io/kubernetes" { print $2 }' tools/kube/go.mod)"
+major="$(echo "${version#v}" | cut -d. -f1)"
+minor="$(echo "${version#v}" | cut -d. -f2)"
+ldflags=""
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  ldflags="$ldflags -X $pkg.gitVersion=$version -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
+done
 (
   cd tools/kube
-  GOFLAGS=-mod=readonly go build -trimpath -o "../../$bin/" ./cmd/kube-apiserver ./cmd/kube-controller-manager ./cmd/etcd
+  GOFLAGS=-mod=readonly go build -trimpath -ldflags "$ldflags" -o "../../$bin/" ./cmd/kube-apiserver ./cmd/kube-controller-manager ./cmd/etcd
 )
 echo "$want" > "$stamp"
 echo "built kube-apiserver, kube-controller-manager and etcd in $(( $(date +%s) - start )) s"

@@ -169,6 +169,6 @@ mod tests {
                 err.as_deref().is_some_and(|e| e.contains(expected)),
                 "{tag}: {err:?}"
             );
-            }
+        }
     }
 }

@@ -206,3 +206,123 @@ async fn the_garbage_collector_removes_the_key_of_a_registration_deleted_while_n
     })
     .await;
 }
+
+/// The real helm, from `.tools/bin` (scripts/install-kube-tools.sh) or PATH.
+fn helm(kubeconfig: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let tools = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/helm");
+    let program = if tools.exists() { tools } else { "helm".into() };
+    let out = std::process::Command::new(program)
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .expect("helm runs (scripts/install-kube-tools.sh installs it)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_charts_own_service_accounts_the_controller_works_and_the_ingest_identity_cannot_write(
+) {
+    let cluster = shared();
+    let admin = cluster.admin().await;
+    install_crd(&admin).await;
+    let release_ns = namespace(&admin, "real-chart").await;
+    let mcps = namespace(&admin, "real-chart-mcps").await;
+    // No kubelet runs here, so no pod starts: what matters is every object the chart creates,
+    // its RBAC above all, as the real API server takes it.
+    let chart = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/mcp-coordinator");
+    let (ok, out) = helm(
+        &cluster.admin_kubeconfig_file(),
+        &[
+            "install",
+            "mcp-coordinator",
+            &chart.to_string_lossy(),
+            "-n",
+            &release_ns,
+            "--set",
+            &format!("crds.install=false,watchNamespace={mcps}"),
+        ],
+    );
+    assert!(ok, "helm install into the real API server failed:\n{out}");
+
+    // The controller with the token of the chart's controller ServiceAccount: the real RBAC
+    // authorizer decides every call it makes.
+    let (_, controller_identity) = cluster
+        .service_account(&release_ns, "mcp-coordinator")
+        .await;
+    let mut settings = settings();
+    settings.namespace = Some(mcps.clone());
+    settings.state_namespace = release_ns.clone();
+    settings.probe_policy = settings.probe_policy.refusing_api_server(&cluster.url);
+    let mcp = FakeMcp::start().await;
+    let controller = start_controller_on(controller_identity, settings);
+    let api: Api<MCPRegistration> = Api::namespaced(admin.clone(), &mcps);
+    api.create(
+        &PostParams::default(),
+        &registration_in(&mcps, "charted", &mcp.url()),
+    )
+    .await
+    .unwrap();
+    let reg = wait_for(&api, "charted", SLOW, "Ready", |r| {
+        phase(r) == Some(Phase::Ready)
+    })
+    .await;
+    assert_eq!(
+        reg.status.unwrap().mcp_id.as_deref(),
+        Some("charted_workflow_mcp_001")
+    );
+    assert_eq!(
+        controller
+            .metrics
+            .reconcile_errors
+            .with_label_values(&["api"])
+            .get(),
+        0,
+        "no call of the controller was refused"
+    );
+
+    // The ingest identity reads keys but writes nothing.
+    let (_, ingest_identity) = cluster
+        .service_account(&release_ns, "mcp-coordinator-ingest")
+        .await;
+    let secrets: Api<Secret> = Api::namespaced(ingest_identity.clone(), &mcps);
+    let listed = secrets
+        .list(&Default::default())
+        .await
+        .expect("the ingest identity lists Secrets");
+    assert!(listed
+        .items
+        .iter()
+        .any(|s| s.name_any() == "charted-mcp-key"));
+    let forged: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "forged", "namespace": mcps},
+        "stringData": {"api-key": "x"},
+    }))
+    .unwrap();
+    match secrets.create(&PostParams::default(), &forged).await {
+        Err(kube::Error::Api(e)) => assert_eq!(e.code, 403, "{e:?}"),
+        other => panic!("the ingest identity wrote a Secret: {other:?}"),
+    }
+    let registrations: Api<MCPRegistration> = Api::namespaced(ingest_identity, &mcps);
+    let refused = registrations
+        .delete("charted", &DeleteParams::default())
+        .await;
+    assert!(
+        matches!(refused, Err(kube::Error::Api(ref e)) if e.code == 403),
+        "{refused:?}"
+    );
+
+    // Uninstalled: the registrations and their CRD stay.
+    let (ok, out) = helm(
+        &cluster.admin_kubeconfig_file(),
+        &["uninstall", "mcp-coordinator", "-n", &release_ns],
+    );
+    assert!(ok, "{out}");
+    assert!(api.get_opt("charted").await.unwrap().is_some());
+}
