@@ -23,33 +23,8 @@ use serde_json::{json, Value};
 
 const TOKEN: &str = "registrar-token-0123456789";
 
-fn seed_message(url: &str) -> Value {
-    json!({
-        "action": "register_mcp",
-        "mcp_info": {
-            "name": "ocr_workflow_mcp",
-            "version": "1.0.0",
-            "type": "workflow",
-            "capabilities": ["ocr_processing", "document_analysis"],
-            "supported_formats": ["image/jpeg", "image/png", "application/pdf"],
-            "resource_requirements": {"min_memory": "1GB", "min_cpu": "2 cores", "gpu_required": false},
-            "endpoints": {"health_check": "/health", "process": "/process", "status": "/status"},
-            "url": url
-        }
-    })
-}
-
-async fn post(base: &str, path: &str, token: &str, body: &Value) -> (u16, Value) {
-    let response = http_client()
-        .post(format!("{base}{path}"))
-        .bearer_auth(token)
-        .json(body)
-        .send()
-        .await
-        .expect("request");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
+use common::build::seed_register_message as seed_message;
+use common::post_json as post;
 
 async fn report(base: &str, key: &str) -> u16 {
     let completed = json!({"request_data": {"request_type": "ocr_processing"}, "processing_time": 0.05, "success": true});

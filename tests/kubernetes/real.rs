@@ -326,3 +326,102 @@ async fn with_the_charts_own_service_accounts_the_controller_works_and_the_inges
     assert!(ok, "{out}");
     assert!(api.get_opt("charted").await.unwrap().is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_registration_acts_as_the_charts_registrar_service_account() {
+    use common::build::seed_register_message;
+    use common::ingest::{test_config, InProcessIngest};
+    use mcp_coordinator::ingest::registrar::kubernetes::KubernetesRegistrations;
+    use mcp_coordinator::ingest::registrar::{Registrar, RegistrarTokens};
+    use mcp_coordinator::trust::keys::{KeyRing, ReaderTokens};
+    use std::sync::Arc;
+
+    const TOKEN: &str = "registrar-token-0123456789";
+    let cluster = shared();
+    let admin = cluster.admin().await;
+    install_crd(&admin).await;
+    let release_ns = namespace(&admin, "real-registrar").await;
+    let mcps = namespace(&admin, "real-registrar-mcps").await;
+    let chart = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/mcp-coordinator");
+    let (ok, out) = helm(
+        &cluster.admin_kubeconfig_file(),
+        &[
+            "install",
+            "registrar-test",
+            &chart.to_string_lossy(),
+            "-n",
+            &release_ns,
+            "--set",
+            &format!("crds.install=false,watchNamespace={mcps},registrar.enabled=true,registrar.namespaces={{{mcps}}}"),
+        ],
+    );
+    assert!(ok, "helm install failed:\n{out}");
+    let mut settings = settings();
+    settings.namespace = Some(mcps.clone());
+    settings.state_namespace = release_ns.clone();
+    settings.probe_policy = settings.probe_policy.refusing_api_server(&cluster.url);
+    let _controller = start_controller_on(admin.clone(), settings);
+
+    // The ingest server's registrar acts as the chart's registrar ServiceAccount.
+    let (_, registrar_identity) = cluster
+        .service_account(&release_ns, "registrar-test-mcp-coordinator-registrar")
+        .await;
+    let dir = TestDir::new("real-registrar");
+    let mut tokens = RegistrarTokens::default();
+    tokens.add("ci", TOKEN, vec![mcps.clone(), "kube-system".into()]);
+    let mut config = test_config(dir.path());
+    config.registrar = Some(Arc::new(Registrar::new(
+        Arc::new(tokens),
+        Arc::new(KubernetesRegistrations::new(registrar_identity)),
+        SLOW,
+    )));
+    let store = Arc::new(
+        mcp_coordinator::store::sqlite::SqliteStore::open(&dir.join("interactions.db")).unwrap(),
+    );
+    let mut ingest = InProcessIngest::start(
+        config,
+        store,
+        Arc::new(KeyRing::default()),
+        Arc::new(ReaderTokens::default()),
+    )
+    .await;
+    let mcp = FakeMcp::start().await;
+    let mut message = seed_register_message(&mcp.url());
+    message["mcp_info"]["namespace"] = json!(mcps);
+    let (status, answer) = common::post_json(&ingest.base, "/api/register", TOKEN, &message).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["mcp_id"], "ocr_workflow_mcp_001", "{answer}");
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &mcps);
+    let secret = secrets.get("ocr-workflow-mcp-mcp-key").await.unwrap();
+    let stored = String::from_utf8(secret.data.unwrap()["api-key"].0.clone()).unwrap();
+    assert_eq!(answer["api_key"], stored.as_str());
+
+    // The token allows kube-system, but the registrar's identity has no Role there: the real
+    // authorizer refuses, and the caller hears why instead of a success.
+    let mut elsewhere = message.clone();
+    elsewhere["mcp_info"]["namespace"] = json!("kube-system");
+    let (status, body) = common::post_json(&ingest.base, "/api/register", TOKEN, &elsewhere).await;
+    assert_ne!(status, 200, "{body}");
+    let api: Api<MCPRegistration> = Api::namespaced(admin.clone(), "kube-system");
+    assert!(api.get_opt("ocr-workflow-mcp").await.unwrap().is_none());
+
+    // Retired through the same identity.
+    let unregister =
+        json!({"action": "unregister_mcp", "name": "ocr_workflow_mcp", "namespace": mcps});
+    let (status, body) = common::post_json(&ingest.base, "/api/register", TOKEN, &unregister).await;
+    assert_eq!(status, 200, "{body}");
+    let api: Api<MCPRegistration> = Api::namespaced(admin.clone(), &mcps);
+    common::eventually(SLOW, || async {
+        match api.get_opt("ocr-workflow-mcp").await {
+            Ok(None) => Ok(()),
+            other => Err(format!("not retired: {}", other.is_ok())),
+        }
+    })
+    .await;
+    ingest.stop().await;
+    let (ok, out) = helm(
+        &cluster.admin_kubeconfig_file(),
+        &["uninstall", "registrar-test", "-n", &release_ns],
+    );
+    assert!(ok, "{out}");
+}

@@ -101,3 +101,20 @@ pub fn event_of(
         fields,
     )
 }
+
+/// The seed's own `register_mcp` message, for an MCP at `url` (its endpoints are paths under it).
+pub fn seed_register_message(url: &str) -> Value {
+    json!({
+        "action": "register_mcp",
+        "mcp_info": {
+            "name": "ocr_workflow_mcp",
+            "version": "1.0.0",
+            "type": "workflow",
+            "capabilities": ["ocr_processing", "document_analysis"],
+            "supported_formats": ["image/jpeg", "image/png", "application/pdf"],
+            "resource_requirements": {"min_memory": "1GB", "min_cpu": "2 cores", "gpu_required": false},
+            "endpoints": {"health_check": "/health", "process": "/process", "status": "/status"},
+            "url": url
+        }
+    })
+}

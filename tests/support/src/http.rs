@@ -84,3 +84,25 @@ pub async fn get_text(url: &str) -> String {
         .await
         .expect("a text answer")
 }
+
+/// `POST {base}{path}` of `body` with a bearer `token`: the status and the JSON answered (null when
+/// the answer is not JSON).
+pub async fn post_json(
+    base: &str,
+    path: &str,
+    token: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let response = http_client()
+        .post(format!("{base}{path}"))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .expect("the request is answered");
+    let status = response.status().as_u16();
+    (
+        status,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    )
+}

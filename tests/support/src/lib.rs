@@ -24,5 +24,5 @@ pub use controller::*;
 pub use dir::TestDir;
 pub use fake_mcp::FakeMcp;
 pub use http::{
-    eventually, free_port, get_json_as, get_text, http_client, interactions, post_report,
+    eventually, free_port, get_json_as, get_text, http_client, interactions, post_json, post_report,
 };
