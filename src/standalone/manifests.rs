@@ -204,11 +204,9 @@ pub fn parse(file: &Path, text: &str, schema: &Value) -> (Vec<Manifest>, Vec<Pro
         structural_schema::prune(spec_schema, spec, "spec", &mut unknown);
         if !unknown.is_empty() {
             for field in unknown {
-                problems.push(problem(
-                    n,
-                    &field,
-                    "unknown field (check its spelling against the CRD)".into(),
-                ));
+                // kubectl's words (the API server's strict field validation).
+                let reason = format!("strict decoding error: unknown field \"{field}\"");
+                problems.push(problem(n, &field, reason));
             }
             continue;
         }

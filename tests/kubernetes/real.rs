@@ -425,3 +425,103 @@ async fn self_registration_acts_as_the_charts_registrar_service_account() {
     );
     assert!(ok, "{out}");
 }
+
+/// What standalone mode says of the same manifest: accepted, or its problems' reasons.
+fn standalone_verdict(manifest: &serde_json::Value) -> Result<(), String> {
+    use mcp_coordinator::standalone::manifests;
+    let text = serde_json::to_string(manifest).unwrap();
+    let (_, problems) =
+        manifests::parse(std::path::Path::new("m.yaml"), &text, &manifests::schema());
+    match problems.as_slice() {
+        [] => Ok(()),
+        problems => Err(problems
+            .iter()
+            .map(|p| p.reason.clone())
+            .collect::<Vec<_>>()
+            .join("; ")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_mode_accepts_and_refuses_what_the_real_api_server_does_with_its_words() {
+    let cluster = shared();
+    let admin = cluster.admin().await;
+    install_crd(&admin).await;
+    let ns = namespace(&admin, "real-differential").await;
+    let base = json!({
+        "apiVersion": "mcp.coordinator.dev/v1alpha1",
+        "kind": "MCPRegistration",
+        "metadata": {"name": "m", "namespace": ns},
+        "spec": {
+            "version": "1.0.0",
+            "type": "workflow",
+            "capabilities": ["ocr"],
+            "endpoint": {"url": "http://m:8080"},
+        },
+    });
+    let with = |path: &[&str], value: serde_json::Value| {
+        let mut m = base.clone();
+        let mut at = &mut m["spec"];
+        for key in &path[..path.len() - 1] {
+            at = &mut at[*key];
+        }
+        if value.is_null() {
+            at.as_object_mut().unwrap().remove(path[path.len() - 1]);
+        } else {
+            at[path[path.len() - 1]] = value;
+        }
+        m
+    };
+    let cases = [
+        ("valid", base.clone()),
+        (
+            "weight over the maximum",
+            with(&["routing", "weight"], json!(5000)),
+        ),
+        (
+            "a negative priority",
+            with(&["routing", "priority"], json!(-1)),
+        ),
+        (
+            "a probe timeout over its interval (a CEL rule)",
+            with(
+                &["healthCheck"],
+                json!({"intervalSeconds": 5, "timeoutSeconds": 30}),
+            ),
+        ),
+        (
+            "no capabilities",
+            with(&["capabilities"], serde_json::Value::Null),
+        ),
+        (
+            "an endpoint URL of the wrong type",
+            with(&["endpoint", "url"], json!(8080)),
+        ),
+        (
+            "an unknown probe type",
+            with(&["healthCheck"], json!({"type": "grpc"})),
+        ),
+        (
+            "an unknown field (pruned by both)",
+            with(&["colour"], json!("blue")),
+        ),
+    ];
+    let mut differences = Vec::new();
+    for (what, manifest) in &cases {
+        let real = common::cluster::create_dry_run(&admin, &ns, manifest).await;
+        let standalone = standalone_verdict(manifest);
+        let same = match (&real, &standalone) {
+            (Ok(()), Ok(())) => true,
+            // The real server's message names the object first; each of standalone mode's
+            // reasons is one of its causes, word for word.
+            (Err(real), Err(standalone)) => standalone.split("; ").all(|r| real.contains(r)),
+            _ => false,
+        };
+        if !same {
+            differences.push(format!(
+                "{what}:\n  real:       {real:?}\n  standalone: {standalone:?}"
+            ));
+        }
+    }
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
+}

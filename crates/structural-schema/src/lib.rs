@@ -188,9 +188,10 @@ pub fn validate(schema: &Value, value: &Value, path: &str, causes: &mut Vec<Caus
         == Some(true);
     if int_or_string {
         if !matches!(type_name(value), "integer" | "string") {
+            // As the API server words it: the value shown is the type it found.
             causes.push(Cause::invalid(
                 path,
-                value,
+                &Value::String(type_name(value).into()),
                 format!(
                     "{path} in body must be of type int-or-string: \"{}\"",
                     type_name(value)
@@ -202,9 +203,10 @@ pub fn validate(schema: &Value, value: &Value, path: &str, causes: &mut Vec<Caus
         let actual = type_name(value);
         let ok = actual == expected || (expected == "number" && actual == "integer");
         if !ok {
+            // As the API server words it: the value shown is the type it found.
             causes.push(Cause::invalid(
                 path,
-                value,
+                &Value::String(actual.into()),
                 format!("{path} in body must be of type {expected}: \"{actual}\""),
             ));
             return;
@@ -599,7 +601,11 @@ mod tests {
         validate(&schema(), &json!({"spec": {"mode": 3}}), "", &mut causes);
         let fields: Vec<_> = causes.iter().map(|c| c.field.as_str()).collect();
         assert_eq!(fields, vec!["spec.weight", "spec.mode"]);
-        assert!(causes[1].message.contains("must be of type string"));
+        // The API server shows the type it found, not the value.
+        assert_eq!(
+            causes[1].message,
+            "Invalid value: \"integer\": spec.mode in body must be of type string: \"integer\""
+        );
     }
 
     #[test]

@@ -294,3 +294,24 @@ pub async fn namespace(client: &Client, name: &str) -> String {
     }
     name.to_string()
 }
+
+/// What the API server says of an MCPRegistration `manifest` created as `kubectl apply
+/// --dry-run=server` does (a create with strict field validation, kubectl's default): accepted,
+/// or the message of its refusal.
+pub async fn create_dry_run(
+    client: &Client,
+    namespace: &str,
+    manifest: &serde_json::Value,
+) -> Result<(), String> {
+    let request = http::Request::post(format!(
+        "/apis/mcp.coordinator.dev/v1alpha1/namespaces/{namespace}/mcpregistrations?dryRun=All&fieldValidation=Strict"
+    ))
+    .header("content-type", "application/json")
+    .body(serde_json::to_vec(manifest).expect("JSON"))
+    .expect("a request");
+    match client.request::<serde_json::Value>(request).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) => Err(e.message),
+        Err(e) => panic!("the API server did not answer: {e}"),
+    }
+}
