@@ -525,3 +525,73 @@ async fn standalone_mode_accepts_and_refuses_what_the_real_api_server_does_with_
     }
     assert!(differences.is_empty(), "{}", differences.join("\n"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_carries_on_across_an_api_server_restart_and_changes_nothing_it_decided() {
+    // A control plane of this test's own: it is restarted under the controller.
+    let mut cluster = common::cluster::RealCluster::start_own();
+    let admin = cluster.admin().await;
+    install_crd(&admin).await;
+    let ns = namespace(&admin, "restart").await;
+    let mut settings = settings();
+    settings.namespace = Some(ns.clone());
+    settings.state_namespace = namespace(&admin, "restart-state").await;
+    settings.probe_policy = settings.probe_policy.refusing_api_server(&cluster.url);
+    let mcp = FakeMcp::start().await;
+    let controller = start_controller_on(admin.clone(), settings);
+    let api: Api<MCPRegistration> = Api::namespaced(admin.clone(), &ns);
+    api.create(
+        &PostParams::default(),
+        &registration_in(&ns, "before", &mcp.url()),
+    )
+    .await
+    .unwrap();
+    let before = wait_for(&api, "before", SLOW, "Ready", |r| {
+        phase(r) == Some(Phase::Ready)
+    })
+    .await;
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &ns);
+    let key_before = secrets.get("before-mcp-key").await.unwrap().data;
+
+    let _cluster = tokio::task::spawn_blocking(move || {
+        cluster.restart_api_server();
+        cluster
+    })
+    .await
+    .unwrap();
+
+    // The watches resume: a registration made after the restart is reconciled.
+    api.create(
+        &PostParams::default(),
+        &registration_in(&ns, "after", &mcp.url()),
+    )
+    .await
+    .expect("the restarted API server takes a registration");
+    let after = wait_for(&api, "after", SLOW, "Ready", |r| {
+        phase(r) == Some(Phase::Ready)
+    })
+    .await;
+    assert_eq!(
+        after.status.unwrap().mcp_id.as_deref(),
+        Some("after_workflow_mcp_001")
+    );
+    // What was decided before stays decided: the same ID and the same key.
+    let again = api.get("before").await.unwrap();
+    assert_eq!(
+        again.status.as_ref().and_then(|s| s.mcp_id.clone()),
+        before.status.as_ref().and_then(|s| s.mcp_id.clone())
+    );
+    assert_eq!(phase(&again), Some(Phase::Ready));
+    assert_eq!(
+        secrets.get("before-mcp-key").await.unwrap().data,
+        key_before
+    );
+    assert_eq!(
+        controller
+            .metrics
+            .reconcile_errors
+            .with_label_values(&["id_ledger"])
+            .get(),
+        0
+    );
+}

@@ -22,6 +22,8 @@ pub struct RealCluster {
     admin_token: String,
     /// The API server's serving certificate and the CA that signed it (PEM).
     ca_pem: String,
+    /// How kube-apiserver is started (again, after [`RealCluster::restart_api_server`]).
+    apiserver: String,
     /// The shell that stops the control plane when this process exits.
     _watchdog: std::process::Child,
 }
@@ -51,7 +53,9 @@ pub fn shared() -> &'static RealCluster {
 
 impl RealCluster {
     fn start() -> Self {
-        let dir = std::env::temp_dir().join(format!("mcp-kube-{}", std::process::id()));
+        static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("mcp-kube-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("certs")).expect("the cluster's directory");
         let admin_token = format!("admin-{}-{}", std::process::id(), free_port());
@@ -81,14 +85,12 @@ impl RealCluster {
              --service-cluster-ip-range 10.0.0.0/24 --allow-privileged=true",
             bin = binary("kube-apiserver").display(),
         );
-        // The script waits for the parent (the test process) to go, then stops all three and
-        // removes the directory.
+        // The watchdog waits for the parent (the test process) to go, then stops every
+        // component (each writes its pid file when launched) and removes the directory.
         let script = format!(
-            "{etcd} > {d}/etcd.log 2>&1 & e=$!; sleep 1; {apiserver} > {d}/apiserver.log 2>&1 & a=$!; \
-             echo $e $a > {d}/pids; \
-             while kill -0 $PPID 2>/dev/null; do sleep 0.5; done; \
-             kill $(cat {d}/kcm.pid 2>/dev/null) $a $e 2>/dev/null; sleep 1; \
-             kill -9 $(cat {d}/kcm.pid 2>/dev/null) $a $e 2>/dev/null; rm -rf {d}"
+            "while kill -0 $PPID 2>/dev/null; do sleep 0.5; done; \
+             kill $(cat {d}/*.pid 2>/dev/null) 2>/dev/null; sleep 1; \
+             kill -9 $(cat {d}/*.pid 2>/dev/null) 2>/dev/null; rm -rf {d}"
         );
         let watchdog = Command::new("sh")
             .arg("-c")
@@ -103,8 +105,11 @@ impl RealCluster {
             dir,
             admin_token,
             ca_pem: String::new(),
+            apiserver,
             _watchdog: watchdog,
         };
+        cluster.launch("etcd", &etcd);
+        cluster.launch("apiserver", &cluster.apiserver.clone());
         cluster.wait_ready();
         std::fs::write(
             cluster.dir.join("admin.kubeconfig"),
@@ -158,18 +163,59 @@ impl RealCluster {
 
     fn start_controller_manager(&self) {
         let d = self.dir.display();
-        let script = format!(
+        let command = format!(
             "{bin} --kubeconfig {d}/admin.kubeconfig --controllers garbagecollector,namespace,serviceaccount \
-             --leader-elect=false --secure-port 0 --use-service-account-credentials=false \
-             > {d}/kcm.log 2>&1 & echo $! > {d}/kcm.pid",
+             --leader-elect=false --secure-port 0 --use-service-account-credentials=false",
             bin = binary("kube-controller-manager").display(),
         );
+        self.launch("kcm", &command);
+    }
+
+    /// Starts `command` in the background, its output in `<name>.log`, its pid in `<name>.pid`.
+    fn launch(&self, name: &str, command: &str) {
+        let d = self.dir.display();
         let status = Command::new("sh")
             .arg("-c")
-            .arg(script)
+            .arg(format!(
+                "{command} > {d}/{name}.log 2>&1 & echo $! > {d}/{name}.pid"
+            ))
             .status()
             .expect("sh runs");
-        assert!(status.success(), "kube-controller-manager starts");
+        assert!(status.success(), "{name} starts");
+    }
+
+    /// A control plane of the test's own, for a test that disturbs it (restarts the API server).
+    pub fn start_own() -> Self {
+        Self::start()
+    }
+
+    /// Stops kube-apiserver (SIGTERM, as a rollout does; SIGKILL if it has not gone in 15 s: it
+    /// waits for open watches), starts it again on the same port, certificates and etcd, and
+    /// waits until it is ready.
+    pub fn restart_api_server(&mut self) {
+        let pid_file = self.dir.join("apiserver.pid");
+        let pid = std::fs::read_to_string(&pid_file).expect("the API server's pid");
+        let pid = pid.trim().to_string();
+        // Running until its /proc entry is gone or a zombie (its launching shell has exited, so
+        // whoever adopted it may never reap it).
+        let running = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                stat.rsplit(')')
+                    .next()
+                    .and_then(|rest| rest.split_whitespace().next())
+                    != Some("Z")
+            })
+        };
+        for (signal, patience) in [("-TERM", 15), ("-KILL", 30)] {
+            let _ = Command::new("kill").args([signal, &pid]).status();
+            let deadline = Instant::now() + Duration::from_secs(patience);
+            while running() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        assert!(!running(), "the API server did not stop");
+        self.launch("apiserver", &self.apiserver.clone());
+        self.wait_ready();
     }
 
     /// A kubeconfig for `token` (the admin's, or a ServiceAccount's).
