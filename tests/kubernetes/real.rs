@@ -595,3 +595,96 @@ async fn the_controller_carries_on_across_an_api_server_restart_and_changes_noth
         0
     );
 }
+
+/// `src` copied into `dst`, recursively.
+fn copy_tree(src: &std::path::Path, dst: &std::path::Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        let to = dst.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &to);
+        } else {
+            std::fs::copy(entry.path(), to).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_installs_upgrades_and_keeps_the_crd_on_a_real_api_server() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    // The chart owns the CRD here, so this test has a control plane of its own.
+    let cluster = common::cluster::RealCluster::start_own();
+    let admin = cluster.admin().await;
+    let release_ns = namespace(&admin, "chart-crd").await;
+    let kubeconfig = cluster.admin_kubeconfig_file();
+    let dir = TestDir::new("chart-crd");
+    let chart = dir.join("mcp-coordinator");
+    copy_tree(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/mcp-coordinator"),
+        &chart,
+    );
+    let (ok, out) = helm(
+        &kubeconfig,
+        &[
+            "install",
+            "crd-test",
+            &chart.to_string_lossy(),
+            "-n",
+            &release_ns,
+            "--wait=false",
+        ],
+    );
+    assert!(ok, "{out}");
+    let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
+    let name = "mcpregistrations.mcp.coordinator.dev";
+    let installed = crds.get(name).await.expect("the chart installed the CRD");
+    let columns = |crd: &CustomResourceDefinition| {
+        crd.spec.versions[0]
+            .additional_printer_columns
+            .clone()
+            .unwrap_or_default()
+            .len()
+    };
+    let before = columns(&installed);
+
+    // A release whose CRD has one more printer column: `helm upgrade` brings the CRD up to date.
+    let file = chart.join("files/mcpregistration.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let marker = "  - additionalPrinterColumns:\n";
+    assert!(
+        text.contains(marker),
+        "the generated CRD has printer columns"
+    );
+    let changed = text.replacen(
+        marker,
+        &format!("{marker}    - jsonPath: .spec.type\n      name: Type\n      type: string\n"),
+        1,
+    );
+    std::fs::write(&file, changed).unwrap();
+    let (ok, out) = helm(
+        &kubeconfig,
+        &[
+            "upgrade",
+            "crd-test",
+            &chart.to_string_lossy(),
+            "-n",
+            &release_ns,
+        ],
+    );
+    assert!(ok, "{out}");
+    let upgraded = crds.get(name).await.unwrap();
+    assert_eq!(
+        columns(&upgraded),
+        before + 1,
+        "the upgrade changed the CRD"
+    );
+
+    // Uninstalled: the CRD stays (crds.keep), and with it every registration.
+    let (ok, out) = helm(&kubeconfig, &["uninstall", "crd-test", "-n", &release_ns]);
+    assert!(ok, "{out}");
+    assert!(
+        crds.get_opt(name).await.unwrap().is_some(),
+        "the CRD was kept"
+    );
+}
