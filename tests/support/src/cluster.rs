@@ -148,8 +148,8 @@ impl RealCluster {
         }
     }
 
-    /// `GET path` with the admin token, through curl (no runtime needed while starting).
-    fn curl(&self, path: &str) -> Option<String> {
+    /// `GET path` with the admin token, through curl (no runtime needed): `/metrics`, `/readyz`.
+    pub fn curl(&self, path: &str) -> Option<String> {
         let out = Command::new("curl")
             .args(["-sk", "--max-time", "5", "-H"])
             .arg(format!("Authorization: Bearer {}", self.admin_token))
@@ -359,5 +359,32 @@ pub async fn create_dry_run(
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) => Err(e.message),
         Err(e) => panic!("the API server did not answer: {e}"),
+    }
+}
+
+/// How many requests of `verbs` (`POST`, `PATCH`…) on `resource` (and `subresource`, or `""`)
+/// the API server has answered, from its own `apiserver_request_total`.
+pub fn requests(metrics: &str, verbs: &[&str], resource: &str, subresource: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+        .filter(|l| l.contains(&format!("resource=\"{resource}\"")))
+        .filter(|l| l.contains(&format!("subresource=\"{subresource}\"")))
+        .filter(|l| verbs.iter().any(|v| l.contains(&format!("verb=\"{v}\""))))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+impl Drop for RealCluster {
+    /// A control plane of a test's own stops with it (the shared one, a static, is never dropped:
+    /// its watchdog stops it when the process exits).
+    fn drop(&mut self) {
+        let d = self.dir.display();
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "kill -9 $(cat {d}/*.pid 2>/dev/null) 2>/dev/null; rm -rf {d}"
+            ))
+            .status();
     }
 }
