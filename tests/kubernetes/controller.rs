@@ -19,10 +19,8 @@ fn ready(r: &MCPRegistration) -> bool {
     phase(r) == Some(Phase::Ready)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn create_assigns_id_key_secret_and_becomes_ready() {
-    let scene = Scene::start().await;
-    let Scene { server, .. } = &scene;
+async fn create_assigns_id_key_secret_and_becomes_ready(place: Place) {
+    let scene = Scene::start(&place).await;
     let reg = scene.ready("ocr").await;
     let status = reg.status.clone().unwrap();
     assert_eq!(status.mcp_id.as_deref(), Some("ocr_workflow_mcp_001"));
@@ -51,7 +49,7 @@ async fn create_assigns_id_key_secret_and_becomes_ready() {
         ]
     );
 
-    let secrets: Api<Secret> = Api::namespaced(client(server), "default");
+    let secrets: Api<Secret> = Api::namespaced(place.client(), &place.namespace);
     let secret = secrets.get("ocr-mcp-key").await.unwrap();
     assert_eq!(secret.labels()[CREDENTIALS_LABEL], "true");
     assert_eq!(secret.labels()[MCP_ID_LABEL], "ocr_workflow_mcp_001");
@@ -65,7 +63,7 @@ async fn create_assigns_id_key_secret_and_becomes_ready() {
     // The key never shows up in status or events.
     let status_text = serde_json::to_string(&reg.status).unwrap();
     assert!(!status_text.contains(&key));
-    let events: Api<Event> = Api::namespaced(client(server), "default");
+    let events: Api<Event> = Api::namespaced(place.client(), &place.namespace);
     let all = events.list(&Default::default()).await.unwrap();
     let reasons: HashSet<String> = all.items.iter().filter_map(|e| e.reason.clone()).collect();
     assert!(
@@ -75,9 +73,8 @@ async fn create_assigns_id_key_secret_and_becomes_ready() {
     assert!(!serde_json::to_string(&all.items).unwrap().contains(&key));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mcp_going_down_becomes_unavailable_and_recovers() {
-    let scene = Scene::start().await;
+async fn mcp_going_down_becomes_unavailable_and_recovers(place: Place) {
+    let scene = Scene::start(&place).await;
     let Scene {
         mcp,
         controller,
@@ -122,9 +119,8 @@ async fn mcp_going_down_becomes_unavailable_and_recovers() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn steady_health_does_not_rewrite_status() {
-    let scene = Scene::start().await;
+async fn steady_health_does_not_rewrite_status(place: Place) {
+    let scene = Scene::start(&place).await;
     let Scene { mcp, api, .. } = &scene;
     let first = scene.ready("steady").await;
     let probes_before = mcp.probes.load(std::sync::atomic::Ordering::Relaxed);
@@ -141,9 +137,8 @@ async fn steady_health_does_not_rewrite_status() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spec_edit_is_followed_by_observed_generation() {
-    let scene = Scene::start().await;
+async fn spec_edit_is_followed_by_observed_generation(place: Place) {
+    let scene = Scene::start(&place).await;
     let Scene { api, .. } = &scene;
     scene.ready("edit").await;
     let patch = json!({"spec": {"routing": {"weight": 700, "priority": 2}}});
@@ -164,17 +159,15 @@ async fn spec_edit_is_followed_by_observed_generation() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fifty_registrations_at_once_get_fifty_distinct_ids() {
-    let server = api_server().await;
+async fn fifty_registrations_at_once_get_fifty_distinct_ids(place: Place) {
     let mcp = FakeMcp::start().await;
-    let api: Api<MCPRegistration> = Api::namespaced(client(&server), "default");
+    let api: Api<MCPRegistration> = Api::namespaced(place.client(), &place.namespace);
     // Two controller replicas racing for the same ledger.
-    let _a = start_controller(&server);
-    let _b = start_controller(&server);
+    let _a = place.start_controller();
+    let _b = place.start_controller();
     let creates = (0..50).map(|i| {
         let api = api.clone();
-        let reg = registration(&format!("burst-{i}"), &mcp.url(), "");
+        let reg = place.registration(&format!("burst-{i}"), &mcp.url(), "");
         async move { api.create(&PostParams::default(), &reg).await.unwrap() }
     });
     futures::future::join_all(creates).await;
@@ -189,17 +182,18 @@ async fn fifty_registrations_at_once_get_fifty_distinct_ids() {
     assert_eq!(ids.len(), 50, "IDs collided: {ids:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn delete_and_recreate_gets_a_new_id_and_cleans_up() {
-    let server = api_server().await;
+async fn delete_and_recreate_gets_a_new_id_and_cleans_up(place: Place) {
     let mcp = FakeMcp::start().await;
-    let _controller = start_controller(&server);
-    let c = client(&server);
-    let api: Api<MCPRegistration> = Api::namespaced(c.clone(), "default");
-    let secrets: Api<Secret> = Api::namespaced(c.clone(), "default");
-    api.create(&PostParams::default(), &registration("ocr", &mcp.url(), ""))
-        .await
-        .unwrap();
+    let _controller = place.start_controller();
+    let c = place.client();
+    let api: Api<MCPRegistration> = Api::namespaced(c.clone(), &place.namespace);
+    let secrets: Api<Secret> = Api::namespaced(c.clone(), &place.namespace);
+    api.create(
+        &PostParams::default(),
+        &place.registration("ocr", &mcp.url(), ""),
+    )
+    .await
+    .unwrap();
     let first = wait_for(&api, "ocr", WAIT, "Ready", ready).await;
     let first_id = first.status.unwrap().mcp_id.unwrap();
     let first_uid = first.metadata.uid.unwrap();
@@ -217,7 +211,7 @@ async fn delete_and_recreate_gets_a_new_id_and_cleans_up() {
         secrets.get_opt("ocr-mcp-key").await.unwrap().is_none(),
         "key Secret removed"
     );
-    let ledger: Api<ConfigMap> = Api::namespaced(c.clone(), STATE_NAMESPACE);
+    let ledger: Api<ConfigMap> = Api::namespaced(c.clone(), &place.state_namespace);
     let shard = ids::shard_name("mcp-coordinator-ids", ids::shard_of("ocr_workflow"));
     let data = ledger.get(&shard).await.unwrap().data.unwrap();
     assert!(
@@ -225,9 +219,12 @@ async fn delete_and_recreate_gets_a_new_id_and_cleans_up() {
         "ID retired from the ledger"
     );
 
-    api.create(&PostParams::default(), &registration("ocr", &mcp.url(), ""))
-        .await
-        .unwrap();
+    api.create(
+        &PostParams::default(),
+        &place.registration("ocr", &mcp.url(), ""),
+    )
+    .await
+    .unwrap();
     let second = wait_for(&api, "ocr", WAIT, "Ready", ready).await;
     let second_id = second.status.unwrap().mcp_id.unwrap();
     assert_eq!(first_id, "ocr_workflow_mcp_001");
@@ -237,15 +234,13 @@ async fn delete_and_recreate_gets_a_new_id_and_cleans_up() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ids_survive_a_controller_restart() {
-    let server = api_server().await;
+async fn ids_survive_a_controller_restart(place: Place) {
     let mcp = FakeMcp::start().await;
-    let api: Api<MCPRegistration> = Api::namespaced(client(&server), "default");
-    let first = start_controller(&server);
+    let api: Api<MCPRegistration> = Api::namespaced(place.client(), &place.namespace);
+    let first = place.start_controller();
     api.create(
         &PostParams::default(),
-        &registration("keep", &mcp.url(), ""),
+        &place.registration("keep", &mcp.url(), ""),
     )
     .await
     .unwrap();
@@ -256,29 +251,30 @@ async fn ids_survive_a_controller_restart() {
     api.patch_status("keep", &PatchParams::default(), &Patch::Merge(&wipe))
         .await
         .unwrap();
-    let _second = start_controller(&server);
+    let _second = place.start_controller();
     let after = wait_for(&api, "keep", WAIT, "Ready", ready).await;
     assert_eq!(after.status.unwrap().mcp_id, before.status.unwrap().mcp_id);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_ledger_from_before_sharding_keeps_counting_and_edits_keep_ids() {
-    let server = api_server().await;
+async fn a_ledger_from_before_sharding_keeps_counting_and_edits_keep_ids(place: Place) {
     let mcp = FakeMcp::start().await;
-    let c = client(&server);
-    let ledger: Api<ConfigMap> = Api::namespaced(c.clone(), STATE_NAMESPACE);
+    let c = place.client();
+    let ledger: Api<ConfigMap> = Api::namespaced(c.clone(), &place.state_namespace);
     // One ConfigMap, as earlier versions kept it: `ocr_workflow` already issued 41 IDs.
     let old: ConfigMap = serde_json::from_value(json!({
-        "metadata": {"name": "mcp-coordinator-ids", "namespace": STATE_NAMESPACE},
+        "metadata": {"name": "mcp-coordinator-ids", "namespace": place.state_namespace},
         "data": {"next.ocr_workflow": "42", "uid.gone": "ocr_workflow_mcp_041"},
     }))
     .unwrap();
     ledger.create(&PostParams::default(), &old).await.unwrap();
-    let first = start_controller(&server);
-    let api: Api<MCPRegistration> = Api::namespaced(c.clone(), "default");
-    api.create(&PostParams::default(), &registration("ocr", &mcp.url(), ""))
-        .await
-        .unwrap();
+    let first = place.start_controller();
+    let api: Api<MCPRegistration> = Api::namespaced(c.clone(), &place.namespace);
+    api.create(
+        &PostParams::default(),
+        &place.registration("ocr", &mcp.url(), ""),
+    )
+    .await
+    .unwrap();
     let reg = wait_for(&api, "ocr", WAIT, "Ready", ready).await;
     let id = reg.status.unwrap().mcp_id.unwrap();
     assert_eq!(
@@ -293,7 +289,7 @@ async fn a_ledger_from_before_sharding_keeps_counting_and_edits_keep_ids() {
     api.patch("ocr", &PatchParams::default(), &Patch::Merge(&retype))
         .await
         .unwrap();
-    let _second = start_controller(&server);
+    let _second = place.start_controller();
     let edited = wait_for(&api, "ocr", WAIT, "observing the edit", |r| {
         r.status.as_ref().and_then(|s| s.observed_generation) == Some(2)
     })
@@ -308,13 +304,11 @@ async fn a_ledger_from_before_sharding_keeps_counting_and_edits_keep_ids() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_spec_is_reported_without_a_retry_storm() {
-    let server = api_server().await;
-    let controller = start_controller(&server);
-    let api: Api<MCPRegistration> = Api::namespaced(client(&server), "default");
+async fn invalid_spec_is_reported_without_a_retry_storm(place: Place) {
+    let controller = place.start_controller();
+    let api: Api<MCPRegistration> = Api::namespaced(place.client(), &place.namespace);
     // Passes the schema, fails the controller's checks: an unparsable version range.
-    let reg = registration(
+    let reg = place.registration(
         "bad",
         "http://127.0.0.1:9",
         "  compatibility:\n    coordinatorVersion: '>>1'\n",
@@ -361,17 +355,18 @@ async fn invalid_spec_is_reported_without_a_retry_storm() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rotation_annotation_issues_a_new_key() {
-    let server = api_server().await;
+async fn rotation_annotation_issues_a_new_key(place: Place) {
     let mcp = FakeMcp::start().await;
-    let _controller = start_controller(&server);
-    let c = client(&server);
-    let api: Api<MCPRegistration> = Api::namespaced(c.clone(), "default");
-    let secrets: Api<Secret> = Api::namespaced(c, "default");
-    api.create(&PostParams::default(), &registration("rot", &mcp.url(), ""))
-        .await
-        .unwrap();
+    let _controller = place.start_controller();
+    let c = place.client();
+    let api: Api<MCPRegistration> = Api::namespaced(c.clone(), &place.namespace);
+    let secrets: Api<Secret> = Api::namespaced(c, &place.namespace);
+    api.create(
+        &PostParams::default(),
+        &place.registration("rot", &mcp.url(), ""),
+    )
+    .await
+    .unwrap();
     wait_for(&api, "rot", WAIT, "Ready", ready).await;
     let key = |s: Secret| s.data.unwrap()["api-key"].0.clone();
     let old = key(secrets.get("rot-mcp-key").await.unwrap());
@@ -394,16 +389,14 @@ async fn rotation_annotation_issues_a_new_key() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn auth_refusal_is_reported_as_such_and_headers_from_secret_fix_it() {
-    let server = api_server().await;
+async fn auth_refusal_is_reported_as_such_and_headers_from_secret_fix_it(place: Place) {
     let mcp = FakeMcp::start_with_auth(Some("Bearer s3cret".into())).await;
-    let _controller = start_controller(&server);
-    let c = client(&server);
-    let api: Api<MCPRegistration> = Api::namespaced(c.clone(), "default");
+    let _controller = place.start_controller();
+    let c = place.client();
+    let api: Api<MCPRegistration> = Api::namespaced(c.clone(), &place.namespace);
     api.create(
         &PostParams::default(),
-        &registration("guarded", &mcp.url(), ""),
+        &place.registration("guarded", &mcp.url(), ""),
     )
     .await
     .unwrap();
@@ -417,7 +410,7 @@ async fn auth_refusal_is_reported_as_such_and_headers_from_secret_fix_it() {
         "{error}"
     );
 
-    let secrets: Api<Secret> = Api::namespaced(c, "default");
+    let secrets: Api<Secret> = Api::namespaced(c, &place.namespace);
     let headers: Secret = serde_json::from_value(json!({
         "metadata": {"name": "guarded-probe"},
         "data": {"authorization": "QmVhcmVyIHMzY3JldA=="}
@@ -453,12 +446,10 @@ async fn auth_refusal_is_reported_as_such_and_headers_from_secret_fix_it() {
     wait_for(&api, "guarded", WAIT, "Ready", ready).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deleting_a_registration_leaves_a_key_secret_it_does_not_own() {
-    let server = api_server().await;
+async fn deleting_a_registration_leaves_a_key_secret_it_does_not_own(place: Place) {
     let mcp = FakeMcp::start().await;
-    let c = client(&server);
-    let secrets: Api<Secret> = Api::namespaced(c.clone(), "default");
+    let c = place.client();
+    let secrets: Api<Secret> = Api::namespaced(c.clone(), &place.namespace);
     let foreign: Secret = serde_json::from_value(json!({
         "metadata": {"name": "squatted-mcp-key"},
         "data": {"api-key": "bm90LXlvdXJz"}
@@ -468,11 +459,11 @@ async fn deleting_a_registration_leaves_a_key_secret_it_does_not_own() {
         .create(&PostParams::default(), &foreign)
         .await
         .unwrap();
-    let _controller = start_controller(&server);
-    let api: Api<MCPRegistration> = Api::namespaced(c, "default");
+    let _controller = place.start_controller();
+    let api: Api<MCPRegistration> = Api::namespaced(c, &place.namespace);
     api.create(
         &PostParams::default(),
-        &registration("squatted", &mcp.url(), ""),
+        &place.registration("squatted", &mcp.url(), ""),
     )
     .await
     .unwrap();
@@ -492,9 +483,8 @@ async fn deleting_a_registration_leaves_a_key_secret_it_does_not_own() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn controller_serves_its_metrics() {
-    let scene = Scene::start().await;
+async fn controller_serves_its_metrics(place: Place) {
+    let scene = Scene::start(&place).await;
     let Scene { controller, .. } = &scene;
     scene.ready("m").await;
     let text = controller.metrics.render();
@@ -519,15 +509,13 @@ async fn controller_serves_its_metrics() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn probes_do_not_go_to_the_api_server() {
-    let server = api_server().await;
-    let _controller = start_controller(&server);
-    let api: Api<MCPRegistration> = Api::namespaced(client(&server), "default");
+async fn probes_do_not_go_to_the_api_server(place: Place) {
+    let _controller = place.start_controller();
+    let api: Api<MCPRegistration> = Api::namespaced(place.client(), &place.namespace);
     // A registration aiming the controller's probes at the API server itself.
     api.create(
         &PostParams::default(),
-        &registration("apiserver", &server.url(), ""),
+        &place.registration("apiserver", &place.url.clone(), ""),
     )
     .await
     .unwrap();
@@ -541,3 +529,20 @@ async fn probes_do_not_go_to_the_api_server() {
     .await;
     assert_ne!(phase(&refused), Some(Phase::Ready));
 }
+
+common::on_both_servers!(
+    create_assigns_id_key_secret_and_becomes_ready,
+    mcp_going_down_becomes_unavailable_and_recovers,
+    steady_health_does_not_rewrite_status,
+    spec_edit_is_followed_by_observed_generation,
+    fifty_registrations_at_once_get_fifty_distinct_ids,
+    delete_and_recreate_gets_a_new_id_and_cleans_up,
+    ids_survive_a_controller_restart,
+    a_ledger_from_before_sharding_keeps_counting_and_edits_keep_ids,
+    invalid_spec_is_reported_without_a_retry_storm,
+    rotation_annotation_issues_a_new_key,
+    auth_refusal_is_reported_as_such_and_headers_from_secret_fix_it,
+    deleting_a_registration_leaves_a_key_secret_it_does_not_own,
+    controller_serves_its_metrics,
+    probes_do_not_go_to_the_api_server,
+);

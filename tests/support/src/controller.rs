@@ -163,36 +163,134 @@ pub fn phase(reg: &MCPRegistration) -> Option<mcp_coordinator::crd::Phase> {
 /// How long a controller test waits for a registration to reach a state.
 pub const WAIT: Duration = Duration::from_secs(20);
 
-/// What most controller tests open with: the test API server, one healthy MCP, the controller
-/// running, and the registrations of `default`.
+/// Where a controller test runs: the test API server, or the real control plane every test of
+/// the process shares (then in namespaces of the test's own, with its controller scoped to them).
+pub struct Place {
+    /// Kept alive for the test (the test API server stops when dropped).
+    _fake: Option<FakeApiServer>,
+    client: Client,
+    /// The namespace of the test's registrations.
+    pub namespace: String,
+    /// The namespace of the ID ledger and the leader Lease.
+    pub state_namespace: String,
+    /// The API server's URL (probes must not go there).
+    pub url: String,
+    /// The real one.
+    pub real: bool,
+}
+
+impl Place {
+    /// The test API server, registrations in `default`.
+    pub async fn fake() -> Self {
+        let server = api_server().await;
+        Self {
+            client: client(&server),
+            url: server.url(),
+            namespace: "default".into(),
+            state_namespace: STATE_NAMESPACE.into(),
+            _fake: Some(server),
+            real: false,
+        }
+    }
+
+    /// The shared real control plane, in namespaces named after `test`.
+    pub async fn real(test: &str) -> Self {
+        let cluster = crate::cluster::shared();
+        let admin = cluster.admin().await;
+        crate::cluster::install_crd(&admin).await;
+        let base: String = test.replace('_', "-").chars().take(50).collect();
+        let base = base.trim_end_matches('-').to_string();
+        Self {
+            namespace: crate::cluster::namespace(&admin, &base).await,
+            state_namespace: crate::cluster::namespace(&admin, &format!("{base}-state")).await,
+            client: admin,
+            url: cluster.url.clone(),
+            _fake: None,
+            real: true,
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// `Api` of the test's namespace.
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client(), &self.namespace)
+    }
+
+    /// The settings of a controller watching the test's namespace; probes to the API server are
+    /// refused, as `main` does.
+    pub fn settings(&self) -> Settings {
+        let mut s = settings();
+        s.namespace = Some(self.namespace.clone());
+        s.state_namespace = self.state_namespace.clone();
+        s.probe_policy = s.probe_policy.refusing_api_server(&self.url);
+        s
+    }
+
+    pub fn start_controller(&self) -> RunningController {
+        start_controller_on(self.client(), self.settings())
+    }
+
+    /// A registration of an MCP at `url` in the test's namespace (see [`registration`]).
+    pub fn registration(&self, name: &str, url: &str, extra_spec: &str) -> MCPRegistration {
+        let mut reg = registration(name, url, extra_spec);
+        reg.metadata.namespace = Some(self.namespace.clone());
+        reg
+    }
+}
+
+/// `async fn name(place: Place)` scenarios, each run as two tests: on the test API server and on
+/// the real one (a contract both must pass).
+#[macro_export]
+macro_rules! on_both_servers {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_the_test_api_server() {
+                super::$name($crate::Place::fake().await).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_a_real_api_server() {
+                super::$name($crate::Place::real(stringify!($name)).await).await
+            }
+        }
+    )*};
+}
+
+/// What most controller tests open with: one healthy MCP, the controller running, and the
+/// registrations of the test's namespace.
 pub struct Scene {
-    pub server: FakeApiServer,
     pub mcp: FakeMcp,
     pub controller: RunningController,
     pub api: Api<MCPRegistration>,
+    namespace: String,
 }
 
 impl Scene {
-    pub async fn start() -> Self {
-        let server = api_server().await;
+    pub async fn start(place: &Place) -> Self {
         let mcp = FakeMcp::start().await;
-        let controller = start_controller(&server);
-        let api = Api::namespaced(client(&server), "default");
+        let controller = place.start_controller();
         Self {
-            server,
             mcp,
             controller,
-            api,
+            api: place.api(),
+            namespace: place.namespace.clone(),
         }
     }
 
     /// Registers the scene's MCP as `name` and waits until it is Ready.
     pub async fn ready(&self, name: &str) -> MCPRegistration {
+        let mut reg = registration(name, &self.mcp.url(), "");
+        reg.metadata.namespace = Some(self.namespace.clone());
         self.api
-            .create(
-                &kube::api::PostParams::default(),
-                &registration(name, &self.mcp.url(), ""),
-            )
+            .create(&kube::api::PostParams::default(), &reg)
             .await
             .expect("the registration is created");
         wait_for(&self.api, name, WAIT, "Ready", |r| {
