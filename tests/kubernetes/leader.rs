@@ -13,26 +13,14 @@ use kube::Api;
 use mcp_coordinator::controller::leader::LeaderElection;
 use mcp_coordinator::crd::{MCPRegistration, Phase};
 
-/// Where the replicas run: a client of the API server, the namespace of the registrations and
-/// the one of the Lease and the ID ledger.
-struct Place {
-    client: kube::Client,
-    namespace: String,
-    state_namespace: String,
-    api_server_url: String,
-}
-
 fn replica(place: &Place, identity: &str) -> RunningController {
-    let mut s = settings();
-    s.namespace = Some(place.namespace.clone());
-    s.state_namespace = place.state_namespace.clone();
-    s.probe_policy = s.probe_policy.refusing_api_server(&place.api_server_url);
+    let mut s = place.settings();
     s.leader_election = Some(LeaderElection {
         lease_name: "mcp-coordinator-leader".into(),
         identity: identity.into(),
         lease_duration: Duration::from_secs(3),
     });
-    start_controller_on(place.client.clone(), s)
+    start_controller_on(place.client(), s)
 }
 
 async fn wait_until(what: &str, timeout: Duration, done: impl Fn() -> bool) {
@@ -47,7 +35,7 @@ async fn wait_until(what: &str, timeout: Duration, done: impl Fn() -> bool) {
 }
 
 async fn holder(place: &Place) -> Option<String> {
-    let leases: Api<Lease> = Api::namespaced(place.client.clone(), &place.state_namespace);
+    let leases: Api<Lease> = Api::namespaced(place.client(), &place.state_namespace);
     leases
         .get_opt("mcp-coordinator-leader")
         .await
@@ -56,34 +44,8 @@ async fn holder(place: &Place) -> Option<String> {
         .and_then(|s| s.holder_identity)
 }
 
-#[tokio::test]
-async fn only_the_leader_reconciles_and_a_standby_takes_over() {
-    let server = api_server().await;
-    let place = Place {
-        client: client(&server),
-        namespace: "default".into(),
-        state_namespace: STATE_NAMESPACE.into(),
-        api_server_url: server.url(),
-    };
-    hand_over(place).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_a_real_api_server_only_the_leader_reconciles_and_a_standby_takes_over() {
-    let cluster = common::cluster::shared();
-    let admin = cluster.admin().await;
-    common::cluster::install_crd(&admin).await;
-    let place = Place {
-        namespace: common::cluster::namespace(&admin, "real-leader").await,
-        state_namespace: common::cluster::namespace(&admin, "real-leader-state").await,
-        client: admin,
-        api_server_url: cluster.url.clone(),
-    };
-    hand_over(place).await;
-}
-
-/// The scenario: a leader, a standby, a graceful hand-over, a leader that dies.
-async fn hand_over(place: Place) {
+/// A leader, a standby, a graceful hand-over, a leader that dies.
+async fn only_the_leader_reconciles_and_a_standby_takes_over(place: Place) {
     let mcp = FakeMcp::start().await;
     let first = replica(&place, "replica-a");
     wait_until("replica-a leads", Duration::from_secs(10), || {
@@ -91,12 +53,13 @@ async fn hand_over(place: Place) {
     })
     .await;
     let second = replica(&place, "replica-b");
-    let api: Api<MCPRegistration> = Api::namespaced(place.client.clone(), &place.namespace);
-    let mut reg = registration("ocr", &mcp.url(), "");
-    reg.metadata.namespace = Some(place.namespace.clone());
-    api.create(&PostParams::default(), &reg)
-        .await
-        .expect("create");
+    let api: Api<MCPRegistration> = place.api();
+    api.create(
+        &PostParams::default(),
+        &place.registration("ocr", &mcp.url(), ""),
+    )
+    .await
+    .expect("create");
     wait_for(&api, "ocr", Duration::from_secs(20), "Ready", |r| {
         phase(r) == Some(Phase::Ready)
     })
@@ -159,13 +122,8 @@ async fn hand_over(place: Place) {
 
 #[tokio::test]
 async fn a_leader_that_cannot_renew_in_time_stops_leading() {
-    let server = api_server().await;
-    let place = Place {
-        client: client(&server),
-        namespace: "default".into(),
-        state_namespace: STATE_NAMESPACE.into(),
-        api_server_url: server.url(),
-    };
+    let place = Place::fake().await;
+    let server = place.fake_server().expect("the test API server");
     let leader = replica(&place, "replica-a");
     wait_until("replica-a leads", Duration::from_secs(10), || {
         leader.metrics.leader.get() == 1
@@ -181,3 +139,5 @@ async fn a_leader_that_cannot_renew_in_time_stops_leading() {
     .await;
     server.store().stall(false);
 }
+
+common::on_both_servers!(only_the_leader_reconciles_and_a_standby_takes_over);

@@ -10,10 +10,9 @@ use std::time::Duration;
 use common::cluster::{install_crd, namespace, shared};
 use common::*;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
-use mcp_coordinator::crd::{MCPRegistration, Phase, CREDENTIALS_LABEL, MCP_ID_LABEL};
+use mcp_coordinator::crd::{MCPRegistration, Phase};
 use serde_json::json;
 
 /// The real server and the controller are slower to settle than the test server.
@@ -26,130 +25,24 @@ fn registration_in(namespace: &str, name: &str, url: &str) -> MCPRegistration {
     reg
 }
 
+/// The namespace's routing table, written by the controller and read by gateways. (The rest of
+/// the controller's scenarios run on both servers: `controller.rs`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_mcp_gets_its_id_key_status_events_and_routing_table_and_a_rotated_key() {
-    let cluster = shared();
-    let admin = cluster.admin().await;
-    install_crd(&admin).await;
-    let ns = namespace(&admin, "real-controller").await;
-    let mut settings = settings();
-    settings.namespace = Some(ns.clone());
-    settings.state_namespace = namespace(&admin, "real-controller-state").await;
-    settings.probe_policy = settings.probe_policy.refusing_api_server(&cluster.url);
-    let mcp = FakeMcp::start().await;
-    let _controller = start_controller_on(admin.clone(), settings);
-    let api: Api<MCPRegistration> = Api::namespaced(admin.clone(), &ns);
-    api.create(
-        &PostParams::default(),
-        &registration_in(&ns, "ocr", &mcp.url()),
-    )
-    .await
-    .expect("the real API server takes the registration");
-    let reg = wait_for(&api, "ocr", SLOW, "Ready", |r| {
-        phase(r) == Some(Phase::Ready)
-    })
-    .await;
-
-    let status = reg.status.clone().unwrap();
-    assert_eq!(status.mcp_id.as_deref(), Some("ocr_workflow_mcp_001"));
-    assert_eq!(status.observed_generation, reg.metadata.generation);
-    let types: Vec<(&str, &str)> = status
-        .conditions
-        .iter()
-        .map(|c| (c.type_.as_str(), c.status.as_str()))
-        .collect();
-    assert_eq!(
-        types,
-        [
-            ("Registered", "True"),
-            ("Compatible", "True"),
-            ("Healthy", "True"),
-            ("Ready", "True")
-        ]
-    );
-    assert!(reg
-        .finalizers()
-        .iter()
-        .any(|f| f == "mcp.coordinator.dev/cleanup"));
-
-    // The key Secret: labelled, owned by the registration, never in status or Events.
-    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &ns);
-    let secret = secrets.get("ocr-mcp-key").await.expect("the key Secret");
-    assert_eq!(secret.labels()[CREDENTIALS_LABEL], "true");
-    assert_eq!(secret.labels()[MCP_ID_LABEL], "ocr_workflow_mcp_001");
-    let owner = &secret.metadata.owner_references.clone().unwrap()[0];
-    assert_eq!(
-        (owner.uid.as_str(), owner.controller),
-        (reg.uid().unwrap().as_str(), Some(true))
-    );
-    let key = String::from_utf8(secret.data.clone().unwrap()["api-key"].0.clone()).unwrap();
-    assert!(!serde_json::to_string(&reg.status).unwrap().contains(&key));
-
-    // events.k8s.io Events, as the real server stores them.
-    let events: Api<Event> = Api::namespaced(admin.clone(), &ns);
-    let listed = events.list(&Default::default()).await.expect("Events list");
-    let reasons: Vec<String> = listed
-        .items
-        .iter()
-        .filter_map(|e| e.reason.clone())
-        .collect();
-    assert!(
-        reasons.iter().any(|r| r == "Registered") && reasons.iter().any(|r| r == "BecameReady"),
-        "{reasons:?}"
-    );
-    assert!(!serde_json::to_string(&listed.items).unwrap().contains(&key));
-
-    // The namespace's routing table.
-    let tables: Api<ConfigMap> = Api::namespaced(admin.clone(), &ns);
-    let table = common::eventually(SLOW, || async {
+async fn a_ready_mcp_is_in_its_namespaces_routing_table() {
+    let place = Place::real("real-routing-table").await;
+    let scene = Scene::start(&place).await;
+    scene.ready("ocr").await;
+    let tables: Api<ConfigMap> = place.api();
+    common::eventually(SLOW, || async {
         match tables.get_opt("mcp-routing-table").await {
             Ok(Some(table))
                 if serde_json::to_string(&table.data)
                     .unwrap()
                     .contains("ocr_workflow_mcp_001") =>
             {
-                Ok(table)
+                Ok(())
             }
             other => Err(format!("no routing table naming the MCP yet: {other:?}")),
-        }
-    })
-    .await;
-    assert!(table.data.is_some());
-
-    // Rotation: a new key in the same Secret.
-    let patch =
-        json!({"metadata": {"annotations": {"mcp.coordinator.dev/rotate-key": "2026-12-07"}}});
-    api.patch("ocr", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
-    common::eventually(SLOW, || async {
-        let now = secrets
-            .get("ocr-mcp-key")
-            .await
-            .map_err(|e| e.to_string())?;
-        if now.data.unwrap()["api-key"].0 != key.as_bytes() {
-            Ok(())
-        } else {
-            Err("the key was not rotated".to_string())
-        }
-    })
-    .await;
-
-    // Deleted: the finalizer retires the ID, and the registration and its key are gone.
-    api.delete("ocr", &DeleteParams::default()).await.unwrap();
-    common::eventually(SLOW, || async {
-        let reg = api.get_opt("ocr").await.map_err(|e| e.to_string())?;
-        let secret = secrets
-            .get_opt("ocr-mcp-key")
-            .await
-            .map_err(|e| e.to_string())?;
-        match (reg, secret) {
-            (None, None) => Ok(()),
-            (reg, secret) => Err(format!(
-                "still there: registration {}, Secret {}",
-                reg.is_some(),
-                secret.is_some()
-            )),
         }
     })
     .await;

@@ -214,6 +214,11 @@ impl Place {
         self.client.clone()
     }
 
+    /// The test API server, for a fault only it can inject (a stall, a conflict storm).
+    pub fn fake_server(&self) -> Option<&FakeApiServer> {
+        self._fake.as_ref()
+    }
+
     /// `Api` of the test's namespace.
     pub fn api<K>(&self) -> Api<K>
     where
