@@ -178,10 +178,34 @@ async fn with_the_charts_own_service_accounts_the_controller_works_and_the_inges
         "no call of the controller was refused"
     );
 
-    // The ingest identity reads keys but writes nothing.
+    // The ingest server's watches, with the token of the chart's ingest ServiceAccount: the key
+    // of the registration the controller made becomes a key the ingest server trusts.
     let (_, ingest_identity) = cluster
         .service_account(&release_ns, "mcp-coordinator-ingest")
         .await;
+    let keys = std::sync::Arc::new(mcp_coordinator::trust::keys::KeyRing::default());
+    let watching = tokio::spawn(mcp_coordinator::trust::watch::watch(
+        ingest_identity.clone(),
+        Some(mcps.clone()),
+        keys.clone(),
+        Default::default(),
+        Default::default(),
+    ));
+    let admin_secrets: Api<Secret> = Api::namespaced(admin.clone(), &mcps);
+    let key_secret = admin_secrets.get("charted-mcp-key").await.unwrap();
+    let key = String::from_utf8(key_secret.data.unwrap()["api-key"].0.clone()).unwrap();
+    common::eventually(SLOW, || async {
+        match keys.mcp_for(&key) {
+            Some(id) if id == "charted_workflow_mcp_001" => Ok(()),
+            other => Err(format!(
+                "the ingest identity's watch does not trust the key yet: {other:?}"
+            )),
+        }
+    })
+    .await;
+    watching.abort();
+
+    // The ingest identity reads keys but writes nothing.
     let secrets: Api<Secret> = Api::namespaced(ingest_identity.clone(), &mcps);
     let listed = secrets
         .list(&Default::default())
