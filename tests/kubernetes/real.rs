@@ -51,27 +51,13 @@ async fn a_ready_mcp_is_in_its_namespaces_routing_table() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_garbage_collector_removes_the_key_of_a_registration_deleted_while_no_controller_runs()
 {
-    let cluster = shared();
-    let admin = cluster.admin().await;
-    install_crd(&admin).await;
-    let ns = namespace(&admin, "real-gc").await;
-    let mut settings = settings();
-    settings.namespace = Some(ns.clone());
-    settings.state_namespace = namespace(&admin, "real-gc-state").await;
-    settings.probe_policy = settings.probe_policy.refusing_api_server(&cluster.url);
-    let mcp = FakeMcp::start().await;
-    let controller = start_controller_on(admin.clone(), settings);
-    let api: Api<MCPRegistration> = Api::namespaced(admin.clone(), &ns);
-    api.create(
-        &PostParams::default(),
-        &registration_in(&ns, "orphan", &mcp.url()),
-    )
-    .await
-    .unwrap();
-    wait_for(&api, "orphan", SLOW, "Ready", |r| {
-        phase(r) == Some(Phase::Ready)
-    })
-    .await;
+    let place = Place::real("real-gc").await;
+    let scene = Scene::start(&place).await;
+    scene.ready("orphan").await;
+    let (ns, admin) = (place.namespace.clone(), place.client());
+    let Scene {
+        controller, api, ..
+    } = scene;
     controller.stop().await;
 
     // No controller: remove the finalizer by hand and delete. Only the garbage collector
@@ -447,26 +433,11 @@ async fn standalone_mode_accepts_and_refuses_what_the_real_api_server_does_with_
 async fn the_controller_carries_on_across_an_api_server_restart_and_changes_nothing_it_decided() {
     // A control plane of this test's own: it is restarted under the controller.
     let mut cluster = common::cluster::RealCluster::start_own();
-    let admin = cluster.admin().await;
-    install_crd(&admin).await;
-    let ns = namespace(&admin, "restart").await;
-    let mut settings = settings();
-    settings.namespace = Some(ns.clone());
-    settings.state_namespace = namespace(&admin, "restart-state").await;
-    settings.probe_policy = settings.probe_policy.refusing_api_server(&cluster.url);
-    let mcp = FakeMcp::start().await;
-    let controller = start_controller_on(admin.clone(), settings);
-    let api: Api<MCPRegistration> = Api::namespaced(admin.clone(), &ns);
-    api.create(
-        &PostParams::default(),
-        &registration_in(&ns, "before", &mcp.url()),
-    )
-    .await
-    .unwrap();
-    let before = wait_for(&api, "before", SLOW, "Ready", |r| {
-        phase(r) == Some(Phase::Ready)
-    })
-    .await;
+    let place = Place::real_on(&cluster, "restart").await;
+    let (ns, admin) = (place.namespace.clone(), place.client());
+    let scene = Scene::start(&place).await;
+    let before = scene.ready("before").await;
+    let (mcp, api, controller) = (&scene.mcp, &scene.api, &scene.controller);
     let secrets: Api<Secret> = Api::namespaced(admin.clone(), &ns);
     let key_before = secrets.get("before-mcp-key").await.unwrap().data;
 
@@ -484,7 +455,7 @@ async fn the_controller_carries_on_across_an_api_server_restart_and_changes_noth
     )
     .await
     .expect("the restarted API server takes a registration");
-    let after = wait_for(&api, "after", SLOW, "Ready", |r| {
+    let after = wait_for(api, "after", SLOW, "Ready", |r| {
         phase(r) == Some(Phase::Ready)
     })
     .await;

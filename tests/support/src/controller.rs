@@ -195,7 +195,11 @@ impl Place {
 
     /// The shared real control plane, in namespaces named after `test`.
     pub async fn real(test: &str) -> Self {
-        let cluster = crate::cluster::shared();
+        Self::real_on(crate::cluster::shared(), test).await
+    }
+
+    /// `cluster` (a test's own), in namespaces named after `test`.
+    pub async fn real_on(cluster: &crate::cluster::RealCluster, test: &str) -> Self {
         let admin = cluster.admin().await;
         crate::cluster::install_crd(&admin).await;
         let base: String = test.replace('_', "-").chars().take(50).collect();
