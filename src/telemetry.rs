@@ -100,9 +100,23 @@ impl Series {
 
 /// The text exposition format of every series in `registry`.
 pub fn render(registry: &Registry) -> String {
+    render_all(&[registry])
+}
+
+/// The text exposition format of the series of several registries, as one exposition: a family
+/// that more than one registry holds (the process's own series and `mcp_coordinator_build_info`,
+/// which every registry made by [`Series::default`] carries) is written once, from the first.
+/// Two families of one name in one exposition is invalid, and Prometheus refuses the scrape.
+pub fn render_all(registries: &[&Registry]) -> String {
+    let mut seen = std::collections::HashSet::new();
+    let families: Vec<_> = registries
+        .iter()
+        .flat_map(|r| r.gather())
+        .filter(|family| seen.insert(family.name().to_string()))
+        .collect();
     let mut out = String::new();
     // Encoding into a String cannot fail for well-formed metric families.
-    if let Err(e) = prometheus::TextEncoder::new().encode_utf8(&registry.gather(), &mut out) {
+    if let Err(e) = prometheus::TextEncoder::new().encode_utf8(&families, &mut out) {
         tracing::warn!(error = %e, "could not encode metrics");
     }
     out

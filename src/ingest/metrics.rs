@@ -75,8 +75,17 @@ impl IngestMetrics {
 
     /// Text exposition, with the spool gauges brought up to date.
     pub fn render(&self, spool: SpoolStats, now_ms: i64) -> String {
+        self.render_with(spool, now_ms, None)
+    }
+
+    /// [`Self::render`] with the series of another registry (standalone mode adds the
+    /// controller's), each family once.
+    pub fn render_with(&self, spool: SpoolStats, now_ms: i64, extra: Option<&Registry>) -> String {
         self.pipeline.observe_spool(spool, now_ms);
-        crate::telemetry::render(&self.registry)
+        match extra {
+            Some(extra) => crate::telemetry::render_all(&[&self.registry, extra]),
+            None => crate::telemetry::render(&self.registry),
+        }
     }
 }
 

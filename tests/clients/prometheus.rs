@@ -226,3 +226,40 @@ async fn prometheus_scrapes_both_components_and_their_metrics_follow_the_convent
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Standalone mode serves the ingest server's series and the controller's on one `/metrics`: each
+/// family once (both registries carry the process's own series and the build info), so that
+/// `promtool` and a real scrape accept it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_metrics_pass_promtool_with_each_family_once() {
+    let dir = TestDir::new("standalone-metrics");
+    std::fs::create_dir_all(dir.join("registrations")).expect("registrations");
+    let port = free_port();
+    let _standalone = tokio::process::Command::new(bin())
+        .args(["standalone", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--registrations")
+        .arg(dir.join("registrations"))
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("standalone starts");
+    let base = format!("http://127.0.0.1:{port}");
+    common::ingest::wait_healthy(&base).await;
+    let text = get_text(&format!("{base}/metrics")).await;
+    let (clean, complaints) = promtool_check(&text).await;
+    assert!(
+        clean,
+        "promtool check metrics on standalone's /metrics:\n{complaints}"
+    );
+    for family in [
+        "# TYPE mcp_coordinator_build_info gauge",
+        "# TYPE process_cpu_seconds_total counter",
+        "# TYPE mcp_coordinator_reconciles_total counter",
+        "# TYPE mcp_ingest_spool_records gauge",
+    ] {
+        assert_eq!(text.matches(family).count(), 1, "{family}:\n{text}");
+    }
+}

@@ -297,10 +297,10 @@ where
 }
 
 fn metrics(state: &IngestState) -> Response {
-    let mut text = state.metrics.render(state.spool.stats(), now_ms());
-    if let Some(extra) = &state.extra_metrics {
-        text.push_str(&crate::telemetry::render(extra));
-    }
+    let text =
+        state
+            .metrics
+            .render_with(state.spool.stats(), now_ms(), state.extra_metrics.as_ref());
     reply::bytes_reply(
         StatusCode::OK,
         text.into_bytes(),
