@@ -132,7 +132,11 @@ pub fn interactions_table(answer: &Value) -> String {
         vec![
             text(&i["interaction_id"]),
             text(&i["status"]),
-            text(&i["timestamp"]),
+            // The client's own timestamp, else when the coordinator received it.
+            match &i["timestamp"] {
+                Value::Null => text(&i["received_at"]),
+                reported => text(reported),
+            },
             text(&i["request_data"]["request_type"]),
             millis(&i["processing_data"]["processing_time"]),
             text(&i["result_data"]["error_code"]),
@@ -235,5 +239,22 @@ mod tests {
         assert!(out.contains("success rate      -"), "{out}");
         let out = interactions_table(&json!({"interactions": []}));
         assert_eq!(out.lines().count(), 1);
+    }
+
+    #[test]
+    fn an_interaction_without_a_timestamp_of_its_own_shows_when_it_was_received() {
+        let out = interactions_table(&json!({"interactions": [
+            {"interaction_id": "a", "status": "completed", "timestamp": null,
+             "received_at": "2026-12-07T10:00:00.000Z"},
+            {"interaction_id": "b", "status": "completed", "timestamp": "2026-12-07T09:00:00.000Z",
+             "received_at": "2026-12-07T10:00:01.000Z"},
+        ]}));
+        let row = |id: &str| out.lines().find(|l| l.starts_with(id)).unwrap().to_string();
+        assert!(row("a").contains("2026-12-07T10:00:00.000Z"), "{out}");
+        assert!(row("b").contains("2026-12-07T09:00:00.000Z"), "{out}");
+        assert!(
+            !row("b").contains("10:00:01"),
+            "the reported time wins: {out}"
+        );
     }
 }

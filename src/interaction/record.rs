@@ -83,6 +83,10 @@ impl Interaction {
             "status": self.status(),
         });
         self.fields.show(&mut record);
+        // When the coordinator received the interaction's first and latest report: there even
+        // when the client sent no timestamp of its own.
+        record["received_at"] = super::format_ms(self.first_received_ms).into();
+        record["last_received_at"] = super::format_ms(self.last_received_ms).into();
         record["timeline"] = self
             .timeline
             .iter()
@@ -126,6 +130,8 @@ mod tests {
         };
         let json = interaction.to_json();
         assert_eq!(json["timestamp"], "2025-06-15T19:45:00.123Z");
+        assert_eq!(json["received_at"], "1970-01-01T00:00:00.001Z");
+        assert_eq!(json["last_received_at"], "1970-01-01T00:00:00.002Z");
         assert_eq!(json["status"], "completed");
         assert_eq!(
             json["request_data"]["parameters"],
