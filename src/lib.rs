@@ -8,6 +8,7 @@ pub mod cli;
 pub mod controller;
 pub mod crd;
 pub mod example_mcp;
+pub mod gateway;
 pub mod ingest;
 pub mod interaction;
 pub mod pipeline;

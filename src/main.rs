@@ -107,6 +107,9 @@ async fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
     )
     .await?;
     tracing::info!(addr = %running.addr, store = %parts.store_name, "ingest server listening");
+    if let Some(gateway) = running.gateway_addr {
+        tracing::info!(url = %format!("http://{gateway}/mcp/{{namespace}}"), "MCP gateway listening");
+    }
     running.done.await.context("ingest server task failed")?;
     Ok(())
 }
@@ -119,6 +122,14 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         registrations = %args.registrations.display(),
         "standalone coordinator running"
     );
+    if let Some(gateway) = running.gateway_addr {
+        let token = args.ingest.data_dir.join("caller.token");
+        tracing::info!(
+            url = %format!("http://{gateway}/mcp/default"),
+            token = %token.display(),
+            "MCP gateway: point MCP clients at this URL with Authorization: Bearer <the token in this file>"
+        );
+    }
     running.done.await.context("standalone task failed")?;
     Ok(())
 }

@@ -267,9 +267,21 @@ pub struct RoutingSpec {
     #[serde(default = "default_weight")]
     #[schemars(range(min = 0, max = 1000))]
     pub weight: u32,
+    /// Requests the gateway sends this MCP at once; beyond it, the next candidate takes the call.
     #[serde(default = "default_max_concurrent")]
     #[schemars(range(min = 1, max = 100000))]
     pub max_concurrent_requests: u32,
+    /// Tools of this MCP that may be called twice with the same arguments without harm: the
+    /// gateway retries them on another MCP even when the first may have received the call.
+    /// `*` means every tool.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 128)))]
+    pub idempotent_tools: Vec<String>,
+    /// How long the gateway waits for this MCP's answer to begin (its response headers) before
+    /// it counts the call as failed; the gateway's `--gateway-call-timeout-seconds` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub call_timeout_seconds: Option<u32>,
 }
 
 impl Default for RoutingSpec {
@@ -278,6 +290,8 @@ impl Default for RoutingSpec {
             priority: 0,
             weight: default_weight(),
             max_concurrent_requests: default_max_concurrent(),
+            idempotent_tools: Vec::new(),
+            call_timeout_seconds: None,
         }
     }
 }

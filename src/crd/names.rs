@@ -39,6 +39,9 @@ owned_names! {
     PRIVACY_LEVEL_ANNOTATION = "privacy-level";
     /// Label (`true`) on Secrets holding a reader token (key `token`) for the ingest server.
     READER_TOKEN_LABEL = "reader-token";
+    /// Label (`true`) on Secrets holding a gateway caller token (keys `token`, `namespaces`,
+    /// optionally `capabilities`) for the ingest server's gateway.
+    CALLER_TOKEN_LABEL = "caller-token";
     /// Label (`true`) a Secret needs before its values are sent as an MCP's probe headers.
     PROBE_HEADERS_LABEL = "probe-headers";
     /// Annotation on the ID ledger ConfigMap saying what it is for.

@@ -141,6 +141,44 @@ pub struct IngestArgs {
     /// received this long before and after it, never all history.
     #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=604_800))]
     pub max_interaction_seconds: u64,
+    /// Serve the MCP gateway (MCP over streamable HTTP at /mcp/{namespace}[/{capability}]) on
+    /// this address [default: off for ingest, 127.0.0.1:8082 for standalone].
+    #[arg(long)]
+    pub gateway_listen: Option<SocketAddr>,
+    /// YAML map of caller name: {token, namespaces: [...], capabilities: [...]}: who may call
+    /// tools through the gateway (with --keys-from-secrets, also Secrets labelled
+    /// mcp.coordinator.dev/caller-token=true). Standalone mode keeps one in <data-dir>/caller.token.
+    #[arg(long)]
+    pub caller_tokens_file: Option<std::path::PathBuf>,
+    /// How long an MCP may take to begin answering a call through the gateway, unless its
+    /// spec.routing.callTimeoutSeconds says otherwise.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub gateway_call_timeout_seconds: u64,
+    /// How long one call through the gateway may take in all, failovers included.
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub gateway_total_timeout_seconds: u64,
+    /// MCPs tried for one call before the gateway gives up.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=10))]
+    pub gateway_max_attempts: u64,
+    /// Largest request body a gateway client may send, in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub gateway_max_body_bytes: usize,
+    /// Calls one caller may have in flight through the gateway at once (429 beyond).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub gateway_caller_concurrency: u64,
+}
+
+impl IngestArgs {
+    /// The gateway's configuration, when it is to be served on `listen`.
+    pub fn gateway(&self, listen: SocketAddr) -> crate::gateway::GatewayConfig {
+        let mut config = crate::gateway::GatewayConfig::new(listen);
+        config.call_timeout = std::time::Duration::from_secs(self.gateway_call_timeout_seconds);
+        config.total_timeout = std::time::Duration::from_secs(self.gateway_total_timeout_seconds);
+        config.max_attempts = self.gateway_max_attempts as usize;
+        config.max_body_bytes = self.gateway_max_body_bytes;
+        config.caller_concurrency = self.gateway_caller_concurrency as usize;
+        config
+    }
 }
 
 /// `NAME=VALUE`, the name a ClickHouse setting name.

@@ -22,6 +22,7 @@ use crate::store::clickhouse::{ClickHouseConfig, LazyClickHouseStore};
 use crate::store::retention::RetentionDays;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{InteractionStore, StoreError};
+use crate::trust::callers::CallerTokens;
 use crate::trust::keys::{AuthFileError, KeyRing, ReaderTokens};
 
 #[derive(Debug, thiserror::Error)]
@@ -174,13 +175,39 @@ pub async fn assemble(args: &IngestArgs, mode: Mode) -> Result<IngestParts, Asse
         _ => None,
     };
     let router = Arc::new(Router::default());
+    let directory = Arc::new(crate::gateway::Directory::default());
     if args.routes_from_registrations {
         let client = kube_client("--routes-from-registrations").await?;
         tokio::spawn(super::routes::watch_registrations(
             client,
             args.namespace.clone(),
             router.clone(),
+            directory.clone(),
         ));
+    }
+    let callers = Arc::new(match &args.caller_tokens_file {
+        Some(path) => CallerTokens::from_file(path)?,
+        None => CallerTokens::default(),
+    });
+    if args.keys_from_secrets {
+        let client = kube_client("--keys-from-secrets").await?;
+        let token_namespace = args
+            .reader_tokens_namespace
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_string());
+        tokio::spawn(crate::trust::callers::watch_caller_tokens(
+            client,
+            token_namespace,
+            callers.clone(),
+        ));
+    }
+    let gateway = match (args.gateway_listen, mode) {
+        (Some(listen), _) => Some(args.gateway(listen)),
+        (None, Mode::Standalone) => Some(args.gateway(SocketAddr::from(([127, 0, 0, 1], 8082)))),
+        (None, Mode::Ingest) => None,
+    };
+    if gateway.is_some() && mode == Mode::Ingest && callers.is_empty() && !args.keys_from_secrets {
+        tracing::warn!("the gateway has no caller tokens (--caller-tokens-file, --keys-from-secrets): every call will be refused with 401");
     }
     if let Some(path) = &args.routing_table_file {
         super::routes::follow_file(path.clone(), router.clone()).await?;
@@ -224,6 +251,9 @@ pub async fn assemble(args: &IngestArgs, mode: Mode) -> Result<IngestParts, Asse
         extra_metrics: None,
         heartbeat_save_interval: super::HEARTBEAT_SAVE_INTERVAL,
         registrar,
+        gateway,
+        directory,
+        callers,
     };
     Ok(IngestParts {
         config,

@@ -13,6 +13,8 @@ pub struct IngestMetrics {
     pub pipeline: PipelineMetrics,
     pub processing_time: HistogramVec,
     pub route_decisions: IntCounterVec,
+    /// The MCP gateway's series.
+    pub gateway: std::sync::Arc<crate::gateway::GatewayMetrics>,
 }
 
 impl IngestMetrics {
@@ -41,6 +43,7 @@ impl IngestMetrics {
                 "Answers of GET /v1/route, by result (routed, failed_over, unknown_capability, none_ready, saturated).",
                 &["result"],
             )?,
+            gateway: std::sync::Arc::new(crate::gateway::GatewayMetrics::new(&series)?),
             registry: series.registry,
         })
     }

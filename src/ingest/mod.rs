@@ -63,6 +63,11 @@ pub struct IngestConfig {
     pub heartbeat_save_interval: Duration,
     /// Self-registration (`register_mcp`), when registrar tokens are configured.
     pub registrar: Option<Arc<registrar::Registrar>>,
+    /// Serve the MCP gateway with this configuration.
+    pub gateway: Option<crate::gateway::GatewayConfig>,
+    /// The MCPs the gateway may call, fed by whoever owns the registrations.
+    pub directory: Arc<crate::gateway::Directory>,
+    pub callers: Arc<crate::trust::callers::CallerTokens>,
 }
 
 impl IngestConfig {
@@ -103,6 +108,9 @@ impl IngestConfig {
             extra_metrics: None,
             heartbeat_save_interval: HEARTBEAT_SAVE_INTERVAL,
             registrar: None,
+            gateway: None,
+            directory: Arc::default(),
+            callers: Arc::default(),
         })
     }
 }
@@ -118,11 +126,15 @@ pub enum IngestError {
     },
     #[error("could not register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Gateway(#[from] crate::gateway::GatewayError),
 }
 
 /// A started ingest server: its address, and the future that runs it to a clean stop.
 pub struct RunningIngest {
     pub addr: SocketAddr,
+    /// Where the MCP gateway listens, when it runs.
+    pub gateway_addr: Option<SocketAddr>,
     pub metrics: Arc<IngestMetrics>,
     pub done: tokio::task::JoinHandle<()>,
 }
@@ -198,26 +210,42 @@ pub async fn start(
     ));
     let server_state = state.clone();
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (gateway_stop_tx, http_stop_rx_gateway) = tokio::sync::watch::channel(false);
     let http_stop = async move {
         let _ = http_stop_rx.await;
     };
-    let serve_config = serve::ServeConfig {
-        tls: config.tls.clone(),
-        header_timeout: config.limits.header_timeout,
-        grace: config.drain_timeout,
-    };
+    let serve_config = serve_config_of(&config);
     let server = tokio::spawn(serve::serve(
         listener,
         serve_config,
         api::routes(server_state),
         http_stop,
     ));
+    let (gateway_addr, gateway_server) = match &config.gateway {
+        Some(gateway_config) => {
+            let (addr, server) = start_gateway(
+                &config,
+                gateway_config,
+                &state,
+                &metrics,
+                serve_config_of(&config),
+                http_stop_rx_gateway,
+            )
+            .await?;
+            (Some(addr), Some(server))
+        }
+        None => (None, None),
+    };
     let done = tokio::spawn(async move {
         shutdown.await;
         state.ready.store(false, Ordering::Relaxed);
         tracing::info!("ingest shutting down: finishing requests, then draining the spool");
         let _ = http_stop_tx.send(());
+        let _ = gateway_stop_tx.send(true);
         let _ = server.await;
+        if let Some(gateway) = gateway_server {
+            let _ = gateway.await;
+        }
         let _ = stop_tx.send(true);
         let _ = shipper.await;
         // Its last write done, nothing touches the store after `done`.
@@ -232,6 +260,7 @@ pub async fn start(
     });
     Ok(RunningIngest {
         addr,
+        gateway_addr,
         metrics,
         done,
     })
@@ -240,6 +269,62 @@ pub async fn start(
 /// Writes the heartbeats received since the last tick to the store, in one insert per tick (not
 /// one per heartbeat: thousands of MCPs beat every few seconds); what the store refuses is kept
 /// for the next tick. A last write on shutdown.
+fn serve_config_of(config: &IngestConfig) -> serve::ServeConfig {
+    serve::ServeConfig {
+        tls: config.tls.clone(),
+        header_timeout: config.limits.header_timeout,
+        grace: config.drain_timeout,
+    }
+}
+
+/// Binds and serves the MCP gateway beside the API, on the same spool, router and privacy key.
+async fn start_gateway(
+    config: &IngestConfig,
+    gateway_config: &crate::gateway::GatewayConfig,
+    state: &Arc<IngestState>,
+    metrics: &Arc<IngestMetrics>,
+    serve_config: serve::ServeConfig,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), IngestError> {
+    use crate::gateway::{Gateway, GatewayParts};
+    let listen = gateway_config.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| IngestError::Listen {
+            addr: listen,
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| IngestError::Listen {
+            addr: listen,
+            source,
+        })?;
+    let gateway = Arc::new(Gateway::new(
+        gateway_config.clone(),
+        GatewayParts {
+            directory: config.directory.clone(),
+            callers: config.callers.clone(),
+            router: config.router.clone(),
+            spool: state.spool.clone(),
+            privacy: config.privacy.clone(),
+            metrics: metrics.gateway.clone(),
+        },
+    )?);
+    crate::gateway::spawn_tidy(&gateway);
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    let server = tokio::spawn(serve::serve(
+        listener,
+        serve_config,
+        crate::gateway::routes(gateway),
+        stopped,
+    ));
+    tracing::info!(%addr, "MCP gateway listening (/mcp/{{namespace}}[/{{capability}}])");
+    Ok((addr, server))
+}
+
 async fn save_heartbeats(
     state: Arc<IngestState>,
     every: Duration,

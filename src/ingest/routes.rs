@@ -73,7 +73,12 @@ pub async fn follow_file(path: PathBuf, router: Arc<Router>) -> Result<(), Route
 /// spec and the routing status the controller writes, the same table it publishes in the
 /// `mcp-routing-table` ConfigMaps. The ConfigMaps are not read: anyone who can write a ConfigMap
 /// could name one that way, while only the controller writes a registration's status.
-pub async fn watch_registrations(client: Client, namespace: Option<String>, router: Arc<Router>) {
+pub async fn watch_registrations(
+    client: Client,
+    namespace: Option<String>,
+    router: Arc<Router>,
+    directory: Arc<crate::gateway::Directory>,
+) {
     let api: Api<MCPRegistration> = match &namespace {
         Some(ns) => Api::namespaced(client, ns),
         None => Api::all(client),
@@ -89,6 +94,10 @@ pub async fn watch_registrations(client: Client, namespace: Option<String>, rout
             Ok(Event::InitApply(_) | Event::Init) => {}
             Ok(_) => {
                 let registrations = store.state();
+                directory.install(crate::gateway::backends_of(
+                    registrations.iter().map(|r| r.as_ref()),
+                    |_| Default::default(),
+                ));
                 let tables = build(registrations.iter().map(|r| r.as_ref()));
                 let merged = RoutingTable::merge(tables.values());
                 if installed.as_ref() != Some(&merged) {

@@ -3,6 +3,7 @@
 //! from the interactions it sees (`router`).
 
 mod learned;
+mod pick;
 pub mod router;
 pub mod table;
 pub mod weights;

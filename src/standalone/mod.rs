@@ -80,6 +80,19 @@ pub async fn run_from_args(
         parts.registrar_tokens = Some(Arc::new(tokens));
         tracing::info!(path = %path.display(), "registrar token for self-registration (register_mcp) in namespace default");
     }
+    if args.ingest.caller_tokens_file.is_none() {
+        let path = args.ingest.data_dir.join("caller.token");
+        let token = local_token(&path, "caller_")?;
+        parts.config.callers.set(
+            "local",
+            &token,
+            crate::trust::callers::Grant {
+                namespaces: vec!["*".into()],
+                capabilities: Vec::new(),
+            },
+        );
+        tracing::info!(path = %path.display(), "caller token for the MCP gateway (every namespace)");
+    }
     parts.start_store_jobs(&args.ingest);
     let config = StandaloneConfig {
         registrations: args.registrations.clone(),
@@ -133,6 +146,8 @@ pub struct StandaloneConfig {
 
 pub struct RunningStandalone {
     pub addr: std::net::SocketAddr,
+    /// The MCP gateway's address (clients call `http://<it>/mcp/<namespace>`).
+    pub gateway_addr: Option<std::net::SocketAddr>,
     pub done: tokio::task::JoinHandle<()>,
 }
 
@@ -170,6 +185,7 @@ pub async fn start(
         Arc::new(RwLock::new(json!({"registrations": [], "invalid": []})));
     ingest_config.registrations = Some(view.clone());
     let router = ingest_config.router.clone();
+    let directory = ingest_config.directory.clone();
     // Self-registration reaches the loop below, which owns the registry, through this channel.
     let (commands_tx, mut commands) = tokio::sync::mpsc::channel(16);
     if let Some(tokens) = registrar_tokens {
@@ -203,6 +219,7 @@ pub async fn start(
     )
     .await?;
     let addr = running.addr;
+    let gateway_addr = running.gateway_addr;
     if reporting.interaction_log_endpoint.is_empty() {
         reporting.interaction_log_endpoint = format!("{scheme}://{addr}");
     }
@@ -227,6 +244,7 @@ pub async fn start(
         shared,
         store,
         router,
+        directory,
         view,
         metrics,
         routing_interval,
@@ -265,5 +283,9 @@ pub async fn start(
         }
         let _ = running.done.await;
     });
-    Ok(RunningStandalone { addr, done })
+    Ok(RunningStandalone {
+        addr,
+        gateway_addr,
+        done,
+    })
 }

@@ -41,6 +41,8 @@ pub(super) struct Registrations {
     pub(super) shared: Shared,
     pub(super) store: Arc<dyn InteractionStore>,
     pub(super) router: Arc<Router>,
+    /// The MCPs the gateway may call.
+    pub(super) directory: Arc<crate::gateway::Directory>,
     pub(super) view: Arc<RegistrationsView>,
     /// The controller's series, served on the ingest server's `/metrics`.
     pub(super) metrics: Arc<Metrics>,
@@ -152,6 +154,10 @@ impl Registrations {
 
     /// The routing table (to the router and `routing-table.json`, when it changed) and the view.
     pub(super) fn publish(&mut self) {
+        self.directory.install(crate::gateway::backends_of(
+            self.entries.values().map(|e| &e.registration),
+            |_| Default::default(),
+        ));
         let tables = table::build(self.entries.values().map(|e| &e.registration));
         let merged = RoutingTable::merge(tables.values());
         if self.installed.as_ref() != Some(&merged) {

@@ -232,7 +232,7 @@ impl ReaderTokens {
     }
 }
 
-fn read_yaml<T: serde::de::DeserializeOwned>(
+pub(super) fn read_yaml<T: serde::de::DeserializeOwned>(
     path: &Path,
     expected: &'static str,
 ) -> Result<T, AuthFileError> {

@@ -11,6 +11,7 @@
 //!
 //! The ingest API and the gateway both use it; it knows nothing of HTTP.
 
+pub mod callers;
 pub mod credentials;
 pub mod gate;
 pub mod keys;

@@ -111,6 +111,7 @@ async fn every_api_call_is_in_the_rbac_list() {
             client(&server),
             None,
             router,
+            Default::default(),
         )),
     ];
     tokio::time::sleep(Duration::from_secs(1)).await;
