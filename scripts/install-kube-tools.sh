@@ -14,11 +14,17 @@ BIN=.tools/bin
 # The prometheus-operator's CRD schemas (ServiceMonitor, PrometheusRule), from npm, for the chart
 # tests (tests/node/validate-monitoring.mjs).
 MODELS=@kubernetes-models/prometheus-operator@6.0.0
+# The official MCP TypeScript SDK, for the gateway tests (tests/node/gateway_client.mjs, legacy_mcp_server.mjs).
+MCP_SDK=@modelcontextprotocol/sdk@1.32.2
 NPM_PREFIX=.tools/npm
 
 if [ -z "${FORCE:-}" ] && [ ! -d "$NPM_PREFIX/node_modules/@kubernetes-models/prometheus-operator" ]; then
   echo "installing $MODELS from npm into $NPM_PREFIX" >&2
   npm install --silent --no-audit --no-fund --prefix "$NPM_PREFIX" "$MODELS" >&2
+fi
+if [ -z "${FORCE:-}" ] && [ ! -d "$NPM_PREFIX/node_modules/@modelcontextprotocol/sdk" ]; then
+  echo "installing $MCP_SDK from npm into $NPM_PREFIX" >&2
+  npm install --silent --no-audit --no-fund --prefix "$NPM_PREFIX" "$MCP_SDK" >&2
 fi
 
 if [ -z "${FORCE:-}" ] && [ -x "$BIN/helm" ] && [ -x "$BIN/kubectl" ]; then

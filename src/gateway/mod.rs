@@ -47,6 +47,9 @@ use upstream::Upstream;
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub listen: SocketAddr,
+    /// A default address rather than one asked for: when it is taken, the gateway stays off
+    /// (with a warning) instead of stopping the server.
+    pub optional: bool,
     /// The largest request body a client may send.
     pub max_body_bytes: usize,
     /// The largest answer (or one streamed event) taken from an MCP.
@@ -71,6 +74,7 @@ impl GatewayConfig {
     pub fn new(listen: SocketAddr) -> Self {
         Self {
             listen,
+            optional: false,
             max_body_bytes: 1 << 20,
             max_answer_bytes: 16 << 20,
             call_timeout: Duration::from_secs(60),

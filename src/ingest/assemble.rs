@@ -203,7 +203,11 @@ pub async fn assemble(args: &IngestArgs, mode: Mode) -> Result<IngestParts, Asse
     }
     let gateway = match (args.gateway_listen, mode) {
         (Some(listen), _) => Some(args.gateway(listen)),
-        (None, Mode::Standalone) => Some(args.gateway(SocketAddr::from(([127, 0, 0, 1], 8082)))),
+        (None, Mode::Standalone) => {
+            let mut config = args.gateway(SocketAddr::from(([127, 0, 0, 1], 8082)));
+            config.optional = true;
+            Some(config)
+        }
         (None, Mode::Ingest) => None,
     };
     if gateway.is_some() && mode == Mode::Ingest && callers.is_empty() && !args.keys_from_secrets {

@@ -1,5 +1,6 @@
 //! What runs beside the coordinator: the Python and Rust clients, standalone mode, Prometheus.
 
+mod gateway;
 mod prometheus;
 mod python_client;
 mod rust_client;
