@@ -156,7 +156,7 @@ mod tests {
 
     fn reg(name: &str, ns: &str, id: Option<&str>, weight: u32) -> MCPRegistration {
         let spec: MCPRegistrationSpec = serde_json::from_value(serde_json::json!({
-            "version": "1.0.0", "mcpType": "ocr", "capabilities": ["text-extraction"],
+            "version": "1.0.0", "type": "ocr", "capabilities": ["text-extraction"],
             "endpoint": {"url": "http://ocr.example:8080/"}, "paths": {"process": "/mcp"},
             "routing": {"idempotentTools": ["extract_text"], "callTimeoutSeconds": 5}
         }))

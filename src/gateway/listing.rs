@@ -19,12 +19,15 @@ const LIST_TIMEOUT: Duration = Duration::from_secs(10);
 /// The gateway's own account on handshake-era MCPs, for listings.
 const LISTING_OWNER: &str = "gateway";
 
+/// One MCP's list of one kind, and when it was fetched.
+type Fetched = (Instant, Arc<Vec<Value>>);
+/// A scope's merged catalog, when it was merged, and from which MCPs.
+type Merged = (Instant, Vec<String>, Arc<Catalog>);
+
 #[derive(Default)]
 pub(super) struct Listings {
-    /// Each MCP's last list of each kind, and when it was fetched.
-    lists: Mutex<HashMap<(String, Kind), (Instant, Arc<Vec<Value>>)>>,
-    /// Merged catalogs by scope, kind and the MCPs they were merged from.
-    merged: Mutex<HashMap<(String, Kind), (Instant, Vec<String>, Arc<Catalog>)>>,
+    lists: Mutex<HashMap<(String, Kind), Fetched>>,
+    merged: Mutex<HashMap<(String, Kind), Merged>>,
 }
 
 impl Gateway {

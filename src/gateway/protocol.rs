@@ -271,10 +271,7 @@ impl SseReader {
     pub fn feed(&mut self, chunk: &[u8], limit: usize) -> Result<Vec<String>, String> {
         self.buffer.extend_from_slice(chunk);
         let mut events = Vec::new();
-        loop {
-            let Some(end) = find_event_end(&self.buffer) else {
-                break;
-            };
+        while let Some(end) = find_event_end(&self.buffer) {
             let raw: Vec<u8> = self.buffer.drain(..end.0).collect();
             self.buffer.drain(..end.1);
             let text = String::from_utf8_lossy(&raw);

@@ -13,7 +13,7 @@ use tokio::sync::OnceCell;
 use super::directory::Backend;
 use super::outlier::Failure;
 use super::protocol::{
-    self, Message, SseReader, LATEST_HANDSHAKE, METHOD_HEADER, MODERN_VERSION, NAME_HEADER,
+    Message, SseReader, LATEST_HANDSHAKE, METHOD_HEADER, MODERN_VERSION, NAME_HEADER,
     PROTOCOL_VERSION_HEADER, SESSION_HEADER,
 };
 
@@ -442,11 +442,4 @@ fn root_cause(e: &reqwest::Error) -> String {
         source = next;
     }
     source.to_string()
-}
-
-#[allow(dead_code)]
-fn _assert_send() {
-    fn is_send<T: Send + Sync>() {}
-    is_send::<Upstream>();
-    let _ = protocol::MODERN_VERSION;
 }

@@ -271,8 +271,7 @@ mod tests {
         let path = dir.path().join("callers.yaml");
         std::fs::write(&path, "app: {token: short, namespaces: [default]}\n").unwrap();
         let e = CallerTokens::from_file(&path)
-            .err()
-            .expect("refused")
+            .expect_err("refused")
             .to_string();
         assert!(e.contains("at least 16"), "{e}");
         std::fs::write(
@@ -281,8 +280,7 @@ mod tests {
         )
         .unwrap();
         let e = CallerTokens::from_file(&path)
-            .err()
-            .expect("refused")
+            .expect_err("refused")
             .to_string();
         assert!(e.contains("no namespaces"), "{e}");
         std::fs::write(

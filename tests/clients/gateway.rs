@@ -20,7 +20,12 @@ fn root() -> &'static Path {
 fn python_server(port: u16, name: &str, delay: f64, fail: f64) -> tokio::process::Child {
     tokio::process::Command::new("python3")
         .arg(root().join("tests/python/gateway_mcp.py"))
-        .args([port.to_string(), name.into(), delay.to_string(), fail.to_string()])
+        .args([
+            port.to_string(),
+            name.into(),
+            delay.to_string(),
+            fail.to_string(),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -33,7 +38,8 @@ fn python_server(port: u16, name: &str, delay: f64, fail: f64) -> tokio::process
 fn node(script: &str) -> tokio::process::Command {
     let npm = root().join(".tools/npm");
     let target = npm.join(script);
-    std::fs::copy(root().join("tests/node").join(script), &target).expect("copy the script beside the SDK (make tools installs it)");
+    std::fs::copy(root().join("tests/node").join(script), &target)
+        .expect("copy the script beside the SDK (make tools installs it)");
     let mut command = tokio::process::Command::new("node");
     command.arg(target).current_dir(npm).kill_on_drop(true);
     command
@@ -62,7 +68,15 @@ impl Coordinator {
         }
         let (api_port, gateway_port) = (free_port(), free_port());
         let process = tokio::process::Command::new(bin())
-            .args(["standalone", "--listen", &format!("127.0.0.1:{api_port}"), "--gateway-listen", &format!("127.0.0.1:{gateway_port}"), "--poll-interval-ms", "200"])
+            .args([
+                "standalone",
+                "--listen",
+                &format!("127.0.0.1:{api_port}"),
+                "--gateway-listen",
+                &format!("127.0.0.1:{gateway_port}"),
+                "--poll-interval-ms",
+                "200",
+            ])
             .args(flags)
             .arg("--registrations")
             .arg(&regs)
@@ -81,10 +95,29 @@ impl Coordinator {
             _process: process,
         };
         common::eventually(Duration::from_secs(60), || async {
-            let token = std::fs::read_to_string(c.data.join("admin.token")).map_err(|e| e.to_string())?;
-            let view = async { http_client().get(format!("{}/v1/registrations", c.api)).bearer_auth(token).send().await.ok()?.json::<Value>().await.ok() }.await.ok_or("no view yet")?;
-            let n = view["registrations"].as_array().map_or(0, |r| r.iter().filter(|r| r["phase"] == "Ready").count());
-            if n >= ready { Ok(()) } else { Err(format!("{n} of {ready} Ready: {view}")) }
+            let token =
+                std::fs::read_to_string(c.data.join("admin.token")).map_err(|e| e.to_string())?;
+            let view = async {
+                http_client()
+                    .get(format!("{}/v1/registrations", c.api))
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .ok()?
+                    .json::<Value>()
+                    .await
+                    .ok()
+            }
+            .await
+            .ok_or("no view yet")?;
+            let n = view["registrations"]
+                .as_array()
+                .map_or(0, |r| r.iter().filter(|r| r["phase"] == "Ready").count());
+            if n >= ready {
+                Ok(())
+            } else {
+                Err(format!("{n} of {ready} Ready: {view}"))
+            }
         })
         .await;
         c
@@ -95,21 +128,47 @@ impl Coordinator {
     }
 
     async fn mcp_id(&self, name: &str) -> String {
-        let view = get_json_as(&format!("{}/v1/registrations", self.api), &self.token("admin.token")).await;
-        view["registrations"].as_array().unwrap().iter().find(|r| r["name"] == name).and_then(|r| r["mcpId"].as_str().or(r["mcp_id"].as_str())).unwrap_or_else(|| panic!("{name} has an ID: {view}")).to_string()
+        let view = get_json_as(
+            &format!("{}/v1/registrations", self.api),
+            &self.token("admin.token"),
+        )
+        .await;
+        view["registrations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .and_then(|r| r["mcpId"].as_str().or(r["mcp_id"].as_str()))
+            .unwrap_or_else(|| panic!("{name} has an ID: {view}"))
+            .to_string()
     }
 
     async fn history(&self, mcp_id: &str) -> Vec<Value> {
-        let found = get_json_as(&format!("{}/v1/mcps/{mcp_id}/interactions?limit=1000", self.api), &self.token("admin.token")).await;
-        found["interactions"].as_array().cloned().unwrap_or_default()
+        let found = get_json_as(
+            &format!("{}/v1/mcps/{mcp_id}/interactions?limit=1000", self.api),
+            &self.token("admin.token"),
+        )
+        .await;
+        found["interactions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
 /// The JSON lines a client script printed: the calls, then the summary.
 fn lines(out: &std::process::Output) -> (Vec<Value>, Value) {
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut values: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    let summary = values.pop().unwrap_or_else(|| panic!("the client printed nothing; stderr: {}", String::from_utf8_lossy(&out.stderr)));
+    let mut values: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let summary = values.pop().unwrap_or_else(|| {
+        panic!(
+            "the client printed nothing; stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
     (values, summary)
 }
 
@@ -125,11 +184,19 @@ async fn python_client(url: &str, token: &str, calls: usize, mode: &str) -> (Vec
 }
 
 fn answered_by(calls: &[Value], server: &str) -> usize {
-    calls.iter().filter(|c| c["text"].as_str().is_some_and(|t| t.starts_with(&format!("{server}:")))).count()
+    calls
+        .iter()
+        .filter(|c| {
+            c["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with(&format!("{server}:")))
+        })
+        .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sdk_clients_call_through_the_gateway_which_fails_over_logs_every_call_and_prefers_the_fast_mcp() {
+async fn sdk_clients_call_through_the_gateway_which_fails_over_logs_every_call_and_prefers_the_fast_mcp(
+) {
     let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
     let _fast = python_server(ports[0], "fast", 0.005, 0.0);
     let _slow = python_server(ports[1], "slow", 0.3, 0.0);
@@ -137,10 +204,22 @@ async fn sdk_clients_call_through_the_gateway_which_fails_over_logs_every_call_a
     let mut doomed = python_server(ports[3], "doomed", 0.005, 0.0);
     let idempotent = "    idempotentTools: [extract_text]\n";
     let manifests = [
-        ("ocr-fast", manifest("ocr-fast", ports[0], "text_extraction", idempotent)),
-        ("ocr-slow", manifest("ocr-slow", ports[1], "text_extraction", idempotent)),
-        ("ocr-flaky", manifest("ocr-flaky", ports[2], "text_extraction", idempotent)),
-        ("ocr-doomed", manifest("ocr-doomed", ports[3], "text_extraction", idempotent)),
+        (
+            "ocr-fast",
+            manifest("ocr-fast", ports[0], "text_extraction", idempotent),
+        ),
+        (
+            "ocr-slow",
+            manifest("ocr-slow", ports[1], "text_extraction", idempotent),
+        ),
+        (
+            "ocr-flaky",
+            manifest("ocr-flaky", ports[2], "text_extraction", idempotent),
+        ),
+        (
+            "ocr-doomed",
+            manifest("ocr-doomed", ports[3], "text_extraction", idempotent),
+        ),
     ];
     let c = Coordinator::start(&manifests, &[], 4).await;
     let url = format!("{}/mcp/default", c.gateway);
@@ -154,53 +233,132 @@ async fn sdk_clients_call_through_the_gateway_which_fails_over_logs_every_call_a
     };
     let ((calls, summary), ()) = tokio::join!(run, kill);
     assert_eq!(summary["version"], "2026-07-28", "{summary}");
-    assert_eq!(summary["tools"], json!(["extract_text", "whoami"]), "one tool offered by four MCPs is one tool");
+    assert_eq!(
+        summary["tools"],
+        json!(["extract_text", "whoami"]),
+        "one tool offered by four MCPs is one tool"
+    );
     assert_eq!(calls.len(), 200);
     let failed: Vec<&Value> = calls.iter().filter(|c| c.get("error").is_some()).collect();
     assert!(failed.is_empty(), "every call is answered: {failed:?}");
-    assert!(calls.iter().any(|c| c["is_error"] == true), "the flaky MCP's tool errors reach the client as tool errors");
-    let (fast, slow, flaky) = (answered_by(&calls, "fast"), answered_by(&calls, "slow"), answered_by(&calls, "flaky"));
-    assert!(fast > slow && fast > flaky, "most traffic ends on the fast MCP: fast {fast}, slow {slow}, flaky {flaky}");
+    assert!(
+        calls.iter().any(|c| c["is_error"] == true),
+        "the flaky MCP's tool errors reach the client as tool errors"
+    );
+    let (fast, slow, flaky) = (
+        answered_by(&calls, "fast"),
+        answered_by(&calls, "slow"),
+        answered_by(&calls, "flaky"),
+    );
+    assert!(
+        fast > slow && fast > flaky,
+        "most traffic ends on the fast MCP: fast {fast}, slow {slow}, flaky {flaky}"
+    );
 
     // A handshake-era client (initialize and a session) of the TypeScript SDK.
-    let out = node("gateway_client.mjs").args([&url, &token, "20"]).output().await.expect("node runs the SDK client");
+    let out = node("gateway_client.mjs")
+        .args([&url, &token, "20"])
+        .output()
+        .await
+        .expect("node runs the SDK client");
     let (ts_calls, ts_summary) = lines(&out);
-    assert_eq!(ts_summary["tools"], json!(["extract_text", "whoami"]), "{ts_summary}");
+    assert_eq!(
+        ts_summary["tools"],
+        json!(["extract_text", "whoami"]),
+        "{ts_summary}"
+    );
     assert!(ts_calls.iter().all(|c| c["ok"] == true), "{ts_calls:?}");
 
     // Every call is in the log, with the MCP's timing and the flaky one's errors.
-    let (fast_id, slow_id, flaky_id) = (c.mcp_id("ocr-fast").await, c.mcp_id("ocr-slow").await, c.mcp_id("ocr-flaky").await);
+    let (fast_id, slow_id, flaky_id) = (
+        c.mcp_id("ocr-fast").await,
+        c.mcp_id("ocr-slow").await,
+        c.mcp_id("ocr-flaky").await,
+    );
     let logged = common::eventually(Duration::from_secs(20), || async {
-        let (f, s, k) = (c.history(&fast_id).await, c.history(&slow_id).await, c.history(&flaky_id).await);
+        let (f, s, k) = (
+            c.history(&fast_id).await,
+            c.history(&slow_id).await,
+            c.history(&flaky_id).await,
+        );
         let n = f.len() + s.len() + k.len();
         // Every call but those the doomed MCP answered before it was killed (only the flaky MCP
         // answers with errors, which carry no server name).
-        let expected = calls.len() + ts_calls.len() - answered_by(&calls, "doomed") - answered_by(&ts_calls, "doomed");
-        if n >= expected { Ok((f, s, k)) } else { Err(format!("{n} of {expected} calls logged")) }
+        let expected = calls.len() + ts_calls.len()
+            - answered_by(&calls, "doomed")
+            - answered_by(&ts_calls, "doomed");
+        if n >= expected {
+            Ok((f, s, k))
+        } else {
+            Err(format!("{n} of {expected} calls logged"))
+        }
     })
     .await;
     let (fast_log, slow_log, flaky_log) = logged;
-    assert!(fast_log.iter().all(|i| i["request_data"]["request_type"] == "extract_text" && i["processing_data"]["adapter_used"] == "mcp-gateway"));
-    assert!(slow_log.iter().all(|i| i["processing_data"]["processing_time"].as_f64().unwrap() >= 0.3), "the slow MCP's own time is logged");
-    assert!(fast_log.iter().all(|i| i["processing_data"]["processing_time"].as_f64().unwrap() < 0.3));
-    let tool_errors = flaky_log.iter().filter(|i| i["result_data"]["error_code"] == "TOOL_ERROR").count();
-    let flaky_errors = calls.iter().chain(&ts_calls).filter(|c| c["is_error"] == true).count();
+    assert!(fast_log
+        .iter()
+        .all(|i| i["request_data"]["request_type"] == "extract_text"
+            && i["processing_data"]["adapter_used"] == "mcp-gateway"));
+    assert!(
+        slow_log
+            .iter()
+            .all(|i| i["processing_data"]["processing_time"].as_f64().unwrap() >= 0.3),
+        "the slow MCP's own time is logged"
+    );
+    assert!(fast_log
+        .iter()
+        .all(|i| i["processing_data"]["processing_time"].as_f64().unwrap() < 0.3));
+    let tool_errors = flaky_log
+        .iter()
+        .filter(|i| i["result_data"]["error_code"] == "TOOL_ERROR")
+        .count();
+    let flaky_errors = calls
+        .iter()
+        .chain(&ts_calls)
+        .filter(|c| c["is_error"] == true)
+        .count();
     assert_eq!(tool_errors, flaky_errors, "isError is logged as TOOL_ERROR");
-    assert!(fast_log.iter().all(|i| i["request_data"]["user_id"].as_str().unwrap().starts_with("u_")), "the caller is pseudonymized");
+    assert!(
+        fast_log.iter().all(|i| i["request_data"]["user_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("u_")),
+        "the caller is pseudonymized"
+    );
 
     // The gateway's metrics: per tool, with failovers from the killed MCP.
-    let metrics = reqwest::get(format!("{}/metrics", c.api)).await.unwrap().text().await.unwrap();
+    let metrics = reqwest::get(format!("{}/metrics", c.api))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("mcp_client_operation_duration_seconds_count{error_type=\"\",gen_ai_tool_name=\"extract_text\""), "{metrics}");
-    assert!(metrics.contains("mcp_client_operation_duration_seconds_count{error_type=\"tool_error\""), "{metrics}");
-    let failovers: f64 = metrics.lines().filter(|l| l.starts_with("mcp_coordinator_gateway_failovers_total")).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum();
-    assert!(failovers >= 1.0, "calls to the killed MCP failed over: {metrics}");
+    assert!(
+        metrics.contains("mcp_client_operation_duration_seconds_count{error_type=\"tool_error\""),
+        "{metrics}"
+    );
+    let failovers: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("mcp_coordinator_gateway_failovers_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(
+        failovers >= 1.0,
+        "calls to the killed MCP failed over: {metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_and_backends_of_either_protocol_generation_work_together() {
     let (modern_port, legacy_port) = (free_port(), free_port());
     let _modern = python_server(modern_port, "modern", 0.0, 0.0);
-    let _legacy = node("legacy_mcp_server.mjs").args([legacy_port.to_string(), "legacy".into(), "0".into()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("node runs the SDK server");
+    let _legacy = node("legacy_mcp_server.mjs")
+        .args([legacy_port.to_string(), "legacy".into(), "0".into()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("node runs the SDK server");
     let manifests = [
         ("modern", manifest("modern", modern_port, "modern_ocr", "")),
         ("legacy", manifest("legacy", legacy_port, "legacy_ocr", "")),
@@ -211,18 +369,42 @@ async fn clients_and_backends_of_either_protocol_generation_work_together() {
         let url = format!("{}/mcp/default/{backend}_ocr", c.gateway);
         for mode in ["auto", "legacy"] {
             let (calls, summary) = python_client(&url, &token, 3, mode).await;
-            let expected = if mode == "auto" { "2026-07-28" } else { "2025-11-25" };
-            assert_eq!(summary["version"], expected, "{backend} backend, {mode} client");
-            assert!(calls.iter().all(|c| c["text"].as_str().is_some_and(|t| t.starts_with(&format!("{backend}:")))), "{backend} backend, {mode} client: {calls:?}");
+            let expected = if mode == "auto" {
+                "2026-07-28"
+            } else {
+                "2025-11-25"
+            };
+            assert_eq!(
+                summary["version"], expected,
+                "{backend} backend, {mode} client"
+            );
+            assert!(
+                calls.iter().all(|c| c["text"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with(&format!("{backend}:")))),
+                "{backend} backend, {mode} client: {calls:?}"
+            );
         }
-        let out = node("gateway_client.mjs").args([&url, &token, "3"]).output().await.expect("node runs the SDK client");
+        let out = node("gateway_client.mjs")
+            .args([&url, &token, "3"])
+            .output()
+            .await
+            .expect("node runs the SDK client");
         let (calls, _) = lines(&out);
-        assert!(calls.iter().all(|c| c["ok"] == true), "{backend} backend, TypeScript client: {calls:?}");
+        assert!(
+            calls.iter().all(|c| c["ok"] == true),
+            "{backend} backend, TypeScript client: {calls:?}"
+        );
     }
     // Both MCPs offer extract_text with different input schemas (the SDKs describe the argument
     // differently): the namespace lists each under its registration's name.
-    let (_, summary) = python_client(&format!("{}/mcp/default", c.gateway), &token, 0, "auto").await;
-    assert_eq!(summary["tools"], json!(["legacy.extract_text", "modern.extract_text", "whoami"]), "{summary}");
+    let (_, summary) =
+        python_client(&format!("{}/mcp/default", c.gateway), &token, 0, "auto").await;
+    assert_eq!(
+        summary["tools"],
+        json!(["legacy.extract_text", "modern.extract_text", "whoami"]),
+        "{summary}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -232,12 +414,26 @@ async fn callers_without_a_token_or_a_grant_or_with_a_body_over_the_limit_get_cl
     let dir = common::TestDir::new("gateway-callers");
     let callers = dir.join("callers.yaml");
     std::fs::write(&callers, "ocr-app: {token: ocr-app-token-0123456789, namespaces: [ocr]}\nwide: {token: wide-app-token-0123456789, namespaces: [default]}\n").unwrap();
-    let flags = ["--caller-tokens-file", callers.to_str().unwrap(), "--gateway-max-body-bytes", "2000"];
-    let c = Coordinator::start(&[("fast", manifest("fast", port, "text_extraction", ""))], &flags, 1).await;
+    let flags = [
+        "--caller-tokens-file",
+        callers.to_str().unwrap(),
+        "--gateway-max-body-bytes",
+        "2000",
+    ];
+    let c = Coordinator::start(
+        &[("fast", manifest("fast", port, "text_extraction", ""))],
+        &flags,
+        1,
+    )
+    .await;
     let url = format!("{}/mcp/default", c.gateway);
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
     let post = |token: Option<&str>, body: String| {
-        let mut r = http_client().post(&url).header("content-type", "application/json").header("accept", "application/json, text/event-stream").body(body);
+        let mut r = http_client()
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(body);
         if let Some(t) = token {
             r = r.bearer_auth(t);
         }
@@ -246,33 +442,68 @@ async fn callers_without_a_token_or_a_grant_or_with_a_body_over_the_limit_get_cl
 
     let r = post(None, init.to_string()).await.unwrap();
     assert_eq!(r.status(), 401);
-    assert!(r.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Bearer"));
     let body: Value = r.json().await.unwrap();
-    assert!(body["error"]["message"].as_str().unwrap().contains("caller token"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("caller token"),
+        "{body}"
+    );
 
-    let r = post(Some("ocr-app-token-0123456789"), init.to_string()).await.unwrap();
+    let r = post(Some("ocr-app-token-0123456789"), init.to_string())
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
     let body: Value = r.json().await.unwrap();
-    assert!(body["error"]["message"].as_str().unwrap().contains("caller ocr-app may not use namespace \"default\""), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("caller ocr-app may not use namespace \"default\""),
+        "{body}"
+    );
 
     let big = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "extract_text", "arguments": {"image_url": "x".repeat(3000)}}});
-    let r = post(Some("wide-app-token-0123456789"), big.to_string()).await.unwrap();
+    let r = post(Some("wide-app-token-0123456789"), big.to_string())
+        .await
+        .unwrap();
     assert_eq!(r.status(), 413);
     let body: Value = r.json().await.unwrap();
-    assert!(body["error"]["message"].as_str().unwrap().contains("2000 bytes"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("2000 bytes"),
+        "{body}"
+    );
 
     let list = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list"});
-    let r = post(Some("wide-app-token-0123456789"), list.to_string()).await.unwrap();
+    let r = post(Some("wide-app-token-0123456789"), list.to_string())
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400, "a handshake-era request without a session");
     let body: Value = r.json().await.unwrap();
-    assert!(body["error"]["message"].as_str().unwrap().contains("send initialize first"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("send initialize first"),
+        "{body}"
+    );
 
     let r = http_client().post(&url).bearer_auth("wide-app-token-0123456789").header("content-type", "application/json").header("mcp-protocol-version", "2026-07-28").header("mcp-method", "tools/list").body(json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "extract_text"}}).to_string()).send().await.unwrap();
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], -32020, "{body}");
 
-    let r = post(Some("wide-app-token-0123456789"), init.to_string()).await.unwrap();
+    let r = post(Some("wide-app-token-0123456789"), init.to_string())
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["mcp-session-id"].to_str().unwrap().len(), 32);
 }
