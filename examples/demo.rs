@@ -1,7 +1,8 @@
 //! `make demo`: the coordinator in standalone mode with three example MCPs of different quality
 //! (fast, slow, flaky): two declared by the manifests of `examples/standalone/`, the flaky one
-//! registering itself when it starts (the seed's `register_mcp`, with a registrar token). A client asks `GET /v1/route` for every request
-//! and sends it to the chosen MCP; the MCPs report their interactions. Every few seconds the
+//! registering itself when it starts (the seed's `register_mcp`, with a registrar token). Four
+//! clients call the `extract_text` tool through the MCP gateway (`/mcp/default`, MCP 2026-07-28 on
+//! the wire), which routes each call to the best MCP, fails over, and logs it. Every few seconds the
 //! status table is printed: IDs assigned, interactions flowing, weights moving toward the better
 //! MCP. Stops after DEMO_SECONDS (default 40) or on Ctrl-C.
 
@@ -13,15 +14,19 @@ use std::time::{Duration, Instant};
 
 use mcp_coordinator::controller::status::ReportingSettings;
 use mcp_coordinator::example_mcp::{self, ExampleMcp};
+use mcp_coordinator::gateway::GatewayConfig;
 use mcp_coordinator::ingest::assemble::IngestParts;
 use mcp_coordinator::ingest::registrar::RegistrarTokens;
 use mcp_coordinator::ingest::IngestConfig;
 use mcp_coordinator::standalone::{self, StandaloneConfig};
 use mcp_coordinator::store::sqlite::SqliteStore;
+use mcp_coordinator::trust::callers::Grant;
 use mcp_coordinator::trust::keys::{KeyRing, ReaderTokens};
 
 const LISTEN: &str = "127.0.0.1:18081";
 const TOKEN: &str = "demo-admin-token-0123456789";
+const GATEWAY: &str = "127.0.0.1:18082";
+const CALLER_TOKEN: &str = "demo-caller-token-0123456789";
 const REGISTRAR_TOKEN: &str = "demo-registrar-token-0123456789";
 /// The example MCP that registers itself instead of having a manifest.
 const SELF_REGISTERED: &str = "ocr-flaky";
@@ -64,8 +69,18 @@ async fn main() -> anyhow::Result<()> {
     let store = Arc::new(SqliteStore::open(&data_dir.join("interactions.db"))?);
     let readers = ReaderTokens::default();
     readers.add_admin("demo", TOKEN);
+    let mut config = IngestConfig::new(LISTEN.parse()?, data_dir.join("spool"))?;
+    config.gateway = Some(GatewayConfig::new(GATEWAY.parse()?));
+    config.callers.set(
+        "demo",
+        CALLER_TOKEN,
+        Grant {
+            namespaces: vec!["default".into()],
+            capabilities: Vec::new(),
+        },
+    );
     let ingest = IngestParts {
-        config: IngestConfig::new(LISTEN.parse()?, data_dir.join("spool"))?,
+        config,
         store,
         store_name: "SQLite".into(),
         keys: Arc::new(KeyRing::default()),
@@ -103,6 +118,11 @@ async fn main() -> anyhow::Result<()> {
         registrations.display()
     );
     println!("data (IDs, keys, status files) in {}", data_dir.display());
+    let gateway = match coordinator.gateway_addr {
+        Some(addr) => format!("http://{addr}/mcp/default"),
+        None => anyhow::bail!("the gateway did not start"),
+    };
+    println!("MCP gateway on {gateway} (clients call tools here, with a caller token)");
 
     for (name, port, latency_ms, failure_rate) in MCPS {
         example_mcp::serve(
@@ -141,11 +161,15 @@ async fn main() -> anyhow::Result<()> {
         .build()?;
     let clients: Vec<_> = (0..4)
         .map(|_| {
-            let (http, base, running, served) =
-                (http.clone(), base.clone(), running.clone(), served.clone());
+            let (http, gateway, running, served) = (
+                http.clone(),
+                gateway.clone(),
+                running.clone(),
+                served.clone(),
+            );
             tokio::spawn(async move {
                 while running.load(Ordering::Relaxed) {
-                    if let Some((id, ok)) = one_request(&http, &base).await {
+                    if let Some((id, ok)) = call_tool(&http, &gateway).await {
                         let mut s = served
                             .lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -186,10 +210,10 @@ async fn main() -> anyhow::Result<()> {
                     .clone();
                 let line: Vec<String> = s
                     .iter()
-                    .map(|(id, (n, ok))| format!("{id}: {n} routed, {ok} ok"))
+                    .map(|(name, (n, ok))| format!("{name}: {n} calls, {ok} ok"))
                     .collect();
                 println!(
-                    "traffic so far: {}",
+                    "calls through the gateway so far: {}",
                     if line.is_empty() {
                         "none yet".into()
                     } else {
@@ -214,30 +238,36 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Asks the coordinator where to send a request, sends it there: (MCP ID, succeeded).
-async fn one_request(http: &reqwest::Client, base: &str) -> Option<(String, bool)> {
-    let route: serde_json::Value = http
-        .get(format!(
-            "{base}/v1/route?capability=text_extraction&request_type=ocr_processing"
-        ))
-        .bearer_auth(TOKEN)
+/// Calls `extract_text` through the gateway (MCP 2026-07-28: no session, the version on every
+/// request): (the MCP that answered, succeeded).
+async fn call_tool(http: &reqwest::Client, gateway: &str) -> Option<(String, bool)> {
+    let body = serde_json::json!({
+        "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {
+            "name": "extract_text",
+            "arguments": {"image_url": "scan.png"},
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {}
+            }
+        }
+    });
+    let answer: serde_json::Value = http
+        .post(gateway)
+        .bearer_auth(CALLER_TOKEN)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "extract_text")
+        .json(&body)
         .send()
         .await
         .ok()?
         .json()
         .await
         .ok()?;
-    let id = route["mcp_id"].as_str()?.to_string();
-    let url = format!(
-        "{}{}",
-        route["endpoint"].as_str()?,
-        route["process_path"].as_str()?
-    );
-    let ok = http
-        .post(url)
-        .json(&serde_json::json!({"request_type": "ocr_processing"}))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success());
-    Some((id, ok))
+    let result = answer.get("result")?;
+    let text = result["content"][0]["text"].as_str()?;
+    let (name, _) = text.split_once(':')?;
+    Some((name.to_string(), result["isError"] != true))
 }

@@ -3,6 +3,10 @@
 //! reports every interaction (start, then complete or error) and a heartbeat to the coordinator
 //! with its API key through the `mcp-coordinator-client` crate, like a real MCP would: without
 //! waiting for the reports, and picking up a rotated key from its file.
+//!
+//! It also speaks MCP itself at `POST /mcp` (both protocol generations, JSON answers, one tool
+//! `extract_text` doing the same work), for callers that go through the gateway: those calls are
+//! not reported, since the gateway logs them.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -82,6 +86,15 @@ pub async fn serve(
         }))
     });
     let config = Arc::new(mcp);
+    let (mcp_config, mcp_counters) = (config.clone(), counters.clone());
+    let mcp_endpoint = warp::path!("mcp")
+        .and(warp::post())
+        .and(warp::body::content_length_limit(1 << 20))
+        .and(warp::body::bytes())
+        .then(move |body: bytes::Bytes| {
+            let (config, counters) = (mcp_config.clone(), mcp_counters.clone());
+            async move { speak_mcp(&config, &counters, &body).await }
+        });
     let process = warp::path!("process")
         .and(warp::post())
         .and(warp::body::content_length_limit(1 << 20))
@@ -90,7 +103,7 @@ pub async fn serve(
             let (config, reporter, counters) = (config.clone(), reporter.clone(), counters.clone());
             async move { process(&config, reporter.as_ref(), &counters, &body).await }
         });
-    let routes = health.or(status).or(process);
+    let routes = health.or(status).or(process).or(mcp_endpoint);
     let task = tokio::spawn(async move {
         warp::serve(routes)
             .incoming(listener)
@@ -117,9 +130,63 @@ async fn register(
         min_memory: Some("256MB".into()),
         min_cpu: Some("0.5 cores".into()),
         url: format!("http://{addr}"),
+        process_path: Some("/mcp".into()),
         ..Default::default()
     };
     mcp_coordinator_client::register(coordinator, token, &info, false).await
+}
+
+/// One MCP message: `server/discover` or `initialize` (no session), `tools/list`, `tools/call`.
+async fn speak_mcp(config: &ExampleMcp, counters: &Counters, body: &[u8]) -> warp::reply::Response {
+    use warp::Reply;
+    let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let Some(id) = request.get("id").cloned() else {
+        return StatusCode::ACCEPTED.into_response();
+    };
+    let result = match request["method"].as_str().unwrap_or("") {
+        "server/discover" => json!({
+            "supportedVersions": ["2025-11-25", "2026-07-28"],
+            "capabilities": {"tools": {}},
+            "_meta": {"io.modelcontextprotocol/serverInfo": {"name": config.name, "version": "1.0.0"}},
+        }),
+        "initialize" => json!({
+            "protocolVersion": request["params"]["protocolVersion"].as_str().unwrap_or("2025-11-25"),
+            "capabilities": {"tools": {}},
+            "serverInfo": {"name": config.name, "version": "1.0.0"},
+        }),
+        "ping" => json!({}),
+        "tools/list" => json!({"tools": [{
+            "name": "extract_text",
+            "description": "Extract the text of an image.",
+            "inputSchema": {"type": "object", "properties": {"image_url": {"type": "string"}}},
+        }]}),
+        "tools/call" if request["params"]["name"] == "extract_text" => {
+            let (jitter, fails) = {
+                let mut rng = rand::rng();
+                (
+                    rng.random_range(0.7..1.5),
+                    rng.random::<f64>() < config.failure_rate,
+                )
+            };
+            tokio::time::sleep(config.latency.mul_f64(jitter)).await;
+            counters.served.fetch_add(1, Ordering::Relaxed);
+            if fails {
+                counters.failed.fetch_add(1, Ordering::Relaxed);
+            }
+            let text = if fails {
+                "the example MCP failed on purpose"
+            } else {
+                "done"
+            };
+            json!({"content": [{"type": "text", "text": format!("{}: {text}", config.name)}], "isError": fails})
+        }
+        other => {
+            let error = json!({"code": -32601, "message": format!("no method {other:?}")});
+            return warp::reply::json(&json!({"jsonrpc": "2.0", "id": id, "error": error}))
+                .into_response();
+        }
+    };
+    warp::reply::json(&json!({"jsonrpc": "2.0", "id": id, "result": result})).into_response()
 }
 
 async fn process(

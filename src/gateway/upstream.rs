@@ -51,6 +51,9 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn new(connect_timeout: Duration, max_answer_bytes: usize) -> Result<Self, reqwest::Error> {
+        // The HTTP client needs a process-wide TLS provider; the binary installs ring, and so does
+        // this when nothing has yet (an embedding program, a benchmark).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .connect_timeout(connect_timeout)
             .pool_idle_timeout(Duration::from_secs(60))

@@ -142,6 +142,8 @@ pub fn key_ring(keys: &[(&str, &str)]) -> Arc<KeyRing> {
 /// An ingest server running in this process until `stop` (or until dropped, without draining).
 pub struct InProcessIngest {
     pub addr: SocketAddr,
+    /// The MCP gateway's address, when the configuration asked for it.
+    pub gateway_addr: Option<SocketAddr>,
     pub base: String,
     pub metrics: Arc<IngestMetrics>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -163,6 +165,7 @@ impl InProcessIngest {
         .expect("the ingest server starts");
         Self {
             addr: running.addr,
+            gateway_addr: running.gateway_addr,
             base: format!("http://{}", running.addr),
             metrics: running.metrics,
             stop: Some(stop),
