@@ -223,7 +223,7 @@ pub async fn start(
     ));
     let (gateway_addr, gateway_server) = match &config.gateway {
         Some(gateway_config) => {
-            let (addr, server) = start_gateway(
+            let started = start_gateway(
                 &config,
                 gateway_config,
                 &state,
@@ -231,8 +231,15 @@ pub async fn start(
                 serve_config_of(&config),
                 http_stop_rx_gateway,
             )
-            .await?;
-            (Some(addr), Some(server))
+            .await;
+            match started {
+                Ok((addr, server)) => (Some(addr), Some(server)),
+                Err(IngestError::Listen { addr, source }) if gateway_config.optional => {
+                    tracing::warn!(%addr, error = %source, "the MCP gateway's default address is taken; the gateway is off (give --gateway-listen another address)");
+                    (None, None)
+                }
+                Err(e) => return Err(e),
+            }
         }
         None => (None, None),
     };

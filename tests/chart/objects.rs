@@ -21,6 +21,7 @@ fn the_chart_renders_the_documented_objects() {
             "Secret",
             "Service",
             "Service",
+            "Service",
             "ServiceAccount",
             "ServiceAccount",
             "StatefulSet"
@@ -49,6 +50,7 @@ fn the_chart_renders_the_documented_objects() {
             "Secret",
             "Secret",
             "Secret",
+            "Service",
             "Service",
             "Service",
             "ServiceAccount",

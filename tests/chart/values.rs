@@ -147,6 +147,7 @@ fn a_long_release_name_still_gives_valid_names() {
         names.iter().copied().collect::<BTreeSet<_>>(),
         BTreeSet::from([
             "test-mcp-coordinator",
+            "test-mcp-coordinator-gateway",
             "test-mcp-coordinator-ingest",
             "test-mcp-coordinator-metrics"
         ])

@@ -41,6 +41,10 @@ before stay as they were. */}}
 {{- printf "%s-ingest" (include "mcp-coordinator.fullname" . | trunc 56 | trimSuffix "-") }}
 {{- end }}
 
+{{- define "mcp-coordinator.gatewayServiceName" -}}
+{{- printf "%s-gateway" (include "mcp-coordinator.fullname" . | trunc 55 | trimSuffix "-") }}
+{{- end }}
+
 {{- define "mcp-coordinator.metricsServiceName" -}}
 {{- printf "%s-metrics" (include "mcp-coordinator.fullname" . | trunc 55 | trimSuffix "-") }}
 {{- end }}
