@@ -12,9 +12,9 @@ use super::catalog::{Kind, Target};
 use super::directory::Backend;
 use super::outlier::{Failure, Verdict};
 use super::protocol::{self, code, Message};
-use super::upstream::Answer;
+use super::record::now_ms;
 use super::Gateway;
-use crate::interaction::{new_interaction_id, EventKind, Fields, InteractionEvent};
+use crate::interaction::new_interaction_id;
 use crate::routing::router::Outcome;
 
 /// Who asked, and how the answer must be shaped.
@@ -39,7 +39,7 @@ pub(super) enum Reply {
 
 /// A call in flight on one MCP; frees its place when dropped.
 pub(super) struct Busy {
-    gateway: Arc<Gateway>,
+    pub(super) gateway: Arc<Gateway>,
     mcp_id: String,
 }
 
@@ -57,11 +57,11 @@ impl Drop for Busy {
 }
 
 /// What the log says about one call.
-struct Logged {
-    interaction_id: String,
-    started_ms: i64,
-    started: Instant,
-    attempts: Vec<String>,
+pub(super) struct Logged {
+    pub(super) interaction_id: String,
+    pub(super) started_ms: i64,
+    pub(super) started: Instant,
+    pub(super) attempts: Vec<String>,
 }
 
 impl Gateway {
@@ -271,7 +271,7 @@ impl Gateway {
 
     /// The next MCP to try: the router's choice among those not tried and not ejected (the
     /// ejected ones only when nothing else is left).
-    fn next_candidate(
+    pub(super) fn next_candidate(
         &self,
         targets: &[Target],
         tried: &[String],
@@ -307,7 +307,7 @@ impl Gateway {
         Some((self.directory.get(&target.mcp_id)?, target))
     }
 
-    fn track(&self, owner: &str, id: &Value, mcp_id: &str) -> (String, String) {
+    pub(super) fn track(&self, owner: &str, id: &Value, mcp_id: &str) -> (String, String) {
         let key = (owner.to_string(), id.to_string());
         self.in_flight
             .lock()
@@ -316,7 +316,7 @@ impl Gateway {
         key
     }
 
-    fn untrack(&self, key: &(String, String)) {
+    pub(super) fn untrack(&self, key: &(String, String)) {
         self.in_flight
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -330,324 +330,5 @@ impl Gateway {
             .unwrap_or_else(PoisonError::into_inner)
             .get(&(owner.to_string(), id.to_string()))
             .cloned()
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn answered(
-        self: &Arc<Self>,
-        ctx: Ctx,
-        method: String,
-        tool: Option<String>,
-        backend: Arc<Backend>,
-        answer: Answer,
-        busy: Busy,
-        logged: Logged,
-        sent: Instant,
-        key: (String, String),
-        id: Value,
-    ) -> Reply {
-        match answer {
-            Answer::Json(reply, size) => {
-                drop(busy);
-                self.untrack(&key);
-                self.finish(
-                    &ctx,
-                    &method,
-                    tool.as_deref(),
-                    &backend,
-                    &logged,
-                    sent,
-                    Ok(&reply),
-                    size,
-                );
-                Reply::Json(reply)
-            }
-            Answer::Stream(response) if !ctx.accepts_stream => {
-                let reply = tokio::time::timeout(
-                    self.config.total_timeout,
-                    self.upstream.answer_of(Answer::Stream(response), &id),
-                )
-                .await
-                .unwrap_or(Err(Failure::Timeout));
-                drop(busy);
-                self.untrack(&key);
-                let reply = match reply {
-                    Ok(reply) => reply,
-                    Err(f) => {
-                        protocol::error(id, code::UNAVAILABLE, &format!("{}: {f}", backend.mcp_id))
-                    }
-                };
-                let size = reply.to_string().len();
-                self.finish(
-                    &ctx,
-                    &method,
-                    tool.as_deref(),
-                    &backend,
-                    &logged,
-                    sent,
-                    Ok(&reply),
-                    size,
-                );
-                Reply::Json(reply)
-            }
-            Answer::Stream(response) => {
-                let (tx, rx) = tokio::sync::mpsc::channel(64);
-                let gateway = self.clone();
-                tokio::spawn(async move {
-                    let outcome = gateway
-                        .relay(response, &id, tx, ctx.modern.then_some(method.as_str()))
-                        .await;
-                    gateway.untrack(&key);
-                    drop(busy);
-                    let (reply, size) = match &outcome {
-                        Ok((reply, size)) => (Ok(reply), *size),
-                        Err(f) => (Err(f), 0),
-                    };
-                    gateway.finish(
-                        &ctx,
-                        &method,
-                        tool.as_deref(),
-                        &backend,
-                        &logged,
-                        sent,
-                        reply,
-                        size,
-                    );
-                });
-                Reply::Stream(rx)
-            }
-        }
-    }
-
-    /// Relays a stream's events to the client until the answer; the answer and bytes relayed.
-    async fn relay(
-        &self,
-        mut response: reqwest::Response,
-        id: &Value,
-        tx: tokio::sync::mpsc::Sender<String>,
-        modern: Option<&str>,
-    ) -> Result<(Value, usize), Failure> {
-        let mut reader = protocol::SseReader::default();
-        let mut size = 0;
-        let deadline = tokio::time::Instant::now() + self.config.total_timeout;
-        loop {
-            let chunk = tokio::time::timeout_at(deadline, response.chunk())
-                .await
-                .map_err(|_| Failure::Timeout)?;
-            let chunk =
-                chunk.map_err(|e| Failure::Broken(format!("the MCP's stream broke: {e}")))?;
-            let Some(chunk) = chunk else {
-                return Err(Failure::Broken(
-                    "the MCP's stream ended without an answer".into(),
-                ));
-            };
-            for data in reader
-                .feed(&chunk, self.upstream.max_answer_bytes)
-                .map_err(Failure::Broken)?
-            {
-                size += data.len();
-                let mut value: Option<Value> = serde_json::from_str(&data).ok();
-                let is_answer = value
-                    .as_ref()
-                    .is_some_and(|v| v.get("id") == Some(id) && v.get("method").is_none());
-                let mut data = data;
-                if let (true, Some(method), Some(v)) = (is_answer, modern, value.take()) {
-                    let fixed = protocol::modern_response(v, true, method);
-                    data = fixed.to_string();
-                    value = Some(fixed);
-                }
-                if tx.send(data).await.is_err() {
-                    return Err(Failure::Broken("the client went away".into()));
-                }
-                if is_answer {
-                    return value.map(|v| (v, size)).ok_or(Failure::Timeout);
-                }
-            }
-        }
-    }
-
-    /// Records how a call ended: metrics, the router, the outlier count, and the log.
-    #[allow(clippy::too_many_arguments)]
-    fn finish(
-        &self,
-        ctx: &Ctx,
-        method: &str,
-        tool: Option<&str>,
-        backend: &Backend,
-        logged: &Logged,
-        sent: Instant,
-        reply: Result<&Value, &Failure>,
-        size: usize,
-    ) {
-        let mcp_seconds = sent.elapsed().as_secs_f64();
-        let (success, error, caller_fault) = match reply {
-            Ok(reply) => judge(reply),
-            Err(f) => (
-                false,
-                Some(("UNREACHABLE".to_string(), f.to_string())),
-                false,
-            ),
-        };
-        let error_type = error
-            .as_ref()
-            .map_or("", |(c, _)| c.as_str())
-            .to_ascii_lowercase();
-        self.metrics
-            .duration
-            .with_label_values(&[method, tool.unwrap_or(""), &error_type, &backend.mcp_id])
-            .observe(logged.started.elapsed().as_secs_f64());
-        self.router.finished(
-            &backend.mcp_id,
-            &logged.interaction_id,
-            tool,
-            Outcome {
-                success: success || caller_fault,
-                processing_time: Some(mcp_seconds),
-            },
-            self.router.now(),
-        );
-        if let Some(tool) = tool {
-            let error = error.as_ref().map(|(c, m)| (c.as_str(), m.clone()));
-            self.log(
-                ctx,
-                backend,
-                tool,
-                logged,
-                Some(mcp_seconds),
-                success,
-                error,
-                size,
-            );
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn log(
-        &self,
-        ctx: &Ctx,
-        backend: &Backend,
-        tool: &str,
-        logged: &Logged,
-        mcp_seconds: Option<f64>,
-        success: bool,
-        error: Option<(&str, String)>,
-        output_size: usize,
-    ) {
-        let end_ms = now_ms();
-        let gateway_seconds = logged.started.elapsed().as_secs_f64();
-        let mut attempts = logged.attempts.clone();
-        if mcp_seconds.is_some() {
-            attempts.push(format!("{}: answered", backend.mcp_id));
-        }
-        let fields = Fields {
-            mcp_type: Some(backend.mcp_type.clone()),
-            user_id: Some(self.privacy.pseudonym(&ctx.caller)),
-            request_type: Some(tool.to_string()),
-            input_size: Some(ctx.request_bytes as i64),
-            parameters: Some(
-                json!({"gateway_seconds": gateway_seconds, "attempts": attempts.len()}).to_string(),
-            ),
-            start_time_ms: Some(logged.started_ms),
-            end_time_ms: Some(end_ms),
-            processing_time: Some(mcp_seconds.unwrap_or(gateway_seconds)),
-            adapter_used: Some("mcp-gateway".into()),
-            steps_executed: Some(serde_json::to_string(&attempts).unwrap_or_default()),
-            success: Some(success),
-            output_size: Some(output_size as i64),
-            error_code: error.as_ref().map(|(c, _)| c.to_string()),
-            error_message: error.map(|(_, m)| m.chars().take(1000).collect()),
-            mcp_version: Some(backend.version.clone()),
-            coordinator_version: Some(crate::COORDINATOR_VERSION.to_string()),
-            ..Default::default()
-        };
-        let event = InteractionEvent::new(
-            logged.interaction_id.clone(),
-            backend.mcp_id.clone(),
-            EventKind::Record,
-            end_ms,
-            fields,
-        );
-        let spool = self.spool.clone();
-        tokio::spawn(async move {
-            if let Err(e) = spool.append(std::slice::from_ref(&event)).await {
-                tracing::warn!(error = %e, interaction_id = %event.interaction_id, "a gateway call could not be logged");
-            }
-        });
-    }
-}
-
-/// Whether an answer is a success, its error (code and message), and whether the error is the
-/// caller's own (invalid parameters), which does not count against the MCP.
-fn judge(reply: &Value) -> (bool, Option<(String, String)>, bool) {
-    if let Some(error) = reply.get("error") {
-        let code = error.get("code").and_then(Value::as_i64).unwrap_or(0);
-        let message = error
-            .get("message")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        return (
-            false,
-            Some((error_name(code), message)),
-            code == code::INVALID_PARAMS,
-        );
-    }
-    let result = reply.get("result");
-    if result
-        .and_then(|r| r.get("isError"))
-        .and_then(Value::as_bool)
-        == Some(true)
-    {
-        let text = result
-            .and_then(|r| r.get("content"))
-            .and_then(|c| c.get(0))
-            .and_then(|c| c.get("text"))
-            .and_then(Value::as_str)
-            .unwrap_or("the tool reported an error")
-            .to_string();
-        return (false, Some(("TOOL_ERROR".into(), text)), false);
-    }
-    (true, None, false)
-}
-
-/// The log's name for a JSON-RPC error code.
-pub(super) fn error_name(code: i64) -> String {
-    match code {
-        code::PARSE_ERROR => "PARSE_ERROR".into(),
-        code::INVALID_REQUEST => "INVALID_REQUEST".into(),
-        code::METHOD_NOT_FOUND => "METHOD_NOT_FOUND".into(),
-        code::INVALID_PARAMS => "INVALID_PARAMS".into(),
-        code::INTERNAL_ERROR => "INTERNAL_ERROR".into(),
-        other => format!("JSONRPC_{}", other.unsigned_abs()),
-    }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn answers_are_judged_as_the_log_and_the_router_see_them() {
-        assert_eq!(
-            judge(&json!({"result": {"content": []}})),
-            (true, None, false)
-        );
-        let (ok, error, _) = judge(
-            &json!({"result": {"isError": true, "content": [{"type": "text", "text": "boom"}]}}),
-        );
-        assert!(!ok);
-        assert_eq!(error, Some(("TOOL_ERROR".into(), "boom".into())));
-        let (ok, error, caller) = judge(&json!({"error": {"code": -32602, "message": "bad"}}));
-        assert_eq!(
-            (ok, error.unwrap().0, caller),
-            (false, "INVALID_PARAMS".to_string(), true)
-        );
-        assert_eq!(error_name(-32042), "JSONRPC_32042");
     }
 }

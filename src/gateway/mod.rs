@@ -22,6 +22,8 @@ mod listing;
 pub mod metrics;
 pub mod outlier;
 pub mod protocol;
+mod record;
+mod relay;
 pub mod sessions;
 mod upstream;
 
