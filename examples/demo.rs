@@ -159,6 +159,20 @@ async fn main() -> anyhow::Result<()> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()?;
+    // The clients: the official MCP Python SDK's when it is installed (`pip install mcp`), else a
+    // few lines of Rust speaking the same wire (the demo needs nothing but Rust).
+    let python_sdk = std::process::Command::new("python3")
+        .args(["-c", "import mcp.client.client"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    println!(
+        "4 clients call extract_text through the gateway with {}",
+        if python_sdk {
+            "the official MCP Python SDK client (tests/python/gateway_client.py)"
+        } else {
+            "MCP 2026-07-28 JSON-RPC from Rust (pip install mcp to use the Python SDK's client)"
+        }
+    );
     let clients: Vec<_> = (0..4)
         .map(|_| {
             let (http, gateway, running, served) = (
@@ -169,15 +183,21 @@ async fn main() -> anyhow::Result<()> {
             );
             tokio::spawn(async move {
                 while running.load(Ordering::Relaxed) {
-                    if let Some((id, ok)) = call_tool(&http, &gateway).await {
-                        let mut s = served
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner);
-                        let entry = s.entry(id).or_default();
+                    let calls = if python_sdk {
+                        python_calls(&gateway).await
+                    } else {
+                        call_tool(&http, &gateway).await.into_iter().collect()
+                    };
+                    if calls.is_empty() {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    let mut s = served
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    for (name, ok) in calls {
+                        let entry = s.entry(name).or_default();
                         entry.0 += 1;
                         entry.1 += u64::from(ok);
-                    } else {
-                        tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                 }
             })
@@ -236,6 +256,29 @@ async fn main() -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&data_dir);
     println!("demo stopped cleanly");
     Ok(())
+}
+
+/// 20 calls of `extract_text` by the official MCP Python SDK client, one at a time: (the MCP that
+/// answered, succeeded) for each.
+async fn python_calls(gateway: &str) -> Vec<(String, bool)> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/gateway_client.py");
+    let Ok(out) = tokio::process::Command::new("python3")
+        .arg(script)
+        .args([gateway, CALLER_TOKEN, "20", "auto", "extract_text", "1"])
+        .kill_on_drop(true)
+        .output()
+        .await
+    else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter_map(|call| {
+            let (name, _) = call["text"].as_str()?.split_once(':')?;
+            Some((name.to_string(), call["is_error"] != true))
+        })
+        .collect()
 }
 
 /// Calls `extract_text` through the gateway (MCP 2026-07-28: no session, the version on every

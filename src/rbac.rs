@@ -73,7 +73,7 @@ pub const API_CALLS: &[ApiPermission] = &[
         resource: "secrets",
         verbs: &["list", "watch"],
         component: "ingest",
-        why: "API keys, reader tokens and gateway caller tokens from labelled Secrets (--keys-from-secrets)",
+        why: "API keys, reader tokens and gateway caller tokens from labelled Secrets (--keys-from-secrets); the headers the gateway sends each MCP, from its opted-in headersFromSecret (--routes-from-registrations)",
     },
     ApiPermission {
         group: "mcp.coordinator.dev",

@@ -10,7 +10,9 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::{reflector, WatchStreamExt};
 use kube::{Api, Client};
 
-use crate::crd::MCPRegistration;
+use k8s_openapi::api::core::v1::Secret;
+
+use crate::crd::{MCPRegistration, PROBE_HEADERS_LABEL};
 use crate::routing::router::Router;
 use crate::routing::table::{build, RoutingTable};
 
@@ -73,30 +75,45 @@ pub async fn follow_file(path: PathBuf, router: Arc<Router>) -> Result<(), Route
 /// spec and the routing status the controller writes, the same table it publishes in the
 /// `mcp-routing-table` ConfigMaps. The ConfigMaps are not read: anyone who can write a ConfigMap
 /// could name one that way, while only the controller writes a registration's status.
+///
+/// The gateway's directory follows the same registrations, each MCP with the headers of its
+/// `healthCheck.headersFromSecret`: a Secret of the registration's namespace that opted in with
+/// the label `mcp.coordinator.dev/probe-headers=true`, as the controller's probes require.
 pub async fn watch_registrations(
     client: Client,
     namespace: Option<String>,
     router: Arc<Router>,
     directory: Arc<crate::gateway::Directory>,
 ) {
-    let api: Api<MCPRegistration> = match &namespace {
-        Some(ns) => Api::namespaced(client, ns),
-        None => Api::all(client),
+    let (registrations, secrets): (Api<MCPRegistration>, Api<Secret>) = match &namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client, ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client)),
     };
     let (store, writer) = reflector::store();
-    let mut events = watcher::watcher(api, watcher::Config::default())
+    let (header_secrets, secrets_writer) = reflector::store::<Secret>();
+    let registration_events = watcher::watcher(registrations, watcher::Config::default())
         .default_backoff()
         .reflect(writer)
-        .boxed();
+        .map(|e| e.map(|e| matches!(e, Event::InitApply(_) | Event::Init)));
+    let labelled = watcher::Config::default().labels(&format!("{PROBE_HEADERS_LABEL}=true"));
+    let secret_events = watcher::watcher(secrets, labelled)
+        .default_backoff()
+        .reflect(secrets_writer)
+        .map(|e| e.map(|e| matches!(e, Event::InitApply(_) | Event::Init)));
+    let mut events = futures::stream::select(registration_events.boxed(), secret_events.boxed());
     let mut installed: Option<RoutingTable> = None;
     while let Some(event) = events.next().await {
         match event {
-            Ok(Event::InitApply(_) | Event::Init) => {}
-            Ok(_) => {
+            // Mid-relist: wait for its end (InitDone) before acting on a partial view.
+            Ok(true) => {}
+            Ok(false) => {
                 let registrations = store.state();
                 directory.install(crate::gateway::backends_of(
                     registrations.iter().map(|r| r.as_ref()),
-                    |_| Default::default(),
+                    |reg| headers_of(&header_secrets, reg),
                 ));
                 let tables = build(registrations.iter().map(|r| r.as_ref()));
                 let merged = RoutingTable::merge(tables.values());
@@ -106,8 +123,38 @@ pub async fn watch_registrations(
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "watching registrations for routes failed; retrying with backoff")
+                tracing::warn!(error = %e, "watching registrations (and their header Secrets) for routes failed; retrying with backoff")
             }
         }
     }
+}
+
+/// The headers a registration's MCP expects: its `headersFromSecret`'s values, when that Secret
+/// opted in (the watch sees only those). Values that are not text are left out.
+fn headers_of(
+    secrets: &reflector::Store<Secret>,
+    reg: &MCPRegistration,
+) -> std::collections::BTreeMap<String, String> {
+    let (Some(source), Some(namespace)) = (
+        &reg.spec.health_check.headers_from_secret,
+        reg.metadata.namespace.as_deref(),
+    ) else {
+        return Default::default();
+    };
+    let key = reflector::ObjectRef::<Secret>::new(&source.name).within(namespace);
+    let Some(secret) = secrets.get(&key) else {
+        return Default::default();
+    };
+    secret
+        .data
+        .iter()
+        .flatten()
+        .filter_map(|(name, value)| {
+            let text = std::str::from_utf8(&value.0).ok()?;
+            Some((
+                name.clone(),
+                text.trim_end_matches(['\r', '\n']).to_string(),
+            ))
+        })
+        .collect()
 }

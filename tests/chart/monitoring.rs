@@ -41,6 +41,11 @@ fn the_dashboard_is_valid_json_and_queries_the_projects_series() {
         "mcp_ingest_store_errors_total",
         "mcp_ingest_processing_time_seconds",
         "mcp_ingest_route_decisions_total",
+        "mcp_client_operation_duration_seconds",
+        "mcp_coordinator_gateway_failovers_total",
+        "mcp_coordinator_gateway_ejections_total",
+        "mcp_coordinator_gateway_ejected",
+        "mcp_coordinator_gateway_requests_refused_total",
     ] {
         registered.insert(name.to_string());
     }

@@ -1,0 +1,204 @@
+//! The gateway fed from Kubernetes (as the chart runs it): the MCPs from the registrations and the
+//! routing status, each called with the headers of its opted-in `headersFromSecret`, callers from
+//! labelled Secrets of the coordinator's namespace, and the caller's token never forwarded.
+
+use test_support as common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::ingest::{test_config, InProcessIngest};
+use common::*;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::Api;
+use mcp_coordinator::crd::MCPRegistration;
+use mcp_coordinator::gateway::GatewayConfig;
+use mcp_coordinator::store::sqlite::SqliteStore;
+use serde_json::{json, Value};
+use warp::Filter;
+
+const CALLER: &str = "kube-caller-token-0123456789";
+
+/// An MCP of 2026-07-28 that answers only with its own header (`x-api-key: s3cret`) and says
+/// whether it saw an `Authorization` header.
+async fn guarded_mcp() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let routes = warp::post()
+        .and(warp::header::headers_cloned())
+        .and(warp::body::bytes())
+        .map(|headers: warp::http::HeaderMap, body: bytes::Bytes| {
+            let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            if headers.get("x-api-key").and_then(|v| v.to_str().ok()) != Some("s3cret") {
+                return warp::reply::with_status(
+                    warp::reply::json(&json!({"error": "no key"})),
+                    warp::http::StatusCode::UNAUTHORIZED,
+                );
+            }
+            let result = match request["method"].as_str() {
+                Some("server/discover") => {
+                    json!({"supportedVersions": ["2026-07-28"], "capabilities": {"tools": {}}})
+                }
+                Some("tools/list") => {
+                    json!({"tools": [{"name": "whoami", "inputSchema": {"type": "object"}}]})
+                }
+                _ => {
+                    let text = if headers.contains_key("authorization") {
+                        "saw the caller's token"
+                    } else {
+                        "headers ok"
+                    };
+                    json!({"content": [{"type": "text", "text": text}]})
+                }
+            };
+            warp::reply::with_status(
+                warp::reply::json(
+                    &json!({"jsonrpc": "2.0", "id": request["id"], "result": result}),
+                ),
+                warp::http::StatusCode::OK,
+            )
+        });
+    let config = mcp_coordinator::ingest::serve::ServeConfig {
+        tls: None,
+        header_timeout: Duration::from_secs(5),
+        grace: Duration::from_secs(1),
+    };
+    tokio::spawn(mcp_coordinator::ingest::serve::serve(
+        listener,
+        config,
+        routes,
+        std::future::pending(),
+    ));
+    format!("http://{addr}")
+}
+
+/// A Secret's `data`: each value base64 (not every API server turns `stringData` into it).
+fn encode(data: Value) -> Value {
+    use base64::Engine;
+    let map = data.as_object().expect("an object");
+    map.iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                json!(base64::engine::general_purpose::STANDARD
+                    .encode(v.as_str().unwrap_or_default())),
+            )
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_calls_kubernetes_registrations_with_their_own_headers_for_callers_from_secrets(
+) {
+    let server = api_server().await;
+    let kube = client(&server);
+    let mcp = guarded_mcp().await;
+    for ns in ["tools", "coordinator"] {
+        let namespace: k8s_openapi::api::core::v1::Namespace =
+            serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
+        let _ = Api::<k8s_openapi::api::core::v1::Namespace>::all(kube.clone())
+            .create(&PostParams::default(), &namespace)
+            .await;
+    }
+    let secret = |name: &str, label: &str, data: Value| -> Secret {
+        serde_json::from_value(
+            json!({"metadata": {"name": name, "labels": {label: "true"}}, "data": encode(data)}),
+        )
+        .unwrap()
+    };
+    Api::<Secret>::namespaced(kube.clone(), "tools")
+        .create(
+            &PostParams::default(),
+            &secret(
+                "mcp-headers",
+                "mcp.coordinator.dev/probe-headers",
+                json!({"x-api-key": "s3cret\n"}),
+            ),
+        )
+        .await
+        .unwrap();
+    Api::<Secret>::namespaced(kube.clone(), "coordinator")
+        .create(
+            &PostParams::default(),
+            &secret(
+                "app",
+                "mcp.coordinator.dev/caller-token",
+                json!({"token": CALLER, "namespaces": "tools"}),
+            ),
+        )
+        .await
+        .unwrap();
+    let mut reg = registration("guarded", &mcp, "  paths:\n    process: /mcp\n");
+    reg.spec.health_check.headers_from_secret = Some(mcp_coordinator::crd::SecretName {
+        name: "mcp-headers".into(),
+    });
+    reg.metadata.namespace = Some("tools".into());
+    let registrations: Api<MCPRegistration> = Api::namespaced(kube.clone(), "tools");
+    registrations
+        .create(&PostParams::default(), &reg)
+        .await
+        .unwrap();
+    // What the controller would write once the MCP is Ready.
+    let status = json!({"status": {"mcpId": "guarded_workflow_mcp_001", "phase": "Ready", "routing": {"priority": 0, "weight": 100, "effectiveWeight": 100, "maxConcurrentRequests": 10, "reason": "Ready"}}});
+    registrations
+        .patch_status("guarded", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+
+    let dir = TestDir::new("gateway-kubernetes");
+    let mut config = test_config(&dir);
+    config.gateway = Some(GatewayConfig::new("127.0.0.1:0".parse().unwrap()));
+    tokio::spawn(mcp_coordinator::ingest::routes::watch_registrations(
+        kube.clone(),
+        None,
+        config.router.clone(),
+        config.directory.clone(),
+    ));
+    tokio::spawn(mcp_coordinator::trust::callers::watch_caller_tokens(
+        kube.clone(),
+        "coordinator".into(),
+        config.callers.clone(),
+    ));
+    let store = Arc::new(SqliteStore::in_memory().unwrap());
+    let ingest = InProcessIngest::start(config, store, Arc::default(), Arc::default()).await;
+    let url = format!("http://{}/mcp/tools", ingest.gateway_addr.unwrap());
+
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "whoami", "arguments": {}}});
+    let text = eventually(Duration::from_secs(20), || async {
+        let r = http_client()
+            .post(&url)
+            .bearer_auth(CALLER)
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", "whoami")
+            .json(&call)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = r.status();
+        let body: Value = r.json().await.map_err(|e| e.to_string())?;
+        body["result"]["content"][0]["text"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or(format!("{status} {body}"))
+    })
+    .await;
+    assert_eq!(
+        text, "headers ok",
+        "the MCP got its own header and not the caller's token"
+    );
+
+    let r = http_client()
+        .post(format!(
+            "http://{}/mcp/default",
+            ingest.gateway_addr.unwrap()
+        ))
+        .bearer_auth(CALLER)
+        .json(&call)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "the Secret grants namespace tools only");
+}
