@@ -136,10 +136,15 @@ impl Gateway {
                 last = Some((backend, Failure::Saturated));
                 continue;
             };
-            let mut forwarded = message.clone();
-            if let Value::Object(p) = &mut forwarded.params {
-                p.insert(kind.id_key().into(), Value::String(target.name.clone()));
-            }
+            // Renamed only when the scope lists it under another name (`<registration>.<name>`).
+            let renamed = (target.name != name).then(|| {
+                let mut renamed = message.clone();
+                if let Value::Object(p) = &mut renamed.params {
+                    p.insert(kind.id_key().into(), Value::String(target.name.clone()));
+                }
+                renamed
+            });
+            let forwarded = renamed.as_ref().unwrap_or(&message);
             let timeout = backend
                 .call_timeout
                 .unwrap_or(self.config.call_timeout)
@@ -155,7 +160,7 @@ impl Gateway {
             let sent = Instant::now();
             let result = self
                 .upstream
-                .send(&backend, &ctx.owner, &forwarded, timeout)
+                .send(&backend, &ctx.owner, forwarded, timeout)
                 .await;
             match result {
                 Ok(answer) => {

@@ -18,8 +18,8 @@ pub struct Backend {
     pub name: String,
     pub namespace: String,
     pub capabilities: Vec<String>,
-    /// The MCP endpoint: base URL and `spec.paths.process`.
-    pub url: String,
+    /// The MCP endpoint: base URL and `spec.paths.process`, parsed once (not per call).
+    pub url: reqwest::Url,
     pub mcp_type: String,
     pub version: String,
     pub idempotent_tools: Vec<String>,
@@ -60,14 +60,22 @@ pub fn backends_of<'a>(
             continue;
         };
         let spec = &reg.spec;
+        let text = format!(
+            "{}{}",
+            spec.endpoint.base_url(&namespace),
+            spec.paths.process
+        );
+        let url = match reqwest::Url::parse(&text) {
+            Ok(url) => url,
+            Err(e) => {
+                tracing::warn!(registration = %reg.name_any(), url = %text, error = %e, "the gateway leaves out an MCP whose endpoint is not a URL");
+                continue;
+            }
+        };
         out.push(Backend {
             mcp_id: mcp_id.clone(),
             name: reg.name_any(),
-            url: format!(
-                "{}{}",
-                spec.endpoint.base_url(&namespace),
-                spec.paths.process
-            ),
+            url,
             namespace,
             capabilities: spec.capabilities.clone(),
             mcp_type: spec.mcp_type.clone(),
@@ -189,7 +197,7 @@ mod tests {
             "without an ID there is nothing to route to"
         );
         let a = backends.iter().find(|b| b.name == "a").unwrap();
-        assert_eq!(a.url, "http://ocr.example:8080/mcp");
+        assert_eq!(a.url.as_str(), "http://ocr.example:8080/mcp");
         assert!(a.idempotent("extract_text") && !a.idempotent("delete"));
         assert_eq!(a.call_timeout, Some(Duration::from_secs(5)));
         let directory = Directory::default();

@@ -185,7 +185,7 @@ impl Upstream {
             };
             let mut request = self
                 .http
-                .delete(&backend.url)
+                .delete(backend.url.clone())
                 .header(SESSION_HEADER, id)
                 .header(PROTOCOL_VERSION_HEADER, session.version)
                 .timeout(Duration::from_secs(5));
@@ -351,7 +351,7 @@ impl Upstream {
         let body = serde_json::to_vec(&message.for_backend(modern)).unwrap_or_default();
         let mut request = self
             .http
-            .post(&backend.url)
+            .post(backend.url.clone())
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream");
         for (k, v) in &backend.headers {
