@@ -137,6 +137,8 @@ pub struct Readings {
     pub heartbeats: HashMap<String, i64>,
     /// Reported `mcp_version`s and their interactions, by MCP ID.
     pub versions: HashMap<String, BTreeMap<String, u64>>,
+    /// MCPs the gateway has out of rotation: until (epoch ms), ejections in a row.
+    pub ejections: HashMap<String, (i64, u32)>,
 }
 
 /// Reads metrics, heartbeats and versions; versions are optional (an ingest server of an
@@ -148,11 +150,43 @@ pub async fn read_all(api: &ApiClient, settings: &RoutingSettings) -> Result<Rea
         tracing::debug!(error = %e, "no reported versions; the VersionMismatch condition waits");
         HashMap::new()
     });
+    let ejections = fetch_ejections(api).await.unwrap_or_else(|e| {
+        tracing::debug!(error = %e, "no gateway ejections read; the GatewayEjected condition waits");
+        HashMap::new()
+    });
     Ok(Readings {
         metrics,
         heartbeats,
         versions,
+        ejections,
     })
+}
+
+#[derive(Debug, Deserialize)]
+struct Ejection {
+    until: String,
+    ejections: u32,
+}
+
+#[derive(Debug, Deserialize)]
+struct EjectionsPage {
+    mcps: HashMap<String, Ejection>,
+}
+
+/// `GET {ingest}/v1/gateway/ejections`: the MCPs the gateway has out of rotation (an ingest
+/// server without a gateway, or of an earlier release, has none).
+pub async fn fetch_ejections(api: &ApiClient) -> Result<HashMap<String, (i64, u32)>, FetchError> {
+    let page: EjectionsPage = api.get("/v1/gateway/ejections").await?;
+    Ok(page
+        .mcps
+        .into_iter()
+        .filter_map(|(id, e)| {
+            Some((
+                id,
+                (crate::interaction::parse_rfc3339_ms(&e.until)?, e.ejections),
+            ))
+        })
+        .collect())
 }
 
 /// Each registration's performance, with the median p95 of its peers (the MCPs it shares a
@@ -192,6 +226,7 @@ pub fn board(
                         .get(&m.mcp_id)
                         .cloned()
                         .unwrap_or_default(),
+                    gateway_ejected: readings.ejections.get(&m.mcp_id).copied(),
                 },
             )
         })
@@ -235,6 +270,16 @@ pub fn stale(
                 .iter()
                 .any(|c| c.type_ == "VersionMismatch" && c.status == "True");
             if versions_differ != recorded_difference {
+                return true;
+            }
+            let ejected = observed
+                .and_then(|o| o.gateway_ejected)
+                .is_some_and(|(until, _)| until > now_ms);
+            let recorded_ejection = status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "GatewayEjected" && c.status == "True");
+            if ejected != recorded_ejection {
                 return true;
             }
             let next = routing_status(&reg.spec, status.phase, observed, Some(current), missing);

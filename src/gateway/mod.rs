@@ -170,6 +170,18 @@ impl Gateway {
         self.outliers.retain(|id| self.directory.get(id).is_some());
     }
 
+    /// The MCPs out of rotation now: ID, until when (epoch ms), ejections in a row.
+    pub fn ejections(&self) -> Vec<(String, i64, u32)> {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        self.outliers
+            .ejections(self.router.now())
+            .into_iter()
+            .map(|(id, left, n)| (id, now_ms + (left * 1000.0) as i64, n))
+            .collect()
+    }
+
     async fn end_session(&self, session: &str) {
         let owner = owner_of_session(session);
         self.upstream

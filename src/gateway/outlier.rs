@@ -134,6 +134,21 @@ impl Outliers {
         ids
     }
 
+    /// The MCPs ejected now: each with the seconds left of its cool-down and how many times in a
+    /// row it was ejected.
+    pub fn ejections(&self, now: f64) -> Vec<(String, f64, u32)> {
+        let mut out: Vec<(String, f64, u32)> = self
+            .health
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(_, h)| h.ejected_until > now)
+            .map(|(id, h)| (id.clone(), h.ejected_until - now, h.ejections))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
     pub fn success(&self, mcp_id: &str) {
         let mut health = self.health.lock().unwrap_or_else(PoisonError::into_inner);
         health.remove(mcp_id);
@@ -194,6 +209,7 @@ mod tests {
         );
         assert!(o.is_ejected("a", 1.0));
         assert_eq!(o.ejected(1.0), ["a"]);
+        assert_eq!(o.ejections(1.0), [("a".to_string(), 4.2, 1)]);
         assert_eq!(
             o.failure("a", 1.0),
             Verdict::Fine,

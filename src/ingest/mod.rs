@@ -135,6 +135,7 @@ pub struct RunningIngest {
     pub addr: SocketAddr,
     /// Where the MCP gateway listens, when it runs.
     pub gateway_addr: Option<SocketAddr>,
+    pub gateway: Option<Arc<crate::gateway::Gateway>>,
     pub metrics: Arc<IngestMetrics>,
     pub done: tokio::task::JoinHandle<()>,
 }
@@ -243,6 +244,7 @@ pub async fn start(
         }
         None => (None, None),
     };
+    let gateway = state.gateway.get().cloned();
     let done = tokio::spawn(async move {
         shutdown.await;
         state.ready.store(false, Ordering::Relaxed);
@@ -268,6 +270,7 @@ pub async fn start(
     Ok(RunningIngest {
         addr,
         gateway_addr,
+        gateway,
         metrics,
         done,
     })
@@ -319,6 +322,7 @@ async fn start_gateway(
         },
     )?);
     crate::gateway::spawn_tidy(&gateway);
+    let _ = state.gateway.set(gateway.clone());
     let stopped = async move {
         let _ = stop.wait_for(|s| *s).await;
     };

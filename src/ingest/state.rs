@@ -53,6 +53,8 @@ impl Default for Limits {
 pub type RegistrationsView = RwLock<Value>;
 
 pub struct IngestState {
+    /// The MCP gateway this server runs, once it listens (for `GET /v1/gateway/ejections`).
+    pub gateway: std::sync::OnceLock<Arc<crate::gateway::Gateway>>,
     /// The privacy rules every report passes before it is spooled.
     pub protection: Protection,
     pub signing: Verifier,
@@ -86,6 +88,7 @@ impl IngestState {
         metrics: Arc<IngestMetrics>,
     ) -> Self {
         Self {
+            gateway: std::sync::OnceLock::new(),
             protection: Protection {
                 pseudonymizer: config.privacy.clone(),
                 sealer: config.sealer.clone(),

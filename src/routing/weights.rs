@@ -133,6 +133,9 @@ pub struct Observed {
     /// The `metadata.mcp_version`s its interactions in the window reported, with how many
     /// reported each.
     pub reported_versions: std::collections::BTreeMap<String, u64>,
+    /// Until when the gateway keeps it out of rotation after consecutive failures (epoch ms),
+    /// and how many times in a row it was ejected.
+    pub gateway_ejected: Option<(i64, u32)>,
 }
 
 #[cfg(test)]

@@ -245,6 +245,7 @@ pub async fn start(
         store,
         router,
         directory,
+        gateway: running.gateway.clone(),
         view,
         metrics,
         routing_interval,

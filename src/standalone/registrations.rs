@@ -43,6 +43,8 @@ pub(super) struct Registrations {
     pub(super) router: Arc<Router>,
     /// The MCPs the gateway may call.
     pub(super) directory: Arc<crate::gateway::Directory>,
+    /// The gateway, when it runs (its ejections become the `GatewayEjected` condition).
+    pub(super) gateway: Option<Arc<crate::gateway::Gateway>>,
     pub(super) view: Arc<RegistrationsView>,
     /// The controller's series, served on the ingest server's `/metrics`.
     pub(super) metrics: Arc<Metrics>,
@@ -109,6 +111,16 @@ impl Registrations {
                         .collect(),
                     heartbeats,
                     versions: HashMap::new(),
+                    ejections: self
+                        .gateway
+                        .as_ref()
+                        .map(|g| {
+                            g.ejections()
+                                .into_iter()
+                                .map(|(id, until, n)| (id, (until, n)))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
                 };
                 for v in versions {
                     readings

@@ -19,21 +19,28 @@ use serde_json::{json, Value};
 use warp::Filter;
 
 const CALLER: &str = "kube-caller-token-0123456789";
+const READER: &str = "kube-reader-token-0123456789";
 
 /// An MCP of 2026-07-28 that answers only with its own header (`x-api-key: s3cret`) and says
 /// whether it saw an `Authorization` header.
-async fn guarded_mcp() -> String {
+async fn guarded_mcp(fail_calls: bool) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let routes = warp::post()
         .and(warp::header::headers_cloned())
         .and(warp::body::bytes())
-        .map(|headers: warp::http::HeaderMap, body: bytes::Bytes| {
+        .map(move |headers: warp::http::HeaderMap, body: bytes::Bytes| {
             let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             if headers.get("x-api-key").and_then(|v| v.to_str().ok()) != Some("s3cret") {
                 return warp::reply::with_status(
                     warp::reply::json(&json!({"error": "no key"})),
                     warp::http::StatusCode::UNAUTHORIZED,
+                );
+            }
+            if fail_calls && request["method"] == "tools/call" {
+                return warp::reply::with_status(
+                    warp::reply::json(&json!({"error": "overloaded"})),
+                    warp::http::StatusCode::SERVICE_UNAVAILABLE,
                 );
             }
             let result = match request["method"].as_str() {
@@ -94,7 +101,8 @@ async fn the_gateway_calls_kubernetes_registrations_with_their_own_headers_for_c
 ) {
     let server = api_server().await;
     let kube = client(&server);
-    let mcp = guarded_mcp().await;
+    let mcp = guarded_mcp(false).await;
+    let broken = guarded_mcp(true).await;
     for ns in ["tools", "coordinator"] {
         let namespace: k8s_openapi::api::core::v1::Namespace =
             serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
@@ -130,22 +138,27 @@ async fn the_gateway_calls_kubernetes_registrations_with_their_own_headers_for_c
         )
         .await
         .unwrap();
-    let mut reg = registration("guarded", &mcp, "  paths:\n    process: /mcp\n");
-    reg.spec.health_check.headers_from_secret = Some(mcp_coordinator::crd::SecretName {
-        name: "mcp-headers".into(),
-    });
-    reg.metadata.namespace = Some("tools".into());
+    // Two registrations: "guarded" answers (with its header), "broken" lists its tool and then
+    // answers every call 503; each has a capability of its own, so calls go to it alone.
     let registrations: Api<MCPRegistration> = Api::namespaced(kube.clone(), "tools");
-    registrations
-        .create(&PostParams::default(), &reg)
-        .await
-        .unwrap();
-    // What the controller would write once the MCP is Ready.
-    let status = json!({"status": {"mcpId": "guarded_workflow_mcp_001", "phase": "Ready", "routing": {"priority": 0, "weight": 100, "effectiveWeight": 100, "maxConcurrentRequests": 10, "reason": "Ready"}}});
-    registrations
-        .patch_status("guarded", &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .unwrap();
+    for (name, url, capability) in [("guarded", &mcp, "guarded"), ("broken", &broken, "broken")] {
+        let mut reg = registration(name, url, "  paths:\n    process: /mcp\n");
+        reg.spec.capabilities = vec![capability.into()];
+        reg.spec.health_check.headers_from_secret = Some(mcp_coordinator::crd::SecretName {
+            name: "mcp-headers".into(),
+        });
+        reg.metadata.namespace = Some("tools".into());
+        registrations
+            .create(&PostParams::default(), &reg)
+            .await
+            .unwrap();
+        // What the controller would write once the MCP is Ready.
+        let status = json!({"status": {"mcpId": format!("{name}_workflow_mcp_001"), "phase": "Ready", "routing": {"priority": 0, "weight": 100, "effectiveWeight": 100, "maxConcurrentRequests": 10, "reason": "Ready"}}});
+        registrations
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .unwrap();
+    }
 
     let dir = TestDir::new("gateway-kubernetes");
     let mut config = test_config(&dir);
@@ -162,7 +175,10 @@ async fn the_gateway_calls_kubernetes_registrations_with_their_own_headers_for_c
         config.callers.clone(),
     ));
     let store = Arc::new(SqliteStore::in_memory().unwrap());
-    let ingest = InProcessIngest::start(config, store, Arc::default(), Arc::default()).await;
+    let readers = Arc::new(mcp_coordinator::trust::keys::ReaderTokens::from_tokens([
+        READER,
+    ]));
+    let ingest = InProcessIngest::start(config, store, Arc::default(), readers).await;
     let url = format!("http://{}/mcp/tools", ingest.gateway_addr.unwrap());
 
     let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "whoami", "arguments": {}}});
@@ -201,4 +217,35 @@ async fn the_gateway_calls_kubernetes_registrations_with_their_own_headers_for_c
         .await
         .unwrap();
     assert_eq!(r.status(), 403, "the Secret grants namespace tools only");
+
+    // The broken MCP fails three calls in a row: the gateway ejects it, and says so.
+    let broken_url = format!("http://{}/mcp/tools/broken", ingest.gateway_addr.unwrap());
+    for attempt in 0..3 {
+        let r = http_client()
+            .post(&broken_url)
+            .bearer_auth(CALLER)
+            .header("mcp-protocol-version", "2026-07-28")
+            .json(&call)
+            .send()
+            .await
+            .unwrap();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], -32001, "attempt {attempt}: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("answered HTTP 503"),
+            "{body}"
+        );
+    }
+    let ejections = get_json_as(&format!("{}/v1/gateway/ejections", ingest.base), READER).await;
+    assert_eq!(
+        ejections["mcps"]["broken_workflow_mcp_001"]["ejections"], 1,
+        "{ejections}"
+    );
+    assert!(
+        ejections["mcps"].get("guarded_workflow_mcp_001").is_none(),
+        "{ejections}"
+    );
 }

@@ -187,6 +187,21 @@ pub fn versions(spec_version: &str, reported: &BTreeMap<String, u64>) -> Option<
     ))
 }
 
+/// `GatewayEjected`, while the gateway keeps the MCP out of its rotation after consecutive
+/// failures (absent otherwise).
+pub fn gateway_ejected(ejected: Option<(i64, u32)>, now_ms: i64) -> Option<Judged> {
+    let (until_ms, in_a_row) = ejected.filter(|(until, _)| *until > now_ms)?;
+    Some(Judged::new(
+        "GatewayEjected",
+        true,
+        "ConsecutiveFailures",
+        format!(
+            "the gateway sends it no calls until {} after consecutive failures (ejection {in_a_row} in a row; each doubles the cool-down)",
+            crate::interaction::format_ms(until_ms)
+        ),
+    ))
+}
+
 /// `Ready`: the phase, explained.
 pub fn ready(phase: Phase, obs: &Observation<'_>, heartbeat_missing: bool) -> Judged {
     let (reason, message) = match phase {
@@ -268,6 +283,27 @@ pub fn version_mismatch(spec_version: &str, reported: &BTreeMap<String, u64>) ->
 mod tests {
     use super::*;
     use crate::crd::validate::FieldProblem;
+
+    #[test]
+    fn an_ejection_is_a_condition_only_while_it_lasts() {
+        assert!(gateway_ejected(None, 1_000).is_none());
+        assert!(gateway_ejected(Some((900, 1)), 1_000).is_none(), "over");
+        let j = gateway_ejected(Some((61_000, 2)), 1_000).expect("ejected");
+        let c = j.into_condition(
+            &[],
+            Some(1),
+            jiff::Timestamp::from_millisecond(1_000).unwrap(),
+        );
+        assert_eq!(
+            (c.type_.as_str(), c.status.as_str(), c.reason.as_str()),
+            ("GatewayEjected", "True", "ConsecutiveFailures")
+        );
+        assert!(
+            c.message.contains("1970-01-01T00:01:01") && c.message.contains("ejection 2 in a row"),
+            "{}",
+            c.message
+        );
+    }
 
     fn observation<'a>(
         problems: &'a [FieldProblem],

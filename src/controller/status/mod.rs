@@ -122,6 +122,10 @@ pub fn desired_status(
         ),
         obs.observed
             .and_then(|o| conditions::versions(&spec.version, &o.reported_versions)),
+        conditions::gateway_ejected(
+            obs.observed.and_then(|o| o.gateway_ejected),
+            now.as_millisecond(),
+        ),
         Some(conditions::ready(phase, obs, missing)),
     ];
     let conditions = judged

@@ -2,6 +2,7 @@
 //! queries, route answers and the ops endpoints. This module dispatches; the guards, the write
 //! path, the read path, route answers and replies each have their own.
 
+pub mod gateway;
 pub mod guards;
 pub mod read;
 pub mod register;
@@ -212,6 +213,7 @@ where
         (&Method::GET, ["v1", "audit"]) => reading().audit_log().await.map(ok),
         (&Method::GET, ["v1", "heartbeats"]) => reading().heartbeats().await.map(ok),
         (&Method::GET, ["v1", "versions"]) => reading().versions().await.map(ok),
+        (&Method::GET, ["v1", "gateway", "ejections"]) => reading().ejections().await.map(ok),
         (&Method::GET, ["v1", "mcps", mcp_id, "interactions"]) => {
             reading().history(mcp_id).await.map(ok)
         }

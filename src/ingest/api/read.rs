@@ -283,7 +283,7 @@ impl Reading<'_> {
     }
 
     /// Who reads: of one MCP's data (its ID checked), or of everyone's.
-    fn reader_of(&self, mcp_id: Option<&str>) -> Result<Role, ApiError> {
+    pub(super) fn reader_of(&self, mcp_id: Option<&str>) -> Result<Role, ApiError> {
         let role = authorize_reader(self.state, self.auth, mcp_id)?;
         if let Some(id) = mcp_id {
             check_id(id, "mcp_id").map_err(ApiError::bad)?;
