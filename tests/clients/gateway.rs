@@ -235,10 +235,34 @@ async fn sdk_clients_call_through_the_gateway_which_fails_over_logs_every_call_a
     assert_eq!(summary["version"], "2026-07-28", "{summary}");
     assert_eq!(
         summary["tools"],
-        json!(["extract_text", "whoami"]),
+        json!(["count", "extract_text", "whoami"]),
         "one tool offered by four MCPs is one tool"
     );
     assert_eq!(calls.len(), 200);
+    // Progress notifications of a streamed answer reach the client as they come; prompts and
+    // resources are routed like tools.
+    assert_eq!(
+        summary["progress"],
+        json!([
+            [1.0, 3.0, "step 1"],
+            [2.0, 3.0, "step 2"],
+            [3.0, 3.0, "step 3"]
+        ]),
+        "{summary}"
+    );
+    assert!(
+        summary["count"]
+            .as_str()
+            .is_some_and(|c| c.ends_with("counted to 3")),
+        "{summary}"
+    );
+    assert_eq!(summary["prompt"], "Summarize: a page", "{summary}");
+    assert!(
+        summary["resource"]
+            .as_str()
+            .is_some_and(|r| r.ends_with(" readme")),
+        "{summary}"
+    );
     let failed: Vec<&Value> = calls.iter().filter(|c| c.get("error").is_some()).collect();
     assert!(failed.is_empty(), "every call is answered: {failed:?}");
     assert!(
@@ -264,7 +288,7 @@ async fn sdk_clients_call_through_the_gateway_which_fails_over_logs_every_call_a
     let (ts_calls, ts_summary) = lines(&out);
     assert_eq!(
         ts_summary["tools"],
-        json!(["extract_text", "whoami"]),
+        json!(["count", "extract_text", "whoami"]),
         "{ts_summary}"
     );
     assert!(ts_calls.iter().all(|c| c["ok"] == true), "{ts_calls:?}");
@@ -284,7 +308,11 @@ async fn sdk_clients_call_through_the_gateway_which_fails_over_logs_every_call_a
         let n = f.len() + s.len() + k.len();
         // Every call but those the doomed MCP answered before it was killed (only the flaky MCP
         // answers with errors, which carry no server name).
-        let expected = calls.len() + ts_calls.len()
+        // The `count` call is logged too, unless the doomed MCP answered it.
+        let count_logged = summary["count"]
+            .as_str()
+            .is_some_and(|c| !c.starts_with("doomed"));
+        let expected = calls.len() + ts_calls.len() + usize::from(count_logged)
             - answered_by(&calls, "doomed")
             - answered_by(&ts_calls, "doomed");
         if n >= expected {
@@ -297,8 +325,15 @@ async fn sdk_clients_call_through_the_gateway_which_fails_over_logs_every_call_a
     let (fast_log, slow_log, flaky_log) = logged;
     assert!(fast_log
         .iter()
-        .all(|i| i["request_data"]["request_type"] == "extract_text"
-            && i["processing_data"]["adapter_used"] == "mcp-gateway"));
+        .all(|i| i["processing_data"]["adapter_used"] == "mcp-gateway"));
+    // Timings of extract_text (the `count` call takes its own time).
+    let extract = |log: &[Value]| -> Vec<Value> {
+        log.iter()
+            .filter(|i| i["request_data"]["request_type"] == "extract_text")
+            .cloned()
+            .collect()
+    };
+    let (fast_log, slow_log) = (extract(&fast_log), extract(&slow_log));
     assert!(
         slow_log
             .iter()
@@ -402,7 +437,12 @@ async fn clients_and_backends_of_either_protocol_generation_work_together() {
         python_client(&format!("{}/mcp/default", c.gateway), &token, 0, "auto").await;
     assert_eq!(
         summary["tools"],
-        json!(["legacy.extract_text", "modern.extract_text", "whoami"]),
+        json!([
+            "count",
+            "legacy.extract_text",
+            "modern.extract_text",
+            "whoami"
+        ]),
         "{summary}"
     );
 }

@@ -1,6 +1,8 @@
 """Calls tools through the gateway with the official MCP Python SDK client, and prints one JSON
 line per call: {"i", "ok", "is_error", "text", "seconds"} (or {"i", "error"} when the call raised),
-then a summary line {"tools": [...], "version": ...}.
+then a summary line {"tools": [...], "version": ..., "progress": [...], "prompt": ..., "resource": ...}:
+the progress notifications a `count` call relayed, a prompt got and a resource read through the
+gateway (null when the scope offers none).
 
 Usage: python3 gateway_client.py URL TOKEN CALLS MODE [TOOL] [CONCURRENCY]
 MODE is `auto` (2026-07-28: server/discover, no session) or `legacy` (initialize, a session).
@@ -42,7 +44,21 @@ async def main():
 
             await asyncio.gather(*(one(i) for i in range(calls)))
             version = client.session.protocol_version
-            print(json.dumps({"tools": names, "version": str(version)}), flush=True)
+            summary = {"tools": names, "version": str(version), "progress": [], "prompt": None, "resource": None}
+            if "count" in names:
+                async def on_progress(progress, total, message):
+                    summary["progress"].append([progress, total, message])
+
+                result = await client.call_tool("count", {"steps": 3}, progress_callback=on_progress)
+                summary["count"] = "".join(getattr(c, "text", "") for c in result.content)
+            try:
+                prompt = await client.get_prompt("summarize", {"text": "a page"})
+                summary["prompt"] = prompt.messages[0].content.text
+                resource = await client.read_resource("docs://readme")
+                summary["resource"] = resource.contents[0].text
+            except Exception as e:  # noqa: BLE001 - a scope without prompts or resources
+                summary["prompt_error"] = f"{type(e).__name__}: {e}"
+            print(json.dumps(summary), flush=True)
 
 
 asyncio.run(main())

@@ -8,7 +8,7 @@ import asyncio
 import random
 import sys
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 
 port, name, delay, fail = int(sys.argv[1]), sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
 server = MCPServer(name, version="1.0.0")
@@ -27,6 +27,15 @@ async def extract_text(image_url: str) -> str:
 async def whoami() -> str:
     """Which server answered."""
     return name
+
+
+@server.tool()
+async def count(steps: int, ctx: Context) -> str:
+    """Count to STEPS, reporting progress at each step."""
+    for i in range(1, steps + 1):
+        await ctx.report_progress(i, steps, f"step {i}")
+        await asyncio.sleep(0.02)
+    return f"{name}: counted to {steps}"
 
 
 @server.prompt()
