@@ -105,9 +105,7 @@ where
             "the gateway serves /mcp/{namespace} and /mcp/{namespace}/{capability}",
         );
     };
-    let token = header(&headers, "authorization")
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+    let token = crate::trust::keys::bearer(header(&headers, "authorization"));
     let Some(caller) = token.and_then(|t| gateway.callers.caller(t)) else {
         return refuse(&gateway, StatusCode::UNAUTHORIZED, "unauthenticated", "send a caller token: Authorization: Bearer <token> (standalone mode keeps one in <data-dir>/caller.token)");
     };

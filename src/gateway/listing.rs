@@ -16,6 +16,8 @@ use super::Gateway;
 const MAX_PAGES: usize = 20;
 /// How long one MCP may take to list.
 const LIST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Merged catalogs kept at most (scopes × kinds).
+const MAX_SCOPES: usize = 4096;
 /// The gateway's own account on handshake-era MCPs, for listings.
 const LISTING_OWNER: &str = "gateway";
 
@@ -38,6 +40,10 @@ impl Gateway {
         kind: Kind,
         backends: &[Arc<Backend>],
     ) -> Arc<Catalog> {
+        if backends.is_empty() {
+            // Nothing to list, and nothing kept: scopes named in URLs are the caller's choice.
+            return Arc::new(Catalog::default());
+        }
         let ids: Vec<String> = backends.iter().map(|b| b.mcp_id.clone()).collect();
         let ttl = self.config.catalog_ttl;
         if let Some((at, from, catalog)) = self
@@ -65,14 +71,20 @@ impl Gateway {
             })
             .collect();
         let catalog = Arc::new(merge(kind, &listings));
-        self.listings
+        let mut merged = self
+            .listings
             .merged
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(
-                (scope.to_string(), kind),
-                (Instant::now(), ids, catalog.clone()),
-            );
+            .unwrap_or_else(PoisonError::into_inner);
+        // Bounded: scopes are namespaces and capabilities that have MCPs, but clear it rather
+        // than let it grow past what any deployment has.
+        if merged.len() >= MAX_SCOPES {
+            merged.clear();
+        }
+        merged.insert(
+            (scope.to_string(), kind),
+            (Instant::now(), ids, catalog.clone()),
+        );
         catalog
     }
 

@@ -265,15 +265,18 @@ pub fn modern_response(mut response: Value, modern: bool, method: &str) -> Value
 #[derive(Debug, Default)]
 pub struct SseReader {
     buffer: Vec<u8>,
+    /// How far the buffer was searched for an event's end (each byte is looked at once).
+    scanned: usize,
 }
 
 impl SseReader {
     pub fn feed(&mut self, chunk: &[u8], limit: usize) -> Result<Vec<String>, String> {
         self.buffer.extend_from_slice(chunk);
         let mut events = Vec::new();
-        while let Some(end) = find_event_end(&self.buffer) {
+        while let Some(end) = find_event_end(&self.buffer, self.scanned.saturating_sub(3)) {
             let raw: Vec<u8> = self.buffer.drain(..end.0).collect();
             self.buffer.drain(..end.1);
+            self.scanned = 0;
             let text = String::from_utf8_lossy(&raw);
             let mut data: Vec<&str> = Vec::new();
             for line in text.lines() {
@@ -285,6 +288,7 @@ impl SseReader {
                 events.push(data.join("\n"));
             }
         }
+        self.scanned = self.buffer.len();
         if self.buffer.len() > limit {
             return Err(format!(
                 "an event of the MCP's stream exceeds {limit} bytes"
@@ -294,9 +298,9 @@ impl SseReader {
     }
 }
 
-/// Where the first event ends: (its length, the separator's length).
-fn find_event_end(buffer: &[u8]) -> Option<(usize, usize)> {
-    for i in 0..buffer.len() {
+/// Where the first event ends, searching from `from`: (its length, the separator's length).
+fn find_event_end(buffer: &[u8], from: usize) -> Option<(usize, usize)> {
+    for i in from..buffer.len() {
         for sep in [&b"\r\n\r\n"[..], b"\n\n", b"\r\r"] {
             if buffer[i..].starts_with(sep) {
                 return Some((i, sep.len()));
@@ -387,6 +391,12 @@ mod tests {
         assert_eq!(
             r.feed(b"1}\n\ndata: x\r\n\r\n", 1000).unwrap(),
             vec!["{\"a\":1}", "x"]
+        );
+        assert!(r.feed(b"data: y\r\n", 1000).unwrap().is_empty());
+        assert_eq!(
+            r.feed(b"\r\n", 1000).unwrap(),
+            vec!["y"],
+            "a separator split across chunks"
         );
         assert!(r.feed(&[b'a'; 50], 10).is_err());
     }

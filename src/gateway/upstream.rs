@@ -334,10 +334,15 @@ impl Upstream {
         modern: bool,
         timeout: Duration,
     ) -> Result<Answer, Failure> {
+        let started = tokio::time::Instant::now();
         let response = self
             .raw_post(backend, message, session, modern, timeout)
             .await?;
-        self.read(response).await
+        // A JSON body must arrive within what is left of the timeout too (a stream is bounded
+        // by whoever reads it).
+        tokio::time::timeout_at(started + timeout, self.read(response))
+            .await
+            .unwrap_or(Err(Failure::Timeout))
     }
 
     async fn raw_post(

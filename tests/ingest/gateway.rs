@@ -23,49 +23,60 @@ const READER: &str = "kube-reader-token-0123456789";
 
 /// An MCP of 2026-07-28 that answers only with its own header (`x-api-key: s3cret`) and says
 /// whether it saw an `Authorization` header.
-async fn guarded_mcp(fail_calls: bool) -> String {
+async fn guarded_mcp(fail_calls: bool, delay_ms: u64) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let routes = warp::post()
         .and(warp::header::headers_cloned())
         .and(warp::body::bytes())
-        .map(move |headers: warp::http::HeaderMap, body: bytes::Bytes| {
-            let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            if headers.get("x-api-key").and_then(|v| v.to_str().ok()) != Some("s3cret") {
-                return warp::reply::with_status(
-                    warp::reply::json(&json!({"error": "no key"})),
-                    warp::http::StatusCode::UNAUTHORIZED,
-                );
-            }
-            if fail_calls && request["method"] == "tools/call" {
-                return warp::reply::with_status(
-                    warp::reply::json(&json!({"error": "overloaded"})),
-                    warp::http::StatusCode::SERVICE_UNAVAILABLE,
-                );
-            }
-            let result = match request["method"].as_str() {
-                Some("server/discover") => {
-                    json!({"supportedVersions": ["2026-07-28"], "capabilities": {"tools": {}}})
+        .then(
+            move |headers: warp::http::HeaderMap, body: bytes::Bytes| async move {
+                let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                if request["method"] == "tools/call" {
+                    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
                 }
-                Some("tools/list") => {
-                    json!({"tools": [{"name": "whoami", "inputSchema": {"type": "object"}}]})
+                (headers, body)
+            },
+        )
+        .map(
+            move |(headers, body): (warp::http::HeaderMap, bytes::Bytes)| {
+                let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                if headers.get("x-api-key").and_then(|v| v.to_str().ok()) != Some("s3cret") {
+                    return warp::reply::with_status(
+                        warp::reply::json(&json!({"error": "no key"})),
+                        warp::http::StatusCode::UNAUTHORIZED,
+                    );
                 }
-                _ => {
-                    let text = if headers.contains_key("authorization") {
-                        "saw the caller's token"
-                    } else {
-                        "headers ok"
-                    };
-                    json!({"content": [{"type": "text", "text": text}]})
+                if fail_calls && request["method"] == "tools/call" {
+                    return warp::reply::with_status(
+                        warp::reply::json(&json!({"error": "overloaded"})),
+                        warp::http::StatusCode::SERVICE_UNAVAILABLE,
+                    );
                 }
-            };
-            warp::reply::with_status(
-                warp::reply::json(
-                    &json!({"jsonrpc": "2.0", "id": request["id"], "result": result}),
-                ),
-                warp::http::StatusCode::OK,
-            )
-        });
+                let result = match request["method"].as_str() {
+                    Some("server/discover") => {
+                        json!({"supportedVersions": ["2026-07-28"], "capabilities": {"tools": {}}})
+                    }
+                    Some("tools/list") => {
+                        json!({"tools": [{"name": "whoami", "inputSchema": {"type": "object"}}]})
+                    }
+                    _ => {
+                        let text = if headers.contains_key("authorization") {
+                            "saw the caller's token"
+                        } else {
+                            "headers ok"
+                        };
+                        json!({"content": [{"type": "text", "text": text}]})
+                    }
+                };
+                warp::reply::with_status(
+                    warp::reply::json(
+                        &json!({"jsonrpc": "2.0", "id": request["id"], "result": result}),
+                    ),
+                    warp::http::StatusCode::OK,
+                )
+            },
+        );
     let config = mcp_coordinator::ingest::serve::ServeConfig {
         tls: None,
         header_timeout: Duration::from_secs(5),
@@ -101,8 +112,9 @@ async fn the_gateway_calls_kubernetes_registrations_with_their_own_headers_for_c
 ) {
     let server = api_server().await;
     let kube = client(&server);
-    let mcp = guarded_mcp(false).await;
-    let broken = guarded_mcp(true).await;
+    let mcp = guarded_mcp(false, 0).await;
+    let broken = guarded_mcp(true, 0).await;
+    let busy = guarded_mcp(false, 600).await;
     for ns in ["tools", "coordinator"] {
         let namespace: k8s_openapi::api::core::v1::Namespace =
             serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
@@ -141,7 +153,11 @@ async fn the_gateway_calls_kubernetes_registrations_with_their_own_headers_for_c
     // Two registrations: "guarded" answers (with its header), "broken" lists its tool and then
     // answers every call 503; each has a capability of its own, so calls go to it alone.
     let registrations: Api<MCPRegistration> = Api::namespaced(kube.clone(), "tools");
-    for (name, url, capability) in [("guarded", &mcp, "guarded"), ("broken", &broken, "broken")] {
+    for (name, url, capability, max) in [
+        ("guarded", &mcp, "guarded", 10),
+        ("broken", &broken, "broken", 10),
+        ("busy", &busy, "busy", 1),
+    ] {
         let mut reg = registration(name, url, "  paths:\n    process: /mcp\n");
         reg.spec.capabilities = vec![capability.into()];
         reg.spec.health_check.headers_from_secret = Some(mcp_coordinator::crd::SecretName {
@@ -153,7 +169,7 @@ async fn the_gateway_calls_kubernetes_registrations_with_their_own_headers_for_c
             .await
             .unwrap();
         // What the controller would write once the MCP is Ready.
-        let status = json!({"status": {"mcpId": format!("{name}_workflow_mcp_001"), "phase": "Ready", "routing": {"priority": 0, "weight": 100, "effectiveWeight": 100, "maxConcurrentRequests": 10, "reason": "Ready"}}});
+        let status = json!({"status": {"mcpId": format!("{name}_workflow_mcp_001"), "phase": "Ready", "routing": {"priority": 0, "weight": 100, "effectiveWeight": 100, "maxConcurrentRequests": max, "reason": "Ready"}}});
         registrations
             .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
             .await
@@ -247,5 +263,33 @@ async fn the_gateway_calls_kubernetes_registrations_with_their_own_headers_for_c
     assert!(
         ejections["mcps"].get("guarded_workflow_mcp_001").is_none(),
         "{ejections}"
+    );
+
+    // maxConcurrentRequests is enforced at the gateway: "busy" takes one call at a time, and with
+    // no other MCP for its capability the second call at once is refused, saying why.
+    let busy_url = format!("http://{}/mcp/tools/busy", ingest.gateway_addr.unwrap());
+    let send = || {
+        http_client()
+            .post(&busy_url)
+            .bearer_auth(CALLER)
+            .header("mcp-protocol-version", "2026-07-28")
+            .json(&call)
+            .send()
+    };
+    let first = tokio::spawn(send());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second: Value = send().await.unwrap().json().await.unwrap();
+    assert_eq!(second["error"]["code"], -32001, "{second}");
+    assert!(
+        second["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at maxConcurrentRequests"),
+        "{second}"
+    );
+    let first: Value = first.await.unwrap().unwrap().json().await.unwrap();
+    assert_eq!(
+        first["result"]["content"][0]["text"], "headers ok",
+        "{first}"
     );
 }
