@@ -53,13 +53,12 @@ impl Gateway {
                 .unwrap_or(Err(Failure::Timeout));
                 drop(busy);
                 self.untrack(&key);
-                let reply = match reply {
-                    Ok(reply) => reply,
-                    Err(f) => {
-                        protocol::error(id, code::UNAVAILABLE, &format!("{}: {f}", backend.mcp_id))
-                    }
+                // A stream that broke off is the MCP's failure, recorded as such (not as the
+                // error answer the client gets).
+                let (reply, size) = match &reply {
+                    Ok(reply) => (Ok(reply), reply.to_string().len()),
+                    Err(f) => (Err(f), 0),
                 };
-                let size = reply.to_string().len();
                 self.finish(
                     &ctx,
                     &method,
@@ -67,9 +66,15 @@ impl Gateway {
                     &backend,
                     &logged,
                     sent,
-                    Ok(&reply),
+                    reply,
                     size,
                 );
+                let reply = match reply {
+                    Ok(reply) => reply.clone(),
+                    Err(f) => {
+                        protocol::error(id, code::UNAVAILABLE, &format!("{}: {f}", backend.mcp_id))
+                    }
+                };
                 Reply::Json(reply)
             }
             Answer::Stream(response) => {
