@@ -22,6 +22,16 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// An error status without a JSON-RPC answer: 502–504 mean the MCP did not take the call,
+    /// anything else that it may have.
+    pub fn of_status(status: u16) -> Failure {
+        match status {
+            502..=504 => Failure::Unavailable(status),
+            400..=499 => Failure::Broken(format!("the MCP refused the request with HTTP {status}")),
+            _ => Failure::Broken(format!("the MCP answered HTTP {status}")),
+        }
+    }
+
     /// Whether the MCP may have received (and acted on) the call.
     pub fn may_have_reached(&self) -> bool {
         matches!(self, Failure::Timeout | Failure::Broken(_))
@@ -196,6 +206,11 @@ mod tests {
         assert!(!Failure::Broken("reset".into()).may_fail_over(false));
         assert!(Failure::Broken("reset".into()).may_fail_over(true));
         assert!(!Failure::Saturated.counts_against());
+        assert_eq!(Failure::of_status(503), Failure::Unavailable(503));
+        assert!(
+            !Failure::of_status(500).may_fail_over(false),
+            "a 500 may have run it"
+        );
     }
 
     #[test]

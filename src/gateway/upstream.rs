@@ -428,18 +428,7 @@ impl Upstream {
             _ if status.is_success() => {
                 Err(Failure::Broken("the MCP's answer is not JSON-RPC".into()))
             }
-            _ => Err(Failure::Unavailable(status.as_u16()).into_broken(status.as_u16())),
-        }
-    }
-}
-
-impl Failure {
-    /// An error status that is not one of the "did not take it" ones.
-    fn into_broken(self, status: u16) -> Failure {
-        match status {
-            502..=504 => self,
-            400..=499 => Failure::Broken(format!("the MCP refused the request with HTTP {status}")),
-            _ => Failure::Broken(format!("the MCP answered HTTP {status}")),
+            _ => Err(Failure::of_status(status.as_u16())),
         }
     }
 }
