@@ -12,8 +12,7 @@ use super::catalog::{Kind, Target};
 use super::directory::Backend;
 use super::outlier::{Failure, Verdict};
 use super::protocol::{self, code, Message};
-use super::record::now_ms;
-use super::Gateway;
+use super::{now_ms, Gateway};
 use crate::interaction::new_interaction_id;
 use crate::routing::router::Outcome;
 

@@ -172,9 +172,7 @@ impl Gateway {
 
     /// The MCPs out of rotation now: ID, until when (epoch ms), ejections in a row.
     pub fn ejections(&self) -> Vec<(String, i64, u32)> {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let now_ms = now_ms();
         self.outliers
             .ejections(self.router.now())
             .into_iter()
@@ -200,6 +198,13 @@ impl Gateway {
             .clone();
         semaphore.try_acquire_owned().ok()
     }
+}
+
+/// The wall clock, epoch milliseconds (the log's and the ejections' times).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Whose backend sessions a request uses: its client session's, or (sessionless) its caller's.

@@ -9,7 +9,7 @@ use super::call::{Ctx, Logged};
 use super::directory::Backend;
 use super::outlier::Failure;
 use super::protocol::code;
-use super::Gateway;
+use super::{now_ms, Gateway};
 use crate::interaction::{EventKind, Fields, InteractionEvent};
 use crate::routing::router::Outcome;
 
@@ -168,12 +168,6 @@ pub(super) fn error_name(code: i64) -> String {
         code::INTERNAL_ERROR => "INTERNAL_ERROR".into(),
         other => format!("JSONRPC_{}", other.unsigned_abs()),
     }
-}
-
-pub(super) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]
