@@ -59,11 +59,11 @@ kubectl apply -f examples/ocr-workflow.yaml -f examples/model-adapter.yaml
 sed -e 's/name: ocr-workflow$/name: ocr-backup/' -e 's/app.kubernetes.io\/name: ocr-workflow/app.kubernetes.io\/name: ocr-backup/' \
   examples/ocr-workflow.yaml | kubectl apply -f -
 for name in ocr-workflow ocr-backup; do
-  kubectl -n default wait --for=jsonpath='{.status.phase}'=Ready "mcpreg/$name" --timeout=120s
+  kubectl -n default wait --for=jsonpath='{.status.phase}'=Ready "mcpcreg/$name" --timeout=120s
 done
-kubectl get mcpreg -A
+kubectl get mcpcreg -A
 checked "registrations get IDs and turn Ready"
-ID=$(kubectl -n default get mcpreg ocr-workflow -o jsonpath='{.status.mcpId}')
+ID=$(kubectl -n default get mcpcreg ocr-workflow -o jsonpath='{.status.mcpId}')
 KEY=$(kubectl -n default get secret ocr-workflow-mcp-key -o jsonpath='{.data.api-key}' | base64 -d)
 READER=$(kubectl -n "$NS" get secret mcp-coordinator-reader-token -o jsonpath='{.data.token}' | base64 -d)
 kubectl -n default get configmap mcp-routing-table -o jsonpath='{.data.routing-table\.json}' | grep -q "$ID"
@@ -93,7 +93,7 @@ curl -fsS "localhost:18081/v1/route?capability=text_extraction" -H "Authorizatio
 checked "GET /v1/route answers an MCP for text_extraction"
 
 echo "==> delete"
-kubectl -n default delete mcpreg ocr-workflow ocr-backup --wait --timeout=60s
+kubectl -n default delete mcpcreg ocr-workflow ocr-backup --wait --timeout=60s
 if kubectl -n default get secret ocr-workflow-mcp-key >/dev/null 2>&1; then
   echo "the key Secret outlived its registration" >&2; exit 1
 fi

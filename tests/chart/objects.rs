@@ -28,7 +28,7 @@ fn the_chart_renders_the_documented_objects() {
         ]
     );
     assert!(
-        notes.contains("kubectl get mcpreg")
+        notes.contains("kubectl get mcpcreg")
             && notes.contains("http://test-mcp-coordinator-ingest.mcp-coordinator.svc:8081"),
         "{notes}"
     );

@@ -37,11 +37,11 @@ fn crd_names_and_printer_columns() {
     assert_eq!(crd["spec"]["scope"], "Namespaced");
     assert_eq!(
         crd["spec"]["names"]["shortNames"],
-        serde_json::json!(["mcpreg"])
+        serde_json::json!(["mcpcreg"])
     );
     assert_eq!(
         crd["spec"]["names"]["categories"],
-        serde_json::json!(["mcp"])
+        serde_json::json!(["mcp-coordinator"])
     );
     let version = &crd["spec"]["versions"][0];
     assert_eq!(version["name"], "v1alpha1");

@@ -392,7 +392,7 @@ async fn discovery_lists_the_installed_crd() {
         .map(|r| r["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["mcpregistrations", "mcpregistrations/status"]);
-    assert_eq!(resources["resources"][0]["shortNames"], json!(["mcpreg"]));
+    assert_eq!(resources["resources"][0]["shortNames"], json!(["mcpcreg"]));
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 //! The upstream `kubectl` against both API servers, the test one and the real one (a contract both
 //! pass): users apply the examples, get the schema's and the CEL rule's errors for bad manifests,
-//! and see ID, Phase and Weight in `kubectl get mcpreg`.
+//! and see ID, Phase and Weight in `kubectl get mcpcreg`.
 
 use test_support as common;
 
@@ -145,7 +145,7 @@ async fn scenario(
     // weight 0; what matters is that kubectl shows the columns the controller fills in.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let (ok, out, err) = kubectl(&kubeconfig, &["get", "mcpreg", "-n", "default"]).await;
+        let (ok, out, err) = kubectl(&kubeconfig, &["get", "mcpcreg", "-n", "default"]).await;
         assert!(ok, "{err}");
         let header: Vec<&str> = out
             .lines()
@@ -174,21 +174,21 @@ async fn scenario(
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "kubectl get mcpreg never showed the reconciled row:\n{out}"
+            "kubectl get mcpcreg never showed the reconciled row:\n{out}"
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     // The category lists them too.
-    let (ok, out, err) = kubectl(&kubeconfig, &["get", "mcp", "-A"]).await;
+    let (ok, out, err) = kubectl(&kubeconfig, &["get", "mcp-coordinator", "-A"]).await;
     assert!(
         ok && out.contains("ocr-workflow"),
-        "kubectl get mcp: {out}{err}"
+        "kubectl get mcp-coordinator: {out}{err}"
     );
     let (ok, out, _) = kubectl(
         &kubeconfig,
         &[
             "get",
-            "mcpreg",
+            "mcpcreg",
             "ocr-workflow",
             "-n",
             "default",

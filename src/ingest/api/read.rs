@@ -264,7 +264,7 @@ impl Reading<'_> {
         let Some(view) = &self.state.registrations else {
             return Err(ApiError::new(
                 ErrorCode::NotFound,
-                "registrations are served in standalone mode only; in a cluster use kubectl get mcpreg",
+                "registrations are served in standalone mode only; in a cluster use kubectl get mcpcreg",
             ));
         };
         self.reader_of(None)?;
