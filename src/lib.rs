@@ -11,6 +11,7 @@ pub mod example_mcp;
 pub mod gateway;
 pub mod ingest;
 pub mod interaction;
+pub mod mcp;
 pub mod pipeline;
 pub mod privacy;
 pub mod rbac;

@@ -4,14 +4,34 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 
-use crate::crd::{Discovered, HealthCheck, HealthStatus};
+use crate::crd::{HealthCheck, HealthStatus, ServerInfo, ToolSchema};
+
+/// What an `mcp` probe learned of the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Learned {
+    pub server: ServerInfo,
+    pub tools: Vec<ToolSchema>,
+    /// The functional probe's verdict (`healthCheck.call`): the difference when the answer was
+    /// not the expected one; `None` when no call is declared.
+    pub call: Option<Result<(), String>>,
+}
+
+impl Learned {
+    /// Why the functional probe failed, if it did.
+    pub fn call_failure(&self) -> Option<&str> {
+        match &self.call {
+            Some(Err(difference)) => Some(difference),
+            _ => None,
+        }
+    }
+}
 
 /// What one probe found.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProbeOutcome {
     Up {
         latency: Duration,
-        discovered: Option<Discovered>,
+        learned: Option<Learned>,
     },
     /// The server answered but refused the probe (401/403/405): reachable, yet the probe cannot
     /// vouch for it. Reported as such rather than as down.
@@ -44,7 +64,7 @@ pub struct HealthTracker {
     pub last_error: Option<String>,
     pub last_latency: Option<Duration>,
     pub last_probe: Option<Timestamp>,
-    pub discovered: Option<Discovered>,
+    pub learned: Option<Learned>,
 }
 
 impl Default for HealthTracker {
@@ -56,34 +76,27 @@ impl Default for HealthTracker {
             last_error: None,
             last_latency: None,
             last_probe: None,
-            discovered: None,
+            learned: None,
         }
     }
 }
 
 impl HealthTracker {
     /// Applies one outcome; returns true when something a user would care about changed
-    /// (verdict, error text, discovered tools): the cue to rewrite status.
+    /// (verdict, error text, what an `mcp` probe learned): the cue to rewrite status.
     pub fn record(&mut self, outcome: ProbeOutcome, at: Timestamp, check: &HealthCheck) -> bool {
-        let before = (
-            self.verdict,
-            self.last_error.clone(),
-            self.discovered.clone(),
-        );
+        let before = (self.verdict, self.last_error.clone(), self.learned.clone());
         self.last_probe = Some(at);
         match outcome {
-            ProbeOutcome::Up {
-                latency,
-                discovered,
-            } => {
+            ProbeOutcome::Up { latency, learned } => {
                 self.last_latency = Some(latency);
                 self.on_reachable(check);
                 self.last_error = None;
                 if self.consecutive_successes >= check.success_threshold {
                     self.verdict = Verdict::Healthy;
                 }
-                if discovered.is_some() {
-                    self.discovered = discovered;
+                if learned.is_some() {
+                    self.learned = learned;
                 }
             }
             ProbeOutcome::Refused { latency, detail } => {
@@ -104,12 +117,7 @@ impl HealthTracker {
                 }
             }
         }
-        before
-            != (
-                self.verdict,
-                self.last_error.clone(),
-                self.discovered.clone(),
-            )
+        before != (self.verdict, self.last_error.clone(), self.learned.clone())
     }
 
     fn on_reachable(&mut self, _check: &HealthCheck) {
@@ -172,7 +180,7 @@ mod tests {
     fn up() -> ProbeOutcome {
         ProbeOutcome::Up {
             latency: Duration::from_millis(3),
-            discovered: None,
+            learned: None,
         }
     }
 

@@ -337,6 +337,7 @@ mod tests {
             interval: Duration::from_secs(10),
             headers: Default::default(),
             setup_error: None,
+            call: None,
         }
     }
 

@@ -189,10 +189,14 @@ fn default_status_path() -> String {
 #[schemars(extend("x-kubernetes-validations" = [{
     "rule": "self.timeoutSeconds <= self.intervalSeconds",
     "message": "timeoutSeconds must not exceed intervalSeconds: a probe cannot outlast the interval between probes"
+}, {
+    "rule": "!has(self.call) || self.type == 'mcp'",
+    "message": "a functional probe (call) calls a tool over MCP: set healthCheck.type: mcp"
 }]))]
 pub struct HealthCheck {
     /// `http`: GET the health path, expect 2xx. `mcp`: speak MCP over Streamable HTTP at the
-    /// process path (initialize, ping, tools/list).
+    /// process path, either generation (`server/discover`, else `initialize` and `ping`; then
+    /// `tools/list`).
     #[serde(rename = "type", default)]
     pub probe_type: ProbeType,
     #[serde(default = "default_interval")]
@@ -213,6 +217,37 @@ pub struct HealthCheck {
     /// for MCPs behind authentication.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers_from_secret: Option<SecretName>,
+    /// A functional probe (`type: mcp` only): a `tools/call` made with every probe, whose
+    /// answer must contain what `expect` says; a wrong answer makes the MCP Degraded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<ProbeCall>,
+}
+
+/// A `tools/call` a probe makes, and what its answer must contain.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeCall {
+    #[schemars(length(min = 1, max = 128))]
+    pub tool: String,
+    /// The call's arguments (a JSON object, at most 8 KiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::crd::conventions::free_form_object")]
+    pub arguments: Option<serde_json::Value>,
+    #[serde(default)]
+    pub expect: ProbeExpectation,
+}
+
+/// What a functional probe's answer must be.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeExpectation {
+    /// Texts the answer's content (text blocks and structured content) must each contain.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8), inner(length(min = 1, max = 256)))]
+    pub contains: Vec<String>,
+    /// Whether the tool is expected to answer with `isError: true` (default false).
+    #[serde(default)]
+    pub is_error: bool,
 }
 
 impl Default for HealthCheck {
@@ -224,6 +259,7 @@ impl Default for HealthCheck {
             failure_threshold: default_failure_threshold(),
             success_threshold: default_success_threshold(),
             headers_from_secret: None,
+            call: None,
         }
     }
 }
@@ -260,7 +296,9 @@ pub enum ProbeType {
 #[serde(rename_all = "camelCase")]
 pub struct RoutingSpec {
     /// Tier: 0 is served first; higher tiers take traffic when lower ones have no healthy capacity.
-    #[serde(default)]
+    /// 1 unless given, as in the seed's registration message (registrations stored before keep
+    /// the 0 the API server wrote into them).
+    #[serde(default = "default_priority")]
     #[schemars(range(min = 0, max = 100))]
     pub priority: u32,
     /// Share of traffic within a tier before performance scaling.
@@ -287,7 +325,7 @@ pub struct RoutingSpec {
 impl Default for RoutingSpec {
     fn default() -> Self {
         Self {
-            priority: 0,
+            priority: default_priority(),
             weight: default_weight(),
             max_concurrent_requests: default_max_concurrent(),
             idempotent_tools: Vec::new(),
@@ -296,11 +334,14 @@ impl Default for RoutingSpec {
     }
 }
 
+fn default_priority() -> u32 {
+    1
+}
 fn default_weight() -> u32 {
     100
 }
 fn default_max_concurrent() -> u32 {
-    100
+    10
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]

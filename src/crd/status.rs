@@ -24,6 +24,15 @@ pub struct MCPRegistrationStatus {
     pub coordinator_config: Option<CoordinatorConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routing: Option<RoutingStatus>,
+    /// What an `mcp` probe learned of the server: who it is and which protocol it speaks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_info: Option<ServerInfo>,
+    /// The server's tools as an `mcp` probe last listed them, each with a digest and the shape
+    /// of its `inputSchema`: what `ToolSchemaChanged` compares a new version against.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub tools: Vec<ToolSchema>,
+    /// Deprecated, kept readable for one release: `serverInfo` and `tools` say the same.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub discovered: Option<Discovered>,
     /// The MCP's latest heartbeat the ingest servers received (`POST /v1/heartbeat`). Refreshed
@@ -109,7 +118,46 @@ pub struct RoutingStatus {
     pub last_updated: Option<Time>,
 }
 
-/// What an `mcp` health check learned from the server.
+/// Who the server says it is, in the shape of kubernetes-sigs/mcp-lifecycle-operator's
+/// `status.serverInfo`; `legacyFeatures` is this project's own.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// `2026-07-28` for a server that answers `server/discover`, else the version its
+    /// `initialize` settled on.
+    pub protocol_version: String,
+    /// The server's instructions for clients (at most 1,024 characters kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instructions: Option<String>,
+    /// The capabilities it declares (`tools`, `resources`, `prompts`, `logging`, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
+    /// What it relies on that the 2026-07-28 revision removed or deprecated: `sessions` (it
+    /// speaks only the handshake generation), `logging` (it declares the logging capability).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub legacy_features: Vec<String>,
+}
+
+/// One tool's `inputSchema` in short: a digest of the whole and the top-level properties.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolSchema {
+    pub name: String,
+    /// SHA-256 of the schema's JSON text with sorted keys, first 16 hex digits.
+    pub digest: String,
+    /// Required properties.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required: Vec<String>,
+    /// Each top-level property's `type` (`any` when the schema gives none).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub properties: std::collections::BTreeMap<String, String>,
+}
+
+/// Deprecated (read `serverInfo` and `tools`): what an `mcp` health check learned.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Discovered {

@@ -68,6 +68,20 @@ pub fn validate_spec(spec: &MCPRegistrationSpec) -> Vec<FieldProblem> {
             ),
         });
     }
+    if let Some(call) = &hc.call {
+        if hc.probe_type != super::ProbeType::Mcp {
+            problems.push(FieldProblem {
+                field: "spec.healthCheck.call",
+                message: "a functional probe calls a tool over MCP: set healthCheck.type: mcp".into(),
+            });
+        }
+        if call.arguments.as_ref().is_some_and(|a| !a.is_object()) {
+            problems.push(FieldProblem {
+                field: "spec.healthCheck.call.arguments",
+                message: "the tool's arguments are a JSON object (name: value)".into(),
+            });
+        }
+    }
     problems
 }
 

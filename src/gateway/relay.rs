@@ -47,7 +47,8 @@ impl Gateway {
             Answer::Stream(response) if !ctx.accepts_stream => {
                 let reply = tokio::time::timeout(
                     self.config.total_timeout,
-                    self.upstream.answer_of(Answer::Stream(response), &id),
+                    self.upstream
+                        .answer_of(&backend, Answer::Stream(response), &id),
                 )
                 .await
                 .unwrap_or(Err(Failure::Timeout));

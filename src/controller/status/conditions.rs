@@ -9,8 +9,16 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use super::{Compatibility, Observation};
-use crate::controller::health::{HealthTracker, Verdict};
-use crate::crd::{Phase, SECRET_KEY};
+use crate::controller::health::{HealthTracker, Learned, Verdict};
+use crate::controller::probe::learn::breaking_changes;
+use crate::crd::{MCPRegistrationStatus, Phase, SECRET_KEY};
+
+/// Whether the functional probe's last answer was not the expected one.
+pub fn call_failed(obs: &Observation<'_>) -> bool {
+    obs.health
+        .and_then(|h| h.learned.as_ref())
+        .is_some_and(|l| l.call_failure().is_some())
+}
 
 /// One condition as judged: its type, whether it holds, a reason (CamelCase) and a message a
 /// user can act on.
@@ -202,12 +210,94 @@ pub fn gateway_ejected(ejected: Option<(i64, u32)>, now_ms: i64) -> Option<Judge
     ))
 }
 
+/// `FunctionalProbe`, when `healthCheck.call` is declared and an `mcp` probe made the call.
+pub fn functional(health: Option<&HealthTracker>) -> Option<Judged> {
+    let verdict = health?.learned.as_ref()?.call.as_ref()?;
+    Some(match verdict {
+        Ok(()) => Judged::new(
+            "FunctionalProbe",
+            true,
+            "AnswerAsExpected",
+            "healthCheck.call answers as expected",
+        ),
+        Err(difference) => Judged::new(
+            "FunctionalProbe",
+            false,
+            "UnexpectedAnswer",
+            format!("healthCheck.call: {difference}; routed at half weight"),
+        ),
+    })
+}
+
+/// `ToolSchemaChanged`: whether the server's current version changed a tool's `inputSchema` in
+/// a way that breaks callers (see [`crate::controller::probe::learn::breaking_changes`]),
+/// compared with the tools status held before. It stays True while the server reports the same
+/// version and the spec is unchanged (editing the spec, as when bumping `spec.version`,
+/// acknowledges it). Absent until a probe has listed the tools.
+pub fn tool_schemas(
+    previous: Option<&MCPRegistrationStatus>,
+    learned: Option<&Learned>,
+    generation: Option<i64>,
+) -> Option<Judged> {
+    let previous_tools = previous.map(|p| p.tools.as_slice()).unwrap_or_default();
+    let changes = match learned {
+        Some(l) if !previous_tools.is_empty() => breaking_changes(previous_tools, &l.tools),
+        _ => Vec::new(),
+    };
+    let version = learned
+        .and_then(|l| l.server.version.clone())
+        .unwrap_or_else(|| "of unknown version".into());
+    if !changes.is_empty() {
+        return Some(Judged::new(
+            "ToolSchemaChanged",
+            true,
+            "IncompatibleChange",
+            format!(
+                "server {version} changed tools incompatibly: {}; update the callers, then edit the registration (e.g. spec.version) to acknowledge",
+                changes.join("; ")
+            ),
+        ));
+    }
+    let same_version = learned.is_none_or(|l| {
+        previous
+            .and_then(|p| p.server_info.as_ref())
+            .map(|s| &s.version)
+            == Some(&l.server.version)
+    });
+    let kept = previous
+        .into_iter()
+        .flat_map(|p| p.conditions.iter())
+        .find(|c| c.type_ == "ToolSchemaChanged" && c.status == "True")
+        .filter(|c| same_version && c.observed_generation == generation);
+    if let Some(kept) = kept {
+        return Some(Judged::new(
+            "ToolSchemaChanged",
+            true,
+            "IncompatibleChange",
+            kept.message.clone(),
+        ));
+    }
+    (learned.is_some() || !previous_tools.is_empty()).then(|| {
+        Judged::new(
+            "ToolSchemaChanged",
+            false,
+            "Compatible",
+            "no tool's inputSchema changed in a way that breaks callers",
+        )
+    })
+}
+
 /// `Ready`: the phase, explained.
 pub fn ready(phase: Phase, obs: &Observation<'_>, heartbeat_missing: bool) -> Judged {
     let (reason, message) = match phase {
         Phase::Degraded if heartbeat_missing => (
             "HeartbeatMissing",
             "health probes pass but heartbeats stopped; routed at half weight".into(),
+        ),
+        Phase::Degraded if call_failed(obs) => (
+            "UnexpectedAnswer",
+            "reachable, but healthCheck.call answers other than expected; routed at half weight"
+                .into(),
         ),
         Phase::Ready => (
             "Ready",

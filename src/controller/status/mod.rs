@@ -11,7 +11,7 @@ use super::health::{HealthTracker, Verdict};
 use crate::crd::validate::FieldProblem;
 use crate::crd::SECRET_KEY;
 use crate::crd::{
-    CoordinatorConfig, MCPRegistrationSpec, MCPRegistrationStatus, Phase, SecretKeyRef,
+    CoordinatorConfig, Discovered, MCPRegistrationSpec, MCPRegistrationStatus, Phase, SecretKeyRef,
 };
 use crate::routing::weights::Observed;
 pub use conditions::{version_check, version_mismatch, VersionCheck};
@@ -85,6 +85,7 @@ pub fn phase_of(obs: &Observation<'_>) -> Phase {
     }
     match obs.health.map(|h| h.verdict) {
         None | Some(Verdict::Unknown) => Phase::Pending,
+        Some(Verdict::Healthy) if conditions::call_failed(obs) => Phase::Degraded,
         Some(Verdict::Healthy) => Phase::Ready,
         Some(Verdict::Refused) => Phase::Degraded,
         Some(Verdict::Unhealthy) => Phase::Unavailable,
@@ -111,6 +112,7 @@ pub fn desired_status(
     let previous_conditions = previous
         .map(|p| p.conditions.as_slice())
         .unwrap_or_default();
+    let learned = obs.health.and_then(|h| h.learned.as_ref());
     let judged = [
         Some(conditions::registered(obs)),
         Some(conditions::compatible(&obs.compatibility)),
@@ -126,6 +128,8 @@ pub fn desired_status(
             obs.observed.and_then(|o| o.gateway_ejected),
             now.as_millisecond(),
         ),
+        conditions::functional(obs.health),
+        conditions::tool_schemas(previous, learned, obs.generation),
         Some(conditions::ready(phase, obs, missing)),
     ];
     let conditions = judged
@@ -143,10 +147,19 @@ pub fn desired_status(
     } else {
         None
     };
-    let discovered = obs
-        .health
-        .and_then(|h| h.discovered.clone())
-        .or_else(|| previous.and_then(|p| p.discovered.clone()));
+    let server_info = learned
+        .map(|l| l.server.clone())
+        .or_else(|| previous.and_then(|p| p.server_info.clone()));
+    let tools = learned
+        .map(|l| l.tools.clone())
+        .or_else(|| previous.map(|p| p.tools.clone()))
+        .unwrap_or_default();
+    let discovered = server_info.as_ref().map(|s| Discovered {
+        server_name: s.name.clone(),
+        server_version: s.version.clone(),
+        protocol_version: Some(s.protocol_version.clone()),
+        tools: tools.iter().map(|t| t.name.clone()).collect(),
+    });
 
     let previous_routing = previous.and_then(|p| p.routing.as_ref());
     let mut routing = routing_status(spec, phase, obs.observed, previous_routing, missing);
@@ -174,6 +187,8 @@ pub fn desired_status(
             },
         }),
         routing: Some(routing),
+        server_info,
+        tools,
         discovered,
         last_heartbeat: last_heartbeat_ms
             .and_then(|ms| Timestamp::from_millisecond(ms).ok())
@@ -256,7 +271,7 @@ mod tests {
             let o = if *up {
                 ProbeOutcome::Up {
                     latency: Duration::from_millis(5),
-                    discovered: None,
+                    learned: None,
                 }
             } else {
                 ProbeOutcome::Down {
