@@ -72,7 +72,8 @@ pub fn validate_spec(spec: &MCPRegistrationSpec) -> Vec<FieldProblem> {
         if hc.probe_type != super::ProbeType::Mcp {
             problems.push(FieldProblem {
                 field: "spec.healthCheck.call",
-                message: "a functional probe calls a tool over MCP: set healthCheck.type: mcp".into(),
+                message: "a functional probe calls a tool over MCP: set healthCheck.type: mcp"
+                    .into(),
             });
         }
         if call.arguments.as_ref().is_some_and(|a| !a.is_object()) {

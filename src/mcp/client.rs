@@ -116,6 +116,10 @@ impl Server<'_> {
         if status.is_success() && is_stream {
             return Ok(Answer::Stream(response));
         }
+        // A notification's answer: nothing to read, whatever the body says.
+        if status == reqwest::StatusCode::ACCEPTED {
+            return Ok(Answer::Json(Value::Null, 0));
+        }
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(|e| {
             ExchangeError::Broken(format!("the answer broke off: {}", root_cause(&e)))

@@ -35,15 +35,7 @@ fn python_server(port: u16, name: &str, delay: f64, fail: f64) -> tokio::process
 
 /// The Node.js scripts run from `.tools/npm`, where the TypeScript SDK is installed (ES modules
 /// resolve packages from the script's own directory).
-fn node(script: &str) -> tokio::process::Command {
-    let npm = root().join(".tools/npm");
-    let target = npm.join(script);
-    std::fs::copy(root().join("tests/node").join(script), &target)
-        .expect("copy the script beside the SDK (make tools installs it)");
-    let mut command = tokio::process::Command::new("node");
-    command.arg(target).current_dir(npm).kill_on_drop(true);
-    command
-}
+use common::peers::node_script as node;
 
 fn manifest(name: &str, port: u16, capability: &str, extra: &str) -> String {
     format!("apiVersion: mcp.coordinator.dev/v1alpha1\nkind: MCPRegistration\nmetadata:\n  name: {name}\nspec:\n  version: 1.0.0\n  type: ocr\n  capabilities: [{capability}]\n  endpoint:\n    url: http://127.0.0.1:{port}\n  paths:\n    process: /mcp\n  healthCheck:\n    type: mcp\n    intervalSeconds: 1\n    timeoutSeconds: 1\n  routing:\n    maxConcurrentRequests: 32\n{extra}")

@@ -99,7 +99,7 @@ async fn an_mcp_registers_itself_in_kubernetes_and_gets_its_id_and_key() {
     );
     assert_eq!(answer["coordinator_config"]["heartbeat_interval"], 30);
     assert_eq!(answer["routing_config"]["weight"], 100);
-    assert_eq!(answer["routing_config"]["max_concurrent_requests"], 100);
+    assert_eq!(answer["routing_config"]["max_concurrent_requests"], 10);
 
     // The registration is an ordinary one, marked as self-registered, with the seed's sizes
     // translated; the key answered is the one in the Secret the controller owns.

@@ -7,6 +7,7 @@
 //! - `clickhouse`: real ClickHouse servers (Debian's), one per test or a cluster with ZooKeeper;
 //! - `cluster`: a real control plane (etcd, kube-apiserver, kube-controller-manager) on loopback;
 //! - `dir`: one temporary-directory type; `http`: one HTTP client and free ports;
+//! - `peers`: scripts of the official MCP SDKs run as processes;
 //! - `build`: typed builders for registrations and interaction events, instead of YAML text.
 //!
 //! Tests name it `common` (`use test_support as common;`).
@@ -19,6 +20,7 @@ pub mod dir;
 pub mod fake_mcp;
 pub mod http;
 pub mod ingest;
+pub mod peers;
 
 pub use controller::*;
 pub use dir::TestDir;
