@@ -82,6 +82,15 @@ fn heartbeat(r: &Value, now_ms: i64) -> String {
     }
 }
 
+/// The protocol version an `mcp` probe learned, marked when it is not the current revision.
+fn protocol(r: &Value) -> String {
+    match r["protocol_version"].as_str() {
+        None => "-".into(),
+        Some(v) if v == crate::mcp::wire::MODERN_VERSION => v.into(),
+        Some(v) => format!("{v} (legacy)"),
+    }
+}
+
 /// The `status` table from a `GET /v1/registrations` answer, then the skipped manifests.
 pub fn status_table(view: &Value, now_ms: i64) -> String {
     let rows = rows_of(&view["registrations"], |r| {
@@ -89,6 +98,7 @@ pub fn status_table(view: &Value, now_ms: i64) -> String {
             text(&r["name"]),
             text(&r["mcp_id"]),
             text(&r["phase"]),
+            protocol(r),
             text(&r["effective_weight"]),
             millis(&r["p95_processing_time"]),
             percent(&r["success_rate"]),
@@ -101,6 +111,7 @@ pub fn status_table(view: &Value, now_ms: i64) -> String {
             "NAME",
             "ID",
             "PHASE",
+            "PROTOCOL",
             "WEIGHT",
             "P95",
             "SUCCESS",
@@ -194,10 +205,10 @@ mod tests {
     fn the_status_table_lines_up_and_says_what_is_missing() {
         let view = json!({
             "registrations": [
-                {"name": "ocr-fast", "mcp_id": "ocr_fast_workflow_mcp_001", "phase": "Ready", "effective_weight": 141,
+                {"name": "ocr-fast", "mcp_id": "ocr_fast_workflow_mcp_001", "phase": "Ready", "effective_weight": 141, "protocol_version": "2026-07-28",
                  "p95_processing_time": 0.0423, "success_rate": 0.995, "last_seen": "2026-11-24T10:00:00Z",
                  "last_heartbeat": "2026-11-24T10:00:00Z", "heartbeat_missing": false},
-                {"name": "quiet", "mcp_id": "quiet_tool_mcp_001", "phase": "Degraded", "effective_weight": 50,
+                {"name": "quiet", "mcp_id": "quiet_tool_mcp_001", "phase": "Degraded", "effective_weight": 50, "protocol_version": "2025-06-18",
                  "p95_processing_time": null, "success_rate": null, "last_seen": "2026-11-24T09:58:00Z",
                  "last_heartbeat": "2026-11-24T09:58:00Z", "heartbeat_missing": true},
                 {"name": "new", "mcp_id": null, "phase": "Pending", "effective_weight": null,
@@ -213,19 +224,19 @@ mod tests {
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(
             lines[0],
-            "NAME       ID                          PHASE      WEIGHT   P95    SUCCESS   HEARTBEAT          LAST SEEN"
+            "NAME       ID                          PHASE      PROTOCOL              WEIGHT   P95    SUCCESS   HEARTBEAT          LAST SEEN"
         );
         assert_eq!(
             lines[1],
-            "ocr-fast   ocr_fast_workflow_mcp_001   Ready      141      42ms   99.5%     5s ago             5s ago"
+            "ocr-fast   ocr_fast_workflow_mcp_001   Ready      2026-07-28            141      42ms   99.5%     5s ago             5s ago"
         );
         assert_eq!(
             lines[2],
-            "quiet      quiet_tool_mcp_001          Degraded   50       -      -         MISSING (2m ago)   2m ago"
+            "quiet      quiet_tool_mcp_001          Degraded   2025-06-18 (legacy)   50       -      -         MISSING (2m ago)   2m ago"
         );
         assert_eq!(
             lines[3],
-            "new        -                           Pending    -        -      -         -                  -"
+            "new        -                           Pending    -                     -        -      -         -                  -"
         );
         assert_eq!(
             lines[4],

@@ -26,9 +26,42 @@ pub struct Metrics {
     pub effective_weight: IntGaugeVec,
     pub routing_refreshes: IntCounterVec,
     pub leader: IntGauge,
-    /// Each registration's phase, counted into `registrations`.
-    phases: Mutex<HashMap<ObjectRef<MCPRegistration>, Phase>>,
+    pub protocol_versions: IntGaugeVec,
+    pub legacy_features: IntGaugeVec,
+    /// Each registration's place in the fleet, counted into `registrations`,
+    /// `protocol_versions` and `legacy_features`.
+    places: Mutex<HashMap<ObjectRef<MCPRegistration>, Place>>,
 }
+
+/// Where a registration counts: its phase, the protocol version it speaks (bounded to the
+/// versions this release knows, `other` and `unknown`), what it relies on that 2026-07-28 removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Place {
+    phase: Phase,
+    protocol: &'static str,
+    legacy: Vec<&'static str>,
+}
+
+impl Place {
+    fn of(status: &MCPRegistrationStatus) -> Self {
+        let info = status.server_info.as_ref();
+        let protocol = info.map_or("unknown", |i| {
+            crate::mcp::wire::known_version(&i.protocol_version).unwrap_or("other")
+        });
+        let legacy = LEGACY_FEATURES
+            .into_iter()
+            .filter(|f| info.is_some_and(|i| i.legacy_features.iter().any(|l| l == f)))
+            .collect();
+        Self {
+            phase: status.phase,
+            protocol,
+            legacy,
+        }
+    }
+}
+
+/// The features `serverInfo.legacyFeatures` can name.
+const LEGACY_FEATURES: [&str; 2] = ["sessions", "logging"];
 
 impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
@@ -78,9 +111,31 @@ impl Metrics {
                 "mcp_coordinator_leader",
                 "1 while this controller instance holds the leader Lease and reconciles.",
             )?,
+            protocol_versions: series.gauges(
+                "mcp_coordinator_protocol_versions",
+                "MCPRegistrations by the MCP protocol version their server speaks (unknown until an mcp probe learned it; other for a version this release does not know).",
+                &["version"],
+            )?,
+            legacy_features: series.gauges(
+                "mcp_coordinator_protocol_legacy_features",
+                "MCPRegistrations whose server relies on a feature the 2026-07-28 revision removed or deprecated (sessions, logging).",
+                &["feature"],
+            )?,
             registry: series.registry,
-            phases: Mutex::default(),
+            places: Mutex::default(),
         };
+        for version in crate::mcp::wire::ALL_VERSIONS
+            .into_iter()
+            .chain(["other", "unknown"])
+        {
+            metrics
+                .protocol_versions
+                .with_label_values(&[version])
+                .set(0);
+        }
+        for feature in LEGACY_FEATURES {
+            metrics.legacy_features.with_label_values(&[feature]).set(0);
+        }
         for result in ["ok", "error"] {
             metrics.routing_refreshes.with_label_values(&[result]);
         }
@@ -100,7 +155,7 @@ impl Metrics {
         mcp_id: Option<&str>,
         status: &MCPRegistrationStatus,
     ) {
-        self.set_phase(key, Some(status.phase));
+        self.place(key, Some(Place::of(status)));
         if let Some(id) = mcp_id {
             self.mcp_up
                 .with_label_values(&[id])
@@ -114,29 +169,35 @@ impl Metrics {
 
     /// Drops a registration that is gone, and its MCP's series.
     pub fn forget_registration(&self, key: &ObjectRef<MCPRegistration>, mcp_id: Option<&str>) {
-        self.set_phase(key.clone(), None);
+        self.place(key.clone(), None);
         if let Some(id) = mcp_id {
             let _ = self.mcp_up.remove_label_values(&[id]);
             let _ = self.effective_weight.remove_label_values(&[id]);
         }
     }
 
-    /// Moves the registration between phase counts: constant work per call, whatever the fleet.
-    fn set_phase(&self, key: ObjectRef<MCPRegistration>, phase: Option<Phase>) {
+    /// Moves the registration between counts: constant work per call, whatever the fleet.
+    fn place(&self, key: ObjectRef<MCPRegistration>, place: Option<Place>) {
         // The lock spans the gauge updates, so concurrent moves never leave a count off by one.
-        let mut phases = self.phases.lock().unwrap_or_else(PoisonError::into_inner);
-        let before = match phase {
-            Some(p) => phases.insert(key, p),
-            None => phases.remove(&key),
+        let mut places = self.places.lock().unwrap_or_else(PoisonError::into_inner);
+        let before = match &place {
+            Some(p) => places.insert(key, p.clone()),
+            None => places.remove(&key),
         };
-        if before == phase {
+        if before == place {
             return;
         }
-        if let Some(old) = before {
-            self.registrations.with_label_values(&[old.as_str()]).dec();
-        }
-        if let Some(new) = phase {
-            self.registrations.with_label_values(&[new.as_str()]).inc();
+        for (counted, by) in [(before, -1), (place, 1)] {
+            let Some(p) = counted else { continue };
+            self.registrations
+                .with_label_values(&[p.phase.as_str()])
+                .add(by);
+            self.protocol_versions
+                .with_label_values(&[p.protocol])
+                .add(by);
+            for feature in p.legacy {
+                self.legacy_features.with_label_values(&[feature]).add(by);
+            }
         }
     }
 

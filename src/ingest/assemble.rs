@@ -176,6 +176,7 @@ pub async fn assemble(args: &IngestArgs, mode: Mode) -> Result<IngestParts, Asse
     };
     let router = Arc::new(Router::default());
     let directory = Arc::new(crate::gateway::Directory::default());
+    let fleet = Arc::new(super::fleet::Fleet::default());
     if args.routes_from_registrations {
         let client = kube_client("--routes-from-registrations").await?;
         tokio::spawn(super::routes::watch_registrations(
@@ -183,6 +184,7 @@ pub async fn assemble(args: &IngestArgs, mode: Mode) -> Result<IngestParts, Asse
             args.namespace.clone(),
             router.clone(),
             directory.clone(),
+            fleet.clone(),
         ));
     }
     let callers = Arc::new(match &args.caller_tokens_file {
@@ -257,6 +259,7 @@ pub async fn assemble(args: &IngestArgs, mode: Mode) -> Result<IngestParts, Asse
         registrar,
         gateway,
         directory,
+        fleet,
         callers,
     };
     Ok(IngestParts {

@@ -5,6 +5,7 @@ pub mod accept;
 pub mod api;
 pub mod args;
 pub mod assemble;
+pub mod fleet;
 pub mod metrics;
 pub mod registrar;
 pub mod routes;
@@ -67,6 +68,8 @@ pub struct IngestConfig {
     pub gateway: Option<crate::gateway::GatewayConfig>,
     /// The MCPs the gateway may call, fed by whoever owns the registrations.
     pub directory: Arc<crate::gateway::Directory>,
+    /// The fleet's protocol versions (`GET /v1/protocols`), fed like the directory.
+    pub fleet: Arc<fleet::Fleet>,
     pub callers: Arc<crate::trust::callers::CallerTokens>,
 }
 
@@ -110,6 +113,7 @@ impl IngestConfig {
             registrar: None,
             gateway: None,
             directory: Arc::default(),
+            fleet: Arc::default(),
             callers: Arc::default(),
         })
     }

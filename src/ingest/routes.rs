@@ -84,6 +84,7 @@ pub async fn watch_registrations(
     namespace: Option<String>,
     router: Arc<Router>,
     directory: Arc<crate::gateway::Directory>,
+    fleet: Arc<super::fleet::Fleet>,
 ) {
     let (registrations, secrets): (Api<MCPRegistration>, Api<Secret>) = match &namespace {
         Some(ns) => (
@@ -111,6 +112,7 @@ pub async fn watch_registrations(
             Ok(true) => {}
             Ok(false) => {
                 let registrations = store.state();
+                fleet.install(registrations.iter().map(|r| r.as_ref()));
                 directory.install(crate::gateway::backends_of(
                     registrations.iter().map(|r| r.as_ref()),
                     |reg| headers_of(&header_secrets, reg),

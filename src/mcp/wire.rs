@@ -9,6 +9,19 @@ pub const MODERN_VERSION: &str = "2026-07-28";
 /// Revisions with `initialize` and sessions, oldest first.
 pub const HANDSHAKE_VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
 pub const LATEST_HANDSHAKE: &str = "2025-11-25";
+/// Every revision this release knows, oldest first.
+pub const ALL_VERSIONS: [&str; 5] = [
+    "2024-11-05",
+    "2025-03-26",
+    "2025-06-18",
+    "2025-11-25",
+    MODERN_VERSION,
+];
+
+/// `version` as one this release knows (a server's word never becomes a label unchecked).
+pub fn known_version(version: &str) -> Option<&'static str> {
+    ALL_VERSIONS.into_iter().find(|v| *v == version)
+}
 
 pub const PROTOCOL_VERSION_HEADER: &str = "mcp-protocol-version";
 pub const SESSION_HEADER: &str = "mcp-session-id";

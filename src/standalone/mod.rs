@@ -186,6 +186,7 @@ pub async fn start(
     ingest_config.registrations = Some(view.clone());
     let router = ingest_config.router.clone();
     let directory = ingest_config.directory.clone();
+    let fleet = ingest_config.fleet.clone();
     // Self-registration reaches the loop below, which owns the registry, through this channel.
     let (commands_tx, mut commands) = tokio::sync::mpsc::channel(16);
     if let Some(tokens) = registrar_tokens {
@@ -245,6 +246,7 @@ pub async fn start(
         store,
         router,
         directory,
+        fleet,
         gateway: running.gateway.clone(),
         view,
         metrics,

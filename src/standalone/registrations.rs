@@ -43,6 +43,7 @@ pub(super) struct Registrations {
     pub(super) router: Arc<Router>,
     /// The MCPs the gateway may call.
     pub(super) directory: Arc<crate::gateway::Directory>,
+    pub(super) fleet: Arc<crate::ingest::fleet::Fleet>,
     /// The gateway, when it runs (its ejections become the `GatewayEjected` condition).
     pub(super) gateway: Option<Arc<crate::gateway::Gateway>>,
     pub(super) view: Arc<RegistrationsView>,
@@ -170,6 +171,8 @@ impl Registrations {
             self.entries.values().map(|e| &e.registration),
             |_| Default::default(),
         ));
+        self.fleet
+            .install(self.entries.values().map(|e| &e.registration));
         let tables = table::build(self.entries.values().map(|e| &e.registration));
         let merged = RoutingTable::merge(tables.values());
         if self.installed.as_ref() != Some(&merged) {
@@ -280,6 +283,9 @@ pub(super) fn render_view(
                 "mcp_id": id,
                 "phase": status.map(|s| s.phase.as_str()),
                 "effective_weight": status.and_then(|s| s.routing.as_ref()).map(|r| r.effective_weight),
+                "protocol_version": status
+                    .and_then(|s| s.server_info.as_ref())
+                    .map(|i| i.protocol_version.as_str()),
                 "success_rate": observed.and_then(|o| o.success_rate),
                 "p95_processing_time": observed.and_then(|o| o.p95_processing_time),
                 "last_heartbeat": observed

@@ -437,6 +437,62 @@ async fn clients_and_backends_of_either_protocol_generation_work_together() {
         ]),
         "{summary}"
     );
+
+    // The fleet's protocol migration: the endpoint, the status command's column, the metric.
+    let admin = c.token("admin.token");
+    let fleet = get_json_as(&format!("{}/v1/protocols", c.api), &admin).await;
+    assert_eq!(fleet["versions"]["2026-07-28"], 1, "{fleet}");
+    assert_eq!(fleet["legacy_features"]["sessions"], 1, "{fleet}");
+    let version_of = |name: &str| {
+        fleet["registrations"]
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["name"] == name))
+            .map(|r| r["protocol_version"].clone())
+    };
+    assert_eq!(version_of("modern"), Some(json!("2026-07-28")));
+    let legacy_version = version_of("legacy").expect("legacy listed");
+    assert!(
+        legacy_version
+            .as_str()
+            .is_some_and(|v| v.starts_with("2025-")),
+        "{fleet}"
+    );
+    let status = tokio::process::Command::new(bin())
+        .args(["status", "--url", &c.api, "--token", &admin])
+        .output()
+        .await
+        .expect("the status command runs");
+    let table = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        table.lines().next().is_some_and(|h| h.contains("PROTOCOL")),
+        "{table}"
+    );
+    let row = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(row("modern ").contains(" 2026-07-28 "), "{table}");
+    assert!(
+        row("legacy ").contains(&format!(
+            "{} (legacy)",
+            legacy_version.as_str().unwrap_or_default()
+        )),
+        "{table}"
+    );
+    let metrics = reqwest::get(format!("{}/metrics", c.api))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("mcp_coordinator_protocol_versions{version=\"2026-07-28\"} 1")
+            && metrics.contains("mcp_coordinator_protocol_legacy_features{feature=\"sessions\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -184,6 +184,7 @@ async fn the_gateway_calls_kubernetes_registrations_with_their_own_headers_for_c
         None,
         config.router.clone(),
         config.directory.clone(),
+        config.fleet.clone(),
     ));
     tokio::spawn(mcp_coordinator::trust::callers::watch_caller_tokens(
         kube.clone(),

@@ -262,6 +262,7 @@ async fn logged_performance_moves_weights_in_status_and_the_routing_table() {
         None,
         ingest.router.clone(),
         Default::default(),
+        Default::default(),
     ));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {

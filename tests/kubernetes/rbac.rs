@@ -112,6 +112,7 @@ async fn every_api_call_is_in_the_rbac_list() {
             None,
             router,
             Default::default(),
+            Default::default(),
         )),
     ];
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -147,6 +147,7 @@ where
         (&Method::GET, ["metrics"]) => Ok(metrics(state)),
         (&Method::GET, ["v1", "route"]) => route::route(state, auth, req.query),
         (&Method::GET, ["v1", "registrations"]) => reading().registrations().map(ok),
+        (&Method::GET, ["v1", "protocols"]) => reading().protocols().map(ok),
         (&Method::POST, ["api", "register"]) => {
             require_json(req.headers)?;
             let (registrar, grant) = register::grant(state, bearer(auth))?;
@@ -232,7 +233,7 @@ where
             | ["v1", "interactions", _, _]
             | ["v1", "mcps", _, "interactions" | "metrics"]
             | ["v1", "mcps", _, "metrics", "series"]
-            | ["v1", "route" | "registrations"]
+            | ["v1", "route" | "registrations" | "protocols"]
             | ["metrics" | "healthz" | "readyz"],
         ) => Err(ApiError::new(
             ErrorCode::MethodNotAllowed,

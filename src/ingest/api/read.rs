@@ -282,6 +282,12 @@ impl Reading<'_> {
         Ok(body)
     }
 
+    /// `GET /v1/protocols`: the fleet's protocol versions, for a reader of everyone's data.
+    pub fn protocols(&self) -> Result<Value, ApiError> {
+        self.reader_of(None)?;
+        Ok(self.state.fleet.view())
+    }
+
     /// Who reads: of one MCP's data (its ID checked), or of everyone's.
     pub(super) fn reader_of(&self, mcp_id: Option<&str>) -> Result<Role, ApiError> {
         let role = authorize_reader(self.state, self.auth, mcp_id)?;
