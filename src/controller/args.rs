@@ -14,8 +14,9 @@ pub struct RegistryArgs {
     /// Heartbeat interval MCPs are told to use.
     #[arg(long, default_value_t = 30)]
     pub heartbeat_interval_seconds: u32,
-    /// Interaction report interval MCPs are told to use.
-    #[arg(long, default_value_t = 60)]
+    /// How often MCPs are told to send what their client libraries queued (the seed's
+    /// `data_report_interval`).
+    #[arg(long, default_value_t = 10)]
     pub data_report_interval_seconds: u32,
     /// Health probes in flight at once, across all MCPs.
     #[arg(long, default_value_t = 64)]
@@ -48,7 +49,10 @@ pub struct ControllerArgs {
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
-    /// Where MCPs report interactions (written to each registration's status.coordinatorConfig).
+    /// The ingest API's base URL, where MCPs report interactions. Status tells each MCP this as
+    /// `coordinatorConfig.apiUrl` and, with `/api/interactions` (where the seed's envelope
+    /// goes), as `interactionLogEndpoint`. A URL that already ends in `/api/interactions` is taken
+    /// as that.
     #[arg(
         long,
         default_value = "http://mcp-coordinator-ingest.mcp-coordinator.svc:8081"

@@ -319,7 +319,10 @@ mod tests {
         assert_eq!(status.phase, Phase::Pending, "no probe has answered yet");
         let config = status.coordinator_config.as_ref().unwrap();
         assert_eq!(config.api_key_secret_ref.name, "ocr-mcp-key");
-        assert_eq!(config.interaction_log_endpoint, "http://ingest.test:8081");
+        assert_eq!(
+            config.interaction_log_endpoint,
+            "http://ingest.test:8081/api/interactions"
+        );
         assert_eq!(condition(status, "Registered").status, "True");
 
         // The same registration with the status it was given: nothing to write.

@@ -300,7 +300,11 @@ pub async fn refresh_weights(
     let Some(base) = settings
         .ingest_url
         .clone()
-        .or_else(|| Some(ctx.settings.reporting.interaction_log_endpoint.clone()))
+        .or_else(|| {
+            Some(super::status::api_url(
+                &ctx.settings.reporting.interaction_log_endpoint,
+            ))
+        })
         .filter(|u| !u.is_empty())
     else {
         return;

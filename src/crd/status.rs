@@ -93,7 +93,12 @@ pub struct HealthStatus {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CoordinatorConfig {
+    /// The URL that takes the seed's report envelope (`{"action": "report_interaction_start",
+    /// ...}`): the ingest API's `/api/interactions`.
     pub interaction_log_endpoint: String,
+    /// The ingest API's base URL, for the REST API and the client libraries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_url: Option<String>,
     pub heartbeat_interval_seconds: u32,
     pub data_report_interval_seconds: u32,
     pub api_key_secret_ref: SecretKeyRef,

@@ -26,7 +26,9 @@ pub use record::{timeline, Interaction, InteractionStatus, ProgressNote, MAX_TIM
 pub use section::Section;
 pub use streamed::{parse_record, parse_records, Record};
 pub use time::{format_ms, parse_rfc3339_ms};
-pub use wire::{new_interaction_id, parse_report, ParsedReport};
+pub use wire::{
+    gather_progress_details, new_interaction_id, parse_report, ParsedReport, UNKNOWN_ERROR,
+};
 
 /// Every field of an interaction, in storage order. Each line: the field, its Rust type, its kind
 /// (how a report's value is read and checked, how it is stored and shown: see [`kinds`]), the
@@ -72,6 +74,9 @@ macro_rules! interaction_fields {
             // here; every one is in the interaction's timeline.
             progress:            f64    = Unit       @ Top            "progress"            | false;
             progress_message:    String = Text       @ Top            "message"             | false;
+            // What else a progress report said (the seed's free-form `progress_data`), as JSON
+            // text.
+            progress_details:    String = Object     @ Top            "details"             | false;
         }
     };
 }

@@ -34,6 +34,9 @@ pub struct ProgressNote {
     pub progress: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The report's free-form details, as JSON text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<String>,
 }
 
 /// The progress notes an interaction keeps: the latest, when a long task reports more.
@@ -42,11 +45,14 @@ pub const MAX_TIMELINE: usize = 100;
 impl ProgressNote {
     /// The note a progress event makes, if it says anything.
     pub fn of(event: &super::InteractionEvent) -> Option<Self> {
-        let says = event.fields.progress.is_some() || event.fields.progress_message.is_some();
+        let f = &event.fields;
+        let says =
+            f.progress.is_some() || f.progress_message.is_some() || f.progress_details.is_some();
         (event.kind == super::EventKind::Progress && says).then(|| Self {
             at_ms: event.received_ms,
-            progress: event.fields.progress,
-            message: event.fields.progress_message.clone(),
+            progress: f.progress,
+            message: f.progress_message.clone(),
+            details: f.progress_details.clone(),
         })
     }
 }
@@ -91,11 +97,17 @@ impl Interaction {
             .timeline
             .iter()
             .map(|note| {
-                serde_json::json!({
+                let mut shown = serde_json::json!({
                     "time": super::format_ms(note.at_ms),
                     "progress": note.progress,
                     "message": note.message,
-                })
+                });
+                // Sealed details stay sealed text; plain ones are shown as the object they were.
+                if let Some(details) = &note.details {
+                    shown["details"] = serde_json::from_str(details)
+                        .unwrap_or_else(|_| Value::String(details.clone()));
+                }
+                shown
             })
             .collect();
         record
@@ -126,6 +138,7 @@ mod tests {
                 at_ms: 1_750_016_701_000,
                 progress: Some(0.5),
                 message: Some("half".into()),
+                details: Some(r#"{"page":3}"#.into()),
             }],
         };
         let json = interaction.to_json();
@@ -147,7 +160,7 @@ mod tests {
         assert_eq!(json["metadata"]["region"], "eu");
         assert_eq!(
             json["timeline"],
-            serde_json::json!([{"time": "2025-06-15T19:45:01.000Z", "progress": 0.5, "message": "half"}])
+            serde_json::json!([{"time": "2025-06-15T19:45:01.000Z", "progress": 0.5, "message": "half", "details": {"page": 3}}])
         );
     }
 
@@ -157,6 +170,7 @@ mod tests {
             at_ms,
             progress: Some(0.1),
             message: None,
+            details: None,
         };
         let notes = timeline(vec![note(3), note(1), note(3), note(2)]);
         assert_eq!(notes.iter().map(|n| n.at_ms).collect::<Vec<_>>(), [1, 2, 3]);

@@ -12,6 +12,56 @@ use super::fields::{FieldId, Fields, FIELDS};
 use super::kinds::{wrong_type, Refusal};
 use super::section::{join, At, Section};
 
+/// The error code of an error report that names none.
+pub const UNKNOWN_ERROR: &str = "UNKNOWN_ERROR";
+
+/// The most a progress report's free-form details may take, as JSON text.
+pub const MAX_PROGRESS_DETAILS: usize = 8 * 1024;
+
+/// The seed's `report_interaction_progress(progress_data)` takes any keys: those a report does not
+/// know are gathered under `details` (bounded), so they are kept and listed in the timeline.
+pub fn gather_progress_details(
+    report: &mut Map<String, Value>,
+    path: &str,
+) -> Result<(), BadReport> {
+    let unknown: Vec<String> = report
+        .keys()
+        .filter(|k| !knows_top_key(k))
+        .cloned()
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let mut details = match report.remove("details") {
+        Some(Value::Object(d)) => d,
+        _ => Map::new(),
+    };
+    for key in unknown {
+        if let Some(value) = report.remove(&key) {
+            details.insert(key, value);
+        }
+    }
+    let size = Value::Object(details.clone()).to_string().len();
+    if size > MAX_PROGRESS_DETAILS {
+        return Err(BadReport::new(
+            path,
+            format!("the progress report's own keys take {size} bytes of JSON; at most {MAX_PROGRESS_DETAILS} are kept"),
+        ));
+    }
+    report.insert("details".into(), Value::Object(details));
+    Ok(())
+}
+
+/// Whether a report's top level reads `key`: identity, a field, a section, a flat field.
+fn knows_top_key(key: &str) -> bool {
+    matches!(key, "interaction_id" | "mcp_id" | "details")
+        || has_field(Section::Top, key)
+        || subsection(Section::Top, key).is_some()
+        || [Section::ProcessingData, Section::ResultData]
+            .iter()
+            .any(|s| has_field(*s, key))
+}
+
 /// A parsed report: which interaction and MCP it names (if it does) and the fields it sets.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParsedReport {
@@ -51,15 +101,23 @@ pub(super) fn finish(
             fields.success = Some(fields.error_code.is_none())
         }
         EventKind::Error => {
+            // The seed's error reports need not name a code.
             if fields.error_code.is_none() {
-                return Err(BadReport::new(
-                    at("error_code"),
-                    "required for an error report (e.g. \"OCR_TIMEOUT\")",
-                ));
+                fields.error_code = Some(UNKNOWN_ERROR.to_string());
             }
             fields.success = Some(false);
         }
         _ => {}
+    }
+    // The seed's processing_data gives start and end; the duration follows when it is missing.
+    if let (None, Some(start), Some(end)) = (
+        fields.processing_time,
+        fields.start_time_ms,
+        fields.end_time_ms,
+    ) {
+        if end >= start {
+            fields.processing_time = Some((end - start) as f64 / 1000.0);
+        }
     }
     // The path is written only for a refusal: every record of a batch passes here.
     for (id, key) in [
@@ -291,12 +349,12 @@ mod tests {
     }
 
     #[test]
-    fn error_reports_need_a_code_and_fail_the_interaction() {
+    fn error_reports_fail_the_interaction_with_their_code_or_unknown_error() {
+        // The seed's report_interaction_error(error_data) need not name a code.
+        let parsed = parse_report(json!({"error_message": "boom"}), EventKind::Error, "").unwrap();
         assert_eq!(
-            parse_report(json!({}), EventKind::Error, "")
-                .unwrap_err()
-                .field,
-            "error_code"
+            (parsed.fields.error_code.as_deref(), parsed.fields.success),
+            (Some(UNKNOWN_ERROR), Some(false))
         );
         let parsed = parse_report(
             json!({"error_code": 504, "error_message": "timeout"}),
@@ -308,6 +366,49 @@ mod tests {
             (parsed.fields.error_code.as_deref(), parsed.fields.success),
             (Some("504"), Some(false))
         );
+    }
+
+    #[test]
+    fn a_missing_processing_time_is_derived_from_start_and_end() {
+        let parsed = parse_report(
+            json!({"processing_data": {"start_time": "2025-06-15T19:45:00.123Z", "end_time": "2025-06-15T19:45:05.456Z"}}),
+            EventKind::Complete,
+            "",
+        )
+        .unwrap();
+        assert_eq!(parsed.fields.processing_time, Some(5.333));
+        // A given one is kept; an end before the start derives nothing.
+        let parsed = parse_report(
+            json!({"processing_time": 1.0, "processing_data": {"start_time": "2025-06-15T19:45:00Z", "end_time": "2025-06-15T19:45:05Z"}}),
+            EventKind::Complete,
+            "",
+        )
+        .unwrap();
+        assert_eq!(parsed.fields.processing_time, Some(1.0));
+        let parsed = parse_report(
+            json!({"processing_data": {"start_time": "2025-06-15T19:45:05Z", "end_time": "2025-06-15T19:45:00Z"}}),
+            EventKind::Complete,
+            "",
+        )
+        .unwrap();
+        assert_eq!(parsed.fields.processing_time, None);
+    }
+
+    #[test]
+    fn a_progress_reports_own_keys_are_gathered_as_details_and_bounded() {
+        let mut report =
+            json!({"interaction_id": "int_1", "progress": 0.5, "page": 3, "stage": "ocr"});
+        let map = report.as_object_mut().unwrap();
+        gather_progress_details(map, "data").unwrap();
+        let parsed = parse_report(report, EventKind::Progress, "data").unwrap();
+        assert_eq!(
+            parsed.fields.progress_details.as_deref(),
+            Some(r#"{"page":3,"stage":"ocr"}"#)
+        );
+        assert_eq!(parsed.fields.progress, Some(0.5));
+        let mut big = json!({"blob": "x".repeat(MAX_PROGRESS_DETAILS)});
+        let refused = gather_progress_details(big.as_object_mut().unwrap(), "data").unwrap_err();
+        assert!(refused.problem.contains("at most 8192"), "{refused:?}");
     }
 
     /// A value of each kind that its check accepts.

@@ -156,6 +156,10 @@ async fn registrations_follow_their_files_and_ids_survive_restarts() {
     assert_eq!(status["status"]["mcpId"], "ocr_workflow_mcp_001");
     assert_eq!(
         status["status"]["coordinatorConfig"]["interactionLogEndpoint"],
+        format!("{base}/api/interactions")
+    );
+    assert_eq!(
+        status["status"]["coordinatorConfig"]["apiUrl"],
         base.as_str()
     );
     assert_eq!(
@@ -207,13 +211,14 @@ async fn registrations_follow_their_files_and_ids_survive_restarts() {
     assert!(ok, "{err}");
     let lines: Vec<&str> = out.lines().collect();
     assert!(
-        lines[0].starts_with("NAME   ID                     PHASE   WEIGHT   P95"),
+        lines[0].starts_with("NAME   ID                     PHASE   PROTOCOL   WEIGHT   P95"),
         "{out}"
     );
     let row: Vec<&str> = lines[1].split_whitespace().collect();
+    // An http probe learns no protocol version.
     assert_eq!(
-        &row[..4],
-        ["ocr", "ocr_workflow_mcp_001", "Ready", "40"],
+        &row[..5],
+        ["ocr", "ocr_workflow_mcp_001", "Ready", "-", "40"],
         "{out}"
     );
     assert!(

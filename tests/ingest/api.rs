@@ -445,6 +445,8 @@ async fn bad_input_is_refused_with_the_field_named() {
     .await;
     assert_eq!(status, 400);
     assert_eq!(body["error"]["field"], "request_data.input_size");
+    // An error report without a code is the seed's report_interaction_error as written: kept,
+    // as UNKNOWN_ERROR.
     let (status, body) = post(
         base,
         "/v1/interactions/int_x/error",
@@ -453,8 +455,9 @@ async fn bad_input_is_refused_with_the_field_named() {
     )
     .await;
     assert_eq!(
-        (status, body["error"]["field"].as_str()),
-        (400, Some("error_code"))
+        (status, body["success"].as_bool()),
+        (202, Some(true)),
+        "{body}"
     );
     let (status, body) = post(
         base,
@@ -485,11 +488,16 @@ async fn bad_input_is_refused_with_the_field_named() {
         .0,
         400
     );
-    // Nothing above reached the store.
+    // Nothing refused above reached the store: only the error report without a code.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(wait_for_history(base, "ocr_workflow_mcp_001", 0)
-        .await
-        .is_empty());
+    let history = wait_for_history(base, "ocr_workflow_mcp_001", 1).await;
+    let ids: Vec<&str> = history
+        .iter()
+        .filter_map(|i| i["interaction_id"].as_str())
+        .collect();
+    assert_eq!(ids, ["int_x"]);
+    assert_eq!(history[0]["result_data"]["error_code"], "UNKNOWN_ERROR");
+    assert_eq!(history[0]["result_data"]["success"], false);
     ingest.stop().await;
 }
 

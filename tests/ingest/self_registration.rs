@@ -95,6 +95,10 @@ async fn an_mcp_registers_itself_in_kubernetes_and_gets_its_id_and_key() {
     );
     assert_eq!(
         answer["coordinator_config"]["interaction_log_endpoint"],
+        "http://ingest.test:8081/api/interactions"
+    );
+    assert_eq!(
+        answer["coordinator_config"]["api_url"],
         "http://ingest.test:8081"
     );
     assert_eq!(answer["coordinator_config"]["heartbeat_interval"], 30);
@@ -214,7 +218,7 @@ async fn an_mcp_registers_itself_in_standalone_mode_and_reports_with_its_key() {
     assert_eq!(answer["registration"]["namespace"], "default");
     assert_eq!(
         answer["coordinator_config"]["interaction_log_endpoint"],
-        base.as_str()
+        format!("{base}/api/interactions")
     );
     let key = answer["api_key"].as_str().unwrap().to_string();
     assert_eq!(

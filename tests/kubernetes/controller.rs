@@ -33,7 +33,12 @@ async fn create_assigns_id_key_secret_and_becomes_ready(place: Place) {
     assert_eq!((routing.weight, routing.effective_weight), (100, 100));
     let config = status.coordinator_config.unwrap();
     assert_eq!(config.api_key_secret_ref.name, "ocr-mcp-key");
-    assert_eq!(config.interaction_log_endpoint, "http://ingest.test:8081");
+    // The seed's endpoint takes its envelope; the base URL is there for the REST API.
+    assert_eq!(
+        config.interaction_log_endpoint,
+        "http://ingest.test:8081/api/interactions"
+    );
+    assert_eq!(config.api_url.as_deref(), Some("http://ingest.test:8081"));
     let types: Vec<(&str, &str)> = status
         .conditions
         .iter()

@@ -147,7 +147,7 @@ async fn every_api_call_is_in_the_rbac_list() {
     for version in ["1.0.0", "1.1.0"] {
         message["mcp_info"]["version"] = serde_json::json!(version);
         let parsed: RegisterMessage = serde_json::from_value(message.clone()).unwrap();
-        let declared = declare(parsed, "default".into()).unwrap();
+        let declared = declare(parsed, "default".into(), true).unwrap();
         let _ =
             tokio::time::timeout(Duration::from_millis(500), port.register(&declared, "ci")).await;
     }

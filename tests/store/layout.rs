@@ -211,11 +211,12 @@ async fn fields_added_since_the_table_was_made_become_columns_and_old_rows_read_
     let db = &config.database;
     server.sql(&format!("CREATE DATABASE {db}")).await;
     // The events table of the release before progress notes were kept: today's layout, without
-    // the `progress` and `progress_message` columns.
+    // the `progress`, `progress_message` and `progress_details` columns.
     let today = mcp_coordinator::store::clickhouse::create_table_sql(db, (18, 16));
     let earlier = today
         .replace(", progress Nullable(Float64)", "")
-        .replace(", progress_message Nullable(String)", "");
+        .replace(", progress_message Nullable(String)", "")
+        .replace(", progress_details Nullable(String)", "");
     assert_ne!(earlier, today, "the test removes the newer columns");
     server.sql(&earlier).await;
     let now = jiff::Timestamp::now().as_millisecond();
@@ -236,7 +237,7 @@ async fn fields_added_since_the_table_was_made_become_columns_and_old_rows_read_
         .await;
     assert_eq!(
         columns.split_whitespace().collect::<Vec<_>>(),
-        ["progress", "progress_message"]
+        ["progress", "progress_details", "progress_message"]
     );
     let progress = Fields {
         progress: Some(0.5),

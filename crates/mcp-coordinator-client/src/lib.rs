@@ -1,12 +1,15 @@
 //! Reports an MCP server's interactions and heartbeats to mcp-coordinator's ingest API.
 //!
-//! Reports are queued (bounded) and sent in order by a background task, retried with backoff
+//! Reports are queued (bounded) and sent in order by a background task — as they come, or every
+//! `data_report_interval` when [`ClientBuilder::report_every`] says so (as a registration's client
+//! does) — retried with backoff
 //! while the coordinator is unreachable or busy (no answer, 5xx, 429 with `Retry-After`), and
 //! dropped after a number of attempts or when a 4xx says they never will be accepted. A full
 //! queue drops the new report. Either way [`Stats::dropped`] counts it: the MCP's own work never
 //! waits for its reporting. Interaction IDs are made here, so a retried start stays one
 //! interaction.
 
+mod reads;
 mod registration;
 #[cfg(feature = "rmcp")]
 pub mod rmcp_server;
@@ -46,6 +49,8 @@ pub enum ClientError {
     NoKey(String),
     #[error("cannot reach the coordinator at {url}: {source}")]
     Unreachable { url: String, source: reqwest::Error },
+    #[error("{0:?} is not an ID or range name (letters, digits, '_', '-', '.')")]
+    BadValue(String),
     #[error("{url} answered {status}: {body}")]
     Refused {
         url: String,
@@ -70,8 +75,15 @@ pub struct ClientBuilder {
     queue: usize,
     max_attempts: u32,
     heartbeat: Option<Duration>,
+    report_every: Duration,
     timeout: Duration,
 }
+
+/// A batch held for the report interval is sent early once it holds this many reports.
+const MAX_BATCH: usize = 100;
+
+/// The path of the seed's envelope endpoint: a URL that ends in it is the API's base URL plus it.
+const ENVELOPE_PATH: &str = "/api/interactions";
 
 impl ClientBuilder {
     /// Sign every request (`X-MCP-Timestamp`, `X-MCP-Signature`), as `--require-signatures
@@ -93,6 +105,12 @@ impl ClientBuilder {
     /// Send a heartbeat this often (use `status.coordinatorConfig.heartbeatIntervalSeconds`).
     pub fn heartbeat_every(mut self, every: Duration) -> Self {
         self.heartbeat = Some(every.max(Duration::from_millis(100)));
+        self
+    }
+    /// Send queued reports this often (the registration's `data_report_interval`), or sooner
+    /// once 100 wait or [`Client::flush`] asks; zero (the default) sends each as it comes.
+    pub fn report_every(mut self, every: Duration) -> Self {
+        self.report_every = every;
         self
     }
     /// How long one request may take (default 5 s).
@@ -118,7 +136,7 @@ impl ClientBuilder {
         let (sender, receiver) = mpsc::channel(self.queue);
         let shared = Arc::new(Shared {
             http,
-            base: self.url.trim_end_matches('/').to_string(),
+            base: api_base(&self.url),
             key_source: self.key,
             key: Mutex::new(None),
             sign: self.sign,
@@ -127,8 +145,14 @@ impl ClientBuilder {
             dropped: AtomicU64::new(0),
             pending: AtomicU64::new(0),
             idle: Notify::new(),
+            send_now: Notify::new(),
         });
-        runtime.spawn(send_loop(shared.clone(), receiver, self.heartbeat));
+        runtime.spawn(send_loop(
+            shared.clone(),
+            receiver,
+            self.heartbeat,
+            self.report_every,
+        ));
         Ok(Client { shared, sender })
     }
 }
@@ -152,6 +176,8 @@ struct Shared {
     /// Reports queued or being sent.
     pending: AtomicU64,
     idle: Notify,
+    /// Asks the sender to send what it holds now (a flush).
+    send_now: Notify,
 }
 
 struct Report {
@@ -160,7 +186,8 @@ struct Report {
 }
 
 impl Client {
-    /// A client of the ingest API at `url` (e.g. `status.coordinatorConfig.interactionLogEndpoint`).
+    /// A client of the ingest API at `url`: its base URL (`status.coordinatorConfig.apiUrl`) or
+    /// the seed's `interaction_log_endpoint` (`…/api/interactions`), which comes to the same.
     pub fn builder(url: impl Into<String>, key: Key) -> ClientBuilder {
         ClientBuilder {
             url: url.into(),
@@ -169,6 +196,7 @@ impl Client {
             queue: 10_000,
             max_attempts: 8,
             heartbeat: None,
+            report_every: Duration::ZERO,
             timeout: Duration::from_secs(5),
         }
     }
@@ -239,6 +267,7 @@ impl Client {
 
     /// Waits until every queued report was sent or dropped; false if `timeout` passed first.
     pub async fn flush(&self, timeout: Duration) -> bool {
+        self.shared.send_now.notify_one();
         let drained = async {
             while self.shared.pending.load(Ordering::SeqCst) > 0 {
                 let notified = self.shared.idle.notified();
@@ -340,33 +369,74 @@ impl Shared {
     }
 }
 
+/// The ingest API's base URL from what the client was given.
+fn api_base(url: &str) -> String {
+    let base = url.trim_end_matches('/');
+    base.strip_suffix(ENVELOPE_PATH).unwrap_or(base).to_string()
+}
+
 /// Sends queued reports in order, and heartbeats on their interval, until every client is gone.
+/// With a report interval, reports are held and sent together when it passes (or sooner: a full
+/// batch, a flush, the last client gone).
 async fn send_loop(
     shared: Arc<Shared>,
     mut reports: mpsc::Receiver<Report>,
     heartbeat: Option<Duration>,
+    report_every: Duration,
 ) {
     let mut beat = heartbeat.map(tokio::time::interval);
+    let mut send_tick =
+        (!report_every.is_zero()).then(|| tokio::time::interval(report_every.max(MIN_INTERVAL)));
+    let mut held: Vec<Report> = Vec::new();
     loop {
-        let report = match beat.as_mut() {
-            Some(beat) => tokio::select! {
-                _ = beat.tick() => {
-                    if let Err(e) = shared.post("/v1/heartbeat", b"{}").await {
-                        tracing::warn!(error = %e, "heartbeat failed");
-                    }
-                    continue;
+        let heartbeat_due = async {
+            match beat.as_mut() {
+                Some(b) => b.tick().await,
+                None => std::future::pending().await,
+            }
+        };
+        let send_due = async {
+            match send_tick.as_mut() {
+                Some(t) => t.tick().await,
+                None => std::future::pending().await,
+            }
+        };
+        let (send_held, gone) = tokio::select! {
+            _ = heartbeat_due => {
+                if let Err(e) = shared.post("/v1/heartbeat", b"{}").await {
+                    tracing::warn!(error = %e, "heartbeat failed");
                 }
-                report = reports.recv() => report,
+                (false, false)
+            }
+            _ = send_due => (true, false),
+            _ = shared.send_now.notified() => (true, false),
+            report = reports.recv() => match report {
+                Some(report) if send_tick.is_some() => {
+                    held.push(report);
+                    (held.len() >= MAX_BATCH, false)
+                }
+                Some(report) => {
+                    deliver(&shared, &report).await;
+                    shared.done();
+                    (false, false)
+                }
+                None => (true, true),
             },
-            None => reports.recv().await,
         };
-        let Some(report) = report else {
+        if send_held {
+            for report in held.drain(..) {
+                deliver(&shared, &report).await;
+                shared.done();
+            }
+        }
+        if gone {
             return;
-        };
-        deliver(&shared, &report).await;
-        shared.done();
+        }
     }
 }
+
+/// The shortest report interval honoured.
+const MIN_INTERVAL: Duration = Duration::from_millis(10);
 
 async fn deliver(shared: &Shared, report: &Report) {
     let mut backoff = Duration::from_millis(100);

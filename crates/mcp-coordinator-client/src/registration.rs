@@ -76,7 +76,8 @@ impl McpInfo {
 pub struct Registration {
     pub mcp_id: String,
     pub api_key: String,
-    /// Where to send reports (give it to [`crate::Client::builder`]).
+    /// Where the seed's report envelope goes (`…/api/interactions`); [`crate::Client::builder`]
+    /// takes it as the API's URL too.
     pub interaction_log_endpoint: String,
     pub heartbeat_interval: Duration,
     pub data_report_interval: Duration,
@@ -87,13 +88,15 @@ pub struct Registration {
 }
 
 impl Registration {
-    /// A reporting client for this registration, heartbeating on the interval the coordinator gave.
+    /// A reporting client for this registration, heartbeating and sending its reports on the
+    /// intervals the coordinator gave.
     pub fn client(&self) -> Result<crate::Client, ClientError> {
         crate::Client::builder(
             self.interaction_log_endpoint.clone(),
             Key::Fixed(self.api_key.clone()),
         )
         .heartbeat_every(self.heartbeat_interval)
+        .report_every(self.data_report_interval)
         .build()
     }
 }

@@ -178,7 +178,8 @@ pub fn desired_status(
         conditions,
         health,
         coordinator_config: obs.key_secret.map(|secret| CoordinatorConfig {
-            interaction_log_endpoint: reporting.interaction_log_endpoint.clone(),
+            interaction_log_endpoint: envelope_url(&reporting.interaction_log_endpoint),
+            api_url: Some(api_url(&reporting.interaction_log_endpoint)),
             heartbeat_interval_seconds: reporting.heartbeat_interval_seconds,
             data_report_interval_seconds: reporting.data_report_interval_seconds,
             api_key_secret_ref: SecretKeyRef {
@@ -195,6 +196,21 @@ pub fn desired_status(
             .map(Time)
             .or_else(|| previous.and_then(|p| p.last_heartbeat.clone())),
     }
+}
+
+/// The path of the ingest API that takes the seed's report envelope.
+pub const ENVELOPE_PATH: &str = "/api/interactions";
+
+/// The ingest API's base URL from the configured endpoint (a base URL, or one that already ends
+/// in the envelope's path).
+pub fn api_url(endpoint: &str) -> String {
+    let base = endpoint.trim_end_matches('/');
+    base.strip_suffix(ENVELOPE_PATH).unwrap_or(base).to_string()
+}
+
+/// The full URL of the seed's envelope, as `interaction_log_endpoint` says it.
+pub fn envelope_url(endpoint: &str) -> String {
+    format!("{}{ENVELOPE_PATH}", api_url(endpoint))
 }
 
 /// Whether an MCP that has sent heartbeats has missed more than three intervals of them. One

@@ -152,6 +152,8 @@ fn protect(
     fields: &mut Fields,
     now_ms: i64,
 ) -> Result<(), Refusal> {
+    // Which coordinator took the report is this one's to say, whatever the report claims.
+    fields.coordinator_version = Some(crate::COORDINATOR_VERSION.to_string());
     if let Some(user) = fields.user_id.take() {
         fields.user_id = Some(protection.pseudonymizer.pseudonym(&user));
     }
@@ -170,6 +172,7 @@ fn protect(
         for (field, value) in [
             ("parameters", &mut fields.parameters),
             ("error_message", &mut fields.error_message),
+            ("details", &mut fields.progress_details),
         ] {
             let Some(plain) = value.as_deref() else {
                 continue;

@@ -97,7 +97,8 @@ async fn register(
     let namespace = grant
         .namespace_for(message.mcp_info.namespace.as_deref())
         .map_err(forbidden)?;
-    let declared = message::declare(message, namespace).map_err(refused)?;
+    let services = registrar.port.has_services();
+    let declared = message::declare(message, namespace, services).map_err(refused)?;
     let _slot = registrar.at_once.clone().try_acquire_owned().map_err(|_| {
         ApiError::new(
             ErrorCode::Overloaded,
@@ -113,7 +114,7 @@ async fn register(
     match waited {
         Ok(Ok(assigned)) => {
             tracing::info!(registration = %key, mcp_id = %assigned.mcp_id, registrar = %grant.name, "self-registered");
-            Ok(json_reply(StatusCode::OK, &message::answer(&assigned)))
+            Ok(json_reply(StatusCode::OK, &message::answer(&assigned, &declared.notes)))
         }
         Ok(Err(e)) => Err(failed(e)),
         Err(_) => Err(ApiError::new(

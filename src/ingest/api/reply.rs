@@ -1,5 +1,5 @@
 //! Replies and errors of the ingest API. Every failure is JSON
-//! `{"error": {"code", "message", "field"}}`; the code fixes the HTTP status, the `Retry-After`
+//! `{"success": false, "error": {"code", "message", "field"}}`; the code fixes the HTTP status, the `Retry-After`
 //! hint and the reason counted in `mcp_ingest_requests_rejected_total`.
 
 use serde_json::{json, Value};
@@ -176,7 +176,8 @@ impl ApiError {
     }
 
     pub fn reply(&self) -> Response {
-        let mut body = json!({"error": {"code": self.code.as_str(), "message": self.message}});
+        // `success: false` as the seed's answers have it, beside the error.
+        let mut body = json!({"success": false, "error": {"code": self.code.as_str(), "message": self.message}});
         if let Some(field) = &self.field {
             body["error"]["field"] = json!(field);
         }

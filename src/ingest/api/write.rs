@@ -12,8 +12,8 @@ use super::guards::{parse_json, utf8};
 use super::now_ms;
 use super::reply::{bytes_reply, json_reply, ApiError, ErrorCode, Response};
 use crate::interaction::{
-    format_ms, parse_record, parse_records, parse_report, BadReport, EventKind, InteractionEvent,
-    ParsedReport, Record,
+    format_ms, gather_progress_details, parse_record, parse_records, parse_report, BadReport,
+    EventKind, InteractionEvent, ParsedReport, Record,
 };
 use crate::pipeline::SpoolError;
 
@@ -71,6 +71,10 @@ pub async fn report(
     data: Value,
     at: &str,
 ) -> Result<Response, ApiError> {
+    let mut data = data;
+    if let (EventKind::Progress, Value::Object(report)) = (kind, &mut data) {
+        gather_progress_details(report, at).map_err(ApiError::bad)?;
+    }
     let parsed = parse_report(data, kind, at).map_err(ApiError::bad)?;
     accept(state, key_mcp, kind, None, parsed, at).await
 }
@@ -114,7 +118,7 @@ async fn accept(
     let event = accept::accept(state, &state.protection, report, now_ms()).await?;
     Ok(json_reply(
         StatusCode::ACCEPTED,
-        &json!({"accepted": true, "interaction_id": event.interaction_id, "mcp_id": key_mcp}),
+        &json!({"success": true, "accepted": true, "interaction_id": event.interaction_id, "mcp_id": key_mcp}),
     ))
 }
 

@@ -181,6 +181,10 @@ impl KubernetesRegistrations {
 }
 
 impl RegistrationPort for KubernetesRegistrations {
+    fn has_services(&self) -> bool {
+        true
+    }
+
     fn register<'a>(
         &'a self,
         declared: &'a Declared,

@@ -7,11 +7,13 @@ use kube::api::ObjectMeta;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::endpoints::{endpoint_and_paths, WithoutUrl};
+use super::preferences::{self, SeedHealthCheck, SeedPrivacy, SeedRouting};
 pub use super::quantities::{cpu_quantity, memory_quantity};
 use crate::crd::validate::validate_spec;
 use crate::crd::{
-    Endpoint, MCPRegistration, MCPRegistrationSpec, MCPRegistrationStatus, Paths,
-    ResourceRequirements, REGISTERED_BY_ANNOTATION, ROTATE_KEY_ANNOTATION,
+    MCPRegistration, MCPRegistrationSpec, MCPRegistrationStatus, ResourceRequirements,
+    REGISTERED_BY_ANNOTATION, ROTATE_KEY_ANNOTATION,
 };
 
 /// A message that cannot become a registration: the field at fault and why.
@@ -30,9 +32,10 @@ impl Refused {
     }
 }
 
-/// `{"action": "register_mcp", "mcp_info": {...}}`, with two additions of ours: `rotate_key` asks
-/// for a new API key, and `mcp_info.namespace` / `mcp_info.url` say where the registration goes and
-/// where the coordinator reaches the MCP.
+/// `{"action": "register_mcp", "mcp_info": {...}}`, with additions of ours: `rotate_key` asks for
+/// a new API key; `mcp_info.namespace` / `mcp_info.url` say where the registration goes and where
+/// the coordinator reaches the MCP; `routing_config`, `privacy` and `health_check` state its
+/// preferences.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterMessage {
@@ -63,6 +66,13 @@ pub struct McpInfo {
     /// The namespace of the registration; the token's first allowed namespace when absent.
     #[serde(default)]
     pub namespace: Option<String>,
+    /// Routing preferences, in the names of the answer's `routing_config`.
+    #[serde(default, alias = "routing")]
+    pub routing_config: Option<SeedRouting>,
+    #[serde(default)]
+    pub privacy: Option<SeedPrivacy>,
+    #[serde(default)]
+    pub health_check: Option<SeedHealthCheck>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -104,6 +114,8 @@ pub struct Declared {
     pub name: String,
     pub spec: MCPRegistrationSpec,
     pub rotate_key: bool,
+    /// What was assumed for the MCP (told in the answer).
+    pub notes: Vec<String>,
 }
 
 impl Declared {
@@ -177,100 +189,25 @@ pub fn check_namespace(namespace: &str, field: &str) -> Result<(), Refused> {
     }
 }
 
-/// The MCP's base URL and paths: endpoints may be paths (relative to `url`) or absolute URLs,
-/// which then must share one origin.
-fn endpoint_and_paths(info: &McpInfo) -> Result<(Endpoint, Paths), Refused> {
-    let mut paths = Paths::default();
-    let mut origin = info
-        .url
-        .as_deref()
-        .map(|u| u.trim_end_matches('/').to_string());
-    if let Some(endpoints) = &info.endpoints {
-        let fields = [
-            (
-                "health_check",
-                &endpoints.health_check,
-                &mut paths.health_check,
-            ),
-            ("process", &endpoints.process, &mut paths.process),
-            ("status", &endpoints.status, &mut paths.status),
-        ];
-        for (name, given, path) in fields {
-            let Some(given) = given else { continue };
-            let field = format!("mcp_info.endpoints.{name}");
-            if given.starts_with('/') {
-                *path = given.clone();
-                continue;
-            }
-            let (base, rest) = split_url(given).ok_or_else(|| {
-                Refused::new(
-                    &field,
-                    format!("{given:?} is neither a path (\"/health\") nor an http(s) URL"),
-                )
-            })?;
-            match &origin {
-                Some(o) if o != base => {
-                    return Err(Refused::new(
-                        field,
-                        format!(
-                        "{given:?} is not under {o}: every endpoint of an MCP shares one base URL"
-                    ),
-                    ))
-                }
-                Some(_) => {}
-                None => origin = Some(base.to_string()),
-            }
-            *path = if rest.is_empty() {
-                "/".into()
-            } else {
-                rest.into()
-            };
-        }
-    }
-    let Some(url) = origin else {
-        return Err(Refused::new(
-            "mcp_info.url",
-            "where does the coordinator reach this MCP? Give mcp_info.url (e.g. \"http://ocr.example:8080\") or endpoints as full URLs",
-        ));
-    };
-    if split_url(&url).is_none_or(|(base, rest)| base.len() + rest.len() != url.len()) {
-        return Err(Refused::new(
-            "mcp_info.url",
-            format!("{url:?} is not an http(s) URL"),
-        ));
-    }
-    Ok((
-        Endpoint {
-            service: None,
-            url: Some(url),
-        },
-        paths,
-    ))
-}
-
-/// `http://host:port/path` → (`http://host:port`, `/path`).
-fn split_url(url: &str) -> Option<(&str, &str)> {
-    let after_scheme = url
-        .strip_prefix("http://")
-        .map(|r| (r, 7))
-        .or_else(|| url.strip_prefix("https://").map(|r| (r, 8)))?;
-    let (rest, scheme_len) = after_scheme;
-    let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    if host_end == 0 || rest[..host_end].contains(char::is_whitespace) {
-        return None;
-    }
-    Some(url.split_at(scheme_len + host_end))
-}
-
-/// A `register_mcp` message as a registration in `namespace`.
-pub fn declare(message: RegisterMessage, namespace: String) -> Result<Declared, Refused> {
+/// A `register_mcp` message as a registration in `namespace`; `services` says whether an MCP
+/// without a URL is reached through the Service of its name (Kubernetes) or refused.
+pub fn declare(
+    message: RegisterMessage,
+    namespace: String,
+    services: bool,
+) -> Result<Declared, Refused> {
     if message.action != "register_mcp" {
         return Err(Refused::new("action", "expected register_mcp"));
     }
-    let info = message.mcp_info;
+    let mut info = message.mcp_info;
     let name = registration_name(&info.name)?;
     check_namespace(&namespace, "mcp_info.namespace")?;
-    let (endpoint, paths) = endpoint_and_paths(&info)?;
+    let without_url = if services {
+        WithoutUrl::Service(&name)
+    } else {
+        WithoutUrl::Refuse
+    };
+    let (endpoint, paths, note) = endpoint_and_paths(&info, without_url)?;
     let resource_requirements = match &info.resource_requirements {
         None => None,
         Some(r) => {
@@ -296,11 +233,11 @@ pub fn declare(message: RegisterMessage, namespace: String) -> Result<Declared, 
         capabilities: info.capabilities,
         supported_formats: info.supported_formats,
         resource_requirements,
+        health_check: preferences::health_check(info.health_check.take(), &paths.process),
         endpoint,
         paths,
-        health_check: Default::default(),
-        routing: Default::default(),
-        privacy: Default::default(),
+        routing: preferences::routing(info.routing_config.take()),
+        privacy: preferences::privacy(info.privacy.take()),
         compatibility: None,
     };
     check_against_schema(&spec)?;
@@ -312,6 +249,7 @@ pub fn declare(message: RegisterMessage, namespace: String) -> Result<Declared, 
         name,
         spec,
         rotate_key: message.rotate_key,
+        notes: note.into_iter().collect(),
     })
 }
 
@@ -333,6 +271,9 @@ fn check_against_schema(spec: &MCPRegistrationSpec) -> Result<(), Refused> {
 /// The message's name for a spec field, so errors point at what the MCP sent.
 fn seed_field(spec_field: &str) -> String {
     let field = spec_field.trim_start_matches("spec.");
+    if let Some(seed) = preferences::seed_field(field) {
+        return seed;
+    }
     let seed = if field.starts_with("endpoint") {
         "url".to_string()
     } else if let Some(rest) = field.strip_prefix("supportedFormats") {
@@ -345,8 +286,9 @@ fn seed_field(spec_field: &str) -> String {
     format!("mcp_info.{seed}")
 }
 
-/// The seed's answer: the ID, the key, where and how often to report, and the routing config.
-pub fn answer(assigned: &Assigned) -> Value {
+/// The seed's answer: the ID, the key, where and how often to report, and the routing config;
+/// `notes` say what was assumed.
+pub fn answer(assigned: &Assigned, notes: &[String]) -> Value {
     let status = &assigned.status;
     let config = status.coordinator_config.as_ref();
     let routing = status.routing.as_ref();
@@ -356,8 +298,10 @@ pub fn answer(assigned: &Assigned) -> Value {
         "api_key": assigned.api_key,
         "registration": {"namespace": assigned.namespace, "name": assigned.name},
         "phase": status.phase.as_str(),
+        "notes": notes,
         "coordinator_config": {
             "interaction_log_endpoint": config.map(|c| c.interaction_log_endpoint.as_str()),
+            "api_url": config.and_then(|c| c.api_url.as_deref()),
             "heartbeat_interval": config.map(|c| c.heartbeat_interval_seconds),
             "data_report_interval": config.map(|c| c.data_report_interval_seconds),
             "api_key": assigned.api_key,
@@ -394,7 +338,7 @@ mod tests {
 
     #[test]
     fn the_seeds_own_message_becomes_a_registration() {
-        let declared = declare(seed_message(), "mcps".into()).unwrap();
+        let declared = declare(seed_message(), "mcps".into(), true).unwrap();
         assert_eq!(declared.name, "ocr-workflow-mcp");
         assert_eq!(declared.namespace, "mcps");
         let spec = &declared.spec;
@@ -431,7 +375,7 @@ mod tests {
             process: Some("https://ocr.example/run".into()),
             status: None,
         });
-        let declared = declare(message, "mcps".into()).unwrap();
+        let declared = declare(message, "mcps".into(), true).unwrap();
         assert_eq!(
             declared.spec.endpoint.url.as_deref(),
             Some("https://ocr.example")
@@ -445,14 +389,24 @@ mod tests {
             process: None,
             status: None,
         });
-        let refused = declare(message, "mcps".into()).unwrap_err();
+        let refused = declare(message, "mcps".into(), true).unwrap_err();
         assert_eq!(refused.field, "mcp_info.endpoints.health_check");
 
+        // No URL: the Service of the registration's name in Kubernetes, refused in standalone.
         let mut message = seed_message();
         message.mcp_info.url = None;
-        let refused = declare(message, "mcps".into()).unwrap_err();
+        let declared = declare(message, "mcps".into(), true).unwrap();
+        let service = declared.spec.endpoint.service.as_ref().unwrap();
+        assert_eq!(
+            (service.name.as_str(), service.port),
+            ("ocr-workflow-mcp", 80)
+        );
+        assert!(declared.notes[0].contains("Service ocr-workflow-mcp"));
+        let mut message = seed_message();
+        message.mcp_info.url = None;
+        let refused = declare(message, "mcps".into(), false).unwrap_err();
         assert_eq!(refused.field, "mcp_info.url");
-        assert!(refused.problem.contains("where does the coordinator reach"));
+        assert!(refused.problem.contains("Standalone mode has no Services"));
     }
 
     #[test]
@@ -469,23 +423,23 @@ mod tests {
         assert!(check_namespace("../x", "ns").is_err());
         let mut message = seed_message();
         message.mcp_info.version = "one".into();
-        let refused = declare(message, "mcps".into()).unwrap_err();
+        let refused = declare(message, "mcps".into(), true).unwrap_err();
         assert_eq!(refused.field, "mcp_info.version", "{refused:?}");
         let mut message = seed_message();
         message.mcp_info.mcp_type = "Work Flow".into();
-        let refused = declare(message, "mcps".into()).unwrap_err();
+        let refused = declare(message, "mcps".into(), true).unwrap_err();
         assert_eq!(
             refused.field, "mcp_info.type",
             "the CRD's own pattern: {refused:?}"
         );
         let mut message = seed_message();
         message.mcp_info.capabilities.clear();
-        let refused = declare(message, "mcps".into()).unwrap_err();
+        let refused = declare(message, "mcps".into(), true).unwrap_err();
         assert_eq!(refused.field, "mcp_info.capabilities", "{refused:?}");
         let mut message = seed_message();
         message.mcp_info.url = Some("ftp://x".into());
         assert_eq!(
-            declare(message, "mcps".into()).unwrap_err().field,
+            declare(message, "mcps".into(), true).unwrap_err().field,
             "mcp_info.url"
         );
     }
@@ -504,13 +458,16 @@ mod tests {
             "routing": {"priority": 1, "weight": 100, "effectiveWeight": 100, "maxConcurrentRequests": 10, "reason": "healthy"}
         }))
         .unwrap();
-        let answer = answer(&Assigned {
-            namespace: "mcps".into(),
-            name: "ocr-workflow-mcp".into(),
-            mcp_id: "ocr_workflow_mcp_001".into(),
-            api_key: "mcpk_x".into(),
-            status,
-        });
+        let answer = answer(
+            &Assigned {
+                namespace: "mcps".into(),
+                name: "ocr-workflow-mcp".into(),
+                mcp_id: "ocr_workflow_mcp_001".into(),
+                api_key: "mcpk_x".into(),
+                status,
+            },
+            &[],
+        );
         assert_eq!(answer["success"], true);
         assert_eq!(answer["mcp_id"], "ocr_workflow_mcp_001");
         assert_eq!(answer["coordinator_config"]["heartbeat_interval"], 30);

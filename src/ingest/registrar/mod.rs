@@ -5,8 +5,10 @@
 //! and a port does the declaring: Kubernetes (`kubernetes`, with its own narrow identity) or
 //! standalone mode's manifest directory.
 
+pub mod endpoints;
 pub mod kubernetes;
 pub mod message;
+pub mod preferences;
 pub mod quantities;
 
 use std::sync::Arc;
@@ -43,6 +45,12 @@ pub trait RegistrationPort: Send + Sync {
         declared: &'a Declared,
         registrar: &'a str,
     ) -> BoxFuture<'a, Result<Assigned, RegistrarError>>;
+
+    /// Whether an MCP that gives no URL is reached through the Service of its registration's
+    /// name (Kubernetes); without Services such a message is refused.
+    fn has_services(&self) -> bool {
+        false
+    }
 
     /// Deletes a self-registered registration: its ID is retired, its key revoked.
     fn unregister<'a>(

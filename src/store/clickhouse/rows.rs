@@ -46,7 +46,7 @@ macro_rules! define_rows {
             first_received_ms: i64,
             last_received_ms: i64,
             $($name: Option<$ty>,)*
-            timeline: Vec<(i64, Option<f64>, Option<String>, String)>,
+            timeline: Vec<Note>,
         }
 
         impl From<MergedRow> for Interaction {
@@ -65,16 +65,21 @@ macro_rules! define_rows {
 }
 crate::interaction::interaction_fields!(define_rows);
 
+/// One progress note as the timeline query gives it: (received_ms, progress, message, event_id,
+/// details).
+type Note = (i64, Option<f64>, Option<String>, String, Option<String>);
+
 /// The timeline from its rows, oldest first: each event once (the first time it was received).
-fn notes(rows: Vec<(i64, Option<f64>, Option<String>, String)>) -> Vec<ProgressNote> {
+fn notes(rows: Vec<Note>) -> Vec<ProgressNote> {
     let mut seen = std::collections::HashSet::new();
     let kept = rows
         .into_iter()
-        .filter(|(.., event_id)| seen.insert(event_id.clone()))
-        .map(|(at_ms, progress, message, _)| ProgressNote {
+        .filter(|(_, _, _, event_id, _)| seen.insert(event_id.clone()))
+        .map(|(at_ms, progress, message, _, details)| ProgressNote {
             at_ms,
             progress,
             message,
+            details,
         })
         .collect();
     timeline(kept)

@@ -75,17 +75,17 @@ pub fn create_heartbeat_table_sql(database: &str) -> String {
 }
 
 /// [`merged_sql`] with each interaction's progress notes (`timeline`: (received_ms, progress,
-/// message, event_id) of its progress events, oldest first), as history answers them. A report a
+/// message, event_id, details) of its progress events, oldest first), as history answers them. A report a
 /// client sent twice is two rows with one event_id: the reader keeps the first.
 pub fn merged_with_timeline_sql(database: &str, filter: &str) -> String {
     // The notes' columns under other names: 18.16 would read `progress` inside an aggregate as
     // the merged field of that alias, qualified or not.
     let events = format!(
-        "(SELECT *, progress AS note_progress, progress_message AS note_message FROM {database}.{TABLE} WHERE {filter})"
+        "(SELECT *, progress AS note_progress, progress_message AS note_message, progress_details AS note_details FROM {database}.{TABLE} WHERE {filter})"
     );
-    let notes = "kind = 'progress' AND (isNotNull(note_progress) OR isNotNull(note_message))";
+    let notes = "kind = 'progress' AND (isNotNull(note_progress) OR isNotNull(note_message) OR isNotNull(note_details))";
     format!(
-        "SELECT {}, arraySort(x -> tupleElement(x, 1), groupArrayIf((received_ms, note_progress, note_message, event_id), {notes})) AS timeline \
+        "SELECT {}, arraySort(x -> tupleElement(x, 1), groupArrayIf((received_ms, note_progress, note_message, event_id, note_details), {notes})) AS timeline \
          FROM {events} GROUP BY mcp_id, interaction_id",
         merged_columns().join(", ")
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import hmac
 import json
@@ -12,6 +13,7 @@ import secrets
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +24,18 @@ log = logging.getLogger("mcp_coordinator_client")
 
 # Whole seconds of backoff are capped here; a Retry-After from the coordinator is honoured up to it.
 MAX_BACKOFF_SECONDS = 30.0
+# With a report interval, a batch this large is sent without waiting for the interval.
+MAX_BATCH = 100
+# At exit, queued reports are sent for at most this long.
+EXIT_FLUSH_SECONDS = 5.0
+# The seed's envelope endpoint: a URL ending in it is the API's base URL plus it.
+ENVELOPE_PATH = "/api/interactions"
+
+
+def api_base(url: str) -> str:
+    """The ingest API's base URL from the API's URL or the seed's `interaction_log_endpoint`."""
+    base = url.rstrip("/")
+    return base[: -len(ENVELOPE_PATH)] if base.endswith(ENVELOPE_PATH) else base
 
 
 class ReportError(Exception):
@@ -71,10 +85,14 @@ class Interaction:
 class Client:
     """Reports an MCP's interactions and heartbeats to the coordinator's ingest API.
 
-    Reports are queued (at most `queue_size`) and sent in order by a background thread, retried with
-    backoff while the coordinator is unreachable or busy (5xx, 429), and dropped after
-    `max_attempts`; a full queue drops the new report. Either way `dropped` counts it, and the MCP's
-    own work never waits.
+    Reports are queued (at most `queue_size`) and sent in order by a background thread: as they
+    come, or every `report_interval` seconds (the registration's `data_report_interval`; sooner once
+    100 wait, on `flush()` and at exit). They are retried with backoff while the coordinator is
+    unreachable or busy (5xx, 429), and dropped after `max_attempts`; a full queue drops the new
+    report. Either way `dropped` counts it, and the MCP's own work never waits. What is queued when
+    the program exits is sent for at most 5 seconds.
+
+    `url` is the ingest API's URL, or the seed's `interaction_log_endpoint` (`.../api/interactions`).
     """
 
     def __init__(
@@ -88,12 +106,16 @@ class Client:
         max_attempts: int = 8,
         heartbeat_interval: Optional[float] = 30.0,
         mcp_version: Optional[str] = None,
+        report_interval: float = 0.0,
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"url must start with http:// or https://, not {url!r}")
         if not api_key:
             raise ValueError("api_key is empty: use the key from the MCP's `<name>-mcp-key` Secret")
-        self.url = url.rstrip("/")
+        self.url = api_base(url)
+        self._report_interval = max(0.0, report_interval)
+        self._send_now = threading.Event()
+        self._exit_hook = False
         self._api_key = api_key
         self._sign = sign_requests
         self._timeout = timeout
@@ -198,6 +220,21 @@ class Client:
         self.last_heartbeat = answer
         return answer
 
+    # Reads (the seed's) ----------------------------------------------------------------------------
+
+    def get_interaction_history(self, mcp_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        """The latest `limit` interactions of `mcp_id` (this key's own MCP), newest first, in the
+        seed's standard record shape; raises ReportError."""
+        limit = max(1, min(int(limit), 1000))
+        answer = self._get(f"/v1/mcps/{_part(mcp_id)}/interactions?limit={limit}")
+        return list(answer.get("interactions") or [])
+
+    def get_performance_metrics(self, mcp_id: str, time_range: str = "last_24h") -> dict[str, Any]:
+        """`mcp_id`'s performance over `time_range` (`last_15m`, `last_1h`, `last_24h`, `last_7d`):
+        count, success rate, latency percentiles, errors by code; raises ReportError."""
+        answer = self._get(f"/v1/mcps/{_part(mcp_id)}/metrics?range={_part(time_range)}")
+        return dict(answer.get("metrics") or {})
+
     # Lifecycle -----------------------------------------------------------------------------------
 
     def start_background(self) -> "Client":
@@ -209,11 +246,16 @@ class Client:
                     target=self._run, name="mcp-coordinator-client", daemon=True
                 )
                 self._thread.start()
+                if not self._exit_hook:
+                    # The thread is a daemon: without this, what is queued at exit is lost.
+                    atexit.register(self.close, EXIT_FLUSH_SECONDS)
+                    self._exit_hook = True
         return self
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Waits until every queued report was sent (or dropped); False if `timeout` passed."""
         deadline = time.monotonic() + timeout
+        self._send_now.set()
         with self._idle:
             while self._queue.unfinished_tasks > 0:
                 left = deadline - time.monotonic()
@@ -224,15 +266,17 @@ class Client:
 
     def close(self, timeout: float = 10.0) -> None:
         """Sends what is queued (for at most `timeout`) and stops the thread."""
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            return
         self.flush(timeout)
         self._closing.set()
-        thread = self._thread
-        if thread is not None:
-            try:
-                self._queue.put_nowait(None)
-            except queue.Full:
-                pass
-            thread.join(timeout)
+        self._send_now.set()
+        try:
+            self._queue.put_nowait(None)
+        except queue.Full:
+            pass
+        thread.join(timeout)
 
     def __enter__(self) -> "Client":
         return self.start_background()
@@ -246,6 +290,8 @@ class Client:
         self.start_background()
         try:
             self._queue.put_nowait(_Request(path, body))
+            if self._report_interval and self._queue.qsize() >= MAX_BATCH:
+                self._send_now.set()
         except queue.Full:
             with self._lock:
                 self.dropped += 1
@@ -253,13 +299,21 @@ class Client:
 
     def _run(self) -> None:
         next_heartbeat = time.monotonic()
-        while not self._closing.is_set():
+        next_send = time.monotonic() + self._report_interval
+        while not self._closing.is_set() or (self._report_interval and not self._queue.empty()):
             if self._heartbeat_interval and time.monotonic() >= next_heartbeat:
                 try:
                     self.heartbeat()
                 except (ReportError, OSError) as error:
                     log.warning("heartbeat failed: %s", error)
                 next_heartbeat = time.monotonic() + self._heartbeat_interval
+            if self._report_interval:
+                if not self._drain_on_interval(next_send, next_heartbeat):
+                    continue
+                next_send = time.monotonic() + self._report_interval
+                if self._stopped:
+                    break
+                continue
             wait = 0.5
             if self._heartbeat_interval:
                 wait = max(0.0, min(wait, next_heartbeat - time.monotonic()))
@@ -270,6 +324,31 @@ class Client:
             if request is None:
                 self._done()
                 break
+            self._deliver(request)
+            self._done()
+
+    _stopped = False
+
+    def _drain_on_interval(self, next_send: float, next_heartbeat: float) -> bool:
+        """With a report interval: waits for it (or a flush, a full batch, closing), then sends
+        everything queued. False while it is not yet time."""
+        now = time.monotonic()
+        if now < next_send and not self._send_now.is_set() and not self._closing.is_set():
+            wake = next_send
+            if self._heartbeat_interval:
+                wake = min(wake, next_heartbeat)
+            self._send_now.wait(max(0.0, min(wake - now, 0.5)))
+            return False
+        self._send_now.clear()
+        while True:
+            try:
+                request = self._queue.get_nowait()
+            except queue.Empty:
+                return True
+            if request is None:
+                self._stopped = True
+                self._done()
+                return True
             self._deliver(request)
             self._done()
 
@@ -303,6 +382,20 @@ class Client:
             time.sleep(min(delay, MAX_BACKOFF_SECONDS))
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 
+    def _get(self, path: str) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {self._api_key}"}
+        request = urllib.request.Request(self.url + path, headers=headers, method="GET")
+        try:
+            with urllib.request.urlopen(request, timeout=self._timeout) as response:
+                answer = _json(response.read())
+        except urllib.error.HTTPError as error:
+            answer = _json(error.read())
+            message = answer.get("error", {}).get("message") if isinstance(answer, dict) else None
+            raise ReportError(f"the coordinator refused ({error.code}): {message or answer}") from None
+        except OSError as error:
+            raise ReportError(f"cannot reach the coordinator at {self.url}: {error}") from None
+        return answer if isinstance(answer, dict) else {}
+
     def _post(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
         data = json.dumps(body, separators=(",", ":")).encode()
         headers = {
@@ -334,6 +427,14 @@ def error_code(error: BaseException) -> str:
             out.append("_")
         out.append(char.upper() if char.isalnum() else "_")
     return "".join(out)[:64] or "ERROR"
+
+
+def _part(value: str) -> str:
+    """An ID or range name as it goes into a URL, refused when it is anything else."""
+    text = str(value)
+    if not text or len(text) > 128 or not all(c.isalnum() or c in "_-." for c in text):
+        raise ValueError(f"{text[:64]!r} is not an ID or range name (letters, digits, '_', '-', '.')")
+    return urllib.parse.quote(text)
 
 
 def _json(raw: bytes) -> Any:

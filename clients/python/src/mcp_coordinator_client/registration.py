@@ -27,8 +27,10 @@ class Registration:
     routing_config: dict[str, Any] = field(default_factory=dict)
 
     def client(self, **options: Any) -> Client:
-        """A reporting client for this MCP, heartbeating on the interval the coordinator gave."""
+        """A reporting client for this MCP, heartbeating and sending its reports on the intervals
+        the coordinator gave."""
         options.setdefault("heartbeat_interval", self.heartbeat_interval)
+        options.setdefault("report_interval", self.data_report_interval)
         return Client(self.interaction_log_endpoint, self.api_key, **options)
 
 
