@@ -96,6 +96,21 @@ async fn signed_reports_and_heartbeats_arrive_and_a_rotated_key_is_read_again() 
     let bad = of(&bad).expect("the failed interaction");
     assert_eq!(bad["status"], "failed");
     assert_eq!(bad["result_data"]["error_code"], "OCR_TIMEOUT");
+    // The seed's reads, with the MCP's own key.
+    let history = client
+        .interaction_history(MCP, 10)
+        .await
+        .expect("history with the MCP's key");
+    assert_eq!(history.len(), 2, "{history:?}");
+    let metrics = client
+        .performance_metrics(MCP, "last_1h")
+        .await
+        .expect("metrics with the MCP's key");
+    assert_eq!(metrics["count"], 2, "{metrics}");
+    assert!(matches!(
+        client.interaction_history("../v1/audit", 1).await,
+        Err(mcp_coordinator_client::ClientError::BadValue(_))
+    ));
 
     let beats = get_json_as(&format!("{base}/v1/heartbeats"), READER).await;
     assert!(beats[MCP].is_string(), "{beats}");

@@ -1,5 +1,6 @@
 //! The ingest server: its HTTP API, bounds, the process, keys from Secrets, sensitive data,
-//! signing, TLS, replicas, privacy, routing, self-registration and the parser under fuzzing.
+//! signing, TLS, replicas, privacy, routing, self-registration, the seed's messages as written
+//! and the parser under fuzzing.
 
 mod api;
 mod bounds;
@@ -10,6 +11,7 @@ mod process;
 mod replicas;
 mod routing;
 mod secrets;
+mod seed;
 mod self_registration;
 mod sensitive;
 mod signing;

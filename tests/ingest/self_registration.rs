@@ -307,6 +307,10 @@ async fn the_python_client_registers_and_reports_with_the_key_it_got() {
         "{printed}"
     );
     assert_eq!(printed["name"], "python-ocr-mcp");
+    // The seed's reads, with the MCP's own key.
+    assert_eq!(printed["history"][0]["status"], "completed", "{printed}");
+    assert_eq!(printed["history"][0]["result_data"]["quality_score"], 0.9);
+    assert_eq!(printed["metrics"]["count"], 1, "{printed}");
 
     // The interaction it reported with that key is in the MCP's history.
     let admin = std::fs::read_to_string(data.join("admin.token")).unwrap();

@@ -65,7 +65,7 @@ pub fn settings() -> Settings {
         reporting: ReportingSettings {
             interaction_log_endpoint: "http://ingest.test:8081".into(),
             heartbeat_interval_seconds: 30,
-            data_report_interval_seconds: 60,
+            data_report_interval_seconds: 10,
         },
         probe_concurrency: 64,
         probe_policy: Default::default(),
