@@ -117,7 +117,12 @@ async fn the_seeds_messages_work_as_written_in_kubernetes() {
         .get("ocr-workflow-mcp")
         .await
         .unwrap();
-    let service = reg.spec.endpoint.service.clone().expect("a Service endpoint");
+    let service = reg
+        .spec
+        .endpoint
+        .service
+        .clone()
+        .expect("a Service endpoint");
     assert_eq!(
         (service.name.as_str(), service.port),
         ("ocr-workflow-mcp", 80)

@@ -299,7 +299,7 @@ async fn mcp_health_check_against_a_plain_http_server_is_a_clear_failure() {
 
 /// An MCP (JSON responses over Streamable HTTP) whose tools/list never ends: every page holds
 /// `per_page` tools with long names and points at a next one. Counts the tools/list requests.
-async fn endless_tools_mcp(per_page: usize) -> (String, Arc<AtomicUsize>) {
+async fn endless_tools_mcp(per_page: usize, properties: usize) -> (String, Arc<AtomicUsize>) {
     use warp::Filter;
     let pages = Arc::new(AtomicUsize::new(0));
     let counter = pages.clone();
@@ -319,9 +319,14 @@ async fn endless_tools_mcp(per_page: usize) -> (String, Arc<AtomicUsize>) {
                     let page = counter.fetch_add(1, Ordering::SeqCst);
                     let tools: Vec<_> = (0..per_page)
                         .map(|i| {
+                            let props: serde_json::Map<String, serde_json::Value> = (0..properties)
+                                .map(|p| {
+                                    (format!("{p}{}", "p".repeat(300)), json!({"type": "string"}))
+                                })
+                                .collect();
                             json!({
                                 "name": format!("{}{page}-{i}", "t".repeat(300)),
-                                "inputSchema": {"type": "object"},
+                                "inputSchema": {"type": "object", "properties": props},
                             })
                         })
                         .collect();
@@ -366,7 +371,7 @@ async fn discovered_when_ready(url: &str, name: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_mcp_that_pages_tools_forever_is_read_to_a_bound() {
     // Empty pages forever: without a page limit the probe never finishes.
-    let (url, pages) = endless_tools_mcp(0).await;
+    let (url, pages) = endless_tools_mcp(0, 0).await;
     let tools = discovered_when_ready(&url, "endless").await;
     assert!(tools.is_empty());
     let read = pages.load(Ordering::SeqCst);
@@ -376,11 +381,33 @@ async fn an_mcp_that_pages_tools_forever_is_read_to_a_bound() {
     );
 
     // Full pages: the list kept in status is capped, and so is each name.
-    let (url, _) = endless_tools_mcp(300).await;
+    let (url, _) = endless_tools_mcp(300, 0).await;
     let tools = discovered_when_ready(&url, "crowded").await;
     assert_eq!(tools.len(), 256, "the tool list kept in status is capped");
     assert!(
         tools.iter().all(|t| t.chars().count() <= 128),
         "tool names are cut"
     );
+
+    // Tools with many long properties: what status keeps of them is bounded in bytes too.
+    let (url, _) = endless_tools_mcp(20, 100).await;
+    let server = api_server().await;
+    let _controller = start_controller(&server);
+    let api: Api<MCPRegistration> = Api::namespaced(client(&server), "default");
+    let reg = registration("wide", &url, "    type: mcp\n  paths:\n    process: /mcp\n");
+    api.create(&PostParams::default(), &reg).await.unwrap();
+    let ready = wait_for(&api, "wide", Duration::from_secs(20), "Ready", |r| {
+        r.status
+            .as_ref()
+            .is_some_and(|s| s.phase == Phase::Ready && !s.tools.is_empty())
+    })
+    .await;
+    let status = ready.status.unwrap();
+    let kept = serde_json::to_string(&status.tools).unwrap().len();
+    assert!(
+        kept < 200 * 1024 && status.tools.len() < 256,
+        "{kept} bytes of {} tools",
+        status.tools.len()
+    );
+    assert!(status.tools.iter().all(|t| t.properties.len() <= 64));
 }

@@ -111,6 +111,17 @@ pub fn tool_schema(tool: &Value) -> Option<ToolSchema> {
     })
 }
 
+/// About what a tool takes in status, in bytes.
+pub fn size_of(tool: &ToolSchema) -> usize {
+    let properties: usize = tool
+        .properties
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 8)
+        .sum();
+    let required: usize = tool.required.iter().map(|r| r.len() + 4).sum();
+    tool.name.len() + tool.digest.len() + properties + required + 48
+}
+
 /// A property's JSON Schema type as one word (`string`, `integer|null`, `any`).
 fn type_of(property: &Value) -> String {
     match &property["type"] {

@@ -17,6 +17,9 @@ const MAX_ANSWER_BYTES: usize = 1 << 20;
 /// probe page forever or grow its registration's status without bound.
 const MAX_TOOL_PAGES: usize = 16;
 const MAX_TOOLS: usize = 256;
+/// What the tools kept in status may take in all (their names, digests and property types): far
+/// below what one Kubernetes object may hold, whatever the server lists.
+const MAX_TOOL_BYTES: usize = 128 * 1024;
 /// The largest functional-probe arguments sent, as JSON text.
 const MAX_CALL_ARGUMENTS: usize = 8 * 1024;
 
@@ -71,6 +74,7 @@ pub(super) async fn probe(
 
 async fn tools(server: &Server<'_>, mode: &Mode) -> Result<Vec<ToolSchema>, Failure> {
     let mut tools = Vec::new();
+    let mut bytes = 0;
     let mut cursor: Option<Value> = None;
     for _ in 0..MAX_TOOL_PAGES {
         let params = match &cursor {
@@ -82,13 +86,17 @@ async fn tools(server: &Server<'_>, mode: &Mode) -> Result<Vec<ToolSchema>, Fail
             .await
             .map_err(|e| failure("tools/list", e))?;
         for tool in page["tools"].as_array().into_iter().flatten() {
-            if tools.len() >= MAX_TOOLS {
+            let Some(schema) = learn::tool_schema(tool) else {
+                continue;
+            };
+            bytes += learn::size_of(&schema);
+            if tools.len() >= MAX_TOOLS || bytes > MAX_TOOL_BYTES {
                 break;
             }
-            tools.extend(learn::tool_schema(tool));
+            tools.push(schema);
         }
         cursor = page.get("nextCursor").filter(|c| !c.is_null()).cloned();
-        if cursor.is_none() || tools.len() >= MAX_TOOLS {
+        if cursor.is_none() || tools.len() >= MAX_TOOLS || bytes > MAX_TOOL_BYTES {
             break;
         }
     }
