@@ -13,6 +13,7 @@ mod reads;
 mod registration;
 #[cfg(feature = "rmcp")]
 pub mod rmcp_server;
+mod sender;
 
 pub use registration::{register, unregister, McpInfo, Registration};
 
@@ -136,7 +137,7 @@ impl ClientBuilder {
         let (sender, receiver) = mpsc::channel(self.queue);
         let shared = Arc::new(Shared {
             http,
-            base: api_base(&self.url),
+            base: sender::api_base(&self.url),
             key_source: self.key,
             key: Mutex::new(None),
             sign: self.sign,
@@ -147,7 +148,7 @@ impl ClientBuilder {
             idle: Notify::new(),
             send_now: Notify::new(),
         });
-        runtime.spawn(send_loop(
+        runtime.spawn(sender::send_loop(
             shared.clone(),
             receiver,
             self.heartbeat,
@@ -367,106 +368,6 @@ impl Shared {
         };
         Err(ClientError::Refused { url, status, body })
     }
-}
-
-/// The ingest API's base URL from what the client was given.
-fn api_base(url: &str) -> String {
-    let base = url.trim_end_matches('/');
-    base.strip_suffix(ENVELOPE_PATH).unwrap_or(base).to_string()
-}
-
-/// Sends queued reports in order, and heartbeats on their interval, until every client is gone.
-/// With a report interval, reports are held and sent together when it passes (or sooner: a full
-/// batch, a flush, the last client gone).
-async fn send_loop(
-    shared: Arc<Shared>,
-    mut reports: mpsc::Receiver<Report>,
-    heartbeat: Option<Duration>,
-    report_every: Duration,
-) {
-    let mut beat = heartbeat.map(tokio::time::interval);
-    let mut send_tick =
-        (!report_every.is_zero()).then(|| tokio::time::interval(report_every.max(MIN_INTERVAL)));
-    let mut held: Vec<Report> = Vec::new();
-    loop {
-        let heartbeat_due = async {
-            match beat.as_mut() {
-                Some(b) => b.tick().await,
-                None => std::future::pending().await,
-            }
-        };
-        let send_due = async {
-            match send_tick.as_mut() {
-                Some(t) => t.tick().await,
-                None => std::future::pending().await,
-            }
-        };
-        let (send_held, gone) = tokio::select! {
-            _ = heartbeat_due => {
-                if let Err(e) = shared.post("/v1/heartbeat", b"{}").await {
-                    tracing::warn!(error = %e, "heartbeat failed");
-                }
-                (false, false)
-            }
-            _ = send_due => (true, false),
-            _ = shared.send_now.notified() => (true, false),
-            report = reports.recv() => match report {
-                Some(report) if send_tick.is_some() => {
-                    held.push(report);
-                    (held.len() >= MAX_BATCH, false)
-                }
-                Some(report) => {
-                    deliver(&shared, &report).await;
-                    shared.done();
-                    (false, false)
-                }
-                None => (true, true),
-            },
-        };
-        if send_held {
-            for report in held.drain(..) {
-                deliver(&shared, &report).await;
-                shared.done();
-            }
-        }
-        if gone {
-            return;
-        }
-    }
-}
-
-/// The shortest report interval honoured.
-const MIN_INTERVAL: Duration = Duration::from_millis(10);
-
-async fn deliver(shared: &Shared, report: &Report) {
-    let mut backoff = Duration::from_millis(100);
-    for attempt in 1..=shared.max_attempts {
-        let wait = match shared.post(&report.path, &report.body).await {
-            Ok(_) => {
-                shared.sent.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            Err(ClientError::Refused { status, body, .. })
-                if status != 429 && status != 401 && status < 500 =>
-            {
-                tracing::warn!(path = %report.path, status, body = %body, "the coordinator refused a report; dropped");
-                break;
-            }
-            Err(ClientError::NoKey(why)) => {
-                tracing::warn!(reason = %why, "no API key; report dropped");
-                break;
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, attempt, "report not delivered yet");
-                backoff
-            }
-        };
-        if attempt < shared.max_attempts {
-            tokio::time::sleep(wait).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-        }
-    }
-    shared.dropped.fetch_add(1, Ordering::Relaxed);
 }
 
 /// An interaction ID in the coordinator's format: `int_YYYYMMDD_HHMMSS_<16 hex digits>`.
