@@ -2,8 +2,22 @@
 //! `endpoints` (paths, or full URLs of one origin), or, when neither says, the Service of the
 //! registration's name in Kubernetes.
 
-use super::message::{McpInfo, Refused};
+use serde::Deserialize;
+
+use super::refused::Refused;
 use crate::crd::{Endpoint, Paths, Scheme, ServiceRef};
+
+/// The seed's `mcp_info.endpoints`: paths under `mcp_info.url`, or full URLs of one origin.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedEndpoints {
+    #[serde(default)]
+    pub health_check: Option<String>,
+    #[serde(default)]
+    pub process: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+}
 
 /// The port of the Service a registration without a URL is reached through.
 pub const DEFAULT_SERVICE_PORT: u16 = 80;
@@ -20,15 +34,13 @@ pub enum WithoutUrl<'a> {
 /// which then must share one origin.
 /// The third value says what was assumed, for the answer.
 pub(super) fn endpoint_and_paths(
-    info: &McpInfo,
+    url: Option<&str>,
+    endpoints: Option<&SeedEndpoints>,
     without_url: WithoutUrl<'_>,
 ) -> Result<(Endpoint, Paths, Option<String>), Refused> {
     let mut paths = Paths::default();
-    let mut origin = info
-        .url
-        .as_deref()
-        .map(|u| u.trim_end_matches('/').to_string());
-    if let Some(endpoints) = &info.endpoints {
+    let mut origin = url.map(|u| u.trim_end_matches('/').to_string());
+    if let Some(endpoints) = endpoints {
         let fields = [
             (
                 "health_check",

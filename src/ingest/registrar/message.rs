@@ -7,30 +7,16 @@ use kube::api::ObjectMeta;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+pub use super::endpoints::SeedEndpoints;
 use super::endpoints::{endpoint_and_paths, WithoutUrl};
 use super::preferences::{self, SeedHealthCheck, SeedPrivacy, SeedRouting};
 pub use super::quantities::{cpu_quantity, memory_quantity};
+pub use super::refused::Refused;
 use crate::crd::validate::validate_spec;
 use crate::crd::{
     MCPRegistration, MCPRegistrationSpec, MCPRegistrationStatus, ResourceRequirements,
     REGISTERED_BY_ANNOTATION, ROTATE_KEY_ANNOTATION,
 };
-
-/// A message that cannot become a registration: the field at fault and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refused {
-    pub field: String,
-    pub problem: String,
-}
-
-impl Refused {
-    pub(super) fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            problem: problem.into(),
-        }
-    }
-}
 
 /// `{"action": "register_mcp", "mcp_info": {...}}`, with additions of ours: `rotate_key` asks for
 /// a new API key; `mcp_info.namespace` / `mcp_info.url` say where the registration goes and where
@@ -84,17 +70,6 @@ pub struct SeedResources {
     pub min_cpu: Option<Value>,
     #[serde(default)]
     pub gpu_required: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SeedEndpoints {
-    #[serde(default)]
-    pub health_check: Option<String>,
-    #[serde(default)]
-    pub process: Option<String>,
-    #[serde(default)]
-    pub status: Option<String>,
 }
 
 /// `{"action": "unregister_mcp", "name": ..., "namespace": ...}`.
@@ -207,7 +182,8 @@ pub fn declare(
     } else {
         WithoutUrl::Refuse
     };
-    let (endpoint, paths, note) = endpoint_and_paths(&info, without_url)?;
+    let (endpoint, paths, note) =
+        endpoint_and_paths(info.url.as_deref(), info.endpoints.as_ref(), without_url)?;
     let resource_requirements = match &info.resource_requirements {
         None => None,
         Some(r) => {

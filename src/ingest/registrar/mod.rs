@@ -10,6 +10,7 @@ pub mod kubernetes;
 pub mod message;
 pub mod preferences;
 pub mod quantities;
+pub mod refused;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde_json::Value;
 
-use super::message::Refused;
+use super::refused::Refused;
 
 /// A memory size as the seed writes it (`"1GB"`, `"512 MB"`, `"2GiB"`, a number of bytes) as a
 /// Kubernetes quantity (`1G`, `512M`, `2Gi`).
