@@ -115,6 +115,16 @@ impl Coordinator {
         c
     }
 
+    /// The coordinator's `/metrics` text.
+    async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.api))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     fn token(&self, name: &str) -> String {
         std::fs::read_to_string(self.data.join(name)).expect("token file")
     }
@@ -354,12 +364,7 @@ async fn sdk_clients_call_through_the_gateway_which_fails_over_logs_every_call_a
     );
 
     // The gateway's metrics: per tool, with failovers from the killed MCP.
-    let metrics = reqwest::get(format!("{}/metrics", c.api))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = c.metrics().await;
     assert!(metrics.contains("mcp_client_operation_duration_seconds_count{error_type=\"\",gen_ai_tool_name=\"extract_text\""), "{metrics}");
     assert!(
         metrics.contains("mcp_client_operation_duration_seconds_count{error_type=\"tool_error\""),
@@ -482,12 +487,7 @@ async fn clients_and_backends_of_either_protocol_generation_work_together() {
         )),
         "{table}"
     );
-    let metrics = reqwest::get(format!("{}/metrics", c.api))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = c.metrics().await;
     assert!(
         metrics.contains("mcp_coordinator_protocol_versions{version=\"2026-07-28\"} 1")
             && metrics.contains("mcp_coordinator_protocol_legacy_features{feature=\"sessions\"} 1"),

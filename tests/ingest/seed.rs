@@ -8,7 +8,7 @@ use test_support as common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::ingest::{bin, test_config, InProcessIngest, TestDir};
+use common::ingest::{test_config, InProcessIngest, TestDir};
 use common::*;
 use kube::Api;
 use mcp_coordinator::crd::MCPRegistration;
@@ -191,22 +191,7 @@ async fn the_seeds_messages_work_as_written_in_kubernetes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standalone_mode_says_what_the_seeds_registration_lacks_and_takes_its_record() {
     let dir = TestDir::new("seed-standalone");
-    let (regs, data) = (dir.path().join("registrations"), dir.path().join("data"));
-    std::fs::create_dir_all(&regs).unwrap();
-    let port = free_port();
-    let _standalone = tokio::process::Command::new(bin())
-        .args(["standalone", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--registrations")
-        .arg(&regs)
-        .arg("--data-dir")
-        .arg(&data)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("standalone starts");
-    let base = format!("http://127.0.0.1:{port}");
-    common::ingest::wait_healthy(&base).await;
+    let (_standalone, base, _, data) = super::self_registration::standalone(&dir, &[]).await;
     let token = std::fs::read_to_string(data.join("registrar.token")).unwrap();
 
     let envelope = format!("{base}/api/interactions");

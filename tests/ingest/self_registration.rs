@@ -32,7 +32,7 @@ async fn report(base: &str, key: &str) -> u16 {
 }
 
 /// The standalone binary over `dir/registrations` and `dir/data`: its URL and data directory.
-async fn standalone(
+pub(crate) async fn standalone(
     dir: &TestDir,
     flags: &[&str],
 ) -> (

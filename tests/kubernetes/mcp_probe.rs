@@ -30,17 +30,11 @@ async fn python_mcp_server_of(port: u16, version: &str) -> tokio::process::Child
         .kill_on_drop(true)
         .spawn()
         .expect("python3 runs (the official MCP SDK is installed by .ci/run: pip install mcp)");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the Python MCP server did not listen on {port}; is the `mcp` package installed?"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::peers::wait_listening(
+        port,
+        "the Python MCP server (is the `mcp` package installed?)",
+    )
+    .await;
     child
 }
 
