@@ -43,8 +43,11 @@ async fn main() -> anyhow::Result<()> {
 fn init_tracing(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,rmcp=warn"));
+    use std::io::IsTerminal;
+    // Colours only for a terminal: a log file or a collector gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
@@ -145,7 +148,13 @@ async fn run_status(args: StatusArgs) -> anyhow::Result<()> {
                 return Ok(());
             }
             Some(secs) => {
-                print!("\x1b[2J\x1b[H{table}");
+                use std::io::IsTerminal;
+                // Clear the screen on a terminal; a pipe gets the tables one after another.
+                if std::io::stdout().is_terminal() {
+                    print!("\x1b[2J\x1b[H{table}");
+                } else {
+                    println!("{table}");
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(secs.max(1))) => {}
                     _ = wait_for_signal() => return Ok(()),
@@ -158,13 +167,17 @@ async fn run_status(args: StatusArgs) -> anyhow::Result<()> {
 async fn run_query(args: QueryArgs) -> anyhow::Result<()> {
     let out = match args.what {
         QueryWhat::Interactions { mcp, limit, client } => {
+            let token = client.token()?;
+            let mcp = api_client::resolve_mcp(&client.url, &token, &mcp).await?;
             let path = format!("/v1/mcps/{mcp}/interactions?limit={limit}");
-            let found = api_client::get_json(&client.url, &path, &client.token()?).await?;
+            let found = api_client::get_json(&client.url, &path, &token).await?;
             api_client::interactions_table(&found)
         }
         QueryWhat::Metrics { mcp, range, client } => {
+            let token = client.token()?;
+            let mcp = api_client::resolve_mcp(&client.url, &token, &mcp).await?;
             let path = format!("/v1/mcps/{mcp}/metrics?range={range}");
-            let found = api_client::get_json(&client.url, &path, &client.token()?).await?;
+            let found = api_client::get_json(&client.url, &path, &token).await?;
             api_client::metrics_table(&found)
         }
     };

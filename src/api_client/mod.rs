@@ -107,6 +107,52 @@ pub async fn get_json(base: &str, path: &str, token: &str) -> Result<Value, ApiC
         .await
 }
 
+/// The MCP ID `given` names: an ID, or a registration's name as `status` prints it (standalone
+/// mode lists them at `GET /v1/registrations`; in a cluster, IDs are taken as given and an unknown
+/// one is the API's 404). A name or ID no registration has is refused here, naming what exists.
+pub async fn resolve_mcp(base: &str, token: &str, given: &str) -> Result<String, ApiClientError> {
+    let view = match get_json(base, "/v1/registrations", token).await {
+        Ok(view) => view,
+        Err(ApiClientError::Refused { status: 404, .. }) => return Ok(given.to_string()),
+        Err(other) => return Err(other),
+    };
+    let registrations = view["registrations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let found = registrations
+        .iter()
+        .find(|r| r["mcp_id"] == given || r["name"] == given)
+        .and_then(|r| r["mcp_id"].as_str());
+    match found {
+        Some(id) => Ok(id.to_string()),
+        None => {
+            let known: Vec<String> = registrations
+                .iter()
+                .filter_map(|r| {
+                    Some(format!(
+                        "{} ({})",
+                        r["name"].as_str()?,
+                        r["mcp_id"].as_str()?
+                    ))
+                })
+                .collect();
+            Err(ApiClientError::Refused {
+                url: format!("{}/v1/registrations", base.trim_end_matches('/')),
+                status: 404,
+                message: format!(
+                    "unknown MCP {given:?}; the registrations are: {}",
+                    if known.is_empty() {
+                        "none yet".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            })
+        }
+    }
+}
+
 /// `GET {base}/readyz` of each endpoint: Ok when every one answers 2xx within 5 s, else the
 /// first refusal. With `ca_file`, HTTPS endpoints are verified against that CA (PEM).
 pub async fn check_ready(

@@ -105,9 +105,12 @@ pub struct ClientArgs {
     /// A reader or admin token (prefer --token-file or the environment variable).
     #[arg(long, hide_env_values = true)]
     pub token: Option<String>,
-    /// File holding the token; standalone writes one to <data-dir>/admin.token.
-    #[arg(long, default_value = "mcp-coordinator-data/admin.token")]
-    pub token_file: std::path::PathBuf,
+    /// File holding the token (default: <data-dir>/admin.token, which standalone writes).
+    #[arg(long)]
+    pub token_file: Option<std::path::PathBuf>,
+    /// Standalone mode's data directory, where the default token file is.
+    #[arg(long, default_value = "mcp-coordinator-data")]
+    pub data_dir: std::path::PathBuf,
 }
 
 /// No token was given and none could be read from the token file.
@@ -123,10 +126,14 @@ impl ClientArgs {
         if let Some(t) = &self.token {
             return Ok(t.clone());
         }
-        std::fs::read_to_string(&self.token_file)
+        let path = self
+            .token_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("admin.token"));
+        std::fs::read_to_string(&path)
             .map(|t| t.trim().to_string())
             .map_err(|source| NoToken {
-                path: self.token_file.display().to_string(),
+                path: path.display().to_string(),
                 source,
             })
     }
@@ -151,6 +158,7 @@ pub struct QueryArgs {
 pub enum QueryWhat {
     /// An MCP's recent interactions, newest first.
     Interactions {
+        /// The MCP's ID, or its registration's name as `status` prints it.
         #[arg(long)]
         mcp: String,
         #[arg(long, default_value_t = 20)]
@@ -160,6 +168,7 @@ pub enum QueryWhat {
     },
     /// An MCP's metrics over a range.
     Metrics {
+        /// The MCP's ID, or its registration's name as `status` prints it.
         #[arg(long)]
         mcp: String,
         /// e.g. 15m, 1h, 24h, 7d.

@@ -22,7 +22,7 @@ use super::{Context, MANAGER};
 use crate::api_client::{ApiClient, ApiClientError};
 use crate::crd::MCPRegistration;
 use crate::routing::table::{self, RoutingTable, CONFIGMAP_KEY, CONFIGMAP_NAME};
-use crate::routing::weights::{self, McpPerformance, Observed};
+use crate::routing::weights::{self, McpPerformance, Measured, Observed};
 
 /// Where the controller reads performance, and how often.
 #[derive(Debug, Clone)]
@@ -80,22 +80,35 @@ struct MetricsPage {
 #[derive(Debug, Deserialize)]
 struct MetricsRow {
     mcp_id: String,
-    success_rate: Option<f64>,
+    #[serde(default)]
+    completed: u64,
+    #[serde(default)]
+    failed: u64,
+    #[serde(default)]
+    errors_by_code: BTreeMap<String, u64>,
     p95_processing_time: Option<f64>,
 }
 
-/// `GET {ingest}/v1/metrics?range={window}`: (success rate, p95) by MCP ID.
+/// `GET {ingest}/v1/metrics?range={window}`: what routing counts of each MCP, by MCP ID.
 pub async fn fetch(
     api: &ApiClient,
     settings: &RoutingSettings,
-) -> Result<HashMap<String, (Option<f64>, Option<f64>)>, FetchError> {
+) -> Result<HashMap<String, Measured>, FetchError> {
     let page: MetricsPage = api
         .get(&format!("/v1/metrics?range={}", settings.window))
         .await?;
     Ok(page
         .mcps
         .into_iter()
-        .map(|row| (row.mcp_id, (row.success_rate, row.p95_processing_time)))
+        .map(|row| {
+            let measured = Measured::of(
+                row.completed,
+                row.failed,
+                &row.errors_by_code,
+                row.p95_processing_time,
+            );
+            (row.mcp_id, measured)
+        })
         .collect())
 }
 
@@ -131,8 +144,8 @@ pub async fn fetch_versions(
 /// What one refresh read from the interaction log.
 #[derive(Debug, Default)]
 pub struct Readings {
-    /// (success rate, p95 seconds) by MCP ID.
-    pub metrics: HashMap<String, (Option<f64>, Option<f64>)>,
+    /// What routing counts of each MCP's finished interactions, by MCP ID.
+    pub metrics: HashMap<String, Measured>,
     /// Latest heartbeat by MCP ID, epoch ms.
     pub heartbeats: HashMap<String, i64>,
     /// Reported `mcp_version`s and their interactions, by MCP ID.
@@ -200,14 +213,15 @@ pub fn board(
         .iter()
         .filter_map(|reg| {
             let id = reg.status.as_ref()?.mcp_id.clone()?;
-            let (success_rate, p95) = metrics.get(&id).copied().unwrap_or((None, None));
+            let measured = metrics.get(&id).copied().unwrap_or_default();
             Some(McpPerformance {
                 mcp_id: id,
                 capabilities: reg.spec.capabilities.clone(),
                 base_weight: reg.spec.routing.weight,
                 health_factor: 1.0,
-                success_rate,
-                p95_processing_time: p95,
+                success_rate: measured.success_rate,
+                finished: measured.finished,
+                p95_processing_time: measured.p95_processing_time,
                 previous: None,
             })
         })
@@ -218,6 +232,7 @@ pub fn board(
                 m.mcp_id.clone(),
                 Observed {
                     success_rate: m.success_rate,
+                    finished: m.finished,
                     p95_processing_time: m.p95_processing_time,
                     peer_p95: weights::peer_p95(m, &mcps),
                     last_heartbeat_ms: heartbeats.get(&m.mcp_id).copied(),

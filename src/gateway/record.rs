@@ -12,6 +12,7 @@ use super::protocol::code;
 use super::{now_ms, Gateway};
 use crate::interaction::{EventKind, Fields, InteractionEvent};
 use crate::routing::router::Outcome;
+use crate::routing::weights::CALLER_FAULT_PREFIX;
 
 impl Gateway {
     /// Records how a call ended: metrics, the router, the outlier count, and the log.
@@ -164,7 +165,8 @@ pub(super) fn error_name(code: i64) -> String {
         code::PARSE_ERROR => "PARSE_ERROR".into(),
         code::INVALID_REQUEST => "INVALID_REQUEST".into(),
         code::METHOD_NOT_FOUND => "METHOD_NOT_FOUND".into(),
-        code::INVALID_PARAMS => "INVALID_PARAMS".into(),
+        // The caller's arguments, not the MCP's failure (see `routing::weights`).
+        code::INVALID_PARAMS => format!("{CALLER_FAULT_PREFIX}INVALID_PARAMS"),
         code::INTERNAL_ERROR => "INTERNAL_ERROR".into(),
         other => format!("JSONRPC_{}", other.unsigned_abs()),
     }
@@ -188,7 +190,7 @@ mod tests {
         let (ok, error, caller) = judge(&json!({"error": {"code": -32602, "message": "bad"}}));
         assert_eq!(
             (ok, error.unwrap().0, caller),
-            (false, "INVALID_PARAMS".to_string(), true)
+            (false, "CALLER_INVALID_PARAMS".to_string(), true)
         );
         assert_eq!(error_name(-32042), "JSONRPC_32042");
     }

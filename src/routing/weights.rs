@@ -2,9 +2,14 @@
 //!
 //! For an MCP that is Ready (Degraded MCPs get half, others 0):
 //!
-//! `effective = base × success_rate² × √clamp(peer_p95 / own_p95, 0.25, 2)`, capped at 1000,
+//! `effective = base × success² × √clamp(peer_p95 / own_p95, 0.25, 2)`, capped at 1000,
 //!
-//! where `peer_p95` is the median p95 processing time of the MCPs sharing a capability with it.
+//! where `peer_p95` is the median p95 processing time of the MCPs sharing a capability with it,
+//! and `success` is the success rate of its finished interactions smoothed by a prior worth
+//! [`PRIOR_INTERACTIONS`] interactions at 95 %: one failure among few does not take an MCP out
+//! of routing (1 of 1 failed keeps 75 % of the weight), many do. Failures a report marks as the
+//! caller's (`error_code` starting `CALLER_`, such as the gateway's `CALLER_INVALID_PARAMS` for
+//! JSON-RPC -32602) are not the MCP's and count neither way.
 //! The square punishes failures hard (90 % success keeps 81 % of the weight); the square root
 //! keeps latency from dominating (twice as slow as peers keeps 71 %, twice as fast gets 141 %).
 //! Without data a factor is 1. Hysteresis: a new value replaces the previous one only when it
@@ -24,6 +29,8 @@ pub struct McpPerformance {
     pub health_factor: f64,
     /// Of finished interactions in the window; `None` without data.
     pub success_rate: Option<f64>,
+    /// How many finished interactions `success_rate` is of.
+    pub finished: u64,
     /// Seconds; `None` without data.
     pub p95_processing_time: Option<f64>,
     /// The weight currently in status, for hysteresis.
@@ -38,6 +45,58 @@ pub struct Decision {
 }
 
 const MAX_WEIGHT: f64 = 1000.0;
+
+/// How many interactions the prior is worth, and the success rate it assumes.
+pub const PRIOR_INTERACTIONS: f64 = 10.0;
+pub const PRIOR_SUCCESS: f64 = 0.95;
+
+/// Error codes of the caller's mistakes (invalid arguments, a tool refusing its input) start so.
+pub const CALLER_FAULT_PREFIX: &str = "CALLER_";
+
+/// Whether an error code says the caller was at fault, not the MCP.
+pub fn is_caller_fault(error_code: &str) -> bool {
+    error_code.starts_with(CALLER_FAULT_PREFIX)
+}
+
+/// What the log says of one MCP's finished interactions, as routing counts them.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Measured {
+    /// Finished interactions that count (caller faults left out).
+    pub finished: u64,
+    /// Of those, the share that succeeded; `None` without any.
+    pub success_rate: Option<f64>,
+    /// Seconds.
+    pub p95_processing_time: Option<f64>,
+}
+
+impl Measured {
+    /// From a metrics row: `completed` and `failed` interactions, the failures by error code.
+    pub fn of<'a>(
+        completed: u64,
+        failed: u64,
+        errors_by_code: impl IntoIterator<Item = (&'a String, &'a u64)>,
+        p95_processing_time: Option<f64>,
+    ) -> Self {
+        let caller: u64 = errors_by_code
+            .into_iter()
+            .filter(|(code, _)| is_caller_fault(code))
+            .map(|(_, n)| *n)
+            .sum();
+        let failed = failed.saturating_sub(caller);
+        let finished = completed + failed;
+        Self {
+            finished,
+            success_rate: (finished > 0).then(|| completed as f64 / finished as f64),
+            p95_processing_time,
+        }
+    }
+}
+
+/// The success rate of `finished` interactions, smoothed by the prior.
+pub fn smoothed_success(rate: f64, finished: u64) -> f64 {
+    let n = finished as f64;
+    (rate.clamp(0.0, 1.0) * n + PRIOR_SUCCESS * PRIOR_INTERACTIONS) / (n + PRIOR_INTERACTIONS)
+}
 
 fn median(mut values: Vec<f64>) -> Option<f64> {
     if values.is_empty() {
@@ -78,7 +137,10 @@ pub fn decide_one(m: &McpPerformance, peer_p95: Option<f64>) -> Decision {
             reason: "not routable: not Ready".into(),
         };
     }
-    let success = m.success_rate.map(|s| s.clamp(0.0, 1.0)).unwrap_or(1.0);
+    let success = m
+        .success_rate
+        .map(|s| smoothed_success(s, m.finished))
+        .unwrap_or(1.0);
     let latency = match (m.p95_processing_time, peer_p95) {
         (Some(own), Some(peers)) if own > 0.0 && own.is_finite() => {
             (peers / own).clamp(0.25, 2.0).sqrt()
@@ -94,8 +156,9 @@ pub fn decide_one(m: &McpPerformance, peer_p95: Option<f64>) -> Decision {
     }
     match m.success_rate {
         Some(rate) => because.push(format!(
-            "success {:.1}% ×{:.2}",
+            "success {:.1}% of {} ×{:.2}",
             rate * 100.0,
+            m.finished,
             success * success
         )),
         None => because.push("no finished interactions yet".into()),
@@ -124,6 +187,8 @@ pub fn decide_one(m: &McpPerformance, peer_p95: Option<f64>) -> Decision {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Observed {
     pub success_rate: Option<f64>,
+    /// How many finished interactions `success_rate` is of.
+    pub finished: u64,
     /// Seconds.
     pub p95_processing_time: Option<f64>,
     /// The median p95 of the MCPs sharing a capability with it (see [`peer_p95`]).
@@ -149,9 +214,58 @@ mod tests {
             base_weight: 100,
             health_factor: 1.0,
             success_rate: success,
+            finished: 1_000_000,
             p95_processing_time: p95,
             previous: None,
         }
+    }
+
+    #[test]
+    fn one_failure_among_few_does_not_take_an_mcp_out_of_routing_but_many_do() {
+        let one_of_one = McpPerformance {
+            finished: 1,
+            ..mcp("new", Some(0.0), None)
+        };
+        let w = decide(&[one_of_one])["new"].effective_weight;
+        assert!((70..=80).contains(&w), "{w}");
+        let many = McpPerformance {
+            finished: 200,
+            ..mcp("broken", Some(0.0), None)
+        };
+        assert!(decide(&[many])["broken"].effective_weight <= 1);
+        let good = McpPerformance {
+            finished: 10,
+            ..mcp("good", Some(1.0), None)
+        };
+        assert_eq!(
+            decide(&[good])["good"].effective_weight,
+            95,
+            "(10 + 9.5) / 20, squared"
+        );
+    }
+
+    #[test]
+    fn the_callers_mistakes_are_not_the_mcps() {
+        let errors: std::collections::BTreeMap<String, u64> = [
+            ("CALLER_INVALID_PARAMS".to_string(), 8),
+            ("OCR_TIMEOUT".to_string(), 2),
+        ]
+        .into();
+        let m = Measured::of(90, 10, &errors, None);
+        assert_eq!(m.finished, 92);
+        assert_eq!(m.success_rate, Some(90.0 / 92.0));
+        let only_callers = Measured::of(
+            0,
+            3,
+            &[("CALLER_X".to_string(), 3)]
+                .into_iter()
+                .collect::<std::collections::BTreeMap<_, _>>(),
+            None,
+        );
+        assert_eq!(
+            (only_callers.finished, only_callers.success_rate),
+            (0, None)
+        );
     }
 
     #[test]

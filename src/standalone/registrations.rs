@@ -23,7 +23,7 @@ use crate::crd::MCPRegistration;
 use crate::ingest::state::RegistrationsView;
 use crate::routing::router::Router;
 use crate::routing::table::{self, RoutingTable};
-use crate::routing::weights::Observed;
+use crate::routing::weights::{Measured, Observed};
 use crate::store::{InteractionStore, TimeRange};
 use crate::trust::keys::KeyRing;
 
@@ -108,7 +108,15 @@ impl Registrations {
                 let mut readings = Readings {
                     metrics: rows
                         .into_iter()
-                        .map(|m| (m.mcp_id, (m.success_rate, m.p95_processing_time)))
+                        .map(|m| {
+                            let measured = Measured::of(
+                                m.completed,
+                                m.failed,
+                                &m.errors_by_code,
+                                m.p95_processing_time,
+                            );
+                            (m.mcp_id, measured)
+                        })
                         .collect(),
                     heartbeats,
                     versions: HashMap::new(),

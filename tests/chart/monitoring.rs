@@ -1,7 +1,8 @@
 //! Monitoring: the dashboard, the ServiceMonitor's TLS, the alerts under promtool and the
-//! prometheus-operator's own schemas.
+//! prometheus-operator's own schemas, and the NetworkPolicy against every scraper.
 
 use super::*;
+use serde_json::json;
 
 #[test]
 fn the_dashboard_is_valid_json_and_queries_the_projects_series() {
@@ -353,4 +354,132 @@ fn the_service_monitor_and_rules_pass_the_prometheus_operators_own_schemas() {
     }]);
     let (valid, said) = validate_monitoring(bad.as_array().expect("array"));
     assert!(!valid && said.contains("insecureSkipVerify"), "{said}");
+}
+
+/// Whether a NetworkPolicy `peer` matches a pod with `labels` in a namespace with `ns_labels`
+/// (`same` when it is the policy's own namespace), as Kubernetes reads `matchLabels`.
+fn peer_matches(peer: &Value, labels: &Value, ns_labels: &Value, same: bool) -> bool {
+    let subset = |selector: &Value, of: &Value| {
+        selector["matchLabels"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .all(|(k, v)| &of[k] == v)
+    };
+    match (peer.get("podSelector"), peer.get("namespaceSelector")) {
+        (Some(pods), None) => same && subset(pods, labels),
+        (None, Some(namespaces)) => subset(namespaces, ns_labels),
+        (Some(pods), Some(namespaces)) => subset(pods, labels) && subset(namespaces, ns_labels),
+        (None, None) => false,
+    }
+}
+
+/// Whether `policy` admits that pod to the container port named `port`.
+fn admits(policy: &Value, port: &str, labels: &Value, ns_labels: &Value, same: bool) -> bool {
+    policy["spec"]["ingress"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|rule| {
+            let on_port = rule["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|p| p["port"] == port);
+            let from = rule["from"].as_array();
+            on_port
+                && from.is_none_or(|peers| {
+                    peers
+                        .iter()
+                        .any(|p| peer_matches(p, labels, ns_labels, same))
+                })
+        })
+}
+
+#[test]
+fn the_network_policy_admits_every_scraper_and_the_test_pod_and_nothing_else() {
+    let values = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("policy-values.yaml");
+    std::fs::write(
+        &values,
+        "networkPolicy:\n  enabled: true\n  ingestFrom: [{namespaceSelector: {matchLabels: {mcp: allowed}}}]\n  metricsFrom: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}]\nmetrics:\n  serviceMonitor:\n    enabled: true\n",
+    )
+    .expect("values");
+    let docs = parse_manifests(&template(&["-f", values.to_str().unwrap()]));
+    let find = |kind: &str, component: Option<&str>| {
+        docs.iter()
+            .find(|d| {
+                d["kind"] == kind
+                    && component
+                        .is_none_or(|c| d["metadata"]["labels"]["app.kubernetes.io/component"] == c)
+            })
+            .unwrap_or_else(|| panic!("no {kind} {component:?}"))
+            .clone()
+    };
+    let policy = find("NetworkPolicy", None);
+    let service = find("Service", Some("metrics"));
+    let target_of = |matches: &dyn Fn(&Value) -> bool| -> String {
+        service["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| matches(p))
+            .map(|p| p["targetPort"].as_str().unwrap().to_string())
+            .expect("a Service port")
+    };
+    let none = json!({});
+
+    // Prometheus, in its namespace, on every port the ServiceMonitor scrapes.
+    let monitor = find("ServiceMonitor", None);
+    let prometheus = json!({"app.kubernetes.io/name": "prometheus"});
+    let monitoring = json!({"kubernetes.io/metadata.name": "monitoring"});
+    let scraped: Vec<String> = monitor["spec"]["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| target_of(&|p| p["name"] == e["port"]))
+        .collect();
+    assert_eq!(scraped, ["metrics", "ingest"]);
+    for port in &scraped {
+        assert!(
+            admits(&policy, port, &prometheus, &monitoring, false),
+            "Prometheus cannot scrape {port}: {policy}"
+        );
+    }
+
+    // `helm test`'s pod, on every port it asks.
+    let test_pod = find("Pod", Some("test"));
+    let labels = &test_pod["metadata"]["labels"];
+    for arg in test_pod["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+    {
+        let Some(url) = arg.as_str().and_then(|a| a.strip_prefix("--url=")) else {
+            continue;
+        };
+        let number: u64 = url.rsplit(':').next().unwrap().parse().unwrap();
+        let port = target_of(&|p| p["port"] == number);
+        assert!(
+            admits(&policy, &port, labels, &none, true),
+            "helm test cannot reach {port}: {policy}"
+        );
+    }
+
+    // An MCP of an admitted namespace reports; anything else reaches neither port.
+    let mcp = json!({"app": "ocr"});
+    assert!(admits(
+        &policy,
+        "ingest",
+        &mcp,
+        &json!({"mcp": "allowed"}),
+        false
+    ));
+    let elsewhere = json!({"kubernetes.io/metadata.name": "elsewhere"});
+    assert!(!admits(&policy, "ingest", &mcp, &elsewhere, false));
+    assert!(!admits(&policy, "metrics", &mcp, &elsewhere, false));
+
+    // ingestFrom without metricsFrom would keep Prometheus from the ingest port: refused.
+    assert_helm_refuses(
+        "networkPolicy.enabled=true,networkPolicy.ingestFrom[0].namespaceSelector.matchLabels.mcp=allowed,metrics.serviceMonitor.enabled=true",
+        "set networkPolicy.metricsFrom",
+    );
 }

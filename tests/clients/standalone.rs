@@ -252,6 +252,43 @@ async fn registrations_follow_their_files_and_ids_survive_restarts() {
     );
     let (ok, _, err) = cli(&["status", "--url", "http://127.0.0.1:9"], &base, &dirs).await;
     assert!(!ok && err.contains("cannot reach the coordinator"), "{err}");
+    // The name `status` prints works as well as the ID; a name nobody registered is an error
+    // that lists what exists, not an empty table.
+    let (ok, out, err) = cli(&["query", "metrics", "--mcp", "ocr"], &base, &dirs).await;
+    assert!(ok && out.contains("interactions      1"), "{out}{err}");
+    let (ok, out, err) = cli(&["query", "interactions", "--mcp", "nope"], &base, &dirs).await;
+    assert!(
+        !ok && err.contains("unknown MCP \"nope\"") && err.contains("ocr (ocr_workflow_mcp_001)"),
+        "{out}{err}"
+    );
+    // The default token file is under --data-dir (MCP_COORDINATOR_DATA_DIR).
+    let out = tokio::process::Command::new(bin())
+        .args(["status", "--url", &base])
+        .env("MCP_COORDINATOR_DATA_DIR", &dirs.data)
+        .output()
+        .await
+        .expect("cli runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // `--watch` into a pipe: tables one after another, no terminal escape codes.
+    let mut watching = tokio::process::Command::new(bin())
+        .args(["status", "--watch", "1", "--url", &base])
+        .env("MCP_COORDINATOR_DATA_DIR", &dirs.data)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("cli runs");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let _ = watching.start_kill();
+    let piped = watching.wait_with_output().await.expect("output").stdout;
+    let piped = String::from_utf8_lossy(&piped);
+    assert!(
+        piped.contains("NAME") && !piped.contains('\u{1b}'),
+        "{piped:?}"
+    );
 
     // A second registration, then a restart: both keep their IDs.
     write(

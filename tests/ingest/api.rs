@@ -810,3 +810,66 @@ async fn series_and_breakdowns_cut_metrics_by_time_and_request_type() {
         .any(|e| e["query"] == "series"));
     ingest.stop().await;
 }
+
+#[tokio::test]
+async fn wrong_methods_tokens_and_names_get_answers_that_say_what_to_do() {
+    let ingest = start("first-hour").await;
+    let base = &ingest.base;
+    // A method the path does not take: 405 with the methods it does take.
+    let response = http()
+        .delete(format!("{base}/v1/interactions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 405);
+    assert_eq!(
+        response
+            .headers()
+            .get("allow")
+            .and_then(|v| v.to_str().ok()),
+        Some("POST")
+    );
+    let response = http()
+        .post(format!("{base}/v1/mcps/ocr_workflow_mcp_001/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            response.status().as_u16(),
+            response
+                .headers()
+                .get("allow")
+                .and_then(|v| v.to_str().ok())
+        ),
+        (405, Some("GET"))
+    );
+    // A reader token used to write is told it is a reader token, not "unknown".
+    let (status, body) = post(
+        base,
+        "/v1/interactions",
+        Some(READER),
+        json!({"request_data": {"request_type": "ocr"}}),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("reader or admin token") && m.contains("mcp-key")),
+        "{body}"
+    );
+    // Metrics of an MCP nobody registered: 404, not a page of zeros; a known, quiet one: zeros.
+    let (status, body) = get(base, "/v1/mcps/nobody_tool_mcp_001/metrics", Some(READER)).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("no MCP nobody_tool_mcp_001"));
+    let (status, body) = get(base, "/v1/mcps/ocr_workflow_mcp_001/metrics", Some(READER)).await;
+    assert_eq!(
+        (status, &body["metrics"]["count"]),
+        (200, &json!(0)),
+        "{body}"
+    );
+}

@@ -107,3 +107,24 @@ async fn sigkill_during_load_loses_no_acknowledged_report() {
     let _ = restarted.start_kill();
     let _ = restarted.wait().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_written_to_a_file_have_no_terminal_colours() {
+    let ingest = IngestProcess::prepare("ingest-log-file", &[("ocr_workflow_mcp_001", KEY)], &[]);
+    let log = ingest.dir.path().join("ingest.log");
+    let file = std::fs::File::create(&log).expect("log file");
+    let mut child = ingest
+        .command()
+        .stderr(std::process::Stdio::from(file))
+        .spawn()
+        .expect("ingest binary starts");
+    ingest.wait_healthy().await;
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(text.contains("ingest server listening"), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "escape codes in a log file: {text:?}"
+    );
+}

@@ -167,11 +167,12 @@ async fn logged_performance_moves_weights_in_status_and_the_routing_table() {
     .await;
     let (slow_weight, slow_reason) = routing_of(&slow_reg);
     let (fast_weight, fast_reason) = routing_of(&fast_reg);
-    // Peers' median p95 = 0.25 s: fast 100 × √min(2.5, 2) → 141; slow 100 × 0.8² × √0.625 → 51.
-    assert_eq!(fast_weight, 141, "{fast_reason}");
-    assert_eq!(slow_weight, 51, "{slow_reason}");
+    // Peers' median p95 = 0.25 s. Success smoothed by the prior (9.5 of 10): fast (50 + 9.5) / 60,
+    // squared, × √min(2.5, 2) → 139; slow ((40 + 9.5) / 60)² × √0.625 → 54.
+    assert_eq!(fast_weight, 139, "{fast_reason}");
+    assert_eq!(slow_weight, 54, "{slow_reason}");
     assert!(
-        slow_reason.contains("success 80.0%"),
+        slow_reason.contains("success 80.0% of 50"),
         "the reason says why: {slow_reason}"
     );
     assert!(
@@ -205,7 +206,7 @@ async fn logged_performance_moves_weights_in_status_and_the_routing_table() {
             if c.iter()
                 .map(|c| (c.mcp_id.as_str(), c.weight))
                 .collect::<Vec<_>>()
-                == [(fast_id.as_str(), 141), (slow_id.as_str(), 51)]
+                == [(fast_id.as_str(), 139), (slow_id.as_str(), 54)]
             {
                 assert_eq!(c[0].endpoint, fast.url());
                 assert_eq!(c[0].max_concurrent_requests, 10, "the seed's default");

@@ -187,6 +187,28 @@ struct Report {
 }
 
 impl Client {
+    /// A builder from the environment: `MCP_COORDINATOR_URL` and the key from
+    /// `MCP_COORDINATOR_API_KEY`, or from the file `MCP_COORDINATOR_API_KEY_FILE` names (a mounted
+    /// key Secret, read again when the coordinator refuses the key it holds).
+    pub fn from_env() -> Result<ClientBuilder, ClientError> {
+        let url = std::env::var("MCP_COORDINATOR_URL").map_err(|_| {
+            ClientError::NoKey("set MCP_COORDINATOR_URL to the coordinator's ingest URL".into())
+        })?;
+        let key = match (
+            std::env::var("MCP_COORDINATOR_API_KEY"),
+            std::env::var("MCP_COORDINATOR_API_KEY_FILE"),
+        ) {
+            (Ok(key), _) if !key.is_empty() => Key::Fixed(key),
+            (_, Ok(file)) if !file.is_empty() => Key::File(file.into()),
+            _ => {
+                return Err(ClientError::NoKey(
+                    "set MCP_COORDINATOR_API_KEY (or MCP_COORDINATOR_API_KEY_FILE) to the MCP's key: the `<name>-mcp-key` Secret, key api-key".into(),
+                ))
+            }
+        };
+        Ok(Self::builder(url, key))
+    }
+
     /// A client of the ingest API at `url`: its base URL (`status.coordinatorConfig.apiUrl`) or
     /// the seed's `interaction_log_endpoint` (`…/api/interactions`), which comes to the same.
     pub fn builder(url: impl Into<String>, key: Key) -> ClientBuilder {

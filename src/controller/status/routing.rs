@@ -30,6 +30,7 @@ pub fn routing_status(
                 base_weight: weight,
                 health_factor,
                 success_rate: observed.success_rate,
+                finished: observed.finished,
                 p95_processing_time: observed.p95_processing_time,
                 previous: previous.map(|p| p.effective_weight),
             },

@@ -197,14 +197,19 @@ pub fn learn(router: &Router, event: &InteractionEvent) {
     let fields = &event.fields;
     let now = router.now();
     let request_type = fields.request_type.as_deref();
+    // The caller's mistake, refused as it should be, is no failure of the MCP's.
+    let caller_fault = fields
+        .error_code
+        .as_deref()
+        .is_some_and(crate::routing::weights::is_caller_fault);
     let success = match event.kind {
         EventKind::Start => {
             return router.started(&event.mcp_id, &event.interaction_id, request_type, now)
         }
         EventKind::Progress => return,
-        EventKind::Complete => fields.success.unwrap_or(true),
-        EventKind::Error => false,
-        EventKind::Record => fields.success.unwrap_or(fields.error_code.is_none()),
+        EventKind::Complete => fields.success.unwrap_or(true) || caller_fault,
+        EventKind::Error => caller_fault,
+        EventKind::Record => fields.success.unwrap_or(fields.error_code.is_none()) || caller_fault,
     };
     let outcome = Outcome {
         success,

@@ -123,7 +123,16 @@ pub fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
 
 /// The MCP whose API key this is.
 pub fn authenticate(state: &IngestState, key: Option<&str>) -> Result<String, ApiError> {
-    Ok(gate::authenticate(&state.keys, key)?)
+    match gate::authenticate(&state.keys, key) {
+        Err(denied) if key.is_some_and(|k| state.readers.role(k).is_some()) => {
+            drop(denied);
+            Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "this is a reader or admin token: it reads; reports and heartbeats need the MCP's own API key (its `<name>-mcp-key` Secret, key api-key)",
+            ))
+        }
+        other => Ok(other?),
+    }
 }
 
 /// A request as the signature covers it.

@@ -225,24 +225,41 @@ where
             reading().series(mcp_id).await.map(ok)
         }
         (&Method::GET, ["v1", "metrics"]) => reading().all_metrics().await.map(ok),
-        (
-            _,
-            ["api", "interactions" | "register"]
-            | ["v1", "interactions" | "interactions:batch" | "heartbeat" | "heartbeats" | "metrics"
-            | "audit" | "versions"]
-            | ["v1", "interactions", _, _]
-            | ["v1", "mcps", _, "interactions" | "metrics"]
-            | ["v1", "mcps", _, "metrics", "series"]
-            | ["v1", "route" | "registrations" | "protocols"]
-            | ["metrics" | "healthz" | "readyz"],
-        ) => Err(ApiError::new(
-            ErrorCode::MethodNotAllowed,
-            format!("{} is not allowed on {}", req.method, req.path),
-        )),
+        (_, path) if allowed_methods(path).is_some() => {
+            let allow = allowed_methods(path);
+            Err(ApiError {
+                allow,
+                ..ApiError::new(
+                    ErrorCode::MethodNotAllowed,
+                    format!(
+                        "{} is not allowed on {}; use {}",
+                        req.method,
+                        req.path,
+                        allow.unwrap_or_default()
+                    ),
+                )
+            })
+        }
         _ => Err(ApiError::new(
             ErrorCode::NotFound,
             format!("no such endpoint {}", req.path),
         )),
+    }
+}
+
+/// The methods a known path takes (its `Allow` header); `None` for a path that is not one.
+fn allowed_methods(path: &[&str]) -> Option<&'static str> {
+    match path {
+        ["api", "interactions" | "register"]
+        | ["v1", "interactions" | "interactions:batch" | "heartbeat"]
+        | ["v1", "interactions", _, _] => Some("POST"),
+        ["v1", "heartbeats" | "metrics" | "audit" | "versions"]
+        | ["v1", "mcps", _, "interactions" | "metrics"]
+        | ["v1", "mcps", _, "metrics", "series"]
+        | ["v1", "route" | "registrations" | "protocols"]
+        | ["v1", "gateway", "ejections"]
+        | ["metrics" | "healthz" | "readyz"] => Some("GET"),
+        _ => None,
     }
 }
 

@@ -86,6 +86,14 @@ impl Reading<'_> {
             .pop()
             .map(|m| serde_json::to_value(m).unwrap_or(Value::Null))
             .unwrap_or(Value::Null);
+        // Zeros are an answer for a known MCP that was quiet, not for a name nobody registered.
+        let quiet = one["count"].as_u64().unwrap_or(0) == 0;
+        if quiet && !self.state.keys.knows(mcp_id) {
+            return Err(ApiError::new(
+                ErrorCode::NotFound,
+                format!("no MCP {mcp_id} here: no key is registered for it and it has no interactions in {text}; `mcp-coordinator status` lists the IDs"),
+            ));
+        }
         let mut body = json!({"range": text, "metrics": one});
         if let Some((dimension, cells)) = groups {
             body["group_by"] = json!(dimension.field());

@@ -136,6 +136,8 @@ pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
     pub field: Option<String>,
+    /// The methods the path takes, for a 405's `Allow` header.
+    pub allow: Option<&'static str>,
 }
 
 impl From<crate::trust::Denied> for ApiError {
@@ -154,6 +156,7 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            allow: None,
         }
     }
 
@@ -185,6 +188,10 @@ impl ApiError {
         if let Some(secs) = self.code.retry_after() {
             r.headers_mut()
                 .insert("retry-after", HeaderValue::from(secs));
+        }
+        if let Some(allow) = self.allow {
+            r.headers_mut()
+                .insert("allow", HeaderValue::from_static(allow));
         }
         r
     }
