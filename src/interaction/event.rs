@@ -42,6 +42,19 @@ impl EventKind {
         })
     }
 
+    /// The kind a batch item names (`"kind": "start"`, …).
+    pub fn named(name: &str) -> Option<Self> {
+        [
+            EventKind::Start,
+            EventKind::Progress,
+            EventKind::Complete,
+            EventKind::Error,
+            EventKind::Record,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::Start => "start",

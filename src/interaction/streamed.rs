@@ -21,7 +21,7 @@ use super::fields::{FieldId, Fields};
 use super::kinds::{wrong_type, Refusal};
 use super::section::{At, Section};
 use super::wire::{
-    finish, has_field, read_section, subsection, typed, unknown, Identity, ParsedReport,
+    finish, has_field, read_kind, read_section, subsection, typed, unknown, Identity, ParsedReport,
 };
 
 /// One record of a batch: the report it makes, or why it was refused.
@@ -142,6 +142,8 @@ impl<'de> Visitor<'de> for ReportSeed<'_> {
                     typed(map.next_value()?, at).map(|id| identity.interaction_id = id)
                 }
                 "mcp_id" => typed(map.next_value()?, at).map(|id| identity.mcp_id = id),
+                "kind" => read_kind(map.next_value()?, self.kind, at)
+                    .map(|kind| identity.kind = Some(kind)),
                 key => match FieldId::of(Section::Top, key) {
                     Some(id) => fields.set_json(id, map.next_value()?, at),
                     None => read_other_top(

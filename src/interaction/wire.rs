@@ -67,6 +67,8 @@ fn knows_top_key(key: &str) -> bool {
 pub struct ParsedReport {
     pub interaction_id: Option<String>,
     pub mcp_id: Option<String>,
+    /// The kind a batch item named (`"kind": "start"`, …); a whole record when it names none.
+    pub kind: Option<EventKind>,
     pub fields: Fields,
 }
 
@@ -75,6 +77,25 @@ pub struct ParsedReport {
 pub(super) struct Identity {
     pub(super) interaction_id: Option<String>,
     pub(super) mcp_id: Option<String>,
+    pub(super) kind: Option<EventKind>,
+}
+
+/// A batch item's `kind`: which report it is. Only a batch's items may name one.
+pub(super) fn read_kind(
+    value: Value,
+    parsing: EventKind,
+    at: At<'_>,
+) -> Result<EventKind, BadReport> {
+    if parsing != EventKind::Record {
+        return Err(unknown(Section::Top, "kind", at));
+    }
+    let name: String = typed(value, at)?;
+    EventKind::named(&name).ok_or_else(|| {
+        BadReport::new(
+            at.found_at(),
+            format!("{name:?} is not a report: start, progress, complete, error or record"),
+        )
+    })
 }
 
 /// Parses one report of `kind` from `value`; `path` prefixes field names in errors (e.g. `data`).
@@ -84,7 +105,7 @@ pub fn parse_report(value: Value, kind: EventKind, path: &str) -> Result<ParsedR
     };
     let mut fields = Fields::default();
     let mut identity = Identity::default();
-    read_top(report, path, &mut fields, &mut identity)?;
+    read_top(report, path, kind, &mut fields, &mut identity)?;
     finish(fields, identity, kind, path)
 }
 
@@ -96,6 +117,7 @@ pub(super) fn finish(
     path: &str,
 ) -> Result<ParsedReport, BadReport> {
     let at = |f: &str| join(path, f);
+    let kind = identity.kind.unwrap_or(kind);
     match kind {
         EventKind::Complete if fields.success.is_none() => {
             fields.success = Some(fields.error_code.is_none())
@@ -131,6 +153,7 @@ pub(super) fn finish(
     Ok(ParsedReport {
         interaction_id: identity.interaction_id,
         mcp_id: identity.mcp_id,
+        kind: identity.kind,
         fields,
     })
 }
@@ -140,6 +163,7 @@ pub(super) fn finish(
 fn read_top(
     report: Map<String, Value>,
     path: &str,
+    parsing: EventKind,
     fields: &mut Fields,
     identity: &mut Identity,
 ) -> Result<(), BadReport> {
@@ -151,6 +175,7 @@ fn read_top(
         match key.as_str() {
             "interaction_id" => identity.interaction_id = typed(value, at)?,
             "mcp_id" => identity.mcp_id = typed(value, at)?,
+            "kind" => identity.kind = Some(read_kind(value, parsing, at)?),
             _ => {
                 let Some(value) = fields.set(Section::Top, &key, value, at)? else {
                     continue;
@@ -365,6 +390,43 @@ mod tests {
         assert_eq!(
             (parsed.fields.error_code.as_deref(), parsed.fields.success),
             (Some("504"), Some(false))
+        );
+    }
+
+    #[test]
+    fn a_batch_item_may_say_which_report_it_is_and_nothing_else_may() {
+        let parsed = parse_report(
+            json!({"kind": "complete", "interaction_id": "i"}),
+            EventKind::Record,
+            "",
+        )
+        .unwrap();
+        assert_eq!(
+            (parsed.kind, parsed.fields.success),
+            (Some(EventKind::Complete), Some(true))
+        );
+        let parsed = parse_report(
+            json!({"kind": "error", "interaction_id": "i"}),
+            EventKind::Record,
+            "",
+        )
+        .unwrap();
+        assert_eq!(parsed.fields.error_code.as_deref(), Some(UNKNOWN_ERROR));
+        let streamed = super::super::parse_records(
+            r#"[{"kind": "progress", "interaction_id": "i", "progress": 0.5}]"#,
+            EventKind::Record,
+        )
+        .unwrap();
+        assert_eq!(
+            streamed[0].as_ref().unwrap().kind,
+            Some(EventKind::Progress)
+        );
+        let refused = parse_report(json!({"kind": "done"}), EventKind::Record, "").unwrap_err();
+        assert_eq!(refused.field, "kind");
+        let refused = parse_report(json!({"kind": "start"}), EventKind::Start, "").unwrap_err();
+        assert_eq!(
+            refused.field, "kind",
+            "a single report's kind is its endpoint's"
         );
     }
 

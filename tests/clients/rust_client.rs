@@ -122,8 +122,10 @@ async fn a_coordinator_that_does_not_answer_never_blocks_the_caller() {
     // Accepts connections (the kernel's backlog) and never answers.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
     let url = format!("http://{}", silent.local_addr().expect("addr"));
-    let client = Client::builder(url, Key::Fixed(KEY.into()))
+    // One report per request: the queue of two is all that waits.
+    let client = Client::builder(url.clone(), Key::Fixed(KEY.into()))
         .queue(2)
+        .batch_reports(1)
         .timeout(Duration::from_secs(2))
         .max_attempts(1)
         .build()
@@ -140,6 +142,28 @@ async fn a_coordinator_that_does_not_answer_never_blocks_the_caller() {
     assert!(client.stats().dropped >= 47, "{:?}", client.stats());
     assert!(client.flush(Duration::from_secs(15)).await);
     assert_eq!(client.stats().dropped, 50, "{:?}", client.stats());
+
+    // Batched (the default): the sender takes what is queued into one request, and still nothing
+    // blocks and every report is accounted for.
+    let batched = Client::builder(url, Key::Fixed(KEY.into()))
+        .queue(2)
+        .timeout(Duration::from_secs(2))
+        .max_attempts(1)
+        .build()
+        .expect("client");
+    let began = Instant::now();
+    for _ in 0..50 {
+        batched.start("ocr", json!({}));
+    }
+    assert!(began.elapsed() < Duration::from_millis(200));
+    assert!(batched.flush(Duration::from_secs(15)).await);
+    assert_eq!(
+        batched.stats(),
+        mcp_coordinator_client::Stats {
+            sent: 0,
+            dropped: 50
+        }
+    );
     drop(silent);
 }
 

@@ -17,13 +17,25 @@ class Coordinator:
         self.statuses = list(statuses)
         self.delay = delay
         self.received = []
+        self.requests = []
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 time.sleep(owner.delay)
-                owner.received.append((self.path, json.loads(body), self.headers))
+                owner.requests.append((self.path, self.headers))
+                if self.path == "/v1/interactions:batch":
+                    # A batch: each item recorded as the request it stands for.
+                    for item in json.loads(body):
+                        kind = item.pop("kind")
+                        if kind == "start":
+                            path = "/v1/interactions"
+                        else:
+                            path = f"/v1/interactions/{item.pop('interaction_id')}/{kind}"
+                        owner.received.append((path, item, self.headers))
+                else:
+                    owner.received.append((self.path, json.loads(body), self.headers))
                 status = owner.statuses.pop(0) if owner.statuses else 202
                 self.send_response(status)
                 if status == 429:
@@ -140,6 +152,25 @@ class ClientTest(unittest.TestCase):
             Client("coordinator:8081", "k")
         with self.assertRaises(ValueError):
             Client("http://coordinator:8081", "")
+
+
+    def test_reports_queued_together_go_as_one_signed_batch_and_a_lone_one_on_its_own(self):
+        coordinator = Coordinator(delay=0.2)
+        client = self.client(coordinator)
+        first = client.start("ocr")           # sent alone while the others queue behind it
+        time.sleep(0.05)
+        for _ in range(5):
+            with client.interaction("ocr") as call:
+                call.result(quality_score=0.9)
+        self.assertTrue(client.flush(10))
+        paths = [path for path, _ in coordinator.requests]
+        self.assertEqual(paths, ["/v1/interactions", "/v1/interactions:batch"], paths)
+        batch_headers = coordinator.requests[1][1]
+        self.assertIn("X-MCP-Signature", batch_headers)
+        self.assertEqual(len(coordinator.received), 11)
+        self.assertEqual(coordinator.received[0][1]["interaction_id"], first)
+        self.assertEqual(client.sent, 11)
+        self.assertEqual(client.dropped, 0)
 
 
 if __name__ == "__main__":

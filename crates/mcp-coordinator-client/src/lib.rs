@@ -77,11 +77,16 @@ pub struct ClientBuilder {
     max_attempts: u32,
     heartbeat: Option<Duration>,
     report_every: Duration,
+    batch: usize,
     timeout: Duration,
 }
 
-/// A batch held for the report interval is sent early once it holds this many reports.
+/// A batch held for the report interval is sent early once it holds this many reports, and one
+/// request carries at most this many by default.
 const MAX_BATCH: usize = 100;
+/// The most reports, and bytes, one batch request may carry.
+const MAX_BATCH_ITEMS: usize = 500;
+const MAX_BATCH_BYTES: usize = 1 << 20;
 
 /// The path of the seed's envelope endpoint: a URL that ends in it is the API's base URL plus it.
 const ENVELOPE_PATH: &str = "/api/interactions";
@@ -112,6 +117,12 @@ impl ClientBuilder {
     /// once 100 wait or [`Client::flush`] asks; zero (the default) sends each as it comes.
     pub fn report_every(mut self, every: Duration) -> Self {
         self.report_every = every;
+        self
+    }
+    /// At most this many queued reports go in one signed batch request (default 100; 1 sends
+    /// each on its own). A lone report always goes on its own, at once.
+    pub fn batch_reports(mut self, most: usize) -> Self {
+        self.batch = most.clamp(1, MAX_BATCH_ITEMS);
         self
     }
     /// How long one request may take (default 5 s).
@@ -147,6 +158,7 @@ impl ClientBuilder {
             pending: AtomicU64::new(0),
             idle: Notify::new(),
             send_now: Notify::new(),
+            batch: self.batch,
         });
         runtime.spawn(sender::send_loop(
             shared.clone(),
@@ -179,11 +191,36 @@ struct Shared {
     idle: Notify,
     /// Asks the sender to send what it holds now (a flush).
     send_now: Notify,
+    /// The most reports one request carries.
+    batch: usize,
 }
 
 struct Report {
     path: String,
+    /// A JSON object.
     body: Vec<u8>,
+    /// The report's kind and, unless its body names it, its interaction, for a batch item.
+    kind: &'static str,
+    id: Option<String>,
+}
+
+impl Report {
+    /// The report as an item of `POST /v1/interactions:batch`: its body, with its kind and
+    /// interaction.
+    fn batch_item(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(br#"{"kind":""#);
+        out.extend_from_slice(self.kind.as_bytes());
+        out.push(b'"');
+        if let Some(id) = &self.id {
+            out.extend_from_slice(br#","interaction_id":"#);
+            out.extend_from_slice(&serde_json::to_vec(id).unwrap_or_default());
+        }
+        let rest = self.body.strip_prefix(b"{").unwrap_or(b"}");
+        if rest.first() != Some(&b'}') {
+            out.push(b',');
+        }
+        out.extend_from_slice(rest);
+    }
 }
 
 impl Client {
@@ -220,6 +257,7 @@ impl Client {
             max_attempts: 8,
             heartbeat: None,
             report_every: Duration::ZERO,
+            batch: MAX_BATCH,
             timeout: Duration::from_secs(5),
         }
     }
@@ -236,6 +274,8 @@ impl Client {
         self.enqueue(
             "/v1/interactions".into(),
             &json!({"interaction_id": id, "request_data": data}),
+            "start",
+            None,
         );
         id
     }
@@ -252,6 +292,8 @@ impl Client {
         self.enqueue(
             format!("/v1/interactions/{interaction_id}/progress"),
             &Value::Object(body),
+            "progress",
+            Some(interaction_id),
         );
     }
 
@@ -266,6 +308,8 @@ impl Client {
         self.enqueue(
             format!("/v1/interactions/{interaction_id}/complete"),
             &Value::Object(body),
+            "complete",
+            Some(interaction_id),
         );
     }
 
@@ -280,6 +324,8 @@ impl Client {
         self.enqueue(
             format!("/v1/interactions/{interaction_id}/error"),
             &Value::Object(body),
+            "error",
+            Some(interaction_id),
         );
     }
 
@@ -310,10 +356,16 @@ impl Client {
         }
     }
 
-    fn enqueue(&self, path: String, body: &Value) {
+    fn enqueue(&self, path: String, body: &Value, kind: &'static str, id: Option<&str>) {
         let body = serde_json::to_vec(body).unwrap_or_default();
         self.shared.pending.fetch_add(1, Ordering::SeqCst);
-        if self.sender.try_send(Report { path, body }).is_err() {
+        let report = Report {
+            path,
+            body,
+            kind,
+            id: id.map(str::to_string),
+        };
+        if self.sender.try_send(report).is_err() {
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
             self.shared.done();
             tracing::warn!("mcp-coordinator report queue full (or closed); a report was dropped");
@@ -348,6 +400,16 @@ impl Shared {
     }
 
     async fn post(&self, path: &str, body: &[u8]) -> Result<Value, ClientError> {
+        self.post_signed(path, body, self.sign).await
+    }
+
+    /// A POST, signed when `signed` (batches always are: the ingest server asks it by default).
+    async fn post_signed(
+        &self,
+        path: &str,
+        body: &[u8],
+        signed: bool,
+    ) -> Result<Value, ClientError> {
         let url = format!("{}{path}", self.base);
         let key = self.key()?;
         let mut request = self
@@ -356,7 +418,7 @@ impl Shared {
             .bearer_auth(&key)
             .header("content-type", "application/json")
             .body(body.to_vec());
-        if self.sign {
+        if signed {
             let timestamp = jiff::Timestamp::now().as_second().to_string();
             request = request.header("x-mcp-timestamp", &timestamp).header(
                 "x-mcp-signature",
@@ -427,6 +489,37 @@ pub fn sign(api_key: &str, method: &str, path: &str, timestamp: &str, body: &[u8
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_queued_report_becomes_a_batch_item_with_its_kind_and_interaction() {
+        let item = |body: &str, kind, id: Option<&str>| {
+            let report = Report {
+                path: String::new(),
+                body: body.as_bytes().to_vec(),
+                kind,
+                id: id.map(str::to_string),
+            };
+            let mut out = Vec::new();
+            report.batch_item(&mut out);
+            serde_json::from_slice::<Value>(&out).expect("JSON")
+        };
+        assert_eq!(
+            item("{}", "progress", Some("int_1")),
+            json!({"kind": "progress", "interaction_id": "int_1"})
+        );
+        assert_eq!(
+            item(r#"{"success":true}"#, "complete", Some("int_\"1")),
+            json!({"kind": "complete", "interaction_id": "int_\"1", "success": true})
+        );
+        assert_eq!(
+            item(
+                r#"{"interaction_id":"int_2","request_data":{}}"#,
+                "start",
+                None
+            ),
+            json!({"kind": "start", "interaction_id": "int_2", "request_data": {}})
+        );
+    }
 
     #[test]
     fn interaction_ids_have_the_coordinators_shape() {

@@ -1,5 +1,6 @@
 //! The background sender: reports in order, as they come or held for the report interval,
-//! retried with backoff; heartbeats on their own interval.
+//! retried with backoff; heartbeats on their own interval. What is queued together goes together:
+//! a lone report on its own endpoint, several as one signed batch (bounded in count and bytes).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -7,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::{ClientError, Report, Shared, ENVELOPE_PATH, MAX_BACKOFF, MAX_BATCH};
+use crate::{ClientError, Report, Shared, ENVELOPE_PATH, MAX_BACKOFF, MAX_BATCH, MAX_BATCH_BYTES};
 
 /// The ingest API's base URL from what the client was given.
 pub(crate) fn api_base(url: &str) -> String {
@@ -56,18 +57,21 @@ pub(crate) async fn send_loop(
                     (held.len() >= MAX_BATCH, false)
                 }
                 Some(report) => {
-                    deliver(&shared, &report).await;
-                    shared.done();
-                    (false, false)
+                    // Whatever else is queued by now goes with it.
+                    held.push(report);
+                    while held.len() < shared.batch {
+                        match reports.try_recv() {
+                            Ok(more) => held.push(more),
+                            Err(_) => break,
+                        }
+                    }
+                    (true, false)
                 }
                 None => (true, true),
             },
         };
         if send_held {
-            for report in held.drain(..) {
-                deliver(&shared, &report).await;
-                shared.done();
-            }
+            send_all(&shared, std::mem::take(&mut held)).await;
         }
         if gone {
             return;
@@ -77,6 +81,84 @@ pub(crate) async fn send_loop(
 
 /// The shortest report interval honoured.
 const MIN_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Sends `reports` in order: batches of at most `shared.batch` reports and 1 MiB, a lone report
+/// on its own endpoint.
+async fn send_all(shared: &Shared, reports: Vec<Report>) {
+    let mut rest = reports.as_slice();
+    while !rest.is_empty() {
+        let mut body = vec![b'['];
+        let mut taken = 0;
+        for report in rest.iter().take(shared.batch) {
+            let before = body.len();
+            if taken > 0 {
+                body.push(b',');
+            }
+            report.batch_item(&mut body);
+            if taken > 0 && body.len() > MAX_BATCH_BYTES {
+                body.truncate(before);
+                break;
+            }
+            taken += 1;
+        }
+        body.push(b']');
+        let (batch, after) = rest.split_at(taken);
+        if let [one] = batch {
+            deliver(shared, one).await;
+        } else {
+            deliver_batch(shared, &body, batch.len()).await;
+        }
+        for _ in batch {
+            shared.done();
+        }
+        rest = after;
+    }
+}
+
+/// One signed batch of `count` reports: retried whole while the coordinator is away or busy;
+/// the items it refuses are counted as dropped.
+async fn deliver_batch(shared: &Shared, body: &[u8], count: usize) {
+    let mut backoff = Duration::from_millis(100);
+    for attempt in 1..=shared.max_attempts {
+        let wait = match shared
+            .post_signed("/v1/interactions:batch", body, true)
+            .await
+        {
+            Ok(answer) => {
+                let accepted = answer["accepted"].as_u64().unwrap_or(count as u64);
+                shared.sent.fetch_add(accepted, Ordering::Relaxed);
+                let refused = (count as u64).saturating_sub(accepted);
+                if refused > 0 {
+                    tracing::warn!(
+                        refused,
+                        "the coordinator refused reports of a batch; dropped"
+                    );
+                    shared.dropped.fetch_add(refused, Ordering::Relaxed);
+                }
+                return;
+            }
+            Err(ClientError::Refused { status, body, .. })
+                if status != 429 && status != 401 && status < 500 =>
+            {
+                tracing::warn!(status, body = %body, count, "the coordinator refused a batch of reports; dropped");
+                break;
+            }
+            Err(ClientError::NoKey(why)) => {
+                tracing::warn!(reason = %why, count, "no API key; reports dropped");
+                break;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, attempt, "batch not delivered yet");
+                backoff
+            }
+        };
+        if attempt < shared.max_attempts {
+            tokio::time::sleep(wait).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+    shared.dropped.fetch_add(count as u64, Ordering::Relaxed);
+}
 
 async fn deliver(shared: &Shared, report: &Report) {
     let mut backoff = Duration::from_millis(100);

@@ -119,7 +119,7 @@ pub(super) fn record(
         _ => Ok(InteractionEvent::new(
             id,
             key_mcp.to_string(),
-            EventKind::Record,
+            parsed.kind.unwrap_or(EventKind::Record),
             received_ms,
             parsed.fields,
         )),

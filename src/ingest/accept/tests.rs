@@ -66,6 +66,7 @@ fn parsed(interaction_id: Option<&str>, mcp_id: Option<&str>, fields: Fields) ->
     ParsedReport {
         interaction_id: interaction_id.map(str::to_string),
         mcp_id: mcp_id.map(str::to_string),
+        kind: None,
         fields,
     }
 }

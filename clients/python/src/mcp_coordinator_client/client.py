@@ -24,8 +24,10 @@ log = logging.getLogger("mcp_coordinator_client")
 
 # Whole seconds of backoff are capped here; a Retry-After from the coordinator is honoured up to it.
 MAX_BACKOFF_SECONDS = 30.0
-# With a report interval, a batch this large is sent without waiting for the interval.
+# With a report interval, a batch this large is sent without waiting for the interval; and one
+# request carries at most this many reports (and MAX_BATCH_BYTES of JSON).
 MAX_BATCH = 100
+MAX_BATCH_BYTES = 1 << 20
 # At exit, queued reports are sent for at most this long.
 EXIT_FLUSH_SECONDS = 5.0
 # The seed's envelope endpoint: a URL ending in it is the API's base URL plus it.
@@ -107,6 +109,7 @@ class Client:
         heartbeat_interval: Optional[float] = 30.0,
         mcp_version: Optional[str] = None,
         report_interval: float = 0.0,
+        batch: int = MAX_BATCH,
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"url must start with http:// or https://, not {url!r}")
@@ -114,6 +117,7 @@ class Client:
             raise ValueError("api_key is empty: use the key from the MCP's `<name>-mcp-key` Secret")
         self.url = api_base(url)
         self._report_interval = max(0.0, report_interval)
+        self._batch = max(1, min(int(batch), 500))
         self._send_now = threading.Event()
         self._exit_hook = False
         self._api_key = api_key
@@ -321,13 +325,44 @@ class Client:
                 request = self._queue.get(timeout=wait)
             except queue.Empty:
                 continue
-            if request is None:
-                self._done()
+            # Whatever else is queued by now goes with it, as one batch.
+            requests = [request]
+            while request is not None and len(requests) < self._batch:
+                try:
+                    request = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                requests.append(request)
+            if not self._send_all(requests):
                 break
-            self._deliver(request)
-            self._done()
 
     _stopped = False
+
+    def _send_all(self, requests: list[Optional[_Request]]) -> bool:
+        """Sends `requests` in order (a lone one on its own endpoint, more as signed batches);
+        False once the stop marker is among them."""
+        going = True
+        if requests and requests[-1] is None:
+            requests.pop()
+            going = False
+        while requests:
+            batch, size = [], 2
+            for request in requests[: self._batch]:
+                item = json.dumps(_batch_item(request), separators=(",", ":"))
+                if batch and size + len(item) + 1 > MAX_BATCH_BYTES:
+                    break
+                batch.append((request, item))
+                size += len(item) + 1
+            requests = requests[len(batch):]
+            if len(batch) == 1:
+                self._deliver(batch[0][0])
+            else:
+                self._deliver_batch("[" + ",".join(item for _, item in batch) + "]", len(batch))
+            for _ in batch:
+                self._done()
+        if not going:
+            self._done()
+        return going
 
     def _drain_on_interval(self, next_send: float, next_heartbeat: float) -> bool:
         """With a report interval: waits for it (or a flush, a full batch, closing), then sends
@@ -345,12 +380,16 @@ class Client:
                 request = self._queue.get_nowait()
             except queue.Empty:
                 return True
-            if request is None:
+            batch = [request]
+            while request is not None:
+                try:
+                    request = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                batch.append(request)
+            if not self._send_all(batch):
                 self._stopped = True
-                self._done()
-                return True
-            self._deliver(request)
-            self._done()
+            return True
 
     def _done(self) -> None:
         with self._idle:
@@ -396,13 +435,46 @@ class Client:
             raise ReportError(f"cannot reach the coordinator at {self.url}: {error}") from None
         return answer if isinstance(answer, dict) else {}
 
+    def _deliver_batch(self, body: str, count: int) -> None:
+        """One signed batch (the ingest server asks batches to be signed by default), retried whole
+        while the coordinator is away or busy; the reports it refuses are counted as dropped."""
+        backoff, attempts = 0.1, 0
+        while True:
+            attempts += 1
+            try:
+                status, answer = self._post_raw("/v1/interactions:batch", body.encode(), signed=True)
+            except OSError as error:
+                status, answer = 0, {"error": str(error)}
+            if 200 <= status < 300:
+                accepted = answer.get("accepted", count) if isinstance(answer, dict) else count
+                with self._lock:
+                    self.sent += accepted
+                    self.dropped += count - accepted
+                if accepted < count:
+                    log.warning("the coordinator refused %d reports of a batch", count - accepted)
+                return
+            retryable = status in (0, 401, 429) or status >= 500
+            if not retryable or attempts >= self._max_attempts or self._closing.is_set():
+                with self._lock:
+                    self.dropped += count
+                log.warning("a batch of %d reports dropped (%s): %s", count, status or "unreachable", answer)
+                return
+            delay = backoff
+            retry_after = answer.get("_retry_after") if isinstance(answer, dict) else None
+            if retry_after:
+                delay = float(retry_after)
+            time.sleep(min(delay, MAX_BACKOFF_SECONDS))
+            backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+
     def _post(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
-        data = json.dumps(body, separators=(",", ":")).encode()
+        return self._post_raw(path, json.dumps(body, separators=(",", ":")).encode(), self._sign)
+
+    def _post_raw(self, path: str, data: bytes, signed: bool) -> tuple[int, Any]:
         headers = {
             "Authorization": f"Bearer {self._api_key}",
             "Content-Type": "application/json",
         }
-        if self._sign:
+        if signed:
             timestamp = str(int(time.time()))
             headers["X-MCP-Timestamp"] = timestamp
             headers["X-MCP-Signature"] = sign(self._api_key, "POST", path, timestamp, data)
@@ -427,6 +499,15 @@ def error_code(error: BaseException) -> str:
             out.append("_")
         out.append(char.upper() if char.isalnum() else "_")
     return "".join(out)[:64] or "ERROR"
+
+
+def _batch_item(request: _Request) -> dict[str, Any]:
+    """A queued report as an item of `POST /v1/interactions:batch`: its body, its kind and its
+    interaction (`/v1/interactions` starts; `/v1/interactions/{id}/{kind}` the rest)."""
+    parts = request.path.strip("/").split("/")
+    if len(parts) == 4:
+        return {"kind": parts[3], "interaction_id": parts[2], **request.body}
+    return {"kind": "start", **request.body}
 
 
 def _part(value: str) -> str:
