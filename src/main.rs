@@ -32,6 +32,16 @@ async fn main() -> anyhow::Result<()> {
         Command::Status(args) => run_status(args).await,
         Command::Query(args) => run_query(args).await,
         Command::ExampleMcp(args) => run_example_mcp(args).await,
+        Command::Completions { shell } => {
+            let mut command = mcp_coordinator::cli::command();
+            clap_complete::generate(
+                shell,
+                &mut command,
+                "mcp-coordinator",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
         Command::Ready(args) => {
             api_client::check_ready(&args.urls, args.ca_file.as_deref()).await?;
             println!("ready: {}", args.urls.join(", "));
@@ -141,7 +151,9 @@ async fn run_status(args: StatusArgs) -> anyhow::Result<()> {
     let token = args.client.token()?;
     loop {
         let view = api_client::get_json(&args.client.url, "/v1/registrations", &token).await?;
-        let table = api_client::status_table(&view, jiff::Timestamp::now().as_millisecond());
+        let table = args.output.render(&view).unwrap_or_else(|| {
+            api_client::status_table(&view, jiff::Timestamp::now().as_millisecond())
+        });
         match args.watch {
             None => {
                 print!("{table}");
@@ -166,19 +178,37 @@ async fn run_status(args: StatusArgs) -> anyhow::Result<()> {
 
 async fn run_query(args: QueryArgs) -> anyhow::Result<()> {
     let out = match args.what {
-        QueryWhat::Interactions { mcp, limit, client } => {
+        QueryWhat::Interactions {
+            mcp,
+            limit,
+            output,
+            client,
+        } => {
             let token = client.token()?;
             let mcp = api_client::resolve_mcp(&client.url, &token, &mcp).await?;
             let path = format!("/v1/mcps/{mcp}/interactions?limit={limit}");
             let found = api_client::get_json(&client.url, &path, &token).await?;
-            api_client::interactions_table(&found)
+            output
+                .render(&found)
+                .unwrap_or_else(|| api_client::interactions_table(&found))
         }
-        QueryWhat::Metrics { mcp, range, client } => {
+        QueryWhat::Metrics {
+            mcp,
+            range,
+            group_by,
+            output,
+            client,
+        } => {
             let token = client.token()?;
             let mcp = api_client::resolve_mcp(&client.url, &token, &mcp).await?;
-            let path = format!("/v1/mcps/{mcp}/metrics?range={range}");
+            let mut path = format!("/v1/mcps/{mcp}/metrics?range={range}");
+            if let Some(by) = &group_by {
+                path.push_str(&format!("&group_by={by}"));
+            }
             let found = api_client::get_json(&client.url, &path, &token).await?;
-            api_client::metrics_table(&found)
+            output
+                .render(&found)
+                .unwrap_or_else(|| api_client::metrics_table(&found))
         }
     };
     print!("{out}");

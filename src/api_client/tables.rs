@@ -193,7 +193,25 @@ pub fn metrics_table(answer: &Value) -> String {
         ],
         vec!["errors by code".into(), text(&m["errors_by_code"])],
     ];
-    table(&["METRIC", "VALUE"], &rows)
+    let mut out = table(&["METRIC", "VALUE"], &rows);
+    // With --group-by: one row per value.
+    if let Some(groups) = answer["groups"].as_array() {
+        let by = text(&answer["group_by"]).to_uppercase();
+        let rows = rows_of(&answer["groups"], |g| {
+            let m = &g["metrics"];
+            vec![
+                text(&g["value"]),
+                text(&m["count"]),
+                percent(&m["success_rate"]),
+                millis(&m["p95_processing_time"]),
+            ]
+        });
+        if !groups.is_empty() {
+            out.push('\n');
+            out.push_str(&table(&[&by, "INTERACTIONS", "SUCCESS", "P95"], &rows));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -42,6 +42,11 @@ pub enum Command {
     /// Check that endpoints are ready (`GET <url>/readyz`); exits non-zero when one is not. The
     /// chart's `helm test` runs it against both containers.
     Ready(ReadyArgs),
+    /// Print a shell completion script: `source <(mcp-coordinator completions bash)`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(clap::Args)]
@@ -56,13 +61,75 @@ pub struct ReadyArgs {
 }
 
 /// Flags that only make sense on a command line (what to query, how to refresh).
-const COMMAND_LINE_ONLY: &[&str] = &["mcp", "limit", "range", "watch", "help", "version"];
+const COMMAND_LINE_ONLY: &[&str] = &[
+    "mcp", "limit", "range", "watch", "output", "group-by", "help", "version",
+];
 /// Subcommands whose flags read no environment (a demo program, not a component).
 const WITHOUT_ENVIRONMENT: &[&str] = &["example-mcp"];
 
-/// The command line, with every flag's environment variable.
+/// The command line, with every flag's environment variable, the flags of the long subcommands
+/// under headings, and standalone mode without the Kubernetes-only flags.
 pub fn command() -> clap::Command {
-    with_environment(Cli::command())
+    with_environment(Cli::command()).mut_subcommands(|sub| {
+        let standalone = sub.get_name() == "standalone";
+        sub.mut_args(|arg| {
+            let Some(long) = arg.get_long().map(str::to_string) else {
+                return arg;
+            };
+            let arg = match heading(&long) {
+                Some(h) if arg.get_help_heading().is_none() => arg.help_heading(h),
+                _ => arg,
+            };
+            arg.hide(standalone && KUBERNETES_ONLY.contains(&long.as_str()))
+        })
+    })
+}
+
+/// Flags of the ingest server that only mean something in a cluster: standalone mode hides them.
+const KUBERNETES_ONLY: &[&str] = &[
+    "keys-from-secrets",
+    "namespace",
+    "reader-tokens-namespace",
+    "routes-from-registrations",
+    "routing-table-file",
+    "registrar-kube-token-file",
+];
+
+/// The `--help` heading a flag of the ingest server's (and standalone mode's) goes under.
+fn heading(long: &str) -> Option<&'static str> {
+    let starts = |prefixes: &[&str]| prefixes.iter().any(|p| long.starts_with(p));
+    Some(if starts(&["clickhouse-"]) {
+        "ClickHouse"
+    } else if starts(&["gateway-", "caller-tokens"]) {
+        "MCP gateway"
+    } else if starts(&["tls-"]) {
+        "TLS"
+    } else if starts(&[
+        "spool-",
+        "batch-",
+        "flush-",
+        "drain-",
+        "retention-",
+        "max-interaction",
+    ]) {
+        "Spool, store and retention"
+    } else if starts(&["max-", "header-timeout", "body-timeout"]) {
+        "Limits"
+    } else if starts(&["registrar-", "registration-"]) {
+        "Self-registration"
+    } else if starts(&[
+        "keys-",
+        "admin-tokens",
+        "reader-tokens",
+        "privacy-key",
+        "encryption-keys",
+        "require-signatures",
+        "key-rotation",
+    ]) {
+        "Keys, tokens and privacy"
+    } else {
+        return None;
+    })
 }
 
 /// Parses the process's arguments (exits with clap's message and code on bad ones).
@@ -70,22 +137,24 @@ pub fn parse() -> Cli {
     Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit())
 }
 
-/// The environment variable a flag reads.
-pub fn environment_variable(id: &str) -> String {
+/// The environment variable a flag reads: `MCP_COORDINATOR_` and the flag's long name.
+pub fn environment_variable(long: &str) -> String {
     format!(
         "MCP_COORDINATOR_{}",
-        id.to_ascii_uppercase().replace('-', "_")
+        long.to_ascii_uppercase().replace('-', "_")
     )
 }
 
 fn with_environment(command: clap::Command) -> clap::Command {
     command
         .mut_args(|arg: Arg| {
-            let id = arg.get_id().as_str();
-            if arg.get_long().is_none() || COMMAND_LINE_ONLY.contains(&id) {
+            let Some(long) = arg.get_long() else {
+                return arg;
+            };
+            if COMMAND_LINE_ONLY.contains(&long) {
                 return arg;
             }
-            let variable = environment_variable(id);
+            let variable = environment_variable(long);
             arg.env(variable)
         })
         .mut_subcommands(|sub| {
@@ -143,6 +212,9 @@ impl ClientArgs {
 pub struct StatusArgs {
     #[command(flatten)]
     pub client: ClientArgs,
+    /// How to print the answer.
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub output: Output,
     /// Refresh every this many seconds until interrupted.
     #[arg(long)]
     pub watch: Option<u64>,
@@ -161,8 +233,12 @@ pub enum QueryWhat {
         /// The MCP's ID, or its registration's name as `status` prints it.
         #[arg(long)]
         mcp: String,
+        /// How many interactions, newest first (at most 1,000).
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// How to print the answer.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -174,15 +250,45 @@ pub enum QueryWhat {
         /// e.g. 15m, 1h, 24h, 7d.
         #[arg(long, default_value = "1h")]
         range: String,
+        /// Also per value of `request_type`, `adapter_used`, `region` or `environment`.
+        #[arg(long)]
+        group_by: Option<String>,
+        /// How to print the answer.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
         #[command(flatten)]
         client: ClientArgs,
     },
 }
 
+/// How a command prints what the API answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+    Yaml,
+}
+
+impl Output {
+    /// The answer as JSON or YAML text, or `None` for a table (which each command draws).
+    pub fn render(self, answer: &serde_json::Value) -> Option<String> {
+        match self {
+            Output::Table => None,
+            Output::Json => Some(format!(
+                "{}\n",
+                serde_json::to_string_pretty(answer).unwrap_or_default()
+            )),
+            Output::Yaml => Some(serde_saphyr::to_string(answer).unwrap_or_default()),
+        }
+    }
+}
+
 #[derive(clap::Args)]
 pub struct ExampleMcpArgs {
+    /// The MCP's name, as its registration's (the MCP it reports for).
     #[arg(long)]
     pub name: String,
+    /// Where it serves /health, /process, /status and MCP at /mcp (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
     /// Median processing time of /process.
@@ -200,6 +306,7 @@ pub struct ExampleMcpArgs {
     /// File with a registrar token: the MCP registers itself when it starts (instead of --key-file).
     #[arg(long, conflicts_with = "key_file")]
     pub registrar_token_file: Option<std::path::PathBuf>,
+    /// Seconds between heartbeats to the coordinator.
     #[arg(long, default_value_t = 10)]
     pub heartbeat_seconds: u64,
 }
@@ -268,8 +375,53 @@ mod tests {
             env_of(&["controller"], "log-format"),
             expected("MCP_COORDINATOR_LOG_FORMAT")
         );
+        // The long name, also where the field is named otherwise (one rule, no exceptions).
+        assert_eq!(env_of(&["ready"], "url"), expected("MCP_COORDINATOR_URL"));
+        assert_eq!(
+            env_of(&["ingest"], "clickhouse-setting"),
+            expected("MCP_COORDINATOR_CLICKHOUSE_SETTING")
+        );
         assert_eq!(env_of(&["query", "metrics"], "mcp"), None);
         assert_eq!(env_of(&["example-mcp"], "listen"), None);
+    }
+
+    #[test]
+    fn every_flag_says_what_it_does_and_standalone_hides_what_needs_a_cluster() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let named = arg.get_long().is_some();
+                if named
+                    && arg.get_help().is_none()
+                    && !["help", "version"].contains(&arg.get_id().as_str())
+                {
+                    missing.push(format!("{path} --{}", arg.get_long().unwrap_or_default()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&command(), "mcp-coordinator", &mut missing);
+        assert!(missing.is_empty(), "flags without help: {missing:?}");
+        let standalone = command()
+            .find_subcommand("standalone")
+            .cloned()
+            .expect("standalone");
+        let shown: Vec<&str> = standalone
+            .get_arguments()
+            .filter(|a| !a.is_hide_set())
+            .filter_map(|a| a.get_long())
+            .collect();
+        assert!(
+            !shown.contains(&"keys-from-secrets") && shown.contains(&"clickhouse-url"),
+            "{shown:?}"
+        );
+        let clickhouse = standalone
+            .get_arguments()
+            .find(|a| a.get_long() == Some("clickhouse-url"))
+            .expect("flag");
+        assert_eq!(clickhouse.get_help_heading(), Some("ClickHouse"));
     }
 
     #[test]

@@ -122,6 +122,7 @@ pub struct IngestArgs {
     /// ClickHouse database (created if missing).
     #[arg(long, default_value = "mcp_coordinator")]
     pub clickhouse_database: String,
+    /// ClickHouse user (the server's `default` user when unset).
     #[arg(long)]
     pub clickhouse_user: Option<String>,
     /// Prefer the environment variable to keep the password out of process listings.

@@ -261,6 +261,39 @@ async fn registrations_follow_their_files_and_ids_survive_restarts() {
         !ok && err.contains("unknown MCP \"nope\"") && err.contains("ocr (ocr_workflow_mcp_001)"),
         "{out}{err}"
     );
+    // The answers as data, and grouped.
+    let (ok, out, err) = cli(&["status", "-o", "json"], &base, &dirs).await;
+    let parsed: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+    assert!(ok && parsed["registrations"].is_array(), "{out}{err}");
+    let (ok, out, err) = cli(
+        &["query", "interactions", "--mcp", "ocr", "-o", "yaml"],
+        &base,
+        &dirs,
+    )
+    .await;
+    assert!(ok && out.contains("interaction_id:"), "{out}{err}");
+    let (ok, out, err) = cli(
+        &[
+            "query",
+            "metrics",
+            "--mcp",
+            "ocr",
+            "--group-by",
+            "request_type",
+        ],
+        &base,
+        &dirs,
+    )
+    .await;
+    assert!(
+        ok && out.contains("REQUEST_TYPE") && out.contains("ocr_processing"),
+        "{out}{err}"
+    );
+    let (ok, out, _) = cli(&["completions", "bash"], &base, &dirs).await;
+    assert!(
+        ok && out.contains("mcp-coordinator") && out.contains("--group-by"),
+        "{out}"
+    );
     // The default token file is under --data-dir (MCP_COORDINATOR_DATA_DIR).
     let out = tokio::process::Command::new(bin())
         .args(["status", "--url", &base])
