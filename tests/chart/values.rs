@@ -399,3 +399,139 @@ fn the_standard_values_reach_the_objects_they_belong_to() {
     std::fs::write(&rendered, template(&["-f", path])).expect("rendered file");
     kubernetes_validate(&rendered);
 }
+
+/// The values table of the chart's README, made from `values.schema.json` (every property's
+/// description and type) and `values.yaml` (its default): helm-docs' idea, checked here so the
+/// table cannot drift. `UPDATE_CHART_README=1` writes it.
+fn values_table() -> String {
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(chart().join("values.schema.json")).expect("schema"),
+    )
+    .expect("schema JSON");
+    let defaults = values();
+    let mut rows = vec![
+        "| key | type | default | description |".to_string(),
+        "| --- | --- | --- | --- |".to_string(),
+    ];
+    fn walk(node: &Value, defaults: &Value, path: &str, rows: &mut Vec<String>) {
+        let Some(properties) = node["properties"].as_object() else {
+            return;
+        };
+        for (key, property) in properties {
+            let path = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            let default = &defaults[key];
+            let kind = match &property["type"] {
+                Value::String(t) => t.clone(),
+                Value::Array(types) => types
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" or "),
+                _ if property["enum"].is_array() => "enum".into(),
+                _ => "any".into(),
+            };
+            let shown = if property["properties"].is_object() {
+                "see below".to_string()
+            } else {
+                let text = default.to_string();
+                if text.chars().count() > 60 {
+                    format!("{}…", text.chars().take(60).collect::<String>())
+                } else {
+                    text
+                }
+            };
+            let description = property["description"]
+                .as_str()
+                .unwrap_or_default()
+                .replace('|', "\\|");
+            rows.push(format!(
+                "| `{path}` | {kind} | `{}` | {description} |",
+                shown.replace('|', "\\|")
+            ));
+            walk(property, default, &path, rows);
+        }
+    }
+    walk(&schema, &defaults, "", &mut rows);
+    rows.join("\n") + "\n"
+}
+
+#[test]
+fn every_value_is_described_and_the_readme_table_is_the_schemas() {
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(chart().join("values.schema.json")).expect("schema"),
+    )
+    .expect("schema JSON");
+    let mut undescribed = Vec::new();
+    fn check(node: &Value, path: &str, out: &mut Vec<String>) {
+        for (key, property) in node["properties"].as_object().into_iter().flatten() {
+            let path = format!("{path}{key}");
+            if property["description"].as_str().is_none_or(str::is_empty) {
+                out.push(path.clone());
+            }
+            check(property, &format!("{path}."), out);
+        }
+    }
+    check(&schema, "", &mut undescribed);
+    assert!(undescribed.is_empty(), "values without a description in values.schema.json: {undescribed:?}");
+
+    let readme_path = chart().join("README.md");
+    let readme = std::fs::read_to_string(&readme_path).unwrap_or_default();
+    let (begin, end) = ("<!-- values:begin -->\n", "<!-- values:end -->");
+    let table = values_table();
+    let current = readme
+        .split_once(begin)
+        .and_then(|(_, rest)| rest.split_once(end))
+        .map(|(table, _)| table.to_string());
+    if current.as_deref() != Some(table.as_str()) {
+        if std::env::var("UPDATE_CHART_README").is_ok() {
+            let (head, tail) = match readme.split_once(begin) {
+                Some((head, rest)) => (head.to_string(), rest.split_once(end).map(|(_, t)| t.to_string()).unwrap_or_default()),
+                None => (readme.clone(), String::new()),
+            };
+            std::fs::write(&readme_path, format!("{head}{begin}{table}{end}{tail}")).expect("README");
+        } else {
+            panic!("charts/mcp-coordinator/README.md's values table is out of date: run UPDATE_CHART_README=1 cargo test --test chart every_value_is_described");
+        }
+    }
+}
+
+#[test]
+fn out_of_cluster_mcps_reach_the_ingest_api_through_an_ingress_or_an_http_route() {
+    let (docs, _) = render("ingress.enabled=true,ingress.className=nginx,ingress.host=mcp.example.com,ingress.gateway=true");
+    let ingress = docs.iter().find(|d| d["kind"] == "Ingress").expect("an Ingress");
+    let rule = &ingress["spec"]["rules"][0];
+    assert_eq!(rule["host"], "mcp.example.com");
+    assert_eq!(ingress["spec"]["ingressClassName"], "nginx");
+    let backends: Vec<(&str, &str)> = rule["http"]["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["path"].as_str().unwrap(),
+                p["backend"]["service"]["name"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        backends,
+        [("/", "test-mcp-coordinator-ingest"), ("/mcp", "test-mcp-coordinator-gateway")]
+    );
+    let rendered = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("rendered-ingress.yaml");
+    std::fs::write(&rendered, serde_saphyr::to_string(ingress).expect("YAML")).expect("file");
+    kubernetes_validate(&rendered);
+
+    let (docs, _) = render("httpRoute.enabled=true,httpRoute.parentRefs[0].name=public,httpRoute.parentRefs[0].namespace=gateways,httpRoute.hostnames[0]=mcp.example.com");
+    let route = docs.iter().find(|d| d["kind"] == "HTTPRoute").expect("an HTTPRoute");
+    assert_eq!(route["spec"]["parentRefs"][0]["name"], "public");
+    assert_eq!(route["spec"]["rules"][0]["backendRefs"][0]["name"], "test-mcp-coordinator-ingest");
+    assert_eq!(route["spec"]["rules"][0]["backendRefs"][0]["port"], 8081);
+    assert_helm_refuses("httpRoute.enabled=true", "httpRoute.parentRefs");
+    // Off by default.
+    let (docs, _) = render("");
+    assert!(!docs.iter().any(|d| d["kind"] == "Ingress" || d["kind"] == "HTTPRoute"));
+}
