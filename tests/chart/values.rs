@@ -435,23 +435,21 @@ fn values_table() -> String {
                 _ => "any".into(),
             };
             let shown = if property["properties"].is_object() {
-                "see below".to_string()
+                "(below)".to_string()
             } else {
                 let text = default.to_string();
-                if text.chars().count() > 60 {
+                let text = if text.chars().count() > 60 {
                     format!("{}…", text.chars().take(60).collect::<String>())
                 } else {
                     text
-                }
+                };
+                format!("`{}`", text.replace('|', "\\|"))
             };
             let description = property["description"]
                 .as_str()
                 .unwrap_or_default()
                 .replace('|', "\\|");
-            rows.push(format!(
-                "| `{path}` | {kind} | `{}` | {description} |",
-                shown.replace('|', "\\|")
-            ));
+            rows.push(format!("| `{path}` | {kind} | {shown} | {description} |"));
             walk(property, default, &path, rows);
         }
     }
@@ -476,7 +474,10 @@ fn every_value_is_described_and_the_readme_table_is_the_schemas() {
         }
     }
     check(&schema, "", &mut undescribed);
-    assert!(undescribed.is_empty(), "values without a description in values.schema.json: {undescribed:?}");
+    assert!(
+        undescribed.is_empty(),
+        "values without a description in values.schema.json: {undescribed:?}"
+    );
 
     let readme_path = chart().join("README.md");
     let readme = std::fs::read_to_string(&readme_path).unwrap_or_default();
@@ -489,10 +490,16 @@ fn every_value_is_described_and_the_readme_table_is_the_schemas() {
     if current.as_deref() != Some(table.as_str()) {
         if std::env::var("UPDATE_CHART_README").is_ok() {
             let (head, tail) = match readme.split_once(begin) {
-                Some((head, rest)) => (head.to_string(), rest.split_once(end).map(|(_, t)| t.to_string()).unwrap_or_default()),
+                Some((head, rest)) => (
+                    head.to_string(),
+                    rest.split_once(end)
+                        .map(|(_, t)| t.to_string())
+                        .unwrap_or_default(),
+                ),
                 None => (readme.clone(), String::new()),
             };
-            std::fs::write(&readme_path, format!("{head}{begin}{table}{end}{tail}")).expect("README");
+            std::fs::write(&readme_path, format!("{head}{begin}{table}{end}{tail}"))
+                .expect("README");
         } else {
             panic!("charts/mcp-coordinator/README.md's values table is out of date: run UPDATE_CHART_README=1 cargo test --test chart every_value_is_described");
         }
@@ -502,7 +509,10 @@ fn every_value_is_described_and_the_readme_table_is_the_schemas() {
 #[test]
 fn out_of_cluster_mcps_reach_the_ingest_api_through_an_ingress_or_an_http_route() {
     let (docs, _) = render("ingress.enabled=true,ingress.className=nginx,ingress.host=mcp.example.com,ingress.gateway=true");
-    let ingress = docs.iter().find(|d| d["kind"] == "Ingress").expect("an Ingress");
+    let ingress = docs
+        .iter()
+        .find(|d| d["kind"] == "Ingress")
+        .expect("an Ingress");
     let rule = &ingress["spec"]["rules"][0];
     assert_eq!(rule["host"], "mcp.example.com");
     assert_eq!(ingress["spec"]["ingressClassName"], "nginx");
@@ -519,19 +529,30 @@ fn out_of_cluster_mcps_reach_the_ingest_api_through_an_ingress_or_an_http_route(
         .collect();
     assert_eq!(
         backends,
-        [("/", "test-mcp-coordinator-ingest"), ("/mcp", "test-mcp-coordinator-gateway")]
+        [
+            ("/", "test-mcp-coordinator-ingest"),
+            ("/mcp", "test-mcp-coordinator-gateway")
+        ]
     );
     let rendered = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("rendered-ingress.yaml");
     std::fs::write(&rendered, serde_saphyr::to_string(ingress).expect("YAML")).expect("file");
     kubernetes_validate(&rendered);
 
     let (docs, _) = render("httpRoute.enabled=true,httpRoute.parentRefs[0].name=public,httpRoute.parentRefs[0].namespace=gateways,httpRoute.hostnames[0]=mcp.example.com");
-    let route = docs.iter().find(|d| d["kind"] == "HTTPRoute").expect("an HTTPRoute");
+    let route = docs
+        .iter()
+        .find(|d| d["kind"] == "HTTPRoute")
+        .expect("an HTTPRoute");
     assert_eq!(route["spec"]["parentRefs"][0]["name"], "public");
-    assert_eq!(route["spec"]["rules"][0]["backendRefs"][0]["name"], "test-mcp-coordinator-ingest");
+    assert_eq!(
+        route["spec"]["rules"][0]["backendRefs"][0]["name"],
+        "test-mcp-coordinator-ingest"
+    );
     assert_eq!(route["spec"]["rules"][0]["backendRefs"][0]["port"], 8081);
     assert_helm_refuses("httpRoute.enabled=true", "httpRoute.parentRefs");
     // Off by default.
     let (docs, _) = render("");
-    assert!(!docs.iter().any(|d| d["kind"] == "Ingress" || d["kind"] == "HTTPRoute"));
+    assert!(!docs
+        .iter()
+        .any(|d| d["kind"] == "Ingress" || d["kind"] == "HTTPRoute"));
 }
