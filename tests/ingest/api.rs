@@ -873,3 +873,77 @@ async fn wrong_methods_tokens_and_names_get_answers_that_say_what_to_do() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_endpoint_the_server_answers() {
+    let ingest = start("openapi").await;
+    let base = &ingest.base;
+    let (status, doc) = get(base, "/openapi.json", None).await;
+    assert_eq!(status, 200, "{doc}");
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().expect("paths");
+    assert!(paths.len() >= 20, "{paths:?}");
+    for (template, operations) in paths {
+        let path = template
+            .replace("{mcp_id}", "ocr_workflow_mcp_001")
+            .replace("{interaction_id}", "int_openapi");
+        for (method, operation) in operations.as_object().unwrap() {
+            let token = if operation["description"]
+                .as_str()
+                .is_some_and(|d| d.contains("admin token>"))
+            {
+                ADMIN
+            } else if operation["description"]
+                .as_str()
+                .is_some_and(|d| d.contains("reader"))
+            {
+                READER
+            } else {
+                KEY
+            };
+            let request = match method.as_str() {
+                "get" => http().get(format!("{base}{path}")),
+                "post" => http().post(format!("{base}{path}")).json(&json!({})),
+                other => panic!("{other}"),
+            };
+            let response = request.bearer_auth(token).send().await.unwrap();
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            let unrouted = status == 405
+                || (status == 404
+                    && body["error"]["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("no such endpoint")));
+            assert!(
+                !unrouted,
+                "{method} {template} is documented but not served: {status} {body}"
+            );
+        }
+    }
+    // The report schema knows every key of the seed's standard record.
+    let record: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/seed/interaction_record.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    fn known(value: &Value, schema: &Value, at: &str) {
+        let Some(object) = value.as_object() else {
+            return;
+        };
+        if schema["additionalProperties"] == true {
+            return;
+        }
+        for (key, inner) in object {
+            let property = &schema["properties"][key];
+            assert!(
+                property.is_object(),
+                "{at}{key} is not in the report schema"
+            );
+            known(inner, property, &format!("{at}{key}."));
+        }
+    }
+    known(&record, &doc["components"]["schemas"]["Report"], "");
+}

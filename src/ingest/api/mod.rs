@@ -4,6 +4,7 @@
 
 pub mod gateway;
 pub mod guards;
+pub mod openapi;
 pub mod read;
 pub mod register;
 pub mod reply;
@@ -145,6 +146,7 @@ where
             }
         }
         (&Method::GET, ["metrics"]) => Ok(metrics(state)),
+        (&Method::GET, ["openapi.json"]) => Ok(ok(openapi::document())),
         (&Method::GET, ["v1", "route"]) => route::route(state, auth, req.query),
         (&Method::GET, ["v1", "registrations"]) => reading().registrations().map(ok),
         (&Method::GET, ["v1", "protocols"]) => reading().protocols().map(ok),
@@ -225,18 +227,13 @@ where
             reading().series(mcp_id).await.map(ok)
         }
         (&Method::GET, ["v1", "metrics"]) => reading().all_metrics().await.map(ok),
-        (_, path) if allowed_methods(path).is_some() => {
-            let allow = allowed_methods(path);
+        (_, path) if openapi::allowed_methods(path).is_some() => {
+            let allow = openapi::allowed_methods(path).unwrap_or_default();
             Err(ApiError {
-                allow,
+                allow: Some(allow.clone()),
                 ..ApiError::new(
                     ErrorCode::MethodNotAllowed,
-                    format!(
-                        "{} is not allowed on {}; use {}",
-                        req.method,
-                        req.path,
-                        allow.unwrap_or_default()
-                    ),
+                    format!("{} is not allowed on {}; use {allow}", req.method, req.path),
                 )
             })
         }
@@ -244,22 +241,6 @@ where
             ErrorCode::NotFound,
             format!("no such endpoint {}", req.path),
         )),
-    }
-}
-
-/// The methods a known path takes (its `Allow` header); `None` for a path that is not one.
-fn allowed_methods(path: &[&str]) -> Option<&'static str> {
-    match path {
-        ["api", "interactions" | "register"]
-        | ["v1", "interactions" | "interactions:batch" | "heartbeat"]
-        | ["v1", "interactions", _, _] => Some("POST"),
-        ["v1", "heartbeats" | "metrics" | "audit" | "versions"]
-        | ["v1", "mcps", _, "interactions" | "metrics"]
-        | ["v1", "mcps", _, "metrics", "series"]
-        | ["v1", "route" | "registrations" | "protocols"]
-        | ["v1", "gateway", "ejections"]
-        | ["metrics" | "healthz" | "readyz"] => Some("GET"),
-        _ => None,
     }
 }
 

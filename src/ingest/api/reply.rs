@@ -137,7 +137,7 @@ pub struct ApiError {
     pub message: String,
     pub field: Option<String>,
     /// The methods the path takes, for a 405's `Allow` header.
-    pub allow: Option<&'static str>,
+    pub allow: Option<String>,
 }
 
 impl From<crate::trust::Denied> for ApiError {
@@ -189,9 +189,12 @@ impl ApiError {
             r.headers_mut()
                 .insert("retry-after", HeaderValue::from(secs));
         }
-        if let Some(allow) = self.allow {
-            r.headers_mut()
-                .insert("allow", HeaderValue::from_static(allow));
+        if let Some(allow) = self
+            .allow
+            .as_deref()
+            .and_then(|a| HeaderValue::from_str(a).ok())
+        {
+            r.headers_mut().insert("allow", allow);
         }
         r
     }
