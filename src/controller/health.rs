@@ -82,6 +82,14 @@ impl Default for HealthTracker {
 }
 
 impl HealthTracker {
+    /// The health of an MCP with nothing to probe (`healthCheck.type: none`): healthy, no probe.
+    pub fn unprobed() -> Self {
+        Self {
+            verdict: Verdict::Healthy,
+            ..Self::default()
+        }
+    }
+
     /// Applies one outcome; returns true when something a user would care about changed
     /// (verdict, error text, what an `mcp` probe learned): the cue to rewrite status.
     pub fn record(&mut self, outcome: ProbeOutcome, at: Timestamp, check: &HealthCheck) -> bool {

@@ -289,6 +289,7 @@ async fn run_probe(shared: Arc<Shared>, started: Started) {
     let kind = match started.target.probe_type {
         crate::crd::ProbeType::Http => "http",
         crate::crd::ProbeType::Mcp => "mcp",
+        crate::crd::ProbeType::None => "none",
     };
     let outcome = probe(&shared.client, &started.target).await;
     let latency = match &outcome {

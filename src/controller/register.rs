@@ -113,6 +113,10 @@ pub async fn register<P: Ports>(
     let health = if matches!(compatibility, Compatibility::OutOfRange { .. }) {
         step.prober.remove(&key);
         None
+    } else if reg.spec.health_check.probe_type == crate::crd::ProbeType::None {
+        // Nothing to probe: healthy once registered.
+        step.prober.remove(&key);
+        Some(crate::controller::health::HealthTracker::unprobed())
     } else {
         let mut target = ports.probe_target(reg, &namespace).await?;
         if target.setup_error.is_none() {

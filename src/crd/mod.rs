@@ -37,6 +37,10 @@ pub use status::*;
     doc = "An MCP (Model Context Protocol) server registered with mcp-coordinator."
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "(has(self.endpoint) && (has(self.endpoint.service) || has(self.endpoint.url))) || (has(self.healthCheck) && self.healthCheck.type == 'none')",
+    "message": "set endpoint.service or endpoint.url (an MCP without an address of its own, such as a stdio server, sets healthCheck.type: none)"
+}]))]
 pub struct MCPRegistrationSpec {
     /// Version of the MCP server itself (semver, e.g. `1.2.0`).
     #[schemars(regex(
@@ -58,6 +62,8 @@ pub struct MCPRegistrationSpec {
     pub supported_formats: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_requirements: Option<ResourceRequirements>,
+    /// Where the MCP listens (absent only with `healthCheck.type: none`).
+    #[serde(default)]
     pub endpoint: Endpoint,
     #[serde(default)]
     pub paths: Paths,
@@ -87,14 +93,14 @@ pub struct ResourceRequirements {
     pub gpu_required: bool,
 }
 
-/// Where the MCP listens: exactly one of `service` or `url`.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+/// Where the MCP listens: one of `service` or `url`; neither only for an MCP without an address
+/// of its own (`healthCheck.type: none`, such as a stdio server its client starts).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend(
-    "oneOf" = [{"required": ["service"]}, {"required": ["url"]}],
     "x-kubernetes-validations" = [{
-        "rule": "has(self.service) != has(self.url)",
-        "message": "set exactly one of service (a Kubernetes Service) or url"
+        "rule": "!(has(self.service) && has(self.url))",
+        "message": "set one of service (a Kubernetes Service) or url, not both"
     }]
 ))]
 pub struct Endpoint {
@@ -196,7 +202,8 @@ fn default_status_path() -> String {
 pub struct HealthCheck {
     /// `http`: GET the health path, expect 2xx. `mcp`: speak MCP over Streamable HTTP at the
     /// process path, either generation (`server/discover`, else `initialize` and `ping`; then
-    /// `tools/list`).
+    /// `tools/list`). `none`: nothing to probe (an MCP without an address, such as a stdio
+    /// server): healthy once registered, judged by its reports.
     #[serde(rename = "type", default)]
     pub probe_type: ProbeType,
     #[serde(default = "default_interval")]
@@ -289,6 +296,10 @@ pub enum ProbeType {
     #[default]
     Http,
     Mcp,
+    /// Nothing to probe: an MCP without an address of its own (a stdio server its client
+    /// starts). It counts as healthy once registered, is judged by what it reports, and its
+    /// heartbeats, which stop with each session, never make it Degraded. Not routable.
+    None,
 }
 
 /// Routing preferences; the controller turns them into `status.routing`.

@@ -46,7 +46,11 @@ pub fn validate_spec(spec: &MCPRegistrationSpec) -> Vec<FieldProblem> {
             message: "list at least one capability, e.g. [text_extraction]".into(),
         });
     }
-    check_endpoint(&spec.endpoint, &mut problems);
+    check_endpoint(
+        &spec.endpoint,
+        spec.health_check.probe_type == super::ProbeType::None,
+        &mut problems,
+    );
     if let Some(compat) = &spec.compatibility {
         if let Err(err) = semver::VersionReq::parse(&compat.coordinator_version) {
             problems.push(FieldProblem {
@@ -86,15 +90,16 @@ pub fn validate_spec(spec: &MCPRegistrationSpec) -> Vec<FieldProblem> {
     problems
 }
 
-fn check_endpoint(endpoint: &Endpoint, problems: &mut Vec<FieldProblem>) {
+fn check_endpoint(endpoint: &Endpoint, unprobed: bool, problems: &mut Vec<FieldProblem>) {
     match (&endpoint.service, &endpoint.url) {
         (Some(_), Some(_)) => problems.push(FieldProblem {
             field: "spec.endpoint",
             message: "set either service or url, not both".into(),
         }),
+        (None, None) if unprobed => {}
         (None, None) => problems.push(FieldProblem {
             field: "spec.endpoint",
-            message: "set service {name, port} or an absolute url".into(),
+            message: "set service {name, port} or an absolute url (or, for an MCP without an address of its own such as a stdio server, healthCheck.type: none)".into(),
         }),
         (None, Some(url)) => match reqwest::Url::parse(url) {
             Ok(parsed)

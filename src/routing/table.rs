@@ -88,6 +88,10 @@ pub fn build<'a>(
         let (Some(mcp_id), Some(routing)) = (&status.mcp_id, &status.routing) else {
             continue;
         };
+        // An MCP without an address (healthCheck.type none) is nowhere to route to.
+        if reg.spec.endpoint.base_url(&namespace).is_empty() {
+            continue;
+        }
         for capability in &reg.spec.capabilities {
             table
                 .capabilities

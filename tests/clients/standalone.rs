@@ -512,3 +512,64 @@ async fn a_reported_version_other_than_the_spec_shows_as_a_condition_with_its_co
         "{message}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stdio_mcp_needs_no_address_and_its_ended_sessions_are_not_missing_heartbeats() {
+    let dirs = Dirs::new();
+    // A stdio server: its client starts it, so it has no address; it says so.
+    write(
+        &dirs.regs.join("stdio.yaml"),
+        "apiVersion: mcp.coordinator.dev/v1alpha1\nkind: MCPRegistration\nmetadata:\n  name: notes\nspec:\n  version: 1.0.0\n  type: tool\n  capabilities: [notes]\n  healthCheck:\n    type: none\n",
+    );
+    let port = free_port();
+    let _child = spawn_with(
+        &dirs,
+        port,
+        &[
+            "--heartbeat-interval-seconds",
+            "1",
+            "--routing-interval-seconds",
+            "1",
+        ],
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let v = wait_view(&dirs, &base, "notes is Ready", |v| {
+        find(v, "notes").is_some_and(|r| r["phase"] == "Ready")
+    })
+    .await;
+    let notes = find(&v, "notes").expect("notes").clone();
+    assert_eq!(notes["effective_weight"], 0, "nowhere to route to: {notes}");
+    // One session: it reports and heartbeats, then its process ends.
+    let key = std::fs::read_to_string(key_file(&dirs, "notes")).expect("key");
+    assert_eq!(report(&base, &key).await, 202);
+    let beat = http_client()
+        .post(format!("{base}/v1/heartbeat"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("heartbeat");
+    assert_eq!(beat.status().as_u16(), 200);
+    // Well past three heartbeat intervals later, it is still Ready, with nothing missing.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let v = view(&base, &token(&dirs)).await.expect("view");
+    let notes = find(&v, "notes").expect("notes");
+    assert_eq!(notes["phase"], "Ready", "{notes}");
+    assert_eq!(notes["heartbeat_missing"], false, "{notes}");
+    // Without `type: none`, no address is a spec problem named in the view.
+    write(
+        &dirs.regs.join("broken.yaml"),
+        "apiVersion: mcp.coordinator.dev/v1alpha1\nkind: MCPRegistration\nmetadata:\n  name: nowhere\nspec:\n  version: 1.0.0\n  type: tool\n  capabilities: [notes]\n",
+    );
+    let v = wait_view(&dirs, &base, "nowhere is skipped", |v| {
+        v["invalid"].as_array().is_some_and(|i| !i.is_empty())
+    })
+    .await;
+    let skipped = &v["invalid"][0];
+    assert_eq!(skipped["field"], "spec.endpoint", "{skipped}");
+    assert!(
+        skipped["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("healthCheck.type: none")),
+        "{skipped}"
+    );
+}

@@ -131,6 +131,13 @@ fn defaults_are_applied_as_documented() {
 }
 
 #[test]
+fn an_mcp_without_an_address_is_accepted_when_it_says_so() {
+    let doc = serde_json::json!({"spec": {"version": "1.0.0", "type": "tool", "capabilities": ["x"], "healthCheck": {"type": "none"}}});
+    let (_, causes, _) = check(doc);
+    assert!(causes.is_empty(), "{causes:?}");
+}
+
+#[test]
 fn schema_rejects_what_kubectl_apply_should_reject() {
     let cases = [
         (
@@ -141,9 +148,14 @@ fn schema_rejects_what_kubectl_apply_should_reject() {
             serde_json::json!({"version": "1.0.0", "type": "tool", "capabilities": ["x"], "endpoint": {"url": "http://x"}, "routing": {"weight": 5000}}),
             "spec.routing.weight",
         ),
+        // No address, and not saying it has none: the spec's own rule names the endpoint.
         (
             serde_json::json!({"version": "1.0.0", "type": "tool", "capabilities": ["x"], "endpoint": {}}),
-            "spec.endpoint",
+            "spec: Invalid value: \"object\": set endpoint.service or endpoint.url",
+        ),
+        (
+            serde_json::json!({"version": "1.0.0", "type": "tool", "capabilities": ["x"]}),
+            "spec: Invalid value: \"object\": set endpoint.service or endpoint.url",
         ),
         (
             serde_json::json!({"version": "1.0.0", "type": "tool", "capabilities": ["x"], "endpoint": {"url": "http://x", "service": {"name": "a", "port": 80}}}),

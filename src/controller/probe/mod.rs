@@ -36,7 +36,7 @@ impl ProbeTarget {
     /// Where and how the spec says to probe, without extra headers.
     pub fn of(spec: &crate::crd::MCPRegistrationSpec, namespace: &str) -> Self {
         let path = match spec.health_check.probe_type {
-            ProbeType::Http => &spec.paths.health_check,
+            ProbeType::Http | ProbeType::None => &spec.paths.health_check,
             ProbeType::Mcp => &spec.paths.process,
         };
         Self {
@@ -73,6 +73,8 @@ pub async fn probe(client: &reqwest::Client, target: &ProbeTarget) -> ProbeOutco
             tokio::time::timeout(target.timeout, http_probe(client, target, headers)).await
         }
         ProbeType::Mcp => tokio::time::timeout(target.timeout, mcp::probe(client, target)).await,
+        // Never scheduled (the registration step does not probe these); nothing to learn.
+        ProbeType::None => Ok(Ok(None)),
     };
     let latency = started.elapsed();
     match outcome {

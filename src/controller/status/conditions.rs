@@ -138,6 +138,14 @@ pub fn healthy(phase: Phase, health: Option<&HealthTracker>) -> Judged {
             "NotProbed",
             "not probed until the registration is valid and compatible",
         ),
+        (_, Some(Verdict::Healthy)) if health.is_some_and(|h| h.last_probe.is_none()) => {
+            Judged::new(
+                "Healthy",
+                true,
+                "NothingToProbe",
+                "healthCheck.type none: no address to probe; judged by what it reports",
+            )
+        }
         (_, Some(Verdict::Healthy)) => {
             Judged::new("Healthy", true, "ProbeSucceeded", "health probes succeed")
         }

@@ -103,11 +103,15 @@ pub fn desired_status(
     now: Timestamp,
 ) -> MCPRegistrationStatus {
     let last_heartbeat_ms = obs.observed.and_then(|o| o.last_heartbeat_ms);
-    let missing = heartbeat_missing(
-        last_heartbeat_ms,
-        now.as_millisecond(),
-        reporting.heartbeat_interval_seconds,
-    );
+    // An MCP with nothing to probe lives per session (a stdio server): heartbeats that stop say
+    // nothing about it.
+    let unprobed = spec.health_check.probe_type == crate::crd::ProbeType::None;
+    let missing = !unprobed
+        && heartbeat_missing(
+            last_heartbeat_ms,
+            now.as_millisecond(),
+            reporting.heartbeat_interval_seconds,
+        );
     let phase = with_heartbeats(phase_of(obs), missing);
     let previous_conditions = previous
         .map(|p| p.conditions.as_slice())
@@ -118,7 +122,7 @@ pub fn desired_status(
         Some(conditions::compatible(&obs.compatibility)),
         Some(conditions::healthy(phase, obs.health)),
         conditions::heartbeats(
-            last_heartbeat_ms,
+            last_heartbeat_ms.filter(|_| !unprobed),
             missing,
             reporting.heartbeat_interval_seconds,
         ),
@@ -533,6 +537,44 @@ mod tests {
         // A newer heartbeat alone does not rewrite the status.
         let later = status_with(Some(now_ms - 500), Some(&back));
         assert!(!meaningful_change(Some(&back), &later));
+    }
+
+    #[test]
+    fn an_mcp_without_an_address_is_ready_unprobed_never_missing_heartbeats_and_not_routed() {
+        let spec: MCPRegistrationSpec = serde_saphyr::from_str(
+            "version: 1.0.0\ntype: tool\ncapabilities: [ocr]\nhealthCheck: {type: none}\n",
+        )
+        .unwrap();
+        assert!(crate::crd::validate::validate_spec(&spec).is_empty());
+        let health = HealthTracker::unprobed();
+        // Its last session's heartbeats stopped long ago.
+        let observed = Observed {
+            last_heartbeat_ms: Some(Timestamp::now().as_millisecond() - 3_600_000),
+            ..Default::default()
+        };
+        let obs = Observation {
+            observed: Some(&observed),
+            ..observe(Some(&health), &[])
+        };
+        let s = desired_status(&spec, None, &obs, &reporting(), Timestamp::now());
+        assert_eq!(s.phase, Phase::Ready);
+        assert!(s.conditions.iter().all(|c| c.type_ != "HeartbeatMissing"));
+        assert_eq!(condition_of(&s, "Healthy").reason, "NothingToProbe");
+        let routing = s.routing.unwrap();
+        assert_eq!(routing.effective_weight, 0);
+        assert!(
+            routing.reason.contains("not routable"),
+            "{}",
+            routing.reason
+        );
+        // Without `type: none`, no address is a mistake the spec is told about.
+        let http: MCPRegistrationSpec =
+            serde_saphyr::from_str("version: 1.0.0\ntype: tool\ncapabilities: [ocr]\n").unwrap();
+        let problems = crate::crd::validate::validate_spec(&http);
+        assert!(
+            problems.iter().any(|p| p.field == "spec.endpoint" && p.message.contains("healthCheck.type: none")),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -19,8 +19,14 @@ pub fn routing_status(
         Phase::Degraded => 0.5,
         _ => 0.0,
     };
+    let addressless = spec.endpoint.service.is_none() && spec.endpoint.url.is_none();
     let (effective_weight, reason) = if health_factor == 0.0 {
         (0, format!("{}: not routable", phase.as_str()))
+    } else if addressless {
+        (
+            0,
+            "no endpoint (healthCheck.type none): reports only, not routable".to_string(),
+        )
     } else {
         let observed = observed.cloned().unwrap_or_default();
         let decision = weights::decide_one(

@@ -27,6 +27,8 @@ pub const DEFAULT_SERVICE_PORT: u16 = 80;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WithoutUrl<'a> {
     Service(&'a str),
+    /// The MCP has no address of its own (`health_check.type: none`, a stdio server).
+    Nowhere,
     Refuse,
 }
 
@@ -99,9 +101,10 @@ pub(super) fn endpoint_and_paths(
                     "no mcp_info.url: the coordinator reaches this MCP through the Service {name} of its namespace, port {DEFAULT_SERVICE_PORT}; send mcp_info.url to say otherwise"
                 )),
             )),
+            WithoutUrl::Nowhere => Ok((Endpoint::default(), paths, None)),
             WithoutUrl::Refuse => Err(Refused::new(
                 "mcp_info.url",
-                "where does the coordinator reach this MCP? Standalone mode has no Services to assume: add mcp_info.url (e.g. \"http://127.0.0.1:8080\") or give the endpoints as full URLs",
+                "where does the coordinator reach this MCP? Standalone mode has no Services to assume: add mcp_info.url (e.g. \"http://127.0.0.1:8080\") or give the endpoints as full URLs (an MCP without an address of its own, such as a stdio server, says health_check: {\"type\": \"none\"})",
             )),
         };
     };

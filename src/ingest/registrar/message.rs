@@ -177,7 +177,11 @@ pub fn declare(
     let mut info = message.mcp_info;
     let name = registration_name(&info.name)?;
     check_namespace(&namespace, "mcp_info.namespace")?;
-    let without_url = if services {
+    let unprobed =
+        info.health_check.as_ref().and_then(|h| h.probe_type) == Some(crate::crd::ProbeType::None);
+    let without_url = if unprobed {
+        WithoutUrl::Nowhere
+    } else if services {
         WithoutUrl::Service(&name)
     } else {
         WithoutUrl::Refuse
@@ -383,6 +387,13 @@ mod tests {
         let refused = declare(message, "mcps".into(), false).unwrap_err();
         assert_eq!(refused.field, "mcp_info.url");
         assert!(refused.problem.contains("Standalone mode has no Services"));
+        // An MCP without an address (a stdio server) says so, and needs none.
+        let mut message = seed_message();
+        message.mcp_info.url = None;
+        message.mcp_info.health_check =
+            Some(serde_json::from_value(json!({"type": "none"})).unwrap());
+        let declared = declare(message, "mcps".into(), false).unwrap();
+        assert_eq!(declared.spec.endpoint, crate::crd::Endpoint::default());
     }
 
     #[test]
