@@ -210,6 +210,27 @@ async fn run_query(args: QueryArgs) -> anyhow::Result<()> {
                 .render(&found)
                 .unwrap_or_else(|| api_client::metrics_table(&found))
         }
+        QueryWhat::Series {
+            mcp,
+            range,
+            step,
+            group_by,
+            output,
+            client,
+        } => {
+            let token = client.token()?;
+            let mcp = api_client::resolve_mcp(&client.url, &token, &mcp).await?;
+            let mut path = format!("/v1/mcps/{mcp}/metrics/series?range={range}");
+            for (name, value) in [("step", &step), ("group_by", &group_by)] {
+                if let Some(value) = value {
+                    path.push_str(&format!("&{name}={value}"));
+                }
+            }
+            let found = api_client::get_json(&client.url, &path, &token).await?;
+            output
+                .render(&found)
+                .unwrap_or_else(|| api_client::series_table(&found))
+        }
     };
     print!("{out}");
     Ok(())

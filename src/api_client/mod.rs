@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-pub use tables::{interactions_table, metrics_table, status_table, table};
+pub use tables::{interactions_table, metrics_table, series_table, status_table, table};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiClientError {

@@ -214,6 +214,35 @@ pub fn metrics_table(answer: &Value) -> String {
     out
 }
 
+/// The `query series` table from `GET /v1/mcps/{id}/metrics/series`: a row per step (and
+/// group, with `--group-by`).
+pub fn series_table(answer: &Value) -> String {
+    let grouped = !answer["group_by"].is_null();
+    let mut rows = Vec::new();
+    for series in answer["series"].as_array().into_iter().flatten() {
+        for point in series["points"].as_array().into_iter().flatten() {
+            let m = &point["metrics"];
+            let mut row = vec![text(&point["start"])];
+            if grouped {
+                row.push(text(&series["value"]));
+            }
+            row.extend([
+                text(&m["count"]),
+                percent(&m["success_rate"]),
+                millis(&m["p95_processing_time"]),
+            ]);
+            rows.push(row);
+        }
+    }
+    let by = text(&answer["group_by"]).to_uppercase();
+    let mut header = vec!["START"];
+    if grouped {
+        header.push(&by);
+    }
+    header.extend(["INTERACTIONS", "SUCCESS", "P95"]);
+    table(&header, &rows)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

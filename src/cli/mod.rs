@@ -62,7 +62,7 @@ pub struct ReadyArgs {
 
 /// Flags that only make sense on a command line (what to query, how to refresh).
 const COMMAND_LINE_ONLY: &[&str] = &[
-    "mcp", "limit", "range", "watch", "output", "group-by", "help", "version",
+    "mcp", "limit", "range", "step", "watch", "output", "group-by", "help", "version",
 ];
 /// Subcommands whose flags read no environment (a demo program, not a component).
 const WITHOUT_ENVIRONMENT: &[&str] = &["example-mcp"];
@@ -251,6 +251,26 @@ pub enum QueryWhat {
         #[arg(long, default_value = "1h")]
         range: String,
         /// Also per value of `request_type`, `adapter_used`, `region` or `environment`.
+        #[arg(long)]
+        group_by: Option<String>,
+        /// How to print the answer.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// An MCP's metrics over time, one row per step (`GET /v1/mcps/{id}/metrics/series`).
+    Series {
+        /// The MCP's ID, or its registration's name as `status` prints it.
+        #[arg(long)]
+        mcp: String,
+        /// e.g. 1h, 24h, 7d.
+        #[arg(long, default_value = "1h")]
+        range: String,
+        /// Bucket width in whole minutes, e.g. 5m (about 60 points when unset).
+        #[arg(long)]
+        step: Option<String>,
+        /// One series per value of `request_type`, `adapter_used`, `region` or `environment`.
         #[arg(long)]
         group_by: Option<String>,
         /// How to print the answer.

@@ -75,7 +75,9 @@ impl Coordinator {
             .arg("--data-dir")
             .arg(&data)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.join("coordinator.log")).expect("log file"),
+            ))
             .kill_on_drop(true)
             .spawn()
             .expect("standalone starts");
@@ -113,6 +115,12 @@ impl Coordinator {
         })
         .await;
         c
+    }
+
+    /// What the coordinator logged so far.
+    fn log(&self) -> String {
+        let dir = self.data.parent().expect("test dir");
+        std::fs::read_to_string(dir.join("coordinator.log")).unwrap_or_default()
     }
 
     /// The coordinator's `/metrics` text.
@@ -488,6 +496,15 @@ async fn clients_and_backends_of_either_protocol_generation_work_together() {
         "{table}"
     );
     let metrics = c.metrics().await;
+    // Probing healthy MCPs of both generations over MCP logs no errors (the rmcp client the
+    // probes used logged "worker quit with fatal" on every closed session).
+    let log = c.log();
+    assert!(log.contains("standalone coordinator running"), "{log}");
+    assert!(
+        !log.lines()
+            .any(|l| l.contains(" ERROR ") || l.contains("rmcp")),
+        "{log}"
+    );
     assert!(
         metrics.contains("mcp_coordinator_protocol_versions{version=\"2026-07-28\"} 1")
             && metrics.contains("mcp_coordinator_protocol_legacy_features{feature=\"sessions\"} 1"),

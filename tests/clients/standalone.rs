@@ -289,6 +289,20 @@ async fn registrations_follow_their_files_and_ids_survive_restarts() {
         ok && out.contains("REQUEST_TYPE") && out.contains("ocr_processing"),
         "{out}{err}"
     );
+    let (ok, out, err) = cli(
+        &[
+            "query", "series", "--mcp", "ocr", "--range", "1h", "--step", "10m",
+        ],
+        &base,
+        &dirs,
+    )
+    .await;
+    assert!(
+        ok && out.starts_with("START")
+            && out.lines().count() >= 7
+            && out.lines().any(|l| l.contains(" 1 ")),
+        "{out}{err}"
+    );
     let (ok, out, _) = cli(&["completions", "bash"], &base, &dirs).await;
     assert!(
         ok && out.contains("mcp-coordinator") && out.contains("--group-by"),
