@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod ops;
 pub mod probe;
 pub mod prober;
+pub mod readings;
 mod reconcile;
 pub mod register;
 pub mod routing;

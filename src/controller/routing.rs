@@ -10,7 +10,6 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::Api;
-use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -18,11 +17,14 @@ use super::status::{heartbeat_missing, routing_status, version_mismatch};
 
 /// A routing table larger than this is not written: Kubernetes refuses objects over 1 MiB.
 const MAX_TABLE_BYTES: usize = 900 * 1024;
+pub use super::readings::{
+    fetch, fetch_ejections, fetch_heartbeats, fetch_versions, read_all, FetchError, Readings,
+};
 use super::{Context, MANAGER};
-use crate::api_client::{ApiClient, ApiClientError};
+use crate::api_client::ApiClient;
 use crate::crd::MCPRegistration;
 use crate::routing::table::{self, RoutingTable, CONFIGMAP_KEY, CONFIGMAP_NAME};
-use crate::routing::weights::{self, McpPerformance, Measured, Observed};
+use crate::routing::weights::{self, McpPerformance, Observed};
 
 /// Where the controller reads performance, and how often.
 #[derive(Debug, Clone)]
@@ -48,11 +50,6 @@ impl Default for RoutingSettings {
     }
 }
 
-/// Performance could not be read from the ingest server.
-#[derive(Debug, thiserror::Error)]
-#[error("reading performance from the ingest server (--ingest-url, --ingest-token-file): {0}")]
-pub struct FetchError(#[from] ApiClientError);
-
 /// The latest performance of every MCP, by MCP ID; read by every reconcile.
 #[derive(Debug, Default)]
 pub struct PerformanceBoard {
@@ -70,136 +67,6 @@ impl PerformanceBoard {
     fn replace(&self, board: HashMap<String, Observed>) {
         *self.by_id.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(board);
     }
-}
-
-#[derive(Debug, Deserialize)]
-struct MetricsPage {
-    mcps: Vec<MetricsRow>,
-}
-
-#[derive(Debug, Deserialize)]
-struct MetricsRow {
-    mcp_id: String,
-    #[serde(default)]
-    completed: u64,
-    #[serde(default)]
-    failed: u64,
-    #[serde(default)]
-    errors_by_code: BTreeMap<String, u64>,
-    p95_processing_time: Option<f64>,
-}
-
-/// `GET {ingest}/v1/metrics?range={window}`: what routing counts of each MCP, by MCP ID.
-pub async fn fetch(
-    api: &ApiClient,
-    settings: &RoutingSettings,
-) -> Result<HashMap<String, Measured>, FetchError> {
-    let page: MetricsPage = api
-        .get(&format!("/v1/metrics?range={}", settings.window))
-        .await?;
-    Ok(page
-        .mcps
-        .into_iter()
-        .map(|row| {
-            let measured = Measured::of(
-                row.completed,
-                row.failed,
-                &row.errors_by_code,
-                row.p95_processing_time,
-            );
-            (row.mcp_id, measured)
-        })
-        .collect())
-}
-
-/// `GET {ingest}/v1/heartbeats`: each MCP's latest heartbeat, epoch ms (entries that are not
-/// timestamps are left out).
-pub async fn fetch_heartbeats(api: &ApiClient) -> Result<HashMap<String, i64>, FetchError> {
-    let page: HashMap<String, serde_json::Value> = api.get("/v1/heartbeats").await?;
-    Ok(page
-        .into_iter()
-        .filter_map(|(mcp_id, at)| {
-            let ms = crate::interaction::parse_rfc3339_ms(at.as_str()?)?;
-            Some((mcp_id, ms))
-        })
-        .collect())
-}
-
-#[derive(Debug, Deserialize)]
-struct VersionsPage {
-    mcps: HashMap<String, BTreeMap<String, u64>>,
-}
-
-/// `GET {ingest}/v1/versions?range={window}`: the versions each MCP's interactions reported.
-pub async fn fetch_versions(
-    api: &ApiClient,
-    settings: &RoutingSettings,
-) -> Result<HashMap<String, BTreeMap<String, u64>>, FetchError> {
-    let page: VersionsPage = api
-        .get(&format!("/v1/versions?range={}", settings.window))
-        .await?;
-    Ok(page.mcps)
-}
-
-/// What one refresh read from the interaction log.
-#[derive(Debug, Default)]
-pub struct Readings {
-    /// What routing counts of each MCP's finished interactions, by MCP ID.
-    pub metrics: HashMap<String, Measured>,
-    /// Latest heartbeat by MCP ID, epoch ms.
-    pub heartbeats: HashMap<String, i64>,
-    /// Reported `mcp_version`s and their interactions, by MCP ID.
-    pub versions: HashMap<String, BTreeMap<String, u64>>,
-    /// MCPs the gateway has out of rotation: until (epoch ms), ejections in a row.
-    pub ejections: HashMap<String, (i64, u32)>,
-}
-
-/// Reads metrics, heartbeats and versions; versions are optional (an ingest server of an
-/// earlier release has no `/v1/versions`), the rest is not.
-pub async fn read_all(api: &ApiClient, settings: &RoutingSettings) -> Result<Readings, FetchError> {
-    let metrics = fetch(api, settings).await?;
-    let heartbeats = fetch_heartbeats(api).await?;
-    let versions = fetch_versions(api, settings).await.unwrap_or_else(|e| {
-        tracing::debug!(error = %e, "no reported versions; the VersionMismatch condition waits");
-        HashMap::new()
-    });
-    let ejections = fetch_ejections(api).await.unwrap_or_else(|e| {
-        tracing::debug!(error = %e, "no gateway ejections read; the GatewayEjected condition waits");
-        HashMap::new()
-    });
-    Ok(Readings {
-        metrics,
-        heartbeats,
-        versions,
-        ejections,
-    })
-}
-
-#[derive(Debug, Deserialize)]
-struct Ejection {
-    until: String,
-    ejections: u32,
-}
-
-#[derive(Debug, Deserialize)]
-struct EjectionsPage {
-    mcps: HashMap<String, Ejection>,
-}
-
-/// `GET {ingest}/v1/gateway/ejections`: the MCPs the gateway has out of rotation (an ingest
-/// server without a gateway, or of an earlier release, has none).
-pub async fn fetch_ejections(api: &ApiClient) -> Result<HashMap<String, (i64, u32)>, FetchError> {
-    let page: EjectionsPage = api.get("/v1/gateway/ejections").await?;
-    Ok(page
-        .mcps
-        .into_iter()
-        .filter_map(|(id, e)| {
-            Some((
-                id,
-                (crate::interaction::parse_rfc3339_ms(&e.until)?, e.ejections),
-            ))
-        })
-        .collect())
 }
 
 /// Each registration's performance, with the median p95 of its peers (the MCPs it shares a

@@ -9,12 +9,16 @@
 //! waits for its reporting. Interaction IDs are made here, so a retried start stays one
 //! interaction.
 
+mod builder;
 mod reads;
 mod registration;
 #[cfg(feature = "rmcp")]
 pub mod rmcp_server;
 mod sender;
 
+use sender::Report;
+
+pub use builder::ClientBuilder;
 pub use registration::{register, unregister, McpInfo, Registration};
 
 use std::path::PathBuf;
@@ -67,20 +71,6 @@ pub struct Stats {
     pub dropped: u64,
 }
 
-/// Settings of a [`Client`]; [`Client::builder`] starts one.
-#[derive(Debug, Clone)]
-pub struct ClientBuilder {
-    url: String,
-    key: Key,
-    sign: bool,
-    queue: usize,
-    max_attempts: u32,
-    heartbeat: Option<Duration>,
-    report_every: Duration,
-    batch: usize,
-    timeout: Duration,
-}
-
 /// A batch held for the report interval is sent early once it holds this many reports, and one
 /// request carries at most this many by default.
 const MAX_BATCH: usize = 100;
@@ -90,85 +80,6 @@ const MAX_BATCH_BYTES: usize = 1 << 20;
 
 /// The path of the seed's envelope endpoint: a URL that ends in it is the API's base URL plus it.
 const ENVELOPE_PATH: &str = "/api/interactions";
-
-impl ClientBuilder {
-    /// Sign every request (`X-MCP-Timestamp`, `X-MCP-Signature`), as `--require-signatures
-    /// writes` demands.
-    pub fn sign_requests(mut self, sign: bool) -> Self {
-        self.sign = sign;
-        self
-    }
-    /// At most this many reports wait to be sent (default 10,000).
-    pub fn queue(mut self, reports: usize) -> Self {
-        self.queue = reports.max(1);
-        self
-    }
-    /// Attempts per report before it is dropped (default 8).
-    pub fn max_attempts(mut self, attempts: u32) -> Self {
-        self.max_attempts = attempts.max(1);
-        self
-    }
-    /// Send a heartbeat this often (use `status.coordinatorConfig.heartbeatIntervalSeconds`).
-    pub fn heartbeat_every(mut self, every: Duration) -> Self {
-        self.heartbeat = Some(every.max(Duration::from_millis(100)));
-        self
-    }
-    /// Send queued reports this often (the registration's `data_report_interval`), or sooner
-    /// once 100 wait or [`Client::flush`] asks; zero (the default) sends each as it comes.
-    pub fn report_every(mut self, every: Duration) -> Self {
-        self.report_every = every;
-        self
-    }
-    /// At most this many queued reports go in one signed batch request (default 100; 1 sends
-    /// each on its own). A lone report always goes on its own, at once.
-    pub fn batch_reports(mut self, most: usize) -> Self {
-        self.batch = most.clamp(1, MAX_BATCH_ITEMS);
-        self
-    }
-    /// How long one request may take (default 5 s).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// The client, with its sender task running on the current Tokio runtime.
-    pub fn build(self) -> Result<Client, ClientError> {
-        if !self.url.starts_with("http://") && !self.url.starts_with("https://") {
-            return Err(ClientError::BadUrl(self.url));
-        }
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| ClientError::NoRuntime)?;
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .timeout(self.timeout)
-            .build()
-            .map_err(|source| ClientError::Unreachable {
-                url: self.url.clone(),
-                source,
-            })?;
-        let (sender, receiver) = mpsc::channel(self.queue);
-        let shared = Arc::new(Shared {
-            http,
-            base: sender::api_base(&self.url),
-            key_source: self.key,
-            key: Mutex::new(None),
-            sign: self.sign,
-            max_attempts: self.max_attempts,
-            sent: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
-            pending: AtomicU64::new(0),
-            idle: Notify::new(),
-            send_now: Notify::new(),
-            batch: self.batch,
-        });
-        runtime.spawn(sender::send_loop(
-            shared.clone(),
-            receiver,
-            self.heartbeat,
-            self.report_every,
-        ));
-        Ok(Client { shared, sender })
-    }
-}
 
 /// Reports an MCP's interactions; cheap to clone (clones share the queue).
 #[derive(Clone)]
@@ -193,34 +104,6 @@ struct Shared {
     send_now: Notify,
     /// The most reports one request carries.
     batch: usize,
-}
-
-struct Report {
-    path: String,
-    /// A JSON object.
-    body: Vec<u8>,
-    /// The report's kind and, unless its body names it, its interaction, for a batch item.
-    kind: &'static str,
-    id: Option<String>,
-}
-
-impl Report {
-    /// The report as an item of `POST /v1/interactions:batch`: its body, with its kind and
-    /// interaction.
-    fn batch_item(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(br#"{"kind":""#);
-        out.extend_from_slice(self.kind.as_bytes());
-        out.push(b'"');
-        if let Some(id) = &self.id {
-            out.extend_from_slice(br#","interaction_id":"#);
-            out.extend_from_slice(&serde_json::to_vec(id).unwrap_or_default());
-        }
-        let rest = self.body.strip_prefix(b"{").unwrap_or(b"}");
-        if rest.first() != Some(&b'}') {
-            out.push(b',');
-        }
-        out.extend_from_slice(rest);
-    }
 }
 
 impl Client {

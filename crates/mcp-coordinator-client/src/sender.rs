@@ -8,7 +8,36 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::{ClientError, Report, Shared, ENVELOPE_PATH, MAX_BACKOFF, MAX_BATCH, MAX_BATCH_BYTES};
+use crate::{ClientError, Shared, ENVELOPE_PATH, MAX_BACKOFF, MAX_BATCH, MAX_BATCH_BYTES};
+
+/// One queued report.
+pub(crate) struct Report {
+    pub(crate) path: String,
+    /// A JSON object.
+    pub(crate) body: Vec<u8>,
+    /// The report's kind and, unless its body names it, its interaction, for a batch item.
+    pub(crate) kind: &'static str,
+    pub(crate) id: Option<String>,
+}
+
+impl Report {
+    /// The report as an item of `POST /v1/interactions:batch`: its body, with its kind and
+    /// interaction.
+    pub(crate) fn batch_item(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(br#"{"kind":""#);
+        out.extend_from_slice(self.kind.as_bytes());
+        out.push(b'"');
+        if let Some(id) = &self.id {
+            out.extend_from_slice(br#","interaction_id":"#);
+            out.extend_from_slice(&serde_json::to_vec(id).unwrap_or_default());
+        }
+        let rest = self.body.strip_prefix(b"{").unwrap_or(b"}");
+        if rest.first() != Some(&b'}') {
+            out.push(b',');
+        }
+        out.extend_from_slice(rest);
+    }
+}
 
 /// The ingest API's base URL from what the client was given.
 pub(crate) fn api_base(url: &str) -> String {
