@@ -177,39 +177,43 @@ async fn run_status(args: StatusArgs) -> anyhow::Result<()> {
 }
 
 async fn run_query(args: QueryArgs) -> anyhow::Result<()> {
-    let out = match args.what {
+    type Draw = fn(&serde_json::Value) -> String;
+    let optional = |pairs: &[(&str, &Option<String>)]| -> String {
+        pairs
+            .iter()
+            .filter_map(|(name, value)| Some(format!("&{name}={}", value.as_ref()?)))
+            .collect()
+    };
+    // What each query asks of `/v1/mcps/{id}/…`, and how its table is drawn.
+    let (client, mcp, output, query, draw): (_, _, _, String, Draw) = match args.what {
         QueryWhat::Interactions {
             mcp,
             limit,
             output,
             client,
-        } => {
-            let token = client.token()?;
-            let mcp = api_client::resolve_mcp(&client.url, &token, &mcp).await?;
-            let path = format!("/v1/mcps/{mcp}/interactions?limit={limit}");
-            let found = api_client::get_json(&client.url, &path, &token).await?;
-            output
-                .render(&found)
-                .unwrap_or_else(|| api_client::interactions_table(&found))
-        }
+        } => (
+            client,
+            mcp,
+            output,
+            format!("interactions?limit={limit}"),
+            api_client::interactions_table,
+        ),
         QueryWhat::Metrics {
             mcp,
             range,
             group_by,
             output,
             client,
-        } => {
-            let token = client.token()?;
-            let mcp = api_client::resolve_mcp(&client.url, &token, &mcp).await?;
-            let mut path = format!("/v1/mcps/{mcp}/metrics?range={range}");
-            if let Some(by) = &group_by {
-                path.push_str(&format!("&group_by={by}"));
-            }
-            let found = api_client::get_json(&client.url, &path, &token).await?;
-            output
-                .render(&found)
-                .unwrap_or_else(|| api_client::metrics_table(&found))
-        }
+        } => (
+            client,
+            mcp,
+            output,
+            format!(
+                "metrics?range={range}{}",
+                optional(&[("group_by", &group_by)])
+            ),
+            api_client::metrics_table,
+        ),
         QueryWhat::Series {
             mcp,
             range,
@@ -217,22 +221,22 @@ async fn run_query(args: QueryArgs) -> anyhow::Result<()> {
             group_by,
             output,
             client,
-        } => {
-            let token = client.token()?;
-            let mcp = api_client::resolve_mcp(&client.url, &token, &mcp).await?;
-            let mut path = format!("/v1/mcps/{mcp}/metrics/series?range={range}");
-            for (name, value) in [("step", &step), ("group_by", &group_by)] {
-                if let Some(value) = value {
-                    path.push_str(&format!("&{name}={value}"));
-                }
-            }
-            let found = api_client::get_json(&client.url, &path, &token).await?;
-            output
-                .render(&found)
-                .unwrap_or_else(|| api_client::series_table(&found))
-        }
+        } => (
+            client,
+            mcp,
+            output,
+            format!(
+                "metrics/series?range={range}{}",
+                optional(&[("step", &step), ("group_by", &group_by)])
+            ),
+            api_client::series_table,
+        ),
     };
-    print!("{out}");
+    let token = client.token()?;
+    let id = api_client::resolve_mcp(&client.url, &token, &mcp).await?;
+    let found =
+        api_client::get_json(&client.url, &format!("/v1/mcps/{id}/{query}"), &token).await?;
+    print!("{}", output.render(&found).unwrap_or_else(|| draw(&found)));
     Ok(())
 }
 

@@ -43,22 +43,29 @@ pub use status::*;
 }]))]
 pub struct MCPRegistrationSpec {
     /// Version of the MCP server itself (semver, e.g. `1.2.0`).
-    #[schemars(regex(
-        pattern = r"^v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$"
-    ))]
+    #[schemars(
+        regex(
+            pattern = r"^v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$"
+        ),
+        length(max = 128)
+    )]
     pub version: String,
     /// Kind of MCP: workflow, tool, adapter, model, or another lower-case word. Part of the MCP ID.
     #[serde(rename = "type")]
-    #[schemars(regex(pattern = r"^[a-z][a-z0-9_]{0,30}$"))]
+    #[schemars(regex(pattern = r"^[a-z][a-z0-9_]{0,30}$"), length(max = 31))]
     pub mcp_type: String,
     /// What the MCP can do (e.g. `text_extraction`); routing looks MCPs up by capability.
     #[schemars(
         length(min = 1, max = 64),
-        inner(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$"))
+        inner(
+            regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$"),
+            length(max = 128)
+        )
     )]
     pub capabilities: Vec<String>,
     /// Input/output formats the MCP accepts (e.g. `image/png`, `pdf`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 128)))]
     pub supported_formats: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_requirements: Option<ResourceRequirements>,
@@ -108,7 +115,10 @@ pub struct Endpoint {
     pub service: Option<ServiceRef>,
     /// Absolute `http://` or `https://` base URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^https?://[^\s/?#]+([/?#]\S*)?$"))]
+    #[schemars(
+        regex(pattern = r"^https?://[^\s/?#]+([/?#]\S*)?$"),
+        length(max = 2048)
+    )]
     pub url: Option<String>,
 }
 
@@ -139,6 +149,7 @@ pub struct ServiceRef {
     pub name: String,
     /// Defaults to the MCPRegistration's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
     pub namespace: Option<String>,
     #[schemars(range(min = 1, max = 65535))]
     pub port: u16,
@@ -159,13 +170,13 @@ pub enum Scheme {
 #[serde(rename_all = "camelCase")]
 pub struct Paths {
     #[serde(default = "default_health_path")]
-    #[schemars(regex(pattern = r"^/\S*$"))]
+    #[schemars(regex(pattern = r"^/\S*$"), length(max = 1024))]
     pub health_check: String,
     #[serde(default = "default_process_path")]
-    #[schemars(regex(pattern = r"^/\S*$"))]
+    #[schemars(regex(pattern = r"^/\S*$"), length(max = 1024))]
     pub process: String,
     #[serde(default = "default_status_path")]
-    #[schemars(regex(pattern = r"^/\S*$"))]
+    #[schemars(regex(pattern = r"^/\S*$"), length(max = 1024))]
     pub status: String,
 }
 

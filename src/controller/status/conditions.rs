@@ -345,6 +345,9 @@ pub struct VersionCheck {
     pub message: String,
 }
 
+/// The most versions a `VersionMismatch` message names.
+const MAX_LISTED: usize = 10;
+
 /// Compares the reported versions with `spec.version` (`v1.0.0` and `1.0.0` are one version);
 /// `None` when no interaction reported one. Pure.
 pub fn version_check(spec_version: &str, reported: &BTreeMap<String, u64>) -> Option<VersionCheck> {
@@ -361,7 +364,20 @@ pub fn version_check(spec_version: &str, reported: &BTreeMap<String, u64>) -> Op
             message: format!("interactions report spec.version {spec_version}"),
         });
     }
-    let listed: Vec<String> = others.iter().map(|(v, n)| format!("{v} ({n})")).collect();
+    // The most reported first, at most MAX_LISTED: a client choosing its versions cannot grow
+    // the condition (and with it the registration's status) without bound.
+    let mut ranked = others.clone();
+    ranked.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+    let mut listed: Vec<String> = ranked
+        .iter()
+        .take(MAX_LISTED)
+        .map(|(v, n)| format!("{} ({n})", v.chars().take(64).collect::<String>()))
+        .collect();
+    if ranked.len() > MAX_LISTED {
+        let rest = &ranked[MAX_LISTED..];
+        let count: u64 = rest.iter().map(|(_, n)| **n).sum();
+        listed.push(format!("{} more versions ({count})", rest.len()));
+    }
     Some(VersionCheck {
         mismatched,
         reason: "ReportedVersionDiffers",
@@ -381,6 +397,22 @@ pub fn version_mismatch(spec_version: &str, reported: &BTreeMap<String, u64>) ->
 mod tests {
     use super::*;
     use crate::crd::validate::FieldProblem;
+
+    #[test]
+    fn thousands_of_reported_versions_make_a_short_message() {
+        // Issue 34, attack 6: 3,000 distinct versions once made a 644 KB condition message.
+        let reported: BTreeMap<String, u64> = (0..3000)
+            .map(|i| (format!("9.{i}.0-{}", "x".repeat(200)), 1 + (i % 7) as u64))
+            .collect();
+        let check = version_check("1.0.0", &reported).expect("a check");
+        assert!(check.message.len() < 2_000, "{} bytes", check.message.len());
+        assert!(
+            check.message.contains("2990 more versions"),
+            "{}",
+            check.message
+        );
+        assert_eq!(check.mismatched, reported.values().sum::<u64>());
+    }
 
     #[test]
     fn an_ejection_is_a_condition_only_while_it_lasts() {

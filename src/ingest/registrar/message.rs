@@ -397,6 +397,23 @@ mod tests {
     }
 
     #[test]
+    fn a_registration_cannot_be_made_enormous() {
+        // Issue 34, attack 7: 900 KB of supported_formats, or a 900 KB URL, were accepted.
+        let mut message = seed_message();
+        message.mcp_info.supported_formats = vec!["image/png".into(); 10_000];
+        let refused = declare(message, "mcps".into(), true).unwrap_err();
+        assert_eq!(refused.field, "mcp_info.supported_formats", "{refused:?}");
+        let mut message = seed_message();
+        message.mcp_info.url = Some(format!("http://ocr.example/{}", "a".repeat(900_000)));
+        let refused = declare(message, "mcps".into(), true).unwrap_err();
+        assert_eq!(refused.field, "mcp_info.url", "{refused:?}");
+        let mut message = seed_message();
+        message.mcp_info.version = format!("1.0.0-{}", "a".repeat(1000));
+        let refused = declare(message, "mcps".into(), true).unwrap_err();
+        assert_eq!(refused.field, "mcp_info.version", "{refused:?}");
+    }
+
+    #[test]
     fn names_and_bad_values_are_refused_with_the_field() {
         assert_eq!(
             registration_name("OCR Workflow_MCP").unwrap(),

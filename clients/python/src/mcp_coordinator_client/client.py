@@ -63,7 +63,6 @@ def sign(api_key: str, method: str, path: str, timestamp: str, body: bytes) -> s
 class _Request:
     path: str
     body: dict[str, Any]
-    attempts: int = 0
     not_before: float = 0.0
 
 
@@ -397,22 +396,48 @@ class Client:
             self._idle.notify_all()
 
     def _deliver(self, request: _Request) -> None:
-        backoff = 0.1
+        def done(answer: Any) -> None:
+            with self._lock:
+                self.sent += 1
+
+        self._with_retries(
+            lambda: self._post(request.path, request.body), 1, done, f"report to {request.path}"
+        )
+
+    def _deliver_batch(self, body: str, count: int) -> None:
+        """One signed batch (the ingest server asks batches to be signed by default), retried whole
+        while the coordinator is away or busy; the reports it refuses are counted as dropped."""
+
+        def done(answer: Any) -> None:
+            accepted = answer.get("accepted", count) if isinstance(answer, dict) else count
+            with self._lock:
+                self.sent += accepted
+                self.dropped += count - accepted
+            if accepted < count:
+                log.warning("the coordinator refused %d reports of a batch", count - accepted)
+
+        post = lambda: self._post_raw("/v1/interactions:batch", body.encode(), signed=True)
+        self._with_retries(post, count, done, f"a batch of {count} reports")
+
+    def _with_retries(self, post: Any, count: int, done: Any, what: str) -> None:
+        """Sends with `post` until it is taken (`done` with the answer), refused for good, or out of
+        attempts (then `count` reports are dropped); retries what may succeed later: no answer, 5xx,
+        429 (after its Retry-After), 401 (a batch's key may have been rotated)."""
+        backoff, attempts = 0.1, 0
         while True:
-            request.attempts += 1
+            attempts += 1
             try:
-                status, answer = self._post(request.path, request.body)
+                status, answer = post()
             except OSError as error:
                 status, answer = 0, {"error": str(error)}
             if 200 <= status < 300:
-                with self._lock:
-                    self.sent += 1
+                done(answer)
                 return
-            retryable = status == 0 or status == 429 or status >= 500
-            if not retryable or request.attempts >= self._max_attempts or self._closing.is_set():
+            retryable = status in (0, 429) or status >= 500 or (status == 401 and count > 1)
+            if not retryable or attempts >= self._max_attempts or self._closing.is_set():
                 with self._lock:
-                    self.dropped += 1
-                log.warning("report to %s dropped (%s): %s", request.path, status or "unreachable", answer)
+                    self.dropped += count
+                log.warning("%s dropped (%s): %s", what, status or "unreachable", answer)
                 return
             delay = backoff
             retry_after = answer.get("_retry_after") if isinstance(answer, dict) else None
@@ -434,37 +459,6 @@ class Client:
         except OSError as error:
             raise ReportError(f"cannot reach the coordinator at {self.url}: {error}") from None
         return answer if isinstance(answer, dict) else {}
-
-    def _deliver_batch(self, body: str, count: int) -> None:
-        """One signed batch (the ingest server asks batches to be signed by default), retried whole
-        while the coordinator is away or busy; the reports it refuses are counted as dropped."""
-        backoff, attempts = 0.1, 0
-        while True:
-            attempts += 1
-            try:
-                status, answer = self._post_raw("/v1/interactions:batch", body.encode(), signed=True)
-            except OSError as error:
-                status, answer = 0, {"error": str(error)}
-            if 200 <= status < 300:
-                accepted = answer.get("accepted", count) if isinstance(answer, dict) else count
-                with self._lock:
-                    self.sent += accepted
-                    self.dropped += count - accepted
-                if accepted < count:
-                    log.warning("the coordinator refused %d reports of a batch", count - accepted)
-                return
-            retryable = status in (0, 401, 429) or status >= 500
-            if not retryable or attempts >= self._max_attempts or self._closing.is_set():
-                with self._lock:
-                    self.dropped += count
-                log.warning("a batch of %d reports dropped (%s): %s", count, status or "unreachable", answer)
-                return
-            delay = backoff
-            retry_after = answer.get("_retry_after") if isinstance(answer, dict) else None
-            if retry_after:
-                delay = float(retry_after)
-            time.sleep(min(delay, MAX_BACKOFF_SECONDS))
-            backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 
     def _post(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
         return self._post_raw(path, json.dumps(body, separators=(",", ":")).encode(), self._sign)
