@@ -308,6 +308,16 @@ impl Shared {
                 sign(&key, "POST", path, &timestamp, body),
             );
         }
+        self.send(request, url).await
+    }
+
+    /// Sends a request to `url` and reads its JSON answer; a refusal carries the body (and its
+    /// `Retry-After`), and a 401 makes the key be read again next time (it may have rotated).
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        url: String,
+    ) -> Result<Value, ClientError> {
         let response = request
             .send()
             .await
@@ -317,7 +327,6 @@ impl Shared {
             })?;
         let status = response.status().as_u16();
         if status == 401 {
-            // Perhaps rotated: read the key again next time.
             *self.key.lock().unwrap_or_else(PoisonError::into_inner) = None;
         }
         let retry_after = response

@@ -70,26 +70,7 @@ fn path_part(value: &str) -> Result<&str, ClientError> {
 impl Shared {
     async fn get(&self, path: &str) -> Result<Value, ClientError> {
         let url = format!("{}{path}", self.base);
-        let key = self.key()?;
-        let response = self
-            .http
-            .get(&url)
-            .bearer_auth(&key)
-            .send()
-            .await
-            .map_err(|source| ClientError::Unreachable {
-                url: url.clone(),
-                source,
-            })?;
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap_or_default();
-        if (200..300).contains(&status) {
-            return Ok(serde_json::from_str(&text).unwrap_or(Value::Null));
-        }
-        Err(ClientError::Refused {
-            url,
-            status,
-            body: text,
-        })
+        let request = self.http.get(&url).bearer_auth(self.key()?);
+        self.send(request, url).await
     }
 }
