@@ -16,6 +16,7 @@ pub mod pipeline;
 pub mod privacy;
 pub mod rbac;
 pub mod routing;
+pub mod serve;
 pub mod standalone;
 pub mod store;
 pub mod telemetry;

@@ -84,8 +84,10 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     let shutdown = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    let shutdown_timeout = Duration::from_secs(args.shutdown_timeout_seconds);
     let ops = tokio::spawn(ops::serve_ops(
         args.metrics_addr,
+        ops::ops_serving(shutdown_timeout.min(Duration::from_secs(5))),
         metrics.clone(),
         ready.clone(),
         shutdown(stop_rx.clone()),
@@ -99,8 +101,23 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         version = mcp_coordinator::COORDINATOR_VERSION,
         "starting controller"
     );
-    let controller = controller::run(client, settings, metrics, ready, shutdown(stop_rx));
-    let (ops_result, controller_result) = tokio::join!(ops, controller);
+    let controller = controller::run(client, settings, metrics, ready, shutdown(stop_rx.clone()));
+    // A reconcile waiting on an unreachable API server, or a client holding the metrics port,
+    // must not keep the process from stopping: the stop is bounded in time.
+    let overdue = async move {
+        shutdown(stop_rx).await;
+        tokio::time::sleep(shutdown_timeout).await;
+    };
+    let (ops_result, controller_result) = tokio::select! {
+        results = async { tokio::join!(ops, controller) } => results,
+        _ = overdue => {
+            tracing::warn!(
+                timeout = ?shutdown_timeout,
+                "the controller did not stop within --shutdown-timeout-seconds; exiting anyway"
+            );
+            return Ok(());
+        }
+    };
     controller_result.context("controller failed to start")?;
     ops_result
         .context("ops server task failed")?

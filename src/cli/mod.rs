@@ -113,7 +113,7 @@ fn heading(long: &str) -> Option<&'static str> {
         "max-interaction",
     ]) {
         "Spool, store and retention"
-    } else if starts(&["max-", "header-timeout", "body-timeout"]) {
+    } else if starts(&["max-", "header-timeout", "idle-timeout", "body-timeout"]) {
         "Limits"
     } else if starts(&["registrar-", "registration-"]) {
         "Self-registration"

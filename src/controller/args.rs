@@ -46,9 +46,14 @@ pub struct ControllerArgs {
     /// Name of the MCP ID ledger ConfigMap.
     #[arg(long, default_value = "mcp-coordinator-ids")]
     pub id_ledger: String,
-    /// Address of /metrics, /healthz and /readyz.
+    /// Address of /metrics, /healthz and /readyz. Served with the ingest server's deadlines
+    /// (10 s for headers, 60 s idle) and at most 256 connections, 64 from one address.
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
+    /// After SIGTERM, stop within this many seconds even if reconciles, the API server or
+    /// clients of the metrics port have not finished.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub shutdown_timeout_seconds: u64,
     /// The ingest API's base URL, where MCPs report interactions. Status tells each MCP this as
     /// `coordinatorConfig.apiUrl` and, with `/api/interactions` (where the seed's envelope
     /// goes), as `interactionLogEndpoint`. A URL that already ends in `/api/interactions` is taken

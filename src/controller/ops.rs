@@ -1,23 +1,43 @@
-//! The small HTTP server every component runs: `/metrics`, `/healthz`, `/readyz`.
+//! The small HTTP server every component runs: `/metrics`, `/healthz`, `/readyz`, served like
+//! every listener of the binary (`crate::serve`: deadlines in every phase, capped connections,
+//! a bounded shutdown).
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use warp::http::StatusCode;
 use warp::Filter;
 
 use super::metrics::Metrics;
+use crate::serve::{ServeConfig, ServeMetrics};
 
-/// Serves until `shutdown` resolves. Binding errors are returned, so a taken port is a clear
-/// startup failure rather than a silent one.
+/// How the metrics port is served: the ingest server's deadlines, fewer connections (Prometheus
+/// and the kubelet are its only clients), and `grace` to finish at shutdown.
+pub fn ops_serving(grace: Duration) -> ServeConfig {
+    ServeConfig {
+        max_connections: 256,
+        max_connections_per_ip: 64,
+        grace,
+        ..ServeConfig::new("metrics")
+    }
+}
+
+/// Serves until `shutdown` resolves, then for at most the grace period. Binding errors are
+/// returned, so a taken port is a clear startup failure rather than a silent one.
 pub async fn serve_ops(
     addr: SocketAddr,
+    serving: ServeConfig,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let series = crate::telemetry::Series {
+        registry: metrics.registry.clone(),
+    };
+    let serve_metrics = Arc::new(ServeMetrics::new(&series).map_err(std::io::Error::other)?);
     let metrics_route = warp::path!("metrics").and(warp::get()).map(move || {
         warp::reply::with_header(
             metrics.render(),
@@ -40,10 +60,6 @@ pub async fn serve_ops(
     });
     let routes = metrics_route.or(healthz).or(readyz);
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    warp::serve(routes)
-        .incoming(listener)
-        .graceful(shutdown)
-        .run()
-        .await;
+    crate::serve::serve(listener, serving, serve_metrics, routes, shutdown).await;
     Ok(())
 }

@@ -89,9 +89,20 @@ pub struct IngestArgs {
     /// Records in one batch upload (413 beyond).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_batch_records: u64,
-    /// A request's headers (and a TLS handshake) must arrive within this many seconds.
+    /// A TLS handshake, a connection's first bytes, a request's headers and an HTTP/2
+    /// connection's first request must each arrive within this many seconds.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub header_timeout_seconds: u64,
+    /// A connection with no request in flight is closed after this many seconds.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub idle_timeout_seconds: u64,
+    /// Connections open at once, per listener (API, gateway); more are answered 503 and closed.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+    /// Connections open at once from one IP address, per listener; more are answered 429 and
+    /// closed. Behind a proxy every client has the proxy's address: raise it there.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections_per_ip: u64,
     /// A request's body must arrive within this many seconds (408 otherwise).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub body_timeout_seconds: u64,

@@ -13,6 +13,8 @@ pub struct IngestMetrics {
     pub pipeline: PipelineMetrics,
     pub processing_time: HistogramVec,
     pub route_decisions: IntCounterVec,
+    /// Every listener's connections.
+    pub serve: std::sync::Arc<crate::serve::ServeMetrics>,
     /// The MCP gateway's series.
     pub gateway: std::sync::Arc<crate::gateway::GatewayMetrics>,
 }
@@ -44,6 +46,7 @@ impl IngestMetrics {
                 &["result"],
             )?,
             gateway: std::sync::Arc::new(crate::gateway::GatewayMetrics::new(&series)?),
+            serve: std::sync::Arc::new(crate::serve::ServeMetrics::new(&series)?),
             registry: series.registry,
         })
     }

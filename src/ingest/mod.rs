@@ -9,7 +9,6 @@ pub mod fleet;
 pub mod metrics;
 pub mod registrar;
 pub mod routes;
-pub mod serve;
 pub mod state;
 pub mod tls;
 
@@ -22,6 +21,7 @@ use std::time::Duration;
 
 use crate::pipeline::shipper::{self, DEFAULT_BATCH_MAX, DEFAULT_BATCH_MAX_BYTES};
 use crate::pipeline::{Spool, SpoolConfig};
+use crate::serve;
 use crate::trust::keys::{KeyRing, ReaderTokens};
 use crate::trust::signing;
 use metrics::IngestMetrics;
@@ -219,10 +219,10 @@ pub async fn start(
     let http_stop = async move {
         let _ = http_stop_rx.await;
     };
-    let serve_config = serve_config_of(&config);
     let server = tokio::spawn(serve::serve(
         listener,
-        serve_config,
+        serve_config_of(&config, "api"),
+        metrics.serve.clone(),
         api::routes(server_state),
         http_stop,
     ));
@@ -233,7 +233,7 @@ pub async fn start(
                 gateway_config,
                 &state,
                 &metrics,
-                serve_config_of(&config),
+                serve_config_of(&config, "gateway"),
                 http_stop_rx_gateway,
             )
             .await;
@@ -283,11 +283,16 @@ pub async fn start(
 /// Writes the heartbeats received since the last tick to the store, in one insert per tick (not
 /// one per heartbeat: thousands of MCPs beat every few seconds); what the store refuses is kept
 /// for the next tick. A last write on shutdown.
-fn serve_config_of(config: &IngestConfig) -> serve::ServeConfig {
+fn serve_config_of(config: &IngestConfig, listener: &'static str) -> serve::ServeConfig {
+    let limits = &config.limits;
     serve::ServeConfig {
+        listener,
         tls: config.tls.clone(),
-        header_timeout: config.limits.header_timeout,
+        header_timeout: limits.header_timeout,
+        idle_timeout: limits.idle_timeout,
         grace: config.drain_timeout,
+        max_connections: limits.max_connections,
+        max_connections_per_ip: limits.max_connections_per_ip,
     }
 }
 
@@ -333,6 +338,7 @@ async fn start_gateway(
     let server = tokio::spawn(serve::serve(
         listener,
         serve_config,
+        metrics.serve.clone(),
         crate::gateway::routes(gateway),
         stopped,
     ));

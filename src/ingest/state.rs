@@ -25,8 +25,15 @@ pub struct Limits {
     pub batch_bytes: usize,
     /// Records in one batch.
     pub batch_records: usize,
-    /// A request's headers (and a TLS handshake) must arrive within this.
+    /// A TLS handshake, a connection's first bytes, a request's headers and an HTTP/2
+    /// connection's first request must each arrive within this.
     pub header_timeout: Duration,
+    /// A connection with no request in flight is closed after this long.
+    pub idle_timeout: Duration,
+    /// Connections open at once, per listener; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Connections open at once from one address, per listener; more are answered 429.
+    pub max_connections_per_ip: usize,
     /// A request's body must arrive within this.
     pub body_timeout: Duration,
     /// Requests served at once; more are answered 503 with `Retry-After`.
@@ -35,9 +42,14 @@ pub struct Limits {
 
 impl Default for Limits {
     /// The documented defaults of `--max-body-bytes`, `--max-batch-bytes`, `--max-batch-records`,
-    /// `--header-timeout-seconds`, `--body-timeout-seconds` and `--max-concurrent-requests`.
+    /// `--header-timeout-seconds`, `--idle-timeout-seconds`, `--max-connections`,
+    /// `--max-connections-per-ip`, `--body-timeout-seconds` and `--max-concurrent-requests`.
     fn default() -> Self {
+        let serving = crate::serve::ServeConfig::new("api");
         Self {
+            idle_timeout: serving.idle_timeout,
+            max_connections: serving.max_connections,
+            max_connections_per_ip: serving.max_connections_per_ip,
             single_bytes: 1 << 20,
             batch_bytes: 16 << 20,
             batch_records: 10_000,

@@ -77,14 +77,16 @@ async fn guarded_mcp(fail_calls: bool, delay_ms: u64) -> String {
                 )
             },
         );
-    let config = mcp_coordinator::ingest::serve::ServeConfig {
-        tls: None,
+    let config = mcp_coordinator::serve::ServeConfig {
         header_timeout: Duration::from_secs(5),
         grace: Duration::from_secs(1),
+        ..mcp_coordinator::serve::ServeConfig::new("backend")
     };
-    tokio::spawn(mcp_coordinator::ingest::serve::serve(
+    let metrics = mcp_coordinator::serve::ServeMetrics::new(&Default::default()).unwrap();
+    tokio::spawn(mcp_coordinator::serve::serve(
         listener,
         config,
+        Arc::new(metrics),
         routes,
         std::future::pending(),
     ));

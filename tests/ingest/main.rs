@@ -4,6 +4,7 @@
 
 mod api;
 mod bounds;
+mod connections;
 mod fuzz_parser;
 mod gateway;
 mod privacy;

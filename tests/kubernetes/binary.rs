@@ -155,3 +155,85 @@ async fn controller_process_reconciles_and_serves_metrics() {
     assert!(status.success(), "{status:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 34, attack 3: the controller's metrics port held partial-header and zero-byte clients
+/// for more than 43 s, and SIGTERM waited on them (and on an API server that never answers)
+/// without limit. Now the port has the ingest server's deadlines and the stop is bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_3_the_metrics_port_has_deadlines_and_sigterm_is_bounded_with_a_silent_api_server() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // An API server that accepts connections and never answers.
+    let black_hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api_addr = black_hole.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = black_hole.accept().await {
+            held.push(tcp);
+        }
+    });
+    let dir = common::TestDir::new("bin-bounded");
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://{api_addr}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\nusers:\n- name: u\n  user: {{}}\n"
+        ),
+    )
+    .unwrap();
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let mut child = tokio::process::Command::new(bin())
+        .args(["controller", "--shutdown-timeout-seconds", "3"])
+        .args(["--metrics-addr", &metrics_addr])
+        .env("KUBECONFIG", &kubeconfig)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    common::ingest::wait_healthy(&format!("http://{metrics_addr}")).await;
+
+    let hold = || async {
+        let mut held = Vec::new();
+        for i in 0..20 {
+            let mut tcp = tokio::net::TcpStream::connect(&metrics_addr).await.unwrap();
+            if i % 2 == 1 {
+                tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: con")
+                    .await
+                    .unwrap();
+            }
+            held.push(tcp);
+        }
+        held
+    };
+    // Before: held for more than 43 s. Now the 10 s header deadline closes them.
+    let mut held = hold().await;
+    for tcp in held.iter_mut() {
+        let mut buf = [0u8; 512];
+        let closed = tokio::time::timeout(Duration::from_secs(14), async {
+            while let Ok(n) = tcp.read(&mut buf).await {
+                if n == 0 {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "a stalled client held the metrics port");
+    }
+
+    // Held clients and an API server that never answers: SIGTERM still stops it in time.
+    let _held = hold().await;
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().unwrap().to_string()])
+        .status()
+        .unwrap();
+    let stopped = tokio::time::timeout(Duration::from_secs(8), child.wait()).await;
+    assert!(
+        stopped.is_ok(),
+        "SIGTERM with --shutdown-timeout-seconds 3 did not stop the controller in 8 s"
+    );
+}
