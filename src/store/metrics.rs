@@ -177,7 +177,7 @@ impl Tally {
             in_progress: self.count.saturating_sub(finished),
             success_rate: (finished > 0).then(|| self.completed as f64 / finished as f64),
             error_rate: (finished > 0).then(|| self.failed as f64 / finished as f64),
-            errors_by_code: self.errors_by_code,
+            errors_by_code: top_codes(self.errors_by_code),
             p50_processing_time: self.p50,
             p95_processing_time: self.p95,
             p99_processing_time: self.p99,
@@ -189,6 +189,31 @@ impl Tally {
             mean_gpu_usage: self.mean_gpu_usage,
         }
     }
+}
+
+/// Error codes one metrics answer names, at most; clients choose the codes, so the rest are
+/// counted together.
+pub const MAX_ERROR_CODES: usize = 20;
+
+/// The [`MAX_ERROR_CODES`] most frequent codes; the others are summed into `CALLER_OTHER` (codes
+/// that blame the caller, which routing does not hold against an MCP) and `OTHER`.
+fn top_codes(codes: BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    if codes.len() <= MAX_ERROR_CODES {
+        return codes;
+    }
+    let mut ranked: Vec<(String, u64)> = codes.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let rest = ranked.split_off(MAX_ERROR_CODES);
+    let mut kept: BTreeMap<String, u64> = ranked.into_iter().collect();
+    for (code, n) in rest {
+        let into = if code.starts_with("CALLER_") {
+            "CALLER_OTHER"
+        } else {
+            "OTHER"
+        };
+        *kept.entry(into.to_string()).or_default() += n;
+    }
+    kept
 }
 
 /// Metrics of `interactions` (all of one MCP, already limited to `range`).
@@ -246,6 +271,20 @@ pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answer_names_the_busiest_error_codes_and_counts_the_rest_by_whom_they_blame() {
+        // Issue 34, attack 6: clients choose error codes; an answer lists at most 20.
+        let mut codes: BTreeMap<String, u64> =
+            (0..30).map(|i| (format!("E{i:02}"), 100 - i)).collect();
+        codes.insert("CALLER_BAD_INPUT".into(), 1);
+        let kept = top_codes(codes);
+        assert_eq!(kept.len(), MAX_ERROR_CODES + 2);
+        assert_eq!(kept["E00"], 100);
+        assert!(!kept.contains_key("E25"));
+        assert_eq!(kept["OTHER"], (20..30).map(|i| 100 - i).sum::<u64>());
+        assert_eq!(kept["CALLER_OTHER"], 1);
+    }
 
     #[test]
     fn ranges_that_are_not_ascii_are_refused_not_panicked_on() {

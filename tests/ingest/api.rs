@@ -947,3 +947,58 @@ async fn the_openapi_document_lists_every_endpoint_the_server_answers() {
     }
     known(&record, &doc["components"]["schemas"]["Report"], "");
 }
+
+/// Issue 34, attack 4: 12 request types × 2,000 one-minute buckets answered 24,000 points (and
+/// 2,000 types would have needed ~25 GB). Groups beyond what fits in 20,000 points fold into one
+/// `other` series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_4_a_series_answer_holds_at_most_20000_points_whatever_the_groups() {
+    let ingest = start("series-bound").await;
+    let base = &ingest.base;
+    for t in 0..30 {
+        let (status, body) = post(
+            base,
+            "/v1/interactions",
+            Some(KEY),
+            json!({"interaction_id": format!("int_bound_{t}"),
+                   "request_data": {"request_type": format!("type{t:02}")},
+                   "result_data": {"success": false, "error_code": format!("E{t:02}")}}),
+        )
+        .await;
+        assert_eq!(status, 202, "{body}");
+    }
+    wait_for_history(base, "ocr_workflow_mcp_001", 30).await;
+    let path =
+        "/v1/mcps/ocr_workflow_mcp_001/metrics/series?range=1999m&step=1m&group_by=request_type";
+    let (status, body) = get(base, path, Some(READER)).await;
+    assert_eq!(status, 200);
+    let series = body["series"].as_array().unwrap();
+    let points: usize = series
+        .iter()
+        .map(|s| s["points"].as_array().unwrap().len())
+        .sum();
+    assert!(points <= 20_000, "{points} points in one answer");
+    assert_eq!(series.len(), 10, "9 groups and other");
+    let other = series.last().unwrap();
+    assert_eq!(other["other"], true);
+    assert_eq!(other["groups"], 21);
+    let folded: u64 = other["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["metrics"]["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(folded, 21, "every interaction is counted once");
+
+    // The 30 error codes clients chose: an answer names 20 and counts the rest.
+    let (_, body) = get(
+        base,
+        "/v1/mcps/ocr_workflow_mcp_001/metrics?range=1h",
+        Some(READER),
+    )
+    .await;
+    let codes = body["metrics"]["errors_by_code"].as_object().unwrap();
+    assert_eq!(codes.len(), 21, "{body}");
+    assert_eq!(codes["OTHER"], 10);
+    ingest.stop().await;
+}

@@ -9,6 +9,7 @@ pub mod read;
 pub mod register;
 pub mod reply;
 pub mod route;
+pub mod series;
 pub mod write;
 
 use std::sync::atomic::Ordering;

@@ -2,7 +2,7 @@
 //! may see them, and an audit record of every read of interaction data (a read whose audit
 //! record cannot be written is refused). Each read answers a JSON value, without HTTP.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use serde_json::{json, Value};
 
@@ -12,7 +12,6 @@ use super::now_ms;
 use super::reply::{ApiError, ErrorCode};
 use crate::interaction::{check_id, format_ms, parse_rfc3339_ms, Interaction};
 use crate::privacy::seal::{Owner, Sealer, Unsealed};
-use crate::store::metrics::{bucket_range, Tally};
 use crate::store::{
     AuditEntry, Breakdown, Dimension, HistoryQuery, McpMetrics, MetricsCell, TimeRange,
 };
@@ -144,31 +143,8 @@ impl Reading<'_> {
         self.audit(&role, Read::over(mcp_id, "series", range), rows)
             .await?;
         let buckets = (range.until_ms - range.since_ms + step_ms - 1) / step_ms;
-        let mut by_group: BTreeMap<Option<String>, BTreeMap<i64, McpMetrics>> = BTreeMap::new();
-        for cell in cells {
-            by_group
-                .entry(cell.group)
-                .or_default()
-                .insert(cell.bucket, cell.metrics);
-        }
-        if by_group.is_empty() && group_by.is_none() {
-            by_group.insert(None, BTreeMap::new());
-        }
-        let series: Vec<Value> = by_group
-            .into_iter()
-            .map(|(group, mut points)| {
-                let points: Vec<Value> = (0..buckets)
-                    .map(|b| {
-                        let window = bucket_range(range, Some(step_ms), b);
-                        let metrics = points.remove(&b).unwrap_or_else(|| {
-                            Tally::default().into_metrics(mcp_id.to_string(), window)
-                        });
-                        json!({"start": format_ms(window.since_ms), "metrics": metrics})
-                    })
-                    .collect();
-                json!({"value": group, "points": points})
-            })
-            .collect();
+        let series =
+            super::series::build(mcp_id, range, step_ms, buckets, group_by.is_some(), cells);
         Ok(json!({
             "mcp_id": mcp_id,
             "range": text,
