@@ -42,14 +42,15 @@ async fn fast_mcp() -> std::net::SocketAddr {
             };
             warp::reply::json(&json!({"jsonrpc": "2.0", "id": id, "result": result}))
         });
-    let config = mcp_coordinator::ingest::serve::ServeConfig {
-        tls: None,
-        header_timeout: Duration::from_secs(10),
+    let config = mcp_coordinator::serve::ServeConfig {
         grace: Duration::from_secs(1),
+        ..mcp_coordinator::serve::ServeConfig::new("backend")
     };
-    tokio::spawn(mcp_coordinator::ingest::serve::serve(
+    let metrics = mcp_coordinator::serve::ServeMetrics::new(&Default::default()).unwrap();
+    tokio::spawn(mcp_coordinator::serve::serve(
         listener,
         config,
+        std::sync::Arc::new(metrics),
         routes,
         std::future::pending(),
     ));
@@ -91,14 +92,15 @@ async fn bare_proxy(mcp: std::net::SocketAddr) -> std::net::SocketAddr {
                     .unwrap_or_default()
             }
         });
-    let config = mcp_coordinator::ingest::serve::ServeConfig {
-        tls: None,
-        header_timeout: Duration::from_secs(10),
+    let config = mcp_coordinator::serve::ServeConfig {
         grace: Duration::from_secs(1),
+        ..mcp_coordinator::serve::ServeConfig::new("backend")
     };
-    tokio::spawn(mcp_coordinator::ingest::serve::serve(
+    let metrics = mcp_coordinator::serve::ServeMetrics::new(&Default::default()).unwrap();
+    tokio::spawn(mcp_coordinator::serve::serve(
         listener,
         config,
+        std::sync::Arc::new(metrics),
         routes,
         std::future::pending(),
     ));

@@ -395,6 +395,7 @@ async fn median_of_5(store: &ClickHouseStore, read: &Read, now: i64) -> Duration
                     limit: 100,
                     since_ms: None,
                     until_ms: None,
+                    ..Default::default()
                 };
                 store.history(&page).await.expect("history");
             }

@@ -106,6 +106,10 @@ pub struct IngestArgs {
     /// A request's body must arrive within this many seconds (408 otherwise).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub body_timeout_seconds: u64,
+    /// Bytes of interactions (as JSON) in one history page; a page that reaches them ends early
+    /// and its `next_cursor` reads on. A page holds one interaction at least.
+    #[arg(long, default_value_t = crate::store::page::DEFAULT_PAGE_BYTES as u64, value_parser = clap::value_parser!(u64).range(4096..=(1 << 30)))]
+    pub max_page_bytes: u64,
     /// Requests served at once; more are answered 503 with Retry-After.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_concurrent_requests: u64,

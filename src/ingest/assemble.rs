@@ -244,6 +244,7 @@ pub async fn assemble(args: &IngestArgs, mode: Mode) -> Result<IngestParts, Asse
             max_connections: args.max_connections as usize,
             max_connections_per_ip: args.max_connections_per_ip as usize,
             body_timeout: Duration::from_secs(args.body_timeout_seconds),
+            page_bytes: args.max_page_bytes as usize,
             max_concurrent_requests: args.max_concurrent_requests as usize,
         },
         batch_max: args.batch_max.max(1),

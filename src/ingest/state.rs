@@ -36,6 +36,8 @@ pub struct Limits {
     pub max_connections_per_ip: usize,
     /// A request's body must arrive within this.
     pub body_timeout: Duration,
+    /// Bytes of interactions in one history page; past them the page ends with a cursor.
+    pub page_bytes: usize,
     /// Requests served at once; more are answered 503 with `Retry-After`.
     pub max_concurrent_requests: usize,
 }
@@ -43,11 +45,13 @@ pub struct Limits {
 impl Default for Limits {
     /// The documented defaults of `--max-body-bytes`, `--max-batch-bytes`, `--max-batch-records`,
     /// `--header-timeout-seconds`, `--idle-timeout-seconds`, `--max-connections`,
-    /// `--max-connections-per-ip`, `--body-timeout-seconds` and `--max-concurrent-requests`.
+    /// `--max-connections-per-ip`, `--body-timeout-seconds`, `--max-page-bytes` and
+    /// `--max-concurrent-requests`.
     fn default() -> Self {
         let serving = crate::serve::ServeConfig::new("api");
         Self {
             idle_timeout: serving.idle_timeout,
+            page_bytes: crate::store::page::DEFAULT_PAGE_BYTES,
             max_connections: serving.max_connections,
             max_connections_per_ip: serving.max_connections_per_ip,
             single_bytes: 1 << 20,

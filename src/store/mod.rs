@@ -4,6 +4,7 @@
 
 pub mod clickhouse;
 pub mod metrics;
+pub mod page;
 pub mod retention;
 pub mod sketch;
 pub mod sqlite;
@@ -15,6 +16,7 @@ use futures::future::BoxFuture;
 
 use crate::interaction::{Interaction, InteractionEvent};
 pub use metrics::{Breakdown, Dimension, McpMetrics, MetricsCell, TimeRange};
+pub use page::{Cursor, PageBudget};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -43,6 +45,31 @@ pub struct HistoryQuery {
     pub limit: usize,
     pub since_ms: Option<i64>,
     pub until_ms: Option<i64>,
+    /// Only interactions after this position of the page order.
+    pub after: Option<Cursor>,
+    /// The page ends once its interactions pass this many bytes as JSON (it holds one at least).
+    pub max_bytes: usize,
+}
+
+/// A page of history.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryPage {
+    pub interactions: Vec<Interaction>,
+    /// The page ended because its bytes ran out (more may follow).
+    pub full_by_bytes: bool,
+}
+
+impl Default for HistoryQuery {
+    fn default() -> Self {
+        Self {
+            mcp_id: String::new(),
+            limit: 100,
+            since_ms: None,
+            until_ms: None,
+            after: None,
+            max_bytes: page::DEFAULT_PAGE_BYTES,
+        }
+    }
 }
 
 /// One read of interaction data, as the audit log keeps it.
@@ -86,10 +113,19 @@ pub trait EventSink: Send + Sync {
 
 /// Reading interactions and their performance: what the query API and the routing loop need.
 pub trait InteractionReads: Send + Sync {
+    /// One page of an MCP's interactions, newest first, bounded in count and in bytes.
+    fn history_page<'a>(
+        &'a self,
+        query: &'a HistoryQuery,
+    ) -> BoxFuture<'a, Result<HistoryPage, StoreError>>;
+
+    /// The interactions of [`InteractionReads::history_page`] alone.
     fn history<'a>(
         &'a self,
         query: &'a HistoryQuery,
-    ) -> BoxFuture<'a, Result<Vec<Interaction>, StoreError>>;
+    ) -> BoxFuture<'a, Result<Vec<Interaction>, StoreError>> {
+        Box::pin(async move { Ok(self.history_page(query).await?.interactions) })
+    }
 
     /// Performance of one MCP (or of every MCP that has interactions in range, when `mcp_id` is None).
     fn metrics<'a>(

@@ -227,6 +227,7 @@ mod tests {
                     limit: 10_000,
                     since_ms: Some(range.since_ms),
                     until_ms: Some(range.until_ms),
+                    ..Default::default()
                 })
                 .await
                 .unwrap();
@@ -306,6 +307,7 @@ CREATE INDEX interactions_time ON interactions (time_ms);
                 limit: 100,
                 since_ms: None,
                 until_ms: None,
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -481,6 +483,7 @@ CREATE INDEX interactions_time ON interactions (time_ms);
                 limit: 10,
                 since_ms: None,
                 until_ms: None,
+                ..Default::default()
             })
             .await
             .unwrap();

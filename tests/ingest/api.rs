@@ -1002,3 +1002,89 @@ async fn attack_4_a_series_answer_holds_at_most_20000_points_whatever_the_groups
     assert_eq!(codes["OTHER"], 10);
     ingest.stop().await;
 }
+
+/// Issue 34, attack 5: 8 records of 8 MiB made a 64 MiB page (and `limit=1000` allowed 16 GB).
+/// A page now ends at `--max-page-bytes`, and its `next_cursor` reads on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_5_a_history_page_ends_at_its_bytes_and_the_cursor_reads_on() {
+    let dir = TestDir::new("ingest-page-bytes");
+    let store = store_in(dir.path(), true, None);
+    let limits = Limits {
+        page_bytes: 1 << 20,
+        ..Limits::default()
+    };
+    let ingest = start_with(dir.path().to_path_buf(), store, limits).await;
+    let base = &ingest.base;
+    let at = "2026-01-01T00:00:00Z";
+    for i in 0..8 {
+        let (status, body) = post(
+            base,
+            "/v1/interactions",
+            Some(KEY),
+            json!({"interaction_id": format!("int_big_{i}"), "timestamp": at,
+                   "request_data": {"parameters": {"blob": "x".repeat(700_000)}}}),
+        )
+        .await;
+        assert_eq!(status, 202, "{body}");
+    }
+    // Walks every page; the shipper may still be storing the last reports, so walk again until
+    // all eight are there.
+    let walk = || async {
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..20 {
+            let mut path = "/v1/mcps/ocr_workflow_mcp_001/interactions?limit=1000".to_string();
+            if let Some(c) = &cursor {
+                path += &format!("&cursor={}", urlencode(c));
+            }
+            let response = http()
+                .get(format!("{base}{path}"))
+                .bearer_auth(READER)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status().as_u16(), 200);
+            let text = response.text().await.unwrap();
+            assert!(text.len() < 1_500_000, "a page of {} bytes", text.len());
+            let body: Value = serde_json::from_str(&text).unwrap();
+            for i in body["interactions"].as_array().unwrap() {
+                seen.push(i["interaction_id"].as_str().unwrap().to_string());
+            }
+            match body["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_string()),
+                None => break,
+            }
+        }
+        seen
+    };
+    let mut seen = walk().await;
+    for _ in 0..100 {
+        if seen.len() >= 8 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        seen = walk().await;
+    }
+    seen.sort();
+    let expected: Vec<String> = (0..8).map(|i| format!("int_big_{i}")).collect();
+    assert_eq!(seen, expected, "every interaction once, across pages");
+    let (status, body) = get(
+        base,
+        "/v1/mcps/ocr_workflow_mcp_001/interactions?cursor=yesterday",
+        Some(READER),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(body["error"].to_string().contains("cursor"), "{body}");
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -160,6 +160,7 @@ async fn a_cluster_answers_as_one_server_does() {
         limit: 25,
         since_ms: None,
         until_ms: None,
+        ..Default::default()
     };
     assert_eq!(
         clustered.history(&page("mcp_3")).await.unwrap(),

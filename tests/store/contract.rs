@@ -7,7 +7,7 @@ use mcp_coordinator::interaction::{EventKind, Fields, InteractionEvent};
 use mcp_coordinator::store::clickhouse::ClickHouseStore;
 use mcp_coordinator::store::sqlite::SqliteStore;
 use mcp_coordinator::store::{
-    EventSink, HistoryQuery, InteractionReads, InteractionStore, TimeRange,
+    Cursor, EventSink, HistoryQuery, InteractionReads, InteractionStore, TimeRange,
 };
 
 const T0: i64 = 1_750_000_000_000;
@@ -84,6 +84,7 @@ fn history(mcp: &str) -> HistoryQuery {
         limit: 100,
         since_ms: None,
         until_ms: None,
+        ..Default::default()
     }
 }
 
@@ -289,6 +290,7 @@ async fn retention_removes_expired_interactions_and_keeps_fresh_ones() {
                     limit: 100,
                     since_ms: None,
                     until_ms: None,
+                    ..Default::default()
                 };
                 let mut ids: Vec<String> = store
                     .history(&q)
@@ -346,6 +348,7 @@ async fn retention_follows_the_receive_time_not_the_clients_timestamp() {
             limit: 100,
             since_ms: None,
             until_ms: None,
+            ..Default::default()
         };
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
@@ -636,5 +639,63 @@ async fn the_versions_mcps_report_are_counted_per_mcp() {
             [("a", "1.0.0", 1), ("a", "1.1.0", 2), ("b", "2.0.0", 1)],
             "{name}"
         );
+    }
+}
+
+/// Issue 34, attack 5: a page of history is bounded in bytes as well as in count, and the next
+/// page starts after a cursor, even among interactions of one millisecond.
+#[tokio::test]
+async fn history_pages_end_at_their_bytes_and_cursors_read_on_without_loss_or_repeat() {
+    for (name, store) in stores().await {
+        let mcp = "m_pages";
+        let big = |id: &str, at: i64| {
+            event(
+                id,
+                mcp,
+                EventKind::Error,
+                at,
+                Fields {
+                    timestamp_ms: Some(at),
+                    success: Some(false),
+                    error_message: Some("x".repeat(2_000)),
+                    ..Default::default()
+                },
+            )
+        };
+        let mut events: Vec<InteractionEvent> = (0..5).map(|i| big(&format!("p{i}"), T0)).collect();
+        events.extend((5..7).map(|i| big(&format!("p{i}"), T0 - 1_000)));
+        store.insert(&events).await.unwrap();
+        for (limit, max_bytes, pages) in [(100, 6_000, 4), (3, usize::MAX, 3)] {
+            let mut after = None;
+            let mut seen = Vec::new();
+            let mut count = 0;
+            loop {
+                let q = HistoryQuery {
+                    mcp_id: mcp.into(),
+                    limit,
+                    after: after.clone(),
+                    max_bytes,
+                    ..Default::default()
+                };
+                let page = store.history_page(&q).await.unwrap();
+                count += 1;
+                assert!(count <= 10, "{name}: the cursor does not move");
+                let Some(last) = page.interactions.last() else {
+                    break;
+                };
+                assert!(page.interactions.len() <= 2 || max_bytes == usize::MAX);
+                after = Some(Cursor::of(last));
+                seen.extend(page.interactions.iter().map(|i| i.interaction_id.clone()));
+                if !page.full_by_bytes && page.interactions.len() < limit {
+                    break;
+                }
+            }
+            assert_eq!(
+                seen,
+                ["p4", "p3", "p2", "p1", "p0", "p6", "p5"],
+                "{name}, {limit} per page, {max_bytes} bytes"
+            );
+            assert_eq!(count, pages, "{name}, {limit} per page");
+        }
     }
 }

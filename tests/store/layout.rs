@@ -74,6 +74,7 @@ async fn a_table_of_the_month_layout_moves_to_days_with_every_row() {
             limit: 1_000,
             since_ms: None,
             until_ms: None,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -164,6 +165,7 @@ async fn retention_drops_whole_days_and_mutates_only_days_a_longer_retention_kee
                     limit: 100,
                     since_ms: None,
                     until_ms: None,
+                    ..Default::default()
                 })
                 .await
                 .unwrap()
@@ -260,6 +262,7 @@ async fn fields_added_since_the_table_was_made_become_columns_and_old_rows_read_
             limit: 10,
             since_ms: None,
             until_ms: None,
+            ..Default::default()
         })
         .await
         .unwrap();

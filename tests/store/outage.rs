@@ -105,6 +105,7 @@ async fn acknowledged_reports_survive_a_clickhouse_crash() {
             limit: 5000,
             since_ms: None,
             until_ms: None,
+            ..Default::default()
         };
         if let Ok(found) = store.history(&query).await {
             let ids: Vec<String> = found.into_iter().map(|i| i.interaction_id).collect();

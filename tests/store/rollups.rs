@@ -52,6 +52,7 @@ async fn exact(store: &ClickHouseStore, mcp: &str, range: TimeRange) -> McpMetri
             limit: 100_000,
             since_ms: Some(range.since_ms),
             until_ms: Some(range.until_ms),
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -55,13 +55,30 @@ impl Reading<'_> {
         let limit = limit(&self.params)?;
         let time_param = |name| self.params.get(name).map(|s| time(s, name)).transpose();
         let (since_ms, until_ms) = (time_param("since")?, time_param("until")?);
+        let after = self
+            .params
+            .get("cursor")
+            .map(|c| crate::store::Cursor::parse(c).map_err(|p| ApiError::query("cursor", &p)))
+            .transpose()?;
         let query = HistoryQuery {
             mcp_id: mcp_id.to_string(),
             limit,
             since_ms,
             until_ms,
+            after,
+            max_bytes: self.state.limits.page_bytes,
         };
-        let items: Vec<Value> = (self.state.store.reads.history(&query).await?)
+        let page = self.state.store.reads.history_page(&query).await?;
+        // More may follow a page that is full, in count or in bytes.
+        let next = (page.full_by_bytes || page.interactions.len() >= limit)
+            .then(|| {
+                page.interactions
+                    .last()
+                    .map(|i| crate::store::Cursor::of(i).text())
+            })
+            .flatten();
+        let items: Vec<Value> = page
+            .interactions
             .into_iter()
             .map(|mut i| {
                 reveal(&self.state.protection.sealer, &role, &mut i);
@@ -75,7 +92,9 @@ impl Reading<'_> {
             until_ms,
         };
         self.audit(&role, read, items.len() as u64).await?;
-        Ok(json!({"mcp_id": mcp_id, "count": items.len(), "interactions": items}))
+        Ok(
+            json!({"mcp_id": mcp_id, "count": items.len(), "interactions": items, "next_cursor": next}),
+        )
     }
 
     /// `GET /v1/mcps/{id}/metrics?range=&group_by=`.

@@ -7,11 +7,11 @@ use futures::FutureExt;
 
 use super::super::metrics::{Breakdown, McpMetrics, MetricsCell, TimeRange};
 use super::super::{
-    AuditEntry, AuditLog, EventInsert, EventSink, Heartbeats, HistoryQuery, InteractionReads,
-    StoreError, Upkeep, VersionCount,
+    AuditEntry, AuditLog, EventInsert, EventSink, Heartbeats, HistoryPage, HistoryQuery,
+    InteractionReads, StoreError, Upkeep, VersionCount,
 };
 use super::{ClickHouseConfig, ClickHouseStore};
-use crate::interaction::{Interaction, InteractionEvent};
+use crate::interaction::InteractionEvent;
 
 /// A ClickHouse store that connects on first use and again after failures, so the ingest server
 /// starts (and spools) while ClickHouse is still down.
@@ -62,11 +62,11 @@ impl InteractionReads for LazyClickHouseStore {
         async move { self.get().await?.breakdown(mcp_id, range, by).await }.boxed()
     }
 
-    fn history<'a>(
+    fn history_page<'a>(
         &'a self,
         q: &'a HistoryQuery,
-    ) -> BoxFuture<'a, Result<Vec<Interaction>, StoreError>> {
-        async move { self.get().await?.history(q).await }.boxed()
+    ) -> BoxFuture<'a, Result<HistoryPage, StoreError>> {
+        async move { self.get().await?.history_page(q).await }.boxed()
     }
 
     fn reported_versions(

@@ -255,22 +255,32 @@ impl ClickHouseStore {
         insert.end().await.map_err(classify)
     }
 
+    /// Interactions merged from their events, read as a stream and no further once `budget` is
+    /// spent (the rest of the answer is not downloaded).
     async fn merged(
         &self,
         filter: &str,
         outer: &str,
         binds: Vec<Bind>,
+        budget: &mut crate::store::PageBudget,
     ) -> Result<Vec<Interaction>, StoreError> {
         let sql = format!(
             "SELECT * FROM ({}) {outer}",
             merged_with_timeline_sql(&self.database, filter)
         );
-        let rows: Vec<MergedRow> = self
+        let mut rows = self
             .query(&sql, binds)
-            .fetch_all()
-            .await
+            .fetch::<MergedRow>()
             .map_err(classify)?;
-        Ok(rows.into_iter().map(Interaction::from).collect())
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().await.map_err(classify)? {
+            let interaction = Interaction::from(row);
+            if !budget.admit(&interaction) {
+                break;
+            }
+            out.push(interaction);
+        }
+        Ok(out)
     }
 }
 

@@ -7,9 +7,8 @@ use futures::FutureExt;
 use super::rows::{MetricsRow, VersionRow};
 use super::sql::{metrics_sql, TABLE, TIME};
 use super::{classify, now_ms, sql, Bind, ClickHouseStore, ROLLUP_WINDOWS_OVER_MS};
-use crate::interaction::Interaction;
 use crate::store::metrics::{self, Breakdown, McpMetrics, MetricsCell, TimeRange};
-use crate::store::{HistoryQuery, InteractionReads, StoreError, VersionCount};
+use crate::store::{HistoryPage, HistoryQuery, InteractionReads, StoreError, VersionCount};
 
 /// The spans of receive time history looks back over, newest first, before reading everything.
 const HISTORY_SPANS_MS: [i64; 4] = [
@@ -63,14 +62,20 @@ impl InteractionReads for ClickHouseStore {
         .boxed()
     }
 
-    fn history<'a>(
+    fn history_page<'a>(
         &'a self,
         q: &'a HistoryQuery,
-    ) -> BoxFuture<'a, Result<Vec<Interaction>, StoreError>> {
+    ) -> BoxFuture<'a, Result<HistoryPage, StoreError>> {
         async move {
             // Newest first: look back over growing spans of receive time and stop as soon as one
             // holds `limit` interactions, so a page of recent history does not read all of it.
-            let anchor = q.until_ms.unwrap_or_else(now_ms);
+            // A cursor ends the window just after it: nothing newer belongs to the page.
+            let until = match (&q.after, q.until_ms) {
+                (Some(c), Some(u)) => Some(u.min(c.time_ms.saturating_add(1))),
+                (Some(c), None) => Some(c.time_ms.saturating_add(1)),
+                (None, u) => u,
+            };
+            let anchor = until.unwrap_or_else(now_ms);
             let spans = HISTORY_SPANS_MS
                 .iter()
                 .map(|span| Some(anchor.saturating_sub(*span)))
@@ -78,24 +83,45 @@ impl InteractionReads for ClickHouseStore {
                 .chain([None]);
             for from in spans {
                 let since = from.or(q.since_ms);
-                let (received, received_binds) = self.received_filter(since, q.until_ms);
+                let (received, received_binds) = self.received_filter(since, until);
                 let outer = format!(
-                    "WHERE {TIME} >= ? AND {TIME} < ? ORDER BY {TIME} DESC, interaction_id DESC LIMIT {}",
+                    "WHERE {TIME} >= ? AND {TIME} < ? AND ({TIME} < ? OR ({TIME} = ? AND interaction_id < ?)) ORDER BY {TIME} DESC, interaction_id DESC LIMIT {}",
                     q.limit
                 );
                 let mut binds = vec![Bind::Text(q.mcp_id.clone())];
                 binds.extend(received_binds);
                 binds.push(Bind::Int(since.unwrap_or(i64::MIN)));
-                binds.push(Bind::Int(q.until_ms.unwrap_or(i64::MAX)));
+                binds.push(Bind::Int(until.unwrap_or(i64::MAX)));
+                let (after_time, after_id) = q
+                    .after
+                    .as_ref()
+                    .map_or((i64::MAX, String::new()), |c| {
+                        (c.time_ms, c.interaction_id.clone())
+                    });
+                binds.extend([
+                    Bind::Int(after_time),
+                    Bind::Int(after_time),
+                    Bind::Text(after_id),
+                ]);
+                let mut budget = crate::store::PageBudget::new(q.max_bytes);
                 let rows = self
-                    .merged(&format!("mcp_id = ? AND {received}"), &outer, binds)
+                    .merged(
+                        &format!("mcp_id = ? AND {received}"),
+                        &outer,
+                        binds,
+                        &mut budget,
+                    )
                     .await?;
-                // A narrowed span answers when it is full; otherwise a wider one may hold more.
-                if from.is_none() || rows.len() >= q.limit {
-                    return Ok(rows);
+                // A narrowed span answers when it is full (in count or in bytes); otherwise a
+                // wider one may hold more.
+                if from.is_none() || rows.len() >= q.limit || budget.spent {
+                    return Ok(HistoryPage {
+                        interactions: rows,
+                        full_by_bytes: budget.spent,
+                    });
                 }
             }
-            Ok(Vec::new())
+            Ok(HistoryPage::default())
         }
         .boxed()
     }

@@ -7,7 +7,9 @@ use rusqlite::params;
 use super::{aggregate, columns, unavailable, SqliteStore, INTERACTION_COLUMNS};
 use crate::interaction::{Interaction, ProgressNote};
 use crate::store::metrics::{Breakdown, McpMetrics, MetricsCell, TimeRange};
-use crate::store::{HistoryQuery, InteractionReads, StoreError, VersionCount};
+use crate::store::{
+    HistoryPage, HistoryQuery, InteractionReads, PageBudget, StoreError, VersionCount,
+};
 
 pub(super) fn read_timeline(text: Option<&str>) -> Result<Vec<ProgressNote>, StoreError> {
     text.map_or(Ok(Vec::new()), |t| {
@@ -16,9 +18,11 @@ pub(super) fn read_timeline(text: Option<&str>) -> Result<Vec<ProgressNote>, Sto
 }
 
 /// Interactions from a query that selects [`INTERACTION_COLUMNS`] and then the field columns.
-fn read_rows(
+/// Reads no further once `budget` is spent.
+fn read_page(
     stmt: &mut rusqlite::Statement<'_>,
     params: &[&dyn rusqlite::ToSql],
+    budget: &mut PageBudget,
 ) -> Result<Vec<Interaction>, StoreError> {
     let rows = stmt
         .query_map(params, |row| {
@@ -35,14 +39,18 @@ fn read_rows(
     let mut out = Vec::new();
     for row in rows {
         let (mcp_id, interaction_id, first, last, notes, fields) = row.map_err(unavailable)?;
-        out.push(Interaction {
+        let interaction = Interaction {
             interaction_id,
             mcp_id,
             fields,
             first_received_ms: first,
             last_received_ms: last,
             timeline: read_timeline(notes.as_deref())?,
-        });
+        };
+        if !budget.admit(&interaction) {
+            break;
+        }
+        out.push(interaction);
     }
     Ok(out)
 }
@@ -74,16 +82,17 @@ impl InteractionReads for SqliteStore {
         .boxed()
     }
 
-    fn history<'a>(
+    fn history_page<'a>(
         &'a self,
         query: &'a HistoryQuery,
-    ) -> BoxFuture<'a, Result<Vec<Interaction>, StoreError>> {
+    ) -> BoxFuture<'a, Result<HistoryPage, StoreError>> {
         let q = query.clone();
         self.blocking(move |conn| {
             let mut stmt = conn
                 .prepare(&format!(
                     "SELECT {INTERACTION_COLUMNS}, {} FROM interactions
                      WHERE mcp_id = ?1 AND time_ms >= ?2 AND time_ms < ?3
+                       AND (time_ms < ?5 OR (time_ms = ?5 AND interaction_id < ?6))
                      ORDER BY time_ms DESC, interaction_id DESC LIMIT ?4",
                     columns::names()
                 ))
@@ -91,7 +100,18 @@ impl InteractionReads for SqliteStore {
             let since = q.since_ms.unwrap_or(i64::MIN);
             let until = q.until_ms.unwrap_or(i64::MAX);
             let limit = q.limit as i64;
-            read_rows(&mut stmt, &[&q.mcp_id, &since, &until, &limit])
+            let (after_time, after_id) = q
+                .after
+                .as_ref()
+                .map_or((i64::MAX, ""), |c| (c.time_ms, c.interaction_id.as_str()));
+            let params: [&dyn rusqlite::ToSql; 6] =
+                [&q.mcp_id, &since, &until, &limit, &after_time, &after_id];
+            let mut budget = PageBudget::new(q.max_bytes);
+            let interactions = read_page(&mut stmt, &params, &mut budget)?;
+            Ok(HistoryPage {
+                interactions,
+                full_by_bytes: budget.spent,
+            })
         })
         .boxed()
     }
