@@ -78,9 +78,9 @@ pub const API_CALLS: &[ApiPermission] = &[
     ApiPermission {
         group: "mcp.coordinator.dev",
         resource: "mcpregistrations",
-        verbs: &["get", "create", "update", "delete"],
+        verbs: &["get", "list", "create", "update", "delete"],
         component: "registrar",
-        why: "self-registration (register_mcp, registrar.enabled): declare, update and retire the registrations it made, in registrar.namespaces only",
+        why: "self-registration (register_mcp, registrar.enabled): declare, update and retire the registrations it made, and count those of one registrar token (--registrar-max-registrations), in registrar.namespaces only",
     },
     ApiPermission {
         group: "",

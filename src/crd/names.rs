@@ -26,6 +26,10 @@ owned_names! {
     /// Annotation on a registration made by self-registration (`register_mcp`): the registrar
     /// token's name. Self-registration changes and retires only registrations that carry it.
     REGISTERED_BY_ANNOTATION = "registered-by";
+    /// Label on a registration made by self-registration: a digest of the registrar token's
+    /// name (label values are short and plain), so the registrations of one token are counted
+    /// with a selector (`--registrar-max-registrations`).
+    REGISTRAR_LABEL = "registrar";
     /// Label (`true`) on the key Secrets the controller writes.
     CREDENTIALS_LABEL = "credentials";
     /// Label on a key Secret: the MCP ID its key belongs to.

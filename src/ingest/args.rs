@@ -76,6 +76,10 @@ pub struct IngestArgs {
     /// absent. Read again on every request, so a rotated token is picked up.
     #[arg(long)]
     pub registrar_kube_token_file: Option<std::path::PathBuf>,
+    /// Registrations one registrar token may hold in one namespace; a new one past it is
+    /// refused (403) until one is unregistered.
+    #[arg(long, default_value_t = crate::ingest::registrar::DEFAULT_MAX_PER_TOKEN as u64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub registrar_max_registrations: u64,
     /// How long `register_mcp` waits for the registration's ID and key before answering 503
     /// (send the same message again: registering is idempotent).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=300))]

@@ -166,11 +166,14 @@ pub async fn assemble(args: &IngestArgs, mode: Mode) -> Result<IngestParts, Asse
     let registrar = match (&registrar_tokens, mode) {
         (Some(tokens), Mode::Ingest) => {
             let client = registrar_client(args).await?;
-            Some(Arc::new(Registrar::new(
-                tokens.clone(),
-                Arc::new(KubernetesRegistrations::new(client)),
-                Duration::from_secs(args.registration_wait_seconds),
-            )))
+            Some(Arc::new(
+                Registrar::new(
+                    tokens.clone(),
+                    Arc::new(KubernetesRegistrations::new(client)),
+                    Duration::from_secs(args.registration_wait_seconds),
+                )
+                .with_max_per_token(args.registrar_max_registrations as usize),
+            ))
         }
         _ => None,
     };

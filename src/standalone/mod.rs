@@ -107,6 +107,7 @@ pub async fn run_from_args(
         probe_concurrency: args.registry.probe_concurrency,
         allow_link_local_probes: args.registry.allow_link_local_probes,
         registration_wait: Duration::from_secs(args.ingest.registration_wait_seconds),
+        registrations_per_token: args.ingest.registrar_max_registrations as usize,
     };
     let store_name = config.ingest.store_name.clone();
     Ok((start(config, shutdown).await?, store_name))
@@ -142,6 +143,8 @@ pub struct StandaloneConfig {
     pub allow_link_local_probes: bool,
     /// How long `register_mcp` waits for the loop to assign an ID and key.
     pub registration_wait: Duration,
+    /// Registrations one registrar token may hold in one namespace.
+    pub registrations_per_token: usize,
 }
 
 pub struct RunningStandalone {
@@ -177,6 +180,7 @@ pub async fn start(
         probe_concurrency,
         allow_link_local_probes,
         registration_wait,
+        registrations_per_token,
     } = config;
     let metrics = Arc::new(Metrics::new()?);
     metrics.leader.set(1);
@@ -190,13 +194,16 @@ pub async fn start(
     // Self-registration reaches the loop below, which owns the registry, through this channel.
     let (commands_tx, mut commands) = tokio::sync::mpsc::channel(16);
     if let Some(tokens) = registrar_tokens {
-        ingest_config.registrar = Some(Arc::new(crate::ingest::registrar::Registrar::new(
-            tokens,
-            Arc::new(self_registration::LoopPort {
-                commands: commands_tx,
-            }),
-            registration_wait,
-        )));
+        ingest_config.registrar = Some(Arc::new(
+            crate::ingest::registrar::Registrar::new(
+                tokens,
+                Arc::new(self_registration::LoopPort {
+                    commands: commands_tx,
+                }),
+                registration_wait,
+            )
+            .with_max_per_token(registrations_per_token),
+        ));
     }
     let sensitive = ingest_config.sensitive_mcps.clone();
     let scheme = if ingest_config.tls.is_some() {
@@ -268,9 +275,10 @@ pub async fn start(
         let mut tick = tokio::time::interval(poll_interval);
         loop {
             let mut command_received = None;
+            let mut changed = Vec::new();
             tokio::select! {
                 _ = tick.tick() => {}
-                Some(_) = changes.recv() => {}
+                Some(key) = changes.recv() => changed.push(key),
                 Some(command) = commands.recv() => command_received = Some(command),
                 _ = stop_rx.wait_for(|s| *s) => break,
             }
@@ -278,10 +286,25 @@ pub async fn start(
                 state.handle(command).await;
                 continue;
             }
-            while changes.try_recv().is_ok() {}
-            state.reload_if_changed();
             state.refresh_performance_if_due().await;
-            state.reconcile_all().await;
+            if changed.is_empty() {
+                // The tick: the directory read again and every registration reconciled.
+                while changes.try_recv().is_ok() {}
+                state.reload_if_changed();
+                state.reconcile_all().await;
+            } else {
+                // A probe changed something: only the registrations it concerns.
+                while let Ok(key) = changes.try_recv() {
+                    changed.push(key);
+                }
+                let keys = changed.iter().map(|k| {
+                    let namespace = k.namespace.as_deref().unwrap_or("default");
+                    format!("{namespace}/{}", k.name)
+                });
+                state
+                    .reconcile(keys.collect::<std::collections::BTreeSet<_>>())
+                    .await;
+            }
             state.publish();
         }
         let _ = running.done.await;

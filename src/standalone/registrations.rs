@@ -73,14 +73,14 @@ impl Registrations {
             tracing::warn!(problem = %p, "skipping an invalid registration");
         }
         self.invalid = problems;
-        apply(
-            &mut self.entries,
-            found,
-            &mut self.registry,
-            &self.prober,
-            &self.shared.keys,
-            &self.metrics,
-        );
+        let mut with = Retire {
+            registry: &mut self.registry,
+            prober: &self.prober,
+            keys: &self.shared.keys,
+            metrics: &self.metrics,
+            audit: &self.store,
+        };
+        apply(&mut self.entries, found, &mut with);
     }
 
     /// Every routing interval: each MCP's success rate and p95 over the window, with its peers',
@@ -151,6 +151,12 @@ impl Registrations {
 
     /// The registration step for each registration, over the data directory's ports.
     pub(super) async fn reconcile_all(&mut self) {
+        let keys: Vec<String> = self.entries.keys().cloned().collect();
+        self.reconcile(keys).await;
+    }
+
+    /// The registration step for the registrations of `keys`.
+    pub(super) async fn reconcile(&mut self, keys: impl IntoIterator<Item = String>) {
         let step = Step {
             prober: &self.prober,
             reporting: &self.shared.reporting,
@@ -162,7 +168,11 @@ impl Registrations {
             shared: &self.shared,
             performance: &self.performance,
         };
-        for (key, entry) in self.entries.iter_mut() {
+        for key in keys {
+            let Some(entry) = self.entries.get_mut(&key) else {
+                continue;
+            };
+            self.metrics.reconciles.inc();
             match register(&entry.registration, &step, &mut ports).await {
                 Ok(done) if done.written => entry.registration.status = Some(done.status),
                 Ok(_) => {}
@@ -200,54 +210,122 @@ impl Registrations {
     }
 }
 
+/// Who owns a registration: the file that declares it and the registrar token that made it (none
+/// for the operator's own manifests). A key belongs to one owner.
+fn owner(file: &std::path::Path, reg: &MCPRegistration) -> (PathBuf, Option<String>) {
+    let registrar = reg
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(crate::crd::REGISTERED_BY_ANNOTATION))
+        .cloned();
+    (file.to_path_buf(), registrar)
+}
+
+/// What [`apply_one`] needs besides the entries.
+pub(super) struct Retire<'a> {
+    pub(super) registry: &'a mut Registry,
+    pub(super) prober: &'a Prober,
+    pub(super) keys: &'a KeyRing,
+    pub(super) metrics: &'a Metrics,
+    pub(super) audit: &'a Arc<dyn InteractionStore>,
+}
+
+/// Brings one entry in line with its manifest: new, edited (a new generation), or taken over by
+/// another owner (issue 34, attack 9: a registrar's `invoices` that the operator's
+/// `invoices.yaml` now declares). A new owner gets a new key: the old one is revoked at once,
+/// the key file rewritten, and the audit log records it.
+pub(super) fn apply_one(
+    entries: &mut BTreeMap<String, Entry>,
+    manifest: Manifest,
+    with: &mut Retire<'_>,
+) {
+    let key = manifest.key();
+    let Some(entry) = entries.get_mut(&key) else {
+        let mut registration = manifest.registration;
+        registration.metadata.generation = Some(1);
+        tracing::info!(registration = %key, file = %manifest.file.display(), "registration found");
+        entries.insert(
+            key,
+            Entry {
+                file: manifest.file,
+                registration,
+            },
+        );
+        return;
+    };
+    let before = owner(&entry.file, &entry.registration);
+    let after = owner(&manifest.file, &manifest.registration);
+    let spec_changed = entry.registration.spec != manifest.registration.spec;
+    let mut next = manifest.registration;
+    let generation = entry.registration.metadata.generation.unwrap_or(1);
+    next.metadata.generation = Some(if spec_changed {
+        generation + 1
+    } else {
+        generation
+    });
+    next.status = entry.registration.status.take();
+    if spec_changed {
+        tracing::info!(registration = %key, file = %manifest.file.display(), "registration changed");
+    }
+    if before != after {
+        reissue_key(&key, &mut next, before, after, with);
+    }
+    entry.registration = next;
+    entry.file = manifest.file;
+}
+
+/// Revokes the key of a registration whose owner changed and issues another.
+fn reissue_key(
+    key: &str,
+    reg: &mut MCPRegistration,
+    before: (PathBuf, Option<String>),
+    after: (PathBuf, Option<String>),
+    with: &mut Retire<'_>,
+) {
+    let (namespace, name) = (reg.namespace().unwrap_or_default(), reg.name_any());
+    let mcp_id = reg.status.as_ref().and_then(|s| s.mcp_id.clone());
+    if let Some(id) = &mcp_id {
+        with.keys.remove(id);
+    }
+    if let Err(e) = with.registry.rotate_key(&namespace, &name) {
+        tracing::warn!(registration = %key, error = %e, "could not issue a new key after an owner change");
+    }
+    let describe = |(file, registrar): &(PathBuf, Option<String>)| match registrar {
+        Some(r) => format!("registrar {r} ({})", file.display()),
+        None => file.display().to_string(),
+    };
+    let (from, to) = (describe(&before), describe(&after));
+    tracing::warn!(registration = %key, %from, %to, "the registration changed owner: its key is revoked and a new one issued");
+    let entry = crate::store::AuditEntry {
+        at_ms: jiff::Timestamp::now().as_millisecond(),
+        who: to,
+        role: format!("owner (was {from})"),
+        mcp_id: mcp_id.unwrap_or_else(|| key.to_string()),
+        query: "key_reissued".into(),
+        since_ms: None,
+        until_ms: None,
+        rows: 0,
+    };
+    let audit = with.audit.clone();
+    tokio::spawn(async move {
+        if let Err(e) = audit.record_access(&entry).await {
+            tracing::warn!(error = %e, "cannot record the key's reissue in the audit log");
+        }
+    });
+}
+
 /// Brings the entries in line with the manifests: new ones appear, edited ones get a new
 /// generation, removed ones are retired (prober stopped, key revoked, files removed).
-fn apply(
-    entries: &mut BTreeMap<String, Entry>,
-    found: Vec<Manifest>,
-    registry: &mut Registry,
-    prober: &Prober,
-    keys: &KeyRing,
-    metrics: &Metrics,
-) {
-    let mut seen = Vec::with_capacity(found.len());
+fn apply(entries: &mut BTreeMap<String, Entry>, found: Vec<Manifest>, with: &mut Retire<'_>) {
+    let mut seen = std::collections::HashSet::with_capacity(found.len());
     for manifest in found {
-        let key = manifest.key();
-        seen.push(key.clone());
-        match entries.get_mut(&key) {
-            Some(entry) => {
-                let spec_changed = entry.registration.spec != manifest.registration.spec;
-                let mut next = manifest.registration;
-                let generation = entry.registration.metadata.generation.unwrap_or(1);
-                next.metadata.generation = Some(if spec_changed {
-                    generation + 1
-                } else {
-                    generation
-                });
-                next.status = entry.registration.status.take();
-                if spec_changed {
-                    tracing::info!(registration = %key, file = %manifest.file.display(), "registration changed");
-                }
-                entry.registration = next;
-                entry.file = manifest.file;
-            }
-            None => {
-                let mut registration = manifest.registration;
-                registration.metadata.generation = Some(1);
-                tracing::info!(registration = %key, file = %manifest.file.display(), "registration found");
-                entries.insert(
-                    key,
-                    Entry {
-                        file: manifest.file,
-                        registration,
-                    },
-                );
-            }
-        }
+        seen.insert(manifest.key());
+        apply_one(entries, manifest, with);
     }
     let gone: Vec<String> = entries
         .keys()
-        .filter(|k| !seen.contains(k))
+        .filter(|k| !seen.contains(*k))
         .cloned()
         .collect();
     for key in gone {
@@ -257,16 +335,16 @@ fn apply(
         let reg = &entry.registration;
         let (namespace, name) = (reg.namespace().unwrap_or_default(), reg.name_any());
         let object = ObjectRef::from(reg);
-        prober.remove(&object);
+        with.prober.remove(&object);
         let mcp_id = reg.status.as_ref().and_then(|s| s.mcp_id.as_deref());
-        metrics.forget_registration(&object, mcp_id);
+        with.metrics.forget_registration(&object, mcp_id);
         if let Some(id) = mcp_id {
-            keys.remove(id);
+            with.keys.remove(id);
         }
-        if let Err(e) = registry.retire(&namespace, &name) {
+        if let Err(e) = with.registry.retire(&namespace, &name) {
             tracing::warn!(registration = %key, error = %e, "could not retire the registration's ID");
         }
-        let _ = std::fs::remove_file(registry.status_file(&namespace, &name));
+        let _ = std::fs::remove_file(with.registry.status_file(&namespace, &name));
         tracing::info!(registration = %key, "registration removed: retired its ID and revoked its key");
     }
 }

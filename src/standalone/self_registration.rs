@@ -9,15 +9,28 @@ use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 
 use super::manifests;
-use super::registrations::Registrations;
+use super::registrations::{apply_one, Registrations, Retire};
 use super::registry::write_private;
+use crate::crd::MCPRegistration;
 use crate::crd::REGISTERED_BY_ANNOTATION;
-use crate::ingest::registrar::{Assigned, Declared, RegistrarError, RegistrationPort};
+use crate::ingest::registrar::{
+    other_registrar, quota_refusal, Assigned, Declared, RegistrarError, RegistrationPort,
+};
+
+/// The registrar token that made `reg`, if self-registration made it.
+fn registered_by(reg: &MCPRegistration) -> Option<&str> {
+    reg.metadata
+        .annotations
+        .as_ref()?
+        .get(REGISTERED_BY_ANNOTATION)
+        .map(String::as_str)
+}
 
 pub(super) enum Command {
     Register {
         declared: Box<Declared>,
         registrar: String,
+        cap: usize,
         reply: oneshot::Sender<Result<Assigned, RegistrarError>>,
     },
     Unregister {
@@ -41,12 +54,14 @@ impl RegistrationPort for LoopPort {
         &'a self,
         declared: &'a Declared,
         registrar: &'a str,
+        cap: usize,
     ) -> BoxFuture<'a, Result<Assigned, RegistrarError>> {
         Box::pin(async move {
             let (reply, answer) = oneshot::channel();
             let command = Command::Register {
                 declared: Box::new(declared.clone()),
                 registrar: registrar.to_string(),
+                cap,
                 reply,
             };
             self.commands.send(command).await.map_err(|_| loop_gone())?;
@@ -83,9 +98,10 @@ impl Registrations {
             Command::Register {
                 declared,
                 registrar,
+                cap,
                 reply,
             } => {
-                let _ = reply.send(self.self_register(&declared, &registrar).await);
+                let _ = reply.send(self.self_register(&declared, &registrar, cap).await);
             }
             Command::Unregister {
                 namespace,
@@ -97,27 +113,49 @@ impl Registrations {
         }
     }
 
+    /// One registration declared, and only that one reconciled (issue 34, attack 8: each call
+    /// once re-read and reconciled the whole directory, so 200 registrations took 7× longer
+    /// each). A name another registrar token made is refused, and so is a new one past `cap`.
     async fn self_register(
         &mut self,
         declared: &Declared,
         registrar: &str,
+        cap: usize,
     ) -> Result<Assigned, RegistrarError> {
         let (namespace, name) = (&declared.namespace, &declared.name);
         let key = format!("{namespace}/{name}");
         let file = manifest_file(&self.manifest_dir, namespace, name);
-        if let Some(entry) = self.entries.get(&key) {
-            if entry.file != file {
+        match self.entries.get(&key) {
+            Some(entry) if entry.file != file => {
                 return Err(RegistrarError::Conflict(format!(
                     "{key} is already registered by {}; choose another name",
                     entry.file.display()
                 )));
+            }
+            Some(entry) => {
+                if let Some(owner) = registered_by(&entry.registration) {
+                    if owner != registrar {
+                        return Err(other_registrar(&key, owner));
+                    }
+                }
+            }
+            None => {
+                let held = self
+                    .entries
+                    .values()
+                    .filter(|e| e.registration.metadata.namespace.as_deref() == Some(namespace))
+                    .filter(|e| registered_by(&e.registration) == Some(registrar))
+                    .count();
+                if held >= cap {
+                    return Err(quota_refusal(registrar, namespace, cap));
+                }
             }
         }
         let object = declared.object(registrar, None);
         let text = serde_json::to_string_pretty(&object)
             .map_err(|e| RegistrarError::Unavailable(e.to_string()))?;
         // The same checks a manifest in the directory gets, before the file exists.
-        let (_, problems) = manifests::parse(&file, &text, &manifests::schema());
+        let (found, problems) = manifests::parse(&file, &text, &manifests::schema());
         if let Some(p) = problems.into_iter().next() {
             return Err(RegistrarError::Refused {
                 field: p.field,
@@ -134,9 +172,17 @@ impl Registrations {
                 .rotate_key(namespace, name)
                 .map_err(|e| RegistrarError::Unavailable(e.to_string()))?;
         }
-        self.fingerprint = None;
-        self.reload_if_changed();
-        self.reconcile_all().await;
+        let mut with = Retire {
+            registry: &mut self.registry,
+            prober: &self.prober,
+            keys: &self.shared.keys,
+            metrics: &self.metrics,
+            audit: &self.store,
+        };
+        for manifest in found {
+            apply_one(&mut self.entries, manifest, &mut with);
+        }
+        self.reconcile([key.clone()]).await;
         self.publish();
         let entry = self.entries.get(&key).ok_or_else(|| {
             RegistrarError::Unavailable(format!("{} was written but not loaded", file.display()))

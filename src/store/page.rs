@@ -114,7 +114,8 @@ mod tests {
         assert!(budget.admit(&big("a")), "the first always fits");
         assert!(!budget.admit(&big("b")));
         assert!(budget.spent);
-        let mut budget = PageBudget::new(2_500);
+        let one = serde_json::to_vec(&big("a").to_json()).unwrap().len();
+        let mut budget = PageBudget::new(2 * one + 10);
         assert!(budget.admit(&big("a")) && budget.admit(&big("b")));
         assert!(!budget.admit(&big("c")));
     }

@@ -333,3 +333,165 @@ async fn the_python_client_registers_and_reports_with_the_key_it_got() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Issue 34, attack 8: one registrar token made 200 registrations, none refused, and every call
+/// re-read and re-reconciled the whole directory (17 ms → 123 ms a call). Now a token holds at
+/// most `--registrar-max-registrations` per namespace, a name another token made is refused,
+/// and a registration reconciles only itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_8_registrations_per_token_are_capped_and_reconciled_one_by_one() {
+    let dir = TestDir::new("standalone-registrar-cap");
+    let tokens = dir.path().join("registrars.yaml");
+    std::fs::write(
+        &tokens,
+        "a:\n  token: registrar-a-token-0123456789\n  namespaces: [default]\nb:\n  token: registrar-b-token-0123456789\n  namespaces: [default]\n",
+    )
+    .unwrap();
+    let tokens_flag = tokens.display().to_string();
+    let (_standalone, base, _, _) = standalone(
+        &dir,
+        &[
+            "--registrar-tokens-file",
+            &tokens_flag,
+            "--registrar-max-registrations",
+            "12",
+            // No periodic resync in this test: what reconciles is what registering caused.
+            "--poll-interval-ms",
+            "600000",
+        ],
+    )
+    .await;
+    let mcp = FakeMcp::start().await;
+    let named = |n: &str| {
+        let mut m = seed_message(&mcp.url());
+        m["mcp_info"]["name"] = json!(n);
+        m
+    };
+    for i in 0..12 {
+        let (status, body) = post(
+            &base,
+            "/api/register",
+            "registrar-a-token-0123456789",
+            &named(&format!("tool-{i}")),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body) = post(
+        &base,
+        "/api/register",
+        "registrar-a-token-0123456789",
+        &named("tool-12"),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("maximum of 12 registrations in namespace default"),
+        "{body}"
+    );
+    assert!(message.contains("--registrar-max-registrations"), "{body}");
+    // What it holds it may still register again (idempotent), and another token has its own cap.
+    let (status, _) = post(
+        &base,
+        "/api/register",
+        "registrar-a-token-0123456789",
+        &named("tool-3"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, body) = post(
+        &base,
+        "/api/register",
+        "registrar-b-token-0123456789",
+        &named("tool-3"),
+    )
+    .await;
+    assert_eq!(status, 409, "another token's name: {body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("another registrar token"),
+        "{body}"
+    );
+    let (status, body) = post(
+        &base,
+        "/api/register",
+        "registrar-b-token-0123456789",
+        &named("tool-b"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    // 14 registrations: before, each reconciled every registration so far (105 and more).
+    let metrics = common::get_text(&format!("{base}/metrics")).await;
+    let reconciles: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("mcp_coordinator_reconciles_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(f64::MAX);
+    assert!(
+        reconciles <= 3.0 * 14.0,
+        "{reconciles} reconciles for 14 registrations"
+    );
+}
+
+/// Issue 34, attack 9: a registrar registered `invoices`; the operator then added
+/// `invoices.yaml`, which adopted the registration and its key, so the registrar's copy still
+/// reported as it. A new owner now gets a new key, the old one is revoked, and the audit log
+/// says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_9_a_name_that_changes_owner_gets_a_new_key() {
+    let dir = TestDir::new("standalone-owner-change");
+    let (_standalone, base, regs, data) = standalone(&dir, &["--poll-interval-ms", "200"]).await;
+    let token = std::fs::read_to_string(data.join("registrar.token")).unwrap();
+    let mcp = FakeMcp::start().await;
+    let mut message = seed_message(&mcp.url());
+    message["mcp_info"]["name"] = json!("invoices");
+    let (status, answer) = post(&base, "/api/register", &token, &message).await;
+    assert_eq!(status, 200, "{answer}");
+    let old_key = answer["api_key"].as_str().unwrap().to_string();
+    let mcp_id = answer["mcp_id"].as_str().unwrap().to_string();
+    assert_eq!(report(&base, &old_key).await, 202);
+
+    std::fs::write(
+        regs.join("invoices.yaml"),
+        format!("apiVersion: mcp.coordinator.dev/v1alpha1\nkind: MCPRegistration\nmetadata:\n  name: invoices\nspec:\n  version: 1.0.0\n  type: workflow\n  capabilities: [ocr]\n  endpoint:\n    url: {}\n", mcp.url()),
+    )
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while report(&base, &old_key).await != 401 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the registrar's key still reports after the operator took the name over"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let key_file = data.join("keys/default/invoices-mcp-key");
+    let new_key = std::fs::read_to_string(&key_file).unwrap();
+    assert_ne!(new_key, old_key);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while report(&base, &new_key).await != 202 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new key never reported"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, body) = post(&base, "/api/register", &token, &message).await;
+    assert_eq!(status, 409, "the operator's name is not taken back: {body}");
+
+    let admin = std::fs::read_to_string(data.join("admin.token")).unwrap();
+    let audit = get_json_as(&format!("{base}/v1/audit?limit=50"), admin.trim()).await;
+    let entries = audit["entries"].as_array().cloned().unwrap_or_default();
+    let reissued = entries
+        .iter()
+        .find(|e| e["query"] == "key_reissued")
+        .unwrap_or_else(|| panic!("no key_reissued entry: {audit}"));
+    assert_eq!(reissued["mcp_id"], mcp_id.as_str());
+    assert!(
+        reissued["who"].as_str().unwrap().contains("invoices.yaml"),
+        "{reissued}"
+    );
+}

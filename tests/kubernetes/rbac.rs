@@ -148,12 +148,12 @@ async fn every_api_call_is_in_the_rbac_list() {
         message["mcp_info"]["version"] = serde_json::json!(version);
         let parsed: RegisterMessage = serde_json::from_value(message.clone()).unwrap();
         let declared = declare(parsed, "default".into(), true).unwrap();
-        let _ =
-            tokio::time::timeout(Duration::from_millis(500), port.register(&declared, "ci")).await;
+        let registering = port.register(&declared, "ci", 100);
+        let _ = tokio::time::timeout(Duration::from_millis(500), registering).await;
     }
     port.unregister("default", "self").await.unwrap();
     let by_registrar: Vec<_> = server.store().calls().into_iter().collect();
-    for verb in ["create", "update", "delete"] {
+    for verb in ["list", "create", "update", "delete"] {
         assert!(
             by_registrar
                 .iter()

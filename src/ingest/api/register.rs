@@ -49,6 +49,7 @@ fn failed(e: RegistrarError) -> ApiError {
             ApiError::new(ErrorCode::NotFound, format!("no self-registered MCP {m}"))
         }
         RegistrarError::Unavailable(m) => ApiError::new(ErrorCode::StoreUnavailable, m),
+        RegistrarError::Quota(m) => ApiError::new(ErrorCode::Forbidden, m),
     }
 }
 
@@ -108,7 +109,9 @@ async fn register(
     let key = format!("{}/{}", declared.namespace, declared.name);
     let waited = tokio::time::timeout(
         registrar.wait,
-        registrar.port.register(&declared, &grant.name),
+        registrar
+            .port
+            .register(&declared, &grant.name, registrar.max_per_token),
     )
     .await;
     match waited {

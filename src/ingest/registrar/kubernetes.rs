@@ -10,11 +10,11 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 
-use super::message::{Assigned, Declared};
-use super::{RegistrarError, RegistrationPort};
+use super::message::{registrar_label, Assigned, Declared};
+use super::{other_registrar, quota_refusal, RegistrarError, RegistrationPort};
 use crate::crd::{
     MCPRegistration, ISSUED_FOR_ANNOTATION, MCP_ID_LABEL, REGISTERED_BY_ANNOTATION,
-    ROTATE_KEY_ANNOTATION, SECRET_KEY,
+    REGISTRAR_LABEL, ROTATE_KEY_ANNOTATION, SECRET_KEY,
 };
 
 /// The field manager of everything self-registration writes.
@@ -67,12 +67,44 @@ fn ours(reg: &MCPRegistration, key: &str) -> Result<(), RegistrarError> {
 }
 
 impl KubernetesRegistrations {
+    /// Refuses a new registration past `cap` registrations of `registrar` in its namespace (those
+    /// with its label and its annotation: a label alone proves nothing).
+    async fn within_cap(
+        &self,
+        api: &Api<MCPRegistration>,
+        declared: &Declared,
+        registrar: &str,
+        cap: usize,
+    ) -> Result<(), RegistrarError> {
+        let selector = format!("{REGISTRAR_LABEL}={}", registrar_label(registrar));
+        let listed = api
+            .list(&kube::api::ListParams::default().labels(&selector))
+            .await
+            .map_err(unavailable)?;
+        let held = listed
+            .items
+            .iter()
+            .filter(|r| {
+                r.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(REGISTERED_BY_ANNOTATION))
+                    .is_some_and(|owner| owner == registrar)
+            })
+            .count();
+        if held >= cap {
+            return Err(quota_refusal(registrar, &declared.namespace, cap));
+        }
+        Ok(())
+    }
+
     async fn declare(
         &self,
         api: &Api<MCPRegistration>,
         declared: &Declared,
         registrar: &str,
         key: &str,
+        cap: usize,
     ) -> Result<(MCPRegistration, Option<String>), RegistrarError> {
         let new_rotation = || jiff::Timestamp::now().as_millisecond().to_string();
         // Two registrations of one name may race: the loser reads again and retries once.
@@ -80,6 +112,7 @@ impl KubernetesRegistrations {
             let existing = api.get_opt(&declared.name).await.map_err(unavailable)?;
             let result = match existing {
                 None => {
+                    self.within_cap(api, declared, registrar, cap).await?;
                     let rotation = declared.rotate_key.then(new_rotation);
                     let object = declared.object(registrar, rotation.as_deref());
                     let params = PostParams {
@@ -90,6 +123,11 @@ impl KubernetesRegistrations {
                 }
                 Some(mut reg) => {
                     ours(&reg, key)?;
+                    if let Some(owner) = reg.annotations().get(REGISTERED_BY_ANNOTATION) {
+                        if owner != registrar {
+                            return Err(other_registrar(key, owner));
+                        }
+                    }
                     let rotation = if declared.rotate_key {
                         Some(new_rotation())
                     } else {
@@ -102,6 +140,8 @@ impl KubernetesRegistrations {
                         return Ok((reg, rotation));
                     }
                     reg.spec = wanted.spec;
+                    reg.labels_mut()
+                        .insert(REGISTRAR_LABEL.into(), registrar_label(registrar));
                     let annotations = reg.annotations_mut();
                     annotations.insert(REGISTERED_BY_ANNOTATION.into(), registrar.into());
                     if let Some(value) = &rotation {
@@ -189,13 +229,14 @@ impl RegistrationPort for KubernetesRegistrations {
         &'a self,
         declared: &'a Declared,
         registrar: &'a str,
+        cap: usize,
     ) -> BoxFuture<'a, Result<Assigned, RegistrarError>> {
         Box::pin(async move {
             let api: Api<MCPRegistration> =
                 Api::namespaced(self.client.clone(), &declared.namespace);
             let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &declared.namespace);
             let key = format!("{}/{}", declared.namespace, declared.name);
-            let (mut reg, rotation) = self.declare(&api, declared, registrar, &key).await?;
+            let (mut reg, rotation) = self.declare(&api, declared, registrar, &key, cap).await?;
             let uid = reg.metadata.uid.clone();
             loop {
                 if let Some(assigned) = self.assigned(&reg, rotation.as_deref(), &secrets).await? {

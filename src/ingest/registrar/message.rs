@@ -15,7 +15,7 @@ pub use super::refused::Refused;
 use crate::crd::validate::validate_spec;
 use crate::crd::{
     MCPRegistration, MCPRegistrationSpec, MCPRegistrationStatus, ResourceRequirements,
-    REGISTERED_BY_ANNOTATION, ROTATE_KEY_ANNOTATION,
+    REGISTERED_BY_ANNOTATION, REGISTRAR_LABEL, ROTATE_KEY_ANNOTATION,
 };
 
 /// `{"action": "register_mcp", "mcp_info": {...}}`, with additions of ours: `rotate_key` asks for
@@ -102,17 +102,29 @@ impl Declared {
         if let Some(value) = rotation {
             annotations.insert(ROTATE_KEY_ANNOTATION.to_string(), value.to_string());
         }
+        let labels = std::collections::BTreeMap::from([(
+            REGISTRAR_LABEL.to_string(),
+            registrar_label(registrar),
+        )]);
         MCPRegistration {
             metadata: ObjectMeta {
                 name: Some(self.name.clone()),
                 namespace: Some(self.namespace.clone()),
                 annotations: Some(annotations),
+                labels: Some(labels),
                 ..ObjectMeta::default()
             },
             spec: self.spec.clone(),
             status: None,
         }
     }
+}
+
+/// The value of [`REGISTRAR_LABEL`] for a registrar token's name: 32 hex digits of its SHA-256.
+pub fn registrar_label(registrar: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(registrar.as_bytes());
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What the registry assigned: the answer's content.

@@ -31,6 +31,9 @@ pub enum RegistrarError {
     Refused { field: String, problem: String },
     #[error("no self-registered MCP {0}")]
     NotFound(String),
+    /// The registrar token holds as many registrations as it may.
+    #[error("{0}")]
+    Quota(String),
     /// The registry could not be reached or answered an error; trying again may work.
     #[error("the registry is unavailable: {0}")]
     Unavailable(String),
@@ -40,11 +43,14 @@ pub enum RegistrarError {
 pub trait RegistrationPort: Send + Sync {
     /// Creates or updates the registration (marked as made by `registrar`) and waits until the
     /// registry assigned its ID and a key (a new one when `declared.rotate_key`). The caller bounds
-    /// the wait.
+    /// the wait. A name another registrar made is refused ([`RegistrarError::Conflict`]), and so
+    /// is a new one past `cap` registrations of `registrar` in the namespace
+    /// ([`RegistrarError::Quota`]).
     fn register<'a>(
         &'a self,
         declared: &'a Declared,
         registrar: &'a str,
+        cap: usize,
     ) -> BoxFuture<'a, Result<Assigned, RegistrarError>>;
 
     /// Whether an MCP that gives no URL is reached through the Service of its registration's
@@ -69,6 +75,25 @@ pub struct Registrar {
     pub wait: Duration,
     /// Registrations in progress at once; more are refused (each may wait `wait`).
     pub at_once: Arc<Semaphore>,
+    /// Registrations one registrar token may hold in one namespace (`--registrar-max-registrations`).
+    pub max_per_token: usize,
+}
+
+/// Registrations one registrar token may hold in one namespace, by default.
+pub const DEFAULT_MAX_PER_TOKEN: usize = 100;
+
+/// The refusal past the cap, in words a user can act on.
+pub fn quota_refusal(registrar: &str, namespace: &str, cap: usize) -> RegistrarError {
+    RegistrarError::Quota(format!(
+        "registrar token {registrar} already holds its maximum of {cap} registrations in namespace {namespace}; unregister one (unregister_mcp), or ask the operator to raise --registrar-max-registrations"
+    ))
+}
+
+/// The refusal of a name another registrar token made.
+pub fn other_registrar(key: &str, owner: &str) -> RegistrarError {
+    RegistrarError::Conflict(format!(
+        "{key} was registered with another registrar token ({owner}); choose another name"
+    ))
 }
 
 /// Registrations that may wait at once for their ID and key.
@@ -93,6 +118,13 @@ impl Registrar {
             port,
             wait,
             at_once: Arc::new(Semaphore::new(REGISTRATIONS_AT_ONCE)),
+            max_per_token: DEFAULT_MAX_PER_TOKEN,
         }
+    }
+
+    /// The same, holding at most `max` registrations per token and namespace.
+    pub fn with_max_per_token(mut self, max: usize) -> Self {
+        self.max_per_token = max.max(1);
+        self
     }
 }
