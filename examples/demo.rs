@@ -108,6 +108,7 @@ async fn main() -> anyhow::Result<()> {
             allow_link_local_probes: false,
             probe_concurrency: 8,
             registration_wait: Duration::from_secs(20),
+            registrations_per_token: mcp_coordinator::ingest::registrar::DEFAULT_MAX_PER_TOKEN,
         },
         stopped(stop_rx.clone()),
     )
