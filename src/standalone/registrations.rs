@@ -73,6 +73,12 @@ impl Registrations {
             tracing::warn!(problem = %p, "skipping an invalid registration");
         }
         self.invalid = problems;
+        self.take_in(found, true);
+    }
+
+    /// Brings the entries in line with `found`: the whole directory (what is not in it is
+    /// retired), or only the registrations it holds.
+    pub(super) fn take_in(&mut self, found: Vec<Manifest>, whole_directory: bool) {
         let mut with = Retire {
             registry: &mut self.registry,
             prober: &self.prober,
@@ -80,7 +86,13 @@ impl Registrations {
             metrics: &self.metrics,
             audit: &self.store,
         };
-        apply(&mut self.entries, found, &mut with);
+        if whole_directory {
+            apply(&mut self.entries, found, &mut with);
+        } else {
+            for manifest in found {
+                apply_one(&mut self.entries, manifest, &mut with);
+            }
+        }
     }
 
     /// Every routing interval: each MCP's success rate and p95 over the window, with its peers',
@@ -223,23 +235,19 @@ fn owner(file: &std::path::Path, reg: &MCPRegistration) -> (PathBuf, Option<Stri
 }
 
 /// What [`apply_one`] needs besides the entries.
-pub(super) struct Retire<'a> {
-    pub(super) registry: &'a mut Registry,
-    pub(super) prober: &'a Prober,
-    pub(super) keys: &'a KeyRing,
-    pub(super) metrics: &'a Metrics,
-    pub(super) audit: &'a Arc<dyn InteractionStore>,
+struct Retire<'a> {
+    registry: &'a mut Registry,
+    prober: &'a Prober,
+    keys: &'a KeyRing,
+    metrics: &'a Metrics,
+    audit: &'a Arc<dyn InteractionStore>,
 }
 
 /// Brings one entry in line with its manifest: new, edited (a new generation), or taken over by
 /// another owner (issue 34, attack 9: a registrar's `invoices` that the operator's
 /// `invoices.yaml` now declares). A new owner gets a new key: the old one is revoked at once,
 /// the key file rewritten, and the audit log records it.
-pub(super) fn apply_one(
-    entries: &mut BTreeMap<String, Entry>,
-    manifest: Manifest,
-    with: &mut Retire<'_>,
-) {
+fn apply_one(entries: &mut BTreeMap<String, Entry>, manifest: Manifest, with: &mut Retire<'_>) {
     let key = manifest.key();
     let Some(entry) = entries.get_mut(&key) else {
         let mut registration = manifest.registration;

@@ -9,7 +9,7 @@ use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 
 use super::manifests;
-use super::registrations::{apply_one, Registrations, Retire};
+use super::registrations::Registrations;
 use super::registry::write_private;
 use crate::crd::MCPRegistration;
 use crate::crd::REGISTERED_BY_ANNOTATION;
@@ -172,16 +172,7 @@ impl Registrations {
                 .rotate_key(namespace, name)
                 .map_err(|e| RegistrarError::Unavailable(e.to_string()))?;
         }
-        let mut with = Retire {
-            registry: &mut self.registry,
-            prober: &self.prober,
-            keys: &self.shared.keys,
-            metrics: &self.metrics,
-            audit: &self.store,
-        };
-        for manifest in found {
-            apply_one(&mut self.entries, manifest, &mut with);
-        }
+        self.take_in(found, false);
         self.reconcile([key.clone()]).await;
         self.publish();
         let entry = self.entries.get(&key).ok_or_else(|| {

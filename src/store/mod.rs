@@ -81,7 +81,8 @@ pub struct AuditEntry {
     pub role: String,
     /// The MCP read, or `*` for all.
     pub mcp_id: String,
-    /// `history`, `metrics`, `all_metrics`, `heartbeats` or `audit`.
+    /// `history`, `metrics`, `all_metrics`, `heartbeats` or `audit`; `key_reissued` when a
+    /// registration changed owner and got a new key (standalone mode).
     pub query: String,
     pub since_ms: Option<i64>,
     pub until_ms: Option<i64>,
