@@ -266,6 +266,8 @@ pub async fn start(
         performance: HashMap::new(),
         routing_due: tokio::time::Instant::now(),
         installed: None,
+        view_stale: false,
+        view_rendered: None,
     };
     tokio::spawn(async move {
         shutdown.await;
@@ -276,7 +278,12 @@ pub async fn start(
         loop {
             let mut command_received = None;
             let mut changed = Vec::new();
+            let view_due = state.view_due();
             tokio::select! {
+                _ = tokio::time::sleep_until(view_due.unwrap_or_else(tokio::time::Instant::now)), if view_due.is_some() => {
+                    state.publish_view();
+                    continue;
+                }
                 _ = tick.tick() => {}
                 Some(key) = changes.recv() => changed.push(key),
                 Some(command) = commands.recv() => command_received = Some(command),
@@ -304,6 +311,8 @@ pub async fn start(
                 state
                     .reconcile(keys.collect::<std::collections::BTreeSet<_>>())
                     .await;
+                state.publish_routes();
+                continue;
             }
             state.publish();
         }

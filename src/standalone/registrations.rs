@@ -58,7 +58,13 @@ pub(super) struct Registrations {
     pub(super) performance: HashMap<String, Observed>,
     pub(super) routing_due: tokio::time::Instant,
     pub(super) installed: Option<RoutingTable>,
+    /// Registrations changed since the view was last rendered.
+    pub(super) view_stale: bool,
+    pub(super) view_rendered: Option<tokio::time::Instant>,
 }
+
+/// The view of registrations is rendered at most this often between ticks.
+const VIEW_EVERY: Duration = Duration::from_millis(250);
 
 impl Registrations {
     /// Reads the manifests again when the directory changed; new problems are logged once.
@@ -197,6 +203,24 @@ impl Registrations {
 
     /// The routing table (to the router and `routing-table.json`, when it changed) and the view.
     pub(super) fn publish(&mut self) {
+        self.publish_routes();
+        self.publish_view();
+    }
+
+    /// When the view is to be rendered again: never while it is current, and at most every
+    /// [`VIEW_EVERY`] while self-registrations keep changing it (rendering it is linear in the
+    /// registrations: once per registration made registering quadratic).
+    pub(super) fn view_due(&self) -> Option<tokio::time::Instant> {
+        self.view_stale.then(|| match self.view_rendered {
+            Some(at) => at + VIEW_EVERY,
+            None => tokio::time::Instant::now(),
+        })
+    }
+
+    /// What routes calls (the gateway's directory, the fleet, the routing table); the view is
+    /// then stale.
+    pub(super) fn publish_routes(&mut self) {
+        self.view_stale = true;
         self.directory.install(crate::gateway::backends_of(
             self.entries.values().map(|e| &e.registration),
             |_| Default::default(),
@@ -214,6 +238,11 @@ impl Registrations {
             }
             self.installed = Some(merged);
         }
+    }
+
+    pub(super) fn publish_view(&mut self) {
+        self.view_stale = false;
+        self.view_rendered = Some(tokio::time::Instant::now());
         *self
             .view
             .write()

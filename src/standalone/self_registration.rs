@@ -155,7 +155,7 @@ impl Registrations {
         let text = serde_json::to_string_pretty(&object)
             .map_err(|e| RegistrarError::Unavailable(e.to_string()))?;
         // The same checks a manifest in the directory gets, before the file exists.
-        let (found, problems) = manifests::parse(&file, &text, &manifests::schema());
+        let (found, problems) = manifests::parse(&file, &text, manifests::schema());
         if let Some(p) = problems.into_iter().next() {
             return Err(RegistrarError::Refused {
                 field: p.field,
@@ -174,7 +174,9 @@ impl Registrations {
         }
         self.take_in(found, false);
         self.reconcile([key.clone()]).await;
-        self.publish();
+        // The view (every registration's status) is rendered once the loop has no command
+        // waiting, not once per registration.
+        self.publish_routes();
         let entry = self.entries.get(&key).ok_or_else(|| {
             RegistrarError::Unavailable(format!("{} was written but not loaded", file.display()))
         })?;
