@@ -225,7 +225,8 @@ where
             reading().mcp_metrics(mcp_id).await.map(ok)
         }
         (&Method::GET, ["v1", "mcps", mcp_id, "metrics", "series"]) => {
-            reading().series(mcp_id).await.map(ok)
+            (reading().series(mcp_id).await)
+                .map(|bytes| reply::bytes_reply(StatusCode::OK, bytes, "application/json"))
         }
         (&Method::GET, ["v1", "metrics"]) => reading().all_metrics().await.map(ok),
         (_, path) if openapi::allowed_methods(path).is_some() => {

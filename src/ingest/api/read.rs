@@ -138,8 +138,9 @@ impl Reading<'_> {
     }
 
     /// `GET /v1/mcps/{id}/metrics/series?range=&step=&group_by=`: the window (from the whole
-    /// minute it starts in) in buckets of `step`, every bucket answered, per group if asked.
-    pub async fn series(&self, mcp_id: &str) -> Result<Value, ApiError> {
+    /// minute it starts in) in buckets of `step`, every bucket answered, per group if asked. The
+    /// answer is JSON text, written from typed series (see `series`).
+    pub async fn series(&self, mcp_id: &str) -> Result<Vec<u8>, ApiError> {
         let role = self.reader_of(Some(mcp_id))?;
         let (text, range) = range(&self.params)?;
         let range = TimeRange {
@@ -164,14 +165,24 @@ impl Reading<'_> {
         let buckets = (range.until_ms - range.since_ms + step_ms - 1) / step_ms;
         let series =
             super::series::build(mcp_id, range, step_ms, buckets, group_by.is_some(), cells);
-        Ok(json!({
-            "mcp_id": mcp_id,
-            "range": text,
-            "step": step_text,
-            "start": format_ms(range.since_ms),
-            "group_by": group_by.map(Dimension::field),
-            "series": series,
-        }))
+        #[derive(serde::Serialize)]
+        struct Answer<'a> {
+            mcp_id: &'a str,
+            range: String,
+            step: String,
+            start: String,
+            group_by: Option<&'static str>,
+            series: Vec<super::series::Series>,
+        }
+        let answer = Answer {
+            mcp_id,
+            range: text,
+            step: step_text,
+            start: format_ms(range.since_ms),
+            group_by: group_by.map(Dimension::field),
+            series,
+        };
+        serde_json::to_vec(&answer).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
     }
 
     /// Metrics of one MCP (or all) over the `range` parameter, and per value of `group_by` when
