@@ -270,6 +270,9 @@ where
     let mut connection = std::pin::pin!(connection);
     let mut ended = Ended::Done;
     let mut asked = false;
+    // An idle connection asked to close has this long to do it: an HTTP/2 client that never
+    // answers the GOAWAY's ping would otherwise keep it open.
+    let mut cut_at: Option<Instant> = None;
     loop {
         let limit = if requests.any_started() {
             idle
@@ -283,6 +286,9 @@ where
         };
         tokio::select! {
             result = connection.as_mut() => return (ended, result),
+            _ = tokio::time::sleep_until(cut_at.unwrap_or(next)), if cut_at.is_some() => {
+                return (ended, Ok(()));
+            }
             _ = stop.wait_for(|s| *s), if !asked => {
                 connection.as_mut().graceful_shutdown();
                 asked = true;
@@ -293,6 +299,7 @@ where
                         connection.as_mut().graceful_shutdown();
                         asked = true;
                         ended = Ended::Idle;
+                        cut_at = Some(Instant::now() + first_request);
                     }
                 }
             }

@@ -74,9 +74,11 @@ fn series(exposition: &str, name_and_labels: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_1_silent_half_h2_and_idle_h2c_connections_are_closed_by_their_deadlines() {
     let dir = TestDir::new("conn-deadlines");
+    // A long idle timeout: HTTP/2's keep-alive pings (every half of it) must not be what closes
+    // the idle h2c connections, which never answer a ping.
     let limits = Limits {
         header_timeout: Duration::from_secs(1),
-        idle_timeout: Duration::from_secs(2),
+        idle_timeout: Duration::from_secs(30),
         ..Limits::default()
     };
     let ingest = start(&dir, limits, None).await;
@@ -116,9 +118,18 @@ async fn attack_1_silent_half_h2_and_idle_h2c_connections_are_closed_by_their_de
         r#"mcp_coordinator_http_connections_timed_out_total{listener="api",phase="idle"}"#,
     );
     assert_eq!((first_bytes, idle), (40.0, 20.0), "{exposition}");
+}
 
-    // A client that keeps using its connection is not cut, and one idle past the idle timeout
-    // is asked to close (HTTP/1.1 keep-alive).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_1_a_connection_in_use_is_kept_and_an_idle_one_is_closed() {
+    let dir = TestDir::new("conn-idle");
+    let limits = Limits {
+        header_timeout: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(2),
+        ..Limits::default()
+    };
+    let ingest = start(&dir, limits, None).await;
+    // Requests 0.8 s apart on one connection: never idle for 2 s, never cut.
     let mut keep = TcpStream::connect(ingest.addr).await.unwrap();
     for _ in 0..3 {
         keep.write_all(b"GET /healthz HTTP/1.1\r\nHost: ingest\r\n\r\n")
