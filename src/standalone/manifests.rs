@@ -99,7 +99,7 @@ pub fn load_dir(dir: &Path) -> (Vec<Manifest>, Vec<Problem>) {
                 continue;
             }
         };
-        let (found, mut bad) = parse(&file, &text, &schema);
+        let (found, mut bad) = parse(&file, &text, schema);
         problems.append(&mut bad);
         for m in found {
             match seen.get(&m.key()) {
