@@ -334,7 +334,7 @@ fn standalone_verdict(manifest: &serde_json::Value) -> Result<(), String> {
     use mcp_coordinator::standalone::manifests;
     let text = serde_json::to_string(manifest).unwrap();
     let (_, problems) =
-        manifests::parse(std::path::Path::new("m.yaml"), &text, &manifests::schema());
+        manifests::parse(std::path::Path::new("m.yaml"), &text, manifests::schema());
     match problems.as_slice() {
         [] => Ok(()),
         problems => Err(problems
