@@ -42,9 +42,34 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::CopyStore(args) => {
+            let copied = mcp_coordinator::cli::copy_store::run(&args, |mcp, n| {
+                println!("{mcp}: {n} interactions");
+            })
+            .await?;
+            println!(
+                "copied {} interactions ({} events) of {} MCPs into {}",
+                copied.interactions, copied.events, copied.mcps, args.clickhouse_url
+            );
+            Ok(())
+        }
         Command::Ready(args) => {
-            api_client::check_ready(&args.urls, args.ca_file.as_deref()).await?;
-            println!("ready: {}", args.urls.join(", "));
+            let store = match (&args.store_url, &args.token_file) {
+                (Some(url), Some(file)) => {
+                    let token = std::fs::read_to_string(file)
+                        .with_context(|| format!("cannot read --token-file {}", file.display()))?;
+                    Some((url.as_str(), token.trim().to_string()))
+                }
+                _ => None,
+            };
+            api_client::check_ready(&args.urls, args.ca_file.as_deref(), store).await?;
+            match &args.store_url {
+                Some(url) => println!(
+                    "ready: {}; store behind {url}: written and read",
+                    args.urls.join(", ")
+                ),
+                None => println!("ready: {}", args.urls.join(", ")),
+            }
             Ok(())
         }
     }

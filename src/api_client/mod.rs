@@ -155,9 +155,12 @@ pub async fn resolve_mcp(base: &str, token: &str, given: &str) -> Result<String,
 
 /// `GET {base}/readyz` of each endpoint: Ok when every one answers 2xx within 5 s, else the
 /// first refusal. With `ca_file`, HTTPS endpoints are verified against that CA (PEM).
+/// `GET /readyz` of every base, and, given `(ingest base, reader token)`, `GET /v1/store` of that
+/// ingest server: its store reachable and writable.
 pub async fn check_ready(
     bases: &[String],
     ca_file: Option<&std::path::Path>,
+    store: Option<(&str, String)>,
 ) -> Result<(), ApiClientError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(5));
@@ -179,6 +182,11 @@ pub async fn check_ready(
     for base in bases {
         ApiClient::new(http.clone(), base, None)
             .get_text("/readyz")
+            .await?;
+    }
+    if let Some((base, token)) = store {
+        ApiClient::new(http, base, Some(token))
+            .get_text("/v1/store")
             .await?;
     }
     Ok(())

@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 
 use clap::{Arg, CommandFactory, FromArgMatches, Parser, Subcommand};
 
+pub mod copy_store;
+
 use crate::controller::args::ControllerArgs;
 use crate::ingest::args::IngestArgs;
 use crate::standalone::args::StandaloneArgs;
@@ -42,6 +44,9 @@ pub enum Command {
     /// Check that endpoints are ready (`GET <url>/readyz`); exits non-zero when one is not. The
     /// chart's `helm test` runs it against both containers.
     Ready(ReadyArgs),
+    /// Copy the interaction log of an embedded (SQLite) store into ClickHouse: once, when a
+    /// release moves to ClickHouse. Running it again copies nothing twice.
+    CopyStore(copy_store::CopyStoreArgs),
     /// Print a shell completion script: `source <(mcp-coordinator completions bash)`.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -58,6 +63,13 @@ pub struct ReadyArgs {
     /// PEM file of the CA that signed the ingest server's certificate (with TLS).
     #[arg(long)]
     pub ca_file: Option<std::path::PathBuf>,
+    /// Also check that the store behind this ingest server is reachable and writable
+    /// (`GET /v1/store`, with the reader token in --token-file).
+    #[arg(long, requires = "token_file")]
+    pub store_url: Option<String>,
+    /// File holding a reader token, for --store-url.
+    #[arg(long)]
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 /// Flags that only make sense on a command line (what to query, how to refresh).

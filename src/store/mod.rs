@@ -3,6 +3,7 @@
 //! (`tests/store/contract.rs`). A caller holds only the capability it uses ([`Stores`]).
 
 pub mod clickhouse;
+pub mod copy;
 pub mod metrics;
 pub mod page;
 pub mod retention;

@@ -2,6 +2,7 @@
 //! and the prometheus-operator's schemas; and the container image's Dockerfile. The helpers every
 //! area uses are here; each area is a module.
 
+mod clickhouse;
 mod image;
 mod monitoring;
 mod objects;
@@ -130,9 +131,10 @@ pub fn parse_manifests(text: &str) -> Vec<Value> {
         .collect()
 }
 
-/// The Deployment or StatefulSet that runs the pods.
+/// The Deployment or StatefulSet that runs the coordinator's pods (not the deployed ClickHouse's).
 pub fn is_workload(doc: &Value) -> bool {
-    doc["kind"] == "Deployment" || doc["kind"] == "StatefulSet"
+    (doc["kind"] == "Deployment" || doc["kind"] == "StatefulSet")
+        && doc["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"] != "clickhouse"
 }
 
 pub fn kinds(docs: &[Value]) -> Vec<String> {

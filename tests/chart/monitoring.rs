@@ -415,7 +415,12 @@ fn the_network_policy_admits_every_scraper_and_the_test_pod_and_nothing_else() {
             .unwrap_or_else(|| panic!("no {kind} {component:?}"))
             .clone()
     };
-    let policy = find("NetworkPolicy", None);
+    // The coordinator's (the deployed ClickHouse has one of its own).
+    let policy = docs
+        .iter()
+        .find(|d| d["kind"] == "NetworkPolicy" && d["metadata"]["name"] == "test-mcp-coordinator")
+        .expect("the coordinator's NetworkPolicy")
+        .clone();
     let service = find("Service", Some("metrics"));
     let target_of = |matches: &dyn Fn(&Value) -> bool| -> String {
         service["spec"]["ports"]

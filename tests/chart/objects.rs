@@ -13,17 +13,22 @@ fn the_chart_renders_the_documented_objects() {
             "ClusterRole",
             "ClusterRoleBinding",
             "ClusterRoleBinding",
+            "ConfigMap",
             "CustomResourceDefinition",
+            "NetworkPolicy",
             "Role",
             "RoleBinding",
             "Secret",
             "Secret",
             "Secret",
+            "Secret",
+            "Service",
             "Service",
             "Service",
             "Service",
             "ServiceAccount",
             "ServiceAccount",
+            "StatefulSet",
             "StatefulSet"
         ]
     );
@@ -320,7 +325,7 @@ fn the_packaged_chart_renders_like_the_source_tree() {
         version["version"].as_str().expect("version")
     ));
     assert!(package.exists(), "{} missing", package.display());
-    let set = "keys.existingSecret=k,readerToken.existingSecret=t,grafanaDashboard.enabled=true";
+    let set = "keys.existingSecret=k,readerToken.existingSecret=t,clickhouse.auth.existingSecret=ch,grafanaDashboard.enabled=true";
     let from_package = run_helm(&[
         "template",
         "test",
@@ -338,6 +343,11 @@ fn every_rendered_object_passes_kubernetes_strict_validation_on_the_oldest_and_n
         ("defaults", ""),
         ("everything", EVERYTHING),
         ("ephemeral", "ingest.persistence.enabled=false"),
+        ("embedded store", "clickhouse.deploy=false"),
+        (
+            "deployed ClickHouse, pinned, own Secret",
+            "clickhouse.image.digest=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef,clickhouse.auth.existingSecret=ch-auth,clickhouse.persistence.storageClass=fast",
+        ),
     ] {
         let file = dir.join(format!("rendered-{name}.yaml"));
         let args: Vec<&str> = if set.is_empty() {
@@ -370,6 +380,8 @@ fn helm_test_checks_both_containers_with_flags_the_binary_knows() {
             "ready",
             "--url=http://test-mcp-coordinator-metrics.default.svc:8080",
             "--url=https://test-mcp-coordinator-metrics.default.svc:8081",
+            "--store-url=https://test-mcp-coordinator-metrics.default.svc:8081",
+            "--token-file=/etc/mcp-coordinator/reader-token/token",
             "--ca-file=/etc/mcp-coordinator/tls/ca.crt",
         ]
     );

@@ -147,6 +147,7 @@ fn a_long_release_name_still_gives_valid_names() {
         names.iter().copied().collect::<BTreeSet<_>>(),
         BTreeSet::from([
             "test-mcp-coordinator",
+            "test-mcp-coordinator-clickhouse",
             "test-mcp-coordinator-gateway",
             "test-mcp-coordinator-ingest",
             "test-mcp-coordinator-metrics"
@@ -156,7 +157,7 @@ fn a_long_release_name_still_gives_valid_names() {
 
 #[test]
 fn gitops_renders_are_identical_when_the_keys_come_from_existing_secrets() {
-    let set = "keys.existingSecret=mcp-keys,readerToken.existingSecret=mcp-reader";
+    let set = "keys.existingSecret=mcp-keys,readerToken.existingSecret=mcp-reader,clickhouse.auth.existingSecret=mcp-clickhouse";
     let first = template(&["--set", set]);
     assert_eq!(
         first,
@@ -372,7 +373,7 @@ fn the_standard_values_reach_the_objects_they_belong_to() {
     );
     let policy = docs
         .iter()
-        .find(|d| d["kind"] == "NetworkPolicy")
+        .find(|d| d["kind"] == "NetworkPolicy" && d["metadata"]["name"] == "test-mcp-coordinator")
         .expect("NetworkPolicy");
     assert_eq!(
         policy["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]["mcp"],

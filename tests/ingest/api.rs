@@ -1088,3 +1088,84 @@ fn urlencode(text: &str) -> String {
         })
         .collect()
 }
+
+/// Issue 37: `helm test` checks the ingest server's store takes a write and reads it back
+/// (`GET /v1/store`, through `mcp-coordinator ready --store-url`), and says so when it does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_check_writes_and_reads_back_and_says_when_the_store_is_away() {
+    let ingest = start("store-check").await;
+    let base = &ingest.base;
+    let (status, body) = get(base, "/v1/store", Some(READER)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["written"].clone(), body["read"].clone()),
+        (json!(true), json!(true))
+    );
+    let (status, _) = get(base, "/v1/store", None).await;
+    assert_eq!(status, 401);
+    let (_, audit) = get(base, "/v1/audit?limit=10", Some(ADMIN)).await;
+    assert!(
+        audit["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["query"] == "store_check"),
+        "{audit}"
+    );
+
+    let dir = TestDir::new("store-check-ready");
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, READER).unwrap();
+    let ready = |base: &str| {
+        std::process::Command::new(common::ingest::bin())
+            .args(["ready", "--url", base, "--store-url", base, "--token-file"])
+            .arg(&token_file)
+            .output()
+            .expect("ready runs")
+    };
+    let out = ready(base);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("written and read"));
+
+    // A ClickHouse that is not there: the check fails, and says why.
+    let readers = ReaderTokens::from_tokens([READER]);
+    let away = mcp_coordinator::store::clickhouse::LazyClickHouseStore::new(
+        mcp_coordinator::store::clickhouse::ClickHouseConfig {
+            url: format!("http://127.0.0.1:{}", common::free_port()),
+            database: "away".into(),
+            user: None,
+            password: None,
+            max_interaction_ms: mcp_coordinator::store::clickhouse::DEFAULT_MAX_INTERACTION_MS,
+            read_rollups: true,
+            cluster: None,
+            settings: Vec::new(),
+        },
+    );
+    let without = InProcessIngest::start(
+        test_config(dir.path()),
+        Arc::new(away),
+        key_ring(&[]),
+        Arc::new(readers),
+    )
+    .await;
+    let (status, body) = get(&without.base, "/v1/store", Some(READER)).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot write to the store"),
+        "{body}"
+    );
+    let out = ready(&without.base);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot write to the store"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

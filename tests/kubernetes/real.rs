@@ -576,3 +576,66 @@ async fn helm_installs_upgrades_and_keeps_the_crd_on_a_real_api_server() {
         "the CRD was kept"
     );
 }
+
+/// Issue 37: the chart's three interaction-log modes (a ClickHouse deployed with the release,
+/// the default; an existing one; the embedded store) pass the real API server's validation of
+/// every object, `kubectl apply --dry-run=server`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_charts_three_log_modes_pass_the_real_api_servers_validation() {
+    let cluster = shared();
+    let admin = cluster.admin().await;
+    install_crd(&admin).await;
+    let ns = namespace(&admin, "real-chart-modes").await;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let chart = root.join("charts/mcp-coordinator");
+    let dir = common::TestDir::new("chart-modes");
+    let kubectl = {
+        let tools = root.join(".tools/bin/kubectl");
+        if tools.exists() {
+            tools
+        } else {
+            "kubectl".into()
+        }
+    };
+    for (release, set) in [
+        ("deployed", "crds.install=false"),
+        (
+            "existing",
+            "crds.install=false,clickhouse.url=http://ch.db.svc:8123",
+        ),
+        ("embedded", "crds.install=false,clickhouse.deploy=false"),
+    ] {
+        let (ok, rendered) = helm(
+            &cluster.admin_kubeconfig_file(),
+            &[
+                "template",
+                release,
+                &chart.to_string_lossy(),
+                "-n",
+                &ns,
+                "--set",
+                set,
+            ],
+        );
+        assert!(ok, "{release}: {rendered}");
+        let file = dir.join(format!("{release}.yaml"));
+        std::fs::write(&file, &rendered).unwrap();
+        let out = std::process::Command::new(&kubectl)
+            .args(["apply", "--dry-run=server", "-n", &ns, "-f"])
+            .arg(&file)
+            .env("KUBECONFIG", cluster.admin_kubeconfig_file())
+            .output()
+            .expect("kubectl runs");
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{release}: {said}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            said.contains("statefulset.apps/deployed-mcp-coordinator-clickhouse"),
+            release == "deployed",
+            "{release}: {said}"
+        );
+    }
+}

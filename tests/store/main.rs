@@ -1,6 +1,8 @@
 //! The interaction store: the contract both stores pass, and ClickHouse's layout, rollups, cluster,
-//! outages and the SQL on a current ClickHouse.
+//! outages, the SQL on a current ClickHouse, and the settings the chart renders for the ClickHouse
+//! it deploys.
 
+mod chart_config;
 mod cluster;
 mod contract;
 mod layout;

@@ -72,3 +72,28 @@ before stay as they were. */}}
 {{- define "mcp-coordinator.ingestScheme" -}}
 {{- if .Values.ingest.tls.secretName }}https{{ else }}http{{ end }}
 {{- end }}
+
+{{/* Whether the chart deploys ClickHouse: asked for, and no existing server named. */}}
+{{- define "mcp-coordinator.clickhouseDeployed" -}}
+{{- if and .Values.clickhouse.deploy (not .Values.clickhouse.url) }}true{{ end }}
+{{- end }}
+
+{{/* The deployed ClickHouse's name (its StatefulSet, Service, Secret and ConfigMap). */}}
+{{- define "mcp-coordinator.clickhouseName" -}}
+{{- printf "%s-clickhouse" (include "mcp-coordinator.fullname" . | trunc 41 | trimSuffix "-") }}
+{{- end }}
+
+{{- define "mcp-coordinator.clickhouseSelectorLabels" -}}
+app.kubernetes.io/name: clickhouse
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: interaction-log
+{{- end }}
+
+{{/* The Secret and key of the password the ingest server connects with, deployed or not. */}}
+{{- define "mcp-coordinator.clickhousePasswordSecret" -}}
+{{- if include "mcp-coordinator.clickhouseDeployed" . }}
+{{- default (include "mcp-coordinator.clickhouseName" .) .Values.clickhouse.auth.existingSecret }}
+{{- else }}
+{{- .Values.clickhouse.passwordSecret.name }}
+{{- end }}
+{{- end }}

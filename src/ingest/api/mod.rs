@@ -10,6 +10,7 @@ pub mod register;
 pub mod reply;
 pub mod route;
 pub mod series;
+pub mod store_check;
 pub mod write;
 
 use std::sync::atomic::Ordering;
@@ -215,6 +216,7 @@ where
             Ok(write::heartbeat(state, &key_mcp))
         }
         (&Method::GET, ["v1", "audit"]) => reading().audit_log().await.map(ok),
+        (&Method::GET, ["v1", "store"]) => store_check::check(state, auth).await.map(ok),
         (&Method::GET, ["v1", "heartbeats"]) => reading().heartbeats().await.map(ok),
         (&Method::GET, ["v1", "versions"]) => reading().versions().await.map(ok),
         (&Method::GET, ["v1", "gateway", "ejections"]) => reading().ejections().await.map(ok),

@@ -83,6 +83,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
     endpoint("GET", "/v1/protocols", "The fleet's MCP protocol versions", Auth::Reader, Body::None, 200),
     endpoint("GET", "/v1/gateway/ejections", "The MCPs this replica's gateway keeps out of rotation", Auth::Reader, Body::None, 200),
     endpoint("GET", "/v1/audit", "The audit log of reads (limit)", Auth::Admin, Body::None, 200),
+    endpoint("GET", "/v1/store", "The store is reachable and writable (one audit record written and read back)", Auth::Reader, Body::None, 200),
     endpoint("GET", "/openapi.json", "This document", Auth::Anyone, Body::None, 200),
     endpoint("GET", "/metrics", "Prometheus metrics", Auth::Anyone, Body::None, 200),
     endpoint("GET", "/healthz", "Liveness", Auth::Anyone, Body::None, 200),

@@ -19,6 +19,8 @@ pub struct ClickHouseServer {
     pub dir: PathBuf,
     watchdog: Option<Child>,
     config_file: PathBuf,
+    /// `NAME=value` the server starts with.
+    env: Vec<(String, String)>,
 }
 
 fn binary() -> &'static str {
@@ -36,6 +38,28 @@ impl ClickHouseServer {
     /// dropped, and each test process (nextest runs one per test) would leave its data behind.
     pub fn start(name: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("mcp-ch-{name}-{}", std::process::id()));
+        Self::start_in(dir, PathBuf::from("/etc/clickhouse-server/config.xml"), &[])
+    }
+
+    /// Starts a server whose configuration is Debian's, copied into its directory, and then
+    /// what `configure` adds there (files under `config.d/` and `users.d/`), with `env`.
+    pub fn start_with(name: &str, configure: impl FnOnce(&Path), env: &[(&str, &str)]) -> Self {
+        let dir = std::env::temp_dir().join(format!("mcp-ch-{name}-{}", std::process::id()));
+        let etc = std::env::temp_dir().join(format!("mcp-ch-etc-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&etc);
+        std::fs::create_dir_all(&etc).expect("ClickHouse config dir");
+        for file in ["config.xml", "users.xml"] {
+            std::fs::copy(
+                Path::new("/etc/clickhouse-server").join(file),
+                etc.join(file),
+            )
+            .expect("Debian's ClickHouse configuration (apt-get install clickhouse-server)");
+        }
+        configure(&etc);
+        Self::start_in(dir, etc.join("config.xml"), env)
+    }
+
+    fn start_in(dir: PathBuf, config_file: PathBuf, env: &[(&str, &str)]) -> Self {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("tmp")).expect("ClickHouse dir");
         let mut server = Self {
@@ -44,7 +68,11 @@ impl ClickHouseServer {
             interserver_port: free_port(),
             dir,
             watchdog: None,
-            config_file: PathBuf::from("/etc/clickhouse-server/config.xml"),
+            config_file,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         // A port picked free can be taken by another test process before ClickHouse binds it:
         // then start again on fresh ports.
@@ -74,8 +102,13 @@ impl ClickHouseServer {
         let _ = std::fs::remove_file(self.dir.join("pid"));
         let started_before = self.times_ready();
         let d = self.dir.display();
+        let env: String = self
+            .env
+            .iter()
+            .map(|(k, v)| format!("{k}='{v}' "))
+            .collect();
         let command = format!(
-            "{bin} --config-file={config} -- --http_port={http} --tcp_port={tcp} --interserver_http_port={inter} --listen_host=127.0.0.1 --path={d}/ --tmp_path={d}/tmp/ --user_files_path={d}/user_files/ --format_schema_path={d}/format_schemas/ --logger.log={d}/log --logger.level=information --logger.errorlog={d}/err > {d}/stdout 2>&1 & \
+            "{env}{bin} --config-file={config} -- --http_port={http} --tcp_port={tcp} --interserver_http_port={inter} --listen_host=127.0.0.1 --path={d}/ --tmp_path={d}/tmp/ --user_files_path={d}/user_files/ --format_schema_path={d}/format_schemas/ --logger.log={d}/log --logger.level=information --logger.errorlog={d}/err > {d}/stdout 2>&1 & \
              ch=$!; echo $ch > {d}/pid; while kill -0 $PPID 2>/dev/null && kill -0 $ch 2>/dev/null; do sleep 0.5; done; kill -9 $ch 2>/dev/null; \
              if ! kill -0 $PPID 2>/dev/null; then rm -rf {d}; fi",
             bin = binary(),
@@ -328,6 +361,7 @@ impl ClickHouseCluster {
                 config_file: server_dir.join("config.xml"),
                 dir: server_dir,
                 watchdog: None,
+                env: Vec::new(),
             };
             server.launch();
             servers.push(server);
