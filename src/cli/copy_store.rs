@@ -18,13 +18,16 @@ pub struct CopyStoreArgs {
     /// The ClickHouse to copy into, e.g. http://mcp-coordinator-clickhouse:8123.
     #[arg(long)]
     pub clickhouse_url: String,
+    /// The database there (created if missing).
     #[arg(long, default_value = "mcp_coordinator")]
     pub clickhouse_database: String,
+    /// The ClickHouse user (the chart's is `mcp_coordinator`).
     #[arg(long)]
     pub clickhouse_user: Option<String>,
     /// Prefer the environment variable (the ingest container has it).
     #[arg(long, hide_env_values = true)]
     pub clickhouse_password: Option<String>,
+    /// The ClickHouse cluster the ingest servers use (`--clickhouse-cluster`), if any.
     #[arg(long)]
     pub clickhouse_cluster: Option<String>,
 }

@@ -180,6 +180,45 @@ async fn an_embedded_log_copied_into_clickhouse_reads_the_same_and_a_second_copy
     );
     let again = copy_all(&from, &to, |_, _| {}).await.unwrap();
     assert_eq!(again.interactions, 5);
+
+    // The subcommand the install guide runs in the ingest container, into a database of its own.
+    drop(from);
+    let database = server.config().database;
+    let out = std::process::Command::new(test_support::ingest::bin())
+        .args(["copy-store", "--from"])
+        .arg(dir.path().join("interactions.db"))
+        .args([
+            "--clickhouse-url",
+            &server.url(),
+            "--clickhouse-database",
+            &database,
+        ])
+        .output()
+        .expect("copy-store runs");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("copy_a_mcp_001: 3 interactions"), "{said}");
+    assert!(
+        said.contains("copied 5 interactions (10 events) of 2 MCPs"),
+        "{said}"
+    );
+    let out = std::process::Command::new(test_support::ingest::bin())
+        .args(["copy-store", "--from", "/nonexistent/interactions.db"])
+        .args(["--clickhouse-url", &server.url()])
+        .output()
+        .expect("copy-store runs");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("cannot open the embedded store /nonexistent/interactions.db"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let from = SqliteStore::open(&dir.path().join("interactions.db")).unwrap();
     for mcp in ["copy_a_mcp_001", "copy_b_mcp_001"] {
         let q = HistoryQuery {
             mcp_id: mcp.into(),
