@@ -49,7 +49,10 @@ async fn main() -> anyhow::Result<()> {
             .await?;
             println!(
                 "copied {} interactions ({} events) of {} MCPs into {}",
-                copied.interactions, copied.events, copied.mcps, args.clickhouse_url
+                copied.interactions,
+                copied.events,
+                copied.mcps,
+                args.clickhouse.url.as_deref().unwrap_or_default()
             );
             Ok(())
         }

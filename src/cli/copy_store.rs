@@ -5,7 +5,8 @@
 
 use std::path::PathBuf;
 
-use crate::store::clickhouse::{ClickHouseConfig, ClickHouseStore, DEFAULT_MAX_INTERACTION_MS};
+use crate::ingest::args::ClickHouseArgs;
+use crate::store::clickhouse::{ClickHouseStore, DEFAULT_MAX_INTERACTION_MS};
 use crate::store::copy::{copy_all, Copied};
 use crate::store::sqlite::SqliteStore;
 use crate::store::StoreError;
@@ -15,25 +16,16 @@ pub struct CopyStoreArgs {
     /// The embedded store's database (the ingest server's `<data-dir>/interactions.db`).
     #[arg(long)]
     pub from: PathBuf,
-    /// The ClickHouse to copy into, e.g. http://mcp-coordinator-clickhouse:8123.
-    #[arg(long)]
-    pub clickhouse_url: String,
-    /// The database there (created if missing).
-    #[arg(long, default_value = "mcp_coordinator")]
-    pub clickhouse_database: String,
-    /// The ClickHouse user (the chart's is `mcp_coordinator`).
-    #[arg(long)]
-    pub clickhouse_user: Option<String>,
-    /// Prefer the environment variable (the ingest container has it).
-    #[arg(long, hide_env_values = true)]
-    pub clickhouse_password: Option<String>,
-    /// The ClickHouse cluster the ingest servers use (`--clickhouse-cluster`), if any.
-    #[arg(long)]
-    pub clickhouse_cluster: Option<String>,
+    /// The ClickHouse to copy into: the ingest server's `--clickhouse-*` flags (the URL is
+    /// required; in the ingest container, the password is in its environment already).
+    #[command(flatten)]
+    pub clickhouse: ClickHouseArgs,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum CopyStoreError {
+    #[error("--clickhouse-url is required: the ClickHouse to copy into")]
+    NoUrl,
     #[error("cannot open the embedded store {path}: {source}")]
     From { path: PathBuf, source: StoreError },
     #[error("cannot connect to ClickHouse at {url}: {source}")]
@@ -57,16 +49,10 @@ pub async fn run(
         path: args.from.clone(),
         source,
     })?;
-    let config = ClickHouseConfig {
-        url: args.clickhouse_url.clone(),
-        database: args.clickhouse_database.clone(),
-        user: args.clickhouse_user.clone(),
-        password: args.clickhouse_password.clone(),
-        max_interaction_ms: DEFAULT_MAX_INTERACTION_MS,
-        read_rollups: true,
-        cluster: args.clickhouse_cluster.clone(),
-        settings: Vec::new(),
-    };
+    let config = args
+        .clickhouse
+        .config(DEFAULT_MAX_INTERACTION_MS)
+        .ok_or(CopyStoreError::NoUrl)?;
     let to = ClickHouseStore::connect(&config)
         .await
         .map_err(|source| CopyStoreError::To {

@@ -135,27 +135,8 @@ pub struct IngestArgs {
     /// On shutdown, keep shipping spooled events this long.
     #[arg(long, default_value_t = 20)]
     pub drain_timeout_seconds: u64,
-    /// ClickHouse HTTP URL (e.g. http://clickhouse:8123); without it the embedded SQLite store is used.
-    #[arg(long)]
-    pub clickhouse_url: Option<String>,
-    /// ClickHouse database (created if missing).
-    #[arg(long, default_value = "mcp_coordinator")]
-    pub clickhouse_database: String,
-    /// ClickHouse user (the server's `default` user when unset).
-    #[arg(long)]
-    pub clickhouse_user: Option<String>,
-    /// Prefer the environment variable to keep the password out of process listings.
-    #[arg(long, hide_env_values = true)]
-    pub clickhouse_password: Option<String>,
-    /// A ClickHouse setting for every query, `NAME=VALUE` (e.g. `max_memory_usage=4000000000`,
-    /// `log_queries=1`); repeatable.
-    #[arg(long = "clickhouse-setting", value_name = "NAME=VALUE", value_parser = parse_setting)]
-    pub clickhouse_settings: Vec<(String, String)>,
-    /// A ClickHouse cluster (a `remote_servers` entry of the server, with ZooKeeper and the
-    /// `{shard}`/`{replica}` macros): tables are created ON CLUSTER as replicated tables on every
-    /// shard, behind Distributed tables sharded by MCP.
-    #[arg(long, requires = "clickhouse_url")]
-    pub clickhouse_cluster: Option<String>,
+    #[command(flatten)]
+    pub clickhouse: ClickHouseArgs,
     /// How long after it started an interaction's last report may arrive (and how far a client's
     /// clock may be off) and still count in time windows: a window's reads cover the events
     /// received this long before and after it, never all history.
@@ -186,6 +167,51 @@ pub struct IngestArgs {
     /// Calls one caller may have in flight through the gateway at once (429 beyond).
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub gateway_caller_concurrency: u64,
+}
+
+/// Where the interaction log's ClickHouse is: the ingest server's flags, and `copy-store`'s.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ClickHouseArgs {
+    /// ClickHouse HTTP URL (e.g. http://clickhouse:8123); without it the embedded SQLite store is used.
+    #[arg(long = "clickhouse-url", id = "clickhouse_url")]
+    pub url: Option<String>,
+    /// ClickHouse database (created if missing).
+    #[arg(long = "clickhouse-database", default_value = "mcp_coordinator")]
+    pub database: String,
+    /// ClickHouse user (the server's `default` user when unset).
+    #[arg(long = "clickhouse-user")]
+    pub user: Option<String>,
+    /// Prefer the environment variable to keep the password out of process listings.
+    #[arg(long = "clickhouse-password", hide_env_values = true)]
+    pub password: Option<String>,
+    /// A ClickHouse setting for every query, `NAME=VALUE` (e.g. `max_memory_usage=4000000000`,
+    /// `log_queries=1`); repeatable.
+    #[arg(long = "clickhouse-setting", value_name = "NAME=VALUE", value_parser = parse_setting)]
+    pub settings: Vec<(String, String)>,
+    /// A ClickHouse cluster (a `remote_servers` entry of the server, with ZooKeeper and the
+    /// `{shard}`/`{replica}` macros): tables are created ON CLUSTER as replicated tables on every
+    /// shard, behind Distributed tables sharded by MCP.
+    #[arg(long = "clickhouse-cluster", requires = "clickhouse_url")]
+    pub cluster: Option<String>,
+}
+
+impl ClickHouseArgs {
+    /// The store's settings, when `--clickhouse-url` is given.
+    pub fn config(
+        &self,
+        max_interaction_ms: i64,
+    ) -> Option<crate::store::clickhouse::ClickHouseConfig> {
+        Some(crate::store::clickhouse::ClickHouseConfig {
+            url: self.url.clone()?,
+            database: self.database.clone(),
+            user: self.user.clone(),
+            password: self.password.clone(),
+            max_interaction_ms,
+            read_rollups: true,
+            cluster: self.cluster.clone(),
+            settings: self.settings.clone(),
+        })
+    }
 }
 
 impl IngestArgs {

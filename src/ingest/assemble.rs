@@ -18,7 +18,7 @@ use crate::pipeline::SpoolConfig;
 use crate::privacy::seal::{SealError, Sealer};
 use crate::privacy::{PrivacyKeyError, Pseudonymizer, SensitiveMcps};
 use crate::routing::router::Router;
-use crate::store::clickhouse::{ClickHouseConfig, LazyClickHouseStore};
+use crate::store::clickhouse::LazyClickHouseStore;
 use crate::store::retention::RetentionDays;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{InteractionStore, StoreError};
@@ -306,20 +306,11 @@ async fn kube_client(flag: &'static str) -> Result<kube::Client, AssembleError> 
 
 /// ClickHouse with `--clickhouse-url` (connected on first use), else the embedded SQLite store.
 fn store(args: &IngestArgs) -> Result<(Arc<dyn InteractionStore>, String), AssembleError> {
-    match &args.clickhouse_url {
-        Some(url) => {
-            let config = ClickHouseConfig {
-                url: url.clone(),
-                database: args.clickhouse_database.clone(),
-                user: args.clickhouse_user.clone(),
-                password: args.clickhouse_password.clone(),
-                max_interaction_ms: i64::try_from(args.max_interaction_seconds)
-                    .unwrap_or(i64::MAX / 1000)
-                    .saturating_mul(1000),
-                read_rollups: true,
-                cluster: args.clickhouse_cluster.clone(),
-                settings: args.clickhouse_settings.clone(),
-            };
+    let max_interaction_ms = i64::try_from(args.max_interaction_seconds)
+        .unwrap_or(i64::MAX / 1000)
+        .saturating_mul(1000);
+    match args.clickhouse.config(max_interaction_ms) {
+        Some(config) => {
             let name = format!(
                 "ClickHouse {} database {}",
                 config.shown_url(),
