@@ -955,7 +955,7 @@ async fn the_openapi_document_lists_every_endpoint_the_server_answers() {
 async fn attack_4_a_series_answer_holds_at_most_20000_points_whatever_the_groups() {
     let ingest = start("series-bound").await;
     let base = &ingest.base;
-    for t in 0..30 {
+    for t in 0..60 {
         let (status, body) = post(
             base,
             "/v1/interactions",
@@ -967,7 +967,7 @@ async fn attack_4_a_series_answer_holds_at_most_20000_points_whatever_the_groups
         .await;
         assert_eq!(status, 202, "{body}");
     }
-    wait_for_history(base, "ocr_workflow_mcp_001", 30).await;
+    wait_for_history(base, "ocr_workflow_mcp_001", 60).await;
     let path =
         "/v1/mcps/ocr_workflow_mcp_001/metrics/series?range=1999m&step=1m&group_by=request_type";
     let (status, body) = get(base, path, Some(READER)).await;
@@ -981,25 +981,31 @@ async fn attack_4_a_series_answer_holds_at_most_20000_points_whatever_the_groups
     assert_eq!(series.len(), 10, "9 groups and other");
     let other = series.last().unwrap();
     assert_eq!(other["other"], true);
-    assert_eq!(other["groups"], 21);
+    assert_eq!(other["groups"], 51);
     let folded: u64 = other["points"]
         .as_array()
         .unwrap()
         .iter()
         .map(|p| p["metrics"]["count"].as_u64().unwrap())
         .sum();
-    assert_eq!(folded, 21, "every interaction is counted once");
+    assert_eq!(folded, 51, "every interaction is counted once");
 
-    // The 30 error codes clients chose: an answer names 20 and counts the rest.
+    // The 60 error codes clients chose: an answer names 20 and counts the rest; and the 60
+    // request types: a metrics answer lists 50 and folds the rest.
     let (_, body) = get(
         base,
-        "/v1/mcps/ocr_workflow_mcp_001/metrics?range=1h",
+        "/v1/mcps/ocr_workflow_mcp_001/metrics?range=1h&group_by=request_type",
         Some(READER),
     )
     .await;
     let codes = body["metrics"]["errors_by_code"].as_object().unwrap();
     assert_eq!(codes.len(), 21, "{body}");
-    assert_eq!(codes["OTHER"], 10);
+    assert_eq!(codes["OTHER"], 40);
+    let groups = body["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 51, "{body}");
+    assert_eq!(groups[50]["other"], true);
+    assert_eq!(groups[50]["groups"], 10);
+    assert_eq!(groups[50]["metrics"]["count"], 10);
     ingest.stop().await;
 }
 

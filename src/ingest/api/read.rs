@@ -115,10 +115,7 @@ impl Reading<'_> {
         let mut body = json!({"range": text, "metrics": one});
         if let Some((dimension, cells)) = groups {
             body["group_by"] = json!(dimension.field());
-            body["groups"] = cells
-                .into_iter()
-                .map(|c| json!({"value": c.group, "metrics": c.metrics}))
-                .collect();
+            body["groups"] = super::series::listed_groups(cells, false).into();
         }
         Ok(body)
     }
@@ -129,10 +126,7 @@ impl Reading<'_> {
         let mut body = json!({"range": text, "mcps": all});
         if let Some((dimension, cells)) = groups {
             body["group_by"] = json!(dimension.field());
-            body["groups"] = cells
-                .into_iter()
-                .map(|c| json!({"mcp_id": c.mcp_id, "value": c.group, "metrics": c.metrics}))
-                .collect();
+            body["groups"] = super::series::listed_groups(cells, true).into();
         }
         Ok(body)
     }

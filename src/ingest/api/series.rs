@@ -1,4 +1,4 @@
-//! A series answer, decided before any work and built without I/O: every bucket of every group
+//! The groups of metrics answers, decided before any work and built without I/O. A series answer: every bucket of every group
 //! is answered, and one answer holds at most [`MAX_ANSWER_POINTS`] points. With `group_by`, the
 //! busiest groups that fit (at most [`MAX_GROUPS`]) get a series each and the rest fold into one
 //! `other` series (counts and errors; percentiles cannot be merged and stay null), so a dimension
@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
+use serde_json::{json, Value};
 
 use crate::interaction::format_ms;
 use crate::store::metrics::{bucket_range, Tally};
@@ -120,6 +121,71 @@ pub fn build(
     series
 }
 
+/// Groups a metrics answer lists one by one, per MCP, at most; the rest are `other`.
+pub const MAX_LISTED_GROUPS: usize = 50;
+
+/// The `groups` of a metrics answer (`?group_by=`): per MCP, the [`MAX_LISTED_GROUPS`] busiest
+/// groups in the store's order, then one `{"other": true, "groups": N}` entry with the counts and
+/// error codes of the rest. Clients choose the values (request types, adapters): thousands of
+/// them answer in the size of fifty.
+pub fn listed_groups(cells: Vec<MetricsCell>, with_mcp: bool) -> Vec<Value> {
+    let mut by_mcp: BTreeMap<String, Vec<MetricsCell>> = BTreeMap::new();
+    let mut order = Vec::new();
+    for cell in cells {
+        if !by_mcp.contains_key(&cell.mcp_id) {
+            order.push(cell.mcp_id.clone());
+        }
+        by_mcp.entry(cell.mcp_id.clone()).or_default().push(cell);
+    }
+    let entry = |mcp_id: &str, mut body: Value| {
+        if with_mcp {
+            body["mcp_id"] = json!(mcp_id);
+        }
+        body
+    };
+    let mut listed = Vec::new();
+    for mcp_id in order {
+        let cells = by_mcp.remove(&mcp_id).unwrap_or_default();
+        let mut ranked: Vec<(u64, usize)> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.metrics.count, i))
+            .collect();
+        ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let kept: std::collections::BTreeSet<usize> = ranked
+            .iter()
+            .take(MAX_LISTED_GROUPS)
+            .map(|(_, i)| *i)
+            .collect();
+        let (mut other, mut folded, mut per_minute) = (Tally::default(), 0usize, 0.0);
+        for (i, cell) in cells.into_iter().enumerate() {
+            if kept.contains(&i) {
+                listed.push(entry(
+                    &mcp_id,
+                    json!({"value": cell.group, "metrics": cell.metrics}),
+                ));
+            } else {
+                fold(&mut other, &cell.metrics);
+                folded += 1;
+                per_minute += cell.metrics.interactions_per_minute;
+            }
+        }
+        if folded > 0 {
+            let window = TimeRange {
+                since_ms: 0,
+                until_ms: 60_000,
+            };
+            let mut metrics = other.into_metrics(mcp_id.clone(), window);
+            metrics.interactions_per_minute = per_minute;
+            listed.push(entry(
+                &mcp_id,
+                json!({"other": true, "groups": folded, "metrics": metrics}),
+            ));
+        }
+    }
+    listed
+}
+
 /// Adds what can be added of one group's bucket to `other`'s.
 fn fold(into: &mut Tally, metrics: &McpMetrics) {
     into.count += metrics.count;
@@ -152,6 +218,24 @@ mod tests {
             bucket,
             metrics: tally.into_metrics("m".into(), window),
         }
+    }
+
+    #[test]
+    fn a_metrics_answer_lists_fifty_groups_per_mcp_and_folds_the_rest() {
+        let cells: Vec<MetricsCell> = (0..60)
+            .map(|t| cell(&format!("type{t:02}"), 0, 100 + t as u64))
+            .collect();
+        let listed = listed_groups(cells, true);
+        assert_eq!(listed.len(), MAX_LISTED_GROUPS + 1);
+        let other = listed.last().unwrap();
+        assert_eq!(other["groups"], 10);
+        assert_eq!(other["mcp_id"], "m");
+        assert_eq!(
+            other["metrics"]["count"],
+            (100..110).sum::<u64>(),
+            "the quietest ten"
+        );
+        assert!(listed[..50].iter().all(|g| g["value"] != "type00"));
     }
 
     #[test]
