@@ -48,6 +48,15 @@ fn text(v: &Value) -> String {
     }
 }
 
+/// A group's value, or what an `other` entry folds ("(12 others)").
+fn group_label(group: &Value) -> String {
+    if group["other"] == true {
+        format!("({} others)", text(&group["groups"]))
+    } else {
+        text(&group["value"])
+    }
+}
+
 /// Seconds as milliseconds ("120ms"); "-" without data.
 fn millis(v: &Value) -> String {
     v.as_f64()
@@ -200,7 +209,7 @@ pub fn metrics_table(answer: &Value) -> String {
         let rows = rows_of(&answer["groups"], |g| {
             let m = &g["metrics"];
             vec![
-                text(&g["value"]),
+                group_label(g),
                 text(&m["count"]),
                 percent(&m["success_rate"]),
                 millis(&m["p95_processing_time"]),
@@ -224,7 +233,7 @@ pub fn series_table(answer: &Value) -> String {
             let m = &point["metrics"];
             let mut row = vec![text(&point["start"])];
             if grouped {
-                row.push(text(&series["value"]));
+                row.push(group_label(series));
             }
             row.extend([
                 text(&m["count"]),
@@ -247,6 +256,21 @@ pub fn series_table(answer: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn folded_groups_read_as_others_not_as_a_missing_value() {
+        let answer = json!({"range": "1h", "metrics": {"count": 3}, "group_by": "request_type", "groups": [
+            {"value": "ocr", "metrics": {"count": 2}},
+            {"value": null, "metrics": {"count": 1}},
+            {"other": true, "groups": 12, "metrics": {"count": 40}}
+        ]});
+        let table = metrics_table(&answer);
+        assert!(table.contains("(12 others)"), "{table}");
+        assert!(
+            table.lines().any(|l| l.starts_with("- ")),
+            "a missing value stays `-`: {table}"
+        );
+    }
 
     #[test]
     fn the_status_table_lines_up_and_says_what_is_missing() {
