@@ -12,6 +12,7 @@ pub mod gateway;
 pub mod ingest;
 pub mod interaction;
 pub mod mcp;
+pub mod otlp;
 pub mod pipeline;
 pub mod privacy;
 pub mod rbac;

@@ -12,7 +12,7 @@ use super::protocol::code;
 use super::{now_ms, Gateway};
 use crate::interaction::{EventKind, Fields, InteractionEvent};
 use crate::routing::router::Outcome;
-use crate::routing::weights::CALLER_FAULT_PREFIX;
+use crate::routing::weights::jsonrpc_error_name;
 
 impl Gateway {
     /// Records how a call ended: metrics, the router, the outlier count, and the log.
@@ -137,7 +137,7 @@ fn judge(reply: &Value) -> (bool, Option<(String, String)>, bool) {
             .to_string();
         return (
             false,
-            Some((error_name(code), message)),
+            Some((jsonrpc_error_name(code), message)),
             code == code::INVALID_PARAMS,
         );
     }
@@ -157,19 +157,6 @@ fn judge(reply: &Value) -> (bool, Option<(String, String)>, bool) {
         return (false, Some(("TOOL_ERROR".into(), text)), false);
     }
     (true, None, false)
-}
-
-/// The log's name for a JSON-RPC error code.
-pub(super) fn error_name(code: i64) -> String {
-    match code {
-        code::PARSE_ERROR => "PARSE_ERROR".into(),
-        code::INVALID_REQUEST => "INVALID_REQUEST".into(),
-        code::METHOD_NOT_FOUND => "METHOD_NOT_FOUND".into(),
-        // The caller's arguments, not the MCP's failure (see `routing::weights`).
-        code::INVALID_PARAMS => format!("{CALLER_FAULT_PREFIX}INVALID_PARAMS"),
-        code::INTERNAL_ERROR => "INTERNAL_ERROR".into(),
-        other => format!("JSONRPC_{}", other.unsigned_abs()),
-    }
 }
 
 #[cfg(test)]
@@ -192,6 +179,6 @@ mod tests {
             (ok, error.unwrap().0, caller),
             (false, "CALLER_INVALID_PARAMS".to_string(), true)
         );
-        assert_eq!(error_name(-32042), "JSONRPC_32042");
+        assert_eq!(jsonrpc_error_name(-32042), "JSONRPC_32042");
     }
 }

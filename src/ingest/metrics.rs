@@ -13,6 +13,10 @@ pub struct IngestMetrics {
     pub pipeline: PipelineMetrics,
     pub processing_time: HistogramVec,
     pub route_decisions: IntCounterVec,
+    /// OTLP server spans, by MCP and MCP method.
+    pub otlp_spans: IntCounterVec,
+    /// OTLP spans refused, by reason.
+    pub otlp_refused: IntCounterVec,
     /// Every listener's connections.
     pub serve: std::sync::Arc<crate::serve::ServeMetrics>,
     /// The MCP gateway's series.
@@ -45,6 +49,16 @@ impl IngestMetrics {
                 "Answers of GET /v1/route, by result (routed, failed_over, unknown_capability, none_ready, saturated).",
                 &["result"],
             )?,
+            otlp_spans: series.counters(
+                "mcp_ingest_otlp_spans_total",
+                "MCP server spans received over OTLP, by MCP and method (tools/call spans are interactions; other methods are only counted).",
+                &["mcp_id", "method"],
+            )?,
+            otlp_refused: series.counters(
+                "mcp_ingest_otlp_spans_refused_total",
+                "OTLP spans refused, by reason (not_mcp, not_server, no_tool, bad_ids, bad_times, too_long, invalid).",
+                &["reason"],
+            )?,
             gateway: std::sync::Arc::new(crate::gateway::GatewayMetrics::new(&series)?),
             serve: std::sync::Arc::new(crate::serve::ServeMetrics::new(&series)?),
             registry: series.registry,
@@ -76,6 +90,9 @@ impl IngestMetrics {
         for (id, event) in &gone {
             let _ = self.received.remove_label_values(&[id, event]);
             let _ = self.processing_time.remove_label_values(&[id]);
+            for method in crate::otlp::map::METHODS.iter().chain(&["other"]) {
+                let _ = self.otlp_spans.remove_label_values(&[id.as_str(), method]);
+            }
         }
     }
 

@@ -53,6 +53,19 @@ pub const PRIOR_SUCCESS: f64 = 0.95;
 /// Error codes of the caller's mistakes (invalid arguments, a tool refusing its input) start so.
 pub const CALLER_FAULT_PREFIX: &str = "CALLER_";
 
+/// The log's name for a JSON-RPC error code, wherever the code was seen (the gateway's answers,
+/// an MCP's spans): invalid parameters are the caller's fault, not the MCP's.
+pub fn jsonrpc_error_name(code: i64) -> String {
+    match code {
+        -32700 => "PARSE_ERROR".into(),
+        -32600 => "INVALID_REQUEST".into(),
+        -32601 => "METHOD_NOT_FOUND".into(),
+        -32602 => format!("{CALLER_FAULT_PREFIX}INVALID_PARAMS"),
+        -32603 => "INTERNAL_ERROR".into(),
+        other => format!("JSONRPC_{}", other.unsigned_abs()),
+    }
+}
+
 /// Whether an error code says the caller was at fault, not the MCP.
 pub fn is_caller_fault(error_code: &str) -> bool {
     error_code.starts_with(CALLER_FAULT_PREFIX)

@@ -36,7 +36,14 @@ where
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(0);
-    let capacity = announced.min(limit).min(PREALLOCATED_BODY_BYTES);
+    // A body announced past the limit is refused before a byte of it is read.
+    if announced > limit {
+        return Err(ApiError::new(
+            ErrorCode::BodyTooLarge,
+            format!("the request body ({announced} bytes) exceeds the limit of {limit} bytes"),
+        ));
+    }
+    let capacity = announced.min(PREALLOCATED_BODY_BYTES);
     tokio::time::timeout(timeout, read_body_within(body, limit, capacity))
         .await
         .unwrap_or_else(|_| {
@@ -216,18 +223,23 @@ mod tests {
             .unwrap();
         assert_eq!(body, b"{\"a\":1}");
         // A client that announces far more than it sends gets no buffer of that size.
-        let body = read_body(
-            chunks(&[b"{}"]),
-            &announcing("99999999999"),
-            1 << 30,
-            timeout,
-        )
-        .await
-        .unwrap();
+        let body = read_body(chunks(&[b"{}"]), &announcing("999999999"), 1 << 30, timeout)
+            .await
+            .unwrap();
         assert!(
             body.capacity() <= PREALLOCATED_BODY_BYTES,
             "{}",
             body.capacity()
+        );
+        // A body announced past the limit is refused unread.
+        let refused = read_body(chunks(&[b"{}"]), &announcing("16"), 15, timeout)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code, ErrorCode::BodyTooLarge);
+        assert!(
+            refused.message.contains("(16 bytes)"),
+            "{}",
+            refused.message
         );
         // The limit counts what arrives, whatever was announced.
         let refused = read_body(

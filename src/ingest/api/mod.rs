@@ -11,6 +11,7 @@ pub mod reply;
 pub mod route;
 pub mod series;
 pub mod store_check;
+mod traces;
 pub mod write;
 
 use std::sync::atomic::Ordering;
@@ -211,6 +212,7 @@ where
             check_id(id, "interaction_id").map_err(ApiError::bad)?;
             write::report_text(state, &key_mcp, kind, Some(id), &body).await
         }
+        (&Method::POST, ["v1", "traces"]) => Ok(traces::export(state, req, body).await),
         (&Method::POST, ["v1", "heartbeat"]) => {
             let (key_mcp, _) = authenticated_body(state, req, body, Write::Report).await?;
             Ok(write::heartbeat(state, &key_mcp))

@@ -29,6 +29,8 @@ pub enum Body {
     Envelope,
     Registration,
     Empty,
+    /// An OTLP `ExportTraceServiceRequest`, protobuf or JSON.
+    Traces,
 }
 
 /// One endpoint of the ingest API.
@@ -71,6 +73,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
     endpoint("POST", "/v1/interactions/{interaction_id}/complete", "Report completion", Auth::McpKey, Body::Report, 202),
     endpoint("POST", "/v1/interactions/{interaction_id}/error", "Report failure", Auth::McpKey, Body::Report, 202),
     endpoint("POST", "/v1/interactions:batch", "Whole records, or reports naming their kind, as a JSON array or NDJSON (signed by default)", Auth::McpKey, Body::Batch, 200),
+    endpoint("POST", "/v1/traces", "OTLP/HTTP traces of an MCP server (protobuf or JSON, gzip or not): tools/call server spans become interactions, other methods are counted; partial_success counts the spans refused", Auth::McpKey, Body::Traces, 200),
     endpoint("POST", "/v1/heartbeat", "The MCP is alive", Auth::McpKey, Body::Empty, 200),
     endpoint("GET", "/v1/heartbeats", "Each MCP's latest heartbeat", Auth::Reader, Body::None, 200),
     endpoint("GET", "/v1/mcps/{mcp_id}/interactions", "History, newest first (limit, since, until)", Auth::Reader, Body::None, 200),
@@ -183,6 +186,13 @@ fn request_body(body: Body) -> Option<Value> {
             "action": {"type": "string", "enum": ["register_mcp", "unregister_mcp"]},
             "mcp_info": {"type": "object"}, "rotate_key": {"type": "boolean"}, "name": {"type": "string"}}}),
         Body::Empty => json!({"type": "object"}),
+        Body::Traces => {
+            let schema = json!({"description": "opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest"});
+            return Some(json!({"required": true, "content": {
+                "application/x-protobuf": {"schema": schema},
+                "application/json": {"schema": schema},
+            }}));
+        }
     };
     Some(
         json!({"required": body != Body::Empty, "content": {"application/json": {"schema": schema}}}),
