@@ -7,6 +7,7 @@ mod bounds;
 mod connections;
 mod fuzz_parser;
 mod gateway;
+mod otlp;
 mod privacy;
 mod process;
 mod replicas;

@@ -1,5 +1,6 @@
 //! `POST /v1/traces`: OTLP/HTTP traces from an MCP server, protobuf or JSON, gzip or not. The
-//! key is checked before the body is read; the spans are mapped (`otlp`), the interactions go
+//! key is checked before the body is read (and no signature is asked for unless every write must
+//! be signed); the spans are mapped (`otlp`), the interactions go
 //! through the same write step as a batch (spooled, fsynced, then taught to the router), and the
 //! answer is the standard one, with `partial_success` counting what was refused. Failures are
 //! `google.rpc.Status` in the request's encoding, with the status and `Retry-After` of the
@@ -49,12 +50,22 @@ where
     let key_mcp = authenticate(state, key)?;
     let limit = state.limits.batch_bytes;
     let body = read_body(body, req.headers, limit, state.limits.body_timeout).await?;
+    // Signed only when every write must be (`--require-signatures writes`): an OTLP exporter
+    // cannot sign, and a replayed export stores nothing new, its interactions being named by
+    // their trace and span IDs.
     check_signature(
         state,
-        state.signing.required_for_batch(),
+        state.signing.required_for_writes(),
         key,
         &req.signed(&body),
-    )?;
+    )
+    .map_err(|e| ApiError {
+        message: format!(
+            "{} (--require-signatures writes asks this of OTLP too, which exporters cannot do; `batch`, the default, takes OTLP unsigned)",
+            e.message
+        ),
+        ..e
+    })?;
     let compression = req
         .headers
         .get("content-encoding")
