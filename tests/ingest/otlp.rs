@@ -109,8 +109,12 @@ async fn a_retried_export_stores_its_interactions_once() {
     let mut not_mcp = call("x", 9, 5);
     not_mcp.attributes.clear();
     not_mcp.name = "GET /health".into();
-    let body = export(vec![call("extract_text", 0, 120), call("extract_text", 1, 80), not_mcp])
-        .encode_to_vec();
+    let body = export(vec![
+        call("extract_text", 0, 120),
+        call("extract_text", 1, 80),
+        not_mcp,
+    ])
+    .encode_to_vec();
     for gzip in [false, true] {
         let answer = post(&base, KEY, "application/x-protobuf", body.clone(), gzip).await;
         assert_eq!(answer.status().as_u16(), 200);
@@ -142,7 +146,10 @@ async fn a_retried_export_stores_its_interactions_once() {
     .await;
     // Still two a moment later: the three exports named the same two interactions.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(interactions(&base, MCP, READER, "?limit=100").await.len(), 2);
+    assert_eq!(
+        interactions(&base, MCP, READER, "?limit=100").await.len(),
+        2
+    );
     let first = stored
         .iter()
         .find(|i| i["interaction_id"] == "otel:07070707070707070707070707070707:0101010101010101")
@@ -162,24 +169,51 @@ async fn bad_exports_are_refused_with_what_an_exporter_needs() {
     let body = export(vec![call("t", 0, 1)]).encode_to_vec();
 
     // A wrong key: 401, as a google.rpc.Status in protobuf.
-    let answer = post(&base, "mcpk_wrong", "application/x-protobuf", body.clone(), false).await;
+    let answer = post(
+        &base,
+        "mcpk_wrong",
+        "application/x-protobuf",
+        body.clone(),
+        false,
+    )
+    .await;
     assert_eq!(answer.status().as_u16(), 401);
     let status = answer.bytes().await.unwrap();
     // google.rpc.Status: field 1 (code) = 16 UNAUTHENTICATED, then the message.
     assert_eq!(&status[..2], &[0x08, 16]);
 
     // Malformed protobuf: a 400 that says what it is not.
-    let answer = post(&base, KEY, "application/x-protobuf", vec![0x0a, 0xff, 0xff, 0x01], false).await;
+    let answer = post(
+        &base,
+        KEY,
+        "application/x-protobuf",
+        vec![0x0a, 0xff, 0xff, 0x01],
+        false,
+    )
+    .await;
     assert_eq!(answer.status().as_u16(), 400);
     let text = String::from_utf8_lossy(&answer.bytes().await.unwrap()).to_string();
-    assert!(text.contains("not an OTLP ExportTraceServiceRequest in protobuf"), "{text}");
+    assert!(
+        text.contains("not an OTLP ExportTraceServiceRequest in protobuf"),
+        "{text}"
+    );
 
     // JSON that is not OTLP: the JSON Status names the problem.
-    let answer = post(&base, KEY, "application/json", b"{\"resourceSpans\": 7}".to_vec(), false).await;
+    let answer = post(
+        &base,
+        KEY,
+        "application/json",
+        b"{\"resourceSpans\": 7}".to_vec(),
+        false,
+    )
+    .await;
     assert_eq!(answer.status().as_u16(), 400);
     let status: serde_json::Value = answer.json().await.unwrap();
     assert_eq!(status["code"], 3);
-    assert!(status["message"].as_str().unwrap().contains("in JSON"), "{status}");
+    assert!(
+        status["message"].as_str().unwrap().contains("in JSON"),
+        "{status}"
+    );
 
     // Another encoding or compression: 415 naming what is accepted.
     let answer = post(&base, KEY, "text/plain", body.clone(), false).await;
