@@ -26,9 +26,9 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Controller(args) => run_controller(*args).await,
-        Command::Ingest(args) => run_ingest(*args).await,
-        Command::Standalone(args) => run_standalone(*args).await,
+        Command::Controller(args) => with_spans("controller", run_controller(*args)).await,
+        Command::Ingest(args) => with_spans("ingest", run_ingest(*args)).await,
+        Command::Standalone(args) => with_spans("standalone", run_standalone(*args)).await,
         Command::Status(args) => run_status(args).await,
         Command::Query(args) => run_query(args).await,
         Command::ExampleMcp(args) => run_example_mcp(args).await,
@@ -76,6 +76,26 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Runs a component with its spans exported when the `OTEL_*` variables ask for it; what is
+/// queued is sent when it stops.
+async fn with_spans(
+    component: &str,
+    run: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let export = mcp_coordinator::telemetry::spans::init(component)?;
+    if export.is_some() {
+        tracing::info!(
+            component,
+            "exporting spans over OTLP/HTTP (OTEL_EXPORTER_OTLP_*)"
+        );
+    }
+    let result = run.await;
+    if let Some(export) = export {
+        let _ = tokio::task::spawn_blocking(move || export.shutdown()).await;
+    }
+    result
 }
 
 fn init_tracing(format: &str) {

@@ -18,10 +18,11 @@ use super::status::{self, Compatibility, Observation, ReportingSettings};
 use crate::crd::validate::validate_spec;
 use crate::crd::{MCPRegistration, MCPRegistrationStatus};
 use crate::routing::weights::Observed;
+use crate::telemetry::spans;
 
 /// What a mode provides to the registration step.
 pub trait Ports {
-    type Error;
+    type Error: std::fmt::Display;
 
     /// The registration's MCP ID, built on `prefix`: stable, never reused.
     fn mcp_id(
@@ -79,6 +80,29 @@ pub struct Registered {
 
 /// Brings one registration's status, metrics and probe in line with its spec.
 pub async fn register<P: Ports>(
+    reg: &MCPRegistration,
+    step: &Step<'_>,
+    ports: &mut P,
+) -> Result<Registered, P::Error> {
+    let span = spans::Op::start(spans::SpanKind::Internal, || {
+        let attributes = vec![
+            spans::Attribute::new("k8s.namespace.name", reg.namespace().unwrap_or_default()),
+            spans::Attribute::new("mcp_coordinator.registration", reg.name_any()),
+        ];
+        ("reconcile MCPRegistration".to_string(), attributes)
+    });
+    let result = span.within(register_one(reg, step, ports)).await;
+    match &result {
+        Ok(done) => {
+            span.set(|| spans::Attribute::new("mcp_coordinator.status_written", done.written));
+            span.end(None);
+        }
+        Err(e) => span.end(Some(("reconcile_error", e.to_string()))),
+    }
+    result
+}
+
+async fn register_one<P: Ports>(
     reg: &MCPRegistration,
     step: &Step<'_>,
     ports: &mut P,

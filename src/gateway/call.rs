@@ -12,6 +12,7 @@ use super::catalog::{Kind, Target};
 use super::directory::Backend;
 use super::outlier::{Failure, Verdict};
 use super::protocol::{self, code, Message};
+use super::trace::CallSpan;
 use super::{now_ms, Gateway};
 use crate::interaction::new_interaction_id;
 use crate::routing::router::Outcome;
@@ -61,6 +62,8 @@ pub(super) struct Logged {
     pub(super) started_ms: i64,
     pub(super) started: Instant,
     pub(super) attempts: Vec<String>,
+    /// The call's span (see `trace.rs`), ended with the call.
+    pub(super) span: CallSpan,
 }
 
 impl Gateway {
@@ -105,8 +108,10 @@ impl Gateway {
             ));
         };
         let tool = (kind == Kind::Tools).then(|| name.clone());
+        let interaction_id = new_interaction_id(now_ms());
         let mut logged = Logged {
-            interaction_id: new_interaction_id(now_ms()),
+            span: CallSpan::start(&message, &name, &interaction_id),
+            interaction_id,
             started_ms: now_ms(),
             started: Instant::now(),
             attempts: Vec::new(),
@@ -136,13 +141,14 @@ impl Gateway {
                 continue;
             };
             // Renamed only when the scope lists it under another name (`<registration>.<name>`).
-            let renamed = (target.name != name).then(|| {
+            let mut renamed = (target.name != name).then(|| {
                 let mut renamed = message.clone();
                 if let Value::Object(p) = &mut renamed.params {
                     p.insert(kind.id_key().into(), Value::String(target.name.clone()));
                 }
                 renamed
             });
+            let attempt = logged.span.attempt(&backend, &message, &name, &mut renamed);
             let forwarded = renamed.as_ref().unwrap_or(&message);
             let timeout = backend
                 .call_timeout
@@ -161,6 +167,7 @@ impl Gateway {
                 .upstream
                 .send(&backend, &ctx.owner, forwarded, timeout)
                 .await;
+            attempt.end(result.as_ref().err().map(Failure::reason));
             match result {
                 Ok(answer) => {
                     self.outliers.success(&backend.mcp_id);
@@ -239,6 +246,7 @@ impl Gateway {
             None => format!("no MCP offering {name:?} is routable now (all ejected or not Ready)"),
         };
         let error_type = last.as_ref().map_or("unavailable", |(_, f)| f.reason());
+        logged.span.end(Some(error_type));
         self.metrics
             .duration
             .with_label_values(&[

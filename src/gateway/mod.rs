@@ -25,6 +25,7 @@ pub mod protocol;
 mod record;
 mod relay;
 pub mod sessions;
+mod trace;
 mod upstream;
 
 use std::collections::HashMap;

@@ -41,6 +41,9 @@ impl Gateway {
             .as_ref()
             .map_or("", |(c, _)| c.as_str())
             .to_ascii_lowercase();
+        logged
+            .span
+            .end((!error_type.is_empty()).then_some(error_type.as_str()));
         self.metrics
             .duration
             .with_label_values(&[method, tool.unwrap_or(""), &error_type, &backend.mcp_id])

@@ -52,6 +52,16 @@ struct Coordinator {
 impl Coordinator {
     /// Standalone mode over `manifests`, waiting until `ready` of them are Ready.
     async fn start(manifests: &[(&str, String)], flags: &[&str], ready: usize) -> Self {
+        Self::start_with_env(manifests, flags, ready, &[]).await
+    }
+
+    /// [`Coordinator::start`] with environment variables.
+    async fn start_with_env(
+        manifests: &[(&str, String)],
+        flags: &[&str],
+        ready: usize,
+        env: &[(&str, &str)],
+    ) -> Self {
         let dir = common::TestDir::new("gateway");
         let (regs, data) = (dir.join("registrations"), dir.join("data"));
         std::fs::create_dir_all(&regs).expect("dirs");
@@ -70,6 +80,7 @@ impl Coordinator {
                 "200",
             ])
             .args(flags)
+            .envs(env.iter().copied())
             .arg("--registrations")
             .arg(&regs)
             .arg("--data-dir")
@@ -611,4 +622,209 @@ async fn callers_without_a_token_or_a_grant_or_with_a_body_over_the_limit_get_cl
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["mcp-session-id"].to_str().unwrap().len(), 32);
+}
+
+/// A span as an OTLP sink received it.
+#[derive(Debug, Clone)]
+struct Received {
+    service: String,
+    name: String,
+    kind: i32,
+    trace_id: Vec<u8>,
+    span_id: Vec<u8>,
+    parent_span_id: Vec<u8>,
+    attributes: std::collections::BTreeMap<String, String>,
+}
+
+/// An OTLP/HTTP sink on loopback: every span posted to `/v1/traces` (protobuf), kept in order.
+async fn otlp_sink() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Received>>>) {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+    use prost::Message;
+    use warp::Filter;
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = received.clone();
+    let route = warp::post()
+        .and(warp::path!("v1" / "traces"))
+        .and(warp::body::bytes())
+        .map(move |body: bytes::Bytes| {
+            let request = ExportTraceServiceRequest::decode(body.as_ref()).expect("OTLP protobuf");
+            let mut kept = kept.lock().unwrap();
+            for resource_spans in request.resource_spans {
+                let text = |v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>| match v
+                    .as_ref()
+                    .and_then(|v| v.value.clone())
+                {
+                    Some(Any::StringValue(s)) => s,
+                    Some(Any::IntValue(i)) => i.to_string(),
+                    Some(Any::BoolValue(b)) => b.to_string(),
+                    other => format!("{other:?}"),
+                };
+                let service = resource_spans
+                    .resource
+                    .iter()
+                    .flat_map(|r| &r.attributes)
+                    .find(|kv| kv.key == "service.name")
+                    .map(|kv| text(&kv.value))
+                    .unwrap_or_default();
+                for span in resource_spans.scope_spans.into_iter().flat_map(|s| s.spans) {
+                    kept.push(Received {
+                        service: service.clone(),
+                        name: span.name,
+                        kind: span.kind,
+                        trace_id: span.trace_id,
+                        span_id: span.span_id,
+                        parent_span_id: span.parent_span_id,
+                        attributes: span
+                            .attributes
+                            .iter()
+                            .map(|kv| (kv.key.clone(), text(&kv.value)))
+                            .collect(),
+                    });
+                }
+            }
+            warp::http::Response::builder()
+                .header("content-type", "application/x-protobuf")
+                .body(Vec::<u8>::new())
+                .unwrap()
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let port = listener.local_addr().expect("its address").port();
+    tokio::spawn(warp::serve(route).incoming(listener).run());
+    (port, received)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_coordinators_spans_reach_a_collector_and_carry_the_trace_to_the_mcp() {
+    const SERVER: i32 = 2;
+    const CLIENT: i32 = 3;
+    let (sink, received) = otlp_sink().await;
+    let endpoint = format!("http://127.0.0.1:{sink}");
+    // The MCP: the Python SDK, its own spans exported to the same sink.
+    let port = free_port();
+    let _mcp = tokio::process::Command::new("python3")
+        .arg(root().join("tests/python/otel_mcp_server.py"))
+        .arg(port.to_string())
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .env("OTEL_SERVICE_NAME", "ocr-backend")
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 runs the SDK server");
+    common::peers::wait_listening(port, "the MCP server").await;
+    let manifests = [(
+        "ocr-traced",
+        manifest("ocr-traced", port, "text_extraction", ""),
+    )];
+    let c = Coordinator::start_with_env(
+        &manifests,
+        &[],
+        1,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    )
+    .await;
+    let (calls, _) = python_client(
+        &format!("{}/mcp/default", c.gateway),
+        &c.token("caller.token"),
+        2,
+        "auto",
+    )
+    .await;
+    assert!(calls.iter().all(|c| c["ok"] == true), "{calls:?}");
+    let mcp_id = c.mcp_id("ocr-traced").await;
+    let history = common::eventually(Duration::from_secs(20), || async {
+        let h = c.history(&mcp_id).await;
+        (h.len() == 2).then_some(h.clone()).ok_or(format!("{h:?}"))
+    })
+    .await;
+
+    let spans = common::eventually(Duration::from_secs(20), || async {
+        let spans = received.lock().unwrap().clone();
+        let named = |service: &str, name: &str| {
+            spans.iter().any(|s| s.service == service && s.name == name)
+        };
+        let ours = "mcp-coordinator-standalone";
+        let complete = [
+            "tools/call extract_text",
+            "reconcile MCPRegistration",
+            "probe mcp",
+            "INSERT interaction events",
+            "GET /v1/mcps/{mcp_id}/interactions",
+        ]
+        .iter()
+        .all(|n| named(ours, n))
+            && spans
+                .iter()
+                .filter(|s| s.service == "ocr-backend" && s.name == "tools/call extract_text")
+                .count()
+                == 2;
+        complete.then_some(spans.clone()).ok_or(format!(
+            "{:?}",
+            spans
+                .iter()
+                .map(|s| (&s.service, &s.name))
+                .collect::<Vec<_>>()
+        ))
+    })
+    .await;
+    let ours = |name: &str, kind: i32| -> Vec<&Received> {
+        spans
+            .iter()
+            .filter(|s| {
+                s.service == "mcp-coordinator-standalone" && s.name == name && s.kind == kind
+            })
+            .collect()
+    };
+    // The gateway's calls in the MCP conventions: a SERVER span for the client's call, a CLIENT
+    // span for the attempt on the MCP, the interaction's ID on the first.
+    let calls = ours("tools/call extract_text", SERVER);
+    assert_eq!(calls.len(), 2, "{spans:?}");
+    for call in &calls {
+        assert_eq!(call.attributes["mcp.method.name"], "tools/call");
+        assert_eq!(call.attributes["gen_ai.tool.name"], "extract_text");
+        assert_eq!(call.attributes["gen_ai.operation.name"], "execute_tool");
+        assert!(!call.attributes.contains_key("error.type"), "{call:?}");
+        let id = &call.attributes["mcp_coordinator.interaction_id"];
+        assert!(history.iter().any(|i| &i["interaction_id"] == id), "{id}");
+    }
+    let attempts = ours("tools/call extract_text", CLIENT);
+    assert_eq!(attempts.len(), 2, "{spans:?}");
+    for attempt in &attempts {
+        assert_eq!(attempt.attributes["mcp_coordinator.mcp_id"], mcp_id);
+        assert_eq!(attempt.attributes["server.port"], port.to_string());
+        assert!(
+            calls
+                .iter()
+                .any(|c| c.span_id == attempt.parent_span_id && c.trace_id == attempt.trace_id),
+            "an attempt is its call's child: {attempt:?}"
+        );
+        // The MCP's own span continues the trace: the context went in params._meta.
+        assert!(
+            spans.iter().any(|s| s.service == "ocr-backend"
+                && s.kind == SERVER
+                && s.trace_id == attempt.trace_id
+                && s.parent_span_id == attempt.span_id),
+            "the MCP's span is the attempt's child: {attempt:?}"
+        );
+    }
+    let reconcile = &ours("reconcile MCPRegistration", 1)[0];
+    assert_eq!(
+        reconcile.attributes["mcp_coordinator.registration"],
+        "ocr-traced"
+    );
+    let probe = &ours("probe mcp", CLIENT)[0];
+    assert!(
+        probe.attributes["url.full"].ends_with(&format!(":{port}/mcp")),
+        "{probe:?}"
+    );
+    let read = &ours("GET /v1/mcps/{mcp_id}/interactions", SERVER)[0];
+    assert_eq!(read.attributes["http.response.status_code"], "200");
+    assert!(!ours("INSERT interaction events", CLIENT).is_empty());
 }

@@ -14,6 +14,7 @@ use reqwest::StatusCode;
 
 use super::health::{Learned, ProbeOutcome};
 use crate::crd::{ProbeCall, ProbeType};
+use crate::telemetry::spans;
 pub use policy::{client, forbidden, ProbePolicy};
 
 /// Everything needed to probe one MCP.
@@ -52,6 +53,28 @@ impl ProbeTarget {
 }
 
 pub async fn probe(client: &reqwest::Client, target: &ProbeTarget) -> ProbeOutcome {
+    let span = spans::Op::start(spans::SpanKind::Client, || {
+        let kind = format!("{:?}", target.probe_type).to_ascii_lowercase();
+        let attributes = vec![
+            spans::Attribute::new(
+                "url.full",
+                target.url.split('?').next().unwrap_or_default().to_string(),
+            ),
+            spans::Attribute::new("mcp_coordinator.probe.type", kind.clone()),
+        ];
+        (format!("probe {kind}"), attributes)
+    });
+    let outcome = span.within(probe_once(client, target)).await;
+    let failure = match &outcome {
+        ProbeOutcome::Up { .. } => None,
+        ProbeOutcome::Refused { detail, .. } => Some(("refused", detail.clone())),
+        ProbeOutcome::Down { error, .. } => Some(("down", error.clone())),
+    };
+    span.end(failure);
+    outcome
+}
+
+async fn probe_once(client: &reqwest::Client, target: &ProbeTarget) -> ProbeOutcome {
     let started = Instant::now();
     if let Some(error) = &target.setup_error {
         return ProbeOutcome::Down {

@@ -25,6 +25,7 @@ use warp::Filter;
 
 use super::state::IngestState;
 use crate::interaction::{check_id, EventKind};
+use crate::telemetry::spans::{self, TraceContextExt, Tracer, WithContext};
 use crate::trust::keys::bearer;
 use guards::{authenticate, check_signature, content_type, read_body, require_json, Signed};
 use read::{parse_query, Reading};
@@ -77,7 +78,13 @@ pub fn routes(
                         query: &query,
                         headers: &headers,
                     };
-                    match handle(&state, &request, body).await {
+                    let span = server_span(&method, &path, &headers);
+                    let answer = handle(&state, &request, body);
+                    let answer = match &span {
+                        Some(cx) => answer.with_context(cx.clone()).await,
+                        None => answer.await,
+                    };
+                    let response = match answer {
                         Ok(r) => r,
                         Err(e) => {
                             if path != "/metrics" {
@@ -89,7 +96,11 @@ pub fn routes(
                             }
                             e.reply()
                         }
+                    };
+                    if let Some(cx) = span {
+                        end_server_span(&cx, response.status().as_u16());
                     }
+                    response
                 }
             },
         )
@@ -99,6 +110,41 @@ pub fn routes(
             )
         })
         .unify()
+}
+
+/// The request's SERVER span (named by its endpoint's template, the caller's `traceparent` its
+/// parent), when spans are exported; none for OTLP itself (a coordinator exporting to itself
+/// would trace its own exports), probes and scrapes.
+fn server_span(method: &Method, path: &str, headers: &HeaderMap) -> Option<spans::SpanContext> {
+    if !spans::enabled() || matches!(path, "/v1/traces" | "/healthz" | "/readyz" | "/metrics") {
+        return None;
+    }
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let route = openapi::template(&segments).unwrap_or("unknown");
+    let parent = spans::extract(|k| headers.get(k)?.to_str().ok().map(str::to_string));
+    let span = spans::tracer()
+        .span_builder(format!("{method} {route}"))
+        .with_kind(spans::SpanKind::Server)
+        .with_attributes([
+            spans::Attribute::new("http.request.method", method.to_string()),
+            spans::Attribute::new("http.route", route),
+            spans::Attribute::new("url.path", path.to_string()),
+        ])
+        .start_with_context(&spans::tracer(), &parent);
+    Some(parent.with_span(span))
+}
+
+fn end_server_span(cx: &spans::SpanContext, status: u16) {
+    let span = cx.span();
+    span.set_attribute(spans::Attribute::new(
+        "http.response.status_code",
+        i64::from(status),
+    ));
+    if status >= 500 {
+        span.set_attribute(spans::Attribute::new("error.type", status.to_string()));
+        span.set_status(spans::Status::error(""));
+    }
+    span.end();
 }
 
 /// A request, apart from its body.

@@ -103,6 +103,14 @@ fn matches(template: &str, path: &[&str]) -> bool {
             .all(|(t, p)| (t.starts_with('{') && t.ends_with('}')) || t == p)
 }
 
+/// The endpoint's template a request path (split at `/`) matches, for span names.
+pub fn template(path: &[&str]) -> Option<&'static str> {
+    ENDPOINTS
+        .iter()
+        .find(|e| matches(e.path, path))
+        .map(|e| e.path)
+}
+
 /// The methods a known path takes (a 405's `Allow`); `None` for a path that is no endpoint.
 pub fn allowed_methods(path: &[&str]) -> Option<String> {
     let methods: Vec<&str> = ENDPOINTS

@@ -12,6 +12,7 @@ use crate::interaction::InteractionEvent;
 use crate::pipeline::metrics::PipelineMetrics;
 use crate::pipeline::spool::{private_file, Skipped};
 use crate::store::{EventSink, StoreError};
+use crate::telemetry::spans;
 
 /// Delivers `batch`; false only when giving up because the drain deadline passed.
 pub(super) async fn ship(
@@ -25,7 +26,16 @@ pub(super) async fn ship(
     let mut backoff = Duration::from_millis(100);
     loop {
         let started = Instant::now();
-        match store.insert(batch).await {
+        let span = super::region::insert_span();
+        span.set(|| spans::Attribute::new("mcp_coordinator.rows", batch.len() as i64));
+        let inserted = span.within(store.insert(batch)).await;
+        span.end(
+            inserted
+                .as_ref()
+                .err()
+                .map(|e| ("store_error", e.to_string())),
+        );
+        match inserted {
             Ok(()) => {
                 metrics
                     .store_insert_seconds

@@ -13,6 +13,15 @@ use super::{
 use crate::interaction::InteractionEvent;
 use crate::pipeline::spool::{Position, RegionRead, RegionReader};
 use crate::store::{EventInsert, StoreError};
+use crate::telemetry::spans;
+
+/// The span of one insert into the store.
+pub(super) fn insert_span() -> spans::Op {
+    spans::Op::start(spans::SpanKind::Client, || {
+        let operation = spans::Attribute::new("db.operation.name", "INSERT");
+        ("INSERT interaction events".to_string(), vec![operation])
+    })
+}
 
 async fn read_piece(
     spool: &RegionReader,
@@ -63,6 +72,8 @@ impl Shipping {
         let mut list = Vec::new();
         let mut insert: Option<Box<dyn EventInsert + '_>> = None;
         let mut failure: Option<StoreError> = None;
+        // The insert's span, from its opening to its end.
+        let mut span: Option<spans::Op> = None;
         // Whether the last wait for more was one of `QUIET` (and nothing came since).
         let mut waited_quiet = false;
         loop {
@@ -94,6 +105,7 @@ impl Shipping {
             end.skipped.extend(read.skipped);
             if !list.is_empty() {
                 if insert.is_none() {
+                    span = Some(insert_span());
                     match self.store.open_insert().await {
                         Ok(opened) => insert = Some(opened),
                         Err(e) => failure = Some(e),
@@ -159,7 +171,14 @@ impl Shipping {
         if failure.is_none() {
             if let Some(open) = insert.take() {
                 let started = Instant::now();
-                match open.end().await {
+                let ended = open.end().await;
+                if let Some(span) = span.take() {
+                    span.set(|| {
+                        spans::Attribute::new("mcp_coordinator.rows", region.records as i64)
+                    });
+                    span.end(ended.as_ref().err().map(|e| ("store_error", e.to_string())));
+                }
+                match ended {
                     Ok(()) => {
                         self.delivered(region.records, started);
                         return true;

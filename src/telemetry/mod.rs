@@ -1,6 +1,8 @@
 //! Prometheus series, each declared and registered in one step, and the text exposition of a
 //! registry. Names follow Prometheus conventions (`_total` counters, base units in seconds).
 
+pub mod spans;
+
 use prometheus::core::Collector;
 use prometheus::{
     Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
