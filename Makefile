@@ -48,8 +48,8 @@ run: ## Run the controller against the current kubeconfig (install the CRD first
 demo: ## Try it without a cluster: standalone mode with examples/standalone and three example MCPs (DEMO_SECONDS=40)
 	$(CARGO) run --quiet --example demo
 
-bench: ## Benchmarks, printed as tables (controller scale, ingest throughput, routing simulation, store scale, gateway overhead, client batching, single reports under wrk)
-	$(CARGO) bench --bench controller_scale --bench ingest_throughput --bench routing_simulation --bench store_scale --bench gateway --bench client_reports
+bench: ## Benchmarks, printed as tables (controller scale, ingest throughput, routing simulation, store scale, gateway overhead, client batching, OTLP beside JSON batches, single reports under wrk)
+	$(CARGO) bench --bench controller_scale --bench ingest_throughput --bench routing_simulation --bench store_scale --bench gateway --bench client_reports --bench otlp
 	@if command -v wrk >/dev/null; then $(MAKE) --no-print-directory bench-single-reports; \
 	else echo "wrk not found: single reports under wrk skipped (apt-get install wrk)"; fi
 

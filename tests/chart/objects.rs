@@ -395,3 +395,63 @@ fn helm_test_checks_both_containers_with_flags_the_binary_knows() {
         assert!(help.contains(name), "`ready` does not know {name}");
     }
 }
+
+#[test]
+fn span_export_is_off_by_default_and_set_on_both_containers_when_asked() {
+    let otel_names = |docs: &[Value]| -> Vec<Vec<String>> {
+        let workload = docs.iter().find(|d| is_workload(d)).expect("the workload");
+        workload["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .expect("containers")
+            .iter()
+            .map(|c| {
+                c["env"]
+                    .as_array()
+                    .map(|env| {
+                        env.iter()
+                            .filter_map(|e| e["name"].as_str())
+                            .filter(|n| n.starts_with("OTEL_"))
+                            .map(str::to_string)
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            })
+            .collect()
+    };
+    let (docs, _) = render("");
+    assert!(
+        otel_names(&docs).iter().all(Vec::is_empty),
+        "{:?}",
+        otel_names(&docs)
+    );
+    let (docs, _) = render(
+        "opentelemetry.endpoint=http://otel-collector.observability:4318,opentelemetry.headersSecret.name=otel-auth,opentelemetry.resourceAttributes=deployment.environment.name=prod,clickhouse.deploy=false",
+    );
+    let names = otel_names(&docs);
+    assert_eq!(names.len(), 2, "controller and ingest");
+    for container in names {
+        assert_eq!(
+            container,
+            [
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "OTEL_EXPORTER_OTLP_PROTOCOL",
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "OTEL_EXPORTER_OTLP_HEADERS"
+            ]
+        );
+    }
+    let workload = docs.iter().find(|d| is_workload(d)).expect("the workload");
+    let env = &workload["spec"]["template"]["spec"]["containers"][0]["env"];
+    let attributes = env
+        .as_array()
+        .and_then(|e| e.iter().find(|v| v["name"] == "OTEL_RESOURCE_ATTRIBUTES"))
+        .expect("resource attributes");
+    assert_eq!(
+        attributes["value"],
+        "k8s.namespace.name=mcp-coordinator,k8s.pod.name=$(K8S_POD_NAME),deployment.environment.name=prod"
+    );
+    assert_helm_refuses(
+        "opentelemetry.endpoint=collector:4318",
+        "/opentelemetry/endpoint",
+    );
+}

@@ -254,3 +254,34 @@ async fn bad_exports_are_refused_with_what_an_exporter_needs() {
     assert!(interactions(&base, MCP, READER, "").await.is_empty());
     ingest.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exporter_under_pressure_is_told_when_to_retry() {
+    let dir = TestDir::new("otlp-pressure");
+    // One request at a time, and a client holding it with a body it never finishes.
+    let mut ingest = InProcessIngest::start(
+        mcp_coordinator::ingest::IngestConfig {
+            limits: mcp_coordinator::ingest::state::Limits {
+                max_concurrent_requests: 1,
+                ..Default::default()
+            },
+            ..test_config(dir.path())
+        },
+        Arc::new(SqliteStore::in_memory().unwrap()),
+        key_ring(&[(MCP, KEY)]),
+        Arc::new(ReaderTokens::from_tokens([READER])),
+    )
+    .await;
+    let mut holder = tokio::net::TcpStream::connect(ingest.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/traces HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {KEY}\r\ncontent-type: application/x-protobuf\r\ncontent-length: 100\r\n\r\n0123456789"
+    );
+    holder.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let body = export(vec![call("t", 0, 1)]).encode_to_vec();
+    let answer = post(&ingest.base, KEY, "application/x-protobuf", body, false).await;
+    assert_eq!(answer.status().as_u16(), 503);
+    assert_eq!(answer.headers()["retry-after"], "1");
+    drop(holder);
+    ingest.stop().await;
+}

@@ -97,3 +97,28 @@ app.kubernetes.io/component: interaction-log
 {{- .Values.clickhouse.passwordSecret.name }}
 {{- end }}
 {{- end }}
+
+{{/* The OTEL_* variables of a container that exports spans (none while opentelemetry.endpoint is empty). */}}
+{{- define "mcp-coordinator.otelEnv" -}}
+{{- with .Values.opentelemetry }}
+{{- if .endpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ .endpoint | quote }}
+- name: OTEL_EXPORTER_OTLP_PROTOCOL
+  value: http/protobuf
+- name: K8S_POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: {{ printf "k8s.namespace.name=%s,k8s.pod.name=$(K8S_POD_NAME)%s" $.Release.Namespace (ternary (printf ",%s" .resourceAttributes) "" (ne .resourceAttributes "")) | quote }}
+{{- if .headersSecret.name }}
+- name: OTEL_EXPORTER_OTLP_HEADERS
+  valueFrom:
+    secretKeyRef:
+      name: {{ .headersSecret.name }}
+      key: {{ .headersSecret.key }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
