@@ -14,6 +14,14 @@ use crate::pipeline::spool::{private_file, Skipped};
 use crate::store::{EventSink, StoreError};
 use crate::telemetry::spans;
 
+/// The span of one insert into the store.
+pub(super) fn insert_span() -> spans::Op {
+    spans::Op::start(spans::SpanKind::Client, || {
+        let operation = spans::Attribute::new("db.operation.name", "INSERT");
+        ("INSERT interaction events".to_string(), vec![operation])
+    })
+}
+
 /// Delivers `batch`; false only when giving up because the drain deadline passed.
 pub(super) async fn ship(
     store: &dyn EventSink,
@@ -26,7 +34,7 @@ pub(super) async fn ship(
     let mut backoff = Duration::from_millis(100);
     loop {
         let started = Instant::now();
-        let span = super::region::insert_span();
+        let span = insert_span();
         span.set(|| spans::Attribute::new("mcp_coordinator.rows", batch.len() as i64));
         let inserted = span.within(store.insert(batch)).await;
         span.end(

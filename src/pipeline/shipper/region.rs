@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::deliver::ship;
+use super::deliver::{insert_span, ship};
 use super::{
     Region, RegionEnd, Shipping, GATHER, PART_WORTH_WRITING, PIECE_BYTES, PIECE_EVENTS, QUIET,
 };
@@ -14,14 +14,6 @@ use crate::interaction::InteractionEvent;
 use crate::pipeline::spool::{Position, RegionRead, RegionReader};
 use crate::store::{EventInsert, StoreError};
 use crate::telemetry::spans;
-
-/// The span of one insert into the store.
-pub(super) fn insert_span() -> spans::Op {
-    spans::Op::start(spans::SpanKind::Client, || {
-        let operation = spans::Attribute::new("db.operation.name", "INSERT");
-        ("INSERT interaction events".to_string(), vec![operation])
-    })
-}
 
 async fn read_piece(
     spool: &RegionReader,
