@@ -1,5 +1,6 @@
 //! The gateway's HTTP edge: `POST`, `GET` and `DELETE` on `/mcp/{namespace}[/{capability}]`.
-//! A request is authenticated (a caller token) and its scope checked before its body is read;
+//! A request is authenticated (a caller token or an OAuth bearer JWT, `auth.rs`) and its scope
+//! checked before its body is read;
 //! the body is bounded in bytes and time; then the message is answered by the gateway itself
 //! (`initialize`, `server/discover`, `ping`, lists) or routed (`call`).
 
@@ -16,6 +17,7 @@ use warp::{Filter, Reply as _};
 
 use super::call::{Ctx, Reply};
 use super::catalog::Kind;
+use super::edge::{refuse, scope_of};
 use super::protocol::{
     self, code, Message, METHOD_HEADER, MODERN_VERSION, NAME_HEADER, PROTOCOL_VERSION_HEADER,
     SESSION_HEADER,
@@ -42,48 +44,12 @@ pub fn routes(
         .unify()
 }
 
-/// An HTTP-level refusal: status, JSON-RPC error code and message.
-fn refuse(gateway: &Gateway, status: StatusCode, reason: &str, message: &str) -> Response {
-    gateway.metrics.refused.with_label_values(&[reason]).inc();
-    let body = protocol::error(Value::Null, code::INVALID_REQUEST, message);
-    let mut response = warp::reply::with_status(warp::reply::json(&body), status).into_response();
-    if status == StatusCode::UNAUTHORIZED {
-        response.headers_mut().insert(
-            "www-authenticate",
-            HeaderValue::from_static("Bearer realm=\"mcp-coordinator gateway\""),
-        );
-    }
-    if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
-        response
-            .headers_mut()
-            .insert("retry-after", HeaderValue::from_static("1"));
-    }
-    response
-}
-
 fn json_reply(value: &Value, status: StatusCode) -> Response {
     warp::reply::with_status(warp::reply::json(value), status).into_response()
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-/// `/mcp/{namespace}` or `/mcp/{namespace}/{capability}`.
-fn scope_of(path: &str) -> Option<(String, Option<String>)> {
-    let rest = path.strip_prefix("/mcp/")?.trim_end_matches('/');
-    let mut parts = rest.split('/');
-    let namespace = parts.next().filter(|s| !s.is_empty())?;
-    let capability = parts.next().map(str::to_string);
-    if parts.next().is_some()
-        || namespace.len() > 63
-        || capability
-            .as_ref()
-            .is_some_and(|c| c.is_empty() || c.len() > 128)
-    {
-        return None;
-    }
-    Some((namespace.to_string(), capability))
 }
 
 async fn handle<S, B>(
@@ -97,6 +63,9 @@ where
     S: Stream<Item = Result<B, warp::Error>> + Unpin + Send,
     B: Buf,
 {
+    if let Some(response) = super::auth::metadata(&gateway, &method, &path) {
+        return response;
+    }
     let Some((namespace, capability)) = scope_of(&path) else {
         return refuse(
             &gateway,
@@ -105,9 +74,16 @@ where
             "the gateway serves /mcp/{namespace} and /mcp/{namespace}/{capability}",
         );
     };
-    let token = crate::trust::keys::bearer(header(&headers, "authorization"));
-    let Some(caller) = token.and_then(|t| gateway.callers.caller(t)) else {
-        return refuse(&gateway, StatusCode::UNAUTHORIZED, "unauthenticated", "send a caller token: Authorization: Bearer <token> (standalone mode keeps one in <data-dir>/caller.token)");
+    let caller = match super::auth::authenticate(
+        &gateway,
+        &headers,
+        &namespace,
+        capability.as_deref(),
+    )
+    .await
+    {
+        Ok(caller) => caller,
+        Err(refused) => return refused,
     };
     if !caller.grant.allows_namespace(&namespace)
         || !caller.grant.allows_capability(capability.as_deref())

@@ -14,9 +14,11 @@
 //! Who may call: a caller token (`trust::callers`), never forwarded; each MCP gets its own
 //! headers. Bounds: body bytes, time, calls at once per caller, sessions.
 
+mod auth;
 mod call;
 pub mod catalog;
 pub mod directory;
+mod edge;
 mod http;
 mod listing;
 pub mod metrics;
@@ -71,6 +73,8 @@ pub struct GatewayConfig {
     pub catalog_ttl: Duration,
     pub connect_timeout: Duration,
     pub ejection: EjectionPolicy,
+    /// Bearer JWTs of these authorization servers are taken beside caller tokens.
+    pub oauth: Option<Arc<crate::trust::oauth::OAuth>>,
 }
 
 impl GatewayConfig {
@@ -89,6 +93,7 @@ impl GatewayConfig {
             catalog_ttl: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(2),
             ejection: EjectionPolicy::default(),
+            oauth: None,
         }
     }
 }

@@ -151,6 +151,11 @@ pub struct IngestArgs {
     /// mcp.coordinator.dev/caller-token=true). Standalone mode keeps one in <data-dir>/caller.token.
     #[arg(long)]
     pub caller_tokens_file: Option<std::path::PathBuf>,
+    /// The gateway as an OAuth 2.1 resource server: a YAML file naming its public URL and the
+    /// authorization servers whose bearer JWTs it takes (docs/gateway.md). Caller tokens keep
+    /// working beside them.
+    #[arg(long)]
+    pub gateway_oauth_file: Option<std::path::PathBuf>,
     /// How long an MCP may take to begin answering a call through the gateway, unless its
     /// spec.routing.callTimeoutSeconds says otherwise.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]

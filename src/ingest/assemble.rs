@@ -34,6 +34,8 @@ pub enum AssembleError {
     },
     #[error(transparent)]
     Tokens(#[from] AuthFileError),
+    #[error("--gateway-oauth-file: {0}")]
+    OAuth(#[from] crate::trust::oauth::OAuthConfigError),
     #[error(transparent)]
     Sealing(#[from] SealError),
     #[error(transparent)]
@@ -206,7 +208,7 @@ pub async fn assemble(args: &IngestArgs, mode: Mode) -> Result<IngestParts, Asse
             callers.clone(),
         ));
     }
-    let gateway = match (args.gateway_listen, mode) {
+    let mut gateway = match (args.gateway_listen, mode) {
         (Some(listen), _) => Some(args.gateway(listen)),
         (None, Mode::Standalone) => {
             let mut config = args.gateway(SocketAddr::from(([127, 0, 0, 1], 8082)));
@@ -215,7 +217,15 @@ pub async fn assemble(args: &IngestArgs, mode: Mode) -> Result<IngestParts, Asse
         }
         (None, Mode::Ingest) => None,
     };
-    if gateway.is_some() && mode == Mode::Ingest && callers.is_empty() && !args.keys_from_secrets {
+    if let (Some(config), Some(path)) = (gateway.as_mut(), &args.gateway_oauth_file) {
+        let settings = crate::trust::oauth::ResourceServer::load(path)?;
+        config.oauth = Some(Arc::new(crate::trust::oauth::OAuth::new(settings)?));
+    }
+    if gateway.as_ref().is_some_and(|g| g.oauth.is_none())
+        && mode == Mode::Ingest
+        && callers.is_empty()
+        && !args.keys_from_secrets
+    {
         tracing::warn!("the gateway has no caller tokens (--caller-tokens-file, --keys-from-secrets): every call will be refused with 401");
     }
     if let Some(path) = &args.routing_table_file {

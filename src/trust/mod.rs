@@ -15,6 +15,7 @@ pub mod callers;
 pub mod credentials;
 pub mod gate;
 pub mod keys;
+pub mod oauth;
 pub mod registrar_tokens;
 pub mod signing;
 pub mod watch;

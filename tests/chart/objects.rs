@@ -455,3 +455,35 @@ fn span_export_is_off_by_default_and_set_on_both_containers_when_asked() {
         "/opentelemetry/endpoint",
     );
 }
+
+#[test]
+fn the_gateways_oauth_settings_render_into_a_file_the_binary_takes() {
+    let (docs, _) = render(
+        "gateway.oauth.resource=https://mcp.example.com,gateway.oauth.issuers[0].issuer=https://auth.example.com,gateway.oauth.issuers[0].namespacesClaim=mcp_namespaces,gateway.oauth.issuers[0].algorithms={RS256,ES256}",
+    );
+    let config = docs
+        .iter()
+        .find(|d| {
+            d["kind"] == "ConfigMap"
+                && d["metadata"]["name"] == "test-mcp-coordinator-gateway-oauth"
+        })
+        .expect("the OAuth ConfigMap");
+    let text = config["data"]["oauth.yaml"].as_str().expect("oauth.yaml");
+    let parsed = mcp_coordinator::trust::oauth::ResourceServer::parse(text, "oauth.yaml")
+        .unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(parsed.resource, "https://mcp.example.com");
+    assert_eq!(
+        parsed.issuers[0].namespaces_claim.as_deref(),
+        Some("mcp_namespaces")
+    );
+    let workload = docs.iter().find(|d| is_workload(d)).expect("the workload");
+    let args = workload["spec"]["template"]["spec"]["containers"][1]["args"].to_string();
+    assert!(
+        args.contains("--gateway-oauth-file=/etc/mcp-coordinator/gateway-oauth/oauth.yaml"),
+        "{args}"
+    );
+    assert_helm_refuses(
+        "gateway.oauth.resource=https://mcp.example.com",
+        "names no authorization server",
+    );
+}

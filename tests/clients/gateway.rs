@@ -12,12 +12,12 @@ use common::ingest::bin;
 use common::{free_port, get_json_as, http_client};
 use serde_json::{json, Value};
 
-fn root() -> &'static Path {
+pub(crate) fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// An MCP server of the Python SDK (tests/python/gateway_mcp.py), on its own port.
-fn python_server(port: u16, name: &str, delay: f64, fail: f64) -> tokio::process::Child {
+pub(crate) fn python_server(port: u16, name: &str, delay: f64, fail: f64) -> tokio::process::Child {
     tokio::process::Command::new("python3")
         .arg(root().join("tests/python/gateway_mcp.py"))
         .args([
@@ -37,30 +37,41 @@ fn python_server(port: u16, name: &str, delay: f64, fail: f64) -> tokio::process
 /// resolve packages from the script's own directory).
 use common::peers::node_script as node;
 
-fn manifest(name: &str, port: u16, capability: &str, extra: &str) -> String {
+pub(crate) fn manifest(name: &str, port: u16, capability: &str, extra: &str) -> String {
     format!("apiVersion: mcp.coordinator.dev/v1alpha1\nkind: MCPRegistration\nmetadata:\n  name: {name}\nspec:\n  version: 1.0.0\n  type: ocr\n  capabilities: [{capability}]\n  endpoint:\n    url: http://127.0.0.1:{port}\n  paths:\n    process: /mcp\n  healthCheck:\n    type: mcp\n    intervalSeconds: 1\n    timeoutSeconds: 1\n  routing:\n    maxConcurrentRequests: 32\n{extra}")
 }
 
-struct Coordinator {
+pub(crate) struct Coordinator {
     _dir: common::TestDir,
-    data: PathBuf,
-    api: String,
-    gateway: String,
+    pub(crate) data: PathBuf,
+    pub(crate) api: String,
+    pub(crate) gateway: String,
     _process: tokio::process::Child,
 }
 
 impl Coordinator {
     /// Standalone mode over `manifests`, waiting until `ready` of them are Ready.
-    async fn start(manifests: &[(&str, String)], flags: &[&str], ready: usize) -> Self {
+    pub(crate) async fn start(manifests: &[(&str, String)], flags: &[&str], ready: usize) -> Self {
         Self::start_with_env(manifests, flags, ready, &[]).await
     }
 
     /// [`Coordinator::start`] with environment variables.
-    async fn start_with_env(
+    pub(crate) async fn start_with_env(
         manifests: &[(&str, String)],
         flags: &[&str],
         ready: usize,
         env: &[(&str, &str)],
+    ) -> Self {
+        Self::start_on(manifests, flags, ready, env, free_port()).await
+    }
+
+    /// [`Coordinator::start_with_env`] with the gateway on `gateway_port`.
+    pub(crate) async fn start_on(
+        manifests: &[(&str, String)],
+        flags: &[&str],
+        ready: usize,
+        env: &[(&str, &str)],
+        gateway_port: u16,
     ) -> Self {
         let dir = common::TestDir::new("gateway");
         let (regs, data) = (dir.join("registrations"), dir.join("data"));
@@ -68,7 +79,7 @@ impl Coordinator {
         for (name, text) in manifests {
             std::fs::write(regs.join(format!("{name}.yaml")), text).expect("manifest");
         }
-        let (api_port, gateway_port) = (free_port(), free_port());
+        let api_port = free_port();
         let process = tokio::process::Command::new(bin())
             .args([
                 "standalone",
@@ -129,13 +140,13 @@ impl Coordinator {
     }
 
     /// What the coordinator logged so far.
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         let dir = self.data.parent().expect("test dir");
         std::fs::read_to_string(dir.join("coordinator.log")).unwrap_or_default()
     }
 
     /// The coordinator's `/metrics` text.
-    async fn metrics(&self) -> String {
+    pub(crate) async fn metrics(&self) -> String {
         reqwest::get(format!("{}/metrics", self.api))
             .await
             .expect("GET /metrics")
@@ -144,11 +155,11 @@ impl Coordinator {
             .expect("metrics text")
     }
 
-    fn token(&self, name: &str) -> String {
+    pub(crate) fn token(&self, name: &str) -> String {
         std::fs::read_to_string(self.data.join(name)).expect("token file")
     }
 
-    async fn mcp_id(&self, name: &str) -> String {
+    pub(crate) async fn mcp_id(&self, name: &str) -> String {
         let view = get_json_as(
             &format!("{}/v1/registrations", self.api),
             &self.token("admin.token"),
@@ -164,7 +175,7 @@ impl Coordinator {
             .to_string()
     }
 
-    async fn history(&self, mcp_id: &str) -> Vec<Value> {
+    pub(crate) async fn history(&self, mcp_id: &str) -> Vec<Value> {
         let found = get_json_as(
             &format!("{}/v1/mcps/{mcp_id}/interactions?limit=1000", self.api),
             &self.token("admin.token"),

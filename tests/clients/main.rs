@@ -1,6 +1,7 @@
 //! What runs beside the coordinator: the Python and Rust clients, standalone mode, Prometheus.
 
 mod gateway;
+mod gateway_oauth;
 mod otlp;
 mod prometheus;
 mod python_client;
