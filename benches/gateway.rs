@@ -225,6 +225,7 @@ async fn main() {
         max_concurrent_requests: 100_000,
         routable: true,
         headers: Default::default(),
+        policy: None,
     };
     config.directory.install(vec![backend]);
     config.router.install(&RoutingTable {
@@ -248,7 +249,7 @@ async fn main() {
         CALLER_TOKEN,
         Grant {
             namespaces: vec!["default".into()],
-            capabilities: Vec::new(),
+            ..Grant::default()
         },
     );
     let store = Arc::new(SqliteStore::open(&dir.join("interactions.db")).expect("store"));

@@ -76,7 +76,7 @@ async fn main() -> anyhow::Result<()> {
         CALLER_TOKEN,
         Grant {
             namespaces: vec!["default".into()],
-            capabilities: Vec::new(),
+            ..Grant::default()
         },
     );
     let ingest = IngestParts {

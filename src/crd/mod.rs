@@ -6,6 +6,7 @@
 
 mod conventions;
 mod names;
+mod policy;
 mod status;
 pub mod validate;
 
@@ -16,6 +17,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use names::*;
+pub use policy::{GatewayPolicy, PolicyRule, RateLimit, RateLimitKey};
 pub use status::*;
 
 /// Declares an MCP server to the coordinator, following the seed's `register_mcp` message.
@@ -80,6 +82,8 @@ pub struct MCPRegistrationSpec {
     pub routing: RoutingSpec,
     #[serde(default)]
     pub privacy: PrivacySpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_policy: Option<GatewayPolicy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compatibility: Option<Compatibility>,
 }

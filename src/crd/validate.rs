@@ -46,6 +46,9 @@ pub fn validate_spec(spec: &MCPRegistrationSpec) -> Vec<FieldProblem> {
             message: "list at least one capability, e.g. [text_extraction]".into(),
         });
     }
+    if let Some(policy) = &spec.gateway_policy {
+        check_policy(policy, &mut problems);
+    }
     check_endpoint(
         &spec.endpoint,
         spec.health_check.probe_type == super::ProbeType::None,
@@ -124,6 +127,37 @@ fn check_endpoint(endpoint: &Endpoint, unprobed: bool, problems: &mut Vec<FieldP
     }
 }
 
+/// Rule names unique, each expression CEL that parses; rate-limit names unique.
+fn check_policy(policy: &super::GatewayPolicy, problems: &mut Vec<FieldProblem>) {
+    let mut seen = std::collections::BTreeSet::new();
+    for rule in &policy.rules {
+        if !seen.insert(rule.name.as_str()) {
+            problems.push(FieldProblem {
+                field: "spec.gatewayPolicy.rules",
+                message: format!(
+                    "two rules are named {:?}; give each its own name",
+                    rule.name
+                ),
+            });
+        }
+        if let Err(e) = cel::Program::compile(&rule.expression) {
+            problems.push(FieldProblem {
+                field: "spec.gatewayPolicy.rules",
+                message: format!("rule {:?} is not a CEL expression: {e}", rule.name),
+            });
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for limit in &policy.rate_limits {
+        if !seen.insert(limit.name.as_str()) {
+            problems.push(FieldProblem {
+                field: "spec.gatewayPolicy.rateLimits",
+                message: format!("two rate limits are named {:?}", limit.name),
+            });
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,6 +172,24 @@ mod tests {
     #[test]
     fn a_complete_spec_has_no_problems() {
         assert_eq!(validate_spec(&spec(GOOD)), vec![]);
+    }
+
+    #[test]
+    fn a_gateway_policy_rule_that_is_not_cel_or_a_repeated_name_is_named() {
+        let s = spec(&format!(
+            "{GOOD}gatewayPolicy:\n  rules:\n    - {{name: ok, expression: 'tool.name != \"x\"'}}\n    - {{name: broken, expression: 'tool.name =='}}\n    - {{name: ok, expression: 'true'}}\n"
+        ));
+        let problems = validate_spec(&s);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems
+            .iter()
+            .all(|p| p.field == "spec.gatewayPolicy.rules"));
+        assert!(problems
+            .iter()
+            .any(|p| p.message.contains("\"broken\" is not a CEL expression")));
+        assert!(problems
+            .iter()
+            .any(|p| p.message.contains("two rules are named \"ok\"")));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
+use super::access::Refused;
 use super::catalog::{Kind, Target};
 use super::directory::Backend;
 use super::outlier::{Failure, Verdict};
@@ -16,10 +17,11 @@ use super::trace::CallSpan;
 use super::{now_ms, Gateway};
 use crate::interaction::new_interaction_id;
 use crate::routing::router::Outcome;
+use crate::trust::callers::Caller;
 
 /// Who asked, and how the answer must be shaped.
 pub(super) struct Ctx {
-    pub caller: String,
+    pub caller: Caller,
     /// Whose backend sessions to use.
     pub owner: String,
     pub scope: String,
@@ -35,6 +37,8 @@ pub(super) enum Reply {
     Json(Value),
     /// Events relayed as they come; the last is the answer.
     Stream(tokio::sync::mpsc::Receiver<String>),
+    /// Over a rate limit: the error, answered with 429 and `Retry-After`.
+    Limited(Value, std::time::Duration),
 }
 
 /// A call in flight on one MCP; frees its place when dropped.
@@ -108,6 +112,28 @@ impl Gateway {
             ));
         };
         let tool = (kind == Kind::Tools).then(|| name.clone());
+        // The registrations' rules, before anything leaves the gateway.
+        let targets = match &tool {
+            Some(tool) => {
+                let arguments = message
+                    .params
+                    .get("arguments")
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                match self.permitted(&ctx.caller, tool, &arguments, &targets) {
+                    Ok(allowed) => allowed,
+                    Err(refused) => {
+                        return Reply::Json(protocol::error(
+                            id,
+                            code::FORBIDDEN,
+                            &refused.message(tool),
+                        ))
+                    }
+                }
+            }
+            None => targets,
+        };
+        let mut limited: Option<Refused> = None;
         let interaction_id = new_interaction_id(now_ms());
         let mut logged = Logged {
             span: CallSpan::start(&message, &name, &interaction_id),
@@ -128,6 +154,15 @@ impl Gateway {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 break;
+            }
+            if let Some(tool) = &tool {
+                if let Err(refused) = self.take_rate(&backend.mcp_id, &ctx.caller.name, tool) {
+                    logged
+                        .attempts
+                        .push(format!("{}: {}", backend.mcp_id, refused.message(tool)));
+                    limited = Some(refused);
+                    continue;
+                }
             }
             let Some(busy) = self.occupy(&backend) else {
                 logged
@@ -232,6 +267,14 @@ impl Gateway {
                     }
                 }
             }
+        }
+        if let (None, Some(refused @ Refused::Limited { retry_after, .. }), Some(tool)) =
+            (&last, &limited, &tool)
+        {
+            self.refused_by_policy(&ctx.caller, tool, refused);
+            logged.span.end(Some("rate_limited"));
+            let error = protocol::error(id, code::RATE_LIMITED, &refused.message(tool));
+            return Reply::Limited(error, *retry_after);
         }
         let message_text = match &last {
             Some((_, Failure::Saturated))

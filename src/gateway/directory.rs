@@ -29,6 +29,8 @@ pub struct Backend {
     pub routable: bool,
     /// Headers the MCP expects on every request (from `healthCheck.headersFromSecret`).
     pub headers: BTreeMap<String, String>,
+    /// Who may call it and how often (`spec.gatewayPolicy`).
+    pub policy: Option<Arc<super::access::PolicyCell>>,
 }
 
 impl Backend {
@@ -88,6 +90,10 @@ pub fn backends_of<'a>(
             max_concurrent_requests: routing.max_concurrent_requests.max(1),
             routable: routing.effective_weight > 0,
             headers: headers(reg),
+            policy: spec
+                .gateway_policy
+                .clone()
+                .map(|p| Arc::new(super::access::PolicyCell::new(p))),
         });
     }
     out.sort_by(|a, b| a.mcp_id.cmp(&b.mcp_id));
@@ -124,8 +130,18 @@ impl Directory {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .extend(changed);
-        self.backends
-            .store(Arc::new(backends.into_iter().map(Arc::new).collect()));
+        // An unchanged backend is kept as it is, with the policy it compiled.
+        let kept = backends
+            .into_iter()
+            .map(|b| {
+                current
+                    .iter()
+                    .find(|old| old.as_ref() == &b)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(b))
+            })
+            .collect();
+        self.backends.store(Arc::new(kept));
     }
 
     /// The MCPs changed since the last call.

@@ -207,7 +207,8 @@ where
             let backends: Vec<_> = gateway.directory.scope(&namespace, capability.as_deref());
             if let Some(kind) = Kind::of_list(method) {
                 let catalog = gateway.catalog(&scope, kind, &backends).await;
-                return answer(json!({ kind.result_key(): catalog.items }));
+                let items = gateway.visible(&caller, kind, &catalog);
+                return answer(json!({ kind.result_key(): items }));
             }
             let Some(kind) = Kind::of_call(method) else {
                 return json_reply(
@@ -222,7 +223,7 @@ where
             let accepts_stream =
                 header(&headers, "accept").is_some_and(|a| a.contains("text/event-stream"));
             let ctx = Ctx {
-                caller: caller.name.clone(),
+                caller: caller.clone(),
                 owner,
                 scope,
                 backends,
@@ -235,6 +236,17 @@ where
                     &protocol::modern_response(value, modern, &method_name),
                     StatusCode::OK,
                 ),
+                Reply::Limited(value, retry_after) => {
+                    let mut response = json_reply(
+                        &protocol::modern_response(value, modern, &method_name),
+                        StatusCode::TOO_MANY_REQUESTS,
+                    );
+                    response.headers_mut().insert(
+                        "retry-after",
+                        HeaderValue::from(retry_after.as_secs().max(1)),
+                    );
+                    response
+                }
                 Reply::Stream(rx) => {
                     let events = tokio_stream::wrappers::ReceiverStream::new(rx).map(|data| {
                         Ok::<_, Infallible>(warp::sse::Event::default().event("message").data(data))

@@ -12,6 +12,8 @@ pub struct GatewayMetrics {
     pub ejections: IntCounterVec,
     pub ejected: IntGaugeVec,
     pub refused: IntCounterVec,
+    /// Calls refused by a registration's gateway policy, by registration and rule or limit.
+    pub policy_refusals: IntCounterVec,
 }
 
 const BUCKETS: &[f64] = &[
@@ -47,6 +49,11 @@ impl GatewayMetrics {
                 "mcp_coordinator_gateway_requests_refused_total",
                 "Gateway requests refused before any MCP was asked, by reason.",
                 &["reason"],
+            )?,
+            policy_refusals: series.counters(
+                "mcp_coordinator_gateway_policy_refusals_total",
+                "Calls refused by a registration's spec.gatewayPolicy, by registration and what refused them (rule:<name> or rate_limit:<name>).",
+                &["registration", "refused_by"],
             )?,
         })
     }

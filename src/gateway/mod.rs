@@ -14,6 +14,7 @@
 //! Who may call: a caller token (`trust::callers`), never forwarded; each MCP gets its own
 //! headers. Bounds: body bytes, time, calls at once per caller, sessions.
 
+mod access;
 mod auth;
 mod call;
 pub mod catalog;
@@ -123,7 +124,25 @@ pub struct Gateway {
     caller_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Requests in flight by (owner, request ID): where a cancellation goes.
     in_flight: Mutex<HashMap<(String, String), String>>,
+    /// The registrations' rate limits (per replica).
+    buckets: crate::trust::limits::Buckets,
+    /// Where policy refusals are audited.
+    audit: Option<PolicyAudit>,
 }
+
+/// A call a registration's gateway policy refused, as the audit log keeps it.
+#[derive(Debug, Clone)]
+pub struct PolicyRefusal {
+    /// The caller, pseudonymized.
+    pub caller: String,
+    pub registration: String,
+    pub tool: String,
+    /// `rule:<name>` or `rate_limit:<name>`.
+    pub what: String,
+}
+
+/// Records a policy refusal (the ingest server writes it to the audit log).
+pub type PolicyAudit = Arc<dyn Fn(PolicyRefusal) + Send + Sync>;
 
 /// What the gateway is handed by the server that runs it.
 pub struct GatewayParts {
@@ -133,6 +152,7 @@ pub struct GatewayParts {
     pub spool: Spool,
     pub privacy: Pseudonymizer,
     pub metrics: Arc<GatewayMetrics>,
+    pub audit: Option<PolicyAudit>,
 }
 
 impl Gateway {
@@ -151,6 +171,8 @@ impl Gateway {
             busy: Mutex::default(),
             caller_slots: Mutex::default(),
             in_flight: Mutex::default(),
+            buckets: crate::trust::limits::Buckets::default(),
+            audit: parts.audit,
             config,
         })
     }

@@ -93,7 +93,7 @@ impl Gateway {
         }
         let fields = Fields {
             mcp_type: Some(backend.mcp_type.clone()),
-            user_id: Some(self.privacy.pseudonym(&ctx.caller)),
+            user_id: Some(self.privacy.pseudonym(&ctx.caller.name)),
             request_type: Some(tool.to_string()),
             input_size: Some(ctx.request_bytes as i64),
             parameters: Some(

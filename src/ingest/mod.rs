@@ -297,6 +297,29 @@ fn serve_config_of(config: &IngestConfig, listener: &'static str) -> serve::Serv
 }
 
 /// Binds and serves the MCP gateway beside the API, on the same spool, router and privacy key.
+/// Writes the gateway's policy refusals to the audit log, beside the reads it keeps.
+fn policy_audit(state: &Arc<IngestState>) -> crate::gateway::PolicyAudit {
+    let audit = state.store.audit.clone();
+    Arc::new(move |refusal: crate::gateway::PolicyRefusal| {
+        let audit = audit.clone();
+        tokio::spawn(async move {
+            let entry = crate::store::AuditEntry {
+                at_ms: jiff::Timestamp::now().as_millisecond(),
+                who: refusal.caller,
+                role: "gateway-caller".into(),
+                mcp_id: refusal.registration,
+                query: format!("gateway_refused {} {}", refusal.tool, refusal.what),
+                since_ms: None,
+                until_ms: None,
+                rows: 0,
+            };
+            if let Err(e) = audit.record_access(&entry).await {
+                tracing::warn!(error = %e, "a gateway policy refusal could not be audited");
+            }
+        });
+    })
+}
+
 async fn start_gateway(
     config: &IngestConfig,
     gateway_config: &crate::gateway::GatewayConfig,
@@ -328,6 +351,7 @@ async fn start_gateway(
             spool: state.spool.clone(),
             privacy: config.privacy.clone(),
             metrics: metrics.gateway.clone(),
+            audit: Some(policy_audit(state)),
         },
     )?);
     crate::gateway::spawn_tidy(&gateway);

@@ -50,6 +50,10 @@ pub mod code {
     pub const UNAVAILABLE: i64 = -32001;
     /// A resource URI no MCP of the scope lists.
     pub const RESOURCE_NOT_FOUND: i64 = -32002;
+    /// A registration's gateway policy refuses this caller the tool (the rule is named).
+    pub const FORBIDDEN: i64 = -32003;
+    /// A registration's rate limit is spent for this call (HTTP 429 with `Retry-After`).
+    pub const RATE_LIMITED: i64 = -32004;
     /// The headers of a 2026-07-28 request disagree with its body.
     pub const HEADER_MISMATCH: i64 = -32020;
 }

@@ -88,7 +88,7 @@ pub async fn run_from_args(
             &token,
             crate::trust::callers::Grant {
                 namespaces: vec!["*".into()],
-                capabilities: Vec::new(),
+                ..Default::default()
             },
         );
         tracing::info!(path = %path.display(), "caller token for the MCP gateway (every namespace)");

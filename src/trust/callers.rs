@@ -25,6 +25,9 @@ pub struct Grant {
     /// Empty: every capability of those namespaces.
     #[serde(default)]
     pub capabilities: Vec<String>,
+    /// Groups the caller is in, for the gateway's policy rules (`caller.groups`).
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 impl Grant {
@@ -61,6 +64,8 @@ struct FileEntry {
     namespaces: Vec<String>,
     #[serde(default)]
     capabilities: Vec<String>,
+    #[serde(default)]
+    groups: Vec<String>,
 }
 
 /// Caller tokens by name.
@@ -79,7 +84,7 @@ impl std::fmt::Debug for CallerTokens {
 }
 
 impl CallerTokens {
-    /// Loads `name: {token, namespaces, capabilities}` entries from a YAML file.
+    /// Loads `name: {token, namespaces, capabilities, groups}` entries from a YAML file.
     pub fn from_file(path: &Path) -> Result<Self, AuthFileError> {
         let callers = Self::default();
         let entries: BTreeMap<String, FileEntry> = read_yaml(
@@ -108,6 +113,7 @@ impl CallerTokens {
                 Grant {
                     namespaces: entry.namespaces,
                     capabilities: entry.capabilities,
+                    groups: entry.groups,
                 },
             );
         }
@@ -180,6 +186,7 @@ pub fn caller_of(secret: &Secret) -> Option<(String, String, Grant)> {
     let grant = Grant {
         namespaces,
         capabilities: list("capabilities"),
+        groups: list("groups"),
     };
     Some((name, token, grant))
 }
@@ -235,6 +242,7 @@ mod tests {
         Grant {
             namespaces: namespaces.iter().map(|s| s.to_string()).collect(),
             capabilities: capabilities.iter().map(|s| s.to_string()).collect(),
+            groups: Vec::new(),
         }
     }
 

@@ -2,6 +2,7 @@
 
 mod gateway;
 mod gateway_oauth;
+mod gateway_policy;
 mod otlp;
 mod prometheus;
 mod python_client;

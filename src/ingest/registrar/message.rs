@@ -231,6 +231,7 @@ pub fn declare(
         routing: preferences::routing(info.routing_config.take()),
         privacy: preferences::privacy(info.privacy.take()),
         compatibility: None,
+        gateway_policy: None,
     };
     check_against_schema(&spec)?;
     if let Some(problem) = validate_spec(&spec).into_iter().next() {

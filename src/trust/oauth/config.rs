@@ -11,6 +11,7 @@
 //!     namespacesClaim: mcp_namespaces      # a claim listing namespaces (array or space-separated)
 //!     namespaces: [ocr]                    # granted to every token of this issuer
 //!     subjectClaim: sub
+//!     groupsClaim: groups                  # the caller's groups, for policy rules
 //!     minRefreshSeconds: 30                # keys fetched again at most this often
 //! ```
 
@@ -45,6 +46,9 @@ pub struct Issuer {
     pub namespaces: Vec<String>,
     #[serde(default = "default_subject")]
     pub subject_claim: String,
+    /// The claim listing the caller's groups (`caller.groups` in policy rules).
+    #[serde(default = "default_groups")]
+    pub groups_claim: String,
     /// The least time between two fetches of the issuer's keys (a token naming an unknown key
     /// fetches them again, at most this often).
     #[serde(default = "default_refresh")]
@@ -61,6 +65,10 @@ fn default_skew() -> u64 {
 
 fn default_subject() -> String {
     "sub".into()
+}
+
+fn default_groups() -> String {
+    "groups".into()
 }
 
 /// The whole file.

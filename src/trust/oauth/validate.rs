@@ -119,9 +119,20 @@ pub fn caller(
             _ => {}
         }
     }
+    let groups = match claims.get(&issuer.groups_claim) {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .take(256)
+            .map(str::to_string)
+            .collect(),
+        Some(Value::String(s)) => s.split_whitespace().take(256).map(str::to_string).collect(),
+        _ => Vec::new(),
+    };
     let grant = Grant {
         namespaces,
         capabilities: Vec::new(),
+        groups,
     };
     if !grant.allows_namespace(namespace) {
         return Err(TokenRefusal::Insufficient(format!(
