@@ -2,7 +2,9 @@
 //! by side in one run, at 4 and 64 connections: calls/s, p50 and p99, and what the gateway adds.
 //! Every call through the gateway is routed, logged (spooled) and learned from, as in production.
 //! Beside them, a bare proxy on the same HTTP stacks that only forwards bytes: the floor any
-//! proxy pays on this machine, where the load, the proxy and the MCP share two cores.
+//! proxy pays on this machine, where the load, the proxy and the MCP share two cores. And the
+//! same MCP behind a registration's gateway policy (two CEL rules and a rate limit), to show
+//! what checking them adds.
 //! `MCP_BENCH_SECONDS` sets each run's length (default 5). Run with `make bench`.
 
 use test_support as common;
@@ -107,6 +109,7 @@ async fn bare_proxy(mcp: std::net::SocketAddr) -> std::net::SocketAddr {
     addr
 }
 
+#[derive(Clone)]
 struct Run {
     calls: usize,
     seconds: f64,
@@ -227,20 +230,50 @@ async fn main() {
         headers: Default::default(),
         policy: None,
     };
-    config.directory.install(vec![backend]);
+    // The same MCP again in namespace `policed`, behind a gateway policy: two CEL rules (one on
+    // the caller's groups, one on the arguments) and a rate limit too wide to refuse anything, so
+    // the difference is what checking them costs.
+    let policy: mcp_coordinator::crd::GatewayPolicy = serde_json::from_value(json!({
+        "rules": [
+            {"name": "admins-delete", "expression": "\"bench\" in caller.groups || tool.name != \"delete\""},
+            {"name": "short-text", "expression": "tool.name != \"echo\" || size(tool.arguments.text) < 100"},
+        ],
+        "rateLimits": [{"name": "per-caller-tool", "per": "callerAndTool", "requests": 1000000, "periodSeconds": 1}],
+    }))
+    .expect("policy");
+    let policed = Backend {
+        mcp_id: "bench_policed_mcp_001".into(),
+        name: "policed".into(),
+        namespace: "policed".into(),
+        policy: Some(Arc::new(mcp_coordinator::gateway::PolicyCell::new(policy))),
+        ..backend.clone()
+    };
+    config.directory.install(vec![backend, policed]);
     config.router.install(&RoutingTable {
         capabilities: [(
             "echo".to_string(),
-            vec![Candidate {
-                mcp_id: "bench_fast_mcp_001".into(),
-                name: "fast".into(),
-                namespace: "default".into(),
-                endpoint: format!("http://{mcp}"),
-                process_path: "/mcp".into(),
-                priority: 0,
-                weight: 100,
-                max_concurrent_requests: 100_000,
-            }],
+            vec![
+                Candidate {
+                    mcp_id: "bench_fast_mcp_001".into(),
+                    name: "fast".into(),
+                    namespace: "default".into(),
+                    endpoint: format!("http://{mcp}"),
+                    process_path: "/mcp".into(),
+                    priority: 0,
+                    weight: 100,
+                    max_concurrent_requests: 100_000,
+                },
+                Candidate {
+                    mcp_id: "bench_policed_mcp_001".into(),
+                    name: "policed".into(),
+                    namespace: "policed".into(),
+                    endpoint: format!("http://{mcp}"),
+                    process_path: "/mcp".into(),
+                    priority: 0,
+                    weight: 100,
+                    max_concurrent_requests: 100_000,
+                },
+            ],
         )]
         .into(),
     });
@@ -248,7 +281,8 @@ async fn main() {
         "bench",
         CALLER_TOKEN,
         Grant {
-            namespaces: vec!["default".into()],
+            namespaces: vec!["default".into(), "policed".into()],
+            groups: vec!["bench".into()],
             ..Grant::default()
         },
     );
@@ -259,6 +293,10 @@ async fn main() {
         "http://{}/mcp/default",
         ingest.gateway_addr.expect("the gateway runs")
     );
+    let policed = format!(
+        "http://{}/mcp/policed",
+        ingest.gateway_addr.expect("the gateway runs")
+    );
     let direct = format!("http://{mcp}/mcp");
     let proxy = format!("http://{}/mcp", bare_proxy(mcp).await);
 
@@ -266,6 +304,7 @@ async fn main() {
     load(&direct, 4, 0.5).await;
     load(&gateway, 4, 0.5).await;
     load(&proxy, 4, 0.5).await;
+    load(&policed, 4, 0.5).await;
 
     println!();
     println!("gateway overhead: the same fast in-process MCP, direct and through the gateway ({seconds} s each, one process, 2 cores shared with the load)");
@@ -282,6 +321,7 @@ async fn main() {
         )
     };
     let mut rows = Vec::new();
+    let mut policy_rows = Vec::new();
     for connections in [4usize, 64] {
         let d = load(&direct, connections, seconds).await;
         row(connections, "direct", &d);
@@ -289,6 +329,9 @@ async fn main() {
         row(connections, "bare proxy", &p);
         let g = load(&gateway, connections, seconds).await;
         row(connections, "gateway", &g);
+        let q = load(&policed, connections, seconds).await;
+        row(connections, "gateway + policy", &q);
+        policy_rows.push((connections, g.clone(), q));
         rows.push((connections, d, p, g));
     }
     println!();
@@ -302,6 +345,21 @@ async fn main() {
             g.rate() / d.rate(),
             p.rate() / d.rate(),
             g.rate() / p.rate()
+        );
+    }
+    println!();
+    println!(
+        "| connections | policy added p50 ms | added p99 ms | gateway + policy / gateway rate |"
+    );
+    println!(
+        "|------------:|--------------------:|-------------:|--------------------------------:|"
+    );
+    for (connections, g, q) in &policy_rows {
+        println!(
+            "| {connections} | {:.3} | {:.3} | {:.2} |",
+            q.percentile(0.5) - g.percentile(0.5),
+            q.percentile(0.99) - g.percentile(0.99),
+            q.rate() / g.rate()
         );
     }
     // Overload: 512 connections, twice; memory should stop growing once the connections exist.

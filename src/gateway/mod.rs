@@ -42,6 +42,7 @@ use crate::pipeline::Spool;
 use crate::privacy::Pseudonymizer;
 use crate::routing::router::Router;
 use crate::trust::callers::CallerTokens;
+pub use access::PolicyCell;
 pub use directory::{backends_of, Backend, Directory};
 pub use http::routes;
 pub use metrics::GatewayMetrics;

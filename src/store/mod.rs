@@ -50,6 +50,9 @@ pub struct HistoryQuery {
     pub after: Option<Cursor>,
     /// The page ends once its interactions pass this many bytes as JSON (it holds one at least).
     pub max_bytes: usize,
+    /// Only the interactions of this user (the pseudonym stored in `user_id`): one caller's
+    /// calls through the gateway, for example.
+    pub user_id: Option<String>,
 }
 
 /// A page of history.
@@ -69,6 +72,7 @@ impl Default for HistoryQuery {
             until_ms: None,
             after: None,
             max_bytes: page::DEFAULT_PAGE_BYTES,
+            user_id: None,
         }
     }
 }

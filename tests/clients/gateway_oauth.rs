@@ -146,6 +146,23 @@ async fn an_sdk_client_gets_a_token_by_discovery_and_bad_tokens_are_refused() {
         "{}",
         history[0]
     );
+    // An admin reads one caller's calls by that pseudonym.
+    let mine = common::get_json_as(
+        &format!("{}/v1/mcps/{mcp_id}/interactions?user_id={user}", c.api),
+        &c.token("admin.token"),
+    )
+    .await;
+    assert_eq!(
+        mine["interactions"].as_array().map(Vec::len),
+        Some(1),
+        "{mine}"
+    );
+    let nobody = common::get_json_as(
+        &format!("{}/v1/mcps/{mcp_id}/interactions?user_id=u_nobody", c.api),
+        &c.token("admin.token"),
+    )
+    .await;
+    assert_eq!(nobody["interactions"], json!([]), "{nobody}");
     let fetches = stats(&issuer).await;
     assert_eq!(fetches, 1, "one JWKS fetch for every token so far");
 

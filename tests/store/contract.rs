@@ -180,6 +180,45 @@ async fn history_is_newest_first_with_limit_and_range() {
 }
 
 #[tokio::test]
+async fn history_reads_one_users_interactions() {
+    for (name, store) in stores().await {
+        let by = |id: &str, user: &str, at: i64| {
+            event(
+                id,
+                "m",
+                EventKind::Record,
+                at,
+                Fields {
+                    user_id: Some(user.into()),
+                    request_type: Some("ocr".into()),
+                    ..Default::default()
+                },
+            )
+        };
+        store
+            .insert(&[
+                by("a1", "u_alice", T0),
+                by("b1", "u_bob", T0 + 1000),
+                by("a2", "u_alice", T0 + 2000),
+            ])
+            .await
+            .unwrap();
+        let mut q = history("m");
+        q.user_id = Some("u_alice".into());
+        let ids: Vec<String> = store
+            .history(&q)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|i| i.interaction_id)
+            .collect();
+        assert_eq!(ids, ["a2", "a1"], "{name}");
+        q.user_id = Some("u_nobody".into());
+        assert!(store.history(&q).await.unwrap().is_empty(), "{name}");
+    }
+}
+
+#[tokio::test]
 async fn metrics_summarise_the_range() {
     for (name, store) in stores().await {
         let mut events = Vec::new();

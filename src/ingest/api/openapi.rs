@@ -76,7 +76,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
     endpoint("POST", "/v1/traces", "OTLP/HTTP traces of an MCP server (protobuf or JSON, gzip or not): tools/call server spans become interactions, other methods are counted; partial_success counts the spans refused", Auth::McpKey, Body::Traces, 200),
     endpoint("POST", "/v1/heartbeat", "The MCP is alive", Auth::McpKey, Body::Empty, 200),
     endpoint("GET", "/v1/heartbeats", "Each MCP's latest heartbeat", Auth::Reader, Body::None, 200),
-    endpoint("GET", "/v1/mcps/{mcp_id}/interactions", "History, newest first (limit, since, until)", Auth::Reader, Body::None, 200),
+    endpoint("GET", "/v1/mcps/{mcp_id}/interactions", "History, newest first (limit, since, until, cursor, user_id)", Auth::Reader, Body::None, 200),
     endpoint("GET", "/v1/mcps/{mcp_id}/metrics", "An MCP's metrics over a range (range, group_by)", Auth::Reader, Body::None, 200),
     endpoint("GET", "/v1/mcps/{mcp_id}/metrics/series", "A time series of an MCP's metrics (range, step, group_by)", Auth::Reader, Body::None, 200),
     endpoint("GET", "/v1/metrics", "Every MCP's metrics over a range (range, group_by)", Auth::Reader, Body::None, 200),

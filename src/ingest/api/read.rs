@@ -67,6 +67,15 @@ impl Reading<'_> {
             until_ms,
             after,
             max_bytes: self.state.limits.page_bytes,
+            user_id: match self.params.get("user_id") {
+                Some(u) if u.is_empty() || u.len() > 256 => {
+                    return Err(ApiError::query(
+                        "user_id",
+                        "a user ID of 1–256 bytes (the pseudonym history shows)",
+                    ))
+                }
+                other => other.cloned(),
+            },
         };
         let page = self.state.store.reads.history_page(&query).await?;
         // More may follow a page that is full, in count or in bytes.

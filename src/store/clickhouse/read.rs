@@ -84,8 +84,13 @@ impl InteractionReads for ClickHouseStore {
             for from in spans {
                 let since = from.or(q.since_ms);
                 let (received, received_binds) = self.received_filter(since, until);
+                let user = if q.user_id.is_some() {
+                    " AND user_id = ?"
+                } else {
+                    ""
+                };
                 let outer = format!(
-                    "WHERE {TIME} >= ? AND {TIME} < ? AND ({TIME} < ? OR ({TIME} = ? AND interaction_id < ?)) ORDER BY {TIME} DESC, interaction_id DESC LIMIT {}",
+                    "WHERE {TIME} >= ? AND {TIME} < ? AND ({TIME} < ? OR ({TIME} = ? AND interaction_id < ?)){user} ORDER BY {TIME} DESC, interaction_id DESC LIMIT {}",
                     q.limit
                 );
                 let mut binds = vec![Bind::Text(q.mcp_id.clone())];
@@ -103,6 +108,9 @@ impl InteractionReads for ClickHouseStore {
                     Bind::Int(after_time),
                     Bind::Text(after_id),
                 ]);
+                if let Some(user) = &q.user_id {
+                    binds.push(Bind::Text(user.clone()));
+                }
                 let mut budget = crate::store::PageBudget::new(q.max_bytes);
                 let rows = self
                     .merged(

@@ -93,6 +93,7 @@ impl InteractionReads for SqliteStore {
                     "SELECT {INTERACTION_COLUMNS}, {} FROM interactions
                      WHERE mcp_id = ?1 AND time_ms >= ?2 AND time_ms < ?3
                        AND (time_ms < ?5 OR (time_ms = ?5 AND interaction_id < ?6))
+                       AND (?7 IS NULL OR user_id = ?7)
                      ORDER BY time_ms DESC, interaction_id DESC LIMIT ?4",
                     columns::names()
                 ))
@@ -104,8 +105,15 @@ impl InteractionReads for SqliteStore {
                 .after
                 .as_ref()
                 .map_or((i64::MAX, ""), |c| (c.time_ms, c.interaction_id.as_str()));
-            let params: [&dyn rusqlite::ToSql; 6] =
-                [&q.mcp_id, &since, &until, &limit, &after_time, &after_id];
+            let params: [&dyn rusqlite::ToSql; 7] = [
+                &q.mcp_id,
+                &since,
+                &until,
+                &limit,
+                &after_time,
+                &after_id,
+                &q.user_id,
+            ];
             let mut budget = PageBudget::new(q.max_bytes);
             let interactions = read_page(&mut stmt, &params, &mut budget)?;
             Ok(HistoryPage {
