@@ -5,6 +5,7 @@
 pub mod gateway;
 pub mod guards;
 pub mod openapi;
+mod params;
 pub mod read;
 pub mod register;
 pub mod reply;
