@@ -115,12 +115,8 @@ impl Gateway {
         // The registrations' rules, before anything leaves the gateway.
         let targets = match &tool {
             Some(tool) => {
-                let arguments = message
-                    .params
-                    .get("arguments")
-                    .cloned()
-                    .unwrap_or(Value::Null);
-                match self.permitted(&ctx.caller, tool, &arguments, &targets) {
+                let arguments = message.params.get("arguments").unwrap_or(&Value::Null);
+                match self.permitted(&ctx.caller, tool, arguments, &targets) {
                     Ok(allowed) => allowed,
                     Err(refused) => {
                         return Reply::Json(protocol::error(
