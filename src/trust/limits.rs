@@ -55,8 +55,9 @@ impl Buckets {
         // First see that every limit has a call, then take them all.
         let mut refilled = Vec::with_capacity(limits.len());
         for limit in limits {
-            let capacity = f64::from(limit.requests);
-            let period = Duration::from_secs(u64::from(limit.period_seconds));
+            // The schema keeps both at 1 or more; a zero must not divide by nothing.
+            let capacity = f64::from(limit.requests.max(1));
+            let period = Duration::from_secs(u64::from(limit.period_seconds.max(1)));
             let rate = capacity / period.as_secs_f64();
             let k = key(limit);
             let bucket = buckets.get(&k).copied().unwrap_or(Bucket {
@@ -118,6 +119,16 @@ mod tests {
         assert!(buckets
             .take("m", &limits, "a", "t", t0 + Duration::from_secs(5))
             .is_ok());
+    }
+
+    #[test]
+    fn a_zero_limit_from_outside_the_schema_counts_as_one_and_does_not_panic() {
+        let buckets = Buckets::default();
+        let limits = [limit("zero", RateLimitKey::Caller, 0, 0)];
+        let t0 = Instant::now();
+        assert!(buckets.take("m", &limits, "a", "t", t0).is_ok());
+        let (_, wait) = buckets.take("m", &limits, "a", "t", t0).unwrap_err();
+        assert_eq!(wait, Duration::from_secs(1));
     }
 
     #[test]
